@@ -1,0 +1,185 @@
+"""Every knob of an experiment, with its default, and the checks run before any work.
+
+Config files in `configs/` start from `base_config()` and override what their protocol
+says (see ../shared/METHOD.md). Every key is documented here, once.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+RECORD_KEEPS = ("auto", "none", "mean", "last2", "all")
+RECORD_WEIGHTINGS = ("mean", "ema", "lr")
+OPTIMIZERS = ("sgd", "adam")
+DISAL_SCORES = ("projection", "norm")
+DISAL_LOSSES = ("ce", "kl")
+DISAL_DIRECTIONS = ("delta", "momentum")
+DTYPES = ("float32", "bfloat16")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults: the paper's CIFAR protocol on ResNet-18 (METHOD.md), DISAL vs Random."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Comma-separated strategy names (see `disal_jax.strategies.registry.names()`); each
+  # strategy runs in its own sub-folder of the workdir.
+  c.strategies = "disal,random"
+  # Also train once on 100% of the labels: the upper line of every plot.
+  c.full_training = True
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "cifar10"  # see disal_jax.data.registry.names()
+  d.data_dir = ""  # tfds data_dir, or the image folder root for name='image_folder'
+  d.manual_dir = ""  # tfds manual_dir (ImageNet100, Cityscapes)
+  d.cache_dir = ""  # decoded-array cache; '' = ~/.cache/disal_jax
+  # Long-tailed variant: keep n_max * (1/ratio)^(c/(C-1)) training images of class c.
+  d.imbalance_ratio = 0.0  # 0 = balanced
+  d.image_size = 0  # resize to image_size x image_size at load time; 0 = keep
+  d.test_fraction = 0.2  # for datasets without a test split (digits, caltech101)
+  d.split_seed = 0  # fixed train/test split of those datasets
+  d.max_train = 0  # keep a random N training images (seeded by split_seed); 0 = all
+  d.max_test = 0  # likewise for the test split
+  d.max_train_per_class = 0  # tfds datasets: keep at most N training images per class; 0 = all
+
+  c.model = m = ml_collections.ConfigDict()
+  m.name = "resnet18"  # see disal_jax.models.registry.names()
+  m.stem = "cifar"  # 'cifar' (3x3 stride 1, no max-pool) or 'imagenet' (7x7 stride 2 + max-pool)
+  m.width = 64  # channels of the first stage; 64 is the standard ResNet-18
+  m.dtype = "float32"  # compute dtype; parameters stay float32
+
+  c.train = t = ml_collections.ConfigDict()
+  t.epochs = 200
+  t.batch_size = 128
+  t.eval_batch_size = 500
+  t.optimizer = "sgd"
+  t.learning_rate = 0.1
+  t.momentum = 0.9
+  t.weight_decay = 5e-4
+  t.lr_decay_at = 0.8  # fraction of the epochs after which lr is multiplied by lr_decay_factor
+  t.lr_decay_factor = 0.1
+  t.warm_start = False  # start each cycle from the previous cycle's model
+  t.log_every_epochs = 1
+
+  c.augment = a = ml_collections.ConfigDict()
+  a.crop_padding = 4  # random crop to the image size after zero-padding; 0 = off
+  a.flip = True  # random horizontal flip
+
+  c.al = al = ml_collections.ConfigDict()
+  al.initial_fraction = 0.10
+  al.step_fraction = 0.05
+  al.final_fraction = 0.40
+  # Absolute counts (the imbalanced settings); when initial_count > 0 they replace fractions.
+  al.initial_count = 0
+  al.step_count = 0
+  al.final_count = 0
+  # Score a random subset of this many unlabeled samples per cycle (references: 10000);
+  # 0 = score the whole pool.
+  al.subset_size = 0
+
+  c.record = r = ml_collections.ConfigDict()
+  # What to keep of the pool's per-epoch probabilities: 'auto' = what the strategy declares.
+  r.keep = "auto"
+  # Running mean: 'mean' (arithmetic over epochs), 'ema' (decay below), 'lr' (weighted by the
+  # epoch's learning rate, TracIn's eta_t).
+  r.weighting = "mean"
+  r.ema_decay = 0.9
+
+  c.disal = s = ml_collections.ConfigDict()
+  s.dynamic_weight = 1.0  # lambda; 0 trains exactly like plain training
+  s.dynamic_loss = "ce"  # soft-target cross-entropy, or 'kl'
+  s.dynamic_warmup_epochs = 1  # the dynamic loss starts after this many recorded epochs
+  s.dynamic_batch_size = 128  # pool samples drawn per train step for the dynamic loss
+  s.direction = "delta"  # theta_start - theta_end, or the optimiser's momentum buffer
+  s.score = "projection"  # <grad l_dyn, d> via one jvp, or the per-sample gradient norm
+  s.norm_chunk_size = 32  # per-sample gradients per vmap chunk (score='norm')
+  return c
+
+
+def strategy_names(config: ml_collections.ConfigDict) -> list[str]:
+  return [s.strip() for s in config.strategies.split(",") if s.strip()]
+
+
+class ConfigError(ValueError):
+  """A config value is out of range; the message names the key and the allowed values."""
+
+
+def _check(ok: bool, key: str, value, allowed: str) -> None:
+  if not ok:
+    raise ConfigError(f"config.{key}={value!r} is invalid: {allowed}.")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
+  """Checks values before any work; raises ConfigError naming the key and what is allowed."""
+  # Imported here: the registries import models and strategies, which import jax.
+  from disal_jax.data import registry as data_registry
+  from disal_jax.models import registry as model_registry
+  from disal_jax.strategies import registry as strategy_registry
+
+  _check(config.data.name in data_registry.names(), "data.name", config.data.name,
+         f"one of {data_registry.names()}")
+  _check(config.model.name in model_registry.names(), "model.name", config.model.name,
+         f"one of {model_registry.names()}")
+  names = strategy_names(config)
+  _check(bool(names), "strategies", config.strategies, "at least one strategy name")
+  for name in names:
+    _check(name in strategy_registry.names(), "strategies", name,
+           f"comma-separated names from {strategy_registry.names()}")
+  _check(len(set(names)) == len(names), "strategies", config.strategies, "no name twice")
+  _check(config.model.stem in ("cifar", "imagenet"), "model.stem", config.model.stem,
+         "'cifar' or 'imagenet'")
+  _check(config.model.width > 0, "model.width", config.model.width, "a positive integer")
+  _check(config.model.dtype in DTYPES, "model.dtype", config.model.dtype, f"one of {DTYPES}")
+  _check(config.data.imbalance_ratio == 0 or config.data.imbalance_ratio >= 1,
+         "data.imbalance_ratio", config.data.imbalance_ratio, "0 (off) or >= 1")
+  _check(0 < config.data.test_fraction < 1, "data.test_fraction", config.data.test_fraction,
+         "in (0, 1)")
+
+  t = config.train
+  _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
+  for key in ("batch_size", "eval_batch_size"):
+    value = t[key]
+    _check(value >= 1 and value % num_devices == 0, f"train.{key}", value,
+           f"a positive multiple of the device count ({num_devices})")
+  _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {OPTIMIZERS}")
+  _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
+  _check(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
+  _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
+  _check(0 < t.lr_decay_at <= 1, "train.lr_decay_at", t.lr_decay_at, "in (0, 1]")
+  _check(t.log_every_epochs >= 1, "train.log_every_epochs", t.log_every_epochs, ">= 1")
+  _check(config.augment.crop_padding >= 0, "augment.crop_padding", config.augment.crop_padding,
+         ">= 0")
+
+  al = config.al
+  if al.initial_count > 0:
+    _check(al.step_count > 0, "al.step_count", al.step_count, "> 0 when al.initial_count is set")
+    _check(al.final_count >= al.initial_count, "al.final_count", al.final_count,
+           f">= al.initial_count ({al.initial_count})")
+  else:
+    for key in ("initial_fraction", "step_fraction", "final_fraction"):
+      _check(0 < al[key] <= 1, f"al.{key}", al[key], "a fraction in (0, 1]")
+    _check(al.final_fraction >= al.initial_fraction, "al.final_fraction", al.final_fraction,
+           f">= al.initial_fraction ({al.initial_fraction})")
+  _check(al.subset_size >= 0, "al.subset_size", al.subset_size, "0 (off) or a positive count")
+
+  r = config.record
+  _check(r.keep in RECORD_KEEPS, "record.keep", r.keep, f"one of {RECORD_KEEPS}")
+  _check(r.weighting in RECORD_WEIGHTINGS, "record.weighting", r.weighting,
+         f"one of {RECORD_WEIGHTINGS}")
+  _check(0 <= r.ema_decay < 1, "record.ema_decay", r.ema_decay, "in [0, 1)")
+
+  s = config.disal
+  _check(s.dynamic_weight >= 0, "disal.dynamic_weight", s.dynamic_weight, ">= 0")
+  _check(s.dynamic_loss in DISAL_LOSSES, "disal.dynamic_loss", s.dynamic_loss,
+         f"one of {DISAL_LOSSES}")
+  _check(s.dynamic_warmup_epochs >= 1, "disal.dynamic_warmup_epochs", s.dynamic_warmup_epochs,
+         ">= 1 (the dynamic target needs at least one recorded epoch)")
+  _check(s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
+         "disal.dynamic_batch_size", s.dynamic_batch_size,
+         f"a positive multiple of the device count ({num_devices})")
+  _check(s.direction in DISAL_DIRECTIONS, "disal.direction", s.direction,
+         f"one of {DISAL_DIRECTIONS}")
+  _check(s.score in DISAL_SCORES, "disal.score", s.score, f"one of {DISAL_SCORES}")
+  _check(s.norm_chunk_size >= 1, "disal.norm_chunk_size", s.norm_chunk_size, ">= 1")
+  if s.direction == "momentum":
+    _check(t.optimizer == "sgd" and t.momentum > 0, "disal.direction", s.direction,
+           "'delta' unless train.optimizer='sgd' with train.momentum > 0")

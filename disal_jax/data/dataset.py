@@ -1,0 +1,91 @@
+"""The in-memory dataset every loader returns: uint8 images and int32 labels per split."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A classification dataset held as arrays.
+
+  A sample's index in the pool is its row in `train_images`; the oracle is `train_labels`.
+
+  Attributes:
+    name: registry name.
+    train_images: (N, H, W, C) uint8.
+    train_labels: (N,) int32 in [0, num_classes).
+    test_images: (M, H, W, C) uint8.
+    test_labels: (M,) int32.
+    class_names: one name per class.
+  """
+  name: str
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  class_names: tuple[str, ...]
+
+  def __post_init__(self):
+    for split in ("train", "test"):
+      images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+      if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"{self.name}: {split} images must be uint8 (N, H, W, C), got "
+                         f"{images.dtype} {images.shape}")
+      if labels.shape != (images.shape[0],):
+        raise ValueError(f"{self.name}: {split} labels {labels.shape} do not match images "
+                         f"{images.shape}")
+      if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+        raise ValueError(f"{self.name}: {split} labels outside [0, {len(self.class_names)})")
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def num_train(self) -> int:
+    return int(self.train_labels.shape[0])
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train_images.shape[1:])
+
+  def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the training images in [0, 1], float32 (C,)."""
+    pixels = self.train_images.reshape(-1, self.train_images.shape[-1])
+    mean = pixels.mean(axis=0, dtype=np.float64) / 255.0
+    std = pixels.std(axis=0, dtype=np.float64) / 255.0
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+def counts_per_class(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  return np.bincount(labels, minlength=num_classes)
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """Splits indices per class: round(test_fraction * n_c) of each class go to the test side.
+
+  Returns:
+    (train_indices, test_indices), each sorted int64.
+  """
+  rng = np.random.default_rng(seed)
+  train, test = [], []
+  for c in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == c))
+    n_test = int(round(test_fraction * members.size))
+    test.append(members[:n_test])
+    train.append(members[n_test:])
+  return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def take(dataset: Dataset, train_indices: np.ndarray | None = None,
+         test_indices: np.ndarray | None = None) -> Dataset:
+  """A dataset restricted to the given rows of each split (None keeps a split whole)."""
+  tr = slice(None) if train_indices is None else train_indices
+  te = slice(None) if test_indices is None else test_indices
+  return dataclasses.replace(
+      dataset, train_images=dataset.train_images[tr], train_labels=dataset.train_labels[tr],
+      test_images=dataset.test_images[te], test_labels=dataset.test_labels[te])

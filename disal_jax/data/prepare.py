@@ -1,0 +1,52 @@
+"""Prepares a tfds dataset once: `python -m disal_jax.data.prepare --dataset=cifar10`.
+
+Writes array_record files (read later without TensorFlow). The download itself goes through
+tfds, whose image encoders may need TensorFlow: `pip install tensorflow-cpu` on the machine
+that prepares (README: 'Preparing the real datasets'). Checks the network first, so an
+offline machine fails in seconds instead of after tfds' minutes of retries.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.parse
+
+from absl import app, flags
+
+from disal_jax.data import tfds_source
+
+_DATASET = flags.DEFINE_enum("dataset", None, sorted(tfds_source.SPECS), "Dataset to prepare.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "tfds data_dir ('' = ~/tensorflow_datasets).")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "Folder with manually downloaded archives.")
+_PROBE_TIMEOUT_S = flags.DEFINE_float("probe_timeout_s", 5.0, "Network check timeout.")
+
+
+def network_reachable(url: str, timeout_s: float) -> bool:
+  parsed = urllib.parse.urlparse(url)
+  if not parsed.hostname:
+    return True  # nothing to probe; let tfds try
+  try:
+    with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout_s):
+      return True
+  except OSError:
+    return False
+
+
+def main(argv):
+  del argv
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  name = _DATASET.value
+  builder = tfds_source.builder_for(name, _DATA_DIR.value)
+  if not tfds_source.SPECS[name].manual and not network_reachable(
+      builder.info.homepage, _PROBE_TIMEOUT_S.value):
+    raise SystemExit(f"No network: cannot reach {builder.info.homepage} to download {name!r}. "
+                     "Prepare it on a machine with network access and copy the data_dir here.")
+  builder.download_and_prepare(
+      file_format="array_record",
+      download_config=tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value or None))
+  print(f"Prepared {name!r} in {builder.data_dir}")
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("dataset")
+  app.run(main)

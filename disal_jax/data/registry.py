@@ -1,0 +1,58 @@
+"""Dataset registry: name -> loader. `load_dataset(config.data)` is the only entry point."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import ml_collections
+import numpy as np
+
+from disal_jax.data import digits, image_folder, long_tail, tfds_source
+from disal_jax.data.dataset import Dataset, take
+
+Loader = Callable[[ml_collections.ConfigDict], Dataset]
+
+
+def _tfds_loader(name: str, cfg: ml_collections.ConfigDict) -> Dataset:
+  return tfds_source.load_tfds(
+      name, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir, cache_dir=cfg.cache_dir,
+      image_size=cfg.image_size, test_fraction=cfg.test_fraction, split_seed=cfg.split_seed,
+      max_train_per_class=cfg.max_train_per_class)
+
+
+_LOADERS: dict[str, Loader] = {
+    "digits": lambda cfg: digits.load_digits(cfg.test_fraction, cfg.split_seed),
+    "image_folder": lambda cfg: image_folder.load_image_folder(cfg.data_dir, cfg.image_size,
+                                                               cfg.cache_dir),
+    **{name: functools.partial(_tfds_loader, name) for name in tfds_source.SPECS},
+}
+
+
+def names() -> list[str]:
+  return sorted(_LOADERS)
+
+
+def get_loader(name: str) -> Loader:
+  if name not in _LOADERS:
+    raise KeyError(f"Unknown dataset {name!r}; known datasets: {names()}")
+  return _LOADERS[name]
+
+
+def load_dataset(cfg: ml_collections.ConfigDict) -> Dataset:
+  """Loads config.data: the named dataset, then the long-tail profile, then truncation."""
+  dataset = get_loader(cfg.name)(cfg)
+  if cfg.imbalance_ratio:
+    dataset = long_tail.make_long_tailed(dataset, cfg.imbalance_ratio)
+  if cfg.max_train or cfg.max_test:
+    rng = np.random.default_rng(cfg.split_seed)
+    dataset = take(dataset, _subset(rng, dataset.num_train, cfg.max_train),
+                   _subset(rng, len(dataset.test_labels), cfg.max_test))
+  return dataset
+
+
+def _subset(rng: np.random.Generator, n: int, keep: int) -> np.ndarray | None:
+  """A sorted uniform subset of `keep` of `n` rows (image folders are ordered by class)."""
+  if not keep or keep >= n:
+    return None
+  return np.sort(rng.choice(n, keep, replace=False))

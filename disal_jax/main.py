@@ -1,0 +1,30 @@
+"""Runs an active-learning experiment: python -m disal_jax.main --config=configs/default.py
+
+Flags: --config (an ml_collections config file; override keys with --config.seed=3 etc.;
+an unknown key fails at once) and --workdir (where results, logs and indices are written).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from disal_jax import loop
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/default", "Output directory.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.getLogger().setLevel(logging.INFO)
+  loop.run_experiment(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

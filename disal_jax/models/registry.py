@@ -1,0 +1,29 @@
+"""Model registry: name -> constructor taking (config.model, num_classes)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from disal_jax.models import resnet
+
+Builder = Callable[[ml_collections.ConfigDict, int], nn.Module]
+
+_MODELS: dict[str, Builder] = {
+    "resnet18": lambda cfg, num_classes: resnet.ResNet18(
+        num_classes=num_classes, width=cfg.width, stem=cfg.stem,
+        dtype=jnp.dtype(cfg.dtype)),
+}
+
+
+def names() -> list[str]:
+  return sorted(_MODELS)
+
+
+def build_model(cfg: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  if cfg.name not in _MODELS:
+    raise KeyError(f"Unknown model {cfg.name!r}; known models: {names()}")
+  return _MODELS[cfg.name](cfg, num_classes)

@@ -1,0 +1,153 @@
+"""DISAL: dynamic influence based selection (../shared/METHOD.md, "DISAL").
+
+1. Record: each epoch the pool's softmax outputs fold into a running mean p_bar(u) on device
+   (disal_jax.training.record; weighting per config.record.weighting).
+2. Dynamic loss: each train step draws `disal.dynamic_batch_size` pool samples and adds
+   lambda * mean_u CE(p_bar(u), p_theta(u)) after `disal.dynamic_warmup_epochs` epochs.
+3. Direction: d = theta_start - theta_end of the cycle (or the SGD momentum buffer).
+4. Score: s(u) = <grad_theta l_dyn(u; theta_end), d>, all samples from one forward-mode pass
+   per batch (jax.jvp of the per-sample loss vector along d); or ||grad_theta l_dyn(u)||.
+   Top-K.
+
+Notes on choices the sources leave open (each is a config key):
+- The dynamic branch runs in train mode on augmented pool images (like the labeled branch);
+  its BatchNorm statistics updates are discarded, so lambda = 0 trains exactly as plain
+  training (running statistics come from labeled data only).
+- 'kl' and 'ce' differ by the entropy of p_bar, a constant in theta: same gradients, same
+  scores; only the logged loss value differs.
+- A score without the dynamic target (the current prediction as target) is identically 0
+  at theta_end (the gradient of CE(p, p_theta) vanishes at p_theta = p), so the
+  "no dynamic loss" ablation is `disal.dynamic_weight=0`, which keeps the recorded target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores
+from disal_jax.training.augment import Preprocess
+from disal_jax.training.state import momentum_trace
+
+
+def dynamic_loss(logits: jax.Array, target: jax.Array, kind: str) -> jax.Array:
+  """Per-sample soft-target loss (B,) between p_bar `target` (B, C) and softmax(logits)."""
+  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  ce = -jnp.sum(target * log_p, axis=-1)
+  if kind == "kl":
+    ce = ce + jnp.sum(jax.scipy.special.xlogy(target, target), axis=-1)
+  return ce
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicLossHook:
+  """DISAL's addition to the train step (see disal_jax.training.trainer.TrainHook)."""
+  weight: float
+  warmup_epochs: int
+  batch_size: int
+  kind: str
+
+  def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
+    del outputs
+    position = batch["pool_position_index"]  # (Bp,) positions in the recorded pool
+    rows = aux["pool_index"][position]
+    target = aux["target"][position]
+    images = preprocess.augment(data.images[rows], rng)
+    pool_outputs, _ = state.apply_fn(state.variables(params), images, train=True,
+                                     mutable=["batch_stats"])  # statistics updates dropped
+    value = dynamic_loss(pool_outputs["logits"], target, self.kind).mean()
+    return batch["dynamic_weight"] * value, {"dynamic_loss": value}
+
+  def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
+                   pool_size: int) -> dict[str, np.ndarray]:
+    weight = self.weight if epoch >= self.warmup_epochs else 0.0
+    return {"pool_position_index": rng.integers(0, pool_size, (num_steps, self.batch_size),
+                                                dtype=np.int32),
+            "dynamic_weight": np.full((num_steps,), weight, np.float32)}
+
+  def aux(self, record, pool_index):
+    return {"pool_index": pool_index, "target": record.mean}
+
+
+def make_hook(config: ml_collections.ConfigDict) -> DynamicLossHook:
+  s = config.disal
+  return DynamicLossHook(float(s.dynamic_weight), int(s.dynamic_warmup_epochs),
+                         int(s.dynamic_batch_size), s.dynamic_loss)
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess", "kind"))
+def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str) -> jax.Array:
+  """<grad_theta l_dyn(u; theta), d> for a batch, (B,) float32, by one jax.jvp.
+
+  Args:
+    scoring: {'state': TrainState at theta_end, 'direction': params-shaped d}.
+    data: DeviceData of the training split.
+    batch: {'index': (B,) rows, 'target': (B, C) p_bar}.
+  Cost: about one forward and one forward-mode pass of the batch (no per-sample gradients).
+  BatchNorm in eval mode, so each sample's loss depends on that sample alone.
+  """
+  state = scoring["state"]
+  images = preprocess.normalise(data.images[batch["index"]])
+
+  def losses(params):
+    logits = state.apply_fn(state.variables(params), images, train=False)["logits"]
+    return dynamic_loss(logits, batch["target"], kind)
+
+  return jax.jvp(losses, (state.params,), (scoring["direction"],))[1]
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "chunk_size"))
+def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str,
+                         chunk_size: int) -> jax.Array:
+  """||grad_theta l_dyn(u; theta)|| over all parameters, (B,) float32.
+
+  Per-sample gradients by jax.vmap(jax.grad) over chunks of `chunk_size` samples (lax.map
+  over chunks bounds memory at chunk_size parameter copies).
+  """
+  state = scoring["state"]
+  images = preprocess.normalise(data.images[batch["index"]])
+  targets = batch["target"]
+  chunk = math.gcd(images.shape[0], chunk_size)
+
+  def one_loss(params, image, target):
+    logits = state.apply_fn(state.variables(params), image[None], train=False)["logits"]
+    return dynamic_loss(logits, target[None], kind)[0]
+
+  def chunk_norms(args):
+    grads = jax.vmap(jax.grad(one_loss), in_axes=(None, 0, 0))(state.params, *args)
+    squares = [jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in jax.tree.leaves(grads)]
+    return jnp.sqrt(sum(squares))
+
+  chunks = (images.reshape(-1, chunk, *images.shape[1:]),
+            targets.reshape(-1, chunk, *targets.shape[1:]))
+  return jax.lax.map(chunk_norms, chunks).reshape(-1)
+
+
+def direction(ctx: ScoringContext):
+  """d: theta_start - theta_end (the sum of the cycle's updates, sign flipped), or momentum."""
+  state = ctx.result.state
+  if ctx.config.disal.direction == "momentum":
+    return momentum_trace(state)
+  return jax.tree.map(lambda start, end: start - end, ctx.result.start_params, state.params)
+
+
+def disal_scores(ctx: ScoringContext) -> np.ndarray:
+  s = ctx.config.disal
+  scoring = {"state": ctx.result.state, "direction": direction(ctx)}
+  if s.score == "projection":
+    fn = functools.partial(projection_scores, preprocess=ctx.trainer.preprocess,
+                           kind=s.dynamic_loss)
+  else:
+    fn = functools.partial(gradient_norm_scores, preprocess=ctx.trainer.preprocess,
+                           kind=s.dynamic_loss, chunk_size=s.norm_chunk_size)
+  return batched_pool_scores(ctx, fn, scoring, {"target": ctx.result.record.mean})
+
+
+STRATEGY = Strategy(name="disal", record="mean", score=disal_scores, make_hook=make_hook,
+                    description="dynamic influence: <grad of the dynamic loss, accumulated update>")

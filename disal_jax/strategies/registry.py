@@ -1,0 +1,18 @@
+"""Strategy registry: an explicit name -> Strategy table (nothing registers on import)."""
+
+from __future__ import annotations
+
+from disal_jax.strategies import disal, random
+from disal_jax.strategies.base import Strategy
+
+_STRATEGIES: dict[str, Strategy] = {s.name: s for s in (disal.STRATEGY, random.STRATEGY)}
+
+
+def names() -> list[str]:
+  return sorted(_STRATEGIES)
+
+
+def get_strategy(name: str) -> Strategy:
+  if name not in _STRATEGIES:
+    raise KeyError(f"Unknown strategy {name!r}; known strategies: {names()}")
+  return _STRATEGIES[name]

@@ -1,0 +1,80 @@
+"""On-device record of the pool's predicted probabilities across the epochs of a cycle.
+
+Levels (each keeps what the one before keeps, and more):
+  'none'  - nothing.
+  'mean'  - the running mean p_bar (weighted per config.record.weighting) and its weight.
+  'last2' - also the last two epochs' probabilities (previous, latest).
+  'all'   - also every epoch's probabilities, (epochs, P, C).
+Arrays are split over the 'data' axis along the pool axis P.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from disal_jax.training.sharding import DATA_AXIS
+
+LEVELS = ("none", "mean", "last2", "all")
+
+
+class PoolRecord(NamedTuple):
+  """Attributes:
+    mean: (P, C) float32 running mean of the recorded epochs, or None.
+    weight: () float32, the sum of the epochs' weights folded into `mean`.
+    count: () int32, the number of epochs recorded.
+    last: (2, P, C) float32 [previous, latest] epoch, or None.
+    history: (E, P, C) float32, epoch e at row e, or None.
+  """
+  mean: Optional[jax.Array]
+  weight: jax.Array
+  count: jax.Array
+  last: Optional[jax.Array]
+  history: Optional[jax.Array]
+
+
+def level_at_least(level: str, needed: str) -> bool:
+  return LEVELS.index(level) >= LEVELS.index(needed)
+
+
+def init_record(level: str, pool_size: int, num_classes: int, epochs: int) -> PoolRecord:
+  """An empty record; pool_size is the padded pool length."""
+  zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
+  return PoolRecord(
+      mean=zeros(pool_size, num_classes) if level_at_least(level, "mean") else None,
+      weight=jnp.zeros((), jnp.float32), count=jnp.zeros((), jnp.int32),
+      last=zeros(2, pool_size, num_classes) if level_at_least(level, "last2") else None,
+      history=zeros(epochs, pool_size, num_classes) if level_at_least(level, "all") else None)
+
+
+def record_shardings(record: PoolRecord, mesh: Mesh) -> PoolRecord:
+  """The pool axis of every buffer split over 'data'; the counters replicated."""
+  pool_major = NamedSharding(mesh, P(DATA_AXIS))
+  epoch_major = NamedSharding(mesh, P(None, DATA_AXIS))
+  scalar = NamedSharding(mesh, P())
+  return PoolRecord(None if record.mean is None else pool_major, scalar, scalar,
+                    None if record.last is None else epoch_major,
+                    None if record.history is None else epoch_major)
+
+
+def update_record(record: PoolRecord, probs: jax.Array, epoch_weight: jax.Array, *,
+                  weighting: str, ema_decay: float) -> PoolRecord:
+  """Folds one epoch's probabilities (P, C) into the record.
+
+  weighting='mean' or 'lr': p_bar <- (W * p_bar + w * p) / (W + w), W <- W + w, where w is 1
+  ('mean', so p_bar <- (e * p_bar + p) / (e + 1)) or the epoch's learning rate ('lr').
+  weighting='ema': p_bar <- p on the first epoch, then decay * p_bar + (1 - decay) * p.
+  """
+  w = jnp.asarray(1.0 if weighting == "mean" else epoch_weight, jnp.float32)
+  mean = record.mean
+  if mean is not None:
+    if weighting == "ema":
+      mean = jnp.where(record.count == 0, probs, ema_decay * mean + (1.0 - ema_decay) * probs)
+    else:
+      mean = (record.weight * mean + w * probs) / (record.weight + w)
+  last = None if record.last is None else jnp.stack([record.last[1], probs])
+  history = None if record.history is None else record.history.at[record.count].set(probs)
+  return PoolRecord(mean, record.weight + w, record.count + 1, last, history)

@@ -1,0 +1,31 @@
+"""One 1-D ('data',) mesh over all devices: batches split along it, parameters replicated."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def along_data(mesh: Mesh) -> NamedSharding:
+  """Leading (batch or sample) axis split over the devices."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def put_replicated(tree, mesh: Mesh):
+  return jax.device_put(tree, replicated(mesh))
+
+
+def put_along_data(tree, mesh: Mesh):
+  return jax.device_put(tree, along_data(mesh))

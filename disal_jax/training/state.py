@@ -1,0 +1,68 @@
+"""Train state: parameters, BatchNorm statistics, optimiser state, an rng key, extras."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import struct
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+  """flax TrainState plus BatchNorm statistics and the key that drives augmentation.
+
+  `extras` holds strategy-owned arrays that live with the model (a module's parameters, an
+  EMA teacher); it is an empty dict for plain training.
+  """
+  batch_stats: Any = None
+  rng: jax.Array = None
+  extras: Any = struct.field(default_factory=dict)
+
+  def variables(self, params=None) -> dict:
+    return {"params": self.params if params is None else params,
+            "batch_stats": self.batch_stats}
+
+
+def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """SGD (PyTorch semantics: weight decay added to the gradient, then momentum) or Adam.
+
+  The learning rate is an injected hyper-parameter, set per epoch by the trainer.
+  """
+  def build(learning_rate):
+    decay = optax.add_decayed_weights(train_cfg.weight_decay)
+    if train_cfg.optimizer == "sgd":
+      inner = optax.sgd(learning_rate, momentum=train_cfg.momentum or None)
+    else:
+      inner = optax.adam(learning_rate)
+    return optax.chain(decay, inner)
+  return optax.inject_hyperparams(build)(learning_rate=train_cfg.learning_rate)
+
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                 image_shape: tuple[int, int, int]) -> TrainState:
+  """A fresh state. Pass the same `tx` object every time: it is part of the state's static
+  structure, so a new one would make every jitted step compile again."""
+  init_rng, state_rng = jax.random.split(rng)
+  variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                           batch_stats=variables.get("batch_stats", {}),
+                           tx=tx, rng=state_rng)
+
+
+def with_learning_rate(state: TrainState, lr: jax.Array) -> TrainState:
+  hyper = dict(state.opt_state.hyperparams, learning_rate=jnp.asarray(lr, jnp.float32))
+  return state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+
+
+def momentum_trace(state: TrainState):
+  """The SGD momentum buffer (a params-shaped pytree), for DISAL's direction='momentum'."""
+  traces = optax.tree_utils.tree_get_all_with_path(state.opt_state, "trace")
+  if not traces:
+    raise ValueError("the optimiser keeps no momentum trace (train.optimizer='sgd' with "
+                     "train.momentum > 0 is needed for disal.direction='momentum')")
+  return traces[0][1]

@@ -1,0 +1,92 @@
+"""Pure train, eval and predict steps. They are jitted by the trainer at the call site.
+
+Data lives on device: `DeviceData` holds a whole split (uint8 images, int32 labels,
+replicated), and each step gets a batch of row indices (split over the 'data' axis), so no
+image crosses from host to device during training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from clu import metrics as clu_metrics
+
+from disal_jax.training.augment import Preprocess
+from disal_jax.training.state import TrainState, with_learning_rate
+
+Metrics = dict[str, clu_metrics.Metric]
+
+
+class DeviceData(NamedTuple):
+  images: jax.Array  # (N, H, W, C) uint8
+  labels: jax.Array  # (N,) int32
+
+
+# extra_loss(params, state, data, batch, aux, rng, outputs) -> (scalar loss, {name: scalar}).
+# A strategy's training hook (DISAL's dynamic loss, later the baselines' modules).
+ExtraLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def merge_metrics(a: Optional[Metrics], b: Metrics) -> Metrics:
+  return b if a is None else {k: a[k].merge(b[k]) for k in a}
+
+
+def compute_metrics(m: Metrics) -> dict[str, float]:
+  return {k: float(v.compute()) for k, v in jax.device_get(m).items()}
+
+
+def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
+               aux: dict[str, Any], *, preprocess: Preprocess,
+               extra_loss: Optional[ExtraLoss] = None) -> tuple[TrainState, Metrics]:
+  """One SGD step on the labeled batch `batch['index']` (B,) at learning rate `batch['lr']`.
+
+  The augmentation key is derived from (state.rng, state.step); an extra loss gets its own
+  key, so adding one never changes the supervised branch's random numbers.
+  """
+  step_rng = jax.random.fold_in(state.rng, state.step)
+  augment_rng, extra_rng = jax.random.split(step_rng)
+  index = batch["index"]
+  images = preprocess.augment(data.images[index], augment_rng)
+  labels = data.labels[index]
+
+  def loss_fn(params):
+    outputs, updates = state.apply_fn(state.variables(params), images, train=True,
+                                      mutable=["batch_stats"])
+    ce = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], labels).mean()
+    loss, extra_metrics = ce, {}
+    if extra_loss is not None:
+      extra, extra_metrics = extra_loss(params, state, data, batch, aux, extra_rng, outputs)
+      loss = loss + extra
+    return loss, (outputs, updates, ce, extra_metrics)
+
+  grads, (outputs, updates, ce, extra_metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
+  state = with_learning_rate(state, batch["lr"])
+  state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+  metrics = {"loss": clu_metrics.Average.from_model_output(ce),
+             "accuracy": clu_metrics.Accuracy.from_model_output(logits=outputs["logits"],
+                                                                labels=labels)}
+  metrics.update({k: clu_metrics.Average.from_model_output(v) for k, v in extra_metrics.items()})
+  return state, metrics
+
+
+def eval_step(state: TrainState, data: DeviceData, index: jax.Array, mask: jax.Array, *,
+              preprocess: Preprocess) -> Metrics:
+  """Loss and accuracy on rows `index` (B,) where `mask` (B,) bool marks real (not pad) rows."""
+  outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images[index]),
+                           train=False)
+  labels = data.labels[index]
+  loss = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], labels)
+  return {"loss": clu_metrics.Average.from_model_output(loss, mask=mask),
+          "accuracy": clu_metrics.Accuracy.from_model_output(logits=outputs["logits"],
+                                                             labels=labels, mask=mask)}
+
+
+def predict_probs(state: TrainState, data: DeviceData, index: jax.Array, *,
+                  preprocess: Preprocess) -> jax.Array:
+  """Softmax probabilities (B, C) float32 of rows `index` (B,), eval mode, no augmentation."""
+  outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images[index]),
+                           train=False)
+  return jax.nn.softmax(outputs["logits"].astype(jnp.float32), axis=-1)

@@ -1,0 +1,256 @@
+"""Trains one cycle: epochs of jitted data-parallel steps, then the pool-recording pass.
+
+The trainer is built once per run (its jitted functions compile once, since every batch has
+a fixed shape) and called once per cycle with that cycle's labeled and pool indices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import time
+from typing import Any, Optional, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from disal_jax.data.dataset import Dataset
+from disal_jax.training import record as record_lib
+from disal_jax.training import schedule, sharding, steps
+from disal_jax.training.augment import Preprocess
+from disal_jax.training.state import TrainState, create_state, make_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(FloatingPointError):
+  """A non-finite training loss; the message names where."""
+
+
+class TrainHook(Protocol):
+  """What a strategy adds to the train step (see disal_jax.strategies.disal for one).
+
+  loss: the extra loss (steps.ExtraLoss).
+  epoch_inputs: per-step host arrays for an epoch, each with leading axis `num_steps`;
+    keys ending in '_index' are batch-like and split over devices.
+  aux: on-device arrays the loss reads, rebuilt from the record after each recording pass.
+  """
+
+  def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess): ...
+
+  def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
+                   pool_size: int) -> dict[str, np.ndarray]: ...
+
+  def aux(self, record: Optional[record_lib.PoolRecord],
+          pool_index: jax.Array) -> dict[str, jax.Array]: ...
+
+
+@dataclasses.dataclass
+class CycleResult:
+  """Attributes:
+    state: the trained state (replicated).
+    start_params: the parameters the cycle started from.
+    record: the pool's probability record (None when nothing was recorded).
+    pool_index: (P_pad,) int32 on device, the pool rows the record covers (padded).
+    test: test-set metrics after the last epoch.
+    epochs: one dict of train metrics per epoch.
+    train_seconds / record_seconds: wall time of the steps and of the recording passes.
+  """
+  state: TrainState
+  start_params: Any
+  record: Optional[record_lib.PoolRecord]
+  pool_index: jax.Array
+  test: dict[str, float]
+  epochs: list[dict[str, float]]
+  train_seconds: float
+  record_seconds: float
+
+
+def pad_to_multiple(index: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+  """Pads an index vector with row 0 to a multiple; returns (padded int32, valid mask)."""
+  n = len(index)
+  padded_len = max(multiple, math.ceil(n / multiple) * multiple)
+  padded = np.zeros(padded_len, np.int32)
+  padded[:n] = index
+  mask = np.zeros(padded_len, bool)
+  mask[:n] = True
+  return padded, mask
+
+
+def epoch_batches(rng: np.random.Generator, labeled: np.ndarray, batch_size: int) -> np.ndarray:
+  """A shuffled pass over `labeled`, (steps, batch_size) int32.
+
+  Every labeled sample appears once; the last batch is completed with labeled samples drawn
+  at random, so every step has the same shape (no recompilation, sane BatchNorm statistics).
+  """
+  order = rng.permutation(labeled)
+  num_steps = math.ceil(len(order) / batch_size)
+  fill = num_steps * batch_size - len(order)
+  if fill:
+    order = np.concatenate([order, rng.choice(labeled, fill, replace=len(labeled) < fill)])
+  return order.reshape(num_steps, batch_size).astype(np.int32)
+
+
+def format_seconds(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
+      f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Trainer:
+  """Jitted steps over one dataset on one mesh; `train_cycle` runs a cycle."""
+
+  def __init__(self, config: ml_collections.ConfigDict, model, dataset: Dataset, mesh: Mesh,
+               hook: Optional[TrainHook] = None, writer=None):
+    self.config = config
+    self.model = model
+    self.dataset = dataset
+    self.mesh = mesh
+    self.hook = hook
+    self.writer = writer
+    self.tx = make_optimizer(config.train)
+    mean, std = dataset.channel_stats()
+    self.preprocess = Preprocess(tuple(map(float, mean)), tuple(map(float, std)),
+                                 config.augment.crop_padding, bool(config.augment.flip))
+    self.train_data = sharding.put_replicated(
+        steps.DeviceData(dataset.train_images, dataset.train_labels), mesh)
+    self.test_data = sharding.put_replicated(
+        steps.DeviceData(dataset.test_images, dataset.test_labels), mesh)
+    replicated = sharding.replicated(mesh)
+    self._train_step = jax.jit(
+        functools.partial(steps.train_step, preprocess=self.preprocess,
+                          extra_loss=None if hook is None else functools.partial(
+                              hook.loss, preprocess=self.preprocess)),
+        donate_argnums=0, out_shardings=replicated)
+    self._eval_step = jax.jit(functools.partial(steps.eval_step, preprocess=self.preprocess),
+                              out_shardings=replicated)
+    self._predict = jax.jit(functools.partial(steps.predict_probs, preprocess=self.preprocess),
+                            out_shardings=sharding.along_data(mesh))
+
+  @functools.cache
+  def _update_record(self, record_sharding: record_lib.PoolRecord):
+    """The jitted record update for one record layout (cached: compiled once per layout)."""
+    return jax.jit(functools.partial(record_lib.update_record,
+                                     weighting=self.config.record.weighting,
+                                     ema_decay=self.config.record.ema_decay),
+                   donate_argnums=0, out_shardings=record_sharding)
+
+  def init_state(self, rng: jax.Array) -> TrainState:
+    state = create_state(self.model, self.tx, rng, self.dataset.image_shape)
+    return sharding.put_replicated(state, self.mesh)
+
+  def reset_optimizer(self, state: TrainState) -> TrainState:
+    """Keeps the weights, restarts the optimiser and step count (warm start)."""
+    fresh = state.tx.init(state.params)
+    return sharding.put_replicated(state.replace(step=0, opt_state=fresh), self.mesh)
+
+  # -- passes over fixed-size batches ---------------------------------------------------
+  def _batches(self, index: np.ndarray, batch_size: int):
+    padded, mask = pad_to_multiple(index, batch_size)
+    along = sharding.along_data(self.mesh)
+    for start in range(0, len(padded), batch_size):
+      yield (jax.device_put(padded[start:start + batch_size], along),
+             jax.device_put(mask[start:start + batch_size], along))
+
+  def evaluate(self, state: TrainState) -> dict[str, float]:
+    total = None
+    index = np.arange(len(self.dataset.test_labels))
+    for idx, mask in self._batches(index, self.config.train.eval_batch_size):
+      total = steps.merge_metrics(total, self._eval_step(state, self.test_data, idx, mask))
+    return steps.compute_metrics(total)
+
+  def pool_probs(self, state: TrainState, pool: np.ndarray, capacity: int) -> jax.Array:
+    """Softmax outputs (capacity, C) of the `pool` rows on device; rows past len(pool) are 0.
+
+    Only the batches that hold pool rows are computed.
+    """
+    parts = [self._predict(state, self.train_data, idx)
+             for idx, _ in self._batches(pool, self.config.train.eval_batch_size)]
+    probs = jax.numpy.concatenate(parts) if len(parts) > 1 else parts[0]
+    return jax.numpy.pad(probs, ((0, capacity - probs.shape[0]), (0, 0)))
+
+  # -- one cycle ------------------------------------------------------------------------
+  def train_cycle(self, state: TrainState, labeled: np.ndarray, pool: np.ndarray,
+                  seed: tuple[int, ...], *, record_level: str, cycle: int,
+                  pool_capacity: int = 0, tag: str = "") -> CycleResult:
+    """Trains `config.train.epochs` epochs on `labeled` rows, recording `pool` rows' outputs.
+
+    Args:
+      state: the starting state (fresh or warm).
+      labeled: (L,) training-set rows with labels.
+      pool: (P,) training-set rows to record (the unlabeled pool or its scoring subset).
+      seed: entropy for the host generators of batch order and of hook inputs (separate
+        streams, so a hook never changes the batch order).
+      record_level: one of record.LEVELS.
+      cycle: cycle number, for logs.
+      pool_capacity: the largest pool of the run; the record is padded to it so that every
+        cycle has the same shapes (nothing compiles again in later cycles).
+      tag: a label for the progress lines (strategy and seed).
+    """
+    cfg = self.config.train
+    if len(labeled) == 0:
+      raise ValueError("cannot train on an empty labeled set")
+    pool_index_np, _ = pad_to_multiple(
+        np.pad(pool, (0, max(pool_capacity - len(pool), 0))), cfg.eval_batch_size)
+    pool_index = jax.device_put(pool_index_np, sharding.along_data(self.mesh))
+    record, update_record = None, None
+    if record_level != "none":
+      record = record_lib.init_record(record_level, len(pool_index_np),
+                                      self.dataset.num_classes, cfg.epochs)
+      record_sharding = record_lib.record_shardings(record, self.mesh)
+      record = jax.device_put(record, record_sharding)
+      update_record = self._update_record(record_sharding)
+    start_params = jax.tree.map(lambda x: x.copy(), state.params)
+    along = sharding.along_data(self.mesh)
+    batch_rng, hook_rng = map(np.random.default_rng, np.random.SeedSequence(seed).spawn(2))
+    epochs, train_seconds, record_seconds = [], 0.0, 0.0
+    for epoch in range(cfg.epochs):
+      lr = np.float32(schedule.learning_rate(cfg, epoch))
+      batches = epoch_batches(batch_rng, labeled, cfg.batch_size)
+      hook_inputs = ({} if self.hook is None else
+                     self.hook.epoch_inputs(hook_rng, epoch, len(batches), len(pool)))
+      aux = {} if self.hook is None else self.hook.aux(record, pool_index)
+      t0 = time.perf_counter()
+      totals = None
+      for s, index in enumerate(batches):
+        batch = {"index": jax.device_put(index, along), "lr": lr}
+        for key, value in hook_inputs.items():
+          batch[key] = jax.device_put(value[s], along) if key.endswith("_index") else value[s]
+        state, metrics = self._train_step(state, self.train_data, batch, aux)
+        totals = steps.merge_metrics(totals, metrics)
+      epoch_metrics = steps.compute_metrics(totals)  # waits for the epoch's steps
+      step_seconds = time.perf_counter() - t0
+      train_seconds += step_seconds
+      if not math.isfinite(epoch_metrics["loss"]):
+        raise TrainingDiverged(f"non-finite training loss {epoch_metrics['loss']} in cycle "
+                               f"{cycle}, epoch {epoch + 1} ({tag}); lower train.learning_rate "
+                               "or check the data")
+      if record is not None:
+        t1 = time.perf_counter()
+        probs = self.pool_probs(state, pool, len(pool_index_np))
+        record = update_record(record, probs, lr)
+        jax.block_until_ready(record)
+        record_seconds += time.perf_counter() - t1
+      epoch_metrics.update(lr=float(lr), images_per_second=batches.size / step_seconds)
+      epochs.append(epoch_metrics)
+      self._log_epoch(cycle, epoch, epoch_metrics, train_seconds + record_seconds, tag)
+    return CycleResult(state, start_params, record, pool_index, self.evaluate(state), epochs,
+                       train_seconds, record_seconds)
+
+  def _log_epoch(self, cycle: int, epoch: int, m: dict[str, float], elapsed: float,
+                 tag: str) -> None:
+    epochs = self.config.train.epochs
+    if self.writer is not None:
+      self.writer.write(cycle * epochs + epoch, {f"train/{k}": v for k, v in m.items()},
+                        cycle=cycle, epoch=epoch + 1)
+    if (epoch + 1) % self.config.train.log_every_epochs == 0 or epoch + 1 == epochs:
+      eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
+      extra = "".join(f" {k} {v:.4f}" for k, v in m.items()
+                      if k not in ("loss", "accuracy", "lr", "images_per_second"))
+      log.info("[%s] cycle %d epoch %d/%d loss %.4f acc %.3f%s lr %.3g | %.0f img/s | ETA %s",
+               tag, cycle, epoch + 1, epochs, m["loss"], m["accuracy"], extra, m["lr"],
+               m["images_per_second"], format_seconds(eta))
