@@ -17,9 +17,13 @@ def long_tail_counts(max_per_class: int, num_classes: int, imbalance_ratio: floa
 
 
 def make_long_tailed(dataset: Dataset, imbalance_ratio: float) -> Dataset:
-  """Keeps the first n_c training images of class c (in dataset order); the test set stays."""
+  """Keeps the first n_c training images of class c (in dataset order); the test set stays.
+
+  n_max is the smallest class's size (5000 for CIFAR-10, 500 for CIFAR-100), so every class
+  can supply its count.
+  """
   labels = dataset.train_labels
-  max_per_class = int(np.bincount(labels, minlength=dataset.num_classes).max())
+  max_per_class = int(np.bincount(labels, minlength=dataset.num_classes).min())
   counts = long_tail_counts(max_per_class, dataset.num_classes, imbalance_ratio)
   keep = []
   for c, n in enumerate(counts):

@@ -30,18 +30,23 @@ class Preprocess:
   def augment(self, images: jax.Array, rng: jax.Array) -> jax.Array:
     """(B, H, W, C) uint8 -> float32 normalised, randomly cropped and flipped per sample.
 
-    Padding is black in pixel space (as torchvision's RandomCrop before Normalize).
+    Padding is black in pixel space (as torchvision's RandomCrop before Normalize). Each
+    sample draws from its own key (split from `rng`), so the result does not depend on how
+    the batch is split over devices (one draw over the sharded batch did, in some steps).
     """
-    x = images.astype(jnp.float32) / 255.0
-    batch, height, width, _ = x.shape
-    crop_rng, flip_rng = jax.random.split(rng)
-    if self.crop_padding:
-      p = self.crop_padding
-      padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-      offsets = jax.random.randint(crop_rng, (batch, 2), 0, 2 * p + 1)
-      x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(
-          im, (o[0], o[1], 0), (height, width, im.shape[-1])))(padded, offsets)
-    if self.flip:
-      flips = jax.random.bernoulli(flip_rng, 0.5, (batch,))
-      x = jnp.where(flips[:, None, None, None], x[:, :, ::-1], x)
+    height, width, channels = images.shape[1:]
+    p = self.crop_padding
+
+    def one(image, key):
+      x = image.astype(jnp.float32) / 255.0
+      crop_key, flip_key = jax.random.split(key)
+      if p:
+        padded = jnp.pad(x, ((p, p), (p, p), (0, 0)))
+        offset = jax.random.randint(crop_key, (2,), 0, 2 * p + 1)
+        x = jax.lax.dynamic_slice(padded, (offset[0], offset[1], 0), (height, width, channels))
+      if self.flip:
+        x = jnp.where(jax.random.bernoulli(flip_key), x[:, ::-1], x)
+      return x
+
+    x = jax.vmap(one)(images, jax.random.split(rng, images.shape[0]))
     return (x - jnp.asarray(self.mean)) / jnp.asarray(self.std)

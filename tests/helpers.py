@@ -1,0 +1,47 @@
+"""Test helpers: config loading, a tiny config, paths."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+
+import jax
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+SHARED_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+# Catch silent float64/int promotion mistakes in our own array code.
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+def load_config(name: str, variant: str = ""):
+  """Loads configs/<name>.py and calls get_config(variant), as config_flags would."""
+  path = CONFIGS / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
+def tiny_config(**overrides):
+  """Digits, a width-4 ResNet-18, 2 epochs per cycle, 10% -> 15% labeled (2 cycles)."""
+  config = load_config("default", "quick")
+  config.model.width = 4
+  config.train.epochs = 2
+  config.al.final_fraction = 0.15
+  config.full_training = False
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split(".")
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+def subprocess_env(**extra) -> dict[str, str]:
+  env = dict(os.environ)
+  env.update(extra)
+  return env

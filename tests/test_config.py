@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+
+from disal_jax.config import ConfigError, strategy_names, validate
+from disal_jax.data import registry as data_registry
+from disal_jax.models import registry as model_registry
+from disal_jax.strategies import registry as strategy_registry
+
+from tests.helpers import CONFIGS, REPO, load_config, tiny_config
+
+CONFIG_NAMES = sorted(p.stem for p in CONFIGS.glob("*.py"))
+
+
+def test_the_paper_settings_all_have_configs():
+  for name in ("default", "cifar10", "cifar100", "svhn", "caltech101", "imagenet100",
+               "cifar100_ir10", "cifar10_ir100"):
+    assert name in CONFIG_NAMES
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_config_loads_validates_and_names_registered_things(name):
+  config = load_config(name)
+  validate(config)
+  assert config.data.name in data_registry.names()
+  assert config.model.name in model_registry.names()
+  for strategy in strategy_names(config):
+    assert strategy in strategy_registry.names()
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("strategies", "disal,nope", "strategies='nope' is invalid"),
+    ("data.name", "mnist", "data.name='mnist' is invalid"),
+    ("al.initial_fraction", 1.5, r"al.initial_fraction=1.5 is invalid: a fraction in \(0, 1\]"),
+    ("train.optimizer", "rmsprop", "train.optimizer='rmsprop' is invalid"),
+    ("disal.score", "magic", "disal.score='magic' is invalid"),
+])
+def test_bad_values_fail_with_the_key_and_allowed_values(key, value, match):
+  with pytest.raises(ConfigError, match=match):
+    validate(tiny_config(**{key: value}))
+
+
+def test_batch_size_must_divide_over_devices():
+  with pytest.raises(ConfigError, match=r"train.batch_size=12 is invalid: a positive multiple "
+                                        r"of the device count \(8\)"):
+    validate(tiny_config(**{"train.batch_size": 12}), num_devices=8)
+
+
+def _main(*args):
+  return subprocess.run([sys.executable, "-m", "disal_jax.main", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_unknown_override_key_fails_at_once_naming_the_key(tmp_path):
+  out = _main("--config=configs/default.py", "--config.train.epocs=3", f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  assert "epocs" in out.stderr
+  assert not (tmp_path / "config.json").exists()  # nothing ran
+
+
+def test_main_runs_with_overrides(tmp_path):
+  out = _main("--config=configs/default.py:quick", "--config.strategies=random",
+              "--config.model.width=4", "--config.train.epochs=1", "--config.al.final_fraction=0.15",
+              "--config.full_training=False", f"--workdir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "| labeled | random |" in out.stdout
+  assert (tmp_path / "random/seed_0/results.json").exists()

@@ -1,0 +1,152 @@
+import time
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from disal_jax.config import base_config
+from disal_jax.data import image_folder, long_tail, registry, tfds_source
+from disal_jax.data.dataset import Dataset
+
+
+def _data_config(**kw) -> ml_collections.ConfigDict:
+  cfg = base_config().data
+  cfg.update(kw)
+  return cfg
+
+
+def test_digits_is_real_offline_and_split_by_class():
+  ds = registry.load_dataset(_data_config(name="digits"))
+  assert ds.num_train + len(ds.test_labels) == 1797
+  assert ds.image_shape == (8, 8, 1) and ds.train_images.dtype == np.uint8
+  assert ds.num_classes == 10
+  # stratified: every class is in both splits in about the configured proportion
+  test_share = np.bincount(ds.test_labels) / (np.bincount(ds.test_labels)
+                                              + np.bincount(ds.train_labels))
+  assert np.all(np.abs(test_share - 0.2) < 0.01)
+  assert ds.train_images.max() == 255  # scaled from 0..16 grey levels
+
+
+def test_long_tail_counts_match_the_published_profiles():
+  assert long_tail.long_tail_counts(5000, 10, 100).tolist() == [
+      5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+  assert long_tail.long_tail_counts(5000, 10, 100).sum() == 12406
+  counts = long_tail.long_tail_counts(500, 100, 10)
+  assert counts[0] == 500 and counts[-1] == 50 and np.all(np.diff(counts) <= 0)
+  assert counts.sum() == 19573
+
+
+def test_make_long_tailed_keeps_exact_counts_and_the_test_set():
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(10, dtype=np.int32), 100)
+  rng.shuffle(labels)
+  images = rng.integers(0, 255, (1000, 4, 4, 3), dtype=np.uint8)
+  ds = Dataset("toy", images, labels, images[:20], labels[:20], tuple("abcdefghij"))
+  lt = long_tail.make_long_tailed(ds, 10)
+  assert np.bincount(lt.train_labels).tolist() == long_tail.long_tail_counts(100, 10, 10).tolist()
+  assert len(lt.test_labels) == 20
+  # the first n_c of each class, in dataset order
+  kept_class0 = np.flatnonzero(labels == 0)[:100]
+  assert np.isin(kept_class0, np.flatnonzero(np.isin(np.arange(1000), kept_class0))).all()
+
+
+def test_imbalance_ratio_applies_through_the_registry():
+  ds = registry.load_dataset(_data_config(name="digits", imbalance_ratio=10.0))
+  counts = np.bincount(ds.train_labels)
+  assert counts[0] / counts[-1] == pytest.approx(10, rel=0.1)
+
+
+def test_image_folder_reads_the_real_cifar10_jpegs(cifar10_archive, cache_dir):
+  ds = registry.load_dataset(_data_config(name="image_folder", data_dir=cifar10_archive,
+                                          cache_dir=cache_dir))
+  assert ds.num_train == 50_000 and len(ds.test_labels) == 10_000
+  assert ds.image_shape == (32, 32, 3)
+  assert ds.class_names == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                            "horse", "ship", "truck")
+  assert np.bincount(ds.train_labels).tolist() == [5000] * 10
+  mean, _ = ds.channel_stats()
+  np.testing.assert_allclose(mean, [0.491, 0.482, 0.447], atol=0.01)  # known CIFAR-10 means
+  t0 = time.perf_counter()
+  again = registry.load_dataset(_data_config(name="image_folder", data_dir=cifar10_archive,
+                                             cache_dir=cache_dir))
+  assert time.perf_counter() - t0 < 10  # served from the decoded cache
+  np.testing.assert_array_equal(again.train_labels, ds.train_labels)
+
+
+def _folder(tmp_path, layout):
+  for split, classes in layout.items():
+    for name, n in classes.items():
+      d = tmp_path / split / name
+      d.mkdir(parents=True)
+      for i in range(n):
+        Image.new("RGB", (6, 6), (i * 10, 0, 0)).save(d / f"{i}.png")
+  return tmp_path
+
+
+def test_image_folder_errors_name_the_path(tmp_path, cache_dir):
+  root = _folder(tmp_path / "a", {"train": {"cat": 2, "dog": 0}, "test": {"cat": 1, "dog": 1}})
+  with pytest.raises(image_folder.ImageFolderError, match="dog: class folder holds no images"):
+    image_folder.load_image_folder(str(root), 0, cache_dir)
+  root = _folder(tmp_path / "b", {"train": {"cat": 2, "dog": 1}, "test": {"cat": 1, "eel": 1}})
+  with pytest.raises(image_folder.ImageFolderError, match=r"only in train: \['dog'\]"):
+    image_folder.load_image_folder(str(root), 0, cache_dir)
+  root = _folder(tmp_path / "c", {"train": {"cat": 2}, "test": {"cat": 1}})
+  (root / "train" / "cat" / "broken.jpg").write_bytes(b"not an image")
+  with pytest.raises(image_folder.ImageFolderError, match="broken.jpg: cannot read image"):
+    image_folder.load_image_folder(str(root), 0, cache_dir)
+  with pytest.raises(image_folder.ImageFolderError, match="no such folder"):
+    image_folder.load_image_folder(str(tmp_path / "missing"), 0, cache_dir)
+
+
+def test_image_folder_resizes_on_request(tmp_path, cache_dir):
+  root = _folder(tmp_path, {"train": {"a": 3, "b": 2}, "test": {"a": 1, "b": 1}})
+  ds = image_folder.load_image_folder(str(root), 4, cache_dir)
+  assert ds.train_images.shape == (5, 4, 4, 3)
+  assert ds.train_labels.tolist() == [0, 0, 0, 1, 1]
+
+
+def test_unprepared_tfds_dataset_fails_fast_with_the_prepare_command(tmp_path, cache_dir):
+  t0 = time.perf_counter()
+  with pytest.raises(tfds_source.DatasetNotPreparedError,
+                     match="python -m disal_jax.data.prepare --dataset=cifar10"):
+    registry.load_dataset(_data_config(name="cifar10", data_dir=str(tmp_path),
+                                       cache_dir=cache_dir))
+  assert time.perf_counter() - t0 < 10
+
+
+def _mock_tfds(num_examples):
+  """tfds' own mock of the data source, with the dataset reported as prepared."""
+  import contextlib
+  from unittest import mock
+  import tensorflow_datasets as tfds
+  stack = contextlib.ExitStack()
+  stack.enter_context(tfds.testing.mock_data(num_examples=num_examples))
+  stack.enter_context(mock.patch(
+      "tensorflow_datasets.core.dataset_builder.DatasetBuilder.is_prepared", return_value=True))
+  return stack
+
+
+def test_tfds_loader_reads_through_the_data_source(tmp_path, cache_dir):
+  with _mock_tfds(12):
+    ds = tfds_source.load_tfds("cifar10", data_dir=str(tmp_path), manual_dir="",
+                               cache_dir=cache_dir, image_size=0, test_fraction=0.2,
+                               split_seed=0)
+  assert ds.train_images.shape == (12, 32, 32, 3) and ds.train_images.dtype == np.uint8
+  assert len(ds.test_labels) == 12 and ds.num_classes == 10
+
+
+def test_caltech101_drops_the_background_class(tmp_path, cache_dir):
+  with _mock_tfds(40):
+    ds = tfds_source.load_tfds("caltech101", data_dir=str(tmp_path), manual_dir="",
+                               cache_dir=cache_dir, image_size=16, test_fraction=0.1,
+                               split_seed=0)
+  assert ds.num_classes == 101
+  assert not any("background" in n.lower() for n in ds.class_names)
+  assert ds.image_shape == (16, 16, 3)
+
+
+def test_imagenet100_class_list_has_100_distinct_synsets():
+  classes = tfds_source.class_list("imagenet100_classes.txt")
+  assert len(classes) == 100 == len(set(classes))
+  assert all(c.startswith("n") and len(c) == 9 for c in classes)

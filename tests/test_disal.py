@@ -1,0 +1,103 @@
+"""DISAL's scores against independent slow references on a small ResNet with random weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from disal_jax.models import resnet
+from disal_jax.strategies import disal
+from disal_jax.training.augment import Preprocess
+from disal_jax.training.state import TrainState
+from disal_jax.training.steps import DeviceData
+
+PRE = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def _State(model, variables):
+  """A real TrainState at the given variables (the scoring functions read it)."""
+  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                           batch_stats=variables["batch_stats"], tx=optax.sgd(0.1),
+                           rng=jax.random.key(0))
+
+
+def _setup(batch=6, classes=5):
+  model = resnet.ResNet18(num_classes=classes, width=4)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (batch, 8, 8, 3), dtype=np.uint8)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  # non-trivial BatchNorm statistics, so eval mode is really exercised
+  variables = {"params": variables["params"], "batch_stats": jax.tree.map(
+      lambda x: x + 0.1 * jax.random.uniform(jax.random.key(1), x.shape), variables["batch_stats"])}
+  direction = jax.tree.map(lambda x: 0.01 * jax.random.normal(jax.random.key(2), x.shape),
+                           variables["params"])
+  target = jax.nn.softmax(jax.random.normal(jax.random.key(3), (batch, classes)))
+  data = DeviceData(jnp.asarray(images), jnp.zeros((batch,), jnp.int32))
+  batch_in = {"index": jnp.arange(batch, dtype=jnp.int32), "target": target}
+  return model, variables, direction, data, batch_in
+
+
+def _slow_grads(model, variables, images, target, kind):
+  """One jax.grad per sample: the independent reference."""
+  grads = []
+  for i in range(images.shape[0]):
+    def loss(params, i=i):
+      logits = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                           PRE.normalise(images[i:i + 1]), train=False)["logits"]
+      return disal.dynamic_loss(logits, target[i:i + 1], kind)[0]
+    grads.append(jax.grad(loss)(variables["params"]))
+  return grads
+
+
+def _dot(a, b):
+  return sum(float(jnp.vdot(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_jvp_projection_equals_per_sample_gradients_dotted_with_d():
+  model, variables, direction, data, batch = _setup()
+  scoring = {"state": _State(model, variables), "direction": direction}
+  fast = np.asarray(disal.projection_scores(scoring, data, batch, preprocess=PRE, kind="ce"))
+  slow = np.array([_dot(g, direction) for g in
+                   _slow_grads(model, variables, data.images, batch["target"], "ce")])
+  np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-7)
+  assert np.abs(slow).min() > 0  # a real signal, not a trivially zero comparison
+
+
+@pytest.mark.parametrize("chunk", [2, 4])
+def test_gradient_norm_option_equals_a_per_sample_loop(chunk):
+  model, variables, direction, data, batch = _setup()
+  scoring = {"state": _State(model, variables), "direction": direction}
+  fast = np.asarray(disal.gradient_norm_scores(scoring, data, batch, preprocess=PRE, kind="ce",
+                                               chunk_size=chunk))
+  slow = np.array([np.sqrt(_dot(g, g)) for g in
+                   _slow_grads(model, variables, data.images, batch["target"], "ce")])
+  np.testing.assert_allclose(fast, slow, rtol=1e-5)
+
+
+def test_kl_and_ce_give_the_same_scores():
+  model, variables, direction, data, batch = _setup()
+  scoring = {"state": _State(model, variables), "direction": direction}
+  ce = disal.projection_scores(scoring, data, batch, preprocess=PRE, kind="ce")
+  kl = disal.projection_scores(scoring, data, batch, preprocess=PRE, kind="kl")
+  np.testing.assert_allclose(ce, kl, rtol=1e-5, atol=1e-7)
+
+
+def test_dynamic_loss_closed_form():
+  logits = jnp.array([[1.0, 2.0, 0.5]])
+  target = jnp.array([[0.2, 0.5, 0.3]])
+  p = np.exp([1.0, 2.0, 0.5]) / np.exp([1.0, 2.0, 0.5]).sum()
+  expected_ce = -(np.array([0.2, 0.5, 0.3]) * np.log(p)).sum()
+  assert float(disal.dynamic_loss(logits, target, "ce")[0]) == pytest.approx(expected_ce, rel=1e-6)
+  expected_kl = (np.array([0.2, 0.5, 0.3]) * np.log(np.array([0.2, 0.5, 0.3]) / p)).sum()
+  assert float(disal.dynamic_loss(logits, target, "kl")[0]) == pytest.approx(expected_kl, rel=1e-5)
+
+
+def test_score_without_the_dynamic_target_vanishes():
+  """Documented in disal.py: with the model's own prediction as target, the gradient is 0."""
+  model, variables, direction, data, batch = _setup()
+  own = jax.nn.softmax(model.apply(variables, PRE.normalise(data.images), train=False)["logits"])
+  scoring = {"state": _State(model, variables), "direction": direction}
+  scores = disal.projection_scores(scoring, data, dict(batch, target=own), preprocess=PRE,
+                                   kind="ce")
+  np.testing.assert_allclose(scores, 0.0, atol=1e-6)

@@ -1,0 +1,113 @@
+import json
+
+import numpy as np
+import pytest
+
+from disal_jax import loop, pool
+from disal_jax.config import ConfigError, base_config
+
+from tests.helpers import tiny_config
+
+
+def test_budget_schedule_follows_the_protocol():
+  al = base_config().al
+  assert pool.budget_schedule(al, 50_000) == [5000, 7500, 10000, 12500, 15000, 17500, 20000]
+  al.initial_count, al.step_count, al.final_count = 1000, 500, 4000  # CIFAR10-IR100
+  assert pool.budget_schedule(al, 12_406) == [1000, 1500, 2000, 2500, 3000, 3500, 4000]
+  with pytest.raises(ConfigError, match="al.final_count asks for 4000"):
+    pool.budget_schedule(al, 3000)
+
+
+def test_add_labels_rejects_bad_selections():
+  labeled_round = pool.initial_labeled(20, 4, seed=0)
+  unlabeled = pool.unlabeled_indices(labeled_round)
+  grown = pool.add_labels(labeled_round, unlabeled[:3], 1, 3)
+  assert (grown[unlabeled[:3]] == 1).all() and (grown >= 0).sum() == 7
+  with pytest.raises(ValueError, match="duplicate"):
+    pool.add_labels(labeled_round, np.array([unlabeled[0]] * 3), 1, 3)
+  with pytest.raises(ValueError, match="already-labeled"):
+    pool.add_labels(labeled_round, pool.labeled_indices(labeled_round)[:3], 1, 3)
+  with pytest.raises(ValueError, match="expected"):
+    pool.add_labels(labeled_round, unlabeled[:2], 1, 3)
+
+
+def test_scoring_subset_is_seeded_and_unlabeled():
+  labeled_round = pool.initial_labeled(100, 10, seed=0)
+  a = pool.scoring_candidates(labeled_round, 30, seed=0, cycle=1)
+  b = pool.scoring_candidates(labeled_round, 30, seed=0, cycle=1)
+  assert len(a) == 30 and np.array_equal(a, b)
+  assert (labeled_round[a] == pool.UNLABELED).all()
+  assert len(pool.scoring_candidates(labeled_round, 0, seed=0, cycle=1)) == 90
+
+
+@pytest.fixture(scope="module")
+def two_cycle_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  config = tiny_config(**{"strategies": "disal,random", "full_training": True})
+  return workdir, config, loop.run_experiment(config, str(workdir))
+
+
+def test_two_cycles_of_disal_and_random_keep_every_selection_invariant(two_cycle_run):
+  workdir, config, results = two_cycle_run
+  num_train = 1438
+  expected_counts = pool.budget_schedule(config.al, num_train)
+  assert expected_counts == [144, 216]
+  initial = pool.initial_labeled(num_train, expected_counts[0], config.seed)
+  for name in ("disal", "random"):
+    rows = results[name]
+    assert [r.labeled for r in rows] == expected_counts
+    selected = np.load(workdir / name / "seed_0" / "selected_cycle0.npy")
+    k = expected_counts[1] - expected_counts[0]
+    assert selected.shape == (k,) and len(np.unique(selected)) == k
+    assert (initial[selected] == pool.UNLABELED).all()  # previously unlabeled
+    labeled_round = np.load(workdir / name / "seed_0" / "labeled_round.npy")
+    assert (labeled_round >= 0).sum() == expected_counts[-1]
+    assert set(np.flatnonzero(labeled_round == 1)) == set(selected.tolist())
+    assert all(0.0 <= r.test_accuracy <= 1.0 for r in rows)
+  # the strategies start from the same labeled set and choose differently
+  assert not np.array_equal(np.sort(np.load(workdir / "disal/seed_0/selected_cycle0.npy")),
+                            np.sort(np.load(workdir / "random/seed_0/selected_cycle0.npy")))
+
+
+def test_run_writes_results_files_a_report_can_read(two_cycle_run):
+  workdir, _, results = two_cycle_run
+  payload = json.loads((workdir / "disal/seed_0/results.json").read_text())
+  assert payload["record"] == "mean" and len(payload["cycles"]) == 2
+  assert payload["cycles"][0]["scoring_seconds"] > 0
+  csv_lines = (workdir / "random/seed_0/results.csv").read_text().strip().splitlines()
+  assert csv_lines[0].startswith("strategy,seed,cycle,labeled,test_accuracy")
+  assert len(csv_lines) == 3
+  summary = (workdir / "summary.md").read_text()
+  assert "| labeled | disal | random |" in summary and "Full Training (1438 labeled)" in summary
+  assert results[loop.FULL_TRAINING][0].labeled == 1438
+  assert (workdir / "disal/seed_0/metrics.jsonl").stat().st_size > 0
+
+
+def test_same_seed_gives_identical_selections(two_cycle_run, tmp_path):
+  workdir, config, _ = two_cycle_run
+  config = tiny_config(**{"strategies": "random,disal", "full_training": False})
+  loop.run_experiment(config, str(tmp_path))
+  for name in ("disal", "random"):
+    np.testing.assert_array_equal(np.load(workdir / name / "seed_0/selected_cycle0.npy"),
+                                  np.load(tmp_path / name / "seed_0/selected_cycle0.npy"))
+
+
+def test_random_selection_is_a_uniform_sample_without_replacement():
+  from disal_jax.strategies.base import ScoringContext, select_top_k
+  from disal_jax.strategies.random import random_scores
+  import jax
+  candidates = np.arange(1000, 1100)
+  counts = np.zeros(100)
+  for s in range(200):
+    ctx = ScoringContext(None, None, None, candidates, np.arange(10), jax.random.key(s), 0)
+    picks = select_top_k(random_scores(ctx), ctx, 10)
+    assert len(np.unique(picks)) == 10 and np.isin(picks, candidates).all()
+    counts[picks - 1000] += 1
+  # each candidate is picked with probability 0.1: 20 times in 200 draws on average
+  assert counts.min() > 5 and counts.max() < 40
+
+
+def test_record_keep_below_the_strategy_need_is_refused(tmp_path):
+  config = tiny_config(**{"strategies": "disal", "record.keep": "none"})
+  with pytest.raises(ConfigError, match="record.keep='none' is invalid for strategy 'disal'"):
+    loop.run_experiment(config, str(tmp_path))

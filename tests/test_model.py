@@ -1,0 +1,44 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from disal_jax.models import registry, resnet
+
+
+def _param_count(model, shape):
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape)))
+  return sum(x.size for x in jax.tree.leaves(variables["params"]))
+
+
+def test_cifar_resnet18_has_the_known_parameter_count():
+  # 11,173,962: the CIFAR ResNet-18 (3x3 stem, 10 classes) of the AL references.
+  assert _param_count(resnet.ResNet18(num_classes=10), (1, 32, 32, 3)) == 11_173_962
+
+
+def test_imagenet_resnet18_matches_torchvision_count():
+  # torchvision.models.resnet18() has 11,689,512 parameters.
+  assert _param_count(resnet.ResNet18(num_classes=1000, stem="imagenet"),
+                      (1, 224, 224, 3)) == 11_689_512
+
+
+@pytest.mark.parametrize("stem,size,final", [("cifar", 32, 4), ("imagenet", 64, 2)])
+def test_outputs_logits_features_and_stage_maps(stem, size, final):
+  model = resnet.ResNet18(num_classes=7, width=8, stem=stem)
+  x = jnp.ones((2, size, size, 3))
+  variables = model.init(jax.random.key(0), x)
+  out = model.apply(variables, x, train=False)
+  assert out["logits"].shape == (2, 7)
+  assert out["features"].shape == (2, 64)
+  widths = [s.shape[-1] for s in out["stages"]]
+  assert widths == [8, 16, 32, 64]
+  assert out["stages"][-1].shape[1] == final
+
+
+def test_registry_builds_by_name_and_rejects_unknown():
+  cfg = ml_collections.ConfigDict({"name": "resnet18", "width": 8, "stem": "cifar",
+                                   "dtype": "float32"})
+  assert isinstance(registry.build_model(cfg, 10), resnet.ResNet)
+  cfg.name = "vgg"
+  with pytest.raises(KeyError, match="resnet18"):
+    registry.build_model(cfg, 10)

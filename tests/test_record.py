@@ -1,0 +1,58 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from disal_jax.training import record
+
+
+def _history(epochs=5, pool=6, classes=3, seed=0):
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(size=(epochs, pool, classes))
+  return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+
+
+def _run(history, weighting, lrs, level="all", decay=0.9):
+  rec = record.init_record(level, history.shape[1], history.shape[2], history.shape[0])
+  for probs, lr in zip(history, lrs):
+    rec = record.update_record(rec, jnp.asarray(probs, jnp.float32), jnp.float32(lr),
+                               weighting=weighting, ema_decay=decay)
+  return rec
+
+
+def test_running_mean_equals_numpy_mean_of_the_history():
+  history = _history()
+  rec = _run(history, "mean", [0.1] * 5)
+  np.testing.assert_allclose(rec.mean, history.mean(0), rtol=1e-6)
+  assert int(rec.count) == 5
+
+
+def test_lr_weighted_mean_equals_numpy_weighted_average():
+  history = _history()
+  lrs = [0.1, 0.1, 0.1, 0.01, 0.01]
+  rec = _run(history, "lr", lrs)
+  np.testing.assert_allclose(rec.mean, np.average(history, axis=0, weights=lrs), rtol=1e-5)
+
+
+def test_ema_equals_a_numpy_loop():
+  history = _history()
+  rec = _run(history, "ema", [0.1] * 5, decay=0.7)
+  expected = history[0]
+  for probs in history[1:]:
+    expected = 0.7 * expected + 0.3 * probs
+  np.testing.assert_allclose(rec.mean, expected, rtol=1e-6)
+
+
+def test_last_two_and_all_epochs_are_kept_in_order():
+  history = _history()
+  rec = _run(history, "mean", [1.0] * 5)
+  np.testing.assert_allclose(rec.last, history[-2:], rtol=1e-6)
+  np.testing.assert_allclose(rec.history, history, rtol=1e-6)
+
+
+@pytest.mark.parametrize("level,fields", [
+    ("none", ()), ("mean", ("mean",)), ("last2", ("mean", "last")),
+    ("all", ("mean", "last", "history"))])
+def test_levels_allocate_only_what_is_asked(level, fields):
+  rec = record.init_record(level, 8, 3, 4)
+  for name in ("mean", "last", "history"):
+    assert (getattr(rec, name) is not None) == (name in fields)

@@ -1,0 +1,92 @@
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from disal_jax.data.registry import load_dataset
+from disal_jax.models.registry import build_model
+from disal_jax.strategies import disal
+from disal_jax.training import schedule, sharding
+from disal_jax.training.trainer import Trainer, epoch_batches, pad_to_multiple
+
+from tests.helpers import REPO, subprocess_env, tiny_config
+
+
+def test_epoch_batches_cover_every_labeled_sample_in_fixed_shapes():
+  labeled = np.arange(10, 47)
+  batches = epoch_batches(np.random.default_rng(0), labeled, 8)
+  assert batches.shape == (5, 8) and batches.dtype == np.int32
+  assert set(batches.ravel()) == set(labeled)  # every sample at least once, nothing else
+  assert np.isin(batches, labeled).all()
+
+
+def test_pad_to_multiple_masks_the_padding():
+  padded, mask = pad_to_multiple(np.array([5, 6, 7]), 4)
+  assert padded.tolist() == [5, 6, 7, 0] and mask.tolist() == [True, True, True, False]
+
+
+def test_step_schedule_decays_after_80_percent_of_epochs():
+  cfg = tiny_config().train
+  cfg.epochs, cfg.learning_rate = 200, 0.1
+  assert schedule.learning_rate(cfg, 159) == pytest.approx(0.1)
+  assert schedule.learning_rate(cfg, 160) == pytest.approx(0.01)
+
+
+def _train(config, hook=None, epochs_seed=(0, 0)):
+  dataset = load_dataset(config.data)
+  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
+                    sharding.make_mesh(), hook=hook)
+  labeled = np.arange(0, dataset.num_train, 4)
+  pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
+  level = "mean" if hook is not None else "none"
+  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool,
+                               epochs_seed, record_level=level, cycle=0)
+  return result
+
+
+def test_lambda_zero_trains_exactly_like_plain_training():
+  config = tiny_config(**{"disal.dynamic_weight": 0.0, "disal.dynamic_warmup_epochs": 1})
+  plain = _train(config)
+  with_branch = _train(config, hook=disal.make_hook(config))
+  # the dynamic branch ran (its loss was computed) but contributed nothing
+  assert with_branch.epochs[-1]["dynamic_loss"] > 0
+  for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(with_branch.state.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  assert plain.test == pytest.approx(with_branch.test, rel=1e-6)
+
+
+def test_dynamic_loss_changes_training_when_lambda_is_positive():
+  config = tiny_config(**{"disal.dynamic_weight": 1.0})
+  plain = _train(config)
+  dynamic = _train(config, hook=disal.make_hook(config))
+  diffs = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
+           zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(dynamic.state.params))]
+  assert max(diffs) > 1e-4
+
+
+def test_training_learns_digits_well_above_chance():
+  config = tiny_config(**{"model.width": 8, "train.epochs": 8})
+  result = _train(config)
+  assert result.test["accuracy"] > 0.5  # chance is 0.1
+  assert result.epochs[-1]["loss"] < result.epochs[0]["loss"]
+
+
+def _losses_on(devices: int) -> dict:
+  out = subprocess.run(
+      [sys.executable, "-m", "tests.multidevice_run"], cwd=REPO, capture_output=True,
+      text=True, timeout=600,
+      env=subprocess_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_one_device_and_eight_devices_give_the_same_training():
+  one, eight = _losses_on(1), _losses_on(8)
+  assert one["devices"] == 1 and eight["devices"] == 8
+  np.testing.assert_allclose(one["losses"], eight["losses"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(one["record_mean"], eight["record_mean"], rtol=1e-4, atol=1e-5)
+  assert one["test_accuracy"] == pytest.approx(eight["test_accuracy"], abs=1e-6)
+  np.testing.assert_array_equal(one["augmented"], eight["augmented"])
