@@ -15,6 +15,9 @@ DISAL_SCORES = ("projection", "norm")
 DISAL_LOSSES = ("ce", "kl")
 DISAL_DIRECTIONS = ("delta", "momentum")
 DTYPES = ("float32", "bfloat16")
+MC_DROPOUT_SCORES = ("bald", "entropy", "variation_ratio")
+TRACIN_PARAMS = ("all", "last_layer")
+TRACIN_STORES = ("device", "host", "disk")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -46,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.stem = "cifar"  # 'cifar' (3x3 stride 1, no max-pool) or 'imagenet' (7x7 stride 2 + max-pool)
   m.width = 64  # channels of the first stage; 64 is the standard ResNet-18
   m.dtype = "float32"  # compute dtype; parameters stay float32
+  # Dropout on the pooled feature before the head, in training and in MC-Dropout's passes.
+  # 0 = none; the mc_dropout strategy sets it from mc_dropout.dropout_rate for its own runs.
+  m.dropout_rate = 0.0
 
   c.train = t = ml_collections.ConfigDict()
   t.epochs = 200
@@ -92,6 +98,27 @@ def base_config() -> ml_collections.ConfigDict:
   s.direction = "delta"  # theta_start - theta_end, or the optimiser's momentum buffer
   s.score = "projection"  # <grad l_dyn, d> via one jvp, or the per-sample gradient norm
   s.norm_chunk_size = 32  # per-sample gradients per vmap chunk (score='norm')
+
+  c.mc_dropout = mc = ml_collections.ConfigDict()
+  mc.dropout_rate = 0.5  # on the pooled 512-d feature, in training and in the passes
+  mc.passes = 10  # T stochastic forward passes, vectorised over dropout keys
+  mc.score = "bald"  # 'bald' (mutual information), 'entropy' (max-entropy), 'variation_ratio'
+
+  c.coreset = cs = ml_collections.ConfigDict()
+  # Labeled centres per block in the first distance pass: memory is pool x block_size floats.
+  cs.block_size = 1024
+
+  c.gradnorm = g = ml_collections.ConfigDict()
+  # Per-sample gradients held in memory at once (over all parameters). The expected scheme
+  # holds C per sample (one per class), so it processes max(1, chunk_size // C) samples.
+  g.chunk_size = 16
+
+  c.tracin = tr = ml_collections.ConfigDict()
+  tr.params = "all"  # gradients over 'all' parameters, or the 'last_layer' closed form
+  # Where the per-epoch checkpoints live: 'device' memory, 'host' memory, or 'disk' (under
+  # the run's folder, deleted after scoring).
+  tr.store = "host"
+  tr.chunk_size = 16  # like gradnorm.chunk_size, for params='all'
   return c
 
 
@@ -180,6 +207,21 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          f"one of {DISAL_DIRECTIONS}")
   _check(s.score in DISAL_SCORES, "disal.score", s.score, f"one of {DISAL_SCORES}")
   _check(s.norm_chunk_size >= 1, "disal.norm_chunk_size", s.norm_chunk_size, ">= 1")
+  _check(0 <= config.model.dropout_rate < 1, "model.dropout_rate", config.model.dropout_rate,
+         "in [0, 1)")
+  mc = config.mc_dropout
+  _check(0 < mc.dropout_rate < 1, "mc_dropout.dropout_rate", mc.dropout_rate, "in (0, 1)")
+  _check(mc.passes >= 2, "mc_dropout.passes", mc.passes, "an integer >= 2")
+  _check(mc.score in MC_DROPOUT_SCORES, "mc_dropout.score", mc.score,
+         f"one of {MC_DROPOUT_SCORES}")
+  _check(config.coreset.block_size >= 1, "coreset.block_size", config.coreset.block_size,
+         ">= 1")
+  _check(config.gradnorm.chunk_size >= 1, "gradnorm.chunk_size", config.gradnorm.chunk_size,
+         ">= 1")
+  tr = config.tracin
+  _check(tr.params in TRACIN_PARAMS, "tracin.params", tr.params, f"one of {TRACIN_PARAMS}")
+  _check(tr.store in TRACIN_STORES, "tracin.store", tr.store, f"one of {TRACIN_STORES}")
+  _check(tr.chunk_size >= 1, "tracin.chunk_size", tr.chunk_size, ">= 1")
   if s.direction == "momentum":
     _check(t.optimizer == "sgd" and t.momentum > 0, "disal.direction", s.direction,
            "'delta' unless train.optimizer='sgd' with train.momentum > 0")

@@ -40,7 +40,11 @@ CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "test_accuracy", "test_lo
 
 @dataclasses.dataclass
 class CycleRecord:
-  """One row of results.csv; `selected` is the rows labeled after this cycle's scoring."""
+  """One row of results.csv; `selected` is the rows labeled after this cycle's scoring.
+
+  `strategy_metrics` holds what a strategy reports of its own cost (TracInCP's checkpoint
+  bytes and seconds); it goes to results.json and metrics.jsonl.
+  """
   strategy: str
   seed: int
   cycle: int
@@ -51,6 +55,7 @@ class CycleRecord:
   record_seconds: float
   scoring_seconds: float
   selected: list[int]
+  strategy_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def record_level(config: ml_collections.ConfigDict, strategy: Strategy) -> str:
@@ -63,6 +68,15 @@ def record_level(config: ml_collections.ConfigDict, strategy: Strategy) -> str:
         f"at least {strategy.record!r}: one of {record_lib.LEVELS[record_lib.LEVELS.index(strategy.record):]} "
         "or 'auto'")
   return keep
+
+
+def model_config(config: ml_collections.ConfigDict, strategy: Strategy
+                 ) -> ml_collections.ConfigDict:
+  """config.model with the strategy's overrides (MC-Dropout's dropout rate) applied."""
+  model_cfg = ml_collections.ConfigDict(config.model.to_dict())
+  if strategy.model_overrides is not None:
+    model_cfg.update(strategy.model_overrides(config))
+  return model_cfg
 
 
 def run_dir(workdir: pathlib.Path, name: str, seed: int) -> pathlib.Path:
@@ -88,7 +102,7 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
   out = run_dir(workdir, name, seed)
   out.mkdir(parents=True, exist_ok=True)
   writer = MetricWriter(out)
-  model = build_model(config.model, dataset.num_classes)
+  model = build_model(model_config(config, strategy), dataset.num_classes)
   hook = strategy.make_hook(config) if strategy.make_hook else None
   trainer = Trainer(config, model, dataset, mesh, hook=hook, writer=writer)
   counts = pool.budget_schedule(config.al, dataset.num_train)
@@ -109,11 +123,15 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
         state = trainer.init_state(jax.random.fold_in(init_key, cycle))
       else:
         state = trainer.reset_optimizer(state)
+      callback = (strategy.make_epoch_callback(config, out / f"cycle{cycle}")
+                  if strategy.make_epoch_callback and cycle + 1 < len(counts) else None)
       result = trainer.train_cycle(state, labeled, candidates, (seed, cycle),
                                    record_level=level, cycle=cycle,
-                                   pool_capacity=pool_capacity, tag=tag)
+                                   pool_capacity=pool_capacity, tag=tag,
+                                   on_epoch_end=callback)
       state = result.state
       selected, scoring_seconds = np.zeros((0,), np.int64), 0.0
+      strategy_metrics = {} if callback is None else callback.metrics()
       if cycle + 1 < len(counts):
         k = counts[cycle + 1] - count
         if k > len(candidates):
@@ -122,21 +140,26 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
               f"candidates but cycle {cycle} must select {k}; raise it or set it to 0")
         t0 = time.perf_counter()
         ctx = ScoringContext(config, trainer, result, candidates, labeled,
-                             jax.random.fold_in(score_key, cycle), cycle)
-        scores = strategy.score(ctx)
-        selected = strategy.select(scores, ctx, k)
+                             jax.random.fold_in(score_key, cycle), cycle, callback)
+        try:
+          evidence = strategy.score(ctx)
+          selected = strategy.select(evidence, ctx, k)
+        finally:
+          if callback is not None:
+            callback.close()
         scoring_seconds = time.perf_counter() - t0
         labeled_round = pool.add_labels(labeled_round, selected, cycle + 1, k)
         np.save(out / f"selected_cycle{cycle}.npy", np.asarray(selected, np.int64))
       row = CycleRecord(name, seed, cycle, count, result.test["accuracy"], result.test["loss"],
                         result.train_seconds, result.record_seconds, scoring_seconds,
-                        [int(i) for i in selected])
+                        [int(i) for i in selected], strategy_metrics)
       rows.append(row)
       writer.write(cycle, {"test/accuracy": row.test_accuracy, "test/loss": row.test_loss,
                            "time/train_seconds": row.train_seconds,
                            "time/record_seconds": row.record_seconds,
-                           "time/scoring_seconds": row.scoring_seconds}, cycle=cycle,
-                   labeled=count)
+                           "time/scoring_seconds": row.scoring_seconds,
+                           **{f"strategy/{k}": v for k, v in strategy_metrics.items()}},
+                   cycle=cycle, labeled=count)
       log.info("[%s] cycle %d: %d labeled, test accuracy %.4f (train %.1fs, record %.1fs, "
                "scoring %.1fs)", tag, cycle, count, row.test_accuracy, row.train_seconds,
                row.record_seconds, row.scoring_seconds)

@@ -83,15 +83,6 @@ def test_run_writes_results_files_a_report_can_read(two_cycle_run):
   assert (workdir / "disal/seed_0/metrics.jsonl").stat().st_size > 0
 
 
-def test_same_seed_gives_identical_selections(two_cycle_run, tmp_path):
-  workdir, config, _ = two_cycle_run
-  config = tiny_config(**{"strategies": "random,disal", "full_training": False})
-  loop.run_experiment(config, str(tmp_path))
-  for name in ("disal", "random"):
-    np.testing.assert_array_equal(np.load(workdir / name / "seed_0/selected_cycle0.npy"),
-                                  np.load(tmp_path / name / "seed_0/selected_cycle0.npy"))
-
-
 def test_random_selection_is_a_uniform_sample_without_replacement():
   from disal_jax.strategies.base import ScoringContext, select_top_k
   from disal_jax.strategies.random import random_scores

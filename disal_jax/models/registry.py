@@ -15,7 +15,7 @@ Builder = Callable[[ml_collections.ConfigDict, int], nn.Module]
 _MODELS: dict[str, Builder] = {
     "resnet18": lambda cfg, num_classes: resnet.ResNet18(
         num_classes=num_classes, width=cfg.width, stem=cfg.stem,
-        dtype=jnp.dtype(cfg.dtype)),
+        dropout_rate=cfg.dropout_rate, dtype=jnp.dtype(cfg.dtype)),
 }
 
 

@@ -1,21 +1,41 @@
 """The strategy contract: declared needs, a pure score, a selector.
 
 A strategy never changes who is labeled and never trains by itself: it states what it needs
-recorded during training and what it adds to the train step, scores the candidates from what
-the loop hands it, and its selector turns scores into global indices. Only `disal_jax.pool`
-grows the labeled set.
+recorded during training (and what it adds to the train step, the model or the end of each
+epoch), scores the candidates from what the loop hands it, and its selector turns the
+scores into global indices. Only `disal_jax.pool` grows the labeled set.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+import pathlib
+from typing import Any, Callable, Optional, Protocol
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.training.trainer import CycleResult, Trainer, TrainHook
+from disal_jax.strategies import selectors
+from disal_jax.training import sharding
+from disal_jax.training.augment import Preprocess
+from disal_jax.training.state import TrainState
+from disal_jax.training.trainer import CycleResult, Trainer, TrainHook, pad_to_multiple
+
+
+class EpochCallback(Protocol):
+  """Called by the trainer after every epoch of a cycle (TracInCP keeps checkpoints so).
+
+  `metrics()` returns what it cost (bytes, seconds) for the cycle's results; `close()`
+  releases what it holds once the cycle's scoring is done.
+  """
+
+  def __call__(self, state: TrainState, epoch: int, lr: float) -> None: ...
+
+  def metrics(self) -> dict[str, float]: ...
+
+  def close(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +50,7 @@ class ScoringContext:
     labeled: (L,) training-set rows labeled so far.
     rng: a jax key for this cycle's scoring.
     cycle: the cycle number.
+    epoch_callback: the strategy's epoch callback of this cycle, or None.
   """
   config: ml_collections.ConfigDict
   trainer: Trainer
@@ -38,12 +59,14 @@ class ScoringContext:
   labeled: np.ndarray
   rng: jax.Array
   cycle: int
+  epoch_callback: Optional[EpochCallback] = None
 
 
-# scores(ctx) -> (P,) float scores for ctx.candidates, higher = select first.
-ScoreFn = Callable[[ScoringContext], np.ndarray]
-# select(scores, ctx, k) -> (k,) distinct global training-set rows from ctx.candidates.
-SelectFn = Callable[[np.ndarray, ScoringContext, int], np.ndarray]
+# score(ctx) -> evidence for the selector: (P,) float scores for ctx.candidates (higher =
+# select first) for top-k strategies, or what a greedy selector needs (CoreSet: features).
+ScoreFn = Callable[[ScoringContext], Any]
+# select(evidence, ctx, k) -> (k,) distinct global training-set rows from ctx.candidates.
+SelectFn = Callable[[Any, ScoringContext, int], np.ndarray]
 
 
 def select_top_k(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
@@ -54,8 +77,7 @@ def select_top_k(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
   if not np.all(np.isfinite(scores)):
     bad = int(np.sum(~np.isfinite(scores)))
     raise FloatingPointError(f"{bad} non-finite scores in cycle {ctx.cycle}")
-  order = np.argsort(-scores, kind="stable")
-  return ctx.candidates[order[:k]]
+  return ctx.candidates[selectors.top_k(scores, k)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +88,8 @@ class Strategy:
     score: the scoring function.
     select: the selector (top-k unless the strategy is a greedy procedure).
     make_hook: builds its train-step hook from the config, or None.
+    model_overrides: config -> {config.model key: value} for the model it trains, or None.
+    make_epoch_callback: (config, run folder) -> a fresh EpochCallback for one cycle, or None.
     description: one line for listings.
   """
   name: str
@@ -73,26 +97,74 @@ class Strategy:
   score: ScoreFn
   select: SelectFn = select_top_k
   make_hook: Optional[Callable[[ml_collections.ConfigDict], TrainHook]] = None
+  model_overrides: Optional[Callable[[ml_collections.ConfigDict], dict[str, Any]]] = None
+  make_epoch_callback: Optional[Callable[[ml_collections.ConfigDict, pathlib.Path],
+                                         EpochCallback]] = None
   description: str = ""
+
+
+def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, trainer: Trainer,
+                 index: jax.Array, count: int, extra: Optional[dict[str, jax.Array]]
+                 ) -> jax.Array:
+  """Runs `batch_fn(scoring_state, data, batch)` over the first `count` rows of `index`."""
+  batch_size = trainer.config.train.eval_batch_size
+  parts = []
+  for start in range(0, count, batch_size):
+    batch = {"index": index[start:start + batch_size]}
+    for key, value in (extra or {}).items():
+      batch[key] = value[start:start + batch_size]
+    parts.append(batch_fn(scoring_state, trainer.train_data, batch))
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:count], *parts)
+
+
+def pool_outputs(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
+                 extra: Optional[dict[str, jax.Array]] = None) -> jax.Array:
+  """Runs a jitted `batch_fn(scoring_state, data, batch) -> (B, ...)` over the recorded pool.
+
+  `batch` holds 'index' (B,) training-set rows and, for each key of `extra` (arrays aligned
+  with the padded pool index, e.g. the record's mean), that array's rows for the batch.
+  Only the batches that hold candidates are computed. Returns the (P, ...) outputs for
+  ctx.candidates (padding dropped), on device.
+  """
+  return _map_batches(batch_fn, scoring_state, ctx.trainer, ctx.result.pool_index,
+                      len(ctx.candidates), extra)
 
 
 def batched_pool_scores(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
                         scoring_state: Any, extra: Optional[dict[str, jax.Array]] = None
                         ) -> np.ndarray:
-  """Runs a jitted `batch_fn(scoring_state, data, batch) -> (B,)` over the recorded pool.
+  """`pool_outputs` fetched to the host: the (P,) scores of ctx.candidates as numpy."""
+  return np.asarray(jax.device_get(pool_outputs(ctx, batch_fn, scoring_state, extra)))
 
-  `batch` holds 'index' (B,) training-set rows and, for each key of `extra` (arrays aligned
-  with the padded pool index, e.g. the record's mean), that array's rows for the batch.
-  Only the batches that hold candidates are computed. Returns the (P,) scores of
-  ctx.candidates (padding dropped).
+
+def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
+             rows: np.ndarray) -> jax.Array:
+  """Runs `batch_fn(scoring_state, data, {'index': (B,)}) -> (B, ...)` over training rows.
+
+  Rows are padded to whole eval batches and split over the devices; the result (N, ...)
+  stays on device.
   """
-  trainer, pool_index = ctx.trainer, ctx.result.pool_index
-  batch_size = ctx.config.train.eval_batch_size
-  parts = []
-  for start in range(0, len(ctx.candidates), batch_size):
-    batch = {"index": pool_index[start:start + batch_size]}
-    for key, value in (extra or {}).items():
-      batch[key] = value[start:start + batch_size]
-    parts.append(batch_fn(scoring_state, trainer.train_data, batch))
-  scores = np.asarray(jax.device_get(jax.numpy.concatenate(parts)))
-  return scores[:len(ctx.candidates)]
+  padded, _ = pad_to_multiple(np.asarray(rows), ctx.config.train.eval_batch_size)
+  index = jax.device_put(padded, sharding.along_data(ctx.trainer.mesh))
+  return _map_batches(batch_fn, scoring_state, ctx.trainer, index, len(rows), None)
+
+
+def sample_logits(state: TrainState, preprocess: Preprocess, variables: Any = None):
+  """logits(params, image) -> (C,) for one (H, W, C) uint8 image, eval mode.
+
+  `variables` (params and batch_stats, e.g. a checkpoint's) default to the state's; the
+  `params` argument replaces their parameters, so it can be differentiated.
+  """
+  batch_stats = state.batch_stats if variables is None else variables["batch_stats"]
+
+  def logits(params, image):
+    x = preprocess.normalise(image[None])
+    out = state.apply_fn({"params": params, "batch_stats": batch_stats}, x, train=False)
+    return out["logits"][0]
+
+  return logits
+
+
+def entropy(probs: jax.Array, axis: int = -1) -> jax.Array:
+  """Shannon entropy in nats along `axis`; 0 log 0 = 0."""
+  return -jnp.sum(jax.scipy.special.xlogy(probs, probs), axis=axis)

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores
+from disal_jax.strategies import per_sample
+from disal_jax.strategies.base import (ScoringContext, Strategy, batched_pool_scores,
+                                       sample_logits)
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import momentum_trace
 
@@ -107,26 +108,18 @@ def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: 
                          chunk_size: int) -> jax.Array:
   """||grad_theta l_dyn(u; theta)|| over all parameters, (B,) float32.
 
-  Per-sample gradients by jax.vmap(jax.grad) over chunks of `chunk_size` samples (lax.map
-  over chunks bounds memory at chunk_size parameter copies).
+  Per-sample gradients by jax.vmap(jax.grad) over chunks of `chunk_size` samples
+  (per_sample.grad_sq_norms; memory: chunk_size parameter copies).
   """
   state = scoring["state"]
-  images = preprocess.normalise(data.images[batch["index"]])
-  targets = batch["target"]
-  chunk = math.gcd(images.shape[0], chunk_size)
+  logits = sample_logits(state, preprocess)
 
-  def one_loss(params, image, target):
-    logits = state.apply_fn(state.variables(params), image[None], train=False)["logits"]
-    return dynamic_loss(logits, target[None], kind)[0]
+  def loss(params, sample):
+    image, target = sample
+    return dynamic_loss(logits(params, image)[None], target[None], kind)[0]
 
-  def chunk_norms(args):
-    grads = jax.vmap(jax.grad(one_loss), in_axes=(None, 0, 0))(state.params, *args)
-    squares = [jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in jax.tree.leaves(grads)]
-    return jnp.sqrt(sum(squares))
-
-  chunks = (images.reshape(-1, chunk, *images.shape[1:]),
-            targets.reshape(-1, chunk, *targets.shape[1:]))
-  return jax.lax.map(chunk_norms, chunks).reshape(-1)
+  samples = (data.images[batch["index"]], batch["target"])
+  return jnp.sqrt(per_sample.grad_sq_norms(loss, state.params, samples, chunk_size))
 
 
 def direction(ctx: ScoringContext):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from disal_jax.strategies import disal, random
+from disal_jax.strategies import coreset, disal, gradnorm, mc_dropout, random, tracin
 from disal_jax.strategies.base import Strategy
 
-_STRATEGIES: dict[str, Strategy] = {s.name: s for s in (disal.STRATEGY, random.STRATEGY)}
+_STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    disal.STRATEGY, random.STRATEGY, mc_dropout.STRATEGY, coreset.STRATEGY, gradnorm.ENTROPY,
+    gradnorm.EXPECTED, tracin.FULL, tracin.LAST)}
 
 
 def names() -> list[str]:

@@ -43,17 +43,19 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
                extra_loss: Optional[ExtraLoss] = None) -> tuple[TrainState, Metrics]:
   """One SGD step on the labeled batch `batch['index']` (B,) at learning rate `batch['lr']`.
 
-  The augmentation key is derived from (state.rng, state.step); an extra loss gets its own
-  key, so adding one never changes the supervised branch's random numbers.
+  The augmentation and dropout keys derive from (state.rng, state.step); an extra loss gets
+  its own key, so adding one never changes the supervised branch's random numbers. Dropout
+  is active only in models built with a dropout rate (MC-Dropout's).
   """
   step_rng = jax.random.fold_in(state.rng, state.step)
-  augment_rng, extra_rng = jax.random.split(step_rng)
+  augment_rng, extra_rng, dropout_rng = jax.random.split(step_rng, 3)
   index = batch["index"]
   images = preprocess.augment(data.images[index], augment_rng)
   labels = data.labels[index]
 
   def loss_fn(params):
     outputs, updates = state.apply_fn(state.variables(params), images, train=True,
+                                      dropout=True, rngs={"dropout": dropout_rng},
                                       mutable=["batch_stats"])
     ce = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], labels).mean()
     loss, extra_metrics = ce, {}

@@ -11,7 +11,7 @@ import functools
 import logging
 import math
 import time
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import jax
 import ml_collections
@@ -176,7 +176,9 @@ class Trainer:
   # -- one cycle ------------------------------------------------------------------------
   def train_cycle(self, state: TrainState, labeled: np.ndarray, pool: np.ndarray,
                   seed: tuple[int, ...], *, record_level: str, cycle: int,
-                  pool_capacity: int = 0, tag: str = "") -> CycleResult:
+                  pool_capacity: int = 0, tag: str = "",
+                  on_epoch_end: Optional[Callable[[TrainState, int, float], None]] = None
+                  ) -> CycleResult:
     """Trains `config.train.epochs` epochs on `labeled` rows, recording `pool` rows' outputs.
 
     Args:
@@ -190,6 +192,8 @@ class Trainer:
       pool_capacity: the largest pool of the run; the record is padded to it so that every
         cycle has the same shapes (nothing compiles again in later cycles).
       tag: a label for the progress lines (strategy and seed).
+      on_epoch_end: called as on_epoch_end(state, epoch, lr) after each epoch (TracInCP's
+        checkpoints); it must copy what it keeps, since the state is donated to the next step.
     """
     cfg = self.config.train
     if len(labeled) == 0:
@@ -235,6 +239,8 @@ class Trainer:
         record = update_record(record, probs, lr)
         jax.block_until_ready(record)
         record_seconds += time.perf_counter() - t1
+      if on_epoch_end is not None:
+        on_epoch_end(state, epoch, float(lr))
       epoch_metrics.update(lr=float(lr), images_per_second=batches.size / step_seconds)
       epochs.append(epoch_metrics)
       self._log_epoch(cycle, epoch, epoch_metrics, train_seconds + record_seconds, tag)

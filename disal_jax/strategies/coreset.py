@@ -1,0 +1,43 @@
+"""CoreSet (Sener & Savarese): greedy k-center on the penultimate features.
+
+The labeled samples are the initial centres; each pick is the candidate farthest (Euclidean)
+from its nearest centre, which then becomes a centre. Features are computed on device in eval
+mode and stay there; the selection keeps a running (P,) min-distance vector, so a 50,000-
+sample pool never builds a P x P (or P x L) matrix (`selectors.k_center_greedy`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from disal_jax.strategies import selectors
+from disal_jax.strategies.base import ScoringContext, Strategy, map_rows, pool_outputs
+from disal_jax.training.augment import Preprocess
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess",))
+def features(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
+  """(B, D) float32 penultimate features of rows `batch['index']`, eval mode."""
+  images = preprocess.normalise(data.images[batch["index"]])
+  return state.apply_fn(state.variables(), images, train=False)["features"]
+
+
+def score(ctx: ScoringContext) -> dict[str, jax.Array]:
+  """The selector's evidence: {'candidates': (P, D), 'labeled': (L, D)} features on device."""
+  fn = functools.partial(features, preprocess=ctx.trainer.preprocess)
+  state = ctx.result.state
+  return {"candidates": pool_outputs(ctx, fn, state), "labeled": map_rows(ctx, fn, state,
+                                                                          ctx.labeled)}
+
+
+def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.ndarray:
+  picks = selectors.k_center_greedy(evidence["candidates"], evidence["labeled"], k,
+                                    block_size=int(ctx.config.coreset.block_size))
+  return ctx.candidates[picks]
+
+
+STRATEGY = Strategy(name="coreset", record="none", score=score, select=select,
+                    description="greedy k-center on penultimate features")

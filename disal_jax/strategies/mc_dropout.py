@@ -1,0 +1,91 @@
+"""MC-Dropout (Gal et al.): T stochastic passes with dropout on the pooled feature.
+
+The model of this strategy's runs is built with `mc_dropout.dropout_rate` (0.5) on the pooled
+512-d feature before the classifier, active in training and in the T scoring passes;
+BatchNorm is in eval mode. The passes are vectorised over dropout keys (vmap); since only
+the head depends on the key, XLA computes the backbone once per sample.
+
+Scores (`mc_dropout.score`), from the T softmax outputs p_t (T, C) of a sample:
+- 'bald': H(mean_t p_t) - mean_t H(p_t), the mutual information between label and weights;
+- 'entropy': H(mean_t p_t) (max-entropy);
+- 'variation_ratio': 1 - (passes voting for the modal class) / T.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores, entropy
+from disal_jax.training.augment import Preprocess
+
+
+def bald(probs: jax.Array) -> jax.Array:
+  """(T, B, C) -> (B,) mutual information H(mean_t p_t) - mean_t H(p_t) >= 0.
+
+  Clamped at 0: on saturated predictions float rounding gives -1e-7 where the value is 0.
+  """
+  return jnp.maximum(entropy(probs.mean(axis=0)) - entropy(probs).mean(axis=0), 0.0)
+
+
+def max_entropy(probs: jax.Array) -> jax.Array:
+  """(T, B, C) -> (B,) entropy of the mean prediction."""
+  return entropy(probs.mean(axis=0))
+
+
+def variation_ratio(probs: jax.Array) -> jax.Array:
+  """(T, B, C) -> (B,) 1 - (votes of the modal class) / T, votes = argmax of each pass."""
+  votes = jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1]).sum(axis=0)
+  return 1.0 - votes.max(axis=-1) / probs.shape[0]
+
+
+REDUCERS = {"bald": bald, "entropy": max_entropy, "variation_ratio": variation_ratio}
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess", "passes", "kind"))
+def mc_dropout_scores(scoring, data, batch, *, preprocess: Preprocess, passes: int,
+                      kind: str) -> jax.Array:
+  """(B,) float32 scores of the rows `batch['index']` from T = `passes` dropout passes.
+
+  Args:
+    scoring: {'state': TrainState of a model with dropout, 'key': a jax key}.
+    data: DeviceData of the training split.
+    batch: {'index': (B,) int32 rows}.
+  Each sample's masks come from fold_in(key, row), so a score does not depend on the batch
+  it is computed in. Cost: one backbone forward per sample plus T head evaluations.
+  """
+  state, key = scoring["state"], scoring["key"]
+
+  def one(image, row):
+    x = preprocess.normalise(image[None])
+
+    def one_pass(pass_key):
+      out = state.apply_fn(state.variables(), x, train=False, dropout=True,
+                           rngs={"dropout": pass_key})
+      return jax.nn.softmax(out["logits"][0])
+
+    return jax.vmap(one_pass)(jax.random.split(jax.random.fold_in(key, row), passes))
+
+  probs = jax.vmap(one)(data.images[batch["index"]], batch["index"])  # (B, T, C)
+  return REDUCERS[kind](jnp.swapaxes(probs, 0, 1))
+
+
+def score(ctx: ScoringContext) -> np.ndarray:
+  mc = ctx.config.mc_dropout
+  fn = functools.partial(mc_dropout_scores, preprocess=ctx.trainer.preprocess,
+                         passes=int(mc.passes), kind=mc.score)
+  return batched_pool_scores(ctx, fn, {"state": ctx.result.state, "key": ctx.rng})
+
+
+def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float]:
+  return {"dropout_rate": float(config.mc_dropout.dropout_rate)}
+
+
+STRATEGY = Strategy(name="mc_dropout", record="none", score=score,
+                    model_overrides=model_overrides,
+                    description="MC-Dropout: BALD (or max-entropy, variation ratio) over T "
+                                "dropout passes")

@@ -1,0 +1,84 @@
+"""Per-sample gradient quantities over all parameters, by jax.vmap in memory-bounded chunks.
+
+These are the reference implementations that gradnorm, TracInCP (all parameters) and DISAL's
+norm option share. The model is evaluated in eval mode (BatchNorm running statistics), so a
+sample's loss depends on that sample alone and its gradient is well defined.
+
+Two kinds of per-sample quantity:
+- `grad_sq_norms`: ||grad_theta loss(x_i)||^2 of a scalar per-sample loss.
+- `logit_gram`: G_i = J_i J_i^T (C, C), J_i = d logits(x_i) / d theta. Every class's
+  cross-entropy gradient is J_i^T (p_i - e_c), so from G_i alone
+  ||grad CE(x_i, c)||^2 = (p_i - e_c)^T G_i (p_i - e_c) for all C classes at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+# loss(params, sample) -> scalar, for one sample (a pytree of arrays without a batch axis).
+SampleLoss = Callable[[Any, Any], jax.Array]
+# logits(params, sample) -> (C,) float32, for one sample.
+SampleLogits = Callable[[Any, Any], jax.Array]
+
+
+def chunked(fn: Callable[[Any], jax.Array], samples: Any, chunk_size: int) -> jax.Array:
+  """Applies `fn` (a batch of samples -> (b, ...)) to chunks of the leading axis, in sequence.
+
+  lax.map over chunks bounds memory at one chunk's intermediates. The chunk is the largest
+  divisor of the batch not above `chunk_size`, so no padding is needed.
+  """
+  n = jax.tree.leaves(samples)[0].shape[0]
+  chunk = max(d for d in range(1, min(chunk_size, n) + 1) if n % d == 0)
+  split = jax.tree.map(lambda x: x.reshape(n // chunk, chunk, *x.shape[1:]), samples)
+  out = jax.lax.map(fn, split)
+  return out.reshape(n, *out.shape[2:])
+
+
+def tree_sq_norms(tree: Any) -> jax.Array:
+  """(B,) squared norms of a pytree whose leaves all have leading axis B."""
+  leaves = jax.tree.leaves(tree)
+  return sum(jnp.sum(jnp.square(x.reshape(x.shape[0], -1)), axis=1) for x in leaves)
+
+
+def grad_sq_norms(loss: SampleLoss, params: Any, samples: Any, chunk_size: int) -> jax.Array:
+  """(B,) float32 ||grad_params loss(params, sample_i)||^2 over all parameters.
+
+  Cost: one per-sample backward pass per sample (vmap); memory: chunk_size parameter copies.
+  """
+  per_sample_grad = jax.vmap(jax.grad(loss), in_axes=(None, 0))
+  return chunked(lambda chunk: tree_sq_norms(per_sample_grad(params, chunk)), samples,
+                 chunk_size)
+
+
+def logit_gram(logits: SampleLogits, params: Any, samples: Any, num_classes: int,
+               chunk_size: int) -> jax.Array:
+  """(B, C, C) float32 per-sample Gram matrices G_i = J_i J_i^T of the logit Jacobian.
+
+  J_i comes from one vjp of the sample's logits with the C one-hot cotangents (vmapped), i.e.
+  one backward pass of width C rather than C separate passes. Memory: C parameter copies per
+  sample, so a chunk holds max(1, chunk_size // C) samples.
+  """
+  eye = jnp.eye(num_classes, dtype=jnp.float32)
+
+  def one(sample):
+    _, vjp = jax.vjp(lambda p: logits(p, sample), params)
+    jac = jax.vmap(lambda cotangent: vjp(cotangent)[0])(eye)  # C params-shaped rows
+    rows = jnp.concatenate([x.reshape(num_classes, -1) for x in jax.tree.leaves(jac)], axis=1)
+    return rows @ rows.T
+
+  return chunked(jax.vmap(one), samples, max(1, chunk_size // num_classes))
+
+
+def class_grad_sq_norms(gram: jax.Array, probs: jax.Array) -> jax.Array:
+  """(B, C) ||grad_theta CE(x_i, c)||^2 for every class c, from G_i (B, C, C) and p_i (B, C).
+
+  ||J^T (p - e_c)||^2 = p^T G p - 2 (G p)_c + G_cc.
+  """
+  gp = jnp.einsum("bij,bj->bi", gram, probs)
+  pgp = jnp.sum(probs * gp, axis=-1, keepdims=True)
+  diag = jnp.diagonal(gram, axis1=1, axis2=2)
+  return jnp.maximum(pgp - 2.0 * gp + diag, 0.0)
+

@@ -1,0 +1,81 @@
+"""Selectors: turn scores or features into the positions of the chosen candidates.
+
+Pure functions on arrays; they know nothing of datasets or models.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+  """Positions of the k highest scores (P,) -> (k,) int64; ties go to the lower position."""
+  return np.argsort(-np.asarray(scores, np.float64), kind="stable")[:k]
+
+
+def _sq_distances(x: jax.Array, centres: jax.Array) -> jax.Array:
+  """(N, M) squared Euclidean distances from the expansion |x|^2 + |c|^2 - 2 x.c (matmul)."""
+  d = (jnp.sum(x * x, axis=1)[:, None] + jnp.sum(centres * centres, axis=1)[None, :]
+       - 2.0 * x @ centres.T)
+  return jnp.maximum(d, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("block_size",))
+def min_sq_distances(points: jax.Array, centres: jax.Array, block_size: int) -> jax.Array:
+  """(N,) squared distance from each point (N, D) to its nearest centre (M, D).
+
+  The centres are taken `block_size` at a time, so memory is N x block_size, never N x M.
+  M = 0 gives +inf everywhere.
+  """
+  num_centres = centres.shape[0]
+  if num_centres == 0:
+    return jnp.full(points.shape[:1], jnp.inf, jnp.float32)
+  num_blocks = -(-num_centres // block_size)
+  padded = jnp.pad(centres, ((0, num_blocks * block_size - num_centres), (0, 0)))
+  valid = jnp.arange(num_blocks * block_size) < num_centres
+  blocks = (padded.reshape(num_blocks, block_size, -1), valid.reshape(num_blocks, block_size))
+
+  def body(running, block):
+    block_centres, block_valid = block
+    d = jnp.where(block_valid[None, :], _sq_distances(points, block_centres), jnp.inf)
+    return jnp.minimum(running, d.min(axis=1)), None
+
+  init = jnp.full(points.shape[:1], jnp.inf, jnp.float32)
+  return jax.lax.scan(body, init, blocks)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _greedy(points: jax.Array, min_d: jax.Array, k: int) -> jax.Array:
+  def body(i, carry):
+    min_d, picks = carry
+    j = jnp.argmax(min_d)
+    d_new = jnp.sum(jnp.square(points - points[j]), axis=1)
+    min_d = jnp.minimum(min_d, d_new).at[j].set(-jnp.inf)  # never picked twice
+    return min_d, picks.at[i].set(j)
+
+  picks = jnp.zeros((k,), jnp.int32)
+  return jax.lax.fori_loop(0, k, body, (min_d, picks))[1]
+
+
+def k_center_greedy(points: jax.Array, centres: jax.Array, k: int, block_size: int
+                    ) -> np.ndarray:
+  """Greedy k-center (Sener & Savarese): k positions into `points`, in the order chosen.
+
+  Args:
+    points: (N, D) float32 candidate features.
+    centres: (M, D) float32 features of the points already covered (the labeled set).
+    k: how many to pick, k <= N.
+    block_size: centres per block in the initial distance pass (memory N x block_size).
+
+  Each pick is argmax_u min_c ||f_u - f_c|| over the current centres, which it then joins.
+  Memory: a running (N,) min-distance vector, no N x N or N x M matrix. Cost: O(N M D) for
+  the initial pass (matmuls) plus O(k N D) for the picks. Ties go to the lower position.
+  """
+  if k > points.shape[0]:
+    raise ValueError(f"cannot pick {k} of {points.shape[0]} points")
+  min_d = min_sq_distances(points, centres, block_size)
+  return np.asarray(jax.device_get(_greedy(points, min_d, k))).astype(np.int64)

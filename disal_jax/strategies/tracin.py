@@ -1,0 +1,101 @@
+"""TracInCP (Pruthi et al.), DISAL's ablation: self-influence replayed over checkpoints.
+
+During training a copy of the model is kept after every epoch (`SnapshotStore`, where
+`tracin.store` says). An unlabeled sample's score is
+
+  s(u) = sum_t eta_t * E_{y ~ p_t(u)} ||grad_theta CE(u, y; theta_t)||^2,
+
+its expected self-influence at checkpoint t weighted by that epoch's learning rate.
+- tracincp_full sums over every epoch's checkpoint, tracincp_last over the second half of
+  training (epochs >= epochs // 2).
+- `tracin.params='all'`: gradients over all parameters. With G = J J^T the per-sample Gram
+  matrix of the logit Jacobian (per_sample.logit_gram) and grad CE(u, c) = J^T (p - e_c),
+  E_y ||.||^2 = sum_c p_c G_cc - p^T G p.
+- `tracin.params='last_layer'`: the head's weights and bias only, closed form
+  ||grad||^2 = ||p - e_y||^2 (||a||^2 + 1), whose expectation over y ~ p is
+  (1 - ||p||^2)(||a||^2 + 1), a = the penultimate feature.
+The checkpoints' memory and the time spent keeping them go into the cycle's results
+(`snapshot_bytes`, `snapshot_seconds`); the replay's time is the cycle's scoring time.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from disal_jax.strategies import per_sample
+from disal_jax.strategies.base import ScoringContext, Strategy, pool_outputs, sample_logits
+from disal_jax.training.augment import Preprocess
+from disal_jax.training.snapshots import SnapshotStore
+
+
+def expected_self_influence(gram: jax.Array, probs: jax.Array) -> jax.Array:
+  """(B,) E_{y~p} ||J^T (p - e_y)||^2 = sum_c p_c G_cc - p^T G p, from G (B, C, C), p (B, C)."""
+  diag = jnp.diagonal(gram, axis1=1, axis2=2)
+  return jnp.maximum(jnp.sum(probs * diag, axis=-1)
+                     - jnp.einsum("bi,bij,bj->b", probs, gram, probs), 0.0)
+
+
+def expected_self_influence_last_layer(probs: jax.Array, features: jax.Array) -> jax.Array:
+  """(B,) (1 - ||p||^2)(||a||^2 + 1) from p (B, C) and penultimate features a (B, D)."""
+  return (1.0 - jnp.sum(probs * probs, axis=-1)) * (jnp.sum(features * features, axis=-1) + 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess", "scope", "chunk_size",
+                                             "num_classes"))
+def checkpoint_scores(scoring, data, batch, *, preprocess: Preprocess, scope: str,
+                      chunk_size: int, num_classes: int) -> jax.Array:
+  """(B,) expected self-influence of rows `batch['index']` at one checkpoint.
+
+  Args:
+    scoring: {'state': a TrainState (its apply_fn), 'variables': the checkpoint's
+      {'params', 'batch_stats'}}.
+    scope: 'all' (cost: one width-C backward pass per sample) or 'last_layer' (one forward).
+  """
+  state, variables = scoring["state"], scoring["variables"]
+  images = data.images[batch["index"]]
+  if scope == "last_layer":
+    out = state.apply_fn(variables, preprocess.normalise(images), train=False)
+    return expected_self_influence_last_layer(jax.nn.softmax(out["logits"]), out["features"])
+  logits = sample_logits(state, preprocess, variables)
+  params = variables["params"]
+  probs = jax.nn.softmax(jax.vmap(logits, in_axes=(None, 0))(params, images))
+  gram = per_sample.logit_gram(logits, params, images, num_classes, chunk_size)
+  return expected_self_influence(gram, probs)
+
+
+def score(ctx: ScoringContext) -> np.ndarray:
+  store: SnapshotStore = ctx.epoch_callback
+  if store is None or not len(store):
+    raise RuntimeError("TracInCP has no checkpoints: the trainer did not call its store")
+  tr = ctx.config.tracin
+  fn = functools.partial(checkpoint_scores, preprocess=ctx.trainer.preprocess,
+                         scope=tr.params, chunk_size=int(tr.chunk_size),
+                         num_classes=ctx.trainer.dataset.num_classes)
+  total = None
+  for i, lr in enumerate(store.learning_rates):
+    scoring = {"state": ctx.result.state, "variables": store.variables(i, ctx.trainer.mesh)}
+    part = lr * pool_outputs(ctx, fn, scoring)
+    total = part if total is None else total + part
+  return np.asarray(jax.device_get(total))
+
+
+def _store_factory(second_half_only: bool):
+  def make(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> SnapshotStore:
+    first = config.train.epochs // 2 if second_half_only else 0
+    return SnapshotStore(config.tracin.store, run_dir / "snapshots", first_epoch=first)
+  return make
+
+
+FULL = Strategy(name="tracincp_full", record="none", score=score,
+                make_epoch_callback=_store_factory(second_half_only=False),
+                description="TracInCP: expected self-influence over every epoch's checkpoint")
+LAST = Strategy(name="tracincp_last", record="none", score=score,
+                make_epoch_callback=_store_factory(second_half_only=True),
+                description="TracInCP: expected self-influence over the second half's "
+                            "checkpoints")

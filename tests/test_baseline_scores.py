@@ -1,0 +1,239 @@
+"""Baseline scores and selectors against slow references and hand-built known answers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from disal_jax.models import resnet
+from disal_jax.strategies import gradnorm, mc_dropout, per_sample, selectors, tracin
+from disal_jax.training.augment import Preprocess
+from disal_jax.training.snapshots import SnapshotStore
+from disal_jax.training.state import TrainState
+from disal_jax.training.steps import DeviceData
+
+PRE = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+CLASSES = 5
+
+
+def _state(batch=16, head_bias=None, dropout_rate=0.0):
+  """A width-4 ResNet-18 with random weights and non-trivial BatchNorm statistics."""
+  model = resnet.ResNet18(num_classes=CLASSES, width=4, dropout_rate=dropout_rate)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  params = variables["params"]
+  if head_bias is not None:
+    params = dict(params, head=dict(params["head"], bias=jnp.asarray(head_bias, jnp.float32)))
+  stats = jax.tree.map(lambda x: x + 0.1 * jax.random.uniform(jax.random.key(1), x.shape),
+                       variables["batch_stats"])
+  state = TrainState.create(apply_fn=model.apply, params=params, batch_stats=stats,
+                            tx=optax.sgd(0.1), rng=jax.random.key(0))
+  images = np.random.default_rng(0).integers(0, 255, (batch, 8, 8, 3), dtype=np.uint8)
+  data = DeviceData(jnp.asarray(images), jnp.zeros((batch,), jnp.int32))
+  return model, state, data, {"index": jnp.arange(batch, dtype=jnp.int32)}
+
+
+def _per_sample_loop(state, data, loss_of_logits, params_filter=None):
+  """Slow reference: one jax.grad per sample, returning each sample's gradient pytree."""
+  grads = []
+  for i in range(data.images.shape[0]):
+    def loss(params, i=i):
+      logits = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
+                              PRE.normalise(data.images[i:i + 1]), train=False)["logits"][0]
+      return loss_of_logits(logits)
+    g = jax.grad(loss)(state.params)
+    grads.append(g if params_filter is None else params_filter(g))
+  return grads
+
+
+def _sq_norm(tree):
+  return sum(float(jnp.sum(jnp.square(x))) for x in jax.tree.leaves(tree))
+
+
+def _probs(state, data):
+  logits = state.apply_fn(state.variables(), PRE.normalise(data.images), train=False)["logits"]
+  return np.asarray(jax.nn.softmax(logits))
+
+
+# -- gradnorm ------------------------------------------------------------------------------
+def test_entropy_gradnorm_equals_a_per_sample_grad_loop():
+  _, state, data, batch = _state()
+  fast = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE,
+                                                     chunk_size=4))
+  entropy = lambda logits: -jnp.sum(jax.nn.softmax(logits) * jax.nn.log_softmax(logits))
+  slow = np.sqrt([_sq_norm(g) for g in _per_sample_loop(state, data, entropy)])
+  np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-7)  # one sample is saturated
+
+
+def test_expected_gradnorm_equals_a_per_sample_per_class_loop_and_differs_from_entropy():
+  _, state, data, batch = _state()
+  fast = np.asarray(gradnorm.expected_gradnorm_scores(state, data, batch, preprocess=PRE,
+                                                      chunk_size=10, num_classes=CLASSES))
+  probs = _probs(state, data)
+  norms = np.stack([
+      np.sqrt([_sq_norm(g) for g in _per_sample_loop(
+          state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c])])
+      for c in range(CLASSES)], axis=1)  # (B, C)
+  np.testing.assert_allclose(fast, (probs * norms).sum(1), rtol=1e-5)
+  entropy = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE,
+                                                        chunk_size=4))
+  assert np.abs(fast - entropy).max() > 0.1 * np.abs(entropy).max()
+
+
+def test_gradnorms_vanish_on_samples_the_model_is_certain_about():
+  bias = [60.0] + [0.0] * (CLASSES - 1)  # p = e_0 for every input
+  _, state, data, batch = _state(head_bias=bias)
+  assert _probs(state, data)[:, 0].min() > 0.999999
+  for fn, kw in ((gradnorm.entropy_gradnorm_scores, {}),
+                 (gradnorm.expected_gradnorm_scores, {"num_classes": CLASSES})):
+    scores = np.asarray(fn(state, data, batch, preprocess=PRE, chunk_size=8, **kw))
+    assert scores.max() < 1e-6
+
+
+# -- TracInCP ------------------------------------------------------------------------------
+def test_expected_self_influence_all_params_equals_a_per_class_loop():
+  _, state, data, batch = _state(batch=6)
+  scoring = {"state": state, "variables": state.variables()}
+  fast = np.asarray(tracin.checkpoint_scores(scoring, data, batch, preprocess=PRE,
+                                             scope="all", chunk_size=10,
+                                             num_classes=CLASSES))
+  probs = _probs(state, data)
+  sq = np.stack([[_sq_norm(g) for g in _per_sample_loop(
+      state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c])]
+      for c in range(CLASSES)], axis=1)
+  np.testing.assert_allclose(fast, (probs * sq).sum(1), rtol=1e-5)
+
+
+def test_last_layer_closed_form_equals_autodiff_over_the_head():
+  _, state, data, batch = _state(batch=6)
+  scoring = {"state": state, "variables": state.variables()}
+  fast = np.asarray(tracin.checkpoint_scores(scoring, data, batch, preprocess=PRE,
+                                             scope="last_layer", chunk_size=4,
+                                             num_classes=CLASSES))
+  probs = _probs(state, data)
+  head_only = lambda g: g["head"]
+  sq = np.stack([[_sq_norm(g) for g in _per_sample_loop(
+      state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c], head_only)]
+      for c in range(CLASSES)], axis=1)
+  np.testing.assert_allclose(fast, (probs * sq).sum(1), rtol=1e-5)
+
+
+def test_tracin_weights_checkpoints_by_learning_rate(tmp_path):
+  """Two checkpoints with lrs 0.1 and 0.01 give 0.1 s_1 + 0.01 s_2 (closed form)."""
+  _, state, data, batch = _state(batch=6)
+  store = SnapshotStore("host", tmp_path)
+  store(state, 0, 0.1)
+  moved = state.replace(params=jax.tree.map(lambda x: 1.1 * x, state.params))
+  store(moved, 1, 0.01)
+  per_checkpoint = [np.asarray(tracin.checkpoint_scores(
+      {"state": state, "variables": v}, data, batch, preprocess=PRE, scope="last_layer",
+      chunk_size=4, num_classes=CLASSES)) for v in (state.variables(), moved.variables())]
+  assert store.learning_rates == [0.1, 0.01]
+  assert np.abs(per_checkpoint[0] - per_checkpoint[1]).max() > 1e-3
+  from disal_jax.training import sharding
+  replay = [np.asarray(tracin.checkpoint_scores(
+      {"state": state, "variables": store.variables(i, sharding.make_mesh())}, data, batch,
+      preprocess=PRE, scope="last_layer", chunk_size=4, num_classes=CLASSES))
+      for i in range(len(store))]
+  np.testing.assert_allclose(replay, per_checkpoint, rtol=1e-6)
+
+
+@pytest.mark.parametrize("where", ["device", "host", "disk"])
+def test_snapshot_store_returns_what_it_kept_and_counts_it(tmp_path, where):
+  _, state, _, _ = _state()
+  store = SnapshotStore(where, tmp_path / "snaps", first_epoch=1)
+  store(state, 0, 0.1)  # before first_epoch: not kept
+  store(state, 1, 0.1)
+  later = state.replace(params=jax.tree.map(lambda x: x + 1.0, state.params))
+  store(later, 2, 0.01)
+  assert len(store) == 2 and store.epochs == [1, 2]
+  from disal_jax.training import sharding
+  got = store.variables(1, sharding.make_mesh())
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(later.variables())):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.variables()))
+  assert store.metrics()["snapshot_bytes"] == 2 * size
+  assert (tmp_path / "snaps").exists() == (where == "disk")
+  store.close()
+  assert not (tmp_path / "snaps").exists() and len(store) == 0
+
+
+# -- MC-Dropout ----------------------------------------------------------------------------
+def test_bald_ignores_certain_samples_and_picks_disagreement():
+  t = 10
+  certain = np.tile([0.98, 0.01, 0.01], (t, 1))  # every pass agrees, confidently
+  uniform = np.tile([1 / 3] * 3, (t, 1))  # every pass agrees it does not know
+  disagree = np.where(np.arange(t)[:, None] % 2 == 0, [0.98, 0.01, 0.01], [0.01, 0.98, 0.01])
+  probs = jnp.asarray(np.stack([certain, uniform, disagree], axis=1), jnp.float32)  # (T, 3, 3)
+  scores = np.asarray(mc_dropout.bald(probs))
+  assert scores[0] == pytest.approx(0.0, abs=1e-6)
+  assert scores[1] == pytest.approx(0.0, abs=1e-6)  # aleatoric only: no information gain
+  assert selectors.top_k(scores, 1).tolist() == [2]
+  entropy = np.asarray(mc_dropout.max_entropy(probs))
+  assert entropy[1] == pytest.approx(np.log(3), rel=1e-5)  # max-entropy prefers uniform
+  ratios = np.asarray(mc_dropout.variation_ratio(probs))
+  np.testing.assert_allclose(ratios, [0.0, 0.0, 0.5], atol=1e-6)
+
+
+def test_mc_dropout_passes_are_stochastic_and_independent_of_batching():
+  _, state, data, batch = _state(batch=8, dropout_rate=0.5)
+  scoring = {"state": state, "key": jax.random.key(3)}
+  whole = np.asarray(mc_dropout.mc_dropout_scores(scoring, data, batch, preprocess=PRE,
+                                                  passes=10, kind="bald"))
+  assert whole.min() >= 0 and whole.max() > 1e-4  # the passes differ
+  halves = [np.asarray(mc_dropout.mc_dropout_scores(
+      scoring, data, {"index": batch["index"][s]}, preprocess=PRE, passes=10, kind="bald"))
+      for s in (slice(0, 4), slice(4, 8))]
+  np.testing.assert_allclose(np.concatenate(halves), whole, rtol=1e-6)
+  other_key = np.asarray(mc_dropout.mc_dropout_scores(
+      dict(scoring, key=jax.random.key(4)), data, batch, preprocess=PRE, passes=10,
+      kind="bald"))
+  assert not np.allclose(other_key, whole)
+
+
+# -- CoreSet -------------------------------------------------------------------------------
+def _brute_force_k_center(points, centres, k):
+  """numpy reference: full distance matrices, exact differences."""
+  chosen = []
+  all_centres = list(centres)
+  for _ in range(k):
+    if all_centres:
+      d = np.sqrt(((points[:, None, :] - np.asarray(all_centres)[None]) ** 2).sum(-1)).min(1)
+    else:
+      d = np.full(len(points), np.inf)
+    d[chosen] = -np.inf
+    j = int(np.argmax(d))
+    chosen.append(j)
+    all_centres.append(points[j])
+  return chosen
+
+
+@pytest.mark.parametrize("num_centres,block", [(0, 16), (37, 8), (37, 1024)])
+def test_k_center_greedy_matches_brute_force(num_centres, block):
+  rng = np.random.default_rng(0)
+  points = rng.normal(size=(500, 16)).astype(np.float32)
+  centres = rng.normal(size=(num_centres, 16)).astype(np.float32)
+  picks = selectors.k_center_greedy(jnp.asarray(points), jnp.asarray(centres), 40, block)
+  assert picks.tolist() == _brute_force_k_center(points, centres, 40)
+
+
+def test_k_center_never_picks_twice_even_among_duplicates():
+  points = jnp.zeros((10, 3), jnp.float32)
+  picks = selectors.k_center_greedy(points, jnp.ones((1, 3), jnp.float32), 10, 4)
+  assert sorted(picks.tolist()) == list(range(10))
+
+
+def test_k_center_picks_the_far_cluster_first():
+  near = np.random.default_rng(0).normal(0, 0.1, (50, 2))
+  far = np.random.default_rng(1).normal(10, 0.1, (5, 2))
+  points = jnp.asarray(np.concatenate([near, far]), jnp.float32)
+  picks = selectors.k_center_greedy(points, jnp.zeros((1, 2), jnp.float32), 1, 8)
+  assert picks[0] >= 50
+
+
+# -- shared per-sample machinery -----------------------------------------------------------
+def test_chunked_equals_unchunked_for_awkward_sizes():
+  x = jnp.arange(21.0).reshape(7, 3)
+  fn = lambda chunk: jnp.sum(chunk ** 2, axis=1)
+  for size in (1, 2, 4, 7, 50):
+    np.testing.assert_allclose(per_sample.chunked(fn, x, size), fn(x))
