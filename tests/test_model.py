@@ -37,7 +37,7 @@ def test_outputs_logits_features_and_stage_maps(stem, size, final):
 
 def test_registry_builds_by_name_and_rejects_unknown():
   cfg = ml_collections.ConfigDict({"name": "resnet18", "width": 8, "stem": "cifar",
-                                   "dtype": "float32"})
+                                   "dtype": "float32", "dropout_rate": 0.0})
   assert isinstance(registry.build_model(cfg, 10), resnet.ResNet)
   cfg.name = "vgg"
   with pytest.raises(KeyError, match="resnet18"):

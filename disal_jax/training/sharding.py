@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -10,7 +12,13 @@ DATA_AXIS = "data"
 
 
 def make_mesh(devices=None) -> Mesh:
-  devices = jax.devices() if devices is None else devices
+  """The ('data',) mesh over `devices` (default: all). The same devices give the same Mesh
+  object, so jitted functions keyed on it are shared within a process."""
+  return _mesh(tuple(jax.devices() if devices is None else devices))
+
+
+@functools.lru_cache(maxsize=None)
+def _mesh(devices: tuple) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -31,16 +32,25 @@ class TrainState(train_state.TrainState):
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """SGD (PyTorch semantics: weight decay added to the gradient, then momentum) or Adam.
 
-  The learning rate is an injected hyper-parameter, set per epoch by the trainer.
+  The learning rate is an injected hyper-parameter, set per epoch by the trainer. Equal
+  settings give the same object: it is static structure of the TrainState, so sharing it
+  lets jitted steps be reused across runs of one process.
   """
+  return _optimizer(train_cfg.optimizer, float(train_cfg.learning_rate),
+                    float(train_cfg.momentum), float(train_cfg.weight_decay))
+
+
+@functools.lru_cache(maxsize=None)
+def _optimizer(name: str, learning_rate: float, momentum: float, weight_decay: float
+               ) -> optax.GradientTransformation:
   def build(learning_rate):
-    decay = optax.add_decayed_weights(train_cfg.weight_decay)
-    if train_cfg.optimizer == "sgd":
-      inner = optax.sgd(learning_rate, momentum=train_cfg.momentum or None)
+    decay = optax.add_decayed_weights(weight_decay)
+    if name == "sgd":
+      inner = optax.sgd(learning_rate, momentum=momentum or None)
     else:
       inner = optax.adam(learning_rate)
     return optax.chain(decay, inner)
-  return optax.inject_hyperparams(build)(learning_rate=train_cfg.learning_rate)
+  return optax.inject_hyperparams(build)(learning_rate=learning_rate)
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
@@ -49,9 +59,16 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Ar
   structure, so a new one would make every jitted step compile again."""
   init_rng, state_rng = jax.random.split(rng)
   variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+  return TrainState.create(apply_fn=apply_fn_of(model), params=variables["params"],
                            batch_stats=variables.get("batch_stats", {}),
                            tx=tx, rng=state_rng)
+
+
+@functools.lru_cache(maxsize=None)
+def apply_fn_of(model: nn.Module):
+  """`model.apply`, one object per distinct model: each access to `model.apply` makes a new
+  bound method, and the TrainState's apply_fn is static structure of every jitted step."""
+  return model.apply
 
 
 def with_learning_rate(state: TrainState, lr: jax.Array) -> TrainState:

@@ -101,6 +101,32 @@ def format_seconds(seconds: float) -> str:
       f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+@dataclasses.dataclass(frozen=True)
+class JittedSteps:
+  train: Callable
+  eval: Callable
+  predict: Callable
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook]) -> JittedSteps:
+  """The jitted steps for one (mesh, preprocessing, hook), shared by every Trainer.
+
+  Sharing them lets JAX reuse compiled executables across strategies, seeds and cycles of
+  one process (a sweep, the tests): a new jit wrapper per Trainer would compile again.
+  """
+  replicated = sharding.replicated(mesh)
+  extra_loss = None if hook is None else functools.partial(hook.loss, preprocess=preprocess)
+  return JittedSteps(
+      train=jax.jit(functools.partial(steps.train_step, preprocess=preprocess,
+                                      extra_loss=extra_loss),
+                    donate_argnums=0, out_shardings=replicated),
+      eval=jax.jit(functools.partial(steps.eval_step, preprocess=preprocess),
+                   out_shardings=replicated),
+      predict=jax.jit(functools.partial(steps.predict_probs, preprocess=preprocess),
+                      out_shardings=sharding.along_data(mesh)))
+
+
 class Trainer:
   """Jitted steps over one dataset on one mesh; `train_cycle` runs a cycle."""
 
@@ -120,16 +146,9 @@ class Trainer:
         steps.DeviceData(dataset.train_images, dataset.train_labels), mesh)
     self.test_data = sharding.put_replicated(
         steps.DeviceData(dataset.test_images, dataset.test_labels), mesh)
-    replicated = sharding.replicated(mesh)
-    self._train_step = jax.jit(
-        functools.partial(steps.train_step, preprocess=self.preprocess,
-                          extra_loss=None if hook is None else functools.partial(
-                              hook.loss, preprocess=self.preprocess)),
-        donate_argnums=0, out_shardings=replicated)
-    self._eval_step = jax.jit(functools.partial(steps.eval_step, preprocess=self.preprocess),
-                              out_shardings=replicated)
-    self._predict = jax.jit(functools.partial(steps.predict_probs, preprocess=self.preprocess),
-                            out_shardings=sharding.along_data(mesh))
+    compiled = jitted_steps(mesh, self.preprocess, hook)
+    self._train_step, self._eval_step, self._predict = (compiled.train, compiled.eval,
+                                                        compiled.predict)
 
   @functools.cache
   def _update_record(self, record_sharding: record_lib.PoolRecord):
