@@ -70,6 +70,12 @@ def base_config() -> ml_collections.ConfigDict:
   a.crop_padding = 4  # random crop to the image size after zero-padding; 0 = off
   a.flip = True  # random horizontal flip
 
+  c.checkpoint = ck = ml_collections.ConfigDict()
+  # Orbax checkpoints under <workdir>/<strategy>/seed_<s>/checkpoints: every N epochs, at the
+  # end of each cycle's training and after each selection; a rerun resumes from the newest.
+  ck.every_epochs = 10
+  ck.keep = 3  # the newest N are kept
+
   c.al = al = ml_collections.ConfigDict()
   al.initial_fraction = 0.10
   al.step_fraction = 0.05
@@ -173,6 +179,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
   _check(0 < t.lr_decay_at <= 1, "train.lr_decay_at", t.lr_decay_at, "in (0, 1]")
   _check(t.log_every_epochs >= 1, "train.log_every_epochs", t.log_every_epochs, ">= 1")
+  _check(config.checkpoint.every_epochs >= 0, "checkpoint.every_epochs",
+         config.checkpoint.every_epochs, "0 (only at cycle ends) or a positive integer")
+  _check(config.checkpoint.keep >= 2, "checkpoint.keep", config.checkpoint.keep,
+         ">= 2 (a corrupt newest checkpoint falls back to the one before)")
   _check(config.augment.crop_padding >= 0, "augment.crop_padding", config.augment.crop_padding,
          ">= 0")
 

@@ -2,15 +2,18 @@
 
 labeled set -> train (+ record the pool) -> evaluate -> score -> select top-K -> grow the
 labeled set, from the first budget of `pool.budget_schedule` to the last; then Full Training
-(100% of the labels) once per seed as the upper line.
+(100% of the labels) once per seed as the upper line. Every run checkpoints as it goes and
+resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import pathlib
+import shutil
 import time
 from typing import Any, Optional
 
@@ -18,8 +21,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from disal_jax import checkpoint
 from disal_jax import config as config_lib
-from disal_jax import pool
+from disal_jax import faults, pool
+from disal_jax.checkpoint import RunCheckpointer
 from disal_jax.data.dataset import Dataset
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
@@ -29,11 +34,12 @@ from disal_jax.strategies import registry as strategy_registry
 from disal_jax.strategies.base import ScoringContext, Strategy
 from disal_jax.training import record as record_lib
 from disal_jax.training import sharding
-from disal_jax.training.trainer import Trainer
+from disal_jax.training.trainer import CycleProgress, Trainer
 
 log = logging.getLogger(__name__)
 
 FULL_TRAINING = "full_training"
+RUN_CONFIG = "run_config.json"  # the config a run was made with, checked before resuming
 CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "test_accuracy", "test_loss",
                "train_seconds", "record_seconds", "scoring_seconds")
 
@@ -93,43 +99,132 @@ def _write_results(directory: pathlib.Path, rows: list[CycleRecord], extra: dict
                    CSV_COLUMNS)
 
 
+def _plan(config: ml_collections.ConfigDict, name: str, num_train: int
+          ) -> tuple[Strategy, str, list[int]]:
+  """(strategy, record level, labeled count per cycle) of a run. Full Training is one cycle
+  with every sample labeled: Random's strategy entry, which it never gets to use."""
+  if name == FULL_TRAINING:
+    return strategy_registry.get_strategy("random"), "none", [num_train]
+  strategy = strategy_registry.get_strategy(name)
+  return strategy, record_level(config, strategy), pool.budget_schedule(config.al, num_train)
+
+
+@dataclasses.dataclass
+class _Resumed:
+  """Where a run stands according to its newest valid checkpoint."""
+  cycle: int
+  labeled_round: np.ndarray
+  rows: list[CycleRecord]
+  progress: Optional[CycleProgress]
+  warm_state: Any
+  done: bool
+
+
+def _restore(ckpt: RunCheckpointer, trainer: Trainer, level: str, pool_length: int,
+             num_train: int) -> Optional[_Resumed]:
+  def template_for(meta):
+    tree = {"labeled_round": jax.ShapeDtypeStruct((num_train,), np.int32)}
+    if meta["has_progress"]:
+      p = trainer.progress_template(level, pool_length)
+      tree["progress"] = {"state": p.state, "start_params": p.start_params, "record": p.record}
+    if meta["has_warm"]:
+      tree["warm"] = trainer.state_template()
+    return tree
+
+  restored = ckpt.restore_newest(template_for)
+  if restored is None:
+    return None
+  step, tree, meta = restored
+  progress = None
+  if meta["has_progress"]:
+    p = tree["progress"]
+    progress = trainer.place_progress(CycleProgress(
+        p["state"], p["start_params"], p["record"], meta["epoch"], meta["epochs"],
+        meta["train_seconds"], meta["record_seconds"]))
+  warm = (sharding.put_replicated(tree["warm"], trainer.mesh) if meta["has_warm"] else None)
+  log.info("resuming from checkpoint %d of %s: cycle %d, %d epochs done", step,
+           ckpt.directory, meta["cycle"], meta["epoch"])
+  return _Resumed(meta["cycle"], np.asarray(tree["labeled_round"]),
+                  [CycleRecord(**r) for r in meta["rows"]], progress, warm, meta["done"])
+
+
 def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
                  workdir: pathlib.Path, mesh) -> list[CycleRecord]:
-  """Runs every cycle of one strategy for config.seed; writes results under workdir."""
-  strategy = strategy_registry.get_strategy(name)
-  level = record_level(config, strategy)
-  seed = config.seed
+  """Runs (or resumes) every cycle of one strategy for config.seed under workdir.
+
+  Checkpoints (disal_jax.checkpoint) are written every `checkpoint.every_epochs` epochs, when
+  a cycle's training ends, and when its selection is made; a rerun continues from the newest
+  valid one and makes the same selections as an uninterrupted run.
+  """
+  strategy, level, counts = _plan(config, name, dataset.num_train)
+  seed, epochs = config.seed, config.train.epochs
   out = run_dir(workdir, name, seed)
   out.mkdir(parents=True, exist_ok=True)
+  (out / RUN_CONFIG).write_text(config.to_json_best_effort(indent=1))
   writer = MetricWriter(out)
   model = build_model(model_config(config, strategy), dataset.num_classes)
   hook = strategy.make_hook(config) if strategy.make_hook else None
   trainer = Trainer(config, model, dataset, mesh, hook=hook, writer=writer)
-  counts = pool.budget_schedule(config.al, dataset.num_train)
-  labeled_round = pool.initial_labeled(dataset.num_train, counts[0], seed)
   init_key, score_key = jax.random.split(jax.random.key(seed))
   tag = f"{name} seed {seed}"
   pool_capacity = dataset.num_train - counts[0]
   if config.al.subset_size:
     pool_capacity = min(pool_capacity, config.al.subset_size)
-  rows: list[CycleRecord] = []
-  state = None
+  pool_length = trainer.padded_pool_length(0, pool_capacity)
+  ckpt = RunCheckpointer(out / "checkpoints", config.checkpoint.keep)
+  extra = {"strategy": name, "seed": seed, "record": level, "config": config.to_dict()}
+
+  resumed = _restore(ckpt, trainer, level, pool_length, dataset.num_train)
+  if resumed is None:
+    resumed = _Resumed(0, pool.initial_labeled(dataset.num_train, counts[0], seed), [], None,
+                       None, False)
+  labeled_round, rows, warm_state = resumed.labeled_round, resumed.rows, resumed.warm_state
+  if resumed.done:
+    log.info("[%s] already complete (%d cycles); nothing to do", tag, len(rows))
+    ckpt.close()
+    writer.close()
+    return rows
+  if resumed.progress is not None and strategy.make_epoch_callback is not None:
+    log.info("[%s] restarting cycle %d from its first epoch: %s replays every epoch's "
+             "checkpoint", tag, resumed.cycle, name)
+    resumed.progress = None
+
+  def save(cycle: int, epoch: int, progress: Optional[CycleProgress] = None,
+           done: bool = False) -> None:
+    tree = {"labeled_round": labeled_round}
+    if progress is not None:
+      tree["progress"] = {"state": progress.state, "start_params": progress.start_params,
+                          "record": progress.record}
+    if warm_state is not None and progress is None:
+      tree["warm"] = warm_state
+    meta = {"cycle": cycle, "epoch": epoch, "done": done,
+            "has_progress": progress is not None, "has_warm": "warm" in tree,
+            "rows": [dataclasses.asdict(r) for r in rows],
+            "epochs": progress.epochs if progress else [],
+            "train_seconds": progress.train_seconds if progress else 0.0,
+            "record_seconds": progress.record_seconds if progress else 0.0}
+    ckpt.save(cycle * (epochs + 1) + epoch, tree, meta)
+
   try:
-    for cycle, count in enumerate(counts):
+    for cycle in range(resumed.cycle, len(counts)):
+      count = counts[cycle]
       labeled = pool.labeled_indices(labeled_round)
       assert len(labeled) == count, (len(labeled), count)
       candidates = pool.scoring_candidates(labeled_round, config.al.subset_size, seed, cycle)
-      if state is None or not config.train.warm_start:
-        state = trainer.init_state(jax.random.fold_in(init_key, cycle))
-      else:
-        state = trainer.reset_optimizer(state)
+      progress = resumed.progress if cycle == resumed.cycle else None
+      state = None
+      if progress is None:
+        if warm_state is None or not config.train.warm_start:
+          state = trainer.init_state(jax.random.fold_in(init_key, cycle))
+        else:
+          state = trainer.reset_optimizer(warm_state)
       callback = (strategy.make_epoch_callback(config, out / f"cycle{cycle}")
                   if strategy.make_epoch_callback and cycle + 1 < len(counts) else None)
-      result = trainer.train_cycle(state, labeled, candidates, (seed, cycle),
-                                   record_level=level, cycle=cycle,
-                                   pool_capacity=pool_capacity, tag=tag,
-                                   on_epoch_end=callback)
-      state = result.state
+      result = trainer.train_cycle(
+          state, labeled, candidates, (seed, cycle), record_level=level, cycle=cycle,
+          pool_capacity=pool_capacity, tag=tag, on_epoch_end=callback, resume=progress,
+          on_progress=functools.partial(lambda c, p: save(c, p.epoch, progress=p), cycle),
+          progress_every=config.checkpoint.every_epochs)
       selected, scoring_seconds = np.zeros((0,), np.int64), 0.0
       strategy_metrics = {} if callback is None else callback.metrics()
       if cycle + 1 < len(counts):
@@ -138,6 +233,7 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
           raise config_lib.ConfigError(
               f"config.al.subset_size={config.al.subset_size} leaves {len(candidates)} "
               f"candidates but cycle {cycle} must select {k}; raise it or set it to 0")
+        faults.point(f"select:{tag}:{cycle}")
         t0 = time.perf_counter()
         ctx = ScoringContext(config, trainer, result, candidates, labeled,
                              jax.random.fold_in(score_key, cycle), cycle, callback)
@@ -164,49 +260,39 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
                "scoring %.1fs)", tag, cycle, count, row.test_accuracy, row.train_seconds,
                row.record_seconds, row.scoring_seconds)
       np.save(out / "labeled_round.npy", labeled_round)
-      _write_results(out, rows, {"strategy": name, "seed": seed, "record": level,
-                                 "config": config.to_dict()})
+      _write_results(out, rows, extra)
+      warm_state = result.state if config.train.warm_start else None
+      save(cycle + 1, 0, done=cycle + 1 == len(counts))
   finally:
+    ckpt.close()
     writer.close()
   return rows
 
 
-def run_full_training(config: ml_collections.ConfigDict, dataset: Dataset,
-                      workdir: pathlib.Path, mesh) -> CycleRecord:
-  """The same recipe on 100% of the labels (the upper line)."""
-  seed = config.seed
-  out = run_dir(workdir, FULL_TRAINING, seed)
-  writer = MetricWriter(out)
-  try:
-    trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset, mesh,
-                      writer=writer)
-    init_key, _ = jax.random.split(jax.random.key(seed))
-    everything = np.arange(dataset.num_train)
-    result = trainer.train_cycle(trainer.init_state(jax.random.fold_in(init_key, 0)),
-                                 everything, everything[:0], (seed, 0), record_level="none",
-                                 cycle=0, tag=f"{FULL_TRAINING} seed {seed}")
-  finally:
-    writer.close()
-  row = CycleRecord(FULL_TRAINING, seed, 0, dataset.num_train, result.test["accuracy"],
-                    result.test["loss"], result.train_seconds, 0.0, 0.0, [])
-  _write_results(out, [row], {"strategy": FULL_TRAINING, "seed": seed,
-                              "config": config.to_dict()})
-  log.info("[%s seed %d] %d labeled, test accuracy %.4f", FULL_TRAINING, seed,
-           dataset.num_train, row.test_accuracy)
-  return row
-
-
 def run_experiment(config: ml_collections.ConfigDict, workdir: str,
-                   dataset: Optional[Dataset] = None) -> dict[str, list[CycleRecord]]:
-  """Validates the config, loads the data, runs every strategy (and Full Training).
+                   dataset: Optional[Dataset] = None, force: bool = False
+                   ) -> dict[str, list[CycleRecord]]:
+  """Validates the config, loads the data, runs (or resumes) every strategy and Full Training.
+
+  A workdir that already holds runs of these strategies and seed resumes them; if one was
+  made with a different config, ConfigMismatchError names the keys, before any work.
+  `force` discards those runs and starts over.
 
   Returns {strategy name: per-cycle records}; also writes workdir/summary.md and summary.csv.
   """
   mesh = sharding.make_mesh()
   config_lib.validate(config, num_devices=mesh.size)
-  for name in config_lib.strategy_names(config):
+  names = config_lib.strategy_names(config)
+  for name in names:
     record_level(config, strategy_registry.get_strategy(name))
+  names += [FULL_TRAINING] if config.full_training else []
   workdir_path = pathlib.Path(workdir)
+  for name in names:
+    out = run_dir(workdir_path, name, config.seed)
+    if force and out.exists():
+      log.info("--force: discarding %s", out)
+      shutil.rmtree(out)
+    checkpoint.check_resumable(out / RUN_CONFIG, config, f"{name} seed {config.seed}")
   workdir_path.mkdir(parents=True, exist_ok=True)
   (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=1))
   dataset = load_dataset(config.data) if dataset is None else dataset
@@ -214,10 +300,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   log.info("dataset %s: %d train / %d test images of %s, %d classes; %d device(s)",
            dataset.name, dataset.num_train, len(dataset.test_labels), dataset.image_shape,
            dataset.num_classes, mesh.size)
-  results = {name: run_strategy(config, dataset, name, workdir_path, mesh)
-             for name in config_lib.strategy_names(config)}
-  if config.full_training:
-    results[FULL_TRAINING] = [run_full_training(config, dataset, workdir_path, mesh)]
+  results = {name: run_strategy(config, dataset, name, workdir_path, mesh) for name in names}
   table = tables.accuracy_table(results, FULL_TRAINING)
   (workdir_path / "summary.md").write_text(table + "\n")
   tables.write_csv(workdir_path / "summary.csv",

@@ -1,7 +1,8 @@
 """Runs an active-learning experiment: python -m disal_jax.main --config=configs/default.py
 
 Flags: --config (an ml_collections config file; override keys with --config.seed=3 etc.;
-an unknown key fails at once) and --workdir (where results, logs and indices are written).
+an unknown key fails at once), --workdir (where results, logs, indices and checkpoints are
+written; rerunning the same command resumes there) and --force (start over).
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from disal_jax import loop
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/default", "Output directory.")
+_FORCE = flags.DEFINE_bool("force", False, "Discard this config's runs already in --workdir "
+                           "and start over (needed when their config differs).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
-  loop.run_experiment(_CONFIG.value, _WORKDIR.value)
+  # orbax logs every checkpoint's internals at INFO through absl; keep its warnings only.
+  logging.getLogger("absl").addFilter(
+      lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
+  loop.run_experiment(_CONFIG.value, _WORKDIR.value, force=_FORCE.value)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,16 @@ def test_record_keep_below_the_strategy_need_is_refused(tmp_path):
   config = tiny_config(**{"strategies": "disal", "record.keep": "none"})
   with pytest.raises(ConfigError, match="record.keep='none' is invalid for strategy 'disal'"):
     loop.run_experiment(config, str(tmp_path))
+
+
+def test_the_default_config_twice_gives_bit_identical_selections(tmp_path):
+  from tests.helpers import load_config
+  runs = [loop.run_experiment(load_config("default", "quick"), str(tmp_path / name))
+          for name in ("a", "b")]
+  for name in ("disal", "random"):
+    for cycle in range(len(runs[0][name]) - 1):
+      a, b = (np.load(tmp_path / w / name / "seed_0" / f"selected_cycle{cycle}.npy")
+              for w in ("a", "b"))
+      np.testing.assert_array_equal(a, b)
+    assert ([r.test_accuracy for r in runs[0][name]] ==
+            [r.test_accuracy for r in runs[1][name]])

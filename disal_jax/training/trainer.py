@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from disal_jax import faults
 from disal_jax.data.dataset import Dataset
 from disal_jax.training import record as record_lib
 from disal_jax.training import schedule, sharding, steps
@@ -65,6 +66,27 @@ class CycleResult:
   record: Optional[record_lib.PoolRecord]
   pool_index: jax.Array
   test: dict[str, float]
+  epochs: list[dict[str, float]]
+  train_seconds: float
+  record_seconds: float
+
+
+@dataclasses.dataclass
+class CycleProgress:
+  """How far a cycle's training has come: what a mid-cycle checkpoint holds.
+
+  Attributes:
+    state: the train state after `epoch` epochs.
+    start_params: the parameters the cycle started from (DISAL's direction needs them).
+    record: the pool's probability record so far, or None.
+    epoch: epochs completed.
+    epochs: one dict of train metrics per completed epoch.
+    train_seconds / record_seconds: wall time so far.
+  """
+  state: TrainState
+  start_params: Any
+  record: Optional[record_lib.PoolRecord]
+  epoch: int
   epochs: list[dict[str, float]]
   train_seconds: float
   record_seconds: float
@@ -193,19 +215,51 @@ class Trainer:
     return jax.numpy.pad(probs, ((0, capacity - probs.shape[0]), (0, 0)))
 
   # -- one cycle ------------------------------------------------------------------------
+  def padded_pool_length(self, pool_size: int, pool_capacity: int) -> int:
+    """Length of the record's pool axis: the capacity, padded to whole eval batches."""
+    n = max(pool_size, pool_capacity)
+    return max(1, math.ceil(n / self.config.train.eval_batch_size)) * \
+        self.config.train.eval_batch_size
+
+  def state_template(self) -> TrainState:
+    """The TrainState's structure, shapes and dtypes, without computing anything."""
+    return jax.eval_shape(lambda: create_state(self.model, self.tx, jax.random.key(0),
+                                               self.dataset.image_shape))
+
+  def progress_template(self, record_level: str, pool_length: int) -> "CycleProgress":
+    """A CycleProgress of abstract arrays: what a mid-cycle checkpoint must hold."""
+    state = self.state_template()
+    record = None
+    if record_level != "none":
+      record = jax.eval_shape(lambda: record_lib.init_record(
+          record_level, pool_length, self.dataset.num_classes, self.config.train.epochs))
+    return CycleProgress(state, state.params, record, 0, [], 0.0, 0.0)
+
+  def place_progress(self, progress: "CycleProgress") -> "CycleProgress":
+    """Puts restored host arrays back on the mesh with the shardings training uses."""
+    record = progress.record
+    if record is not None:
+      record = jax.device_put(record, record_lib.record_shardings(record, self.mesh))
+    return dataclasses.replace(
+        progress, state=sharding.put_replicated(progress.state, self.mesh),
+        start_params=sharding.put_replicated(progress.start_params, self.mesh), record=record)
+
   def train_cycle(self, state: TrainState, labeled: np.ndarray, pool: np.ndarray,
                   seed: tuple[int, ...], *, record_level: str, cycle: int,
                   pool_capacity: int = 0, tag: str = "",
-                  on_epoch_end: Optional[Callable[[TrainState, int, float], None]] = None
-                  ) -> CycleResult:
+                  on_epoch_end: Optional[Callable[[TrainState, int, float], None]] = None,
+                  resume: Optional["CycleProgress"] = None,
+                  on_progress: Optional[Callable[["CycleProgress"], None]] = None,
+                  progress_every: int = 0) -> CycleResult:
     """Trains `config.train.epochs` epochs on `labeled` rows, recording `pool` rows' outputs.
 
     Args:
-      state: the starting state (fresh or warm).
+      state: the starting state (fresh or warm); ignored when resuming.
       labeled: (L,) training-set rows with labels.
       pool: (P,) training-set rows to record (the unlabeled pool or its scoring subset).
-      seed: entropy for the host generators of batch order and of hook inputs (separate
-        streams, so a hook never changes the batch order).
+      seed: entropy for the host generators of batch order and of hook inputs. Each epoch
+        draws from its own generators, derived from (seed, epoch), so a cycle resumed at any
+        epoch continues exactly as it would have.
       record_level: one of record.LEVELS.
       cycle: cycle number, for logs.
       pool_capacity: the largest pool of the run; the record is padded to it so that every
@@ -213,48 +267,68 @@ class Trainer:
       tag: a label for the progress lines (strategy and seed).
       on_epoch_end: called as on_epoch_end(state, epoch, lr) after each epoch (TracInCP's
         checkpoints); it must copy what it keeps, since the state is donated to the next step.
+      resume: progress restored from a checkpoint: training continues after its epoch.
+      on_progress: called with the cycle's progress every `progress_every` epochs and after
+        the last one (the loop checkpoints it).
+    Raises:
+      TrainingDiverged: a non-finite loss, naming the cycle, epoch and step.
     """
     cfg = self.config.train
     if len(labeled) == 0:
       raise ValueError("cannot train on an empty labeled set")
-    pool_index_np, _ = pad_to_multiple(
-        np.pad(pool, (0, max(pool_capacity - len(pool), 0))), cfg.eval_batch_size)
+    pool_length = self.padded_pool_length(len(pool), pool_capacity)
+    pool_index_np = np.zeros(pool_length, np.int32)
+    pool_index_np[:len(pool)] = pool
     pool_index = jax.device_put(pool_index_np, sharding.along_data(self.mesh))
-    record, update_record = None, None
-    if record_level != "none":
-      record = record_lib.init_record(record_level, len(pool_index_np),
-                                      self.dataset.num_classes, cfg.epochs)
-      record_sharding = record_lib.record_shardings(record, self.mesh)
-      record = jax.device_put(record, record_sharding)
-      update_record = self._update_record(record_sharding)
-    start_params = jax.tree.map(lambda x: x.copy(), state.params)
+    update_record = None
+    if resume is None:
+      record = None
+      if record_level != "none":
+        record = record_lib.init_record(record_level, pool_length, self.dataset.num_classes,
+                                        cfg.epochs)
+        record = jax.device_put(record, record_lib.record_shardings(record, self.mesh))
+      start_params = jax.tree.map(lambda x: x.copy(), state.params)
+      progress = CycleProgress(state, start_params, record, 0, [], 0.0, 0.0)
+    else:
+      progress = resume
+    if progress.record is not None:
+      update_record = self._update_record(record_lib.record_shardings(progress.record,
+                                                                      self.mesh))
+    state, record = progress.state, progress.record
+    epochs = list(progress.epochs)
+    train_seconds, record_seconds = progress.train_seconds, progress.record_seconds
     along = sharding.along_data(self.mesh)
-    batch_rng, hook_rng = map(np.random.default_rng, np.random.SeedSequence(seed).spawn(2))
-    epochs, train_seconds, record_seconds = [], 0.0, 0.0
-    for epoch in range(cfg.epochs):
+    for epoch in range(progress.epoch, cfg.epochs):
+      batch_rng, hook_rng = map(np.random.default_rng,
+                                np.random.SeedSequence([*seed, epoch]).spawn(2))
       lr = np.float32(schedule.learning_rate(cfg, epoch))
       batches = epoch_batches(batch_rng, labeled, cfg.batch_size)
       hook_inputs = ({} if self.hook is None else
                      self.hook.epoch_inputs(hook_rng, epoch, len(batches), len(pool)))
       aux = {} if self.hook is None else self.hook.aux(record, pool_index)
       t0 = time.perf_counter()
-      totals = None
+      totals, step_losses = None, []
       for s, index in enumerate(batches):
+        faults.point(f"train:{tag}:{cycle}:{epoch}:{s}")
         batch = {"index": jax.device_put(index, along), "lr": lr}
         for key, value in hook_inputs.items():
           batch[key] = jax.device_put(value[s], along) if key.endswith("_index") else value[s]
         state, metrics = self._train_step(state, self.train_data, batch, aux)
         totals = steps.merge_metrics(totals, metrics)
+        step_losses.append(metrics["loss"].total)  # stays on device; read only on failure
       epoch_metrics = steps.compute_metrics(totals)  # waits for the epoch's steps
       step_seconds = time.perf_counter() - t0
       train_seconds += step_seconds
       if not math.isfinite(epoch_metrics["loss"]):
-        raise TrainingDiverged(f"non-finite training loss {epoch_metrics['loss']} in cycle "
-                               f"{cycle}, epoch {epoch + 1} ({tag}); lower train.learning_rate "
-                               "or check the data")
+        losses = np.asarray(jax.device_get(step_losses))
+        bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+        raise TrainingDiverged(
+            f"non-finite training loss ({losses[bad]}) in cycle {cycle}, epoch {epoch + 1}, "
+            f"step {bad + 1} of {len(batches)} ({tag}). Nothing of this epoch was saved; the "
+            "last checkpoint is intact. Lower train.learning_rate or check the data.")
       if record is not None:
         t1 = time.perf_counter()
-        probs = self.pool_probs(state, pool, len(pool_index_np))
+        probs = self.pool_probs(state, pool, pool_length)
         record = update_record(record, probs, lr)
         jax.block_until_ready(record)
         record_seconds += time.perf_counter() - t1
@@ -263,8 +337,13 @@ class Trainer:
       epoch_metrics.update(lr=float(lr), images_per_second=batches.size / step_seconds)
       epochs.append(epoch_metrics)
       self._log_epoch(cycle, epoch, epoch_metrics, train_seconds + record_seconds, tag)
-    return CycleResult(state, start_params, record, pool_index, self.evaluate(state), epochs,
-                       train_seconds, record_seconds)
+      done = epoch + 1
+      if on_progress is not None and (done == cfg.epochs or
+                                      (progress_every and done % progress_every == 0)):
+        on_progress(CycleProgress(state, progress.start_params, record, done, epochs,
+                                  train_seconds, record_seconds))
+    return CycleResult(state, progress.start_params, record, pool_index, self.evaluate(state),
+                       epochs, train_seconds, record_seconds)
 
   def _log_epoch(self, cycle: int, epoch: int, m: dict[str, float], elapsed: float,
                  tag: str) -> None:

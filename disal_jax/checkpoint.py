@@ -1,0 +1,193 @@
+"""Orbax checkpoints of one run (one strategy, one seed), and the checks made before resuming.
+
+A checkpoint holds arrays (a pytree flattened to numbered leaves, PRNG keys as their key data)
+and a JSON document (counters, results so far, a CRC-32 of every leaf). Writes are atomic
+(orbax writes to a temporary folder and renames it) and synchronous; the last
+`checkpoint.keep` are kept. Restoring walks from the newest checkpoint back and takes the
+first one whose leaves are all readable and match their checksums and the expected
+structure, reporting every one it skips.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import pathlib
+import shutil
+import zlib
+from typing import Any, Callable, Optional
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+ARRAYS, META = "arrays", "meta"
+
+# Keys that may change between a run and its resumption: they do not change what is
+# computed (which runs to do, logging, where files live, how often to checkpoint).
+RESUMABLE_KEYS = ("strategies", "full_training", "train.log_every_epochs",
+                  "checkpoint.every_epochs", "checkpoint.keep", "data.data_dir",
+                  "data.manual_dir", "data.cache_dir")
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be written, or no valid one can be read; the message says what to do."""
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run made with another config; the message lists the keys."""
+
+
+def _is_key(x) -> bool:
+  return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _crc(array: np.ndarray) -> int:
+  return zlib.crc32(np.ascontiguousarray(array).tobytes())
+
+
+class RunCheckpointer:
+  """Saves and restores the checkpoints under `directory` (one run's)."""
+
+  def __init__(self, directory: pathlib.Path, keep: int):
+    self.directory = pathlib.Path(directory).absolute()
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+                                           create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=(ARRAYS, META))
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, tree: Any, meta: dict[str, Any]) -> None:
+    """Writes checkpoint `step`: the pytree's leaves and `meta` (JSON-serialisable)."""
+    leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(tree)]
+    host = [np.asarray(x) for x in jax.device_get(leaves)]
+    arrays = {f"{i:05d}": x for i, x in enumerate(host)}
+    meta = dict(meta, num_leaves=len(host), crc32=[_crc(x) for x in host])
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          **{ARRAYS: ocp.args.StandardSave(arrays), META: ocp.args.JsonSave(meta)}),
+                        force=True)
+    except OSError as e:
+      previous = [s for s in self.steps() if s != step]
+      full = "the disk is full; " if e.errno == errno.ENOSPC else ""
+      raise CheckpointError(
+          f"could not write checkpoint {step} in {self.directory}: {full}{e}. Free space or "
+          f"choose another --workdir. The earlier checkpoints "
+          f"{previous or '(none)'} are intact: the same command resumes from the newest."
+      ) from e
+
+  def restore_newest(self, template_for: Callable[[dict[str, Any]], Any]
+                     ) -> Optional[tuple[int, Any, dict[str, Any]]]:
+    """(step, pytree, meta) of the newest valid checkpoint, or None if there is none.
+
+    `template_for(meta)` returns a pytree (arrays or ShapeDtypeStructs) with the structure,
+    shapes and dtypes the checkpoint must have. Invalid checkpoints are reported and skipped;
+    if checkpoints exist but none is valid, raises CheckpointError rather than start over.
+    """
+    steps = self.steps()
+    for step in reversed(steps):
+      try:
+        return (step, *self._restore(step, template_for))
+      except Exception as e:  # pylint: disable=broad-except  # any corruption: try older
+        log.warning("checkpoint %d in %s is unreadable or corrupt (%s: %s); trying the one "
+                    "before it", step, self.directory, type(e).__name__, e)
+        self._set_aside(step)
+    if steps:
+      raise CheckpointError(
+          f"none of the checkpoints {steps} in {self.directory} is readable (moved to "
+          f"{self.corrupt_directory}). Rerun with --force to start this run over (its "
+          "results so far stay in results.json).")
+    return None
+
+  @property
+  def corrupt_directory(self) -> pathlib.Path:
+    return self.directory.parent / f"{self.directory.name}_corrupt"
+
+  def _set_aside(self, step: int) -> None:
+    """Moves a bad checkpoint out of the manager's folder (kept for inspection), so the run
+    can write that step again."""
+    target = self.corrupt_directory / str(step)
+    if target.exists():
+      shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(self.directory / str(step)), str(target))
+    self.manager.reload()
+
+  def _restore(self, step: int, template_for) -> tuple[Any, dict[str, Any]]:
+    # The metadata first: it says which structure the arrays have.
+    meta = self.manager.restore(step, args=ocp.args.Composite(
+        **{META: ocp.args.JsonRestore()}))[META]
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        **{ARRAYS: ocp.args.StandardRestore()}))[ARRAYS]
+    leaves = [np.asarray(restored[k]) for k in sorted(restored)]
+    if len(leaves) != meta["num_leaves"]:
+      raise ValueError(f"{len(leaves)} arrays, the metadata lists {meta['num_leaves']}")
+    for i, (leaf, crc) in enumerate(zip(leaves, meta["crc32"])):
+      if _crc(leaf) != crc:
+        raise ValueError(f"array {i} fails its checksum")
+    expected, treedef = jax.tree.flatten(template_for(meta))
+    if len(expected) != len(leaves):
+      raise ValueError(f"{len(leaves)} arrays where this config has {len(expected)}")
+    out = []
+    for i, (leaf, want) in enumerate(zip(leaves, expected)):
+      if _is_key(want):
+        leaf = jax.random.wrap_key_data(leaf)
+        ok = leaf.shape == tuple(want.shape)
+      else:
+        ok = leaf.shape == tuple(want.shape) and leaf.dtype == want.dtype
+      if not ok:
+        raise ValueError(f"array {i} is {leaf.dtype}{list(leaf.shape)}, this config expects "
+                         f"{want.dtype}{list(want.shape)}")
+      out.append(leaf)
+    return jax.tree.unflatten(treedef, out), meta
+
+  def delete_all(self) -> None:
+    for step in self.steps():
+      self.manager.delete(step)
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in d.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      out.update(_flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+  """'key: saved -> current' for every key (dotted) that differs, RESUMABLE_KEYS aside."""
+  a, b = _flatten(saved), _flatten(current)
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    if key in RESUMABLE_KEYS or a.get(key) == b.get(key):
+      continue
+    diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+  return diffs
+
+
+def check_resumable(run_config_path: pathlib.Path, config: ml_collections.ConfigDict,
+                    run_name: str) -> None:
+  """Raises ConfigMismatchError if the run's saved config differs in result-changing keys."""
+  if not run_config_path.exists():
+    return
+  saved = json.loads(run_config_path.read_text())
+  current = json.loads(config.to_json_best_effort())
+  diffs = config_differences(saved, current)
+  if diffs:
+    raise ConfigMismatchError(
+        f"{run_config_path.parent} holds a {run_name} run made with another config; these "
+        "keys differ (saved -> now):\n  " + "\n  ".join(diffs) + "\nRerun with the saved "
+        "values to resume it, choose another --workdir, or pass --force to discard that run "
+        "and start over.")
