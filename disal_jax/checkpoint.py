@@ -34,6 +34,12 @@ RESUMABLE_KEYS = ("strategies", "full_training", "train.log_every_epochs",
                   "data.manual_dir", "data.cache_dir")
 
 
+def quiet_orbax_info_logs() -> None:
+  """orbax logs every checkpoint's internals at INFO through absl; keep its warnings only."""
+  logging.getLogger("absl").addFilter(
+      lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
+
+
 class CheckpointError(RuntimeError):
   """A checkpoint cannot be written, or no valid one can be read; the message says what to do."""
 

@@ -172,7 +172,8 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
     pool_capacity = min(pool_capacity, config.al.subset_size)
   pool_length = trainer.padded_pool_length(0, pool_capacity)
   ckpt = RunCheckpointer(out / "checkpoints", config.checkpoint.keep)
-  extra = {"strategy": name, "seed": seed, "record": level, "config": config.to_dict()}
+  extra = {"strategy": name, "seed": seed, "record": level, "num_train": dataset.num_train,
+           "config": config.to_dict()}
 
   resumed = _restore(ckpt, trainer, level, pool_length, dataset.num_train)
   if resumed is None:

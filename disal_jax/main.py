@@ -12,7 +12,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from disal_jax import loop
+from disal_jax import checkpoint, loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -25,9 +25,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
-  # orbax logs every checkpoint's internals at INFO through absl; keep its warnings only.
-  logging.getLogger("absl").addFilter(
-      lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
+  checkpoint.quiet_orbax_info_logs()
   loop.run_experiment(_CONFIG.value, _WORKDIR.value, force=_FORCE.value)
 
 

@@ -1,0 +1,34 @@
+"""The paper's CIFAR-10 protocol on the real CIFAR-10 JPEGs of ../shared/data, scaled to CPU.
+
+  python -m disal_jax.sweep --config=configs/cifar10_cpu.py \
+      --strategies=disal,random,gradnorm_entropy,coreset --seeds=0,1,2 \
+      --workdir=workdirs/cifar10_cpu
+  python -m disal_jax.report workdirs/cifar10_cpu
+
+What is scaled, and why (2 CPU cores, about an hour per strategy and seed):
+- pool: a fixed random 10,000 of the 50,000 training images (data.max_train), so the
+  budgets are 1,000 -> 4,000 labeled in +500 steps (10% -> 40% of the pool, 7 cycles);
+- test set: a fixed random 2,000 of the 10,000 test images;
+- model: ResNet-18 at width 16 (a quarter of the channels);
+- training: 30 epochs per cycle instead of 200 (lr x0.1 after 80%, as in the paper);
+- everything else (SGD 0.1, momentum 0.9, weight decay 5e-4, batch 128, crop + flip,
+  scoring the whole pool) is the paper's.
+"""
+
+import pathlib
+
+from disal_jax.config import base_config
+
+ARCHIVE = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpeg.tar.gz"
+
+
+def get_config():
+  config = base_config()
+  config.data.name = "image_folder"
+  config.data.data_dir = str(ARCHIVE)
+  config.data.max_train = 10_000
+  config.data.max_test = 2_000
+  config.model.width = 16
+  config.train.epochs = 30
+  config.checkpoint.every_epochs = 5
+  return config

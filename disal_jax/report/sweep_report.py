@@ -1,0 +1,183 @@
+"""A sweep folder's results as tables and learning curves, like the paper's.
+
+Reads every `<sweep>/<strategy>/seed_<s>/results.json` and writes into `<sweep>/report/`:
+- results.csv: one row per (strategy, seed, cycle): labeled count, test accuracy, loss, times;
+- accuracy.md: mean ± std over seeds per labeled count, one column per strategy, the best
+  mean of each row in bold, the area under the learning curve (AULC) as the last row, and
+  Full Training below;
+- times.md: mean wall seconds per cycle (train, record, scoring) per strategy;
+- accuracy.png: mean accuracy against the labeled percentage, a ±std band per strategy, Full
+  Training as a dashed line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Iterable
+
+import numpy as np
+
+from disal_jax.report import tables
+
+FULL_TRAINING = "full_training"  # the loop's name for the upper line
+CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "labeled_percent", "test_accuracy",
+               "test_loss", "train_seconds", "record_seconds", "scoring_seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  strategy: str
+  seed: int
+  cycle: int
+  labeled: int
+  labeled_percent: float
+  test_accuracy: float
+  test_loss: float
+  train_seconds: float
+  record_seconds: float
+  scoring_seconds: float
+
+
+def collect(sweep: pathlib.Path) -> list[Row]:
+  """Every cycle of every run under `sweep`, with its labeled share of the training set."""
+  rows = []
+  for path in sorted(sweep.glob("*/seed_*/results.json")):
+    payload = json.loads(path.read_text())
+    for c in payload["cycles"]:
+      rows.append(Row(payload["strategy"], int(payload["seed"]), int(c["cycle"]),
+                      int(c["labeled"]), round(100.0 * c["labeled"] / payload["num_train"], 2),
+                      float(c["test_accuracy"]), float(c["test_loss"]),
+                      float(c["train_seconds"]), float(c["record_seconds"]),
+                      float(c["scoring_seconds"])))
+  if not rows:
+    raise FileNotFoundError(f"{sweep}: no <strategy>/seed_<s>/results.json below it; run "
+                            "python -m disal_jax.sweep (or disal_jax.main) with this workdir")
+  return rows
+
+
+def strategies_of(rows: Iterable[Row]) -> list[str]:
+  return sorted({r.strategy for r in rows if r.strategy != FULL_TRAINING})
+
+
+def curve(rows: list[Row], strategy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+  """(labeled counts, mean accuracy, std accuracy, number of seeds) of one strategy.
+
+  Mean and std (population, ddof=0) over the seeds that reached each count.
+  """
+  mine = [r for r in rows if r.strategy == strategy]
+  counts = np.array(sorted({r.labeled for r in mine}))
+  by_count = [np.array([r.test_accuracy for r in mine if r.labeled == c]) for c in counts]
+  return (counts, np.array([a.mean() for a in by_count]), np.array([a.std() for a in by_count]),
+          len({r.seed for r in mine}))
+
+
+def aulc(counts: np.ndarray, accuracy: np.ndarray) -> float:
+  """Area under the learning curve, normalised by the labeled range: the curve's mean
+  accuracy under trapezoidal integration (one point gives that point)."""
+  if len(counts) < 2:
+    return float(accuracy[0])
+  return float(np.trapezoid(accuracy, counts) / (counts[-1] - counts[0]))
+
+
+def accuracy_markdown(rows: list[Row]) -> str:
+  strategies = strategies_of(rows)
+  curves = {s: curve(rows, s) for s in strategies}
+  counts = sorted({int(c) for s in strategies for c in curves[s][0]})
+  header = "| labeled | " + " | ".join(f"{s} (n={curves[s][3]})" for s in strategies) + " |"
+  lines = [header, "|---:|" + "---:|" * len(strategies)]
+
+  def cells(values: dict[str, tuple[float, float]]) -> list[str]:
+    best = max((m for m, _ in values.values()), default=None)
+    out = []
+    for s in strategies:
+      if s not in values:
+        out.append("")
+        continue
+      mean, std = values[s]
+      text = f"{100 * mean:.2f} ± {100 * std:.2f}"
+      out.append(f"**{text}**" if mean == best else text)
+    return out
+
+  for count in counts:
+    values = {}
+    for s in strategies:
+      c, mean, std, _ = curves[s]
+      hit = np.flatnonzero(c == count)
+      if hit.size:
+        values[s] = (mean[hit[0]], std[hit[0]])
+    percent = next(r.labeled_percent for r in rows if r.labeled == count)
+    label = f"{count} ({percent:g}%)"
+    lines.append(f"| {label} | " + " | ".join(cells(values)) + " |")
+  per_seed_aulc = {}
+  for s in strategies:
+    seeds = sorted({r.seed for r in rows if r.strategy == s})
+    areas = []
+    for seed in seeds:
+      mine = sorted((r.labeled, r.test_accuracy) for r in rows
+                    if r.strategy == s and r.seed == seed)
+      areas.append(aulc(np.array([m[0] for m in mine]), np.array([m[1] for m in mine])))
+    per_seed_aulc[s] = (float(np.mean(areas)), float(np.std(areas)))
+  lines.append("| AULC | " + " | ".join(cells(per_seed_aulc)) + " |")
+  full = [r.test_accuracy for r in rows if r.strategy == FULL_TRAINING]
+  if full:
+    lines.append(f"\nFull Training ({len(full)} seeds): {100 * np.mean(full):.2f} ± "
+                 f"{100 * np.std(full):.2f}")
+  lines.append("\nTest accuracy (%), mean ± std over seeds; best mean per row in bold. AULC: "
+               "area under the accuracy curve over the labeled range, divided by the range.")
+  return "\n".join(lines)
+
+
+def times_markdown(rows: list[Row]) -> str:
+  strategies = strategies_of(rows)
+  lines = ["| strategy | cycle | labeled | train s | record s | scoring s |",
+           "|---|---:|---:|---:|---:|---:|"]
+  for s in strategies:
+    for cycle in sorted({r.cycle for r in rows if r.strategy == s}):
+      mine = [r for r in rows if r.strategy == s and r.cycle == cycle]
+      lines.append(f"| {s} | {cycle} | {mine[0].labeled} | "
+                   f"{np.mean([r.train_seconds for r in mine]):.1f} | "
+                   f"{np.mean([r.record_seconds for r in mine]):.1f} | "
+                   f"{np.mean([r.scoring_seconds for r in mine]):.1f} |")
+  lines.append("\nMean wall seconds over seeds.")
+  return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: pathlib.Path, title: str) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  for s in strategies_of(rows):
+    counts, mean, std, n = curve(rows, s)
+    x = np.array([next(r.labeled_percent for r in rows if r.labeled == c) for c in counts])
+    line, = ax.plot(x, 100 * mean, marker="o", markersize=3, label=f"{s} (n={n})",
+                    linewidth=2.2 if s == "disal" else 1.4)
+    ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=line.get_color(),
+                    alpha=0.15, linewidth=0)
+  full = [r.test_accuracy for r in rows if r.strategy == FULL_TRAINING]
+  if full:
+    ax.axhline(100 * np.mean(full), color="black", linestyle="--", linewidth=1,
+               label="Full Training")
+  ax.set_xlabel("% of labeled data")
+  ax.set_ylabel("test accuracy (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def write_report(sweep: pathlib.Path, out: pathlib.Path | None = None) -> pathlib.Path:
+  """Writes results.csv, accuracy.md, times.md and accuracy.png; returns the folder."""
+  rows = collect(sweep)
+  out = out or sweep / "report"
+  out.mkdir(parents=True, exist_ok=True)
+  tables.write_csv(out / "results.csv", [dataclasses.asdict(r) for r in rows], CSV_COLUMNS)
+  (out / "accuracy.md").write_text(accuracy_markdown(rows) + "\n")
+  (out / "times.md").write_text(times_markdown(rows) + "\n")
+  plot(rows, out / "accuracy.png", sweep.name)
+  return out

@@ -1,0 +1,101 @@
+"""Sweeps and reports: hand-built results with known statistics, and a tiny real sweep."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from disal_jax import sweep
+from disal_jax.report import sweep_report
+
+from tests.helpers import REPO, tiny_config
+
+
+def _write_run(root, strategy, seed, accuracies, counts, num_train=100):
+  run = root / strategy / f"seed_{seed}"
+  run.mkdir(parents=True)
+  cycles = [{"cycle": i, "labeled": n, "test_accuracy": a, "test_loss": 1.0 - a,
+             "train_seconds": 2.0 * (i + 1), "record_seconds": 0.5, "scoring_seconds": seed}
+            for i, (n, a) in enumerate(zip(counts, accuracies))]
+  (run / "results.json").write_text(json.dumps({"strategy": strategy, "seed": seed,
+                                                "num_train": num_train, "cycles": cycles}))
+
+
+@pytest.fixture
+def hand_built(tmp_path):
+  counts = [10, 20, 30]
+  _write_run(tmp_path, "disal", 0, [0.5, 0.7, 0.8], counts)
+  _write_run(tmp_path, "disal", 1, [0.6, 0.7, 0.9], counts)
+  _write_run(tmp_path, "random", 0, [0.5, 0.6, 0.7], counts)
+  _write_run(tmp_path, "random", 1, [0.7, 0.6, 0.7], counts)
+  _write_run(tmp_path, "full_training", 0, [0.95], [100])
+  _write_run(tmp_path, "full_training", 1, [0.97], [100])
+  return tmp_path
+
+
+def test_aulc_is_the_trapezoid_mean_of_the_curve():
+  assert sweep_report.aulc(np.array([10, 20, 30]), np.array([0.5, 0.7, 0.8])) == \
+      pytest.approx((0.5 + 0.7) / 2 * 0.5 + (0.7 + 0.8) / 2 * 0.5)
+  assert sweep_report.aulc(np.array([10]), np.array([0.4])) == 0.4
+
+
+def test_table_has_mean_std_best_marked_aulc_and_full_training(hand_built):
+  rows = sweep_report.collect(hand_built)
+  table = sweep_report.accuracy_markdown(rows)
+  lines = table.splitlines()
+  assert lines[0] == "| labeled | disal (n=2) | random (n=2) |"
+  # 10 labeled: disal 55 ± 5, random 60 ± 10 -> random is best
+  assert lines[2] == "| 10 (10%) | 55.00 ± 5.00 | **60.00 ± 10.00** |"
+  assert lines[3] == "| 20 (20%) | **70.00 ± 0.00** | 60.00 ± 0.00 |"
+  assert lines[4] == "| 30 (30%) | **85.00 ± 5.00** | 70.00 ± 0.00 |"
+  disal_aulc = [sweep_report.aulc(np.array([10, 20, 30]), np.array(a))
+                for a in ([0.5, 0.7, 0.8], [0.6, 0.7, 0.9])]
+  assert lines[5].startswith(f"| AULC | **{100 * np.mean(disal_aulc):.2f} ± "
+                             f"{100 * np.std(disal_aulc):.2f}** |")
+  assert "Full Training (2 seeds): 96.00 ± 1.00" in table
+
+
+def test_report_writes_csv_tables_and_a_plot(hand_built):
+  out = sweep_report.write_report(hand_built)
+  with open(out / "results.csv", encoding="utf-8") as f:
+    records = list(csv.DictReader(f))
+  assert len(records) == 14 and records[0]["labeled_percent"] == "10.0"
+  times = (out / "times.md").read_text()
+  assert "| disal | 1 | 20 | 4.0 | 0.5 | 0.5 |" in times  # scoring seconds = mean of seeds 0, 1
+  image = Image.open(out / "accuracy.png")
+  assert image.size[0] > 400 and len(np.unique(np.asarray(image.convert("L")))) > 10
+
+
+def test_report_cli_explains_an_empty_folder(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "disal_jax.report", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2 and "no <strategy>/seed_<s>/results.json" in out.stderr
+
+
+def test_a_sweep_runs_every_pair_once_and_resumes(tmp_path):
+  config = tiny_config(**{"data.max_train": 300, "full_training": False})
+  sweep.run_sweep(config, ["random", "coreset"], [0, 1], str(tmp_path))
+  for strategy in ("random", "coreset"):
+    for seed in (0, 1):
+      payload = json.loads((tmp_path / strategy / f"seed_{seed}" / "results.json").read_text())
+      assert payload["seed"] == seed and len(payload["cycles"]) == 2
+  # the seeds differ in their initial labeled set, hence in what they select
+  a, b = (np.load(tmp_path / "random" / f"seed_{s}" / "selected_cycle0.npy") for s in (0, 1))
+  assert not np.array_equal(np.sort(a), np.sort(b))
+  before = (tmp_path / "random/seed_1/metrics.jsonl").read_text()
+  sweep.run_sweep(config, ["random", "coreset"], [0, 1], str(tmp_path))  # all finished
+  assert (tmp_path / "random/seed_1/metrics.jsonl").read_text() == before
+  rows = sweep_report.collect(tmp_path)
+  assert {(r.strategy, r.seed) for r in rows} == {(s, n) for s in ("random", "coreset")
+                                                  for n in (0, 1)}
+
+
+def test_seeds_flag_is_checked():
+  with pytest.raises(Exception, match="integers"):
+    sweep.parse_seeds(["0", "x"])
+  with pytest.raises(Exception, match="twice"):
+    sweep.parse_seeds(["1", "1"])
