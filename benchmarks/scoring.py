@@ -41,6 +41,7 @@ _STRATEGIES = flags.DEFINE_list("strategies", None, "Strategies (default: all re
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch reference.")
 _TORCH_POOL = flags.DEFINE_integer("torch_pool", 0, "Images for the PyTorch per-sample "
                                    "loops (0 = --pool); they are slow.")
+_CACHE = flags.DEFINE_string("cache_dir", "", "Decoded-image cache (config.data.cache_dir).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write scoring.json.")
 
 
@@ -69,6 +70,7 @@ def main(argv):
   config = base_config()
   config.data.name = "image_folder"
   config.data.data_dir = str(common.CIFAR10_ARCHIVE)
+  config.data.cache_dir = _CACHE.value
   config.data.max_train = _POOL.value + _LABELED.value
   config.data.max_test = 100
   config.model.width = _WIDTH.value

@@ -60,8 +60,7 @@ def _probs(state, data):
 # -- gradnorm ------------------------------------------------------------------------------
 def test_entropy_gradnorm_equals_a_per_sample_grad_loop():
   _, state, data, batch = _state()
-  fast = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE,
-                                                     chunk_size=4))
+  fast = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE))
   entropy = lambda logits: -jnp.sum(jax.nn.softmax(logits) * jax.nn.log_softmax(logits))
   slow = np.sqrt([_sq_norm(g) for g in _per_sample_loop(state, data, entropy)])
   np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-7)  # one sample is saturated
@@ -70,15 +69,14 @@ def test_entropy_gradnorm_equals_a_per_sample_grad_loop():
 def test_expected_gradnorm_equals_a_per_sample_per_class_loop_and_differs_from_entropy():
   _, state, data, batch = _state()
   fast = np.asarray(gradnorm.expected_gradnorm_scores(state, data, batch, preprocess=PRE,
-                                                      chunk_size=10, num_classes=CLASSES))
+                                                      num_classes=CLASSES))
   probs = _probs(state, data)
   norms = np.stack([
       np.sqrt([_sq_norm(g) for g in _per_sample_loop(
           state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c])])
       for c in range(CLASSES)], axis=1)  # (B, C)
   np.testing.assert_allclose(fast, (probs * norms).sum(1), rtol=1e-5)
-  entropy = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE,
-                                                        chunk_size=4))
+  entropy = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE))
   assert np.abs(fast - entropy).max() > 0.1 * np.abs(entropy).max()
 
 
@@ -88,7 +86,7 @@ def test_gradnorms_vanish_on_samples_the_model_is_certain_about():
   assert _probs(state, data)[:, 0].min() > 0.999999
   for fn, kw in ((gradnorm.entropy_gradnorm_scores, {}),
                  (gradnorm.expected_gradnorm_scores, {"num_classes": CLASSES})):
-    scores = np.asarray(fn(state, data, batch, preprocess=PRE, chunk_size=8, **kw))
+    scores = np.asarray(fn(state, data, batch, preprocess=PRE, **kw))
     assert scores.max() < 1e-6
 
 
@@ -97,7 +95,7 @@ def test_expected_self_influence_all_params_equals_a_per_class_loop():
   _, state, data, batch = _state(batch=6)
   scoring = {"state": state, "variables": state.variables()}
   fast = np.asarray(tracin.checkpoint_scores(scoring, data, batch, preprocess=PRE,
-                                             scope="all", chunk_size=10,
+                                             scope="all",
                                              num_classes=CLASSES))
   probs = _probs(state, data)
   sq = np.stack([[_sq_norm(g) for g in _per_sample_loop(
@@ -110,7 +108,7 @@ def test_last_layer_closed_form_equals_autodiff_over_the_head():
   _, state, data, batch = _state(batch=6)
   scoring = {"state": state, "variables": state.variables()}
   fast = np.asarray(tracin.checkpoint_scores(scoring, data, batch, preprocess=PRE,
-                                             scope="last_layer", chunk_size=4,
+                                             scope="last_layer",
                                              num_classes=CLASSES))
   probs = _probs(state, data)
   head_only = lambda g: g["head"]
@@ -129,13 +127,13 @@ def test_tracin_weights_checkpoints_by_learning_rate(tmp_path):
   store(moved, 1, 0.01)
   per_checkpoint = [np.asarray(tracin.checkpoint_scores(
       {"state": state, "variables": v}, data, batch, preprocess=PRE, scope="last_layer",
-      chunk_size=4, num_classes=CLASSES)) for v in (state.variables(), moved.variables())]
+      num_classes=CLASSES)) for v in (state.variables(), moved.variables())]
   assert store.learning_rates == [0.1, 0.01]
   assert np.abs(per_checkpoint[0] - per_checkpoint[1]).max() > 1e-3
   from disal_jax.training import sharding
   replay = [np.asarray(tracin.checkpoint_scores(
       {"state": state, "variables": store.variables(i, sharding.make_mesh())}, data, batch,
-      preprocess=PRE, scope="last_layer", chunk_size=4, num_classes=CLASSES))
+      preprocess=PRE, scope="last_layer", num_classes=CLASSES))
       for i in range(len(store))]
   np.testing.assert_allclose(replay, per_checkpoint, rtol=1e-6)
 
@@ -234,8 +232,26 @@ def test_k_center_picks_the_far_cluster_first():
 
 
 # -- shared per-sample machinery -----------------------------------------------------------
-def test_chunked_equals_unchunked_for_awkward_sizes():
-  x = jnp.arange(21.0).reshape(7, 3)
-  fn = lambda chunk: jnp.sum(chunk ** 2, axis=1)
-  for size in (1, 2, 4, 7, 50):
-    np.testing.assert_allclose(per_sample.chunked(fn, x, size), fn(x))
+def test_chunk_batch_bounds_the_gradients_in_memory():
+  assert per_sample.chunk_batch(16) == 16
+  assert per_sample.chunk_batch(16, 10) == 1 and per_sample.chunk_batch(40, 10) == 4
+  assert per_sample.chunk_batch(4, 10) == 1  # never zero
+
+
+def test_pool_scores_do_not_depend_on_the_chunk_size():
+  """Strategy-level chunking (host loop, padded last chunk) gives the unchunked scores."""
+  import types
+  from disal_jax.strategies.base import batched_pool_scores
+  _, state, data, _ = _state(batch=10)
+  trainer = types.SimpleNamespace(train_data=data,
+                                  config=types.SimpleNamespace(train=types.SimpleNamespace(
+                                      eval_batch_size=16)))
+  ctx = types.SimpleNamespace(trainer=trainer, candidates=np.arange(10),
+                              result=types.SimpleNamespace(pool_index=jnp.arange(16,
+                                                                               dtype=jnp.int32)))
+  fn = lambda s, d, b: gradnorm.entropy_gradnorm_scores(s, d, b, preprocess=PRE)
+  whole = batched_pool_scores(ctx, fn, state)
+  for size in (1, 3, 4):
+    np.testing.assert_allclose(batched_pool_scores(ctx, fn, state, batch_size=size), whole,
+                               rtol=1e-5, atol=1e-7)
+  assert whole.shape == (10,)

@@ -104,37 +104,47 @@ class Strategy:
 
 
 def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, trainer: Trainer,
-                 index: jax.Array, count: int, extra: Optional[dict[str, jax.Array]]
-                 ) -> jax.Array:
-  """Runs `batch_fn(scoring_state, data, batch)` over the first `count` rows of `index`."""
-  batch_size = trainer.config.train.eval_batch_size
+                 index: jax.Array, count: int, extra: Optional[dict[str, jax.Array]],
+                 batch_size: Optional[int] = None) -> jax.Array:
+  """Runs `batch_fn(scoring_state, data, batch)` over the first `count` rows of `index`, in
+  batches of `batch_size` (default: config.train.eval_batch_size)."""
+  batch_size = batch_size or trainer.config.train.eval_batch_size
+
+  def rows(array, start):
+    part = array[start:start + batch_size]
+    short = batch_size - part.shape[0]  # the last batch: padded, so nothing compiles again
+    return part if not short else jnp.pad(part, [(0, short)] + [(0, 0)] * (part.ndim - 1))
+
   parts = []
   for start in range(0, count, batch_size):
-    batch = {"index": index[start:start + batch_size]}
+    batch = {"index": rows(index, start)}
     for key, value in (extra or {}).items():
-      batch[key] = value[start:start + batch_size]
+      batch[key] = rows(value, start)
     parts.append(batch_fn(scoring_state, trainer.train_data, batch))
   return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:count], *parts)
 
 
 def pool_outputs(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
-                 extra: Optional[dict[str, jax.Array]] = None) -> jax.Array:
+                 extra: Optional[dict[str, jax.Array]] = None,
+                 batch_size: Optional[int] = None) -> jax.Array:
   """Runs a jitted `batch_fn(scoring_state, data, batch) -> (B, ...)` over the recorded pool.
 
   `batch` holds 'index' (B,) training-set rows and, for each key of `extra` (arrays aligned
   with the padded pool index, e.g. the record's mean), that array's rows for the batch.
-  Only the batches that hold candidates are computed. Returns the (P, ...) outputs for
-  ctx.candidates (padding dropped), on device.
+  Only the batches that hold candidates are computed. `batch_size` (default: the eval batch)
+  bounds what one call holds in memory (per-sample gradients). Returns the (P, ...) outputs
+  for ctx.candidates (padding dropped), on device.
   """
   return _map_batches(batch_fn, scoring_state, ctx.trainer, ctx.result.pool_index,
-                      len(ctx.candidates), extra)
+                      len(ctx.candidates), extra, batch_size)
 
 
 def batched_pool_scores(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
-                        scoring_state: Any, extra: Optional[dict[str, jax.Array]] = None
-                        ) -> np.ndarray:
+                        scoring_state: Any, extra: Optional[dict[str, jax.Array]] = None,
+                        batch_size: Optional[int] = None) -> np.ndarray:
   """`pool_outputs` fetched to the host: the (P,) scores of ctx.candidates as numpy."""
-  return np.asarray(jax.device_get(pool_outputs(ctx, batch_fn, scoring_state, extra)))
+  return np.asarray(jax.device_get(pool_outputs(ctx, batch_fn, scoring_state, extra,
+                                                batch_size)))
 
 
 def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,

@@ -103,13 +103,13 @@ def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str
   return jax.jvp(losses, (state.params,), (scoring["direction"],))[1]
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "chunk_size"))
-def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str,
-                         chunk_size: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("preprocess", "kind"))
+def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str
+                         ) -> jax.Array:
   """||grad_theta l_dyn(u; theta)|| over all parameters, (B,) float32.
 
-  Per-sample gradients by jax.vmap(jax.grad) over chunks of `chunk_size` samples
-  (per_sample.grad_sq_norms; memory: chunk_size parameter copies).
+  Per-sample gradients by jax.vmap(jax.grad) (per_sample.grad_sq_norms; memory: B parameter
+  copies, so the caller feeds batches of disal.norm_chunk_size).
   """
   state = scoring["state"]
   logits = sample_logits(state, preprocess)
@@ -119,7 +119,7 @@ def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: 
     return dynamic_loss(logits(params, image)[None], target[None], kind)[0]
 
   samples = (data.images[batch["index"]], batch["target"])
-  return jnp.sqrt(per_sample.grad_sq_norms(loss, state.params, samples, chunk_size))
+  return jnp.sqrt(per_sample.grad_sq_norms(loss, state.params, samples))
 
 
 def direction(ctx: ScoringContext):
@@ -133,13 +133,16 @@ def direction(ctx: ScoringContext):
 def disal_scores(ctx: ScoringContext) -> np.ndarray:
   s = ctx.config.disal
   scoring = {"state": ctx.result.state, "direction": direction(ctx)}
+  batch_size = None
   if s.score == "projection":
     fn = functools.partial(projection_scores, preprocess=ctx.trainer.preprocess,
                            kind=s.dynamic_loss)
   else:
     fn = functools.partial(gradient_norm_scores, preprocess=ctx.trainer.preprocess,
-                           kind=s.dynamic_loss, chunk_size=s.norm_chunk_size)
-  return batched_pool_scores(ctx, fn, scoring, {"target": ctx.result.record.mean})
+                           kind=s.dynamic_loss)
+    batch_size = per_sample.chunk_batch(s.norm_chunk_size)
+  return batched_pool_scores(ctx, fn, scoring, {"target": ctx.result.record.mean},
+                             batch_size)
 
 
 STRATEGY = Strategy(name="disal", record="mean", score=disal_scores, make_hook=make_hook,

@@ -46,10 +46,9 @@ def expected_self_influence_last_layer(probs: jax.Array, features: jax.Array) ->
   return (1.0 - jnp.sum(probs * probs, axis=-1)) * (jnp.sum(features * features, axis=-1) + 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "scope", "chunk_size",
-                                             "num_classes"))
+@functools.partial(jax.jit, static_argnames=("preprocess", "scope", "num_classes"))
 def checkpoint_scores(scoring, data, batch, *, preprocess: Preprocess, scope: str,
-                      chunk_size: int, num_classes: int) -> jax.Array:
+                      num_classes: int) -> jax.Array:
   """(B,) expected self-influence of rows `batch['index']` at one checkpoint.
 
   Args:
@@ -65,7 +64,7 @@ def checkpoint_scores(scoring, data, batch, *, preprocess: Preprocess, scope: st
   logits = sample_logits(state, preprocess, variables)
   params = variables["params"]
   probs = jax.nn.softmax(jax.vmap(logits, in_axes=(None, 0))(params, images))
-  gram = per_sample.logit_gram(logits, params, images, num_classes, chunk_size)
+  gram = per_sample.logit_gram(logits, params, images, num_classes)
   return expected_self_influence(gram, probs)
 
 
@@ -74,13 +73,15 @@ def score(ctx: ScoringContext) -> np.ndarray:
   if store is None or not len(store):
     raise RuntimeError("TracInCP has no checkpoints: the trainer did not call its store")
   tr = ctx.config.tracin
+  num_classes = ctx.trainer.dataset.num_classes
   fn = functools.partial(checkpoint_scores, preprocess=ctx.trainer.preprocess,
-                         scope=tr.params, chunk_size=int(tr.chunk_size),
-                         num_classes=ctx.trainer.dataset.num_classes)
+                         scope=tr.params, num_classes=num_classes)
+  batch_size = (per_sample.chunk_batch(tr.chunk_size, num_classes) if tr.params == "all"
+                else None)
   total = None
   for i, lr in enumerate(store.learning_rates):
     scoring = {"state": ctx.result.state, "variables": store.variables(i, ctx.trainer.mesh)}
-    part = lr * pool_outputs(ctx, fn, scoring)
+    part = lr * pool_outputs(ctx, fn, scoring, batch_size=batch_size)
     total = part if total is None else total + part
   return np.asarray(jax.device_get(total))
 
