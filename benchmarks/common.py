@@ -13,8 +13,22 @@ from typing import Any, Callable
 
 import jax
 
+from disal_jax.config import base_config
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def cifar_config(num_train: int, width: int, cache_dir: str):
+  """The paper's config on the first-drawn `num_train` real CIFAR-10 training images."""
+  config = base_config()
+  config.data.name = "image_folder"
+  config.data.data_dir = str(CIFAR10_ARCHIVE)
+  config.data.cache_dir = cache_dir
+  config.data.max_train = num_train
+  config.data.max_test = 100
+  config.model.width = width
+  return config
 
 
 def machine() -> dict[str, Any]:

@@ -22,7 +22,6 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from disal_jax.config import base_config
 from disal_jax.data.registry import load_dataset
 from disal_jax.loop import model_config
 from disal_jax.models.registry import build_model
@@ -67,13 +66,7 @@ def _context(config, dataset, mesh, strategy, labeled, candidates, key, workdir)
 
 def main(argv):
   del argv
-  config = base_config()
-  config.data.name = "image_folder"
-  config.data.data_dir = str(common.CIFAR10_ARCHIVE)
-  config.data.cache_dir = _CACHE.value
-  config.data.max_train = _POOL.value + _LABELED.value
-  config.data.max_test = 100
-  config.model.width = _WIDTH.value
+  config = common.cifar_config(_POOL.value + _LABELED.value, _WIDTH.value, _CACHE.value)
   config.train.eval_batch_size = _BATCH.value
   dataset = load_dataset(config.data)
   mesh = sharding.make_mesh()

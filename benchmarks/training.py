@@ -17,7 +17,6 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from disal_jax.config import base_config
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
 from disal_jax.strategies import disal
@@ -48,13 +47,7 @@ def _epoch_figures(config, dataset, mesh, labeled, pool, level, hook):
 
 def main(argv):
   del argv
-  config = base_config()
-  config.data.name = "image_folder"
-  config.data.data_dir = str(common.CIFAR10_ARCHIVE)
-  config.data.cache_dir = _CACHE.value
-  config.data.max_train = _LABELED.value + _POOL.value
-  config.data.max_test = 100
-  config.model.width = _WIDTH.value
+  config = common.cifar_config(_LABELED.value + _POOL.value, _WIDTH.value, _CACHE.value)
   config.train.epochs = 2
   config.train.batch_size = _BATCH.value
   config.disal.dynamic_batch_size = _BATCH.value

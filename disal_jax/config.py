@@ -14,6 +14,7 @@ OPTIMIZERS = ("sgd", "adam")
 DISAL_SCORES = ("projection", "norm")
 DISAL_LOSSES = ("ce", "kl")
 DISAL_DIRECTIONS = ("delta", "momentum")
+DISAL_SCORE_TARGETS = ("dynamic", "expected")
 DTYPES = ("float32", "bfloat16")
 MC_DROPOUT_SCORES = ("bald", "entropy", "variation_ratio")
 TRACIN_PARAMS = ("all", "last_layer")
@@ -103,6 +104,9 @@ def base_config() -> ml_collections.ConfigDict:
   s.dynamic_batch_size = 128  # pool samples drawn per train step for the dynamic loss
   s.direction = "delta"  # theta_start - theta_end, or the optimiser's momentum buffer
   s.score = "projection"  # <grad l_dyn, d> via one jvp, or the per-sample gradient norm
+  # The scored loss: 'dynamic' (CE against the recorded p_bar) or 'expected' (the entropy of
+  # the current prediction: the "no dynamic target" ablation).
+  s.score_target = "dynamic"
   s.norm_chunk_size = 32  # per-sample gradients per vmap chunk (score='norm')
 
   c.mc_dropout = mc = ml_collections.ConfigDict()
@@ -216,6 +220,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(s.direction in DISAL_DIRECTIONS, "disal.direction", s.direction,
          f"one of {DISAL_DIRECTIONS}")
   _check(s.score in DISAL_SCORES, "disal.score", s.score, f"one of {DISAL_SCORES}")
+  _check(s.score_target in DISAL_SCORE_TARGETS, "disal.score_target", s.score_target,
+         f"one of {DISAL_SCORE_TARGETS}")
   _check(s.norm_chunk_size >= 1, "disal.norm_chunk_size", s.norm_chunk_size, ">= 1")
   _check(0 <= config.model.dropout_rate < 1, "model.dropout_rate", config.model.dropout_rate,
          "in [0, 1)")

@@ -99,3 +99,20 @@ def test_score_without_the_dynamic_target_vanishes():
   scores = disal.projection_scores(scoring, data, dict(batch, target=own), preprocess=PRE,
                                    kind="ce")
   np.testing.assert_allclose(scores, 0.0, atol=1e-6)
+
+
+def test_expected_target_ablation_equals_per_sample_entropy_gradients_dotted_with_d():
+  model, variables, direction, data, batch = _setup()
+  scoring = {"state": _State(model, variables), "direction": direction}
+  fast = np.asarray(disal.projection_scores(scoring, data, batch, preprocess=PRE, kind="ce",
+                                            score_target="expected"))
+  slow = []
+  for i in range(data.images.shape[0]):
+    def loss(params, i=i):
+      logits = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                           PRE.normalise(data.images[i:i + 1]), train=False)["logits"][0]
+      return -jnp.sum(jax.nn.softmax(logits) * jax.nn.log_softmax(logits))
+    slow.append(_dot(jax.grad(loss)(variables["params"]), direction))
+  np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-7)
+  dynamic = np.asarray(disal.projection_scores(scoring, data, batch, preprocess=PRE, kind="ce"))
+  assert not np.allclose(fast, dynamic)

@@ -15,9 +15,11 @@ Notes on choices the sources leave open (each is a config key):
   training (running statistics come from labeled data only).
 - 'kl' and 'ce' differ by the entropy of p_bar, a constant in theta: same gradients, same
   scores; only the logged loss value differs.
-- A score without the dynamic target (the current prediction as target) is identically 0
-  at theta_end (the gradient of CE(p, p_theta) vanishes at p_theta = p), so the
-  "no dynamic loss" ablation is `disal.dynamic_weight=0`, which keeps the recorded target.
+- The ablations: `disal.dynamic_weight=0` trains without the dynamic loss but scores with the
+  recorded target; `disal.score_target='expected'` scores without the dynamic target, with the
+  expected loss under the model's own prediction, E_{y~p_theta} CE(y, p_theta) = H(p_theta),
+  differentiated through p_theta. (With p_theta held fixed as a target, the gradient of
+  CE(p, p_theta) vanishes at p_theta = p, so that variant would score everything 0.)
 """
 
 from __future__ import annotations
@@ -31,10 +33,19 @@ import ml_collections
 import numpy as np
 
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ScoringContext, Strategy, batched_pool_scores,
+from disal_jax.strategies.base import (ScoringContext, Strategy, batched_pool_scores, entropy,
                                        sample_logits)
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import momentum_trace
+
+
+def score_losses(logits: jax.Array, target: jax.Array, kind: str, score_target: str
+                 ) -> jax.Array:
+  """Per-sample losses (B,) whose gradients DISAL scores: the dynamic loss against p_bar
+  ('dynamic'), or the entropy of the prediction ('expected', the no-dynamic-target ablation)."""
+  if score_target == "expected":
+    return entropy(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+  return dynamic_loss(logits, target, kind)
 
 
 def dynamic_loss(logits: jax.Array, target: jax.Array, kind: str) -> jax.Array:
@@ -82,8 +93,9 @@ def make_hook(config: ml_collections.ConfigDict) -> DynamicLossHook:
                          int(s.dynamic_batch_size), s.dynamic_loss)
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "kind"))
-def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target"))
+def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str,
+                      score_target: str = "dynamic") -> jax.Array:
   """<grad_theta l_dyn(u; theta), d> for a batch, (B,) float32, by one jax.jvp.
 
   Args:
@@ -98,14 +110,14 @@ def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str
 
   def losses(params):
     logits = state.apply_fn(state.variables(params), images, train=False)["logits"]
-    return dynamic_loss(logits, batch["target"], kind)
+    return score_losses(logits, batch["target"], kind, score_target)
 
   return jax.jvp(losses, (state.params,), (scoring["direction"],))[1]
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "kind"))
-def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str
-                         ) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target"))
+def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str,
+                         score_target: str = "dynamic") -> jax.Array:
   """||grad_theta l_dyn(u; theta)|| over all parameters, (B,) float32.
 
   Per-sample gradients by jax.vmap(jax.grad) (per_sample.grad_sq_norms; memory: B parameter
@@ -116,7 +128,7 @@ def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: 
 
   def loss(params, sample):
     image, target = sample
-    return dynamic_loss(logits(params, image)[None], target[None], kind)[0]
+    return score_losses(logits(params, image)[None], target[None], kind, score_target)[0]
 
   samples = (data.images[batch["index"]], batch["target"])
   return jnp.sqrt(per_sample.grad_sq_norms(loss, state.params, samples))
@@ -136,10 +148,10 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
   batch_size = None
   if s.score == "projection":
     fn = functools.partial(projection_scores, preprocess=ctx.trainer.preprocess,
-                           kind=s.dynamic_loss)
+                           kind=s.dynamic_loss, score_target=s.score_target)
   else:
     fn = functools.partial(gradient_norm_scores, preprocess=ctx.trainer.preprocess,
-                           kind=s.dynamic_loss)
+                           kind=s.dynamic_loss, score_target=s.score_target)
     batch_size = per_sample.chunk_batch(s.norm_chunk_size)
   return batched_pool_scores(ctx, fn, scoring, {"target": ctx.result.record.mean},
                              batch_size)
