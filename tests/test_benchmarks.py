@@ -11,17 +11,21 @@ from tests.helpers import REPO
 
 @pytest.mark.parametrize("name,args", [
     ("scoring", ["--pool=32", "--labeled=16", "--width=4", "--eval_batch_size=16",
-                 "--strategies=disal,gradnorm_entropy,coreset"]),
-    ("training", ["--labeled=64", "--pool=32", "--width=4", "--batch_size=32"]),
+                 "--strategies=disal,gradnorm_entropy,coreset", "--torch=false"]),
+    ("training", ["--labeled=64", "--pool=32", "--width=4", "--batch_size=32",
+                  "--torch=false"]),
+    ("cycle_cost", ["--strategies=random", "--labeled=40", "--pool=40", "--width=4",
+                    "--epochs=1"]),
 ])
 def test_benchmark_runs_and_writes_its_figures(tmp_path, cache_dir, cifar10_archive, name,
                                                args):
-  out = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args, "--torch=false",
+  out = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args,
                         f"--cache_dir={cache_dir}", f"--out={tmp_path}"], cwd=REPO,
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   payload = json.loads((tmp_path / f"{name}.json").read_text())
   assert payload["machine"]["versions"]["jax"]
-  rates = [f.get("samples_per_second", f.get("train_images_per_second"))
+  rates = [f.get("samples_per_second", f.get("train_images_per_second",
+                                                f.get("cycle_seconds")))
            for f in payload["figures"].values()]
   assert rates and all(r > 0 for r in rates)

@@ -1,0 +1,85 @@
+"""What one AL cycle costs per strategy: DISAL against Random (the paper claims no extra
+overhead) and TracInCP-full against DISAL (the paper says much more).
+
+  python -m benchmarks.cycle_cost [--strategies=random,disal,tracincp_full] [--labeled=1000]
+      [--pool=4000] [--width=32] [--epochs=4]
+
+Each strategy runs in its own process (so peak memory is its own): three cycles of the real
+loop on real CIFAR-10 images; the figures are cycle 1's (compiled in cycle 0, and scored)
+training, recording and scoring wall time, TracInCP's checkpoint bytes and seconds, and the
+process's peak resident memory.
+Prints a table; writes <out>/cycle_cost.json.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+
+from absl import app, flags
+
+from benchmarks import common
+
+_STRATEGIES = flags.DEFINE_list("strategies", ["random", "disal", "tracincp_full"],
+                                "Strategies to compare.")
+_LABELED = flags.DEFINE_integer("labeled", 1000, "Labeled images in cycle 0 (cycle 1 has 5% of the pool more).")
+_POOL = flags.DEFINE_integer("pool", 4000, "Unlabeled pool images.")
+_WIDTH = flags.DEFINE_integer("width", 32, "ResNet-18 width.")
+_EPOCHS = flags.DEFINE_integer("epochs", 4, "Epochs per cycle.")
+_CACHE = flags.DEFINE_string("cache_dir", "", "Decoded-image cache (config.data.cache_dir).")
+_CHILD = flags.DEFINE_string("child", "", "Internal: run this strategy and print its figures.")
+_OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write cycle_cost.json.")
+
+
+def _child(strategy: str) -> dict:
+  from disal_jax import loop  # pylint: disable=import-outside-toplevel
+  num_train = _LABELED.value + _POOL.value
+  config = common.cifar_config(num_train, _WIDTH.value, _CACHE.value)
+  config.strategies = strategy
+  config.full_training = False
+  config.train.epochs = _EPOCHS.value
+  config.checkpoint.every_epochs = 0
+  config.al.initial_count = _LABELED.value
+  config.al.step_count = max(1, _POOL.value // 20)
+  config.al.final_count = _LABELED.value + 2 * config.al.step_count
+  with tempfile.TemporaryDirectory() as workdir:
+    row = loop.run_experiment(config, workdir)[strategy][1]
+  return {"train_seconds": row.train_seconds, "record_seconds": row.record_seconds,
+          "scoring_seconds": row.scoring_seconds,
+          "cycle_seconds": row.train_seconds + row.record_seconds + row.scoring_seconds,
+          "peak_rss_mib": common.peak_rss_mib(), **row.strategy_metrics}
+
+
+def main(argv):
+  del argv
+  if _CHILD.value:
+    print("FIGURES " + json.dumps(_child(_CHILD.value)), flush=True)
+    return
+  figures = {}
+  for strategy in _STRATEGIES.value:
+    args = [a for a in sys.argv[1:] if not a.startswith("--child")]
+    out = subprocess.run([sys.executable, "-m", "benchmarks.cycle_cost", *args,
+                          f"--child={strategy}"], capture_output=True, text=True, check=False)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("FIGURES ")]
+    if out.returncode != 0 or not lines:
+      raise RuntimeError(f"{strategy} failed:\n{out.stderr[-3000:]}")
+    figures[strategy] = json.loads(lines[-1][len("FIGURES "):])
+    print(f"{strategy}: {figures[strategy]['cycle_seconds']:.1f} s", flush=True)
+  base = figures.get("random", next(iter(figures.values())))
+  rows = [[s, f["train_seconds"], f["record_seconds"], f["scoring_seconds"], f["cycle_seconds"],
+           f["cycle_seconds"] / base["cycle_seconds"], f["peak_rss_mib"],
+           f.get("snapshot_bytes", 0.0) / 2**20] for s, f in figures.items()]
+  print(f"\nCycle 1 of 3: {_LABELED.value}+ labeled, {_POOL.value} pool, {_EPOCHS.value} epochs, "
+        f"ResNet-18 width {_WIDTH.value}\n")
+  print(common.table(["strategy", "train s", "record s", "scoring s", "cycle s",
+                      "x random", "peak RSS MiB", "checkpoints MiB"], rows))
+  path = common.write_json("cycle_cost", {"labeled": _LABELED.value, "pool": _POOL.value,
+                                          "width": _WIDTH.value, "epochs": _EPOCHS.value,
+                                          "figures": figures}, _OUT.value)
+  print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
