@@ -9,7 +9,6 @@ resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import pathlib
@@ -24,7 +23,6 @@ import numpy as np
 from disal_jax import checkpoint
 from disal_jax import config as config_lib
 from disal_jax import faults, pool
-from disal_jax.checkpoint import RunCheckpointer
 from disal_jax.data.dataset import Dataset
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
@@ -120,7 +118,7 @@ class _Resumed:
   done: bool
 
 
-def _restore(ckpt: RunCheckpointer, trainer: Trainer, level: str, pool_length: int,
+def _restore(ckpt: checkpoint.RunCheckpointer, trainer: Trainer, level: str, pool_length: int,
              num_train: int) -> Optional[_Resumed]:
   def template_for(meta):
     tree = {"labeled_round": jax.ShapeDtypeStruct((num_train,), np.int32)}
@@ -171,7 +169,7 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
   if config.al.subset_size:
     pool_capacity = min(pool_capacity, config.al.subset_size)
   pool_length = trainer.padded_pool_length(0, pool_capacity)
-  ckpt = RunCheckpointer(out / "checkpoints", config.checkpoint.keep)
+  ckpt = checkpoint.RunCheckpointer(out / "checkpoints", config.checkpoint.keep)
   extra = {"strategy": name, "seed": seed, "record": level, "num_train": dataset.num_train,
            "config": config.to_dict()}
 
@@ -224,7 +222,7 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
       result = trainer.train_cycle(
           state, labeled, candidates, (seed, cycle), record_level=level, cycle=cycle,
           pool_capacity=pool_capacity, tag=tag, on_epoch_end=callback, resume=progress,
-          on_progress=functools.partial(lambda c, p: save(c, p.epoch, progress=p), cycle),
+          on_progress=lambda p: save(cycle, p.epoch, progress=p),  # called within the cycle
           progress_every=config.checkpoint.every_epochs)
       selected, scoring_seconds = np.zeros((0,), np.int64), 0.0
       strategy_metrics = {} if callback is None else callback.metrics()
