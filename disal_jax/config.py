@@ -19,6 +19,8 @@ DTYPES = ("float32", "bfloat16")
 MC_DROPOUT_SCORES = ("bald", "entropy", "variation_ratio")
 TRACIN_PARAMS = ("all", "last_layer")
 TRACIN_STORES = ("device", "host", "disk")
+PER_SAMPLE_ENGINES = ("one_pass", "vmap")
+TIDAL_SCORES = ("entropy", "margin")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -107,7 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
   # The scored loss: 'dynamic' (CE against the recorded p_bar) or 'expected' (the entropy of
   # the current prediction: the "no dynamic target" ablation).
   s.score_target = "dynamic"
-  s.norm_chunk_size = 32  # per-sample gradients per vmap chunk (score='norm')
+  s.norm_chunk_size = 32  # per-sample gradients per chunk, vmap engine (score='norm')
 
   c.mc_dropout = mc = ml_collections.ConfigDict()
   mc.dropout_rate = 0.5  # on the pooled 512-d feature, in training and in the passes
@@ -118,17 +120,41 @@ def base_config() -> ml_collections.ConfigDict:
   # Labeled centres per block in the first distance pass: memory is pool x block_size floats.
   cs.block_size = 1024
 
+  # Per-sample gradient norms and Gram matrices (gradnorm, TracInCP 'all', DISAL score='norm').
+  c.per_sample = ps = ml_collections.ConfigDict()
+  # 'one_pass': exact, from one batched forward + backward pass (strategies/one_pass.py);
+  # 'vmap': jax.vmap(jax.grad), the reference (any model; slower).
+  ps.engine = "one_pass"
+  # one_pass: samples per jitted call with one cotangent each; a C-class Gram (expected
+  # gradnorm, TracInCP) holds C per sample, so it takes max(1, batch_size // C) samples.
+  ps.batch_size = 64
+  ps.samples_per_step = 2  # one_pass: samples per step of the per-layer loop (cache-sized)
+
   c.gradnorm = g = ml_collections.ConfigDict()
-  # Per-sample gradients held in memory at once (over all parameters). The expected scheme
-  # holds C per sample (one per class), so it processes max(1, chunk_size // C) samples.
+  # vmap engine: per-sample gradients held in memory at once (over all parameters). The
+  # expected scheme holds C per sample (one per class), so it processes max(1, chunk_size // C).
   g.chunk_size = 16
+
+  # Learning Loss and TiDAL train a StageHead (models/stage_head.py) with the backbone; from
+  # epoch round(detach_fraction * epochs) on (120 of 200) its input is detached.
+  c.learning_loss = ll = ml_collections.ConfigDict()
+  ll.weight = 1.0  # of the ranking loss
+  ll.margin = 1.0
+  ll.hidden = 128  # per-stage width of the module
+  ll.detach_fraction = 0.6
+
+  c.tidal = td = ml_collections.ConfigDict()
+  td.weight = 1.0  # of KL(p_bar || module)
+  td.hidden = 128
+  td.detach_fraction = 0.6
+  td.score = "entropy"  # or 'margin'
 
   c.tracin = tr = ml_collections.ConfigDict()
   tr.params = "all"  # gradients over 'all' parameters, or the 'last_layer' closed form
   # Where the per-epoch checkpoints live: 'device' memory, 'host' memory, or 'disk' (under
   # the run's folder, deleted after scoring).
   tr.store = "host"
-  tr.chunk_size = 16  # like gradnorm.chunk_size, for params='all'
+  tr.chunk_size = 16  # like gradnorm.chunk_size (vmap engine), for params='all'
   return c
 
 
@@ -232,8 +258,23 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          f"one of {MC_DROPOUT_SCORES}")
   _check(config.coreset.block_size >= 1, "coreset.block_size", config.coreset.block_size,
          ">= 1")
+  ps = config.per_sample
+  _check(ps.engine in PER_SAMPLE_ENGINES, "per_sample.engine", ps.engine,
+         f"one of {PER_SAMPLE_ENGINES}")
+  _check(ps.batch_size >= 1, "per_sample.batch_size", ps.batch_size, ">= 1")
+  _check(ps.samples_per_step >= 1, "per_sample.samples_per_step", ps.samples_per_step, ">= 1")
   _check(config.gradnorm.chunk_size >= 1, "gradnorm.chunk_size", config.gradnorm.chunk_size,
          ">= 1")
+  for key in ("learning_loss", "tidal"):
+    section = config[key]
+    _check(section.weight >= 0, f"{key}.weight", section.weight, ">= 0")
+    _check(section.hidden >= 1, f"{key}.hidden", section.hidden, ">= 1")
+    _check(0 <= section.detach_fraction <= 1, f"{key}.detach_fraction",
+           section.detach_fraction, "in [0, 1]")
+  _check(config.learning_loss.margin >= 0, "learning_loss.margin", config.learning_loss.margin,
+         ">= 0")
+  _check(config.tidal.score in TIDAL_SCORES, "tidal.score", config.tidal.score,
+         f"one of {TIDAL_SCORES}")
   tr = config.tracin
   _check(tr.params in TRACIN_PARAMS, "tracin.params", tr.params, f"one of {TRACIN_PARAMS}")
   _check(tr.store in TRACIN_STORES, "tracin.store", tr.store, f"one of {TRACIN_STORES}")

@@ -16,6 +16,8 @@ from tests.helpers import REPO
                   "--torch=false"]),
     ("cycle_cost", ["--strategies=random", "--labeled=40", "--pool=40", "--width=4",
                     "--epochs=1"]),
+    ("per_sample_norms", ["--images=8", "--width=4", "--batch=4", "--vmap_chunk=4",
+                          "--gram_images=2", "--torch=false"]),
 ])
 def test_benchmark_runs_and_writes_its_figures(tmp_path, cache_dir, cifar10_archive, name,
                                                args):
@@ -29,3 +31,6 @@ def test_benchmark_runs_and_writes_its_figures(tmp_path, cache_dir, cifar10_arch
                                                 f.get("cycle_seconds")))
            for f in payload["figures"].values()]
   assert rates and all(r > 0 for r in rates)
+  if name == "per_sample_norms":  # the two engines computed the same norms
+    assert payload["one_pass_vs_vmap_max_rel_diff"] < 1e-4
+    assert payload["gram_max_diff_over_max"] < 1e-4

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from disal_jax.models import resnet
-from disal_jax.strategies import disal
+from disal_jax.strategies import disal, per_sample
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import TrainState
 from disal_jax.training.steps import DeviceData
@@ -64,10 +64,12 @@ def test_jvp_projection_equals_per_sample_gradients_dotted_with_d():
   assert np.abs(slow).min() > 0  # a real signal, not a trivially zero comparison
 
 
-def test_gradient_norm_option_equals_a_per_sample_loop():
+@pytest.mark.parametrize("engine", ["one_pass", "vmap"])
+def test_gradient_norm_option_equals_a_per_sample_loop(engine):
   model, variables, direction, data, batch = _setup()
   scoring = {"state": _State(model, variables), "direction": direction}
-  fast = np.asarray(disal.gradient_norm_scores(scoring, data, batch, preprocess=PRE, kind="ce"))
+  fast = np.asarray(disal.gradient_norm_scores(scoring, data, batch, preprocess=PRE, kind="ce",
+                                               engine=per_sample.Engine(engine)))
   slow = np.array([np.sqrt(_dot(g, g)) for g in
                    _slow_grads(model, variables, data.images, batch["target"], "ce")])
   np.testing.assert_allclose(fast, slow, rtol=1e-5)

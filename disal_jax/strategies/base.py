@@ -159,22 +159,25 @@ def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_st
   return _map_batches(batch_fn, scoring_state, ctx.trainer, index, len(rows), None)
 
 
-def sample_logits(state: TrainState, preprocess: Preprocess, variables: Any = None):
-  """logits(params, image) -> (C,) for one (H, W, C) uint8 image, eval mode.
-
-  `variables` (params and batch_stats, e.g. a checkpoint's) default to the state's; the
-  `params` argument replaces their parameters, so it can be differentiated.
-  """
-  batch_stats = state.batch_stats if variables is None else variables["batch_stats"]
-
-  def logits(params, image):
-    x = preprocess.normalise(image[None])
-    out = state.apply_fn({"params": params, "batch_stats": batch_stats}, x, train=False)
-    return out["logits"][0]
-
-  return logits
+def batch_logits(state: TrainState, preprocess: Preprocess):
+  """model(variables, images) -> (B, C) float32 logits of (B, H, W, C) uint8 images, eval mode
+  (the form `per_sample.Engine` takes)."""
+  def model(variables, images):
+    return state.apply_fn(variables, preprocess.normalise(images), train=False)["logits"]
+  return model
 
 
 def entropy(probs: jax.Array, axis: int = -1) -> jax.Array:
   """Shannon entropy in nats along `axis`; 0 log 0 = 0."""
   return -jnp.sum(jax.scipy.special.xlogy(probs, probs), axis=axis)
+
+
+def entropy_of_logits(logits: jax.Array) -> jax.Array:
+  """(...,) entropy of softmax(logits) along the last axis, differentiable everywhere.
+
+  `entropy(softmax(z))` has a NaN gradient once a probability underflows to 0 (d/dp p log p
+  = -inf, times dp/dz = 0), which a confident trained model reaches; -sum p log_softmax(z)
+  has the same value and a finite gradient.
+  """
+  logits = logits.astype(jnp.float32)
+  return -jnp.sum(jax.nn.softmax(logits) * jax.nn.log_softmax(logits), axis=-1)

@@ -33,8 +33,8 @@ import ml_collections
 import numpy as np
 
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ScoringContext, Strategy, batched_pool_scores, entropy,
-                                       sample_logits)
+from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
+                                       batched_pool_scores, entropy_of_logits)
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import momentum_trace
 
@@ -44,7 +44,7 @@ def score_losses(logits: jax.Array, target: jax.Array, kind: str, score_target: 
   """Per-sample losses (B,) whose gradients DISAL scores: the dynamic loss against p_bar
   ('dynamic'), or the entropy of the prediction ('expected', the no-dynamic-target ablation)."""
   if score_target == "expected":
-    return entropy(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+    return entropy_of_logits(logits)
   return dynamic_loss(logits, target, kind)
 
 
@@ -74,7 +74,7 @@ class DynamicLossHook:
     pool_outputs, _ = state.apply_fn(state.variables(params), images, train=True,
                                      mutable=["batch_stats"])  # statistics updates dropped
     value = dynamic_loss(pool_outputs["logits"], target, self.kind).mean()
-    return batch["dynamic_weight"] * value, {"dynamic_loss": value}
+    return batch["dynamic_weight"] * value, {"dynamic_loss": value}, state.extras
 
   def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
                    pool_size: int) -> dict[str, np.ndarray]:
@@ -115,23 +115,16 @@ def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str
   return jax.jvp(losses, (state.params,), (scoring["direction"],))[1]
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target"))
+@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target", "engine"))
 def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str,
-                         score_target: str = "dynamic") -> jax.Array:
-  """||grad_theta l_dyn(u; theta)|| over all parameters, (B,) float32.
-
-  Per-sample gradients by jax.vmap(jax.grad) (per_sample.grad_sq_norms; memory: B parameter
-  copies, so the caller feeds batches of disal.norm_chunk_size).
-  """
+                         engine: per_sample.Engine, score_target: str = "dynamic"
+                         ) -> jax.Array:
+  """||grad_theta l_dyn(u; theta)|| over all parameters, (B,) float32, by `engine`."""
   state = scoring["state"]
-  logits = sample_logits(state, preprocess)
-
-  def loss(params, sample):
-    image, target = sample
-    return score_losses(logits(params, image)[None], target[None], kind, score_target)[0]
-
-  samples = (data.images[batch["index"]], batch["target"])
-  return jnp.sqrt(per_sample.grad_sq_norms(loss, state.params, samples))
+  loss = lambda logits, target: score_losses(logits, target, kind, score_target)
+  return jnp.sqrt(engine.grad_sq_norms(batch_logits(state, preprocess),
+                                       state.variables(state.params),
+                                       data.images[batch["index"]], loss, batch["target"]))
 
 
 def direction(ctx: ScoringContext):
@@ -150,9 +143,10 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
     fn = functools.partial(projection_scores, preprocess=ctx.trainer.preprocess,
                            kind=s.dynamic_loss, score_target=s.score_target)
   else:
+    engine = per_sample.engine_from_config(ctx.config, s.norm_chunk_size)
     fn = functools.partial(gradient_norm_scores, preprocess=ctx.trainer.preprocess,
-                           kind=s.dynamic_loss, score_target=s.score_target)
-    batch_size = per_sample.chunk_batch(s.norm_chunk_size)
+                           kind=s.dynamic_loss, score_target=s.score_target, engine=engine)
+    batch_size = engine.samples_per_call()
   return batched_pool_scores(ctx, fn, scoring, {"target": ctx.result.record.mean},
                              batch_size)
 

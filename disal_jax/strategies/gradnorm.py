@@ -5,11 +5,11 @@
   norm over the predicted classes. (In the reference code both schemes collapse to the same
   number; here they are the two different quantities METHOD.md names.)
 
-Model in eval mode (BatchNorm running statistics). Per-sample gradients by jax.vmap, one
-chunk of at most `gradnorm.chunk_size` gradients per jitted call
-(`disal_jax.strategies.per_sample`). The expected scheme uses the
-exact shortcut grad CE(x, c) = J^T (p - e_c), J = d logits / d theta: one backward pass of
-width C per sample gives the C x C Gram matrix J J^T, from which all C norms follow
+Model in eval mode (BatchNorm running statistics). Per-sample norms by the configured engine
+(`per_sample.engine`: the one-pass engine, or jax.vmap in chunks of `gradnorm.chunk_size`
+gradients per jitted call). The expected scheme uses the exact shortcut
+grad CE(x, c) = J^T (p - e_c), J = d logits / d theta: one backward pass of width C per sample
+gives the C x C Gram matrix J J^T, from which all C norms follow
 (`per_sample.class_grad_sq_norms`), instead of C separate backward passes over the pool.
 """
 
@@ -22,51 +22,52 @@ import jax.numpy as jnp
 import numpy as np
 
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ScoringContext, Strategy, batched_pool_scores, entropy,
-                                       sample_logits)
+from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
+                                       batched_pool_scores, entropy_of_logits)
 from disal_jax.training.augment import Preprocess
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess",))
-def entropy_gradnorm_scores(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("preprocess", "engine"))
+def entropy_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
+                            engine: per_sample.Engine) -> jax.Array:
   """(B,) float32 ||grad_theta H(softmax(f_theta(x)))|| over all parameters.
 
-  Cost: one per-sample backward pass per sample; memory: B parameter copies.
+  Cost (one_pass engine): one batched forward and backward pass plus per-layer products.
   """
-  logits = sample_logits(state, preprocess)
-  loss = lambda params, image: entropy(jax.nn.softmax(logits(params, image)))
   images = data.images[batch["index"]]
-  return jnp.sqrt(per_sample.grad_sq_norms(loss, state.params, images))
+  loss = lambda logits, aux: entropy_of_logits(logits)
+  return jnp.sqrt(engine.grad_sq_norms(batch_logits(state, preprocess),
+                                       state.variables(state.params), images, loss))
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "num_classes"))
+@functools.partial(jax.jit, static_argnames=("preprocess", "engine"))
 def expected_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
-                             num_classes: int) -> jax.Array:
+                             engine: per_sample.Engine) -> jax.Array:
   """(B,) float32 sum_c p_c ||grad_theta CE(x, c)|| over all parameters.
 
-  Cost: one backward pass of width C per sample (the logit Jacobian) and a C x C Gram
-  matrix; memory: B x C parameter copies.
+  Cost: a backward pass of width C (the logit Jacobian) and a C x C Gram matrix per sample.
   """
-  logits = sample_logits(state, preprocess)
   images = data.images[batch["index"]]
-  probs = jax.nn.softmax(jax.vmap(logits, in_axes=(None, 0))(state.params, images))
-  gram = per_sample.logit_gram(logits, state.params, images, num_classes)
+  gram, logits = engine.logit_gram(batch_logits(state, preprocess),
+                                   state.variables(state.params), images)
+  probs = jax.nn.softmax(logits)
   norms = jnp.sqrt(per_sample.class_grad_sq_norms(gram, probs))
   return jnp.sum(probs * norms, axis=-1)
 
 
 def score_entropy(ctx: ScoringContext) -> np.ndarray:
-  fn = functools.partial(entropy_gradnorm_scores, preprocess=ctx.trainer.preprocess)
-  return batched_pool_scores(ctx, fn, ctx.result.state,
-                             batch_size=per_sample.chunk_batch(ctx.config.gradnorm.chunk_size))
+  engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
+  fn = functools.partial(entropy_gradnorm_scores, preprocess=ctx.trainer.preprocess,
+                         engine=engine)
+  return batched_pool_scores(ctx, fn, ctx.result.state, batch_size=engine.samples_per_call())
 
 
 def score_expected(ctx: ScoringContext) -> np.ndarray:
-  num_classes = ctx.trainer.dataset.num_classes
+  engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
   fn = functools.partial(expected_gradnorm_scores, preprocess=ctx.trainer.preprocess,
-                         num_classes=num_classes)
-  return batched_pool_scores(ctx, fn, ctx.result.state, batch_size=per_sample.chunk_batch(
-      ctx.config.gradnorm.chunk_size, num_classes))
+                         engine=engine)
+  return batched_pool_scores(ctx, fn, ctx.result.state, batch_size=engine.samples_per_call(
+      ctx.trainer.dataset.num_classes))
 
 
 ENTROPY = Strategy(name="gradnorm_entropy", record="none", score=score_entropy,

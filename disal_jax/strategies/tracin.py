@@ -9,7 +9,7 @@ its expected self-influence at checkpoint t weighted by that epoch's learning ra
 - tracincp_full sums over every epoch's checkpoint, tracincp_last over the second half of
   training (epochs >= epochs // 2).
 - `tracin.params='all'`: gradients over all parameters. With G = J J^T the per-sample Gram
-  matrix of the logit Jacobian (per_sample.logit_gram) and grad CE(u, c) = J^T (p - e_c),
+  matrix of the logit Jacobian (per_sample.Engine.logit_gram) and grad CE(u, c) = J^T (p - e_c),
   E_y ||.||^2 = sum_c p_c G_cc - p^T G p.
 - `tracin.params='last_layer'`: the head's weights and bias only, closed form
   ||grad||^2 = ||p - e_y||^2 (||a||^2 + 1), whose expectation over y ~ p is
@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import ScoringContext, Strategy, pool_outputs, sample_logits
+from disal_jax.strategies.base import ScoringContext, Strategy, batch_logits, pool_outputs
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.snapshots import SnapshotStore
 
@@ -46,26 +46,24 @@ def expected_self_influence_last_layer(probs: jax.Array, features: jax.Array) ->
   return (1.0 - jnp.sum(probs * probs, axis=-1)) * (jnp.sum(features * features, axis=-1) + 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "scope", "num_classes"))
+@functools.partial(jax.jit, static_argnames=("preprocess", "scope", "engine"))
 def checkpoint_scores(scoring, data, batch, *, preprocess: Preprocess, scope: str,
-                      num_classes: int) -> jax.Array:
+                      engine: per_sample.Engine) -> jax.Array:
   """(B,) expected self-influence of rows `batch['index']` at one checkpoint.
 
   Args:
     scoring: {'state': a TrainState (its apply_fn), 'variables': the checkpoint's
       {'params', 'batch_stats'}}.
-    scope: 'all' (cost: one width-C backward pass per sample) or 'last_layer' (one forward).
+    scope: 'all' (cost: a width-C backward pass per sample, by `engine`) or 'last_layer'
+      (one forward).
   """
   state, variables = scoring["state"], scoring["variables"]
   images = data.images[batch["index"]]
   if scope == "last_layer":
     out = state.apply_fn(variables, preprocess.normalise(images), train=False)
     return expected_self_influence_last_layer(jax.nn.softmax(out["logits"]), out["features"])
-  logits = sample_logits(state, preprocess, variables)
-  params = variables["params"]
-  probs = jax.nn.softmax(jax.vmap(logits, in_axes=(None, 0))(params, images))
-  gram = per_sample.logit_gram(logits, params, images, num_classes)
-  return expected_self_influence(gram, probs)
+  gram, logits = engine.logit_gram(batch_logits(state, preprocess), variables, images)
+  return expected_self_influence(gram, jax.nn.softmax(logits))
 
 
 def score(ctx: ScoringContext) -> np.ndarray:
@@ -73,11 +71,11 @@ def score(ctx: ScoringContext) -> np.ndarray:
   if store is None or not len(store):
     raise RuntimeError("TracInCP has no checkpoints: the trainer did not call its store")
   tr = ctx.config.tracin
-  num_classes = ctx.trainer.dataset.num_classes
+  engine = per_sample.engine_from_config(ctx.config, tr.chunk_size)
   fn = functools.partial(checkpoint_scores, preprocess=ctx.trainer.preprocess,
-                         scope=tr.params, num_classes=num_classes)
-  batch_size = (per_sample.chunk_batch(tr.chunk_size, num_classes) if tr.params == "all"
-                else None)
+                         scope=tr.params, engine=engine)
+  batch_size = (engine.samples_per_call(ctx.trainer.dataset.num_classes)
+                if tr.params == "all" else None)
   total = None
   for i, lr in enumerate(store.learning_rates):
     scoring = {"state": ctx.result.state, "variables": store.variables(i, ctx.trainer.mesh)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -54,12 +54,22 @@ def _optimizer(name: str, learning_rate: float, momentum: float, weight_decay: f
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                 image_shape: tuple[int, int, int]) -> TrainState:
+                 image_shape: tuple[int, int, int],
+                 extend_params: Optional[Callable[..., Any]] = None) -> TrainState:
   """A fresh state. Pass the same `tx` object every time: it is part of the state's static
-  structure, so a new one would make every jitted step compile again."""
+  structure, so a new one would make every jitted step compile again.
+
+  extend_params(rng, params, sample_outputs) -> params adds a strategy module's parameters
+  (the hook's init_params), so one optimiser trains backbone and module together.
+  """
   init_rng, state_rng = jax.random.split(rng)
-  variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-  return TrainState.create(apply_fn=apply_fn_of(model), params=variables["params"],
+  zeros = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = model.init(init_rng, zeros, train=False)
+  params = variables["params"]
+  if extend_params is not None:
+    outputs = model.apply(variables, zeros, train=False)
+    params = extend_params(jax.random.fold_in(init_rng, 1), params, outputs)
+  return TrainState.create(apply_fn=apply_fn_of(model), params=params,
                            batch_stats=variables.get("batch_stats", {}),
                            tx=tx, rng=state_rng)
 

@@ -25,8 +25,11 @@ class DeviceData(NamedTuple):
   labels: jax.Array  # (N,) int32
 
 
-# extra_loss(params, state, data, batch, aux, rng, outputs) -> (scalar loss, {name: scalar}).
-# A strategy's training hook (DISAL's dynamic loss, later the baselines' modules).
+# extra_loss(params, state, data, batch, aux, rng, outputs)
+#   -> (scalar loss, {name: scalar}, new state.extras).
+# A strategy's training hook (DISAL's dynamic loss, the baselines' modules). The returned
+# extras replace state.extras after the step (TiDAL's running means); return state.extras to
+# keep them.
 ExtraLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 
@@ -58,15 +61,18 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
                                       dropout=True, rngs={"dropout": dropout_rng},
                                       mutable=["batch_stats"])
     ce = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], labels).mean()
-    loss, extra_metrics = ce, {}
+    loss, extra_metrics, extras = ce, {}, state.extras
     if extra_loss is not None:
-      extra, extra_metrics = extra_loss(params, state, data, batch, aux, extra_rng, outputs)
+      extra, extra_metrics, extras = extra_loss(params, state, data, batch, aux, extra_rng,
+                                                outputs)
       loss = loss + extra
-    return loss, (outputs, updates, ce, extra_metrics)
+    return loss, (outputs, updates, ce, extra_metrics, extras)
 
-  grads, (outputs, updates, ce, extra_metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads, (outputs, updates, ce, extra_metrics, extras) = jax.grad(loss_fn, has_aux=True)(
+      state.params)
   state = with_learning_rate(state, batch["lr"])
-  state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+  state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"],
+                                extras=extras)
   metrics = {"loss": clu_metrics.Average.from_model_output(ce),
              "accuracy": clu_metrics.Accuracy.from_model_output(logits=outputs["logits"],
                                                                 labels=labels)}

@@ -39,6 +39,11 @@ class TrainHook(Protocol):
   epoch_inputs: per-step host arrays for an epoch, each with leading axis `num_steps`;
     keys ending in '_index' are batch-like and split over devices.
   aux: on-device arrays the loss reads, rebuilt from the record after each recording pass.
+  Optional (see `init_params` / `init_extras` below for the defaults):
+  init_params(rng, params, sample_outputs) -> params: adds a module's parameters (trained by
+    the same optimiser as the backbone) to a fresh model's; `sample_outputs` are the model's
+    outputs for one zero image.
+  init_extras(num_train, num_classes) -> dict: the state.extras a fresh state starts with.
   """
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess): ...
@@ -181,7 +186,12 @@ class Trainer:
                    donate_argnums=0, out_shardings=record_sharding)
 
   def init_state(self, rng: jax.Array) -> TrainState:
-    state = create_state(self.model, self.tx, rng, self.dataset.image_shape)
+    extend = getattr(self.hook, "init_params", None)
+    state = create_state(self.model, self.tx, rng, self.dataset.image_shape, extend)
+    init_extras = getattr(self.hook, "init_extras", None)
+    if init_extras is not None:
+      state = state.replace(extras=init_extras(len(self.dataset.train_labels),
+                                               self.dataset.num_classes))
     return sharding.put_replicated(state, self.mesh)
 
   def reset_optimizer(self, state: TrainState) -> TrainState:
@@ -303,6 +313,8 @@ class Trainer:
                                 np.random.SeedSequence([*seed, epoch]).spawn(2))
       lr = np.float32(schedule.learning_rate(cfg, epoch))
       batches = epoch_batches(batch_rng, labeled, cfg.batch_size)
+      # each sample's first appearance this epoch (the last batch's fill repeats samples)
+      fresh = (np.arange(batches.size) < len(labeled)).reshape(batches.shape)
       hook_inputs = ({} if self.hook is None else
                      self.hook.epoch_inputs(hook_rng, epoch, len(batches), len(pool)))
       aux = {} if self.hook is None else self.hook.aux(record, pool_index)
@@ -310,7 +322,8 @@ class Trainer:
       totals, step_losses = None, []
       for s, index in enumerate(batches):
         faults.point(f"train:{tag}:{cycle}:{epoch}:{s}")
-        batch = {"index": jax.device_put(index, along), "lr": lr}
+        batch = {"index": jax.device_put(index, along), "fresh": jax.device_put(fresh[s], along),
+                 "lr": lr}
         for key, value in hook_inputs.items():
           batch[key] = jax.device_put(value[s], along) if key.endswith("_index") else value[s]
         state, metrics = self._train_step(state, self.train_data, batch, aux)

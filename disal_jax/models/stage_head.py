@@ -1,0 +1,44 @@
+"""The small module Learning Loss and TiDAL train on the backbone's four stage feature maps.
+
+Per stage: global average pool, Dense(hidden), ReLU; the four are concatenated (4 * hidden)
+and a Dense maps them to `outputs` (1 predicted loss for Learning Loss, C class scores for
+TiDAL), as in ../shared/METHOD.md. Its parameters live beside the backbone's in the train
+state's params under `PARAMS_KEY`, so the one optimiser trains both (the references use the
+same SGD settings for the module).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PARAMS_KEY = "stage_head"
+
+
+class StageHead(nn.Module):
+  outputs: int
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, stages: Sequence[jax.Array]) -> jax.Array:
+    """stages: four (B, H_i, W_i, C_i) maps -> (B, outputs) float32."""
+    pooled = [nn.relu(nn.Dense(self.hidden, name=f"stage{i + 1}")(
+        jnp.mean(s.astype(jnp.float32), axis=(1, 2)))) for i, s in enumerate(stages)]
+    return nn.Dense(self.outputs, name="out")(jnp.concatenate(pooled, axis=-1))
+
+
+def init_params(head: StageHead, rng: jax.Array, params: Any, sample_outputs: dict) -> Any:
+  """The backbone's params with the head's added under PARAMS_KEY."""
+  head_params = head.init(rng, sample_outputs["stages"])["params"]
+  return {**params, PARAMS_KEY: head_params}
+
+
+def apply(head: StageHead, params: Any, stages: Sequence[jax.Array],
+          detach: Any = False) -> jax.Array:
+  """The head on `stages` with the params of a train state. `detach` (a bool, may be traced)
+  stops the gradient into the backbone (Learning Loss after 60% of the epochs)."""
+  stages = [jnp.where(detach, jax.lax.stop_gradient(s), s) for s in stages]
+  return head.apply({"params": params[PARAMS_KEY]}, stages)

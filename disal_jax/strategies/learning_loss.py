@@ -1,0 +1,97 @@
+"""Learning Loss (Yoo & Kweon): a module on the four stage maps learns to predict each sample's
+loss, trained jointly with the backbone; the score is the predicted loss (../shared/METHOD.md).
+
+Training (one jitted step updates backbone and module): the batch's samples are paired i with
+B-1-i, and the module's predictions l_hat are fitted to the order of the true cross-entropies l
+with the margin ranking loss
+    L = mean_pairs max(0, margin - s (l_hat_i - l_hat_j)),  s = +1 if l_i > l_j else -1
+(the reference's sign convention: a tie counts as -1), total = CE + weight * L. The true losses
+are constants (no gradient through them). From epoch round(stop_gradient_fraction * epochs) on
+(120 of 200) the module's input is detached, so the ranking loss no longer shapes the backbone.
+Scoring: the module on the eval-mode stage maps of the pool; top-K predicted loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from disal_jax.models import stage_head
+from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores
+from disal_jax.training.augment import Preprocess
+
+
+def ranking_loss(predicted: jax.Array, target: jax.Array, margin: float) -> jax.Array:
+  """Margin ranking loss over the pairs (i, B-1-i), i < B // 2. predicted, target: (B,)."""
+  half = predicted.shape[0] // 2
+  diff = (predicted - predicted[::-1])[:half]
+  sign = jnp.where((target - target[::-1])[:half] > 0, 1.0, -1.0)
+  return jnp.mean(jnp.maximum(0.0, margin - sign * diff))
+
+
+def detach_epoch(config: ml_collections.ConfigDict, fraction: float) -> int:
+  """First epoch whose module input is detached from the backbone."""
+  return int(round(fraction * config.train.epochs))
+
+
+@dataclasses.dataclass(frozen=True)
+class LossPredictionHook:
+  """Learning Loss's addition to the train step (see training.trainer.TrainHook)."""
+  weight: float
+  margin: float
+  hidden: int
+  detach_from_epoch: int
+
+  @property
+  def head(self) -> stage_head.StageHead:
+    return stage_head.StageHead(outputs=1, hidden=self.hidden)
+
+  def init_params(self, rng, params, sample_outputs):
+    return stage_head.init_params(self.head, rng, params, sample_outputs)
+
+  def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
+    del aux, rng, preprocess
+    labels = data.labels[batch["index"]]
+    true_loss = jax.lax.stop_gradient(
+        optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], labels))
+    predicted = stage_head.apply(self.head, params, outputs["stages"], batch["detach_head"])
+    value = ranking_loss(predicted[:, 0], true_loss, self.margin)
+    return self.weight * value, {"ranking_loss": value}, state.extras
+
+  def epoch_inputs(self, rng, epoch, num_steps, pool_size):
+    del rng, pool_size
+    return {"detach_head": np.full((num_steps,), epoch >= self.detach_from_epoch)}
+
+  def aux(self, record, pool_index):
+    return {}
+
+
+def make_hook(config: ml_collections.ConfigDict) -> LossPredictionHook:
+  ll = config.learning_loss
+  return LossPredictionHook(float(ll.weight), float(ll.margin), int(ll.hidden),
+                            detach_epoch(config, float(ll.detach_fraction)))
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess", "head"))
+def predicted_losses(state, data, batch, *, preprocess: Preprocess,
+                     head: stage_head.StageHead) -> jax.Array:
+  """(B,) float32 predicted loss of rows batch['index'], model in eval mode."""
+  images = preprocess.normalise(data.images[batch["index"]])
+  outputs = state.apply_fn(state.variables(), images, train=False)
+  return stage_head.apply(head, state.params, outputs["stages"])[:, 0]
+
+
+def score(ctx: ScoringContext) -> np.ndarray:
+  head = make_hook(ctx.config).head
+  fn = functools.partial(predicted_losses, preprocess=ctx.trainer.preprocess, head=head)
+  return batched_pool_scores(ctx, fn, ctx.result.state)
+
+
+STRATEGY = Strategy(name="learning_loss", record="none", score=score, make_hook=make_hook,
+                    description="Learning Loss: a jointly trained loss-prediction module")

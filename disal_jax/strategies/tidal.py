@@ -1,0 +1,127 @@
+"""TiDAL (Kye et al.): a module on the stage maps learns each sample's training dynamics, the
+running mean of the softmax outputs it received during training; the score is the uncertainty
+of the module's prediction on the unlabeled pool (../shared/METHOD.md).
+
+Training (one jitted step updates backbone, module and the running means):
+- state.extras holds, for every training-set row, the running mean p_bar (N, C) and how many
+  outputs went into it (N,). The step folds the batch's training-mode softmax outputs in,
+  p_bar <- (n * p_bar + p) / (n + 1), n <- n + 1, once per epoch per labeled sample (the last
+  batch's random fill is not folded in), so n is its epoch count, as in the reference's
+  (e * p_bar + p_e) / (e + 1).
+- loss = CE + weight * mean_i KL(p_bar_i || softmax(m(x_i))), with the updated p_bar as a
+  constant target. Like Learning Loss, the module's input is detached from the backbone from
+  epoch round(detach_fraction * epochs) on.
+Scoring: softmax(m(x)) on the pool's eval-mode stage maps; 'entropy' (default) or 'margin'
+(score = -(top-1 - top-2), the smallest margin first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from disal_jax.models import stage_head
+from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores, entropy
+from disal_jax.strategies.learning_loss import detach_epoch
+from disal_jax.training.augment import Preprocess
+
+MEAN, COUNT = "tidal_mean", "tidal_count"
+
+
+def update_running_mean(mean: jax.Array, count: jax.Array, rows: jax.Array, probs: jax.Array,
+                        fresh: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Folds probs (B, C) into the running means of `rows` (B,): returns new (mean, count).
+
+  mean: (N, C) float32, count: (N,) float32. Only rows marked `fresh` (B,) bool are folded in:
+  the trainer marks each labeled sample's first appearance in an epoch, so the random fill of
+  the last batch (which repeats samples) neither counts twice nor writes a row twice.
+  """
+  n = count[rows][:, None]
+  new_rows = (n * mean[rows] + probs) / (n + 1.0)
+  target = jnp.where(fresh, rows, mean.shape[0])  # out of bounds: dropped
+  return (mean.at[target].set(new_rows, mode="drop"),
+          count.at[target].set(count[rows] + 1.0, mode="drop"))
+
+
+def kl_to_module(target: jax.Array, module_logits: jax.Array) -> jax.Array:
+  """(B,) KL(target || softmax(module_logits)); 0 log 0 = 0."""
+  log_q = jax.nn.log_softmax(module_logits.astype(jnp.float32), axis=-1)
+  return jnp.sum(jax.scipy.special.xlogy(target, target) - target * log_q, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicsHook:
+  """TiDAL's addition to the train step (see training.trainer.TrainHook)."""
+  weight: float
+  hidden: int
+  detach_from_epoch: int
+
+  def head(self, num_classes: int) -> stage_head.StageHead:
+    return stage_head.StageHead(outputs=num_classes, hidden=self.hidden)
+
+  def init_params(self, rng, params, sample_outputs):
+    head = self.head(sample_outputs["logits"].shape[-1])
+    return stage_head.init_params(head, rng, params, sample_outputs)
+
+  def init_extras(self, num_train: int, num_classes: int) -> dict:
+    return {MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
+            COUNT: jnp.zeros((num_train,), jnp.float32)}
+
+  def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
+    del data, aux, rng, preprocess
+    rows = batch["index"]
+    probs = jax.nn.softmax(jax.lax.stop_gradient(outputs["logits"]).astype(jnp.float32))
+    mean, count = update_running_mean(state.extras[MEAN], state.extras[COUNT], rows, probs,
+                                      batch["fresh"])
+    head = self.head(outputs["logits"].shape[-1])
+    predicted = stage_head.apply(head, params, outputs["stages"], batch["detach_head"])
+    value = jnp.mean(kl_to_module(mean[rows], predicted))
+    return self.weight * value, {"dynamics_kl": value}, {**state.extras, MEAN: mean,
+                                                         COUNT: count}
+
+  def epoch_inputs(self, rng, epoch, num_steps, pool_size):
+    del rng, pool_size
+    return {"detach_head": np.full((num_steps,), epoch >= self.detach_from_epoch)}
+
+  def aux(self, record, pool_index):
+    return {}
+
+
+def make_hook(config: ml_collections.ConfigDict) -> DynamicsHook:
+  t = config.tidal
+  return DynamicsHook(float(t.weight), int(t.hidden),
+                      detach_epoch(config, float(t.detach_fraction)))
+
+
+def uncertainty(module_logits: jax.Array, kind: str) -> jax.Array:
+  """(B,) score of the module's prediction: its entropy, or minus its top-2 margin."""
+  probs = jax.nn.softmax(module_logits.astype(jnp.float32), axis=-1)
+  if kind == "entropy":
+    return entropy(probs)
+  top2 = jax.lax.top_k(probs, 2)[0]
+  return -(top2[:, 0] - top2[:, 1])
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess", "head", "kind"))
+def dynamics_scores(state, data, batch, *, preprocess: Preprocess, head: stage_head.StageHead,
+                    kind: str) -> jax.Array:
+  """(B,) float32 uncertainty of the module's prediction for rows batch['index'] (eval mode)."""
+  images = preprocess.normalise(data.images[batch["index"]])
+  outputs = state.apply_fn(state.variables(), images, train=False)
+  return uncertainty(stage_head.apply(head, state.params, outputs["stages"]), kind)
+
+
+def score(ctx: ScoringContext) -> np.ndarray:
+  head = make_hook(ctx.config).head(ctx.trainer.dataset.num_classes)
+  fn = functools.partial(dynamics_scores, preprocess=ctx.trainer.preprocess, head=head,
+                         kind=ctx.config.tidal.score)
+  return batched_pool_scores(ctx, fn, ctx.result.state)
+
+
+STRATEGY = Strategy(name="tidal", record="none", score=score, make_hook=make_hook,
+                    description="TiDAL: a module predicting training dynamics; its uncertainty")
