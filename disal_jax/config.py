@@ -149,6 +149,17 @@ def base_config() -> ml_collections.ConfigDict:
   td.detach_fraction = 0.6
   td.score = "entropy"  # or 'margin'
 
+  # CoreGCN / UncertainGCN: a GCN on the feature graph of a pool subset + the labeled set.
+  c.coregcn = gc = ml_collections.ConfigDict()
+  gc.subset_size = 10_000  # pool nodes (0 = all); the adjacency is dense: (subset + L)^2
+  gc.hidden = 128
+  gc.dropout_rate = 0.3
+  gc.steps = 200  # full-batch Adam steps
+  gc.learning_rate = 1e-3
+  gc.weight_decay = 5e-4
+  gc.unlabeled_weight = 1.2  # lambda on the unlabeled term of the loss
+  gc.margin = 0.1  # UncertainGCN picks the scores closest to it
+
   c.tracin = tr = ml_collections.ConfigDict()
   tr.params = "all"  # gradients over 'all' parameters, or the 'last_layer' closed form
   # Where the per-epoch checkpoints live: 'device' memory, 'host' memory, or 'disk' (under
@@ -275,6 +286,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          ">= 0")
   _check(config.tidal.score in TIDAL_SCORES, "tidal.score", config.tidal.score,
          f"one of {TIDAL_SCORES}")
+  gc = config.coregcn
+  _check(gc.subset_size >= 0, "coregcn.subset_size", gc.subset_size, ">= 0 (0 = whole pool)")
+  _check(gc.hidden >= 1, "coregcn.hidden", gc.hidden, ">= 1")
+  _check(0 <= gc.dropout_rate < 1, "coregcn.dropout_rate", gc.dropout_rate, "in [0, 1)")
+  _check(gc.steps >= 1, "coregcn.steps", gc.steps, ">= 1")
+  _check(gc.learning_rate > 0, "coregcn.learning_rate", gc.learning_rate, "> 0")
+  _check(0 < gc.margin < 1, "coregcn.margin", gc.margin, "in (0, 1)")
   tr = config.tracin
   _check(tr.params in TRACIN_PARAMS, "tracin.params", tr.params, f"one of {TRACIN_PARAMS}")
   _check(tr.store in TRACIN_STORES, "tracin.store", tr.store, f"one of {TRACIN_STORES}")

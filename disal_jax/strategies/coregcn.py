@@ -1,0 +1,144 @@
+"""CoreGCN and UncertainGCN (Caramalau et al., sequential GCN for active learning).
+
+After the cycle's training, a small GCN learns to tell labeled from unlabeled nodes on a graph
+of backbone features (../shared/METHOD.md):
+- nodes: the L2-normalised penultimate features of a scoring subset of the pool (at most
+  `coregcn.subset_size`, drawn at random with the cycle's key) and of every labeled sample;
+- edges: A = F F^T - I, column-normalised, + I (`models.gcn.normalised_adjacency`);
+- training: `coregcn.steps` full-batch Adam steps (lr, L2 weight decay as the reference) on
+  -mean_labeled log s - unlabeled_weight * mean_unlabeled log(1 - s), s = sigmoid(GCN),
+  dropout on the hidden layer; all steps run in one jitted lax.scan.
+Selection, GCN in eval mode: CoreGCN = greedy k-center on the GCN's hidden features (labeled
+nodes as the initial centres); UncertainGCN = the unlabeled nodes with the smallest
+|s - margin|.
+Memory: the adjacency is dense, (subset + labeled)^2 float32: 10,000 + 20,000 nodes take
+3.6 GB. That is why the graph covers a subset of the pool and not all of it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from disal_jax.models import gcn as gcn_lib
+from disal_jax.strategies import selectors
+from disal_jax.strategies.base import ScoringContext, Strategy, map_rows, pool_outputs
+from disal_jax.strategies.coreset import features as backbone_features
+
+
+def bce_adjusted_loss(logits: jax.Array, is_labeled: jax.Array, unlabeled_weight: float
+                      ) -> jax.Array:
+  """-mean_L log s - w * mean_U log(1 - s), s = sigmoid(logits); logits (N,), is_labeled (N,)."""
+  log_s = jax.nn.log_sigmoid(logits)
+  log_not_s = jax.nn.log_sigmoid(-logits)
+  labeled = is_labeled.astype(jnp.float32)
+  mean_l = jnp.sum(labeled * log_s) / jnp.maximum(jnp.sum(labeled), 1.0)
+  mean_u = jnp.sum((1.0 - labeled) * log_not_s) / jnp.maximum(jnp.sum(1.0 - labeled), 1.0)
+  return -mean_l - unlabeled_weight * mean_u
+
+
+@functools.partial(jax.jit, static_argnames=("model", "steps", "learning_rate",
+                                             "weight_decay", "unlabeled_weight"))
+def train_gcn(features: jax.Array, is_labeled: jax.Array, rng: jax.Array, *,
+              model: gcn_lib.GCN, steps: int, learning_rate: float, weight_decay: float,
+              unlabeled_weight: float):
+  """Fits the GCN on the graph of `features` (N, D); returns (params, per-step losses (steps,)).
+
+  is_labeled: (N,) bool. One jitted call: the steps are a lax.scan.
+  """
+  x = features / jnp.maximum(jnp.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+  adjacency = gcn_lib.normalised_adjacency(x)
+  init_rng, dropout_rng = jax.random.split(rng)
+  params = model.init(init_rng, x, adjacency)["params"]
+  tx = optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate))
+
+  def step(carry, step_rng):
+    params, opt_state = carry
+
+    def loss_fn(p):
+      logits, _ = model.apply({"params": p}, x, adjacency, train=True,
+                              rngs={"dropout": step_rng})
+      return bce_adjusted_loss(logits, is_labeled, unlabeled_weight)
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  # optax's Adam mixes Python scalars with int32 step counts, which the strict dtype-promotion
+  # mode (our tests run in it) refuses; standard promotion is what it is written for.
+  with jax.numpy_dtype_promotion("standard"):
+    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)),
+                                       jax.random.split(dropout_rng, steps))
+  return params, losses
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def gcn_outputs(params, features: jax.Array, *, model: gcn_lib.GCN):
+  """(sigmoid scores (N,), hidden features (N, H)) of the trained GCN in eval mode."""
+  x = features / jnp.maximum(jnp.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+  logits, hidden = model.apply({"params": params}, x, gcn_lib.normalised_adjacency(x))
+  return jax.nn.sigmoid(logits), hidden
+
+
+def _model(ctx: ScoringContext) -> gcn_lib.GCN:
+  g = ctx.config.coregcn
+  return gcn_lib.GCN(hidden=int(g.hidden), dropout_rate=float(g.dropout_rate))
+
+
+def score(ctx: ScoringContext) -> dict:
+  """The selector's evidence: the trained GCN's outputs on subset + labeled nodes."""
+  g = ctx.config.coregcn
+  subset_rng, train_rng = jax.random.split(ctx.rng)
+  num = len(ctx.candidates)
+  subset = np.arange(num)
+  if g.subset_size and num > g.subset_size:
+    subset = np.sort(np.asarray(jax.random.choice(subset_rng, num, (g.subset_size,),
+                                                  replace=False)))
+  fn = functools.partial(backbone_features, preprocess=ctx.trainer.preprocess)
+  state = ctx.result.state
+  pool_features = pool_outputs(ctx, fn, state)[jnp.asarray(subset)]
+  labeled_features = map_rows(ctx, fn, state, ctx.labeled)
+  nodes = jnp.concatenate([pool_features, labeled_features])
+  is_labeled = jnp.arange(nodes.shape[0]) >= len(subset)
+  model = _model(ctx)
+  params, losses = train_gcn(nodes, is_labeled, train_rng, model=model, steps=int(g.steps),
+                             learning_rate=float(g.learning_rate),
+                             weight_decay=float(g.weight_decay),
+                             unlabeled_weight=float(g.unlabeled_weight))
+  if not bool(jnp.all(jnp.isfinite(losses))):
+    raise FloatingPointError("CoreGCN: the GCN's loss became non-finite while training on "
+                             f"{nodes.shape[0]} nodes; lower coregcn.learning_rate")
+  scores, hidden = gcn_outputs(params, nodes, model=model)
+  return {"subset": subset, "scores": scores[:len(subset)],
+          "hidden": hidden[:len(subset)], "labeled_hidden": hidden[len(subset):]}
+
+
+def _check_subset(evidence: dict, ctx: ScoringContext, k: int) -> None:
+  if k > len(evidence["subset"]):
+    raise ValueError(f"coregcn.subset_size={ctx.config.coregcn.subset_size} gives a graph of "
+                     f"{len(evidence['subset'])} pool samples, but this cycle selects {k}; "
+                     "raise coregcn.subset_size (or set it to 0: the whole pool)")
+
+
+def select_core(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
+  _check_subset(evidence, ctx, k)
+  picks = selectors.k_center_greedy(evidence["hidden"], evidence["labeled_hidden"], k,
+                                    block_size=int(ctx.config.coreset.block_size))
+  return ctx.candidates[evidence["subset"][picks]]
+
+
+def select_uncertain(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
+  _check_subset(evidence, ctx, k)
+  closeness = -np.abs(np.asarray(jax.device_get(evidence["scores"]))
+                      - float(ctx.config.coregcn.margin))
+  return ctx.candidates[evidence["subset"][selectors.top_k(closeness, k)]]
+
+
+CORE = Strategy(name="coregcn", record="none", score=score, select=select_core,
+                description="CoreGCN: k-center on the hidden features of a labeled-vs-"
+                            "unlabeled GCN")
+UNCERTAIN = Strategy(name="uncertaingcn", record="none", score=score, select=select_uncertain,
+                     description="UncertainGCN: GCN scores closest to the margin")
