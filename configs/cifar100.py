@@ -11,4 +11,5 @@ from disal_jax.config import base_config
 def get_config():
   config = base_config()
   config.data.name = "cifar100"
+  config.tod.cod_weight = 0.05  # TOD's COD weight for this dataset (METHOD.md)
   return config

@@ -13,4 +13,5 @@ def get_config():
   config = base_config()
   config.data.name = "svhn"
   config.augment.flip = False
+  config.tod.cod_weight = 0.005  # TOD's COD weight for this dataset (METHOD.md)
   return config

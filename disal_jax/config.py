@@ -143,6 +143,12 @@ def base_config() -> ml_collections.ConfigDict:
   ll.hidden = 128  # per-stage width of the module
   ll.detach_fraction = 0.6
 
+  c.tod = to = ml_collections.ConfigDict()
+  # COD loss weight: 0.02 CIFAR-10, 0.05 CIFAR-100, 0.005 SVHN, 0.1 Caltech (METHOD.md)
+  to.cod_weight = 0.02
+  to.ema_decay = 0.999  # the teacher's
+  to.pool_batch_size = 128  # pool samples per train step for the COD loss
+
   c.tidal = td = ml_collections.ConfigDict()
   td.weight = 1.0  # of KL(p_bar || module)
   td.hidden = 128
@@ -286,6 +292,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          ">= 0")
   _check(config.tidal.score in TIDAL_SCORES, "tidal.score", config.tidal.score,
          f"one of {TIDAL_SCORES}")
+  to = config.tod
+  _check(to.cod_weight >= 0, "tod.cod_weight", to.cod_weight, ">= 0")
+  _check(0 <= to.ema_decay < 1, "tod.ema_decay", to.ema_decay, "in [0, 1)")
+  _check(to.pool_batch_size >= 1 and to.pool_batch_size % num_devices == 0,
+         "tod.pool_batch_size", to.pool_batch_size,
+         f"a positive multiple of the device count ({num_devices})")
   gc = config.coregcn
   _check(gc.subset_size >= 0, "coregcn.subset_size", gc.subset_size, ">= 0 (0 = whole pool)")
   _check(gc.hidden >= 1, "coregcn.hidden", gc.hidden, ">= 1")

@@ -235,7 +235,7 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
         faults.point(f"select:{tag}:{cycle}")
         t0 = time.perf_counter()
         ctx = ScoringContext(config, trainer, result, candidates, labeled,
-                             jax.random.fold_in(score_key, cycle), cycle, callback)
+                             jax.random.fold_in(score_key, cycle), cycle, callback, out)
         try:
           evidence = strategy.score(ctx)
           selected = strategy.select(evidence, ctx, k)

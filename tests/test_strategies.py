@@ -33,7 +33,8 @@ def twice(tmp_path_factory):
 def test_the_registry_lists_every_strategy_of_this_issue():
   for name in ("disal", "random", "mc_dropout", "coreset", "gradnorm_entropy",
                "gradnorm_expected", "tracincp_full", "tracincp_last", "learning_loss",
-               "tidal", "coregcn", "uncertaingcn"):
+               "tidal", "coregcn", "uncertaingcn",
+               "tod"):
     assert name in NAMES
 
 

@@ -51,6 +51,7 @@ class ScoringContext:
     rng: a jax key for this cycle's scoring.
     cycle: the cycle number.
     epoch_callback: the strategy's epoch callback of this cycle, or None.
+    run_dir: this (strategy, seed) run's folder, for what a strategy keeps between cycles.
   """
   config: ml_collections.ConfigDict
   trainer: Trainer
@@ -60,6 +61,7 @@ class ScoringContext:
   rng: jax.Array
   cycle: int
   epoch_callback: Optional[EpochCallback] = None
+  run_dir: Optional[pathlib.Path] = None
 
 
 # score(ctx) -> evidence for the selector: (P,) float scores for ctx.candidates (higher =

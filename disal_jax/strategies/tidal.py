@@ -68,7 +68,8 @@ class DynamicsHook:
     head = self.head(sample_outputs["logits"].shape[-1])
     return stage_head.init_params(head, rng, params, sample_outputs)
 
-  def init_extras(self, num_train: int, num_classes: int) -> dict:
+  def init_extras(self, num_train: int, num_classes: int, params) -> dict:
+    del params
     return {MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
             COUNT: jnp.zeros((num_train,), jnp.float32)}
 

@@ -43,7 +43,8 @@ class TrainHook(Protocol):
   init_params(rng, params, sample_outputs) -> params: adds a module's parameters (trained by
     the same optimiser as the backbone) to a fresh model's; `sample_outputs` are the model's
     outputs for one zero image.
-  init_extras(num_train, num_classes) -> dict: the state.extras a fresh state starts with.
+  init_extras(num_train, num_classes, params) -> dict: the state.extras a fresh state starts
+    with (`params`: the fresh model's, e.g. for an EMA teacher).
   """
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess): ...
@@ -191,7 +192,7 @@ class Trainer:
     init_extras = getattr(self.hook, "init_extras", None)
     if init_extras is not None:
       state = state.replace(extras=init_extras(len(self.dataset.train_labels),
-                                               self.dataset.num_classes))
+                                               self.dataset.num_classes, state.params))
     return sharding.put_replicated(state, self.mesh)
 
   def reset_optimizer(self, state: TrainState) -> TrainState:
