@@ -45,12 +45,11 @@ def test_gcn_training_lowers_its_loss_and_separates_labeled_from_unlabeled():
   nodes = jnp.asarray(np.concatenate([unlabeled, labeled]), jnp.float32)
   is_labeled = jnp.arange(80) >= 50
   model = gcn.GCN(hidden=16, dropout_rate=0.3)
-  params, losses = coregcn.train_gcn(nodes, is_labeled, jax.random.key(0), model=model,
-                                     steps=200, learning_rate=1e-2, weight_decay=5e-4,
-                                     unlabeled_weight=1.2)
+  scores, hidden, losses = coregcn.train_gcn(nodes, is_labeled, jax.random.key(0), model=model,
+                                             steps=200, learning_rate=1e-2, weight_decay=5e-4,
+                                             unlabeled_weight=1.2)
   losses = np.asarray(losses)
   assert np.isfinite(losses).all() and losses[-10:].mean() < 0.5 * losses[:10].mean()
-  scores, hidden = coregcn.gcn_outputs(params, nodes, model=model)
   assert hidden.shape == (80, 16)
   assert float(scores[50:].mean()) > float(scores[:50].mean()) + 0.3
 

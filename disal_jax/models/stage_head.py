@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PARAMS_KEY = "stage_head"
 
@@ -42,3 +43,13 @@ def apply(head: StageHead, params: Any, stages: Sequence[jax.Array],
   stops the gradient into the backbone (Learning Loss after 60% of the epochs)."""
   stages = [jnp.where(detach, jax.lax.stop_gradient(s), s) for s in stages]
   return head.apply({"params": params[PARAMS_KEY]}, stages)
+
+
+def detach_epoch(epochs: int, fraction: float) -> int:
+  """First epoch whose head input is detached from the backbone: round(fraction * epochs)."""
+  return int(round(fraction * epochs))
+
+
+def detach_inputs(epoch: int, num_steps: int, detach_from_epoch: int) -> dict[str, np.ndarray]:
+  """The per-step 'detach_head' flags of one epoch (a hook's epoch_inputs)."""
+  return {"detach_head": np.full((num_steps,), epoch >= detach_from_epoch)}

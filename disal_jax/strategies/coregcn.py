@@ -26,7 +26,7 @@ import optax
 
 from disal_jax.models import gcn as gcn_lib
 from disal_jax.strategies import selectors
-from disal_jax.strategies.base import ScoringContext, Strategy, map_rows, pool_outputs
+from disal_jax.strategies.base import ScoringContext, Strategy, map_rows
 from disal_jax.strategies.coreset import features as backbone_features
 
 
@@ -46,9 +46,11 @@ def bce_adjusted_loss(logits: jax.Array, is_labeled: jax.Array, unlabeled_weight
 def train_gcn(features: jax.Array, is_labeled: jax.Array, rng: jax.Array, *,
               model: gcn_lib.GCN, steps: int, learning_rate: float, weight_decay: float,
               unlabeled_weight: float):
-  """Fits the GCN on the graph of `features` (N, D); returns (params, per-step losses (steps,)).
+  """Fits the GCN on the graph of `features` (N, D) and evaluates it on the same graph.
 
-  is_labeled: (N,) bool. One jitted call: the steps are a lax.scan.
+  is_labeled: (N,) bool. One jitted call: the steps are a lax.scan, and the dense (N, N)
+  adjacency is built once for training and evaluation.
+  Returns: sigmoid scores (N,) and hidden features (N, H) in eval mode, per-step losses (steps,).
   """
   x = features / jnp.maximum(jnp.linalg.norm(features, axis=1, keepdims=True), 1e-12)
   adjacency = gcn_lib.normalised_adjacency(x)
@@ -72,15 +74,8 @@ def train_gcn(features: jax.Array, is_labeled: jax.Array, rng: jax.Array, *,
   with jax.numpy_dtype_promotion("standard"):
     (params, _), losses = jax.lax.scan(step, (params, tx.init(params)),
                                        jax.random.split(dropout_rng, steps))
-  return params, losses
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def gcn_outputs(params, features: jax.Array, *, model: gcn_lib.GCN):
-  """(sigmoid scores (N,), hidden features (N, H)) of the trained GCN in eval mode."""
-  x = features / jnp.maximum(jnp.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-  logits, hidden = model.apply({"params": params}, x, gcn_lib.normalised_adjacency(x))
-  return jax.nn.sigmoid(logits), hidden
+  logits, hidden = model.apply({"params": params}, x, adjacency)
+  return jax.nn.sigmoid(logits), hidden, losses
 
 
 def _model(ctx: ScoringContext) -> gcn_lib.GCN:
@@ -99,19 +94,16 @@ def score(ctx: ScoringContext) -> dict:
                                                   replace=False)))
   fn = functools.partial(backbone_features, preprocess=ctx.trainer.preprocess)
   state = ctx.result.state
-  pool_features = pool_outputs(ctx, fn, state)[jnp.asarray(subset)]
-  labeled_features = map_rows(ctx, fn, state, ctx.labeled)
-  nodes = jnp.concatenate([pool_features, labeled_features])
+  nodes = map_rows(ctx, fn, state, np.concatenate([ctx.candidates[subset], ctx.labeled]))
   is_labeled = jnp.arange(nodes.shape[0]) >= len(subset)
   model = _model(ctx)
-  params, losses = train_gcn(nodes, is_labeled, train_rng, model=model, steps=int(g.steps),
-                             learning_rate=float(g.learning_rate),
-                             weight_decay=float(g.weight_decay),
-                             unlabeled_weight=float(g.unlabeled_weight))
+  scores, hidden, losses = train_gcn(nodes, is_labeled, train_rng, model=model,
+                                     steps=int(g.steps), learning_rate=float(g.learning_rate),
+                                     weight_decay=float(g.weight_decay),
+                                     unlabeled_weight=float(g.unlabeled_weight))
   if not bool(jnp.all(jnp.isfinite(losses))):
     raise FloatingPointError("CoreGCN: the GCN's loss became non-finite while training on "
                              f"{nodes.shape[0]} nodes; lower coregcn.learning_rate")
-  scores, hidden = gcn_outputs(params, nodes, model=model)
   return {"subset": subset, "scores": scores[:len(subset)],
           "hidden": hidden[:len(subset)], "labeled_hidden": hidden[len(subset):]}
 

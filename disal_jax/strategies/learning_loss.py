@@ -35,11 +35,6 @@ def ranking_loss(predicted: jax.Array, target: jax.Array, margin: float) -> jax.
   return jnp.mean(jnp.maximum(0.0, margin - sign * diff))
 
 
-def detach_epoch(config: ml_collections.ConfigDict, fraction: float) -> int:
-  """First epoch whose module input is detached from the backbone."""
-  return int(round(fraction * config.train.epochs))
-
-
 @dataclasses.dataclass(frozen=True)
 class LossPredictionHook:
   """Learning Loss's addition to the train step (see training.trainer.TrainHook)."""
@@ -66,7 +61,7 @@ class LossPredictionHook:
 
   def epoch_inputs(self, rng, epoch, num_steps, pool_size):
     del rng, pool_size
-    return {"detach_head": np.full((num_steps,), epoch >= self.detach_from_epoch)}
+    return stage_head.detach_inputs(epoch, num_steps, self.detach_from_epoch)
 
   def aux(self, record, pool_index):
     return {}
@@ -75,7 +70,8 @@ class LossPredictionHook:
 def make_hook(config: ml_collections.ConfigDict) -> LossPredictionHook:
   ll = config.learning_loss
   return LossPredictionHook(float(ll.weight), float(ll.margin), int(ll.hidden),
-                            detach_epoch(config, float(ll.detach_fraction)))
+                            stage_head.detach_epoch(config.train.epochs,
+                                                    float(ll.detach_fraction)))
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "head"))

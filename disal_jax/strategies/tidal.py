@@ -27,7 +27,6 @@ import numpy as np
 
 from disal_jax.models import stage_head
 from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores, entropy
-from disal_jax.strategies.learning_loss import detach_epoch
 from disal_jax.training.augment import Preprocess
 
 MEAN, COUNT = "tidal_mean", "tidal_count"
@@ -87,7 +86,7 @@ class DynamicsHook:
 
   def epoch_inputs(self, rng, epoch, num_steps, pool_size):
     del rng, pool_size
-    return {"detach_head": np.full((num_steps,), epoch >= self.detach_from_epoch)}
+    return stage_head.detach_inputs(epoch, num_steps, self.detach_from_epoch)
 
   def aux(self, record, pool_index):
     return {}
@@ -96,7 +95,7 @@ class DynamicsHook:
 def make_hook(config: ml_collections.ConfigDict) -> DynamicsHook:
   t = config.tidal
   return DynamicsHook(float(t.weight), int(t.hidden),
-                      detach_epoch(config, float(t.detach_fraction)))
+                      stage_head.detach_epoch(config.train.epochs, float(t.detach_fraction)))
 
 
 def uncertainty(module_logits: jax.Array, kind: str) -> jax.Array:

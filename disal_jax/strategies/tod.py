@@ -105,9 +105,8 @@ def _earlier_variables(ctx: ScoringContext):
   if ctx.cycle == 0:
     return {"params": state.extras[TEACHER], "batch_stats": state.batch_stats}
   path = variables_path(ctx.run_dir, ctx.cycle - 1)
-  template = jax.device_get(state.variables())
-  try:
-    earlier = flax.serialization.from_bytes(template, path.read_bytes())
+  try:  # the state's variables give the structure; nothing is copied off the device for it
+    earlier = flax.serialization.from_bytes(state.variables(), path.read_bytes())
   except (OSError, ValueError, KeyError) as e:
     raise RuntimeError(
         f"TOD needs the model of cycle {ctx.cycle - 1}, kept at {path}, and could not read it "
