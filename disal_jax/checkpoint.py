@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 ARRAYS, META = "arrays", "meta"
 
 # Keys that may change between a run and its resumption: they do not change what is
-# computed (which runs to do, logging, where files live, how often to checkpoint).
+# computed (which runs to do, logging, where files live, how often to checkpoint, a guard's
+# limit that only decides whether to stop).
 RESUMABLE_KEYS = ("strategies", "full_training", "train.log_every_epochs",
                   "checkpoint.every_epochs", "checkpoint.keep", "data.data_dir",
-                  "data.manual_dir", "data.cache_dir")
+                  "data.manual_dir", "data.cache_dir", "vaal.max_loss")
 
 
 def quiet_orbax_info_logs() -> None:

@@ -21,6 +21,7 @@ TRACIN_PARAMS = ("all", "last_layer")
 TRACIN_STORES = ("device", "host", "disk")
 PER_SAMPLE_ENGINES = ("one_pass", "vmap")
 TIDAL_SCORES = ("entropy", "margin")
+VAAL_KL_REDUCTIONS = ("sum", "mean")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -129,6 +130,9 @@ def base_config() -> ml_collections.ConfigDict:
   # gradnorm, TracInCP) holds C per sample, so it takes max(1, batch_size // C) samples.
   ps.batch_size = 64
   ps.samples_per_step = 2  # one_pass: samples per step of the per-layer loop (cache-sized)
+  # > 0: samples per call are instead the most whose compiled memory (XLA's temporaries and
+  # outputs, per device) fits this many MiB, measured for each scorer (base.fit_batch_size).
+  ps.memory_budget_mb = 0.0
 
   c.gradnorm = g = ml_collections.ConfigDict()
   # vmap engine: per-sample gradients held in memory at once (over all parameters). The
@@ -165,6 +169,22 @@ def base_config() -> ml_collections.ConfigDict:
   gc.weight_decay = 5e-4
   gc.unlabeled_weight = 1.2  # lambda on the unlabeled term of the loss
   gc.margin = 0.1  # UncertainGCN picks the scores closest to it
+
+  # VAAL: a VAE and a discriminator trained on labeled vs unlabeled images after each cycle.
+  c.vaal = va = ml_collections.ConfigDict()
+  va.latent_dim = 32
+  va.width = 128  # encoder channels width, 2, 4, 8 x width (the reference's 128 ... 1024)
+  va.discriminator_hidden = 512
+  va.image_size = 32  # images are resized to it on device; a positive multiple of 16
+  va.beta = 1.0  # of the KL term
+  va.adversary_weight = 1.0  # of the VAE's "fool the discriminator" term
+  va.kl_reduction = "sum"  # over the batch: 'sum' (the reference) or 'mean'
+  va.learning_rate = 5e-4  # Adam, VAE and discriminator
+  va.vae_steps = 2  # VAE steps per discriminator step
+  va.epochs = 100  # passes over the labeled set
+  va.batch_size = 128  # labeled and unlabeled images per iteration, each
+  va.steps_per_call = 50  # iterations per jitted call; the losses are checked between calls
+  va.max_loss = 1e4  # a reconstruction error above it counts as divergence
 
   c.tracin = tr = ml_collections.ConfigDict()
   tr.params = "all"  # gradients over 'all' parameters, or the 'last_layer' closed form
@@ -280,6 +300,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          f"one of {PER_SAMPLE_ENGINES}")
   _check(ps.batch_size >= 1, "per_sample.batch_size", ps.batch_size, ">= 1")
   _check(ps.samples_per_step >= 1, "per_sample.samples_per_step", ps.samples_per_step, ">= 1")
+  _check(ps.memory_budget_mb >= 0, "per_sample.memory_budget_mb", ps.memory_budget_mb,
+         "0 (fixed chunk sizes) or a positive number of MiB")
   _check(config.gradnorm.chunk_size >= 1, "gradnorm.chunk_size", config.gradnorm.chunk_size,
          ">= 1")
   for key in ("learning_loss", "tidal"):
@@ -305,6 +327,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(gc.steps >= 1, "coregcn.steps", gc.steps, ">= 1")
   _check(gc.learning_rate > 0, "coregcn.learning_rate", gc.learning_rate, "> 0")
   _check(0 < gc.margin < 1, "coregcn.margin", gc.margin, "in (0, 1)")
+  va = config.vaal
+  for key in ("latent_dim", "width", "discriminator_hidden", "vae_steps", "epochs",
+              "steps_per_call"):
+    _check(va[key] >= 1, f"vaal.{key}", va[key], "an integer >= 1")
+  _check(va.image_size >= 16 and va.image_size % 16 == 0, "vaal.image_size", va.image_size,
+         "a positive multiple of 16 (four stride-2 convolutions)")
+  _check(va.kl_reduction in VAAL_KL_REDUCTIONS, "vaal.kl_reduction", va.kl_reduction,
+         f"one of {VAAL_KL_REDUCTIONS}")
+  for key in ("beta", "adversary_weight"):
+    _check(va[key] >= 0, f"vaal.{key}", va[key], ">= 0")
+  _check(va.learning_rate > 0, "vaal.learning_rate", va.learning_rate, "> 0")
+  _check(va.max_loss > 0, "vaal.max_loss", va.max_loss, "> 0")
+  _check(va.batch_size >= 1 and va.batch_size % num_devices == 0, "vaal.batch_size",
+         va.batch_size, f"a positive multiple of the device count ({num_devices})")
   tr = config.tracin
   _check(tr.params in TRACIN_PARAMS, "tracin.params", tr.params, f"one of {TRACIN_PARAMS}")
   _check(tr.store in TRACIN_STORES, "tracin.store", tr.store, f"one of {TRACIN_STORES}")

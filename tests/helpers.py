@@ -26,12 +26,15 @@ def load_config(name: str, variant: str = ""):
 
 
 def tiny_config(**overrides):
-  """Digits, a width-4 ResNet-18, 2 epochs per cycle, 10% -> 15% labeled (2 cycles)."""
+  """Digits, a width-4 ResNet-18, 2 epochs per cycle, 10% -> 15% labeled (2 cycles), toy VAAL."""
   config = load_config("default", "quick")
   config.model.width = 4
   config.train.epochs = 2
   config.al.final_fraction = 0.15
   config.full_training = False
+  # VAAL's networks at toy size (the reference's are 128-1024 channels wide at 32 px).
+  config.vaal.update(width=8, latent_dim=8, discriminator_hidden=32, image_size=16,
+                     batch_size=16, epochs=2, steps_per_call=5)
   for key, value in overrides.items():
     node = config
     *path, last = key.split(".")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from disal_jax.strategies import (coregcn, coreset, disal, gradnorm, learning_loss, mc_dropout,
-                                  random, tidal, tod, tracin)
+                                  random, tidal, tod, tracin, vaal)
 from disal_jax.strategies.base import Strategy
 
 _STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     disal.STRATEGY, random.STRATEGY, mc_dropout.STRATEGY, coreset.STRATEGY, gradnorm.ENTROPY,
     gradnorm.EXPECTED, tracin.FULL, tracin.LAST, learning_loss.STRATEGY, tidal.STRATEGY,
-    coregcn.CORE, coregcn.UNCERTAIN, tod.STRATEGY)}
+    coregcn.CORE, coregcn.UNCERTAIN, tod.STRATEGY, vaal.STRATEGY)}
 
 
 def names() -> list[str]:

@@ -1,0 +1,294 @@
+"""VAAL (Sinha et al., variational adversarial active learning), as METHOD.md specifies it.
+
+After the cycle's training (VAAL does not read the task model), a fresh VAE and discriminator
+(`models/vaal.py`) learn on labeled and unlabeled images: per iteration, `vaal.vae_steps` VAE
+steps on
+
+  MSE(x_L) + beta KL(x_L) + MSE(x_U) + beta KL(x_U)
+    + adversary_weight [BCE(D(mu_L), 1) + BCE(D(mu_U), 1)]
+
+(the VAE learns a latent space in which the discriminator takes everything for labeled), then
+one discriminator step on BCE(D(mu_L), 1) + BCE(D(mu_U), 0); Adam for both. The selection is
+the K unlabeled samples the discriminator finds least "labeled": the lowest D(mu).
+
+Choices, each a config key (`vaal.*`):
+- Images are normalised as for the task model and resized on device to `image_size` (32):
+  the networks are the reference's 32 px ones, and the reference's NaN on large images
+  (exp(logvar) overflowing in the KL) does not arise from the resolution.
+- KL summed over latent dimensions and over the batch, as the reference (`kl_reduction='sum'`;
+  'mean' averages over the batch instead, so beta does not scale with the batch size).
+- No augmentation for either set: labeled and unlabeled images differ only in content, so the
+  discriminator cannot key on augmentation.
+- Length: `epochs` passes over the labeled set, batches of `batch_size` from each set,
+  rounded up to whole jitted calls of `steps_per_call` iterations (a `lax.scan` each).
+- Between calls the losses are checked: a non-finite loss, or a reconstruction error above
+  `max_loss` (the images are standardised, so a healthy one stays near 1), stops the run with
+  `VaalDiverged`, naming the cycle and iteration. The cycle's trained model is already
+  checkpointed by then; nothing labeled or trained is lost, and `max_loss` may change on
+  resumption (checkpoint.RESUMABLE_KEYS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from disal_jax.models import vaal as vaal_models
+from disal_jax.strategies.base import ScoringContext, Strategy, pool_outputs
+from disal_jax.training import sharding
+from disal_jax.training.augment import Preprocess
+from disal_jax.training.trainer import epoch_batches
+
+class VaalDiverged(FloatingPointError):
+  """VAAL's VAE or discriminator diverged; the message names where and what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The static part of VAAL's training (hashable: jitted functions close over it)."""
+  vae: vaal_models.VAE
+  discriminator: vaal_models.Discriminator
+  image_size: int
+  beta: float
+  adversary_weight: float
+  learning_rate: float
+  vae_steps: int
+  kl_reduction: str
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "Settings":
+    v = config.vaal
+    return cls(vaal_models.VAE(latent_dim=int(v.latent_dim), width=int(v.width)),
+               vaal_models.Discriminator(hidden=int(v.discriminator_hidden)),
+               int(v.image_size), float(v.beta), float(v.adversary_weight),
+               float(v.learning_rate), int(v.vae_steps), str(v.kl_reduction))
+
+  def optimizer(self) -> optax.GradientTransformation:
+    return optax.adam(self.learning_rate)
+
+
+class VaalState(flax.struct.PyTreeNode):
+  vae_params: dict
+  vae_stats: dict
+  disc_params: dict
+  vae_opt: optax.OptState
+  disc_opt: optax.OptState
+
+
+def kl_divergence(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  """(B,) KL(N(mu, exp(logvar)) || N(0, I)) of (B, Z) posteriors."""
+  return -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar), axis=-1)
+
+
+def vae_loss(x: jax.Array, reconstruction: jax.Array, mu: jax.Array, logvar: jax.Array,
+             beta: float, kl_reduction: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(loss, MSE, KL): mean squared reconstruction error over every pixel + beta * KL, the KL
+  summed ('sum') or averaged ('mean') over the batch."""
+  mse = jnp.mean(jnp.square(reconstruction - x))
+  kl = kl_divergence(mu, logvar)
+  kl = jnp.sum(kl) if kl_reduction == "sum" else jnp.mean(kl)
+  return mse + beta * kl, mse, kl
+
+
+def bce(logits: jax.Array, target: float) -> jax.Array:
+  """Mean binary cross-entropy of sigmoid(logits) (B,) against a constant 0/1 target."""
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)))
+
+
+def discriminator_loss(logits_labeled: jax.Array, logits_unlabeled: jax.Array) -> jax.Array:
+  """BCE(D(mu_L), 1) + BCE(D(mu_U), 0)."""
+  return bce(logits_labeled, 1.0) + bce(logits_unlabeled, 0.0)
+
+
+def vae_images(data, index: jax.Array, preprocess: Preprocess, size: int) -> jax.Array:
+  """(B, size, size, C) float32: rows `index` normalised, resized bilinearly if needed."""
+  x = preprocess.normalise(data.images[index])
+  if x.shape[1:3] != (size, size):
+    x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "bilinear")
+  return x
+
+
+@functools.partial(jax.jit, static_argnames=("settings", "channels"))
+def init_state(rng: jax.Array, settings: Settings, channels: int) -> VaalState:
+  """Fresh networks (the reference's initialisers are PyTorch's; these are flax's) and
+  fresh Adam states."""
+  vae_rng, noise_rng, disc_rng = jax.random.split(rng, 3)
+  image = jnp.zeros((1, settings.image_size, settings.image_size, channels), jnp.float32)
+  variables = settings.vae.init(vae_rng, image, noise_rng)
+  disc_params = settings.discriminator.init(
+      disc_rng, jnp.zeros((1, settings.vae.latent_dim), jnp.float32))["params"]
+  tx = settings.optimizer()
+  with jax.numpy_dtype_promotion("standard"):  # optax, as in train_chunk
+    return VaalState(variables["params"], variables["batch_stats"], disc_params,
+                     tx.init(variables["params"]), tx.init(disc_params))
+
+
+def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settings: Settings):
+  """One VAAL iteration: `vae_steps` VAE updates, then one discriminator update."""
+  labeled_index, unlabeled_index, rng = inputs
+  x_l = vae_images(data, labeled_index, preprocess, settings.image_size)
+  x_u = vae_images(data, unlabeled_index, preprocess, settings.image_size)
+  vae, disc, tx = settings.vae, settings.discriminator, settings.optimizer()
+
+  def encode_decode(params, stats, x, key):
+    out, updates = vae.apply({"params": params, "batch_stats": stats}, x, key, train=True,
+                             mutable=["batch_stats"])
+    return out, updates["batch_stats"]
+
+  def vae_objective(params, stats, key):
+    key_l, key_u = jax.random.split(key)
+    # Labeled and unlabeled batches go through separately (each its own batch statistics).
+    out_l, stats = encode_decode(params, stats, x_l, key_l)
+    out_u, stats = encode_decode(params, stats, x_u, key_u)
+    loss_l, mse_l, kl_l = vae_loss(x_l, out_l["reconstruction"], out_l["mu"], out_l["logvar"],
+                                   settings.beta, settings.kl_reduction)
+    loss_u, mse_u, kl_u = vae_loss(x_u, out_u["reconstruction"], out_u["mu"], out_u["logvar"],
+                                   settings.beta, settings.kl_reduction)
+    d = {"params": state.disc_params}
+    adversarial = bce(disc.apply(d, out_l["mu"]), 1.0) + bce(disc.apply(d, out_u["mu"]), 1.0)
+    total = loss_l + loss_u + settings.adversary_weight * adversarial
+    return total, (stats, {"vae_loss": total, "reconstruction": 0.5 * (mse_l + mse_u),
+                           "kl": 0.5 * (kl_l + kl_u), "adversarial": adversarial})
+
+  def vae_step(carry, key):
+    params, stats, opt = carry
+    (_, (stats, metrics)), grads = jax.value_and_grad(vae_objective, has_aux=True)(
+        params, stats, key)
+    updates, opt = tx.update(grads, opt, params)
+    return (optax.apply_updates(params, updates), stats, opt), metrics
+
+  # A scan, not a Python loop: the step compiles once, not vae_steps times.
+  (params, stats, opt), metrics = jax.lax.scan(
+      vae_step, (state.vae_params, state.vae_stats, state.vae_opt),
+      jax.random.split(rng, settings.vae_steps))
+  metrics = jax.tree.map(lambda x: x[-1], metrics)
+
+  def encode(x, stats):
+    out, updates = vae.apply({"params": params, "batch_stats": stats}, x, train=True,
+                             mutable=["batch_stats"])
+    return jax.lax.stop_gradient(out["mu"]), updates["batch_stats"]
+
+  mu_l, stats = encode(x_l, stats)
+  mu_u, stats = encode(x_u, stats)
+  d_loss, d_grads = jax.value_and_grad(
+      lambda p: discriminator_loss(disc.apply({"params": p}, mu_l),
+                                   disc.apply({"params": p}, mu_u)))(state.disc_params)
+  d_updates, disc_opt = tx.update(d_grads, state.disc_opt, state.disc_params)
+  state = VaalState(params, stats, optax.apply_updates(state.disc_params, d_updates), opt,
+                    disc_opt)
+  return state, {**metrics, "discriminator_loss": d_loss}
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess", "settings"), donate_argnums=0)
+def train_chunk(state: VaalState, data, labeled_index: jax.Array, unlabeled_index: jax.Array,
+                rng: jax.Array, *, preprocess: Preprocess, settings: Settings):
+  """T iterations in one lax.scan.
+
+  labeled_index, unlabeled_index: (T, B) int32 training-set rows per iteration.
+  Returns the new state and a dict of (T,) float32 losses per iteration.
+  """
+  step = functools.partial(_iteration, data=data, preprocess=preprocess, settings=settings)
+  keys = jax.random.split(rng, labeled_index.shape[0])
+  # optax's Adam mixes Python scalars with int32 step counts, which the strict dtype-promotion
+  # mode (our tests run in it) refuses; standard promotion is what it is written for.
+  with jax.numpy_dtype_promotion("standard"):
+    return jax.lax.scan(step, state, (labeled_index, unlabeled_index, keys))
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess", "settings"))
+def discriminator_logits(state: VaalState, data, batch, *, preprocess: Preprocess,
+                         settings: Settings) -> jax.Array:
+  """(B,) float32 logits of D(mu(x)) for rows `batch['index']`, both networks in eval mode."""
+  x = vae_images(data, batch["index"], preprocess, settings.image_size)
+  out = settings.vae.apply({"params": state.vae_params, "batch_stats": state.vae_stats}, x)
+  return settings.discriminator.apply({"params": state.disc_params}, out["mu"])
+
+
+def iteration_batches(rng: np.random.Generator, rows: np.ndarray, batch_size: int,
+                      iterations: int) -> np.ndarray:
+  """(iterations, batch_size) int32: shuffled passes over `rows`, as many as needed."""
+  passes, have = [], 0
+  while have < iterations:
+    passes.append(epoch_batches(rng, rows, batch_size))
+    have += len(passes[-1])
+  return np.concatenate(passes)[:iterations]
+
+
+def check_losses(losses: dict[str, np.ndarray], first_iteration: int, total: int, cycle: int,
+                 config: ml_collections.ConfigDict) -> None:
+  """Raises VaalDiverged at the first iteration with a non-finite loss or a reconstruction
+  error above vaal.max_loss; `losses` hold (T,) values from iteration `first_iteration`."""
+  v = config.vaal
+  bad = np.zeros_like(losses["reconstruction"], bool)
+  for values in losses.values():
+    bad |= ~np.isfinite(values)
+  bad |= losses["reconstruction"] > v.max_loss
+  if bad.any():
+    at = int(np.argmax(bad))
+    values = ", ".join(f"{k} {float(x[at]):.4g}" for k, x in sorted(losses.items()))
+    raise VaalDiverged(
+        f"VAAL diverged in cycle {cycle} at iteration {first_iteration + at + 1} of {total} "
+        f"({values}; the limit on the reconstruction error is vaal.max_loss={v.max_loss}). "
+        "The cycle's trained model is kept in the run's checkpoints: rerunning the same "
+        "command with a higher --config.vaal.max_loss resumes at this scoring. Otherwise lower "
+        f"vaal.learning_rate (now {v.learning_rate}) or vaal.image_size (now {v.image_size}) "
+        "and rerun in a new --workdir (or with --force, which discards this run).")
+
+
+def train(ctx: ScoringContext) -> tuple[VaalState, dict[str, np.ndarray]]:
+  """Trains a fresh VAE and discriminator on ctx.labeled and ctx.candidates.
+
+  Returns the trained state and every iteration's losses (host arrays, (iterations,)).
+  """
+  v = ctx.config.vaal
+  settings = Settings.from_config(ctx.config)
+  trainer = ctx.trainer
+  init_rng, noise_rng, order_rng = jax.random.split(ctx.rng, 3)
+  state = sharding.put_replicated(
+      init_state(init_rng, settings, int(trainer.dataset.image_shape[-1])), trainer.mesh)
+  chunk = int(v.steps_per_call)
+  needed = max(1, math.ceil(v.epochs * len(ctx.labeled) / v.batch_size))
+  iterations = math.ceil(needed / chunk) * chunk
+  order = np.random.default_rng(np.asarray(jax.random.key_data(order_rng)))
+  labeled = iteration_batches(order, ctx.labeled, int(v.batch_size), iterations)
+  unlabeled = iteration_batches(order, ctx.candidates, int(v.batch_size), iterations)
+  split = jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec(
+      None, sharding.DATA_AXIS))
+  history: dict[str, list[np.ndarray]] = {}
+  for call, start in enumerate(range(0, iterations, chunk)):
+    state, losses = train_chunk(
+        state, trainer.train_data, jax.device_put(labeled[start:start + chunk], split),
+        jax.device_put(unlabeled[start:start + chunk], split),
+        jax.random.fold_in(noise_rng, call), preprocess=trainer.preprocess, settings=settings)
+    losses = {k: np.asarray(x) for k, x in jax.device_get(losses).items()}
+    check_losses(losses, start, iterations, ctx.cycle, ctx.config)
+    for key, values in losses.items():
+      history.setdefault(key, []).append(values)
+  return state, {k: np.concatenate(x) for k, x in history.items()}
+
+
+def score(ctx: ScoringContext) -> np.ndarray:
+  """(P,) float64 -logit D(mu(x)) of ctx.candidates: the top-k are the least "labeled"."""
+  settings = Settings.from_config(ctx.config)
+  state, _ = train(ctx)
+  fn = functools.partial(discriminator_logits, preprocess=ctx.trainer.preprocess,
+                         settings=settings)
+  logits = np.asarray(jax.device_get(pool_outputs(ctx, fn, state)), np.float64)
+  if not np.all(np.isfinite(logits)):
+    raise VaalDiverged(f"VAAL's discriminator gave {int(np.sum(~np.isfinite(logits)))} "
+                       f"non-finite scores in cycle {ctx.cycle}; lower vaal.learning_rate "
+                       f"(now {ctx.config.vaal.learning_rate})")
+  return -logits
+
+
+STRATEGY = Strategy(name="vaal", record="none", score=score,
+                    description="VAAL: the unlabeled samples a VAE-latent discriminator finds "
+                                "least like the labeled set")
