@@ -12,8 +12,16 @@ from importlib import metadata
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from disal_jax.config import base_config
+from disal_jax.loop import model_config
+from disal_jax.models.registry import build_model
+from disal_jax.strategies.base import ScoringContext
+from disal_jax.training import record as record_lib
+from disal_jax.training import sharding
+from disal_jax.training.snapshots import SnapshotStore
+from disal_jax.training.trainer import CycleResult, Trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -29,6 +37,30 @@ def cifar_config(num_train: int, width: int, cache_dir: str):
   config.data.max_test = 100
   config.model.width = width
   return config
+
+
+def scoring_context(config, dataset, mesh, strategy, labeled, candidates, key, workdir
+                    ) -> tuple[Trainer, ScoringContext]:
+  """A strategy's ScoringContext after a stand-in cycle: random weights, start parameters
+  0.01 away, one recorded epoch, one TracInCP checkpoint (throughput does not depend on the
+  values)."""
+  trainer = Trainer(config, build_model(model_config(config, strategy), dataset.num_classes),
+                    dataset, mesh)
+  state = trainer.init_state(jax.random.key(0))
+  start = jax.tree.map(lambda x: x + 0.01 * jax.random.normal(key, x.shape), state.params)
+  pool_length = trainer.padded_pool_length(len(candidates), 0)
+  probs = trainer.pool_probs(state, candidates, pool_length)
+  record = record_lib.PoolRecord(probs, np.float32(1), np.int32(1), None, None)
+  padded = np.zeros(pool_length, np.int32)
+  padded[:len(candidates)] = candidates
+  pool_index = jax.device_put(padded, sharding.along_data(mesh))
+  result = CycleResult(state, start, record, pool_index, {}, [], 0.0, 0.0)
+  callback = None
+  if strategy.make_epoch_callback is not None:
+    callback = SnapshotStore("device", workdir)
+    callback(state, 0, 0.1)
+  return trainer, ScoringContext(config, trainer, result, candidates, labeled, key, 0,
+                                 callback)
 
 
 def machine() -> dict[str, Any]:

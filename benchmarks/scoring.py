@@ -23,14 +23,8 @@ import numpy as np
 
 from benchmarks import common
 from disal_jax.data.registry import load_dataset
-from disal_jax.loop import model_config
-from disal_jax.models.registry import build_model
 from disal_jax.strategies import registry
-from disal_jax.strategies.base import ScoringContext
-from disal_jax.training import record as record_lib
 from disal_jax.training import sharding
-from disal_jax.training.snapshots import SnapshotStore
-from disal_jax.training.trainer import CycleResult, Trainer
 
 _POOL = flags.DEFINE_integer("pool", 10_000, "Unlabeled images to score.")
 _LABELED = flags.DEFINE_integer("labeled", 1_000, "Labeled images (CoreSet's centres).")
@@ -42,26 +36,6 @@ _TORCH_POOL = flags.DEFINE_integer("torch_pool", 0, "Images for the PyTorch per-
                                    "loops (0 = --pool); they are slow.")
 _CACHE = flags.DEFINE_string("cache_dir", "", "Decoded-image cache (config.data.cache_dir).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write scoring.json.")
-
-
-def _context(config, dataset, mesh, strategy, labeled, candidates, key, workdir):
-  trainer = Trainer(config, build_model(model_config(config, strategy), dataset.num_classes),
-                    dataset, mesh)
-  state = trainer.init_state(jax.random.key(0))
-  start = jax.tree.map(lambda x: x + 0.01 * jax.random.normal(key, x.shape), state.params)
-  pool_length = trainer.padded_pool_length(len(candidates), 0)
-  probs = trainer.pool_probs(state, candidates, pool_length)
-  record = record_lib.PoolRecord(probs, np.float32(1), np.int32(1), None, None)
-  padded = np.zeros(pool_length, np.int32)
-  padded[:len(candidates)] = candidates
-  pool_index = jax.device_put(padded, sharding.along_data(mesh))
-  result = CycleResult(state, start, record, pool_index, {}, [], 0.0, 0.0)
-  callback = None
-  if strategy.make_epoch_callback is not None:
-    callback = SnapshotStore("device", workdir)
-    callback(state, 0, 0.1)
-  return trainer, ScoringContext(config, trainer, result, candidates, labeled, key, 0,
-                                 callback)
 
 
 def main(argv):
@@ -77,7 +51,7 @@ def main(argv):
   rows, figures = [], {}
   workdir = tempfile.mkdtemp()
 
-  trainer, ctx = _context(config, dataset, mesh, registry.get_strategy("random"), labeled,
+  trainer, ctx = common.scoring_context(config, dataset, mesh, registry.get_strategy("random"), labeled,
                           candidates, jax.random.key(1), workdir)
   length = trainer.padded_pool_length(len(candidates), 0)
   trainer.pool_probs(ctx.result.state, candidates[:_BATCH.value], length)  # compile
@@ -87,7 +61,7 @@ def main(argv):
 
   for name in names:
     strategy = registry.get_strategy(name)
-    _, ctx = _context(config, dataset, mesh, strategy, labeled, candidates,
+    _, ctx = common.scoring_context(config, dataset, mesh, strategy, labeled, candidates,
                       jax.random.key(1), workdir)
     small = dataclasses.replace(ctx, candidates=candidates[:_BATCH.value])
     strategy.select(strategy.score(small), small, 1)  # compile on one batch

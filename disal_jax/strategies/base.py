@@ -9,6 +9,7 @@ scores into global indices. Only `disal_jax.pool` grows the labeled set.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from typing import Any, Callable, Optional, Protocol
 
@@ -147,6 +148,65 @@ def batched_pool_scores(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
   """`pool_outputs` fetched to the host: the (P,) scores of ctx.candidates as numpy."""
   return np.asarray(jax.device_get(pool_outputs(ctx, batch_fn, scoring_state, extra,
                                                 batch_size)))
+
+
+def compiled_bytes(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: ScoringContext,
+                   batch_size: int, extra: Optional[dict[str, jax.Array]] = None) -> int:
+  """Device bytes one call of `batch_fn` on `batch_size` rows needs beyond its inputs: XLA's
+  compiled temporaries plus outputs, per device (the batch split as in `pool_outputs`)."""
+  split = sharding.along_data(ctx.trainer.mesh)
+  batch = {"index": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
+  for key, value in (extra or {}).items():
+    batch[key] = jax.ShapeDtypeStruct((batch_size,) + value.shape[1:], value.dtype,
+                                      sharding=split)
+  compiled = jax.jit(batch_fn).lower(scoring_state, ctx.trainer.train_data, batch).compile()
+  memory = compiled.memory_analysis()
+  return int(memory.temp_size_in_bytes + memory.output_size_in_bytes)
+
+
+def fit_batch_size(bytes_at: Callable[[int], int], budget_bytes: int, multiple: int,
+                   limit: int, probe: int = 8) -> int:
+  """The largest batch (a multiple of `multiple`, at most `limit`) whose measured memory
+  `bytes_at(batch)` fits `budget_bytes`.
+
+  Memory is close to affine in the batch (fixed buffers + per-sample activations or
+  gradients): two probes give the line, the prediction is checked by measuring it, and
+  shrunk in proportion while it does not fit. Raises MemoryError when one `multiple` does
+  not fit, naming the bytes it needs.
+  """
+  probe = max(multiple, probe // multiple * multiple)
+  small, large = bytes_at(probe), bytes_at(2 * probe)
+  per_sample = max((large - small) / probe, 1.0)
+  fixed = small - per_sample * probe
+  limit = max(multiple, limit // multiple * multiple)
+  size = int((budget_bytes - fixed) // per_sample) // multiple * multiple
+  size = min(max(size, multiple), limit)
+  for _ in range(8):
+    needed = bytes_at(size)
+    if needed <= budget_bytes:
+      return size
+    if size == multiple:
+      raise MemoryError(f"scoring {size} sample(s) per call needs {needed / 2**20:.1f} MiB, "
+                        f"more than per_sample.memory_budget_mb={budget_bytes / 2**20:g}; "
+                        "raise it (or set it to 0 and size the chunks by hand)")
+    size = max(multiple, int(size * budget_bytes / needed) // multiple * multiple)
+  return size
+
+
+def per_sample_batch_size(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
+                          scoring_state: Any, fixed: int,
+                          extra: Optional[dict[str, jax.Array]] = None) -> int:
+  """Samples per call of a per-sample-gradient scorer: `fixed` (the chunk keys), or, when
+  config.per_sample.memory_budget_mb > 0, the most that fit that budget on one device
+  (measured from XLA's compiled memory, `fit_batch_size`)."""
+  budget_mb = ctx.config.per_sample.memory_budget_mb
+  if not budget_mb:
+    return fixed
+  devices = ctx.trainer.mesh.size
+  limit = max(devices, -(-len(ctx.candidates) // devices) * devices)
+  bytes_at = functools.cache(lambda size: compiled_bytes(batch_fn, scoring_state, ctx, size,
+                                                         extra))
+  return fit_batch_size(bytes_at, int(budget_mb * 2**20), devices, limit)
 
 
 def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,

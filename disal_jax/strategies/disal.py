@@ -34,7 +34,8 @@ import numpy as np
 
 from disal_jax.strategies import per_sample
 from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
-                                       batched_pool_scores, entropy_of_logits)
+                                       batched_pool_scores, entropy_of_logits,
+                                       per_sample_batch_size)
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import momentum_trace
 
@@ -138,6 +139,7 @@ def direction(ctx: ScoringContext):
 def disal_scores(ctx: ScoringContext) -> np.ndarray:
   s = ctx.config.disal
   scoring = {"state": ctx.result.state, "direction": direction(ctx)}
+  extra = {"target": ctx.result.record.mean}
   batch_size = None
   if s.score == "projection":
     fn = functools.partial(projection_scores, preprocess=ctx.trainer.preprocess,
@@ -146,9 +148,8 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
     engine = per_sample.engine_from_config(ctx.config, s.norm_chunk_size)
     fn = functools.partial(gradient_norm_scores, preprocess=ctx.trainer.preprocess,
                            kind=s.dynamic_loss, score_target=s.score_target, engine=engine)
-    batch_size = engine.samples_per_call()
-  return batched_pool_scores(ctx, fn, scoring, {"target": ctx.result.record.mean},
-                             batch_size)
+    batch_size = per_sample_batch_size(ctx, fn, scoring, engine.samples_per_call(), extra)
+  return batched_pool_scores(ctx, fn, scoring, extra, batch_size)
 
 
 STRATEGY = Strategy(name="disal", record="mean", score=disal_scores, make_hook=make_hook,

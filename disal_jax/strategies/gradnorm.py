@@ -23,7 +23,8 @@ import numpy as np
 
 from disal_jax.strategies import per_sample
 from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
-                                       batched_pool_scores, entropy_of_logits)
+                                       batched_pool_scores, entropy_of_logits,
+                                       per_sample_batch_size)
 from disal_jax.training.augment import Preprocess
 
 
@@ -59,15 +60,18 @@ def score_entropy(ctx: ScoringContext) -> np.ndarray:
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
   fn = functools.partial(entropy_gradnorm_scores, preprocess=ctx.trainer.preprocess,
                          engine=engine)
-  return batched_pool_scores(ctx, fn, ctx.result.state, batch_size=engine.samples_per_call())
+  state = ctx.result.state
+  return batched_pool_scores(ctx, fn, state, batch_size=per_sample_batch_size(
+      ctx, fn, state, engine.samples_per_call()))
 
 
 def score_expected(ctx: ScoringContext) -> np.ndarray:
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
   fn = functools.partial(expected_gradnorm_scores, preprocess=ctx.trainer.preprocess,
                          engine=engine)
-  return batched_pool_scores(ctx, fn, ctx.result.state, batch_size=engine.samples_per_call(
-      ctx.trainer.dataset.num_classes))
+  state = ctx.result.state
+  return batched_pool_scores(ctx, fn, state, batch_size=per_sample_batch_size(
+      ctx, fn, state, engine.samples_per_call(ctx.trainer.dataset.num_classes)))
 
 
 ENTROPY = Strategy(name="gradnorm_entropy", record="none", score=score_entropy,

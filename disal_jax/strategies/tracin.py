@@ -29,7 +29,8 @@ import ml_collections
 import numpy as np
 
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import ScoringContext, Strategy, batch_logits, pool_outputs
+from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
+                                       per_sample_batch_size, pool_outputs)
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.snapshots import SnapshotStore
 
@@ -74,11 +75,13 @@ def score(ctx: ScoringContext) -> np.ndarray:
   engine = per_sample.engine_from_config(ctx.config, tr.chunk_size)
   fn = functools.partial(checkpoint_scores, preprocess=ctx.trainer.preprocess,
                          scope=tr.params, engine=engine)
-  batch_size = (engine.samples_per_call(ctx.trainer.dataset.num_classes)
-                if tr.params == "all" else None)
+  batch_size = None
   total = None
   for i, lr in enumerate(store.learning_rates):
     scoring = {"state": ctx.result.state, "variables": store.variables(i, ctx.trainer.mesh)}
+    if tr.params == "all" and batch_size is None:  # every checkpoint has the same shapes
+      batch_size = per_sample_batch_size(
+          ctx, fn, scoring, engine.samples_per_call(ctx.trainer.dataset.num_classes))
     part = lr * pool_outputs(ctx, fn, scoring, batch_size=batch_size)
     total = part if total is None else total + part
   return np.asarray(jax.device_get(total))
