@@ -112,6 +112,16 @@ class RunCheckpointer:
           "results so far stay in results.json).")
     return None
 
+  def restore(self, step: int, template_for: Callable[[dict[str, Any]], Any]
+              ) -> tuple[Any, dict[str, Any]]:
+    """(pytree, meta) of checkpoint `step`, checked as `restore_newest` checks it; raises
+    CheckpointError naming the step when it is missing or invalid."""
+    try:
+      return self._restore(step, template_for)
+    except Exception as e:  # pylint: disable=broad-except  # any corruption
+      raise CheckpointError(f"checkpoint {step} in {self.directory} is missing, unreadable or "
+                            f"corrupt ({type(e).__name__}: {e})") from e
+
   @property
   def corrupt_directory(self) -> pathlib.Path:
     return self.directory.parent / f"{self.directory.name}_corrupt"

@@ -209,6 +209,9 @@ class Trainer:
              jax.device_put(mask[start:start + batch_size], along))
 
   def evaluate(self, state: TrainState) -> dict[str, float]:
+    """Test-set metrics; NaN when there is no test split (an annotation project without one)."""
+    if not len(self.dataset.test_labels):
+      return {"accuracy": float("nan"), "loss": float("nan")}
     total = None
     index = np.arange(len(self.dataset.test_labels))
     for idx, mask in self._batches(index, self.config.train.eval_batch_size):
