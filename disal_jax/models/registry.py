@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from disal_jax.models import resnet
+from disal_jax.models import drn, resnet
 
 Builder = Callable[[ml_collections.ConfigDict, int], nn.Module]
 
@@ -16,6 +16,10 @@ _MODELS: dict[str, Builder] = {
     "resnet18": lambda cfg, num_classes: resnet.ResNet18(
         num_classes=num_classes, width=cfg.width, stem=cfg.stem,
         dropout_rate=cfg.dropout_rate, dtype=jnp.dtype(cfg.dtype)),
+    # model.width is the first layer's channels: 16 for the reference DRN-D-22.
+    "drn_d_22": lambda cfg, num_classes: drn.DRN_D_22(
+        num_classes=num_classes, width=cfg.width, dropout_rate=cfg.dropout_rate,
+        dtype=jnp.dtype(cfg.dtype)),
 }
 
 
