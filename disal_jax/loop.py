@@ -83,6 +83,14 @@ def model_config(config: ml_collections.ConfigDict, strategy: Strategy
   return model_cfg
 
 
+def strategy_trainer(config: ml_collections.ConfigDict, dataset: Dataset, strategy: Strategy,
+                     mesh, writer: Optional[MetricWriter] = None) -> Trainer:
+  """The trainer of a strategy's runs: its model overrides and its train-step hook."""
+  model = build_model(model_config(config, strategy), dataset.num_classes)
+  hook = strategy.make_hook(config) if strategy.make_hook else None
+  return Trainer(config, model, dataset, mesh, hook=hook, writer=writer)
+
+
 def run_dir(workdir: pathlib.Path, name: str, seed: int) -> pathlib.Path:
   return workdir / name / f"seed_{seed}"
 
@@ -160,9 +168,7 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
   out.mkdir(parents=True, exist_ok=True)
   (out / RUN_CONFIG).write_text(config.to_json_best_effort(indent=1))
   writer = MetricWriter(out)
-  model = build_model(model_config(config, strategy), dataset.num_classes)
-  hook = strategy.make_hook(config) if strategy.make_hook else None
-  trainer = Trainer(config, model, dataset, mesh, hook=hook, writer=writer)
+  trainer = strategy_trainer(config, dataset, strategy, mesh, writer)
   init_key, score_key = jax.random.split(jax.random.key(seed))
   tag = f"{name} seed {seed}"
   pool_capacity = dataset.num_train - counts[0]

@@ -104,6 +104,14 @@ def test_three_rounds_with_partial_answers_and_undo(tmp_path, image_folder):
       assert sheet.size == (10 * rounds.SHEET_CELL, rounds.SHEET_CELL + 14)
     with pytest.raises(project_lib.ProjectError, match="already has an open query"):
       rounds.next_query(project, strategy, budget=10)
+    if strategy == "coreset":  # select again in the same round: the model is reused
+      first = _state(workdir)[1].history[-1]
+      assert first["reused_model"] is False
+      rounds.next_query(project, strategy, budget=10, replace=True)
+      again = _state(workdir)[1].history[-1]
+      assert again["reused_model"] is True and again["round"] == round_
+      assert again["test_accuracy"] == first["test_accuracy"]
+      assert json.loads((out / "query.json").read_text()) == query  # same model, same picks
     labels_path, answered = _answer(out / "query.csv", truth, keep)
     if round_ == 0:
       done = subprocess.run(cli + ["import", f"--workdir={workdir}", f"--labels={labels_path}"],

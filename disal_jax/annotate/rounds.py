@@ -10,6 +10,7 @@ the pool); `undo` restores the state before the newest import.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -22,20 +23,21 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
+from disal_jax import checkpoint
 from disal_jax import config as config_lib
 from disal_jax import loop
 from disal_jax.annotate import labels_file
 from disal_jax.annotate.project import Project, ProjectError, State, StateStore
 from disal_jax.data.dataset import Dataset
-from disal_jax.models.registry import build_model
 from disal_jax.strategies import registry as strategy_registry
 from disal_jax.strategies.base import ScoringContext
 from disal_jax.training import sharding
-from disal_jax.training.trainer import Trainer
+from disal_jax.training.trainer import CycleProgress
 
 log = logging.getLogger(__name__)
 
 QUERIES_DIR = "queries"
+MODELS_DIR = "models"
 SHEET_COLUMNS = 10
 SHEET_CELL = 96  # pixels per image on the contact sheet
 
@@ -49,8 +51,11 @@ def train_and_select(project: Project, dataset: Dataset, labels: np.ndarray, str
                      ) -> tuple[np.ndarray, Optional[np.ndarray], dict[str, float]]:
   """Trains on the labeled ids and selects `budget` unlabeled ones with the strategy.
 
+  The trained model is kept under <workdir>/models/<strategy>/ with a fingerprint of the
+  labeled set; a second call in the same round with the same labels reuses it.
+
   Returns (selected ids in selection order, their scores or None for a strategy without
-  per-sample scores (CoreSet's greedy order), the model's test metrics).
+  per-sample scores (CoreSet's greedy order), the model's test metrics and 'reused_model').
   """
   config = ml_collections.ConfigDict(project.config.to_dict())
   config.strategies = strategy_name
@@ -62,16 +67,44 @@ def train_and_select(project: Project, dataset: Dataset, labels: np.ndarray, str
   candidates = np.flatnonzero(labels < 0)
   if budget > len(candidates):
     raise ProjectError(f"--budget={budget} is more than the {len(candidates)} unlabeled images")
-  model = build_model(loop.model_config(config, strategy), dataset.num_classes)
-  hook = strategy.make_hook(config) if strategy.make_hook else None
-  trainer = Trainer(config, model, dataset, mesh, hook=hook)
+  trainer = loop.strategy_trainer(config, dataset, strategy, mesh)
   init_key, score_key = jax.random.split(jax.random.key(config.seed))
   state = trainer.init_state(jax.random.fold_in(init_key, round_))
   callback = (strategy.make_epoch_callback(config, out / "strategy_state")
               if strategy.make_epoch_callback else None)
-  result = trainer.train_cycle(state, labeled, candidates, (config.seed, round_),
-                               record_level=level, cycle=round_,
-                               tag=f"annotate round {round_}", on_epoch_end=callback)
+  # The round's model, kept for a second `next` of the same round and strategy (--replace):
+  # a strategy that replays per-epoch checkpoints (TracInCP) trains again.
+  models = checkpoint.RunCheckpointer(project.workdir / MODELS_DIR / f"{strategy_name}", 1)
+  fingerprint = hashlib.sha256(labeled.astype(np.int64).tobytes()).hexdigest()
+  saved = None
+  if callback is None and models.steps():
+    pool_length = trainer.padded_pool_length(len(candidates), 0)
+
+    def template(meta):
+      p = trainer.progress_template(level, pool_length)
+      return {"state": p.state, "start_params": p.start_params, "record": p.record}
+    _, tree, meta = models.restore_newest(template)
+    if meta["labeled"] == fingerprint and meta["round"] == round_:
+      saved = trainer.place_progress(CycleProgress(
+          tree["state"], tree["start_params"], tree["record"], meta["epoch"], meta["epochs"],
+          meta["train_seconds"], meta["record_seconds"]))
+      log.info("round %d: reusing the model trained for %s on these %d labeled images",
+               round_, strategy_name, len(labeled))
+
+  def keep(progress: CycleProgress) -> None:
+    if callback is None and progress.epoch == config.train.epochs:
+      models.save(round_, {"state": progress.state, "start_params": progress.start_params,
+                           "record": progress.record},
+                  {"labeled": fingerprint, "round": round_, "epoch": progress.epoch,
+                   "epochs": progress.epochs, "train_seconds": progress.train_seconds,
+                   "record_seconds": progress.record_seconds})
+  try:
+    result = trainer.train_cycle(state, labeled, candidates, (config.seed, round_),
+                                 record_level=level, cycle=round_,
+                                 tag=f"annotate round {round_}", on_epoch_end=callback,
+                                 resume=saved, on_progress=None if saved else keep)
+  finally:
+    models.close()
   ctx = ScoringContext(config, trainer, result, candidates, labeled,
                        jax.random.fold_in(score_key, round_), round_, callback,
                        project.workdir / "strategy_state")
@@ -84,7 +117,7 @@ def train_and_select(project: Project, dataset: Dataset, labels: np.ndarray, str
   scores = None
   if isinstance(evidence, np.ndarray) and evidence.shape == candidates.shape:
     scores = evidence[np.searchsorted(candidates, selected)]
-  return selected, scores, result.test
+  return selected, scores, dict(result.test, reused_model=saved is not None)
 
 
 def contact_sheet(project: Project, ids: np.ndarray, scores: Optional[np.ndarray],
@@ -154,7 +187,7 @@ def next_query(project: Project, strategy_name: str, budget: int,
     history = [h for h in state.history if h["round"] != state.round] + [{
         "round": state.round, "strategy": strategy_name, "budget": budget,
         "labeled": int((state.labels >= 0).sum()), "test_accuracy": test["accuracy"],
-        "seconds": time.perf_counter() - t0}]
+        "reused_model": test["reused_model"], "seconds": time.perf_counter() - t0}]
     store.save(State(state.labels, state.labeled_round, query, state.round, history, "next",
                      step))
   finally:
