@@ -85,7 +85,11 @@ def _devices_section(pool: int) -> dict:
   figures = {}
   for count in map(int, _DEVICES.value):
     out = tempfile.mkdtemp()
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+    # Forced host devices run their programs asynchronously on the same cores and may drift
+    # apart by more than XLA:CPU's 40 s collective rendezvous timeout (seen here: an abort
+    # at 2 devices); the timeout is raised for these runs.
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count} "
+               "--xla_cpu_collective_call_terminate_timeout_seconds=3600")
     args = [sys.executable, "-m", "benchmarks.scaling", "--sections=pool", f"--pools={pool}",
             f"--scorers={','.join(_SCORERS.value)}", f"--labeled={_LABELED.value}",
             f"--width={_WIDTH.value}", f"--eval_batch_size={_BATCH.value}",
