@@ -107,20 +107,12 @@ class Project:
     return len(self.paths)
 
   def load_dataset(self) -> Dataset:
-    """Every image decoded (resized to config.data.image_size); unlabeled rows carry label 0
-    in the Dataset (never read: only labeled rows are trained on)."""
+    """Every image decoded (resized to config.data.image_size, so all share one size);
+    unlabeled rows carry label 0 in the Dataset (never read: only labeled rows are trained on)."""
     size = int(self.config.data.image_size)
-    read = lambda paths: np.stack([image_folder.read_image(str(self.images_root / p), size)
-                                   for p in paths])
-    train = read(self.paths)
-    if self.test_paths:
-      test = read(self.test_paths)
-    else:
-      test = np.zeros((0,) + train.shape[1:], np.uint8)
-    for path, image in zip(self.paths + self.test_paths, list(train) + list(test)):
-      if image.shape != train.shape[1:]:
-        raise ProjectError(f"{path}: size {image.shape} differs from {train.shape[1:]}; set "
-                           "config.data.image_size at init to resize every image")
+    images = image_folder.read_all([(str(self.images_root / p), 0)
+                                    for p in self.paths + self.test_paths], size)
+    train, test = images[:self.num_images], images[self.num_images:]
     return Dataset("annotation_project", train, np.maximum(self.initial_labels, 0),
                    test, self.test_labels.astype(np.int32), self.class_names)
 

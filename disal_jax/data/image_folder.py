@@ -63,7 +63,8 @@ def read_image(path: str, image_size: int) -> np.ndarray:
     raise ImageFolderError(f"{path}: cannot read image ({e})") from e
 
 
-def _read_all(files: list[tuple[str, int]], image_size: int) -> np.ndarray:
+def read_all(files: list[tuple[str, int]], image_size: int) -> np.ndarray:
+  """(N, H, W, 3) uint8 of the (path, label) pairs' images, read in threads; all one size."""
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
     images = list(pool.map(lambda f: read_image(f[0], image_size), files, chunksize=256))
   for (path, _), image in zip(files, images):
@@ -94,7 +95,7 @@ def load_image_folder(root: str, image_size: int, cache_dir: str) -> Dataset:
   cache_file = cache.cache_root(cache_dir) / "arrays" / f"image_folder-{key}.npz"
   arrays = cache.load_arrays(cache_file)
   if arrays is None:
-    arrays = {f"{s}_images": _read_all(f, image_size) for s, f in
+    arrays = {f"{s}_images": read_all(f, image_size) for s, f in
               (("train", train_files), ("test", test_files))}
     arrays.update({f"{s}_labels": np.array([l for _, l in f], np.int32) for s, f in
                    (("train", train_files), ("test", test_files))})
