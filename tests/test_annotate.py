@@ -101,7 +101,7 @@ def test_three_rounds_with_partial_answers_and_undo(tmp_path, image_folder):
     else:
       assert all(isinstance(q["score"], float) for q in query["queries"])
     with Image.open(out / "contact_sheet.png") as sheet:
-      assert sheet.size == (10 * rounds.SHEET_CELL, rounds.SHEET_CELL + 14)
+      assert sheet.size == (10 * rounds.SHEET_CELL, rounds.SHEET_CELL + rounds.SHEET_CAPTION)
     with pytest.raises(project_lib.ProjectError, match="already has an open query"):
       rounds.next_query(project, strategy, budget=10)
     if strategy == "coreset":  # select again in the same round: the model is reused

@@ -40,6 +40,7 @@ QUERIES_DIR = "queries"
 MODELS_DIR = "models"
 SHEET_COLUMNS = 10
 SHEET_CELL = 96  # pixels per image on the contact sheet
+SHEET_CAPTION = 14  # pixels of caption under each image
 
 
 def query_dir(project: Project, round_: int) -> pathlib.Path:
@@ -91,18 +92,18 @@ def train_and_select(project: Project, dataset: Dataset, labels: np.ndarray, str
       log.info("round %d: reusing the model trained for %s on these %d labeled images",
                round_, strategy_name, len(labeled))
 
-  def keep(progress: CycleProgress) -> None:
-    if callback is None and progress.epoch == config.train.epochs:
-      models.save(round_, {"state": progress.state, "start_params": progress.start_params,
-                           "record": progress.record},
-                  {"labeled": fingerprint, "round": round_, "epoch": progress.epoch,
-                   "epochs": progress.epochs, "train_seconds": progress.train_seconds,
-                   "record_seconds": progress.record_seconds})
+  def keep(progress: CycleProgress) -> None:  # called once, after the last epoch
+    models.save(round_, {"state": progress.state, "start_params": progress.start_params,
+                         "record": progress.record},
+                {"labeled": fingerprint, "round": round_, "epoch": progress.epoch,
+                 "epochs": progress.epochs, "train_seconds": progress.train_seconds,
+                 "record_seconds": progress.record_seconds})
   try:
     result = trainer.train_cycle(state, labeled, candidates, (config.seed, round_),
                                  record_level=level, cycle=round_,
                                  tag=f"annotate round {round_}", on_epoch_end=callback,
-                                 resume=saved, on_progress=None if saved else keep)
+                                 resume=saved,
+                                 on_progress=keep if saved is None and callback is None else None)
   finally:
     models.close()
   ctx = ScoringContext(config, trainer, result, candidates, labeled,
@@ -126,11 +127,11 @@ def contact_sheet(project: Project, ids: np.ndarray, scores: Optional[np.ndarray
   id and score, in selection order."""
   columns = min(SHEET_COLUMNS, len(ids))
   rows = math.ceil(len(ids) / columns)
-  caption = 14
-  sheet = Image.new("RGB", (columns * SHEET_CELL, rows * (SHEET_CELL + caption)), "white")
+  sheet = Image.new("RGB", (columns * SHEET_CELL, rows * (SHEET_CELL + SHEET_CAPTION)),
+                    "white")
   draw = ImageDraw.Draw(sheet)
   for i, image_id in enumerate(ids):
-    x, y = (i % columns) * SHEET_CELL, (i // columns) * (SHEET_CELL + caption)
+    x, y = (i % columns) * SHEET_CELL, (i // columns) * (SHEET_CELL + SHEET_CAPTION)
     with Image.open(project.images_root / project.paths[image_id]) as img:
       img = img.convert("RGB")
       scale = (SHEET_CELL - 4) / max(img.size)  # small images are enlarged to the cell
