@@ -47,6 +47,12 @@ def base_config() -> ml_collections.ConfigDict:
   d.max_train = 0  # keep a random N training images (seeded by split_seed); 0 = all
   d.max_test = 0  # likewise for the test split
   d.max_train_per_class = 0  # tfds datasets: keep at most N training images per class; 0 = all
+  # name='shapes': the synthetic segmentation set (disal_jax.data.shapes), seeded by split_seed.
+  d.shapes = sh = ml_collections.ConfigDict()
+  sh.num_train = 600
+  sh.num_test = 150
+  sh.size = 64  # images are size x size
+  sh.max_shapes = 4  # shapes per image: 1 to max_shapes
 
   c.model = m = ml_collections.ConfigDict()
   m.name = "resnet18"  # see disal_jax.models.registry.names()
@@ -73,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment = a = ml_collections.ConfigDict()
   a.crop_padding = 4  # random crop to the image size after zero-padding; 0 = off
   a.flip = True  # random horizontal flip
+  # Segmentation: (height, width) of the random training crop of image and label map, taken
+  # without padding (Cityscapes: 688 x 688); (0, 0) trains on whole images.
+  a.crop_size = (0, 0)
 
   c.checkpoint = ck = ml_collections.ConfigDict()
   # Orbax checkpoints under <workdir>/<strategy>/seed_<s>/checkpoints: every N epochs, at the
@@ -99,6 +108,10 @@ def base_config() -> ml_collections.ConfigDict:
   # epoch's learning rate, TracIn's eta_t).
   r.weighting = "mean"
   r.ema_decay = 0.9
+  # Segmentation: probabilities are recorded (and pixel scores taken) on stride x stride
+  # block means of the logits, so the pool buffers hold (H/stride) x (W/stride) x C floats
+  # per image (Cityscapes at 16: 64 x 128 x 19, 0.6 MB).
+  r.pixel_stride = 8
 
   c.disal = s = ml_collections.ConfigDict()
   s.dynamic_weight = 1.0  # lambda; 0 trains exactly like plain training
@@ -195,6 +208,33 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def validate_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
+  """The checks that need the loaded dataset (task, image size); ConfigError names the key."""
+  from disal_jax.models import registry as model_registry
+  from disal_jax.strategies import registry as strategy_registry
+
+  segmentation = dataset.is_segmentation
+  task = "segmentation" if segmentation else "classification"
+  _check(model_registry.is_segmentation(config.model.name) == segmentation, "model.name",
+         config.model.name, f"a {task} model for the {task} dataset {dataset.name!r} (one of "
+         f"{model_registry.names(segmentation=segmentation)})")
+  if not segmentation:
+    return
+  height, width = dataset.image_shape[:2]
+  crop = tuple(config.augment.crop_size)
+  _check(crop == (0, 0) or (crop[0] <= height and crop[1] <= width), "augment.crop_size", crop,
+         f"at most the image size ({height}, {width})")
+  _check(config.record.pixel_stride <= min(height, width), "record.pixel_stride",
+         config.record.pixel_stride, f"at most the image side ({min(height, width)})")
+  for name in strategy_names(config):
+    _check(strategy_registry.get_strategy(name).segmentation, "strategies", name,
+           f"one of the segmentation strategies {strategy_registry.names(segmentation=True)}")
+  if "disal" in strategy_names(config):
+    _check(config.disal.score == "projection", "disal.score", config.disal.score,
+           "'projection' for segmentation (per-sample gradient norms of pixel losses are not "
+           "supported yet)")
+
+
 def strategy_names(config: ml_collections.ConfigDict) -> list[str]:
   return [s.strip() for s in config.strategies.split(",") if s.strip()]
 
@@ -252,6 +292,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          ">= 2 (a corrupt newest checkpoint falls back to the one before)")
   _check(config.augment.crop_padding >= 0, "augment.crop_padding", config.augment.crop_padding,
          ">= 0")
+  crop = tuple(config.augment.crop_size)
+  _check(len(crop) == 2 and (crop == (0, 0) or min(crop) > 0), "augment.crop_size", crop,
+         "(height, width) of positive integers, or (0, 0) for whole images")
 
   al = config.al
   if al.initial_count > 0:
@@ -270,6 +313,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(r.weighting in RECORD_WEIGHTINGS, "record.weighting", r.weighting,
          f"one of {RECORD_WEIGHTINGS}")
   _check(0 <= r.ema_decay < 1, "record.ema_decay", r.ema_decay, "in [0, 1)")
+  _check(r.pixel_stride >= 1, "record.pixel_stride", r.pixel_stride, "an integer >= 1")
 
   s = config.disal
   _check(s.dynamic_weight >= 0, "disal.dynamic_weight", s.dynamic_weight, ">= 0")

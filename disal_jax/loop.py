@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 FULL_TRAINING = "full_training"
 RUN_CONFIG = "run_config.json"  # the config a run was made with, checked before resuming
-CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "test_accuracy", "test_loss",
+CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "test_accuracy", "test_miou", "test_loss",
                "train_seconds", "record_seconds", "scoring_seconds")
 
 
@@ -47,7 +47,8 @@ class CycleRecord:
   """One row of results.csv; `selected` is the rows labeled after this cycle's scoring.
 
   `strategy_metrics` holds what a strategy reports of its own cost (TracInCP's checkpoint
-  bytes and seconds); it goes to results.json and metrics.jsonl.
+  bytes and seconds); it goes to results.json and metrics.jsonl. Segmentation runs also
+  report `test_miou` (and `test_accuracy` is then the pixel accuracy); None otherwise.
   """
   strategy: str
   seed: int
@@ -60,6 +61,7 @@ class CycleRecord:
   scoring_seconds: float
   selected: list[int]
   strategy_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+  test_miou: Optional[float] = None
 
 
 def record_level(config: ml_collections.ConfigDict, strategy: Strategy) -> str:
@@ -253,16 +255,21 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
         np.save(out / f"selected_cycle{cycle}.npy", np.asarray(selected, np.int64))
       row = CycleRecord(name, seed, cycle, count, result.test["accuracy"], result.test["loss"],
                         result.train_seconds, result.record_seconds, scoring_seconds,
-                        [int(i) for i in selected], strategy_metrics)
+                        [int(i) for i in selected], strategy_metrics,
+                        result.test.get("miou"))
       rows.append(row)
-      writer.write(cycle, {"test/accuracy": row.test_accuracy, "test/loss": row.test_loss,
+      test_metrics = {"test/accuracy": row.test_accuracy, "test/loss": row.test_loss}
+      if row.test_miou is not None:
+        test_metrics["test/miou"] = row.test_miou
+      writer.write(cycle, {**test_metrics,
                            "time/train_seconds": row.train_seconds,
                            "time/record_seconds": row.record_seconds,
                            "time/scoring_seconds": row.scoring_seconds,
                            **{f"strategy/{k}": v for k, v in strategy_metrics.items()}},
                    cycle=cycle, labeled=count)
-      log.info("[%s] cycle %d: %d labeled, test accuracy %.4f (train %.1fs, record %.1fs, "
-               "scoring %.1fs)", tag, cycle, count, row.test_accuracy, row.train_seconds,
+      miou = "" if row.test_miou is None else f", mIoU {row.test_miou:.4f}"
+      log.info("[%s] cycle %d: %d labeled, test accuracy %.4f%s (train %.1fs, record %.1fs, "
+               "scoring %.1fs)", tag, cycle, count, row.test_accuracy, miou, row.train_seconds,
                row.record_seconds, row.scoring_seconds)
       np.save(out / "labeled_round.npy", labeled_round)
       _write_results(out, rows, extra)
@@ -301,12 +308,14 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   workdir_path.mkdir(parents=True, exist_ok=True)
   (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=1))
   dataset = load_dataset(config.data) if dataset is None else dataset
+  config_lib.validate_for_dataset(config, dataset)
   pool.budget_schedule(config.al, dataset.num_train)  # fails before any training
   log.info("dataset %s: %d train / %d test images of %s, %d classes; %d device(s)",
            dataset.name, dataset.num_train, len(dataset.test_labels), dataset.image_shape,
            dataset.num_classes, mesh.size)
   results = {name: run_strategy(config, dataset, name, workdir_path, mesh) for name in names}
-  table = tables.accuracy_table(results, FULL_TRAINING)
+  table = tables.accuracy_table(results, FULL_TRAINING,
+                                "test_miou" if dataset.is_segmentation else "test_accuracy")
   (workdir_path / "summary.md").write_text(table + "\n")
   tables.write_csv(workdir_path / "summary.csv",
                    [dataclasses.asdict(r) for rows in results.values() for r in rows],

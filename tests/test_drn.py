@@ -49,4 +49,6 @@ def test_outputs_have_the_expected_shapes(size):
   seg = drn.DRNSeg(num_classes=5, width=4)
   seg_out = seg.apply(seg.init(jax.random.key(0), x), x)
   assert seg_out["logits"].shape == (2, *size, 5)  # the input's size
-  assert seg_out["features"].shape == (2, size[0] // 8, size[1] // 8, 128)
+  assert seg_out["feature_map"].shape == (2, size[0] // 8, size[1] // 8, 128)
+  np.testing.assert_allclose(seg_out["features"], seg_out["feature_map"].mean(axis=(1, 2)),
+                             rtol=1e-5, atol=1e-6)

@@ -12,7 +12,7 @@ def _history(epochs=5, pool=6, classes=3, seed=0):
 
 
 def _run(history, weighting, lrs, level="all", decay=0.9):
-  rec = record.init_record(level, history.shape[1], history.shape[2], history.shape[0])
+  rec = record.init_record(level, history.shape[1], history.shape[2:], history.shape[0])
   for probs, lr in zip(history, lrs):
     rec = record.update_record(rec, jnp.asarray(probs, jnp.float32), jnp.float32(lr),
                                weighting=weighting, ema_decay=decay)
@@ -53,6 +53,6 @@ def test_last_two_and_all_epochs_are_kept_in_order():
     ("none", ()), ("mean", ("mean",)), ("last2", ("mean", "last")),
     ("all", ("mean", "last", "history"))])
 def test_levels_allocate_only_what_is_asked(level, fields):
-  rec = record.init_record(level, 8, 3, 4)
+  rec = record.init_record(level, 8, (3,), 4)
   for name in ("mean", "last", "history"):
     assert (getattr(rec, name) is not None) == (name in fields)

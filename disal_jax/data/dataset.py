@@ -1,4 +1,8 @@
-"""The in-memory dataset every loader returns: uint8 images and int32 labels per split."""
+"""The in-memory dataset every loader returns: uint8 images and int32 labels per split.
+
+Classification labels are one class per image, (N,); segmentation labels are one class per
+pixel, (N, H, W), with IGNORE_LABEL on pixels that count in no loss and no metric.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,22 @@ import dataclasses
 
 import numpy as np
 
+IGNORE_LABEL = 255  # Cityscapes' void label; segmentation only
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A classification dataset held as arrays.
+  """A classification or segmentation dataset held as arrays.
 
   A sample's index in the pool is its row in `train_images`; the oracle is `train_labels`.
 
   Attributes:
     name: registry name.
     train_images: (N, H, W, C) uint8.
-    train_labels: (N,) int32 in [0, num_classes).
+    train_labels: (N,) int32 in [0, num_classes), or (N, H, W) int32 label maps whose
+      pixels are in [0, num_classes) or IGNORE_LABEL.
     test_images: (M, H, W, C) uint8.
-    test_labels: (M,) int32.
+    test_labels: (M,) int32, or (M, H, W) int32 likewise.
     class_names: one name per class.
   """
   name: str
@@ -34,11 +41,23 @@ class Dataset:
       if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"{self.name}: {split} images must be uint8 (N, H, W, C), got "
                          f"{images.dtype} {images.shape}")
-      if labels.shape != (images.shape[0],):
+      expected = images.shape[:3] if self.is_segmentation else images.shape[:1]
+      if labels.shape != expected:
         raise ValueError(f"{self.name}: {split} labels {labels.shape} do not match images "
                          f"{images.shape}")
-      if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
-        raise ValueError(f"{self.name}: {split} labels outside [0, {len(self.class_names)})")
+      if self.is_segmentation:
+        bad = (labels < 0) | ((labels >= len(self.class_names)) & (labels != IGNORE_LABEL))
+      else:
+        bad = (labels < 0) | (labels >= len(self.class_names))
+      if bad.any():
+        allowed = f"[0, {len(self.class_names)})" + (
+            f" or {IGNORE_LABEL}" if self.is_segmentation else "")
+        raise ValueError(f"{self.name}: {int(bad.sum())} {split} labels outside {allowed}")
+
+  @property
+  def is_segmentation(self) -> bool:
+    """Whether labels are per-pixel maps (N, H, W) rather than one class per image."""
+    return self.train_labels.ndim == 3
 
   @property
   def num_classes(self) -> int:

@@ -8,7 +8,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from disal_jax.data import digits, image_folder, long_tail, tfds_source
+from disal_jax.data import digits, image_folder, long_tail, shapes, tfds_source
 from disal_jax.data.dataset import Dataset, take
 
 Loader = Callable[[ml_collections.ConfigDict], Dataset]
@@ -23,6 +23,9 @@ def _tfds_loader(name: str, cfg: ml_collections.ConfigDict) -> Dataset:
 
 _LOADERS: dict[str, Loader] = {
     "digits": lambda cfg: digits.load_digits(cfg.test_fraction, cfg.split_seed),
+    "shapes": lambda cfg: shapes.load_shapes(cfg.shapes.num_train, cfg.shapes.num_test,
+                                             cfg.shapes.size, cfg.shapes.max_shapes,
+                                             cfg.split_seed),
     "image_folder": lambda cfg: image_folder.load_image_folder(cfg.data_dir, cfg.image_size,
                                                                cfg.cache_dir),
     **{name: functools.partial(_tfds_loader, name) for name in tfds_source.SPECS},

@@ -123,22 +123,29 @@ class DRN(nn.Module):
 class DRNSeg(nn.Module):
   """DRN-D segmentation: a 1x1 classifier on the 1/8 map, bilinear upsampling to the input.
 
-  Returns {'logits': (B, H, W, classes), 'features': (B, H/8, W/8, 32 * width)}.
+  Returns {'logits': (B, H, W, classes), 'features': (B, 32 * width) the image-level mean of
+  the 1/8 feature map (CoreSet's embedding), 'feature_map': (B, H/8, W/8, 32 * width),
+  'stages'}. With dropout_rate > 0, dropout acts on the feature map before the classifier.
   """
   num_classes: int
   width: int = 16
   layers: tuple[int, ...] = LAYERS_22
+  dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, dropout: bool = False):
     height, width = x.shape[1:3]
-    features, _ = DRNBackbone(self.width, self.layers, self.dtype, name="backbone")(
+    feature_map, stages = DRNBackbone(self.width, self.layers, self.dtype, name="backbone")(
         x.astype(self.dtype), train)
-    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=conv_init, name="seg")(features)
+    features = jnp.mean(feature_map, axis=(1, 2)).astype(jnp.float32)
+    if self.dropout_rate:
+      feature_map = nn.Dropout(self.dropout_rate, deterministic=not dropout)(feature_map)
+    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=conv_init, name="seg")(feature_map)
     logits = jax.image.resize(logits.astype(jnp.float32),
                               (logits.shape[0], height, width, self.num_classes), "bilinear")
-    return {"logits": logits, "features": features}
+    return {"logits": logits, "features": features, "feature_map": feature_map,
+            "stages": stages}
 
 
 DRN_D_22 = functools.partial(DRN, layers=LAYERS_22)

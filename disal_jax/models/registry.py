@@ -20,11 +20,22 @@ _MODELS: dict[str, Builder] = {
     "drn_d_22": lambda cfg, num_classes: drn.DRN_D_22(
         num_classes=num_classes, width=cfg.width, dropout_rate=cfg.dropout_rate,
         dtype=jnp.dtype(cfg.dtype)),
+    # Per-pixel logits at the input size (Cityscapes).
+    "drn_d_22_seg": lambda cfg, num_classes: drn.DRNSeg(
+        num_classes=num_classes, width=cfg.width, dropout_rate=cfg.dropout_rate,
+        dtype=jnp.dtype(cfg.dtype)),
 }
+_SEGMENTATION = frozenset({"drn_d_22_seg"})
 
 
-def names() -> list[str]:
-  return sorted(_MODELS)
+def is_segmentation(name: str) -> bool:
+  """Whether the model returns per-pixel logits (B, H, W, C)."""
+  return name in _SEGMENTATION
+
+
+def names(segmentation: bool | None = None) -> list[str]:
+  """Every model's name, or only the segmentation (True) or classification (False) ones."""
+  return sorted(n for n in _MODELS if segmentation is None or is_segmentation(n) == segmentation)
 
 
 def build_model(cfg: ml_collections.ConfigDict, num_classes: int) -> nn.Module:

@@ -14,18 +14,24 @@ def write_csv(path: pathlib.Path, rows: Iterable[dict[str, Any]], columns: Seque
     writer.writerows(rows)
 
 
-def accuracy_table(results: dict[str, list], full_training_name: str) -> str:
-  """Markdown: one row per labeled count, one column per strategy, test accuracy in %.
+METRIC_NAMES = {"test_accuracy": "test accuracy", "test_miou": "test mIoU"}
 
-  `results` maps a strategy to its per-cycle records (objects with .labeled and
-  .test_accuracy); Full Training becomes a last row of its own.
+
+def accuracy_table(results: dict[str, list], full_training_name: str,
+                   metric: str = "test_accuracy") -> str:
+  """Markdown: one row per labeled count, one column per strategy, `metric` in %.
+
+  `results` maps a strategy to its per-cycle records (objects with .labeled and the
+  `metric` attribute: test_accuracy, or test_miou for segmentation); Full Training becomes a
+  last row of its own.
   """
   strategies = [s for s in results if s != full_training_name]
   by_count: dict[int, dict[str, float]] = {}
   for name in strategies:
     for row in results[name]:
-      by_count.setdefault(row.labeled, {})[name] = row.test_accuracy
-  lines = ["| labeled | " + " | ".join(strategies) + " |",
+      by_count.setdefault(row.labeled, {})[name] = getattr(row, metric)
+  lines = [f"{METRIC_NAMES[metric]} (%)", "",
+           "| labeled | " + " | ".join(strategies) + " |",
            "|---:|" + "---:|" * len(strategies)]
   for count in sorted(by_count):
     cells = [f"{100 * by_count[count][s]:.2f}" if s in by_count[count] else "" for s in
@@ -33,5 +39,5 @@ def accuracy_table(results: dict[str, list], full_training_name: str) -> str:
     lines.append(f"| {count} | " + " | ".join(cells) + " |")
   if full_training_name in results:
     row = results[full_training_name][0]
-    lines.append(f"\nFull Training ({row.labeled} labeled): {100 * row.test_accuracy:.2f}")
+    lines.append(f"\nFull Training ({row.labeled} labeled): {100 * getattr(row, metric):.2f}")
   return "\n".join(lines)

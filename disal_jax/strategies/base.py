@@ -94,6 +94,8 @@ class Strategy:
     model_overrides: config -> {config.model key: value} for the model it trains, or None.
     make_epoch_callback: (config, run folder) -> a fresh EpochCallback for one cycle, or None.
     description: one line for listings.
+    segmentation: whether it scores segmentation pools (a per-image score from per-pixel
+      quantities at the record's resolution; its docstring says which reduction).
   """
   name: str
   record: str
@@ -104,6 +106,7 @@ class Strategy:
   make_epoch_callback: Optional[Callable[[ml_collections.ConfigDict, pathlib.Path],
                                          EpochCallback]] = None
   description: str = ""
+  segmentation: bool = False
 
 
 def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, trainer: Trainer,

@@ -15,6 +15,11 @@ Notes on choices the sources leave open (each is a config key):
   training (running statistics come from labeled data only).
 - 'kl' and 'ce' differ by the entropy of p_bar, a constant in theta: same gradients, same
   scores; only the logged loss value differs.
+- Segmentation (METHOD.md 5): p_bar is recorded at the reduced resolution of
+  config.record.pixel_stride; l_dyn(u) is the mean over those pixels of the per-pixel soft
+  CE between p_bar and the block-mean logits (every pixel of an unlabeled image counts, none
+  is known to be void). The dynamic branch sees whole pool images, normalised but neither
+  cropped nor flipped, so they stay aligned with their recorded p_bar.
 - The ablations: `disal.dynamic_weight=0` trains without the dynamic loss but scores with the
   recorded target; `disal.score_target='expected'` scores without the dynamic target, with the
   expected loss under the model's own prediction, E_{y~p_theta} CE(y, p_theta) = H(p_theta),
@@ -36,6 +41,7 @@ from disal_jax.strategies import per_sample
 from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
                                        batched_pool_scores, entropy_of_logits,
                                        per_sample_batch_size)
+from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import momentum_trace
 
@@ -43,19 +49,21 @@ from disal_jax.training.state import momentum_trace
 def score_losses(logits: jax.Array, target: jax.Array, kind: str, score_target: str
                  ) -> jax.Array:
   """Per-sample losses (B,) whose gradients DISAL scores: the dynamic loss against p_bar
-  ('dynamic'), or the entropy of the prediction ('expected', the no-dynamic-target ablation)."""
+  ('dynamic'), or the entropy of the prediction ('expected', the no-dynamic-target ablation);
+  segmentation: the mean over the recorded pixels."""
   if score_target == "expected":
-    return entropy_of_logits(logits)
+    return pixels.mean_over_pixels(entropy_of_logits(logits))
   return dynamic_loss(logits, target, kind)
 
 
 def dynamic_loss(logits: jax.Array, target: jax.Array, kind: str) -> jax.Array:
-  """Per-sample soft-target loss (B,) between p_bar `target` (B, C) and softmax(logits)."""
+  """Per-sample soft-target loss (B,) between p_bar `target` and softmax(logits), both (B, C),
+  or for segmentation both (B, h, w, C), averaged over the pixels."""
   log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   ce = -jnp.sum(target * log_p, axis=-1)
   if kind == "kl":
     ce = ce + jnp.sum(jax.scipy.special.xlogy(target, target), axis=-1)
-  return ce
+  return pixels.mean_over_pixels(ce)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,16 +73,21 @@ class DynamicLossHook:
   warmup_epochs: int
   batch_size: int
   kind: str
+  pixel_stride: int = 1  # segmentation: the record's resolution
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
     del outputs
     position = batch["pool_position_index"]  # (Bp,) positions in the recorded pool
     rows = aux["pool_index"][position]
     target = aux["target"][position]
-    images = preprocess.augment(data.images[rows], rng)
+    if data.labels.ndim > 1:  # segmentation: whole images, aligned with the recorded p_bar
+      images = preprocess.normalise(data.images[rows])
+    else:
+      images = preprocess.augment(data.images[rows], rng)
     pool_outputs, _ = state.apply_fn(state.variables(params), images, train=True,
                                      mutable=["batch_stats"])  # statistics updates dropped
-    value = dynamic_loss(pool_outputs["logits"], target, self.kind).mean()
+    logits = pixels.to_record_resolution(pool_outputs["logits"], self.pixel_stride)
+    value = dynamic_loss(logits, target, self.kind).mean()
     return batch["dynamic_weight"] * value, {"dynamic_loss": value}, state.extras
 
   def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
@@ -91,18 +104,20 @@ class DynamicLossHook:
 def make_hook(config: ml_collections.ConfigDict) -> DynamicLossHook:
   s = config.disal
   return DynamicLossHook(float(s.dynamic_weight), int(s.dynamic_warmup_epochs),
-                         int(s.dynamic_batch_size), s.dynamic_loss)
+                         int(s.dynamic_batch_size), s.dynamic_loss,
+                         int(config.record.pixel_stride))
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target"))
+@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target",
+                                             "pixel_stride"))
 def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str,
-                      score_target: str = "dynamic") -> jax.Array:
+                      score_target: str = "dynamic", pixel_stride: int = 1) -> jax.Array:
   """<grad_theta l_dyn(u; theta), d> for a batch, (B,) float32, by one jax.jvp.
 
   Args:
     scoring: {'state': TrainState at theta_end, 'direction': params-shaped d}.
     data: DeviceData of the training split.
-    batch: {'index': (B,) rows, 'target': (B, C) p_bar}.
+    batch: {'index': (B,) rows, 'target': (B, C) p_bar, or (B, h, w, C) for segmentation}.
   Cost: about one forward and one forward-mode pass of the batch (no per-sample gradients).
   BatchNorm in eval mode, so each sample's loss depends on that sample alone.
   """
@@ -111,6 +126,7 @@ def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str
 
   def losses(params):
     logits = state.apply_fn(state.variables(params), images, train=False)["logits"]
+    logits = pixels.to_record_resolution(logits, pixel_stride)
     return score_losses(logits, batch["target"], kind, score_target)
 
   return jax.jvp(losses, (state.params,), (scoring["direction"],))[1]
@@ -143,7 +159,8 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
   batch_size = None
   if s.score == "projection":
     fn = functools.partial(projection_scores, preprocess=ctx.trainer.preprocess,
-                           kind=s.dynamic_loss, score_target=s.score_target)
+                           kind=s.dynamic_loss, score_target=s.score_target,
+                           pixel_stride=ctx.trainer.pixel_stride)
   else:
     engine = per_sample.engine_from_config(ctx.config, s.norm_chunk_size)
     fn = functools.partial(gradient_norm_scores, preprocess=ctx.trainer.preprocess,
@@ -153,4 +170,5 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
 
 
 STRATEGY = Strategy(name="disal", record="mean", score=disal_scores, make_hook=make_hook,
-                    description="dynamic influence: <grad of the dynamic loss, accumulated update>")
+                    description="dynamic influence: <grad of the dynamic loss, accumulated update>",
+                    segmentation=True)

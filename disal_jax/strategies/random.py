@@ -14,4 +14,4 @@ def random_scores(ctx: ScoringContext) -> np.ndarray:
 
 
 STRATEGY = Strategy(name="random", record="none", score=random_scores,
-                    description="uniform sample of the unlabeled pool")
+                    description="uniform sample of the unlabeled pool", segmentation=True)

@@ -12,8 +12,9 @@ _STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     coregcn.CORE, coregcn.UNCERTAIN, tod.STRATEGY, vaal.STRATEGY)}
 
 
-def names() -> list[str]:
-  return sorted(_STRATEGIES)
+def names(segmentation: bool = False) -> list[str]:
+  """Every strategy's name, or with segmentation=True those that score segmentation pools."""
+  return sorted(n for n, s in _STRATEGIES.items() if s.segmentation or not segmentation)
 
 
 def get_strategy(name: str) -> Strategy:

@@ -1,4 +1,8 @@
-"""On-device preprocessing: random crop with zero padding, horizontal flip, normalisation."""
+"""On-device preprocessing: random crops, horizontal flips, normalisation.
+
+Classification crops to the image size after zero padding (`augment`); segmentation crops a
+`crop_size` window of image and label map together, without padding (`augment_pair`).
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ class Preprocess:
     mean, std: per-channel statistics of the training images in [0, 1].
     crop_padding: pixels of zero padding before the random crop; 0 = no crop.
     flip: random horizontal flips.
+    crop_size: segmentation: (height, width) of the random training crop; (0, 0) = none.
   """
   mean: tuple[float, ...]
   std: tuple[float, ...]
   crop_padding: int = 0
   flip: bool = False
+  crop_size: tuple[int, int] = (0, 0)
 
   def normalise(self, images: jax.Array) -> jax.Array:
     """(B, H, W, C) uint8 -> float32 normalised."""
@@ -50,3 +56,32 @@ class Preprocess:
 
     x = jax.vmap(one)(images, jax.random.split(rng, images.shape[0]))
     return (x - jnp.asarray(self.mean)) / jnp.asarray(self.std)
+
+  def augment_pair(self, images: jax.Array, labels: jax.Array, rng: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:
+    """Segmentation: the same random crop and flip of each image and its label map.
+
+    Args:
+      images: (B, H, W, C) uint8.
+      labels: (B, H, W) int32.
+    Returns:
+      float32 normalised images (B, h, w, C) and int32 labels (B, h, w), (h, w) = crop_size
+      (the full size when crop_size is (0, 0)); each sample draws from its own key.
+    """
+    height, width, channels = images.shape[1:]
+    crop_h, crop_w = self.crop_size if self.crop_size[0] else (height, width)
+
+    def one(image, label, key):
+      crop_key, flip_key = jax.random.split(key)
+      top = jax.random.randint(crop_key, (), 0, height - crop_h + 1)
+      left = jax.random.randint(jax.random.fold_in(crop_key, 1), (), 0, width - crop_w + 1)
+      image = jax.lax.dynamic_slice(image, (top, left, 0), (crop_h, crop_w, channels))
+      label = jax.lax.dynamic_slice(label, (top, left), (crop_h, crop_w))
+      if self.flip:
+        flip = jax.random.bernoulli(flip_key)
+        image = jnp.where(flip, image[:, ::-1], image)
+        label = jnp.where(flip, label[:, ::-1], label)
+      return image, label
+
+    images, labels = jax.vmap(one)(images, labels, jax.random.split(rng, images.shape[0]))
+    return self.normalise(images), labels

@@ -5,7 +5,9 @@ Levels (each keeps what the one before keeps, and more):
   'mean'  - the running mean p_bar (weighted per config.record.weighting) and its weight.
   'last2' - also the last two epochs' probabilities (previous, latest).
   'all'   - also every epoch's probabilities, (epochs, P, C).
-Arrays are split over the 'data' axis along the pool axis P.
+Arrays are split over the 'data' axis along the pool axis P. A sample's probabilities have
+shape (C,) for classification and (h, w, C), at the reduced resolution of
+disal_jax.training.pixels, for segmentation; `...` below stands for that shape.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ LEVELS = ("none", "mean", "last2", "all")
 
 class PoolRecord(NamedTuple):
   """Attributes:
-    mean: (P, C) float32 running mean of the recorded epochs, or None.
+    mean: (P, ...) float32 running mean of the recorded epochs, or None.
     weight: () float32, the sum of the epochs' weights folded into `mean`.
     count: () int32, the number of epochs recorded.
-    last: (2, P, C) float32 [previous, latest] epoch, or None.
-    history: (E, P, C) float32, epoch e at row e, or None.
+    last: (2, P, ...) float32 [previous, latest] epoch, or None.
+    history: (E, P, ...) float32, epoch e at row e, or None.
   """
   mean: Optional[jax.Array]
   weight: jax.Array
@@ -40,14 +42,16 @@ def level_at_least(level: str, needed: str) -> bool:
   return LEVELS.index(level) >= LEVELS.index(needed)
 
 
-def init_record(level: str, pool_size: int, num_classes: int, epochs: int) -> PoolRecord:
-  """An empty record; pool_size is the padded pool length."""
-  zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
+def init_record(level: str, pool_size: int, prob_shape: tuple[int, ...], epochs: int
+                ) -> PoolRecord:
+  """An empty record; pool_size is the padded pool length, prob_shape one sample's (C,) or
+  (h, w, C)."""
+  zeros = lambda *shape: jnp.zeros(shape + tuple(prob_shape), jnp.float32)
   return PoolRecord(
-      mean=zeros(pool_size, num_classes) if level_at_least(level, "mean") else None,
+      mean=zeros(pool_size) if level_at_least(level, "mean") else None,
       weight=jnp.zeros((), jnp.float32), count=jnp.zeros((), jnp.int32),
-      last=zeros(2, pool_size, num_classes) if level_at_least(level, "last2") else None,
-      history=zeros(epochs, pool_size, num_classes) if level_at_least(level, "all") else None)
+      last=zeros(2, pool_size) if level_at_least(level, "last2") else None,
+      history=zeros(epochs, pool_size) if level_at_least(level, "all") else None)
 
 
 def record_shardings(record: PoolRecord, mesh: Mesh) -> PoolRecord:
@@ -62,7 +66,7 @@ def record_shardings(record: PoolRecord, mesh: Mesh) -> PoolRecord:
 
 def update_record(record: PoolRecord, probs: jax.Array, epoch_weight: jax.Array, *,
                   weighting: str, ema_decay: float) -> PoolRecord:
-  """Folds one epoch's probabilities (P, C) into the record.
+  """Folds one epoch's probabilities (P, ...) into the record.
 
   weighting='mean' or 'lr': p_bar <- (W * p_bar + w * p) / (W + w), W <- W + w, where w is 1
   ('mean', so p_bar <- (e * p_bar + p) / (e + 1)) or the epoch's learning rate ('lr').

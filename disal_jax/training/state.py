@@ -48,9 +48,18 @@ def _optimizer(name: str, learning_rate: float, momentum: float, weight_decay: f
     if name == "sgd":
       inner = optax.sgd(learning_rate, momentum=momentum or None)
     else:
-      inner = optax.adam(learning_rate)
+      inner = _standard_promotion(optax.adam(learning_rate))
     return optax.chain(decay, inner)
   return optax.inject_hyperparams(build)(learning_rate=learning_rate)
+
+
+def _standard_promotion(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`tx` traced under JAX's standard dtype promotion: optax's Adam mixes Python floats with
+  its int32 step count, which jax_numpy_dtype_promotion='strict' (the tests') rejects."""
+  def update(updates, state, params=None):
+    with jax.numpy_dtype_promotion("standard"):
+      return tx.update(updates, state, params)
+  return optax.GradientTransformation(tx.init, update)
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,

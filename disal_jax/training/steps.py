@@ -11,10 +11,11 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 from clu import metrics as clu_metrics
 
+from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
+from disal_jax.training.segmentation_metrics import ConfusionMatrix
 from disal_jax.training.state import TrainState, with_learning_rate
 
 Metrics = dict[str, clu_metrics.Metric]
@@ -22,7 +23,7 @@ Metrics = dict[str, clu_metrics.Metric]
 
 class DeviceData(NamedTuple):
   images: jax.Array  # (N, H, W, C) uint8
-  labels: jax.Array  # (N,) int32
+  labels: jax.Array  # (N,) int32, or (N, H, W) int32 label maps (segmentation)
 
 
 # extra_loss(params, state, data, batch, aux, rng, outputs)
@@ -37,8 +38,25 @@ def merge_metrics(a: Optional[Metrics], b: Metrics) -> Metrics:
   return b if a is None else {k: a[k].merge(b[k]) for k in a}
 
 
-def compute_metrics(m: Metrics) -> dict[str, float]:
-  return {k: float(v.compute()) for k, v in jax.device_get(m).items()}
+def compute_metrics(m: Metrics) -> dict[str, Any]:
+  """Scalars as floats; array-valued metrics (the confusion matrix) as numpy arrays."""
+  values = {k: v.compute() for k, v in jax.device_get(m).items()}
+  return {k: float(v) if getattr(v, "ndim", 0) == 0 else v for k, v in values.items()}
+
+
+def _valid(labels: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+  """Targets that count: labeled (not IGNORE_LABEL) and in a real row of `mask` (B,)."""
+  valid = pixels.valid_targets(labels)
+  if mask is not None:
+    valid = valid & mask.reshape(mask.shape + (1,) * (labels.ndim - 1))
+  return valid
+
+
+def _accuracy(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> clu_metrics.Metric:
+  """Top-1 accuracy over the valid targets (images, or pixels for segmentation)."""
+  return clu_metrics.Accuracy.from_model_output(
+      logits=logits.reshape(-1, logits.shape[-1]),
+      labels=jnp.where(valid, labels, 0).reshape(-1), mask=valid.reshape(-1))
 
 
 def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
@@ -46,21 +64,26 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
                extra_loss: Optional[ExtraLoss] = None) -> tuple[TrainState, Metrics]:
   """One SGD step on the labeled batch `batch['index']` (B,) at learning rate `batch['lr']`.
 
-  The augmentation and dropout keys derive from (state.rng, state.step); an extra loss gets
-  its own key, so adding one never changes the supervised branch's random numbers. Dropout
-  is active only in models built with a dropout rate (MC-Dropout's).
+  Segmentation batches are cropped and flipped with their label maps, and the loss is the
+  mean over the batch's labeled pixels (IGNORE_LABEL excluded). The augmentation and dropout
+  keys derive from (state.rng, state.step); an extra loss gets its own key, so adding one
+  never changes the supervised branch's random numbers. Dropout is active only in models
+  built with a dropout rate (MC-Dropout's).
   """
   step_rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, extra_rng, dropout_rng = jax.random.split(step_rng, 3)
   index = batch["index"]
-  images = preprocess.augment(data.images[index], augment_rng)
   labels = data.labels[index]
+  if labels.ndim > 1:
+    images, labels = preprocess.augment_pair(data.images[index], labels, augment_rng)
+  else:
+    images = preprocess.augment(data.images[index], augment_rng)
 
   def loss_fn(params):
     outputs, updates = state.apply_fn(state.variables(params), images, train=True,
                                       dropout=True, rngs={"dropout": dropout_rng},
                                       mutable=["batch_stats"])
-    ce = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], labels).mean()
+    ce = pixels.mean_cross_entropy(outputs["logits"], labels)
     loss, extra_metrics, extras = ce, {}, state.extras
     if extra_loss is not None:
       extra, extra_metrics, extras = extra_loss(params, state, data, batch, aux, extra_rng,
@@ -74,27 +97,36 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
   state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"],
                                 extras=extras)
   metrics = {"loss": clu_metrics.Average.from_model_output(ce),
-             "accuracy": clu_metrics.Accuracy.from_model_output(logits=outputs["logits"],
-                                                                labels=labels)}
+             "accuracy": _accuracy(outputs["logits"], labels, _valid(labels, None))}
   metrics.update({k: clu_metrics.Average.from_model_output(v) for k, v in extra_metrics.items()})
   return state, metrics
 
 
 def eval_step(state: TrainState, data: DeviceData, index: jax.Array, mask: jax.Array, *,
               preprocess: Preprocess) -> Metrics:
-  """Loss and accuracy on rows `index` (B,) where `mask` (B,) bool marks real (not pad) rows."""
+  """Loss and accuracy on rows `index` (B,) where `mask` (B,) bool marks real (not pad) rows.
+
+  Segmentation (whole images): loss and pixel accuracy over labeled pixels, and the
+  'confusion' matrix (segmentation_metrics) from which the loop reports mIoU.
+  """
   outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images[index]),
                            train=False)
   labels = data.labels[index]
-  loss = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], labels)
-  return {"loss": clu_metrics.Average.from_model_output(loss, mask=mask),
-          "accuracy": clu_metrics.Accuracy.from_model_output(logits=outputs["logits"],
-                                                             labels=labels, mask=mask)}
+  loss, _ = pixels.cross_entropy(outputs["logits"], labels)
+  valid = _valid(labels, mask)
+  metrics = {"loss": clu_metrics.Average.from_model_output(loss.reshape(-1),
+                                                           mask=valid.reshape(-1)),
+             "accuracy": _accuracy(outputs["logits"], labels, valid)}
+  if labels.ndim > 1:
+    metrics["confusion"] = ConfusionMatrix.from_model_output(outputs["logits"], labels, mask)
+  return metrics
 
 
 def predict_probs(state: TrainState, data: DeviceData, index: jax.Array, *,
-                  preprocess: Preprocess) -> jax.Array:
-  """Softmax probabilities (B, C) float32 of rows `index` (B,), eval mode, no augmentation."""
+                  preprocess: Preprocess, pixel_stride: int = 1) -> jax.Array:
+  """Softmax probabilities float32 of rows `index` (B,), eval mode, no augmentation: (B, C),
+  or for segmentation (B, H/stride, W/stride, C) of the block-mean logits (pixels)."""
   outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images[index]),
                            train=False)
-  return jax.nn.softmax(outputs["logits"].astype(jnp.float32), axis=-1)
+  logits = pixels.to_record_resolution(outputs["logits"].astype(jnp.float32), pixel_stride)
+  return jax.nn.softmax(logits, axis=-1)

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 from disal_jax import faults
 from disal_jax.data.dataset import Dataset
 from disal_jax.training import record as record_lib
-from disal_jax.training import schedule, sharding, steps
+from disal_jax.training import schedule, segmentation_metrics, sharding, steps
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import TrainState, create_state, make_optimizer
 
@@ -137,7 +137,8 @@ class JittedSteps:
 
 
 @functools.lru_cache(maxsize=None)
-def jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook]) -> JittedSteps:
+def jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook],
+                 pixel_stride: int = 1) -> JittedSteps:
   """The jitted steps for one (mesh, preprocessing, hook), shared by every Trainer.
 
   Sharing them lets JAX reuse compiled executables across strategies, seeds and cycles of
@@ -151,7 +152,8 @@ def jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook]) 
                     donate_argnums=0, out_shardings=replicated),
       eval=jax.jit(functools.partial(steps.eval_step, preprocess=preprocess),
                    out_shardings=replicated),
-      predict=jax.jit(functools.partial(steps.predict_probs, preprocess=preprocess),
+      predict=jax.jit(functools.partial(steps.predict_probs, preprocess=preprocess,
+                                        pixel_stride=pixel_stride),
                       out_shardings=sharding.along_data(mesh)))
 
 
@@ -169,12 +171,14 @@ class Trainer:
     self.tx = make_optimizer(config.train)
     mean, std = dataset.channel_stats()
     self.preprocess = Preprocess(tuple(map(float, mean)), tuple(map(float, std)),
-                                 config.augment.crop_padding, bool(config.augment.flip))
+                                 config.augment.crop_padding, bool(config.augment.flip),
+                                 tuple(config.augment.crop_size))
+    self.pixel_stride = config.record.pixel_stride if dataset.is_segmentation else 1
     self.train_data = sharding.put_replicated(
         steps.DeviceData(dataset.train_images, dataset.train_labels), mesh)
     self.test_data = sharding.put_replicated(
         steps.DeviceData(dataset.test_images, dataset.test_labels), mesh)
-    compiled = jitted_steps(mesh, self.preprocess, hook)
+    compiled = jitted_steps(mesh, self.preprocess, hook, self.pixel_stride)
     self._train_step, self._eval_step, self._predict = (compiled.train, compiled.eval,
                                                         compiled.predict)
 
@@ -185,6 +189,15 @@ class Trainer:
                                      weighting=self.config.record.weighting,
                                      ema_decay=self.config.record.ema_decay),
                    donate_argnums=0, out_shardings=record_sharding)
+
+  @property
+  def prob_shape(self) -> tuple[int, ...]:
+    """One sample's recorded probabilities: (C,), or (H/stride, W/stride, C) for segmentation
+    (disal_jax.training.pixels)."""
+    if not self.dataset.is_segmentation:
+      return (self.dataset.num_classes,)
+    height, width = self.dataset.image_shape[:2]
+    return (height // self.pixel_stride, width // self.pixel_stride, self.dataset.num_classes)
 
   def init_state(self, rng: jax.Array) -> TrainState:
     extend = getattr(self.hook, "init_params", None)
@@ -209,24 +222,33 @@ class Trainer:
              jax.device_put(mask[start:start + batch_size], along))
 
   def evaluate(self, state: TrainState) -> dict[str, float]:
-    """Test-set metrics; NaN when there is no test split (an annotation project without one)."""
+    """Test-set metrics: 'accuracy' (pixel accuracy for segmentation) and 'loss', and for
+    segmentation 'miou' (the mean IoU over classes present in labels or predictions). NaN
+    when there is no test split (an annotation project without one)."""
     if not len(self.dataset.test_labels):
-      return {"accuracy": float("nan"), "loss": float("nan")}
+      nan = float("nan")
+      return {"accuracy": nan, "loss": nan, **({"miou": nan} if self.dataset.is_segmentation
+                                               else {})}
     total = None
     index = np.arange(len(self.dataset.test_labels))
     for idx, mask in self._batches(index, self.config.train.eval_batch_size):
       total = steps.merge_metrics(total, self._eval_step(state, self.test_data, idx, mask))
-    return steps.compute_metrics(total)
+    metrics = steps.compute_metrics(total)
+    if "confusion" in metrics:
+      metrics["miou"] = segmentation_metrics.mean_iou(metrics.pop("confusion"))
+    return metrics
 
   def pool_probs(self, state: TrainState, pool: np.ndarray, capacity: int) -> jax.Array:
-    """Softmax outputs (capacity, C) of the `pool` rows on device; rows past len(pool) are 0.
+    """Softmax outputs (capacity, *prob_shape) of the `pool` rows on device; rows past
+    len(pool) are 0.
 
     Only the batches that hold pool rows are computed.
     """
     parts = [self._predict(state, self.train_data, idx)
              for idx, _ in self._batches(pool, self.config.train.eval_batch_size)]
     probs = jax.numpy.concatenate(parts) if len(parts) > 1 else parts[0]
-    return jax.numpy.pad(probs, ((0, capacity - probs.shape[0]), (0, 0)))
+    padding = [(0, capacity - probs.shape[0])] + [(0, 0)] * (probs.ndim - 1)
+    return jax.numpy.pad(probs, padding)
 
   # -- one cycle ------------------------------------------------------------------------
   def padded_pool_length(self, pool_size: int, pool_capacity: int) -> int:
@@ -246,7 +268,7 @@ class Trainer:
     record = None
     if record_level != "none":
       record = jax.eval_shape(lambda: record_lib.init_record(
-          record_level, pool_length, self.dataset.num_classes, self.config.train.epochs))
+          record_level, pool_length, self.prob_shape, self.config.train.epochs))
     return CycleProgress(state, state.params, record, 0, [], 0.0, 0.0)
 
   def place_progress(self, progress: "CycleProgress") -> "CycleProgress":
@@ -298,7 +320,7 @@ class Trainer:
     if resume is None:
       record = None
       if record_level != "none":
-        record = record_lib.init_record(record_level, pool_length, self.dataset.num_classes,
+        record = record_lib.init_record(record_level, pool_length, self.prob_shape,
                                         cfg.epochs)
         record = jax.device_put(record, record_lib.record_shardings(record, self.mesh))
       start_params = jax.tree.map(lambda x: x.copy(), state.params)
