@@ -42,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Long-tailed variant: keep n_max * (1/ratio)^(c/(C-1)) training images of class c.
   d.imbalance_ratio = 0.0  # 0 = balanced
   d.image_size = 0  # resize to image_size x image_size at load time; 0 = keep
+  d.downscale = 1  # cityscapes: shrink images and label maps by this factor at load time
   d.test_fraction = 0.2  # for datasets without a test split (digits, caltech101)
   d.split_seed = 0  # fixed train/test split of those datasets
   d.max_train = 0  # keep a random N training images (seeded by split_seed); 0 = all
@@ -229,10 +230,6 @@ def validate_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
   for name in strategy_names(config):
     _check(strategy_registry.get_strategy(name).segmentation, "strategies", name,
            f"one of the segmentation strategies {strategy_registry.names(segmentation=True)}")
-  if "disal" in strategy_names(config):
-    _check(config.disal.score == "projection", "disal.score", config.disal.score,
-           "'projection' for segmentation (per-sample gradient norms of pixel losses are not "
-           "supported yet)")
 
 
 def strategy_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -273,6 +270,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          "data.imbalance_ratio", config.data.imbalance_ratio, "0 (off) or >= 1")
   _check(0 < config.data.test_fraction < 1, "data.test_fraction", config.data.test_fraction,
          "in (0, 1)")
+  _check(config.data.downscale >= 1, "data.downscale", config.data.downscale, "an integer >= 1")
 
   t = config.train
   _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")

@@ -26,15 +26,24 @@ def load_config(name: str, variant: str = ""):
 
 
 def tiny_config(**overrides):
-  """Digits, a width-4 ResNet-18, 2 epochs per cycle, 10% -> 15% labeled (2 cycles), toy VAAL."""
+  """Digits, a width-4 ResNet-18, 2 epochs per cycle, 10% -> 15% labeled (2 cycles), toy VAAL;
+  `overrides` are dotted keys."""
   config = load_config("default", "quick")
   config.model.width = 4
   config.train.epochs = 2
   config.al.final_fraction = 0.15
   config.full_training = False
-  # VAAL's networks at toy size (the reference's are 128-1024 channels wide at 32 px).
-  config.vaal.update(width=8, latent_dim=8, discriminator_hidden=32, image_size=16,
-                     batch_size=16, epochs=2, steps_per_call=5)
+  return with_overrides(config, **{**TOY_VAAL, **overrides})
+
+
+# VAAL's networks at toy size (the reference's are 128-1024 channels wide at 32 px).
+TOY_VAAL = {"vaal.width": 8, "vaal.latent_dim": 8, "vaal.discriminator_hidden": 32,
+            "vaal.image_size": 16, "vaal.batch_size": 16, "vaal.epochs": 2,
+            "vaal.steps_per_call": 5}
+
+
+def with_overrides(config, **overrides):
+  """Sets dotted keys ('train.epochs') of a ConfigDict in place; returns it."""
   for key, value in overrides.items():
     node = config
     *path, last = key.split(".")

@@ -15,7 +15,7 @@ CONFIG_NAMES = sorted(p.stem for p in CONFIGS.glob("*.py"))
 
 def test_the_paper_settings_all_have_configs():
   for name in ("default", "cifar10", "cifar100", "svhn", "caltech101", "imagenet100",
-               "cifar100_ir10", "cifar10_ir100"):
+               "cifar100_ir10", "cifar10_ir100", "cityscapes", "segmentation_demo"):
     assert name in CONFIG_NAMES
 
 
@@ -25,8 +25,10 @@ def test_every_config_loads_validates_and_names_registered_things(name):
   validate(config)
   assert config.data.name in data_registry.names()
   assert config.model.name in model_registry.names()
+  segmentation = config.data.name in ("shapes", "cityscapes")
+  assert model_registry.is_segmentation(config.model.name) == segmentation
   for strategy in strategy_names(config):
-    assert strategy in strategy_registry.names()
+    assert strategy in strategy_registry.names(segmentation=segmentation)
 
 
 @pytest.mark.parametrize("key,value,match", [

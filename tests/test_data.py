@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from disal_jax.config import base_config
-from disal_jax.data import image_folder, long_tail, registry, tfds_source
+from disal_jax.data import cityscapes, image_folder, long_tail, registry, tfds_source
 from disal_jax.data.dataset import Dataset
 
 
@@ -144,6 +144,33 @@ def test_caltech101_drops_the_background_class(tmp_path, cache_dir):
   assert ds.num_classes == 101
   assert not any("background" in n.lower() for n in ds.class_names)
   assert ds.image_shape == (16, 16, 3)
+
+
+def test_cityscapes_maps_label_ids_to_the_19_train_ids_and_downscales():
+  ids = np.array([[7, 8, 0, 33], [23, 24, 1, 255], [26, 26, 31, 6], [11, 12, 17, 21]], np.uint8)
+  image = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+  source = [{"image_left": image, "segmentation_label": ids[..., None]}] * 2
+  images, labels = cityscapes.decode_split(source, downscale=1)
+  np.testing.assert_array_equal(labels[0], [[0, 1, 255, 18], [10, 11, 255, 255],
+                                            [13, 13, 16, 255], [2, 3, 5, 8]])
+  assert images.shape == (2, 4, 4, 3) and labels.dtype == np.uint8
+  small_images, small_labels = cityscapes.decode_split(source, downscale=2)
+  assert small_images.shape == (2, 2, 2, 3) and small_labels.shape == (2, 2, 2)
+  assert set(np.unique(small_labels)) <= set(np.unique(labels))  # nearest: no new labels
+  assert cityscapes.CLASS_NAMES[13] == "car" and len(cityscapes.CLASS_NAMES) == 19
+
+
+def test_cityscapes_reads_through_tfds_as_a_segmentation_dataset(tmp_path, cache_dir):
+  with _mock_tfds(2):
+    ds = registry.load_dataset(_data_config(name="cityscapes", data_dir=str(tmp_path),
+                                            cache_dir=cache_dir, downscale=16))
+  assert ds.is_segmentation and ds.num_classes == 19
+  assert ds.train_images.shape == (2, 64, 128, 3) and ds.train_labels.shape == (2, 64, 128)
+  assert set(np.unique(ds.train_labels)) <= set(range(19)) | {255}
+  with pytest.raises(tfds_source.DatasetNotPreparedError,
+                     match=r"gtFine_trainvaltest.zip(.|\n)*--dataset=cityscapes"):
+    registry.load_dataset(_data_config(name="cityscapes", data_dir=str(tmp_path / "empty"),
+                                       cache_dir=cache_dir))
 
 
 def test_imagenet100_class_list_has_100_distinct_synsets():

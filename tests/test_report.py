@@ -15,12 +15,14 @@ from disal_jax.report import sweep_report
 from tests.helpers import REPO, tiny_config
 
 
-def _write_run(root, strategy, seed, accuracies, counts, num_train=100):
+def _write_run(root, strategy, seed, accuracies, counts, num_train=100, mious=None):
   run = root / strategy / f"seed_{seed}"
   run.mkdir(parents=True)
   cycles = [{"cycle": i, "labeled": n, "test_accuracy": a, "test_loss": 1.0 - a,
              "train_seconds": 2.0 * (i + 1), "record_seconds": 0.5, "scoring_seconds": seed}
             for i, (n, a) in enumerate(zip(counts, accuracies))]
+  for cycle, miou in zip(cycles, mious or []):
+    cycle["test_miou"] = miou
   (run / "results.json").write_text(json.dumps({"strategy": strategy, "seed": seed,
                                                 "num_train": num_train, "cycles": cycles}))
 
@@ -68,6 +70,21 @@ def test_report_writes_csv_tables_and_a_plot(hand_built):
   assert "| disal | 1 | 20 | 4.0 | 0.5 | 0.5 |" in times  # scoring seconds = mean of seeds 0, 1
   image = Image.open(out / "accuracy.png")
   assert image.size[0] > 400 and len(np.unique(np.asarray(image.convert("L")))) > 10
+
+
+def test_a_segmentation_sweep_is_reported_in_miou(tmp_path):
+  # pixel accuracy and mIoU rank the strategies differently: the table must follow mIoU
+  _write_run(tmp_path, "disal", 0, [0.90, 0.92], [10, 20], mious=[0.40, 0.50])
+  _write_run(tmp_path, "random", 0, [0.95, 0.96], [10, 20], mious=[0.30, 0.45])
+  rows = sweep_report.collect(tmp_path)
+  assert sweep_report.metric_name(rows) == "mIoU"
+  table = sweep_report.accuracy_markdown(rows)
+  assert "| 10 (10%) | **40.00 ± 0.00** | 30.00 ± 0.00 |" in table
+  assert "Test mIoU (%)" in table
+  out = sweep_report.write_report(tmp_path)
+  with open(out / "results.csv", encoding="utf-8") as f:
+    first = next(csv.DictReader(f))
+  assert float(first["test_miou"]) == 0.40 and float(first["test_accuracy"]) == 0.90
 
 
 def test_report_cli_explains_an_empty_folder(tmp_path):

@@ -15,25 +15,20 @@ from disal_jax.data import shapes
 from disal_jax.data.dataset import IGNORE_LABEL
 from disal_jax.data.registry import load_dataset
 from disal_jax.models import drn
-from disal_jax.strategies import disal
+from disal_jax.strategies import disal, gradnorm, mc_dropout, per_sample
+from disal_jax.strategies import registry as strategy_registry
 from disal_jax.training import pixels, segmentation_metrics
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import create_state
 from disal_jax.training.steps import DeviceData
 
-from tests.helpers import load_config
+from tests.helpers import TOY_VAAL, load_config, with_overrides
 
 
 def _seg_config(**overrides):
-  config = load_config("segmentation_demo", "quick")
-  config.full_training = False
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = value
-  return config
+  """The quick segmentation demo (200 shapes, width-4 DRN, 3 epochs), toy VAAL."""
+  return with_overrides(load_config("segmentation_demo", "quick"),
+                        **{"full_training": False, **TOY_VAAL, **overrides})
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -149,18 +144,30 @@ def test_crop_and_flip_move_image_and_label_map_together():
   assert 0 < flips < 8
 
 
-# -- DISAL's pixel scores -----------------------------------------------------------------------
-def test_disal_pixel_projection_equals_a_per_sample_gradient_loop():
+# -- per-image scores from pixels, against per-sample loops ---------------------------------------
+def _tiny_segmenter(dropout_rate=0.0):
+  """A width-2 DRN-D-22 segmenter on four random 16x16 images (record stride 4)."""
   rng = np.random.default_rng(4)
-  model = drn.DRNSeg(num_classes=3, width=2)
+  model = drn.DRNSeg(num_classes=3, width=2, dropout_rate=dropout_rate)
   images = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
   state = create_state(model, optax.sgd(0.1), jax.random.key(0), (16, 16, 3))
+  data = DeviceData(jnp.asarray(images), jnp.zeros((4, 16, 16), jnp.int32))
+  return model, state, images, data, Preprocess((0.5,) * 3, (0.25,) * 3)
+
+
+def _pooled_logits(model, variables, pre, image):
+  """(1, 4, 4, 3) block means of one image's logits, computed without the helper under test."""
+  logits = model.apply(variables, pre.normalise(image[None]), train=False)["logits"]
+  return logits.reshape(1, 4, 4, 4, 4, 3).mean((2, 4))
+
+
+def test_disal_pixel_projection_equals_a_per_sample_gradient_loop():
+  rng = np.random.default_rng(5)
+  model, state, images, data, pre = _tiny_segmenter()
   variables = state.variables()
   direction = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype),
                            state.params)
   target = rng.dirichlet(np.ones(3), size=(4, 4, 4)).astype(np.float32)  # stride 4
-  pre = Preprocess((0.5,) * 3, (0.25,) * 3)
-  data = DeviceData(jnp.asarray(images), jnp.zeros((4, 16, 16), jnp.int32))
   batch = {"index": jnp.arange(4), "target": jnp.asarray(target)}
   scores = disal.projection_scores({"state": state, "direction": direction}, data, batch,
                                    preprocess=pre, kind="ce", pixel_stride=4)
@@ -168,9 +175,7 @@ def test_disal_pixel_projection_equals_a_per_sample_gradient_loop():
   @jax.jit
   @jax.grad
   def one_grad(params, image, soft_target):
-    logits = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                         pre.normalise(image[None]), train=False)["logits"]
-    blocks = logits.reshape(1, 4, 4, 4, 4, 3).mean((2, 4))
+    blocks = _pooled_logits(model, {**variables, "params": params}, pre, image)
     log_p = jax.nn.log_softmax(blocks, -1)
     return -jnp.mean(jnp.sum(soft_target[None] * log_p, -1))
 
@@ -181,21 +186,76 @@ def test_disal_pixel_projection_equals_a_per_sample_gradient_loop():
     assert float(scores[i]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("engine", ["one_pass", "vmap"])
+def test_pixel_entropy_gradnorm_equals_a_per_sample_gradient_loop(engine):
+  model, state, images, data, pre = _tiny_segmenter()
+  variables = state.variables()
+  scores = gradnorm.entropy_gradnorm_scores(
+      state, data, {"index": jnp.arange(4)}, preprocess=pre,
+      engine=per_sample.Engine(engine, 4, 2, 4), pixel_stride=4)
+
+  @jax.jit
+  @jax.grad
+  def one_grad(params, image):
+    log_p = jax.nn.log_softmax(_pooled_logits(model, {**variables, "params": params}, pre,
+                                              image), -1)
+    return -jnp.mean(jnp.sum(jnp.exp(log_p) * log_p, -1))
+
+  for i in range(4):
+    grad = one_grad(state.params, jnp.asarray(images[i]))
+    expected = np.sqrt(sum(float(jnp.vdot(g, g)) for g in jax.tree.leaves(grad)))
+    assert float(scores[i]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_pixel_mc_dropout_without_dropout_is_the_mean_pixel_entropy():
+  # With rate 0 every pass agrees: BALD is 0 and max-entropy is the plain mean over pixels.
+  model, state, images, data, pre = _tiny_segmenter()
+  scoring = {"state": state, "key": jax.random.key(1)}
+  kwargs = dict(preprocess=pre, passes=3, pixel_stride=4)
+  batch = {"index": jnp.arange(4)}
+  np.testing.assert_allclose(mc_dropout.mc_dropout_scores(scoring, data, batch, kind="bald",
+                                                          **kwargs), 0.0, atol=1e-6)
+  max_entropy = mc_dropout.mc_dropout_scores(scoring, data, batch, kind="entropy", **kwargs)
+  for i in range(4):
+    p = np.asarray(jax.nn.softmax(_pooled_logits(model, state.variables(), pre,
+                                                 jnp.asarray(images[i])), -1))
+    assert float(max_entropy[i]) == pytest.approx(-np.mean(np.sum(p * np.log(p), -1)),
+                                                  rel=1e-5)
+  # with dropout on the feature map the passes differ, and so do the images' scores
+  model, state, images, data, pre = _tiny_segmenter(dropout_rate=0.5)
+  bald = mc_dropout.mc_dropout_scores({"state": state, "key": jax.random.key(1)}, data, batch,
+                                      kind="bald", **kwargs)
+  assert np.all(np.asarray(bald) > 0) and len(np.unique(np.asarray(bald))) == 4
+
+
 # -- through the loop ---------------------------------------------------------------------------
-def test_a_short_segmentation_run_selects_whole_images_and_reports_miou(tmp_path):
-  config = _seg_config(strategies="disal,random")
+SEGMENTATION_STRATEGIES = strategy_registry.names(segmentation=True)
+
+
+def test_the_segmentation_strategies_of_the_issue_are_registered():
+  assert set(SEGMENTATION_STRATEGIES) == {"disal", "random", "mc_dropout", "coreset", "vaal",
+                                          "learning_loss", "gradnorm_entropy"}
+
+
+def test_every_segmentation_strategy_selects_whole_unlabeled_images_and_reports_miou(
+    tmp_path):
+  config = _seg_config(**{"strategies": ",".join(SEGMENTATION_STRATEGIES),
+                          "al.final_fraction": 0.15, "gradnorm.chunk_size": 4})
   results = loop.run_experiment(config, str(tmp_path))
-  for name in ("disal", "random"):
+  picks = set()
+  for name in SEGMENTATION_STRATEGIES:
     rows = results[name]
-    assert [r.labeled for r in rows] == [20, 30, 40]
+    assert [r.labeled for r in rows] == [20, 30]
     assert all(0.0 <= r.test_miou <= 1.0 for r in rows)
     selected = np.load(tmp_path / name / "seed_0" / "selected_cycle0.npy")
+    labeled_round = np.load(tmp_path / name / "seed_0" / "labeled_round.npy")
     assert selected.shape == (10,) and len(set(selected.tolist())) == 10
+    assert np.all(labeled_round[selected] == 1)  # labeled in round 1, not before
     payload = json.loads((tmp_path / name / "seed_0" / "results.json").read_text())
     assert payload["cycles"][0]["test_miou"] == rows[0].test_miou
+    picks.add(frozenset(selected.tolist()))
+  assert len(picks) == len(SEGMENTATION_STRATEGIES)
   assert "test mIoU" in (tmp_path / "summary.md").read_text()
-  assert not np.array_equal(np.load(tmp_path / "disal/seed_0/selected_cycle0.npy"),
-                            np.load(tmp_path / "random/seed_0/selected_cycle0.npy"))
 
 
 def test_training_on_shapes_raises_miou_well_above_chance(tmp_path):
@@ -212,9 +272,9 @@ def test_training_on_shapes_raises_miou_well_above_chance(tmp_path):
 
 @pytest.mark.parametrize("overrides,key", [
     ({"model.name": "resnet18"}, "model.name"),
-    ({"strategies": "coreset"}, "strategies"),
+    ({"strategies": "gradnorm_expected"}, "strategies"),
     ({"augment.crop_size": (80, 80)}, "augment.crop_size"),
-    ({"disal.score": "norm"}, "disal.score"),
+    ({"strategies": "tidal"}, "strategies"),
 ])
 def test_segmentation_config_errors_name_the_key(tmp_path, overrides, key):
   with pytest.raises(config_lib.ConfigError, match=f"config.{key}="):

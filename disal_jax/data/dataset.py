@@ -22,10 +22,10 @@ class Dataset:
   Attributes:
     name: registry name.
     train_images: (N, H, W, C) uint8.
-    train_labels: (N,) int32 in [0, num_classes), or (N, H, W) int32 label maps whose
-      pixels are in [0, num_classes) or IGNORE_LABEL.
+    train_labels: (N,) int32 in [0, num_classes), or (N, H, W) int32 or uint8 label maps
+      whose pixels are in [0, num_classes) or IGNORE_LABEL.
     test_images: (M, H, W, C) uint8.
-    test_labels: (M,) int32, or (M, H, W) int32 likewise.
+    test_labels: (M,) int32, or (M, H, W) label maps likewise.
     class_names: one name per class.
   """
   name: str

@@ -8,7 +8,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from disal_jax.data import digits, image_folder, long_tail, shapes, tfds_source
+from disal_jax.data import cityscapes, digits, image_folder, long_tail, shapes, tfds_source
 from disal_jax.data.dataset import Dataset, take
 
 Loader = Callable[[ml_collections.ConfigDict], Dataset]
@@ -28,7 +28,11 @@ _LOADERS: dict[str, Loader] = {
                                              cfg.split_seed),
     "image_folder": lambda cfg: image_folder.load_image_folder(cfg.data_dir, cfg.image_size,
                                                                cfg.cache_dir),
-    **{name: functools.partial(_tfds_loader, name) for name in tfds_source.SPECS},
+    "cityscapes": lambda cfg: cityscapes.load_cityscapes(
+        data_dir=cfg.data_dir, manual_dir=cfg.manual_dir, cache_dir=cfg.cache_dir,
+        downscale=cfg.downscale),
+    **{name: functools.partial(_tfds_loader, name) for name, spec in tfds_source.SPECS.items()
+       if not spec.segmentation},
 }
 
 

@@ -34,6 +34,8 @@ class TfdsSpec:
       background class).
     keep_classes: a file in disal_jax/data listing the class names to keep (ImageNet100).
     manual: the builder needs files downloaded by hand into manual_dir.
+    manual_files: which files, and from where (for the error message).
+    segmentation: read by its own loader (disal_jax.data.cityscapes), not `load_tfds`.
   """
   tfds_name: str
   train_split: str = "train"
@@ -41,6 +43,8 @@ class TfdsSpec:
   drop_class: Callable[[str], bool] | None = None
   keep_classes: str = ""
   manual: bool = False
+  manual_files: str = ""
+  segmentation: bool = False
 
 
 SPECS = {
@@ -51,7 +55,14 @@ SPECS = {
     "caltech101": TfdsSpec("caltech101", train_split="train+test", test_split="",
                            drop_class=lambda name: "background" in name.lower()),
     "imagenet100": TfdsSpec("imagenet2012", test_split="validation",
-                            keep_classes="imagenet100_classes.txt", manual=True),
+                            keep_classes="imagenet100_classes.txt", manual=True,
+                            manual_files="ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
+                                         "from https://image-net.org"),
+    "cityscapes": TfdsSpec("cityscapes/semantic_segmentation", test_split="validation",
+                           manual=True, segmentation=True,
+                           manual_files="leftImg8bit_trainvaltest.zip and "
+                                        "gtFine_trainvaltest.zip from "
+                                        "https://www.cityscapes-dataset.com/downloads/"),
 }
 
 
@@ -103,18 +114,27 @@ def _decode_split(source, image_size: int, keep_label: np.ndarray | None,
   return np.stack(images), np.asarray(labels, np.int64)
 
 
-def load_tfds(name: str, *, data_dir: str, manual_dir: str, cache_dir: str, image_size: int,
-              test_fraction: float, split_seed: int, max_train_per_class: int = 0) -> Dataset:
-  """Loads a prepared tfds dataset as arrays (decoded once, then read from the cache)."""
+def prepared_builder(name: str, data_dir: str, manual_dir: str):
+  """The tfds builder of a registry dataset; DatasetNotPreparedError (naming the command that
+  prepares it) when its files are not in data_dir."""
   spec = SPECS[name]
   builder = builder_for(name, data_dir)
   if not builder.is_prepared():
     raise DatasetNotPreparedError(
         f"Dataset {name!r} (tfds {spec.tfds_name!r}) is not prepared in "
         f"{builder.data_dir or data_dir or '~/tensorflow_datasets'}. Prepare it once, on a "
-        f"machine with network access{' and the manual downloads' if spec.manual else ''}:\n"
+        f"machine with network access"
+        f"{f' and the manual downloads ({spec.manual_files})' if spec.manual else ''}:\n"
         f"  {prepare_command(name, data_dir, manual_dir)}\n"
         "then set config.data.data_dir to that folder (README: 'Preparing the real datasets').")
+  return builder
+
+
+def load_tfds(name: str, *, data_dir: str, manual_dir: str, cache_dir: str, image_size: int,
+              test_fraction: float, split_seed: int, max_train_per_class: int = 0) -> Dataset:
+  """Loads a prepared tfds classification dataset as arrays (decoded once, then cached)."""
+  spec = SPECS[name]
+  builder = prepared_builder(name, data_dir, manual_dir)
   all_names = list(builder.info.features["label"].names)
   keep = np.array([True] * len(all_names))
   if spec.drop_class is not None:

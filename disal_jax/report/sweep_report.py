@@ -1,12 +1,14 @@
 """A sweep folder's results as tables and learning curves, like the paper's.
 
 Reads every `<sweep>/<strategy>/seed_<s>/results.json` and writes into `<sweep>/report/`:
-- results.csv: one row per (strategy, seed, cycle): labeled count, test accuracy, loss, times;
-- accuracy.md: mean ± std over seeds per labeled count, one column per strategy, the best
+- results.csv: one row per (strategy, seed, cycle): labeled count, test accuracy (and mIoU for
+  segmentation), loss, times;
+- accuracy.md: the headline metric (test accuracy, or mIoU for segmentation sweeps), mean ±
+  std over seeds per labeled count, one column per strategy, the best
   mean of each row in bold, the area under the learning curve (AULC) as the last row, and
   Full Training below;
 - times.md: mean wall seconds per cycle (train, record, scoring) per strategy;
-- accuracy.png: mean accuracy against the labeled percentage, a ±std band per strategy, Full
+- accuracy.png: the mean metric against the labeled percentage, a ±std band per strategy, Full
   Training as a dashed line.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from typing import Iterable
 
@@ -23,7 +26,7 @@ from disal_jax.report import tables
 
 FULL_TRAINING = "full_training"  # the loop's name for the upper line
 CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "labeled_percent", "test_accuracy",
-               "test_loss", "train_seconds", "record_seconds", "scoring_seconds")
+               "test_miou", "test_loss", "train_seconds", "record_seconds", "scoring_seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,16 @@ class Row:
   train_seconds: float
   record_seconds: float
   scoring_seconds: float
+  test_miou: float = float("nan")  # segmentation runs; NaN for classification
+
+  @property
+  def score(self) -> float:
+    """The headline metric: mIoU for segmentation, test accuracy otherwise."""
+    return self.test_accuracy if math.isnan(self.test_miou) else self.test_miou
+
+
+def metric_name(rows: Iterable[Row]) -> str:
+  return "accuracy" if all(math.isnan(r.test_miou) for r in rows) else "mIoU"
 
 
 def collect(sweep: pathlib.Path) -> list[Row]:
@@ -50,7 +63,8 @@ def collect(sweep: pathlib.Path) -> list[Row]:
                       int(c["labeled"]), round(100.0 * c["labeled"] / payload["num_train"], 2),
                       float(c["test_accuracy"]), float(c["test_loss"]),
                       float(c["train_seconds"]), float(c["record_seconds"]),
-                      float(c["scoring_seconds"])))
+                      float(c["scoring_seconds"]),
+                      float("nan") if c.get("test_miou") is None else float(c["test_miou"])))
   if not rows:
     raise FileNotFoundError(f"{sweep}: no <strategy>/seed_<s>/results.json below it; run "
                             "python -m disal_jax.sweep (or disal_jax.main) with this workdir")
@@ -62,13 +76,13 @@ def strategies_of(rows: Iterable[Row]) -> list[str]:
 
 
 def curve(rows: list[Row], strategy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-  """(labeled counts, mean accuracy, std accuracy, number of seeds) of one strategy.
+  """(labeled counts, mean score, std score, number of seeds) of one strategy (`Row.score`).
 
   Mean and std (population, ddof=0) over the seeds that reached each count.
   """
   mine = [r for r in rows if r.strategy == strategy]
   counts = np.array(sorted({r.labeled for r in mine}))
-  by_count = [np.array([r.test_accuracy for r in mine if r.labeled == c]) for c in counts]
+  by_count = [np.array([r.score for r in mine if r.labeled == c]) for c in counts]
   return (counts, np.array([a.mean() for a in by_count]), np.array([a.std() for a in by_count]),
           len({r.seed for r in mine}))
 
@@ -115,17 +129,18 @@ def accuracy_markdown(rows: list[Row]) -> str:
     seeds = sorted({r.seed for r in rows if r.strategy == s})
     areas = []
     for seed in seeds:
-      mine = sorted((r.labeled, r.test_accuracy) for r in rows
+      mine = sorted((r.labeled, r.score) for r in rows
                     if r.strategy == s and r.seed == seed)
       areas.append(aulc(np.array([m[0] for m in mine]), np.array([m[1] for m in mine])))
     per_seed_aulc[s] = (float(np.mean(areas)), float(np.std(areas)))
   lines.append("| AULC | " + " | ".join(cells(per_seed_aulc)) + " |")
-  full = [r.test_accuracy for r in rows if r.strategy == FULL_TRAINING]
+  full = [r.score for r in rows if r.strategy == FULL_TRAINING]
   if full:
     lines.append(f"\nFull Training ({len(full)} seeds): {100 * np.mean(full):.2f} ± "
                  f"{100 * np.std(full):.2f}")
-  lines.append("\nTest accuracy (%), mean ± std over seeds; best mean per row in bold. AULC: "
-               "area under the accuracy curve over the labeled range, divided by the range.")
+  metric = metric_name(rows)
+  lines.append(f"\nTest {metric} (%), mean ± std over seeds; best mean per row in bold. AULC: "
+               f"area under the {metric} curve over the labeled range, divided by the range.")
   return "\n".join(lines)
 
 
@@ -157,12 +172,12 @@ def plot(rows: list[Row], path: pathlib.Path, title: str) -> None:
                     linewidth=2.2 if s == "disal" else 1.4)
     ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=line.get_color(),
                     alpha=0.15, linewidth=0)
-  full = [r.test_accuracy for r in rows if r.strategy == FULL_TRAINING]
+  full = [r.score for r in rows if r.strategy == FULL_TRAINING]
   if full:
     ax.axhline(100 * np.mean(full), color="black", linestyle="--", linewidth=1,
                label="Full Training")
   ax.set_xlabel("% of labeled data")
-  ax.set_ylabel("test accuracy (%)")
+  ax.set_ylabel(f"test {metric_name(rows)} (%)")
   ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="lower right")

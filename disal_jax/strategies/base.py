@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from disal_jax.strategies import selectors
-from disal_jax.training import sharding
+from disal_jax.training import pixels, sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import TrainState
 from disal_jax.training.trainer import CycleResult, Trainer, TrainHook, pad_to_multiple
@@ -228,11 +228,13 @@ def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_st
   return _map_batches(batch_fn, scoring_state, ctx.trainer, index, len(rows), None)
 
 
-def batch_logits(state: TrainState, preprocess: Preprocess):
+def batch_logits(state: TrainState, preprocess: Preprocess, pixel_stride: int = 1):
   """model(variables, images) -> (B, C) float32 logits of (B, H, W, C) uint8 images, eval mode
-  (the form `per_sample.Engine` takes)."""
+  (the form `per_sample.Engine` takes); segmentation: (B, H/stride, W/stride, C) block means
+  (disal_jax.training.pixels)."""
   def model(variables, images):
-    return state.apply_fn(variables, preprocess.normalise(images), train=False)["logits"]
+    logits = state.apply_fn(variables, preprocess.normalise(images), train=False)["logits"]
+    return pixels.to_record_resolution(logits, pixel_stride)
   return model
 
 

@@ -4,6 +4,7 @@ The labeled samples are the initial centres; each pick is the candidate farthest
 from its nearest centre, which then becomes a centre. Features are computed on device in eval
 mode and stay there; the selection keeps a running (P,) min-distance vector, so a 50,000-
 sample pool never builds a P x P (or P x L) matrix (`selectors.k_center_greedy`).
+Segmentation: an image's feature is the spatial mean of DRN's 1/8 feature map.
 """
 
 from __future__ import annotations
@@ -40,4 +41,4 @@ def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.nd
 
 
 STRATEGY = Strategy(name="coreset", record="none", score=score, select=select,
-                    description="greedy k-center on penultimate features")
+                    description="greedy k-center on penultimate features", segmentation=True)

@@ -132,14 +132,15 @@ def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str
   return jax.jvp(losses, (state.params,), (scoring["direction"],))[1]
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target", "engine"))
+@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target", "engine",
+                                             "pixel_stride"))
 def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str,
-                         engine: per_sample.Engine, score_target: str = "dynamic"
-                         ) -> jax.Array:
+                         engine: per_sample.Engine, score_target: str = "dynamic",
+                         pixel_stride: int = 1) -> jax.Array:
   """||grad_theta l_dyn(u; theta)|| over all parameters, (B,) float32, by `engine`."""
   state = scoring["state"]
   loss = lambda logits, target: score_losses(logits, target, kind, score_target)
-  return jnp.sqrt(engine.grad_sq_norms(batch_logits(state, preprocess),
+  return jnp.sqrt(engine.grad_sq_norms(batch_logits(state, preprocess, pixel_stride),
                                        state.variables(state.params),
                                        data.images[batch["index"]], loss, batch["target"]))
 
@@ -164,7 +165,8 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
   else:
     engine = per_sample.engine_from_config(ctx.config, s.norm_chunk_size)
     fn = functools.partial(gradient_norm_scores, preprocess=ctx.trainer.preprocess,
-                           kind=s.dynamic_loss, score_target=s.score_target, engine=engine)
+                           kind=s.dynamic_loss, score_target=s.score_target, engine=engine,
+                           pixel_stride=ctx.trainer.pixel_stride)
     batch_size = per_sample_batch_size(ctx, fn, scoring, engine.samples_per_call(), extra)
   return batched_pool_scores(ctx, fn, scoring, extra, batch_size)
 

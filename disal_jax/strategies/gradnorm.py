@@ -11,6 +11,10 @@ gradients per jitted call). The expected scheme uses the exact shortcut
 grad CE(x, c) = J^T (p - e_c), J = d logits / d theta: one backward pass of width C per sample
 gives the C x C Gram matrix J J^T, from which all C norms follow
 (`per_sample.class_grad_sq_norms`), instead of C separate backward passes over the pool.
+
+Segmentation (gradnorm_entropy only): the loss is the mean over the image's pixels, at the
+record's resolution, of the per-pixel entropy; the expected scheme's C x C Gram per sample
+would be one per pixel, so it stays a classification strategy.
 """
 
 from __future__ import annotations
@@ -25,19 +29,20 @@ from disal_jax.strategies import per_sample
 from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
                                        batched_pool_scores, entropy_of_logits,
                                        per_sample_batch_size)
+from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "engine"))
+@functools.partial(jax.jit, static_argnames=("preprocess", "engine", "pixel_stride"))
 def entropy_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
-                            engine: per_sample.Engine) -> jax.Array:
+                            engine: per_sample.Engine, pixel_stride: int = 1) -> jax.Array:
   """(B,) float32 ||grad_theta H(softmax(f_theta(x)))|| over all parameters.
 
   Cost (one_pass engine): one batched forward and backward pass plus per-layer products.
   """
   images = data.images[batch["index"]]
-  loss = lambda logits, aux: entropy_of_logits(logits)
-  return jnp.sqrt(engine.grad_sq_norms(batch_logits(state, preprocess),
+  loss = lambda logits, aux: pixels.mean_over_pixels(entropy_of_logits(logits))
+  return jnp.sqrt(engine.grad_sq_norms(batch_logits(state, preprocess, pixel_stride),
                                        state.variables(state.params), images, loss))
 
 
@@ -59,7 +64,7 @@ def expected_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
 def score_entropy(ctx: ScoringContext) -> np.ndarray:
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
   fn = functools.partial(entropy_gradnorm_scores, preprocess=ctx.trainer.preprocess,
-                         engine=engine)
+                         engine=engine, pixel_stride=ctx.trainer.pixel_stride)
   state = ctx.result.state
   return batched_pool_scores(ctx, fn, state, batch_size=per_sample_batch_size(
       ctx, fn, state, engine.samples_per_call()))
@@ -75,6 +80,7 @@ def score_expected(ctx: ScoringContext) -> np.ndarray:
 
 
 ENTROPY = Strategy(name="gradnorm_entropy", record="none", score=score_entropy,
-                   description="Boosting: norm of the entropy's gradient, all parameters")
+                   description="Boosting: norm of the entropy's gradient, all parameters",
+                   segmentation=True)
 EXPECTED = Strategy(name="gradnorm_expected", record="none", score=score_expected,
                     description="Boosting: expected gradient norm over predicted classes")

@@ -9,6 +9,8 @@ with the margin ranking loss
 are constants (no gradient through them). From epoch round(stop_gradient_fraction * epochs) on
 (120 of 200) the module's input is detached, so the ranking loss no longer shapes the backbone.
 Scoring: the module on the eval-mode stage maps of the pool; top-K predicted loss.
+Segmentation: a sample's true loss is its image's mean cross-entropy over labelled pixels
+(of the training crop); the module predicts that per-image number from the DRN stage maps.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from disal_jax.models import stage_head
 from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores
+from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 
 
@@ -52,9 +54,8 @@ class LossPredictionHook:
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
     del aux, rng, preprocess
-    labels = data.labels[batch["index"]]
     true_loss = jax.lax.stop_gradient(
-        optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], labels))
+        pixels.per_sample_cross_entropy(outputs["logits"], batch["labels"]))
     predicted = stage_head.apply(self.head, params, outputs["stages"], batch["detach_head"])
     value = ranking_loss(predicted[:, 0], true_loss, self.margin)
     return self.weight * value, {"ranking_loss": value}, state.extras
@@ -90,4 +91,5 @@ def score(ctx: ScoringContext) -> np.ndarray:
 
 
 STRATEGY = Strategy(name="learning_loss", record="none", score=score, make_hook=make_hook,
-                    description="Learning Loss: a jointly trained loss-prediction module")
+                    description="Learning Loss: a jointly trained loss-prediction module",
+                    segmentation=True)

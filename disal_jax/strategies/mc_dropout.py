@@ -9,6 +9,9 @@ Scores (`mc_dropout.score`), from the T softmax outputs p_t (T, C) of a sample:
 - 'bald': H(mean_t p_t) - mean_t H(p_t), the mutual information between label and weights;
 - 'entropy': H(mean_t p_t) (max-entropy);
 - 'variation_ratio': 1 - (passes voting for the modal class) / T.
+Segmentation: the dropout acts on DRN's 1/8 feature map before its classifier; each pass's
+p_t is taken per pixel at the record's resolution (block-mean logits, record.pixel_stride),
+and an image's score is the mean of its pixels' scores.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import ml_collections
 import numpy as np
 
 from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores, entropy
+from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 
 
 def bald(probs: jax.Array) -> jax.Array:
-  """(T, B, C) -> (B,) mutual information H(mean_t p_t) - mean_t H(p_t) >= 0.
+  """(T, B, ..., C) -> (B, ...) mutual information H(mean_t p_t) - mean_t H(p_t) >= 0.
 
   Clamped at 0: on saturated predictions float rounding gives -1e-7 where the value is 0.
   """
@@ -33,12 +37,13 @@ def bald(probs: jax.Array) -> jax.Array:
 
 
 def max_entropy(probs: jax.Array) -> jax.Array:
-  """(T, B, C) -> (B,) entropy of the mean prediction."""
+  """(T, B, ..., C) -> (B, ...) entropy of the mean prediction."""
   return entropy(probs.mean(axis=0))
 
 
 def variation_ratio(probs: jax.Array) -> jax.Array:
-  """(T, B, C) -> (B,) 1 - (votes of the modal class) / T, votes = argmax of each pass."""
+  """(T, B, ..., C) -> (B, ...) 1 - (votes of the modal class) / T, votes = argmax of each
+  pass."""
   votes = jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1]).sum(axis=0)
   return 1.0 - votes.max(axis=-1) / probs.shape[0]
 
@@ -46,9 +51,9 @@ def variation_ratio(probs: jax.Array) -> jax.Array:
 REDUCERS = {"bald": bald, "entropy": max_entropy, "variation_ratio": variation_ratio}
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "passes", "kind"))
+@functools.partial(jax.jit, static_argnames=("preprocess", "passes", "kind", "pixel_stride"))
 def mc_dropout_scores(scoring, data, batch, *, preprocess: Preprocess, passes: int,
-                      kind: str) -> jax.Array:
+                      kind: str, pixel_stride: int = 1) -> jax.Array:
   """(B,) float32 scores of the rows `batch['index']` from T = `passes` dropout passes.
 
   Args:
@@ -66,18 +71,20 @@ def mc_dropout_scores(scoring, data, batch, *, preprocess: Preprocess, passes: i
     def one_pass(pass_key):
       out = state.apply_fn(state.variables(), x, train=False, dropout=True,
                            rngs={"dropout": pass_key})
-      return jax.nn.softmax(out["logits"][0])
+      logits = pixels.to_record_resolution(out["logits"], pixel_stride)
+      return jax.nn.softmax(logits[0].astype(jnp.float32))
 
     return jax.vmap(one_pass)(jax.random.split(jax.random.fold_in(key, row), passes))
 
-  probs = jax.vmap(one)(data.images[batch["index"]], batch["index"])  # (B, T, C)
-  return REDUCERS[kind](jnp.swapaxes(probs, 0, 1))
+  probs = jax.vmap(one)(data.images[batch["index"]], batch["index"])  # (B, T, [h, w,] C)
+  return pixels.mean_over_pixels(REDUCERS[kind](jnp.swapaxes(probs, 0, 1)))
 
 
 def score(ctx: ScoringContext) -> np.ndarray:
   mc = ctx.config.mc_dropout
   fn = functools.partial(mc_dropout_scores, preprocess=ctx.trainer.preprocess,
-                         passes=int(mc.passes), kind=mc.score)
+                         passes=int(mc.passes), kind=mc.score,
+                         pixel_stride=ctx.trainer.pixel_stride)
   return batched_pool_scores(ctx, fn, {"state": ctx.result.state, "key": ctx.rng})
 
 
@@ -88,4 +95,4 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float]:
 STRATEGY = Strategy(name="mc_dropout", record="none", score=score,
                     model_overrides=model_overrides,
                     description="MC-Dropout: BALD (or max-entropy, variation ratio) over T "
-                                "dropout passes")
+                                "dropout passes", segmentation=True)

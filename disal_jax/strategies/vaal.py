@@ -291,4 +291,4 @@ def score(ctx: ScoringContext) -> np.ndarray:
 
 STRATEGY = Strategy(name="vaal", record="none", score=score,
                     description="VAAL: the unlabeled samples a VAE-latent discriminator finds "
-                                "least like the labeled set")
+                                "least like the labeled set", segmentation=True)

@@ -23,11 +23,12 @@ Metrics = dict[str, clu_metrics.Metric]
 
 class DeviceData(NamedTuple):
   images: jax.Array  # (N, H, W, C) uint8
-  labels: jax.Array  # (N,) int32, or (N, H, W) int32 label maps (segmentation)
+  labels: jax.Array  # (N,) int32, or (N, H, W) int32 or uint8 label maps (segmentation)
 
 
 # extra_loss(params, state, data, batch, aux, rng, outputs)
 #   -> (scalar loss, {name: scalar}, new state.extras).
+# `batch` also holds 'labels': the labels of the batch as augmented (segmentation crops).
 # A strategy's training hook (DISAL's dynamic loss, the baselines' modules). The returned
 # extras replace state.extras after the step (TiDAL's running means); return state.extras to
 # keep them.
@@ -73,7 +74,7 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
   step_rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, extra_rng, dropout_rng = jax.random.split(step_rng, 3)
   index = batch["index"]
-  labels = data.labels[index]
+  labels = data.labels[index].astype(jnp.int32)  # label maps may be stored as uint8
   if labels.ndim > 1:
     images, labels = preprocess.augment_pair(data.images[index], labels, augment_rng)
   else:
@@ -86,8 +87,9 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
     ce = pixels.mean_cross_entropy(outputs["logits"], labels)
     loss, extra_metrics, extras = ce, {}, state.extras
     if extra_loss is not None:
-      extra, extra_metrics, extras = extra_loss(params, state, data, batch, aux, extra_rng,
-                                                outputs)
+      # the hook sees the labels of the images the model saw (cropped with them)
+      extra, extra_metrics, extras = extra_loss(params, state, data, {**batch, "labels": labels},
+                                                aux, extra_rng, outputs)
       loss = loss + extra
     return loss, (outputs, updates, ce, extra_metrics, extras)
 
@@ -111,7 +113,7 @@ def eval_step(state: TrainState, data: DeviceData, index: jax.Array, mask: jax.A
   """
   outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images[index]),
                            train=False)
-  labels = data.labels[index]
+  labels = data.labels[index].astype(jnp.int32)  # label maps may be stored as uint8
   loss, _ = pixels.cross_entropy(outputs["logits"], labels)
   valid = _valid(labels, mask)
   metrics = {"loss": clu_metrics.Average.from_model_output(loss.reshape(-1),
