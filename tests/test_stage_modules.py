@@ -150,7 +150,8 @@ def test_learning_loss_detaches_the_backbone_when_told(detach, moves):
                     sharding.make_mesh(), hook=hook)
   state = trainer.init_state(jax.random.key(0))
   images = trainer.preprocess.normalise(trainer.train_data.images[:16])
-  batch = {"index": jnp.arange(16), "detach_head": jnp.asarray(detach)}
+  batch = {"index": jnp.arange(16), "detach_head": jnp.asarray(detach),
+           "labels": trainer.train_data.labels[:16]}  # as train_step hands a hook
 
   def ranking(params):
     outputs, _ = state.apply_fn(state.variables(params), images, train=True,
