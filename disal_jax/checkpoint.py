@@ -23,6 +23,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from disal_jax.training import sharding
+
 log = logging.getLogger(__name__)
 
 ARRAYS, META = "arrays", "meta"
@@ -73,7 +75,7 @@ class RunCheckpointer:
   def save(self, step: int, tree: Any, meta: dict[str, Any]) -> None:
     """Writes checkpoint `step`: the pytree's leaves and `meta` (JSON-serialisable)."""
     leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(tree)]
-    host = [np.asarray(x) for x in jax.device_get(leaves)]
+    host = sharding.fetch(leaves)  # gathered from every host when split over them
     arrays = {f"{i:05d}": x for i, x in enumerate(host)}
     meta = dict(meta, num_leaves=len(host), crc32=[_crc(x) for x in host])
     try:

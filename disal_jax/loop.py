@@ -22,12 +22,12 @@ import numpy as np
 
 from disal_jax import checkpoint
 from disal_jax import config as config_lib
-from disal_jax import faults, pool
+from disal_jax import distributed, faults, pool
 from disal_jax.data.dataset import Dataset
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
 from disal_jax.report import tables
-from disal_jax.report.writers import MetricWriter
+from disal_jax.report.writers import MetricWriter, NullWriter
 from disal_jax.strategies import registry as strategy_registry
 from disal_jax.strategies.base import ScoringContext, Strategy
 from disal_jax.training import record as record_lib
@@ -167,9 +167,11 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
   strategy, level, counts = _plan(config, name, dataset.num_train)
   seed, epochs = config.seed, config.train.epochs
   out = run_dir(workdir, name, seed)
+  primary = distributed.is_primary()  # only process 0 of a multi-host run writes files
   out.mkdir(parents=True, exist_ok=True)
-  (out / RUN_CONFIG).write_text(config.to_json_best_effort(indent=1))
-  writer = MetricWriter(out)
+  if primary:
+    (out / RUN_CONFIG).write_text(config.to_json_best_effort(indent=1))
+  writer = MetricWriter(out) if primary else NullWriter()
   trainer = strategy_trainer(config, dataset, strategy, mesh, writer)
   init_key, score_key = jax.random.split(jax.random.key(seed))
   tag = f"{name} seed {seed}"
@@ -252,7 +254,8 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
             callback.close()
         scoring_seconds = time.perf_counter() - t0
         labeled_round = pool.add_labels(labeled_round, selected, cycle + 1, k)
-        np.save(out / f"selected_cycle{cycle}.npy", np.asarray(selected, np.int64))
+        if primary:
+          np.save(out / f"selected_cycle{cycle}.npy", np.asarray(selected, np.int64))
       row = CycleRecord(name, seed, cycle, count, result.test["accuracy"], result.test["loss"],
                         result.train_seconds, result.record_seconds, scoring_seconds,
                         [int(i) for i in selected], strategy_metrics,
@@ -271,8 +274,9 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
       log.info("[%s] cycle %d: %d labeled, test accuracy %.4f%s (train %.1fs, record %.1fs, "
                "scoring %.1fs)", tag, cycle, count, row.test_accuracy, miou, row.train_seconds,
                row.record_seconds, row.scoring_seconds)
-      np.save(out / "labeled_round.npy", labeled_round)
-      _write_results(out, rows, extra)
+      if primary:
+        np.save(out / "labeled_round.npy", labeled_round)
+        _write_results(out, rows, extra)
       warm_state = result.state if config.train.warm_start else None
       save(cycle + 1, 0, done=cycle + 1 == len(counts))
   finally:
@@ -299,14 +303,19 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     record_level(config, strategy_registry.get_strategy(name))
   names += [FULL_TRAINING] if config.full_training else []
   workdir_path = pathlib.Path(workdir)
+  primary = distributed.is_primary()
   for name in names:
     out = run_dir(workdir_path, name, config.seed)
-    if force and out.exists():
+    if force and out.exists() and primary:
       log.info("--force: discarding %s", out)
       shutil.rmtree(out)
-    checkpoint.check_resumable(out / RUN_CONFIG, config, f"{name} seed {config.seed}")
+  distributed.barrier("discarded")  # no host reads a run folder another is still removing
+  for name in names:
+    checkpoint.check_resumable(run_dir(workdir_path, name, config.seed) / RUN_CONFIG, config,
+                               f"{name} seed {config.seed}")
   workdir_path.mkdir(parents=True, exist_ok=True)
-  (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=1))
+  if primary:
+    (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=1))
   dataset = load_dataset(config.data) if dataset is None else dataset
   config_lib.validate_for_dataset(config, dataset)
   pool.budget_schedule(config.al, dataset.num_train)  # fails before any training
@@ -316,9 +325,10 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   results = {name: run_strategy(config, dataset, name, workdir_path, mesh) for name in names}
   table = tables.accuracy_table(results, FULL_TRAINING,
                                 "test_miou" if dataset.is_segmentation else "test_accuracy")
-  (workdir_path / "summary.md").write_text(table + "\n")
-  tables.write_csv(workdir_path / "summary.csv",
-                   [dataclasses.asdict(r) for rows in results.values() for r in rows],
-                   CSV_COLUMNS)
-  print(table, flush=True)
+  if primary:
+    (workdir_path / "summary.md").write_text(table + "\n")
+    tables.write_csv(workdir_path / "summary.csv",
+                     [dataclasses.asdict(r) for rows in results.values() for r in rows],
+                     CSV_COLUMNS)
+    print(table, flush=True)
   return results

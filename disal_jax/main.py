@@ -3,6 +3,10 @@
 Flags: --config (an ml_collections config file; override keys with --config.seed=3 etc.;
 an unknown key fails at once), --workdir (where results, logs, indices and checkpoints are
 written; rerunning the same command resumes there) and --force (start over).
+
+Several hosts: start the same command on every host with --distributed (README: "Running on
+a TPU VM pod / several GPU hosts"); --coordinator_address, --num_processes and --process_id
+are read from the cluster environment when left out.
 """
 
 from __future__ import annotations
@@ -12,13 +16,19 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from disal_jax import checkpoint, loop
+from disal_jax import checkpoint, distributed, loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/default", "Output directory.")
 _FORCE = flags.DEFINE_bool("force", False, "Discard this config's runs already in --workdir "
                            "and start over (needed when their config differs).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join a multi-host run through "
+                                 "jax.distributed (every host runs the same command).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 "
+                                   "('' = from the TPU/SLURM/MPI environment).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
 def main(argv):
@@ -26,6 +36,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
   checkpoint.quiet_orbax_info_logs()
+  if _DISTRIBUTED.value:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   loop.run_experiment(_CONFIG.value, _WORKDIR.value, force=_FORCE.value)
 
 

@@ -59,12 +59,3 @@ def test_unknown_override_key_fails_at_once_naming_the_key(tmp_path):
   assert out.returncode != 0
   assert "epocs" in out.stderr
   assert not (tmp_path / "config.json").exists()  # nothing ran
-
-
-def test_main_runs_with_overrides(tmp_path):
-  out = _main("--config=configs/default.py:quick", "--config.strategies=random",
-              "--config.model.width=4", "--config.train.epochs=1", "--config.al.final_fraction=0.15",
-              "--config.full_training=False", f"--workdir={tmp_path}")
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert "| labeled | random |" in out.stdout
-  assert (tmp_path / "random/seed_0/results.json").exists()

@@ -13,6 +13,16 @@ import time
 from typing import Any
 
 
+class NullWriter:
+  """What a non-primary process of a multi-host run writes: nothing (disal_jax.distributed)."""
+
+  def write(self, step: int, scalars: dict[str, Any], **context) -> None:
+    del step, scalars, context
+
+  def close(self) -> None:
+    pass
+
+
 class MetricWriter:
   """Writes scalars to `<dir>/metrics.jsonl` and, if enabled, TensorBoard under `<dir>/tb`."""
 

@@ -28,6 +28,7 @@ from disal_jax.models import gcn as gcn_lib
 from disal_jax.strategies import selectors
 from disal_jax.strategies.base import ScoringContext, Strategy, map_rows
 from disal_jax.strategies.coreset import features as backbone_features
+from disal_jax.training import sharding
 
 
 def bce_adjusted_loss(logits: jax.Array, is_labeled: jax.Array, unlabeled_weight: float
@@ -124,7 +125,7 @@ def select_core(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
 
 def select_uncertain(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
   _check_subset(evidence, ctx, k)
-  closeness = -np.abs(np.asarray(jax.device_get(evidence["scores"]))
+  closeness = -np.abs(sharding.fetch(evidence["scores"])
                       - float(ctx.config.coregcn.margin))
   return ctx.candidates[evidence["subset"][selectors.top_k(closeness, k)]]
 

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from disal_jax.training import sharding
+
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
   """Positions of the k highest scores (P,) -> (k,) int64; ties go to the lower position."""
@@ -78,4 +80,4 @@ def k_center_greedy(points: jax.Array, centres: jax.Array, k: int, block_size: i
   if k > points.shape[0]:
     raise ValueError(f"cannot pick {k} of {points.shape[0]} points")
   min_d = min_sq_distances(points, centres, block_size)
-  return np.asarray(jax.device_get(_greedy(points, min_d, k))).astype(np.int64)
+  return sharding.fetch(_greedy(points, min_d, k)).astype(np.int64)

@@ -31,6 +31,7 @@ import numpy as np
 from disal_jax.strategies import per_sample
 from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
                                        per_sample_batch_size, pool_outputs)
+from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.snapshots import SnapshotStore
 
@@ -84,7 +85,7 @@ def score(ctx: ScoringContext) -> np.ndarray:
           ctx, fn, scoring, engine.samples_per_call(ctx.trainer.dataset.num_classes))
     part = lr * pool_outputs(ctx, fn, scoring, batch_size=batch_size)
     total = part if total is None else total + part
-  return np.asarray(jax.device_get(total))
+  return sharding.fetch(total)
 
 
 def _store_factory(second_half_only: bool):

@@ -281,7 +281,7 @@ def score(ctx: ScoringContext) -> np.ndarray:
   state, _ = train(ctx)
   fn = functools.partial(discriminator_logits, preprocess=ctx.trainer.preprocess,
                          settings=settings)
-  logits = np.asarray(jax.device_get(pool_outputs(ctx, fn, state)), np.float64)
+  logits = sharding.fetch(pool_outputs(ctx, fn, state)).astype(np.float64)
   if not np.all(np.isfinite(logits)):
     raise VaalDiverged(f"VAAL's discriminator gave {int(np.sum(~np.isfinite(logits)))} "
                        f"non-finite scores in cycle {ctx.cycle}; lower vaal.learning_rate "

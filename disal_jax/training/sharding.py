@@ -6,6 +6,7 @@ import functools
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -32,8 +33,36 @@ def along_data(mesh: Mesh) -> NamedSharding:
 
 
 def put_replicated(tree, mesh: Mesh):
-  return jax.device_put(tree, replicated(mesh))
+  return _put(tree, replicated(mesh))
 
 
 def put_along_data(tree, mesh: Mesh):
-  return jax.device_put(tree, along_data(mesh))
+  return _put(tree, along_data(mesh))
+
+
+def _put(tree, target: NamedSharding):
+  """device_put onto a sharding of the mesh. With several processes, arrays held on this
+  host's devices go through host memory first (device_put accepts only host values, equal on
+  every process, for shardings that span other hosts' devices); PRNG keys as their key data."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, target)
+
+  def one(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(x)),
+                                      impl=jax.random.key_impl(x))
+    if isinstance(x, jax.Array) and x.is_fully_addressable:
+      x = np.asarray(x)
+    return jax.device_put(x, target)
+  return jax.tree.map(one, tree)
+
+
+def fetch(tree):
+  """The pytree's arrays as host numpy, whole: an array split over other hosts' devices is
+  gathered from every process (a collective: every process must call it with the same
+  arrays); a local or fully replicated one is read directly."""
+  def one(x):
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(one, tree)
