@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from disal_jax import distributed
 from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
@@ -123,12 +124,14 @@ def score(ctx: ScoringContext) -> np.ndarray:
   fn = functools.partial(discrepancy_scores, preprocess=ctx.trainer.preprocess)
   scores = batched_pool_scores(ctx, fn, scoring)
   path = variables_path(ctx.run_dir, ctx.cycle)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_bytes(flax.serialization.to_bytes(jax.device_get(ctx.result.state.variables())))
-  tmp.replace(path)  # atomic: a killed write never leaves a half file under the real name
-  for old in ctx.run_dir.glob("tod_variables_cycle*.msgpack"):
-    if old != path and old != variables_path(ctx.run_dir, ctx.cycle - 1):
-      old.unlink()
+  if distributed.is_primary():  # one writer of a multi-host run; every host reads it
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(flax.serialization.to_bytes(jax.device_get(ctx.result.state.variables())))
+    tmp.replace(path)  # atomic: a killed write never leaves a half file under the real name
+    for old in ctx.run_dir.glob("tod_variables_cycle*.msgpack"):
+      if old != path and old != variables_path(ctx.run_dir, ctx.cycle - 1):
+        old.unlink()
+  distributed.barrier(f"tod_variables_{ctx.cycle}")
   return scores
 
 

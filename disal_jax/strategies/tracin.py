@@ -91,7 +91,9 @@ def score(ctx: ScoringContext) -> np.ndarray:
 def _store_factory(second_half_only: bool):
   def make(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> SnapshotStore:
     first = config.train.epochs // 2 if second_half_only else 0
-    return SnapshotStore(config.tracin.store, run_dir / "snapshots", first_epoch=first)
+    # one folder per process: each host of a multi-host run keeps its own copy
+    folder = "snapshots" if jax.process_count() == 1 else f"snapshots_{jax.process_index()}"
+    return SnapshotStore(config.tracin.store, run_dir / folder, first_epoch=first)
   return make
 
 
