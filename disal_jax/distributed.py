@@ -10,10 +10,12 @@ processes together, as orbax expects.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Optional
 
 import jax
+from absl import flags
 from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
@@ -40,3 +42,31 @@ def barrier(name: str) -> None:
   """Waits until every process reaches the barrier `name` (a no-op on one host)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """The command-line flags of a multi-host run (main and sweep define the same ones)."""
+  distributed: flags.FlagHolder
+  coordinator_address: flags.FlagHolder
+  num_processes: flags.FlagHolder
+  process_id: flags.FlagHolder
+
+  def initialize(self) -> None:
+    """Joins the run when --distributed is given; otherwise a no-op."""
+    if self.distributed.value:
+      initialize(self.coordinator_address.value, self.num_processes.value,
+                 self.process_id.value)
+
+
+def define_flags() -> Flags:
+  """Defines --distributed, --coordinator_address, --num_processes and --process_id."""
+  return Flags(
+      flags.DEFINE_bool("distributed", False, "Join a multi-host run through jax.distributed "
+                        "(every host runs the same command)."),
+      flags.DEFINE_string("coordinator_address", "", "host:port of process 0 ('' = from the "
+                          "TPU/SLURM/MPI environment)."),
+      flags.DEFINE_integer("num_processes", None, "Processes in the run (default: from the "
+                           "environment)."),
+      flags.DEFINE_integer("process_id", None, "This process's index (default: from the "
+                           "environment)."))

@@ -23,12 +23,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/default", "Output directory.")
 _FORCE = flags.DEFINE_bool("force", False, "Discard this config's runs already in --workdir "
                            "and start over (needed when their config differs).")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join a multi-host run through "
-                                 "jax.distributed (every host runs the same command).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 "
-                                   "('' = from the TPU/SLURM/MPI environment).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DISTRIBUTED = distributed.define_flags()
 
 
 def main(argv):
@@ -36,8 +31,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
   checkpoint.quiet_orbax_info_logs()
-  if _DISTRIBUTED.value:
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  _DISTRIBUTED.initialize()
   loop.run_experiment(_CONFIG.value, _WORKDIR.value, force=_FORCE.value)
 
 

@@ -7,7 +7,8 @@
 Each pair runs in its own folder `<workdir>/<strategy>/seed_<s>/` with its own checkpoints,
 so an interrupted sweep continues where it stopped when the same command runs again, and
 finished pairs are skipped. Full Training runs once per seed (unless
---config.full_training=False).
+--config.full_training=False). --distributed and its flags run the sweep on several hosts, as
+for disal_jax.main.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from disal_jax import checkpoint, loop
+from disal_jax import checkpoint, distributed, loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -26,6 +27,7 @@ _STRATEGIES = flags.DEFINE_list("strategies", None,
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep folder.")
 _FORCE = flags.DEFINE_bool("force", False, "Discard existing runs of these pairs first.")
+_DISTRIBUTED = distributed.define_flags()
 
 
 def parse_seeds(values: list[str]) -> list[int]:
@@ -57,6 +59,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
   checkpoint.quiet_orbax_info_logs()
+  _DISTRIBUTED.initialize()
   run_sweep(_CONFIG.value, _STRATEGIES.value, parse_seeds(_SEEDS.value), _WORKDIR.value,
             _FORCE.value)
 

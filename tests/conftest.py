@@ -8,20 +8,19 @@ import tempfile
 
 import pytest
 
-_CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+from tests.helpers import SHARED_DATA  # imports jax: what follows reaches subprocesses only
+
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  # One XLA compilation cache for the session, shared with the subprocesses the tests start
-  # (they inherit os.environ): the CLI, resume and benchmark tests compile the same programs
-  # again and again, and a cache hit costs ~1/3 of a compile on this CPU. Set before jax is
-  # imported so every process reads it at start-up.
+  # One XLA compilation cache for the programs the tests start (the CLI, resume, benchmark
+  # and multi-host tests compile the same programs again and again; a cache hit costs ~1/3
+  # of a compile on this CPU). jax is already imported here, so this process itself does not
+  # use it: within one process jit's own cache already shares the compiled programs, and one
+  # full run aborted inside the cache's executable write in this process (jax 0.10.2, CPU).
   _OWN_CACHE = tempfile.mkdtemp(prefix="disal_jax_xla_cache_")
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
-  for key, value in _CACHE_ENV.items():
-    os.environ.setdefault(key, value)
-
-from tests.helpers import SHARED_DATA  # noqa: E402  (imports jax)
+  os.environ.update({"JAX_COMPILATION_CACHE_DIR": _OWN_CACHE,
+                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
 
 
 def pytest_unconfigure(config):
