@@ -20,7 +20,6 @@ from PIL import Image
 from disal_jax.data import cache, tfds_source
 from disal_jax.data.dataset import IGNORE_LABEL, Dataset
 
-ARCHIVES = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
 # (raw label id, train id, name) of the 19 evaluated classes; every other id is ignored.
 CLASSES = ((7, 0, "road"), (8, 1, "sidewalk"), (11, 2, "building"), (12, 3, "wall"),
            (13, 4, "fence"), (17, 5, "pole"), (19, 6, "traffic light"),

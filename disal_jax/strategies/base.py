@@ -153,8 +153,7 @@ def batched_pool_scores(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
                         scoring_state: Any, extra: Optional[dict[str, jax.Array]] = None,
                         batch_size: Optional[int] = None) -> np.ndarray:
   """`pool_outputs` fetched to the host: the (P,) scores of ctx.candidates as numpy."""
-  return np.asarray(sharding.fetch(pool_outputs(ctx, batch_fn, scoring_state, extra,
-                                                batch_size)))
+  return sharding.fetch(pool_outputs(ctx, batch_fn, scoring_state, extra, batch_size))
 
 
 def compiled_bytes(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: ScoringContext,

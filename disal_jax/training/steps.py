@@ -108,8 +108,8 @@ def eval_step(state: TrainState, data: DeviceData, index: jax.Array, mask: jax.A
               preprocess: Preprocess) -> Metrics:
   """Loss and accuracy on rows `index` (B,) where `mask` (B,) bool marks real (not pad) rows.
 
-  Segmentation (whole images): loss and pixel accuracy over labeled pixels, and the
-  'confusion' matrix (segmentation_metrics) from which the loop reports mIoU.
+  Segmentation (whole images): the loss over labeled pixels and the 'confusion' matrix
+  (segmentation_metrics), from which the trainer derives pixel accuracy and mIoU.
   """
   outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images[index]),
                            train=False)
@@ -117,10 +117,11 @@ def eval_step(state: TrainState, data: DeviceData, index: jax.Array, mask: jax.A
   loss, _ = pixels.cross_entropy(outputs["logits"], labels)
   valid = _valid(labels, mask)
   metrics = {"loss": clu_metrics.Average.from_model_output(loss.reshape(-1),
-                                                           mask=valid.reshape(-1)),
-             "accuracy": _accuracy(outputs["logits"], labels, valid)}
+                                                           mask=valid.reshape(-1))}
   if labels.ndim > 1:
     metrics["confusion"] = ConfusionMatrix.from_model_output(outputs["logits"], labels, mask)
+  else:
+    metrics["accuracy"] = _accuracy(outputs["logits"], labels, valid)
   return metrics
 
 

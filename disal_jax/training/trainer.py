@@ -235,7 +235,9 @@ class Trainer:
       total = steps.merge_metrics(total, self._eval_step(state, self.test_data, idx, mask))
     metrics = steps.compute_metrics(total)
     if "confusion" in metrics:
-      metrics["miou"] = segmentation_metrics.mean_iou(metrics.pop("confusion"))
+      matrix = metrics.pop("confusion")
+      metrics["accuracy"] = segmentation_metrics.pixel_accuracy(matrix)
+      metrics["miou"] = segmentation_metrics.mean_iou(matrix)
     return metrics
 
   def pool_probs(self, state: TrainState, pool: np.ndarray, capacity: int) -> jax.Array:
