@@ -61,6 +61,20 @@ def test_table_has_mean_std_best_marked_aulc_and_full_training(hand_built):
   assert "Full Training (2 seeds): 96.00 ± 1.00" in table
 
 
+def test_a_run_in_progress_counts_in_its_rows_but_not_in_the_aulc(hand_built):
+  complete = sweep_report.accuracy_markdown(sweep_report.collect(hand_built))
+  _write_run(hand_built, "disal", 2, [0.2], [10])  # one cycle of three done
+  lines = sweep_report.accuracy_markdown(sweep_report.collect(hand_built)).splitlines()
+  assert lines[0] == "| labeled | disal (n=2) | random (n=2) |"
+  # 10 labeled: disal over 3 seeds (0.5, 0.6, 0.2) -> 43.33; random is best
+  assert lines[2] == (f"| 10 (10%) | 43.33 ± {100 * np.std([0.5, 0.6, 0.2]):.2f} (n=3) | "
+                      "**60.00 ± 10.00** |")
+  assert lines[3] == "| 20 (20%) | **70.00 ± 0.00** | 60.00 ± 0.00 |"
+  assert lines[5] == complete.splitlines()[5]  # the AULC of the two finished runs
+  assert lines[-1] == ("In progress (in the rows they reached, marked with their n; not in "
+                       "the AULC): disal seed 2 (1 of 3 cycles).")
+
+
 def test_report_writes_csv_tables_and_a_plot(hand_built):
   out = sweep_report.write_report(hand_built)
   with open(out / "results.csv", encoding="utf-8") as f:

@@ -75,16 +75,31 @@ def strategies_of(rows: Iterable[Row]) -> list[str]:
   return sorted({r.strategy for r in rows if r.strategy != FULL_TRAINING})
 
 
-def curve(rows: list[Row], strategy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-  """(labeled counts, mean score, std score, number of seeds) of one strategy (`Row.score`).
+def curve(rows: list[Row], strategy: str
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(labeled counts, mean score, std score, seeds per count) of one strategy (`Row.score`).
 
-  Mean and std (population, ddof=0) over the seeds that reached each count.
+  Mean and std (population, ddof=0) over the seeds that reached each count: a run still in
+  progress counts in the cycles it has finished.
   """
   mine = [r for r in rows if r.strategy == strategy]
   counts = np.array(sorted({r.labeled for r in mine}))
   by_count = [np.array([r.score for r in mine if r.labeled == c]) for c in counts]
   return (counts, np.array([a.mean() for a in by_count]), np.array([a.std() for a in by_count]),
-          len({r.seed for r in mine}))
+          np.array([a.size for a in by_count]))
+
+
+def complete_seeds(rows: list[Row], strategy: str) -> tuple[list[int], dict[int, int]]:
+  """(seeds whose run reached the sweep's last labeled count, {in-progress seed: cycles done}).
+
+  The last count is the largest any strategy reached (they share one schedule)."""
+  final = max(r.labeled for r in rows if r.strategy != FULL_TRAINING)
+  cycles: dict[int, list[Row]] = {}
+  for r in rows:
+    if r.strategy == strategy:
+      cycles.setdefault(r.seed, []).append(r)
+  done = sorted(seed for seed, mine in cycles.items() if max(r.labeled for r in mine) == final)
+  return done, {seed: len(mine) for seed, mine in sorted(cycles.items()) if seed not in done}
 
 
 def aulc(counts: np.ndarray, accuracy: np.ndarray) -> float:
@@ -98,41 +113,44 @@ def aulc(counts: np.ndarray, accuracy: np.ndarray) -> float:
 def accuracy_markdown(rows: list[Row]) -> str:
   strategies = strategies_of(rows)
   curves = {s: curve(rows, s) for s in strategies}
+  complete = {s: complete_seeds(rows, s) for s in strategies}
   counts = sorted({int(c) for s in strategies for c in curves[s][0]})
-  header = "| labeled | " + " | ".join(f"{s} (n={curves[s][3]})" for s in strategies) + " |"
+  header = ("| labeled | " + " | ".join(f"{s} (n={len(complete[s][0])})" for s in strategies)
+            + " |")
   lines = [header, "|---:|" + "---:|" * len(strategies)]
 
-  def cells(values: dict[str, tuple[float, float]]) -> list[str]:
-    best = max((m for m, _ in values.values()), default=None)
+  def cells(values: dict[str, tuple[float, float, int]]) -> list[str]:
+    best = max((m for m, _, _ in values.values()), default=None)
     out = []
     for s in strategies:
       if s not in values:
         out.append("")
         continue
-      mean, std = values[s]
+      mean, std, n = values[s]
       text = f"{100 * mean:.2f} ± {100 * std:.2f}"
-      out.append(f"**{text}**" if mean == best else text)
+      text = f"**{text}**" if mean == best else text
+      out.append(text if n == len(complete[s][0]) else f"{text} (n={n})")
     return out
 
   for count in counts:
     values = {}
     for s in strategies:
-      c, mean, std, _ = curves[s]
+      c, mean, std, n = curves[s]
       hit = np.flatnonzero(c == count)
       if hit.size:
-        values[s] = (mean[hit[0]], std[hit[0]])
+        values[s] = (mean[hit[0]], std[hit[0]], n[hit[0]])
     percent = next(r.labeled_percent for r in rows if r.labeled == count)
     label = f"{count} ({percent:g}%)"
     lines.append(f"| {label} | " + " | ".join(cells(values)) + " |")
   per_seed_aulc = {}
   for s in strategies:
-    seeds = sorted({r.seed for r in rows if r.strategy == s})
     areas = []
-    for seed in seeds:
+    for seed in complete[s][0]:
       mine = sorted((r.labeled, r.score) for r in rows
                     if r.strategy == s and r.seed == seed)
       areas.append(aulc(np.array([m[0] for m in mine]), np.array([m[1] for m in mine])))
-    per_seed_aulc[s] = (float(np.mean(areas)), float(np.std(areas)))
+    if areas:
+      per_seed_aulc[s] = (float(np.mean(areas)), float(np.std(areas)), len(areas))
   lines.append("| AULC | " + " | ".join(cells(per_seed_aulc)) + " |")
   full = [r.score for r in rows if r.strategy == FULL_TRAINING]
   if full:
@@ -140,7 +158,14 @@ def accuracy_markdown(rows: list[Row]) -> str:
                  f"{100 * np.std(full):.2f}")
   metric = metric_name(rows)
   lines.append(f"\nTest {metric} (%), mean ± std over seeds; best mean per row in bold. AULC: "
-               f"area under the {metric} curve over the labeled range, divided by the range.")
+               f"area under the {metric} curve over the labeled range, divided by the range; "
+               "n: finished runs.")
+  total = len(counts)
+  running = [f"{s} seed {seed} ({done} of {total} cycles)" for s in strategies
+             for seed, done in complete[s][1].items()]
+  if running:
+    lines.append("In progress (in the rows they reached, marked with their n; not in the AULC): "
+                 + ", ".join(running) + ".")
   return "\n".join(lines)
 
 
@@ -166,7 +191,8 @@ def plot(rows: list[Row], path: pathlib.Path, title: str) -> None:
 
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
   for s in strategies_of(rows):
-    counts, mean, std, n = curve(rows, s)
+    counts, mean, std, _ = curve(rows, s)
+    n = len(complete_seeds(rows, s)[0])
     x = np.array([next(r.labeled_percent for r in rows if r.labeled == c) for c in counts])
     line, = ax.plot(x, 100 * mean, marker="o", markersize=3, label=f"{s} (n={n})",
                     linewidth=2.2 if s == "disal" else 1.4)
