@@ -75,6 +75,15 @@ def test_a_run_in_progress_counts_in_its_rows_but_not_in_the_aulc(hand_built):
                        "the AULC): disal seed 2 (1 of 3 cycles).")
 
 
+def test_a_run_linked_in_under_another_name_is_its_own_line(hand_built, tmp_path_factory):
+  other = tmp_path_factory.mktemp("ablation")
+  _write_run(other, "disal", 0, [0.1, 0.2, 0.3], [10, 20, 30])
+  (hand_built / "disal_lambda0").symlink_to(other / "disal")
+  lines = sweep_report.accuracy_markdown(sweep_report.collect(hand_built)).splitlines()
+  assert lines[0] == "| labeled | disal (n=2) | disal_lambda0 (n=1) | random (n=2) |"
+  assert lines[2] == "| 10 (10%) | 55.00 ± 5.00 | 10.00 ± 0.00 | **60.00 ± 10.00** |"
+
+
 def test_report_writes_csv_tables_and_a_plot(hand_built):
   out = sweep_report.write_report(hand_built)
   with open(out / "results.csv", encoding="utf-8") as f:

@@ -1,6 +1,8 @@
 """A sweep folder's results as tables and learning curves, like the paper's.
 
-Reads every `<sweep>/<strategy>/seed_<s>/results.json` and writes into `<sweep>/report/`:
+Reads every `<sweep>/<strategy>/seed_<s>/results.json` (a line per folder name, so a run made
+with other settings and linked in under another name is its own line) and writes into
+`<sweep>/report/`:
 - results.csv: one row per (strategy, seed, cycle): labeled count, test accuracy (and mIoU for
   segmentation), loss, times;
 - accuracy.md: the headline metric (test accuracy, or mIoU for segmentation sweeps), mean ±
@@ -58,8 +60,11 @@ def collect(sweep: pathlib.Path) -> list[Row]:
   rows = []
   for path in sorted(sweep.glob("*/seed_*/results.json")):
     payload = json.loads(path.read_text())
+    # Labelled by folder name (the strategy's, as the loop writes it): linking a run made with
+    # other settings in as <sweep>/<new name> puts it beside the others as its own line.
+    label = path.parent.parent.name
     for c in payload["cycles"]:
-      rows.append(Row(payload["strategy"], int(payload["seed"]), int(c["cycle"]),
+      rows.append(Row(label, int(payload["seed"]), int(c["cycle"]),
                       int(c["labeled"]), round(100.0 * c["labeled"] / payload["num_train"], 2),
                       float(c["test_accuracy"]), float(c["test_loss"]),
                       float(c["train_seconds"]), float(c["record_seconds"]),
