@@ -49,8 +49,10 @@ def _train(config, hook=None, epochs_seed=(0, 0)):
 
 def test_lambda_zero_trains_exactly_like_plain_training():
   config = tiny_config(**{"disal.dynamic_weight": 0.0, "disal.dynamic_warmup_epochs": 1})
+  assert disal.make_hook(config) is None  # the loop trains with the plain step
   plain = _train(config)
-  with_branch = _train(config, hook=disal.make_hook(config))
+  hook = disal.DynamicLossHook(0.0, 1, config.disal.dynamic_batch_size, "ce")
+  with_branch = _train(config, hook=hook)
   # the dynamic branch ran (its loss was computed) but contributed nothing
   assert with_branch.epochs[-1]["dynamic_loss"] > 0
   for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(with_branch.state.params)):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -101,8 +102,12 @@ class DynamicLossHook:
     return {"pool_index": pool_index, "target": record.mean}
 
 
-def make_hook(config: ml_collections.ConfigDict) -> DynamicLossHook:
+def make_hook(config: ml_collections.ConfigDict) -> Optional[DynamicLossHook]:
+  """The dynamic-loss hook, or None for lambda = 0: plain train steps (the pool is still
+  recorded for the score), without a pool batch's forward and backward that adds nothing."""
   s = config.disal
+  if s.dynamic_weight == 0:
+    return None
   return DynamicLossHook(float(s.dynamic_weight), int(s.dynamic_warmup_epochs),
                          int(s.dynamic_batch_size), s.dynamic_loss,
                          int(config.record.pixel_stride))
