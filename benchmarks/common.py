@@ -73,7 +73,8 @@ def machine() -> dict[str, Any]:
   return {"platform": platform.platform(), "python": platform.python_version(),
           "cpu_count": os.cpu_count(), "jax_backend": jax.default_backend(),
           "devices": [str(d) for d in jax.devices()], "device_count": jax.device_count(),
-          "versions": versions, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+          "versions": versions, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def timed(fn: Callable[[], Any]) -> float:

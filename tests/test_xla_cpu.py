@@ -1,0 +1,58 @@
+"""disal_jax/xla_cpu.py: convolutions leave YNNPACK for XLA's own kernels; a user's flag stands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from disal_jax import xla_cpu
+from tests.helpers import REPO, subprocess_env
+
+_USER = f"{xla_cpu.FLAG}=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+
+
+def _conv_program(compiler_options=None) -> str:
+  x, w = jnp.ones((4, 16, 16, 64)), jnp.ones((3, 3, 64, 64))
+  conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return jax.jit(conv, compiler_options=compiler_options).lower(x, w).compile().as_text()
+
+
+def test_setting_is_appended_once_and_a_users_own_flag_stands():
+  ours = f"{xla_cpu.FLAG}={','.join(xla_cpu.FUSIONS)}"
+  assert xla_cpu.with_setting("") == ours
+  forced = "--xla_force_host_platform_device_count=8"
+  assert xla_cpu.with_setting(forced) == f"{forced} {ours}"
+  assert xla_cpu.with_setting(xla_cpu.with_setting(forced)) == f"{forced} {ours}"
+  assert xla_cpu.with_setting(f"{forced} {_USER}") == f"{forced} {_USER}"
+  assert "INDIVIDUAL_CONVOLUTION" not in ours and "INDIVIDUAL_DOT" in ours
+
+
+def test_this_process_compiles_convolutions_without_ynnpack():
+  # The tests import disal_jax before any backend starts, as every entry point does.
+  assert "__ynn_fusion" not in _conv_program()
+  # ...and XLA's own setting, per program, still gives them to YNNPACK (what the benchmark
+  # compares against), so the check above can fail.
+  assert "__ynn_fusion" in _conv_program(xla_cpu.compiler_options(xla_cpu.XLA_DEFAULT_FUSIONS))
+
+
+def test_import_sets_xla_flags_keeps_the_users_and_is_inert_after_jax_started():
+  script = ("import os, sys\n"
+            "if sys.argv[1] == 'started':\n"
+            "  import jax; jax.devices()\n"
+            "import disal_jax\n"
+            "print(os.environ.get('XLA_FLAGS', ''))\n")
+
+  def flags_after_import(xla_flags: str, mode: str) -> str:
+    done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
+                          cwd=REPO, env=subprocess_env(XLA_FLAGS=xla_flags), check=True)
+    return done.stdout.strip()
+
+  forced = "--xla_force_host_platform_device_count=2"
+  assert flags_after_import(forced, "fresh") == xla_cpu.with_setting(forced)
+  assert flags_after_import(f"{forced} {_USER}", "fresh") == f"{forced} {_USER}"
+  assert flags_after_import(forced, "started") == forced
