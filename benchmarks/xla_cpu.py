@@ -1,6 +1,7 @@
 """XLA:CPU's YNNPACK library fusions, side by side: which kernels should run the convolutions.
 
-  python -m benchmarks.xla_cpu [--width=64] [--batch=64] [--rounds=3] [--out=DIR]
+  python -m benchmarks.xla_cpu [--width=64] [--batch=64] [--rounds=3] [--programs=...]
+                               [--out=DIR]
 
 Times, in one process, CIFAR ResNet-18 programs compiled with each YNNPACK setting
 (`--xla_cpu_experimental_ynn_fusion_type`, passed per program as a compiler option): one
@@ -32,6 +33,8 @@ from disal_jax.strategies.base import entropy_of_logits
 _WIDTH = flags.DEFINE_integer("width", 64, "ResNet-18 width (64 = the standard model).")
 _BATCH = flags.DEFINE_integer("batch", 64, "Images per call.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Turns through all settings.")
+_PROGRAMS = flags.DEFINE_list("programs", ["forward", "train_step", "one_pass_gradnorm"],
+                              "Which programs to time.")
 _CACHE = flags.DEFINE_string("cache_dir", "", "Decoded-image cache (config.data.cache_dir).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write the JSON.")
 
@@ -75,6 +78,10 @@ def main(argv):
       "one_pass_gradnorm": (lambda inputs: one_pass.grad_sq_norms(
           model, variables, inputs, entropy_of_logits), (x,)),
   }
+  unknown = set(_PROGRAMS.value) - set(programs)
+  if unknown:
+    raise app.UsageError(f"--programs: unknown {sorted(unknown)}; known: {sorted(programs)}")
+  programs = {name: programs[name] for name in _PROGRAMS.value}
   compiled = {}
   for setting, fusions in SETTINGS.items():
     for program, (fn, args) in programs.items():
@@ -92,8 +99,9 @@ def main(argv):
     for setting in SETTINGS:
       rate = batch / seconds[setting, program]
       ratio = seconds[setting, program] / seconds["xla_default", program]
-      figures.setdefault(program, {})[setting] = {"samples_per_second": rate,
-                                                  "time_x_xla_default": ratio}
+      figures[f"{program} @ {setting}"] = {"program": program, "setting": setting,
+                                           "samples_per_second": rate,
+                                           "time_x_xla_default": ratio}
       rows.append([f"{program} @ {setting}", rate, ratio])
   print(f"\nYNNPACK fusion settings, CIFAR ResNet-18 width {_WIDTH.value}, batch {batch}, "
         f"{jax.device_count()} {jax.default_backend()} device(s), {os.cpu_count()} cores, "

@@ -18,6 +18,7 @@ from tests.helpers import REPO
                     "--epochs=1"]),
     ("per_sample_norms", ["--images=8", "--width=4", "--batch=4", "--vmap_chunk=4",
                           "--gram_images=2", "--torch=false"]),
+    ("xla_cpu", ["--width=4", "--batch=4", "--rounds=1", "--programs=forward"]),
 ])
 def test_benchmark_runs_and_writes_its_figures(tmp_path, cache_dir, cifar10_archive, name,
                                                args):
