@@ -8,6 +8,7 @@ import pytest
 
 from disal_jax.models import resnet
 from disal_jax.strategies import gradnorm, mc_dropout, per_sample, selectors, tracin
+from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.snapshots import SnapshotStore
 from disal_jax.training.state import TrainState
@@ -251,7 +252,7 @@ def test_pool_scores_do_not_depend_on_the_chunk_size():
   import types
   from disal_jax.strategies.base import batched_pool_scores
   _, state, data, _ = _state(batch=10)
-  trainer = types.SimpleNamespace(train_data=data,
+  trainer = types.SimpleNamespace(train_data=data, mesh=sharding.make_mesh(),
                                   config=types.SimpleNamespace(train=types.SimpleNamespace(
                                       eval_batch_size=16)))
   ctx = types.SimpleNamespace(trainer=trainer, candidates=np.arange(10),

@@ -1,0 +1,43 @@
+"""strategies/base.py: scoring batches are split over the devices (not replicated on each)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.helpers import REPO, subprocess_env
+
+# Runs under 4 forced host devices: every batch a scorer sees must be laid out along the
+# data axis when its size divides over the devices, replicated otherwise, and the rows must
+# come back in order with the padding dropped.
+_SCRIPT = """
+import types
+import jax, jax.numpy as jnp, numpy as np
+from disal_jax.strategies import base
+from disal_jax.training import sharding
+assert jax.device_count() == 4
+mesh = sharding.make_mesh()
+trainer = types.SimpleNamespace(mesh=mesh, train_data=None, config=types.SimpleNamespace(
+    train=types.SimpleNamespace(eval_batch_size=64)))
+index = jax.device_put(np.arange(1000, dtype=np.int32), sharding.along_data(mesh))
+extra = {"x": jax.device_put(np.arange(2000, dtype=np.float32).reshape(1000, 2),
+                             sharding.along_data(mesh))}
+specs = []
+def batch_fn(state, data, batch):
+  specs.append(batch["index"].sharding.spec)
+  return batch["index"] * 10 + batch["x"][:, 1].astype(jnp.int32)
+for count, size, spec in ((1000, None, ("data",)), (300, 36, ("data",)), (50, 30, ())):
+  specs.clear()
+  out = np.asarray(base._map_batches(batch_fn, None, trainer, index, count, extra, size))
+  rows = np.arange(count)
+  assert np.array_equal(out, rows * 10 + 2 * rows + 1), (count, size, out)
+  assert specs and all(tuple(s) == spec for s in specs), (count, size, specs)
+print("ok")
+"""
+
+
+def test_scoring_batches_are_split_over_the_devices():
+  done = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=REPO, capture_output=True,
+                        text=True, timeout=300,
+                        env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+  assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
