@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+import optax
 
 from disal_jax.config import base_config
 from disal_jax.loop import model_config
@@ -61,6 +62,20 @@ def scoring_context(config, dataset, mesh, strategy, labeled, candidates, key, w
     callback(state, 0, 0.1)
   return trainer, ScoringContext(config, trainer, result, candidates, labeled, key, 0,
                                  callback)
+
+
+def plain_train_step(net, tx):
+  """(params, batch_stats, opt_state, images, labels) -> the three updated: one cross-entropy
+  step of a linen classifier with BatchNorm in train mode (the yardstick the benchmarks share)."""
+  def train_step(params, batch_stats, opt_state, inputs, y):
+    def objective(p):
+      out, updates = net.apply({"params": p, "batch_stats": batch_stats}, inputs, train=True,
+                               mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(out["logits"], y).mean(), updates
+    grads, updates = jax.grad(objective, has_aux=True)(params)
+    new_updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, new_updates), updates["batch_stats"], opt_state
+  return train_step
 
 
 def machine() -> dict[str, Any]:

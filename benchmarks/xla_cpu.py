@@ -61,15 +61,7 @@ def main(argv):
   model = lambda v, inputs: net.apply(v, inputs, train=False)["logits"]
   tx = optax.sgd(0.1, momentum=0.9)
   opt_state = tx.init(variables["params"])
-
-  def train_step(params, batch_stats, opt_state, inputs, y):
-    def objective(p):
-      out, updates = net.apply({"params": p, "batch_stats": batch_stats}, inputs, train=True,
-                               mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(out["logits"], y).mean(), updates
-    grads, updates = jax.grad(objective, has_aux=True)(params)
-    new_updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, new_updates), updates["batch_stats"], opt_state
+  train_step = common.plain_train_step(net, tx)
 
   programs = {
       "forward": (lambda inputs: model(variables, inputs), (x,)),
