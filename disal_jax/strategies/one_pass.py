@@ -244,35 +244,34 @@ def _conv_gram(x: jax.Array, delta: jax.Array, layer: _Layer, method: str,
   x: (B, H, W, C_in) layer input; delta: (K, B, H_out, W_out, C_out) output gradients.
   Per sample: A = the stacked windows (kh * kw * C_in, L), D_k = delta_k laid out like the
   windows' columns (L, C_out); kernel gradient = A D_k. The samples go through lax.map in
-  groups of `samples_per_step`, and each group's windows are laid out inside the loop, from
-  the layer's input as it is: one group stays in cache, where materialising the whole batch's
-  patches (9x the activations) is bound by memory bandwidth (measured on CPU: 2.5x slower),
-  and even the whole batch's windows (transposed and padded outside the loop) cost 1.3-1.5x
-  the time in ResNet-18's first stage.
+  groups of `samples_per_step`: one group's windows stay in cache, where materialising the
+  whole batch's patches (9x the activations) is bound by memory bandwidth (measured on CPU:
+  2.5x slower).
   """
-  k, d_out = delta.shape[0], delta.shape[-1]
+  k, batch, d_out = delta.shape[0], delta.shape[1], delta.shape[-1]
+  win = _windows(x, layer)
+  h_out, w_out = win.out_hw
+  if delta.shape[2:4] != (h_out, w_out):
+    raise AssertionError((delta.shape, win.out_hw))
+  d = jnp.pad(delta.astype(jnp.float32), ((0, 0),) * 3 + ((0, win.row - w_out), (0, 0)))
+  d = jnp.transpose(d.reshape(k, batch, win.length, d_out), (1, 2, 0, 3))  # (B, L, K, C_out)
+  d = d.reshape(batch, win.length, k * d_out)
+  d_in = len(win.start) * x.shape[-1]
+  if method == "auto":
+    method = conv_method(win.length, d_in, d_out, k)
 
   def one(sample):
-    xi, di = sample  # (H, W, C_in); (K, H_out, W_out, C_out)
-    win = _windows(xi[None], layer)
-    h_out, w_out = win.out_hw
-    if di.shape[1:3] != (h_out, w_out):
-      raise AssertionError((di.shape, win.out_hw))
-    d = jnp.pad(di.astype(jnp.float32), ((0, 0), (0, 0), (0, win.row - w_out), (0, 0)))
-    dk = jnp.transpose(d.reshape(k, win.length, d_out), (1, 0, 2))
-    dk = dk.reshape(win.length, k * d_out)  # (L, K * C_out)
-    d_in = len(win.start) * xi.shape[-1]
-    form = conv_method(win.length, d_in, d_out, k) if method == "auto" else method
-    a = jnp.concatenate([jax.lax.slice_in_dim(win.phases[p][0], s, s + win.length, axis=1)
+    phases, dk = sample  # phases: each (C_in, rows * row); dk: (L, K * C_out)
+    a = jnp.concatenate([jax.lax.slice_in_dim(phases[p], s, s + win.length, axis=1)
                          for p, s in zip(win.phase, win.start)], axis=0)  # (d_in, L)
-    if form == "direct":
+    if method == "direct":
       g = (a @ dk).reshape(d_in, k, d_out)
       return jnp.einsum("ikd,ild->kl", g, g)
     overlap = a.T @ a  # (L, L)
     mixed = (overlap @ dk).reshape(win.length, k, d_out)
     return jnp.einsum("tkd,tld->kl", dk.reshape(win.length, k, d_out), mixed)
 
-  return jax.lax.map(one, (x, jnp.moveaxis(delta, 0, 1)), batch_size=samples_per_step)
+  return jax.lax.map(one, (win.phases, d), batch_size=samples_per_step)
 
 
 def _dense_gram(a: jax.Array, delta: jax.Array) -> jax.Array:
