@@ -3,8 +3,8 @@
 XLA:CPU in jax 0.10.2 hands every convolution to YNNPACK (`__ynn_fusion`). On the CPUs this
 project runs its tests and CPU benchmarks on (2-core AMD EPYC VMs), YNNPACK's convolutions
 ran at half the speed of XLA's own (Eigen) ones in ResNet-18's 64-channel stage (3x3, batch
-64: 91 against 177 GFLOP/s) and slower in every other stage; a whole train step took 1.3-1.6x
-as long with them (`python -m benchmarks.xla_cpu` measures both side by side). So convolutions
+64: 91 against 177 GFLOP/s) and no faster in the others; a whole train step took 1.2-1.3x as
+long with them (`python -m benchmarks.xla_cpu` measures the choices side by side). So convolutions
 go to Eigen, and YNNPACK keeps the rest of XLA's own choice (matrix products, reductions).
 
 `apply()` runs when `disal_jax` is imported. It appends the setting to XLA_FLAGS unless the flag
@@ -24,7 +24,8 @@ FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 # and this project's: the same without convolutions.
 XLA_DEFAULT_FUSIONS = ("LIBRARY_FUSION_TYPE_REDUCE", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
-FUSIONS = tuple(f for f in XLA_DEFAULT_FUSIONS if f != "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
+FUSIONS = tuple(fusion for fusion in XLA_DEFAULT_FUSIONS
+                if fusion != "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
 
 
 def with_setting(xla_flags: str) -> str:
