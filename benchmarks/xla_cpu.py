@@ -44,6 +44,7 @@ SETTINGS = {
     "everything_ynnpack_fuses": ("LIBRARY_FUSION_TYPE_DOT", "LIBRARY_FUSION_TYPE_ELTWISE",
                                  "LIBRARY_FUSION_TYPE_REDUCE",
                                  "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"),
+    "ynnpack_dots_only": ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",),
     "no_ynnpack": (),
 }
 

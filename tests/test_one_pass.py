@@ -153,9 +153,11 @@ def test_per_sample_targets_reach_the_right_rows():
 
 
 def test_conv_method_picks_the_cheaper_form():
-  # early layer: long windows, few channels -> direct; deep layer: short windows -> ghost
-  assert one_pass.conv_method(positions=32 * 34, d_in=576, d_out=64, k=1) == "direct"
-  assert one_pass.conv_method(positions=4 * 6, d_in=4608, d_out=512, k=1) == "ghost"
+  # first stage of CIFAR ResNet-18 (32 x 32, 64 -> 64): long windows, few channels -> direct;
+  # second (16 x 16, 128 -> 128): the phase Gram is cheaper; last (4 x 4, 512): ghost
+  assert one_pass.conv_method(32 * 34, 64, 9, 64, 1, (34 * 34 + 2,)) == "direct"
+  assert one_pass.conv_method(16 * 18, 128, 9, 128, 1, (18 * 18 + 2,)) == "ghost"
+  assert one_pass.conv_method(4 * 6, 512, 9, 512, 1, (6 * 6 + 2,)) == "ghost"
 
 
 class _SharedLayer(nn.Module):
