@@ -11,7 +11,11 @@ import tempfile
 import jax
 import pytest
 
-from tests.helpers import SHARED_DATA  # imports jax: what follows reaches subprocesses only
+from tests.helpers import FAST_COMPILE_XLA_FLAG, SHARED_DATA  # imports jax, starts no backend
+
+if FAST_COMPILE_XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
+                                                   FAST_COMPILE_XLA_FLAG]))
 
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:

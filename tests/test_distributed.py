@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from tests.helpers import REPO, subprocess_env
+from tests.helpers import REPO, subprocess_env, xla_flags
 
 ARGS = ["--config=configs/default.py:quick", "--config.strategies=disal,coreset",
         "--config.model.width=4", "--config.train.epochs=2", "--config.al.final_fraction=0.15",
@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict[str, str]:
-  return subprocess_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return subprocess_env(XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"))
 
 
 def _two_processes(workdir):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.helpers import REPO, subprocess_env
+from tests.helpers import REPO, subprocess_env, xla_flags
 
 # Runs under 4 forced host devices: every batch a scorer sees must be laid out along the
 # data axis when its size divides over the devices, replicated otherwise, and the rows must
@@ -37,7 +37,7 @@ print("ok")
 
 
 def test_scoring_batches_are_split_over_the_devices():
+  env = subprocess_env(XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"))
   done = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=REPO, capture_output=True,
-                        text=True, timeout=300,
-                        env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+                        text=True, timeout=300, env=env)
   assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -12,7 +12,7 @@ from disal_jax.strategies import disal
 from disal_jax.training import schedule, sharding
 from disal_jax.training.trainer import Trainer, epoch_batches, pad_to_multiple
 
-from tests.helpers import REPO, subprocess_env, tiny_config
+from tests.helpers import REPO, subprocess_env, tiny_config, xla_flags
 
 
 def test_epoch_batches_cover_every_labeled_sample_in_fixed_shapes():
@@ -80,7 +80,7 @@ def _losses_on(devices: int) -> dict:
   out = subprocess.run(
       [sys.executable, "-m", "tests.multidevice_run"], cwd=REPO, capture_output=True,
       text=True, timeout=600,
-      env=subprocess_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"))
+      env=subprocess_env(XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}")))
   assert out.returncode == 0, out.stderr[-3000:]
   return json.loads(out.stdout.strip().splitlines()[-1])
 

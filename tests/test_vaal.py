@@ -72,11 +72,14 @@ def _stripes_context(**overrides):
                                candidates=np.arange(64, 128), rng=jax.random.key(0), cycle=3)
 
 
-def test_vae_and_discriminator_learn_to_tell_the_labeled_set_apart():
+@pytest.mark.parametrize("seed", [0, 2])
+def test_vae_and_discriminator_learn_to_tell_the_labeled_set_apart(seed):
   # Without the adversarial term the latent keeps what tells the sets apart, so the
-  # discriminator must learn it: labeled rows score high, unlabeled low.
+  # discriminator must learn it: labeled rows score high, unlabeled low. (Seed 2 gave an AUC
+  # of 0.54 when each set had its own batch statistics in training; see vaal._iteration.)
   ctx = _stripes_context(epochs=20, adversary_weight=0.0, beta=0.01, kl_reduction="mean",
                          learning_rate=2e-3)
+  ctx.rng = jax.random.key(seed)
   state, losses = vaal.train(ctx)
   assert len(losses["vae_loss"]) == 80  # 20 passes over 64 labeled rows, batches of 16
   assert losses["vae_loss"][-10:].mean() < 0.3 * losses["vae_loss"][:10].mean()
