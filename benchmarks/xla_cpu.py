@@ -40,10 +40,8 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write the JSON
 
 SETTINGS = {
     "xla_default": xla_cpu.XLA_DEFAULT_FUSIONS,
-    "disal_jax (no convolutions)": xla_cpu.FUSIONS,
-    "everything_ynnpack_fuses": ("LIBRARY_FUSION_TYPE_DOT", "LIBRARY_FUSION_TYPE_ELTWISE",
-                                 "LIBRARY_FUSION_TYPE_REDUCE",
-                                 "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"),
+    "xla_default_without_convolutions": xla_cpu.WITHOUT_CONVOLUTIONS,
+    "disal_jax (all but convolutions)": xla_cpu.FUSIONS,
     "ynnpack_dots_only": ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",),
     "no_ynnpack": (),
 }

@@ -5,7 +5,9 @@ project runs its tests and CPU benchmarks on (2-core AMD EPYC VMs), YNNPACK's co
 ran at half the speed of XLA's own (Eigen) ones in ResNet-18's 64-channel stage (3x3, batch
 64: 91 against 177 GFLOP/s) and no faster in the others; a whole train step took 1.2-1.3x as
 long with them (`python -m benchmarks.xla_cpu` measures the choices side by side). So convolutions
-go to Eigen, and YNNPACK keeps the rest of XLA's own choice (matrix products, reductions).
+go to Eigen; YNNPACK keeps XLA's own choice for the rest (matrix products, reductions) and
+also fuses dots with their neighbours and elementwise ops, which made a train step faster
+still (see FUSIONS).
 
 `apply()` runs when `disal_jax` is imported. It appends the setting to XLA_FLAGS unless the flag
 is already there (a user's own choice stands: `--xla_cpu_experimental_ynn_fusion_type=` with
@@ -21,11 +23,15 @@ import os
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 # XLA's own list in jax 0.10.2 (programs compiled with it match those compiled with no flag),
-# and this project's: the same without convolutions.
+# and this project's: no convolutions, and YNNPACK's fused dots and elementwise ops as well
+# (train step 0.88-0.90x the time of XLA's own list minus convolutions, one-pass engine
+# 1.04-1.08x, in two runs of `benchmarks.xla_cpu`; training dominates a cycle).
 XLA_DEFAULT_FUSIONS = ("LIBRARY_FUSION_TYPE_REDUCE", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
-FUSIONS = tuple(fusion for fusion in XLA_DEFAULT_FUSIONS
-                if fusion != "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
+FUSIONS = ("LIBRARY_FUSION_TYPE_DOT", "LIBRARY_FUSION_TYPE_ELTWISE",
+           "LIBRARY_FUSION_TYPE_REDUCE", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+WITHOUT_CONVOLUTIONS = tuple(fusion for fusion in XLA_DEFAULT_FUSIONS
+                             if fusion != "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
 
 
 def with_setting(xla_flags: str) -> str:
