@@ -1,4 +1,4 @@
-"""Which XLA:CPU kernels run this project's convolutions: set in XLA_FLAGS before JAX starts.
+"""Which XLA:CPU kernels run this project's programs: set in XLA_FLAGS before JAX starts.
 
 XLA:CPU in jax 0.10.2 hands every convolution to YNNPACK (`__ynn_fusion`). On the CPUs this
 project runs its tests and CPU benchmarks on (2-core AMD EPYC VMs), YNNPACK's convolutions

@@ -1,4 +1,5 @@
-"""disal_jax/xla_cpu.py: convolutions leave YNNPACK for XLA's own kernels; a user's flag stands."""
+"""disal_jax/xla_cpu.py: convolutions leave YNNPACK for XLA's own kernels, YNNPACK fuses dots
+with elementwise ops; a user's flag stands."""
 
 from __future__ import annotations
 
@@ -38,6 +39,19 @@ def test_this_process_compiles_convolutions_without_ynnpack():
   # ...and XLA's own setting, per program, still gives them to YNNPACK (what the benchmark
   # compares against), so the check above can fail.
   assert "__ynn_fusion" in _conv_program(xla_cpu.compiler_options(xla_cpu.XLA_DEFAULT_FUSIONS))
+
+
+def test_this_process_fuses_elementwise_ops_into_ynnpack_dots():
+  def root_is_ynnpack(compiler_options=None) -> bool:
+    fn = lambda x, w: jnp.tanh(x @ w) * 2.0 + 1.0
+    hlo = jax.jit(fn, compiler_options=compiler_options).lower(
+        jnp.ones((64, 128)), jnp.ones((128, 128))).compile().as_text()
+    return any(line.strip().startswith("ROOT") and "__ynn_fusion" in line
+               for line in hlo.splitlines())
+  # one YNNPACK fusion computes the product and what follows it ...
+  assert root_is_ynnpack()
+  # ... where XLA's own list (minus convolutions) leaves the elementwise ops to XLA
+  assert not root_is_ynnpack(xla_cpu.compiler_options(xla_cpu.WITHOUT_CONVOLUTIONS))
 
 
 def test_import_sets_xla_flags_keeps_the_users_and_is_inert_after_jax_started():
