@@ -12,6 +12,9 @@ Jacobian Gram (expected gradnorm, TracInCP) by both JAX engines. Each JAX figure
 two timed runs after a compiling one; the one-pass engine and the PyTorch loop (the goal's
 ratio) are then timed in turn for --rounds more rounds, and each takes its best. Prints a
 table of samples/s and ratios; writes <out>/per_sample_norms.json.
+
+Host malloc: glibc's defaults unless DISAL_JAX_HOST_MEMORY=keep is in the environment
+(disal_jax/host_memory.py), for both JAX and PyTorch (one process); the table's title says which.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import optax
 
 from benchmarks import common
+from disal_jax import host_memory
 from disal_jax.data.registry import load_dataset
 from disal_jax.models import resnet
 from disal_jax.strategies import per_sample
@@ -161,11 +165,13 @@ def main(argv):
     rows.append([name, r, row["x_torch_loop"] if base else "-", row["x_jax_vmap_gradnorm"],
                  row["cost_x_train_step"]])
   print(f"\nPer-sample gradient norms, CIFAR ResNet-18 width {_WIDTH.value}, "
-        f"{jax.device_count()} {jax.default_backend()} device(s), {os.cpu_count()} cores\n")
+        f"{jax.device_count()} {jax.default_backend()} device(s), {os.cpu_count()} cores, "
+        f"host malloc {'kept (DISAL_JAX_HOST_MEMORY=keep)' if host_memory.is_kept() else 'glibc default'}\n")
   print(common.table(["scorer", "samples/s", "x torch loop", "x jax vmap",
                       "cost / train step"], rows))
   path = common.write_json("per_sample_norms", {
       "images": _IMAGES.value, "width": _WIDTH.value, "batch": batch,
+      "host_memory_kept": host_memory.is_kept(),
       "one_pass_vs_vmap_max_rel_diff": agree, "gram_max_diff_over_max": gram_agree,
       "paired_rounds": paired if _TORCH.value else [],
       "figures": figures}, _OUT.value)

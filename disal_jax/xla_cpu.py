@@ -47,7 +47,7 @@ def compiler_options(fusions: tuple[str, ...]) -> dict[str, str]:
   return {FLAG.lstrip("-"): ",".join(fusions)}
 
 
-def _backends_started() -> bool:
+def backends_started() -> bool:
   try:
     from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
     return xla_bridge.backends_are_initialized()
@@ -61,7 +61,7 @@ def apply() -> None:
   wanted = with_setting(current)
   if wanted == current:
     return
-  if _backends_started():
+  if backends_started():
     logging.info("disal_jax: JAX's backends started before disal_jax was imported; XLA:CPU "
                  "keeps YNNPACK's convolutions (slower here; see disal_jax/xla_cpu.py)")
     return
