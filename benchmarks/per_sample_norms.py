@@ -48,6 +48,7 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Paired rounds of the one-pass engin
                                "PyTorch loop, taken in turn (the goal's ratio).")
 _CACHE = flags.DEFINE_string("cache_dir", "", "Decoded-image cache (config.data.cache_dir).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write the JSON.")
+_MALLOC = {True: "kept (DISAL_JAX_HOST_MEMORY=keep)", False: "glibc's default"}
 
 
 def _in_batches(fn, x: jax.Array, batch: int) -> jax.Array:
@@ -166,7 +167,7 @@ def main(argv):
                  row["cost_x_train_step"]])
   print(f"\nPer-sample gradient norms, CIFAR ResNet-18 width {_WIDTH.value}, "
         f"{jax.device_count()} {jax.default_backend()} device(s), {os.cpu_count()} cores, "
-        f"host malloc {'kept (DISAL_JAX_HOST_MEMORY=keep)' if host_memory.is_kept() else 'glibc default'}\n")
+        f"host malloc {_MALLOC[host_memory.is_kept()]}\n")
   print(common.table(["scorer", "samples/s", "x torch loop", "x jax vmap",
                       "cost / train step"], rows))
   path = common.write_json("per_sample_norms", {

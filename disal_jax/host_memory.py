@@ -46,8 +46,8 @@ def requested(environ=None) -> bool:
   """Whether the environment asks for `keep_freed_memory()` (DISAL_JAX_HOST_MEMORY=keep)."""
   value = (os.environ if environ is None else environ).get(ENV, "default").strip().lower()
   if value not in ENV_VALUES:
-    raise ValueError(f"{ENV}={value!r}: expected one of {ENV_VALUES} "
-                     "(keep: glibc keeps freed host memory for reuse; see disal_jax/host_memory.py)")
+    raise ValueError(f"{ENV}={value!r}: expected one of {ENV_VALUES} (keep: glibc keeps "
+                     "freed host memory for reuse; see disal_jax/host_memory.py)")
   return value == "keep"
 
 
