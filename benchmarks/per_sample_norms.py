@@ -8,10 +8,12 @@ Same real CIFAR-10 images (../shared/data), CIFAR ResNet-18 at random weights (t
 not depend on the values), BatchNorm in eval mode, entropy of the prediction as the loss (the
 gradnorm scheme), same thread count. Also timed: one plain forward pass and one training step
 (forward + backward + SGD update, train mode) per sample, the goals' yardsticks; and the C x C
-Jacobian Gram (expected gradnorm, TracInCP) by both JAX engines. Each JAX figure is the faster of
-two timed runs after a compiling one; the one-pass engine and the PyTorch loop (the goal's
-ratio) are then timed in turn for --rounds more rounds, and each takes its best. Prints a
-table of samples/s and ratios; writes <out>/per_sample_norms.json.
+Jacobian Gram (expected gradnorm, TracInCP) by both JAX engines. On the --reference_images
+images where the engines' norms differ most, both are checked against float64 (a per-sample
+loop of jax.grad): which one is off, or whether float32 itself is. Each JAX figure is
+the faster of two timed runs after a compiling one; the one-pass engine and the PyTorch loop
+(the goal's ratio) are then timed in turn for --rounds more rounds, and each takes its best.
+Prints a table of samples/s and ratios; writes <out>/per_sample_norms.json.
 
 Host malloc: glibc's defaults unless DISAL_JAX_HOST_MEMORY=keep is in the environment
 (disal_jax/host_memory.py), for both JAX and PyTorch (one process); the table's title says which.
@@ -42,6 +44,9 @@ _BATCH = flags.DEFINE_integer("batch", 64, "Samples per jitted call (one-pass en
 _VMAP_CHUNK = flags.DEFINE_integer("vmap_chunk", 32, "Samples per call, vmap engine.")
 _GRAM_IMAGES = flags.DEFINE_integer("gram_images", 20, "Images for the C x C Gram (the vmap "
                                     "Gram runs about 1 image/s on 2 cores).")
+_REFERENCE_IMAGES = flags.DEFINE_integer(
+    "reference_images", 16, "Images whose norms are also computed in float64 (a per-sample "
+    "loop of jax.grad): the ones where the two engines differ most; 0: none.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch references.")
 _TORCH_IMAGES = flags.DEFINE_integer("torch_images", 128, "Images for the PyTorch loops.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Paired rounds of the one-pass engine and the "
@@ -58,6 +63,18 @@ def _in_batches(fn, x: jax.Array, batch: int) -> jax.Array:
   if pad:
     x = jnp.concatenate([x, x[:pad]])
   return jnp.concatenate([fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)])[:n]
+
+
+def _float64_sq_norms(model, variables, x: np.ndarray) -> np.ndarray:
+  """(N,) ||grad_params entropy||^2 per image, everything in float64, one image at a time."""
+  with jax.enable_x64(True):
+    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+
+    def one(image):
+      grads = jax.grad(lambda params: jnp.sum(entropy_of_logits(
+          model({**variables, "params": params}, image[None]))))(variables["params"])
+      return sum(jnp.sum(g * g) for g in jax.tree.leaves(grads))
+    return np.asarray(jax.jit(lambda xs: jax.lax.map(one, xs))(jnp.asarray(x, jnp.float64)))
 
 
 def _rate(fn, x: jax.Array) -> float:
@@ -113,6 +130,17 @@ def main(argv):
     add(f"jax_{engine.name}_gradnorm", _rate(scorers[engine.name], x), _IMAGES.value)
   agree = float(np.max(np.abs(norms["one_pass"] - norms["vmap"]) / np.abs(norms["vmap"])))
   print(f"one-pass vs vmap gradnorm, max relative difference: {agree:.2e}")
+  to_float64 = {}
+  if _REFERENCE_IMAGES.value:
+    # the images where the two engines disagree most: which one is off there?
+    differ = np.abs(norms["one_pass"] - norms["vmap"]) / np.abs(norms["vmap"])
+    picked = np.sort(np.argsort(-differ)[:_REFERENCE_IMAGES.value])
+    exact = _float64_sq_norms(model, variables, x_np[picked])
+    for name, values in norms.items():
+      to_float64[name] = float(np.max(np.abs(values[picked] - exact) / exact))
+    print(f"float32 against float64 on the {len(picked)} images where the engines differ most, "
+          "max relative difference: "
+          + ", ".join(f"{name} {d:.2e}" for name, d in to_float64.items()))
 
   gram_x = x[:_GRAM_IMAGES.value]
   grams = {}
@@ -174,6 +202,7 @@ def main(argv):
       "images": _IMAGES.value, "width": _WIDTH.value, "batch": batch,
       "host_memory_kept": host_memory.is_kept(),
       "one_pass_vs_vmap_max_rel_diff": agree, "gram_max_diff_over_max": gram_agree,
+      "max_rel_diff_to_float64": to_float64,
       "paired_rounds": paired if _TORCH.value else [],
       "figures": figures}, _OUT.value)
   print(f"\nwrote {path}")

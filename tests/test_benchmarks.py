@@ -35,6 +35,9 @@ def test_benchmark_runs_and_writes_its_figures(tmp_path, cache_dir, cifar10_arch
   if name == "per_sample_norms":  # the two engines computed the same norms
     assert payload["one_pass_vs_vmap_max_rel_diff"] < 1e-4
     assert payload["gram_max_diff_over_max"] < 1e-4
+    # ... and each is within float32 rounding of a float64 per-sample loop
+    assert set(payload["max_rel_diff_to_float64"]) == {"one_pass", "vmap"}
+    assert all(d < 1e-4 for d in payload["max_rel_diff_to_float64"].values())
 
 
 def test_scaling_benchmark_measures_pools_and_memory(tmp_path, cache_dir, cifar10_archive):
