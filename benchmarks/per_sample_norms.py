@@ -128,12 +128,12 @@ def main(argv):
     norms[engine.name] = np.asarray(_in_batches(fn, x, size))
     scorers[engine.name] = lambda v, fn=fn, size=size: _in_batches(fn, v, size)
     add(f"jax_{engine.name}_gradnorm", _rate(scorers[engine.name], x), _IMAGES.value)
-  agree = float(np.max(np.abs(norms["one_pass"] - norms["vmap"]) / np.abs(norms["vmap"])))
+  differ = np.abs(norms["one_pass"] - norms["vmap"]) / np.abs(norms["vmap"])
+  agree = float(np.max(differ))
   print(f"one-pass vs vmap gradnorm, max relative difference: {agree:.2e}")
   to_float64 = {}
   if _REFERENCE_IMAGES.value:
     # the images where the two engines disagree most: which one is off there?
-    differ = np.abs(norms["one_pass"] - norms["vmap"]) / np.abs(norms["vmap"])
     picked = np.sort(np.argsort(-differ)[:_REFERENCE_IMAGES.value])
     exact = _float64_sq_norms(model, variables, x_np[picked])
     for name, values in norms.items():

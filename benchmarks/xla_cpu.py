@@ -41,7 +41,7 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write the JSON
 SETTINGS = {
     "xla_default": xla_cpu.XLA_DEFAULT_FUSIONS,
     "xla_default_without_convolutions": xla_cpu.WITHOUT_CONVOLUTIONS,
-    "disal_jax (all but convolutions)": xla_cpu.FUSIONS,
+    "disal_jax (fusions, no stand-alone convolutions)": xla_cpu.FUSIONS,
     "ynnpack_dots_only": ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",),
     "no_ynnpack": (),
 }

@@ -28,6 +28,8 @@ import ctypes
 import logging
 import os
 
+from disal_jax import xla_cpu
+
 ENV = "DISAL_JAX_HOST_MEMORY"
 ENV_VALUES = ("default", "keep")
 # mallopt parameters (glibc's malloc.h).
@@ -62,7 +64,6 @@ def keep_freed_memory() -> bool:
   except (OSError, AttributeError):
     logging.info("disal_jax: %s=keep needs glibc's mallopt; host malloc left as it is", ENV)
     return False
-  from disal_jax import xla_cpu  # pylint: disable=import-outside-toplevel
   if xla_cpu.backends_started():
     logging.warning("disal_jax: JAX's backends started before host_memory.keep_freed_memory(); "
                     "threads that already allocated keep their own arenas (partly in force)")

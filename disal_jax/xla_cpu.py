@@ -4,10 +4,13 @@ XLA:CPU in jax 0.10.2 hands every convolution to YNNPACK (`__ynn_fusion`). On th
 project runs its tests and CPU benchmarks on (2-core AMD EPYC VMs), YNNPACK's convolutions
 ran at half the speed of XLA's own (Eigen) ones in ResNet-18's 64-channel stage (3x3, batch
 64: 91 against 177 GFLOP/s) and no faster in the others; a whole train step took 1.2-1.3x as
-long with them (`python -m benchmarks.xla_cpu` measures the choices side by side). So convolutions
-go to Eigen; YNNPACK keeps XLA's own choice for the rest (matrix products, reductions) and
-also fuses dots with their neighbours and elementwise ops, which made a train step faster
-still (see FUSIONS).
+long with them (`python -m benchmarks.xla_cpu` measures the choices side by side). So a
+convolution on its own goes to Eigen; YNNPACK keeps XLA's own choice for the rest (matrix
+products, reductions) and also fuses dots and elementwise ops with their neighbours, which
+made a train step faster still (see FUSIONS). Note that those fusions take a convolution
+together with the elementwise ops that follow it (convolution + BatchNorm + ReLU, most of
+ResNet's convolutions) into one YNNPACK fusion: what the setting removes is YNNPACK's
+stand-alone convolutions.
 
 `apply()` runs when `disal_jax` is imported. It appends the setting to XLA_FLAGS unless the flag
 is already there (a user's own choice stands: `--xla_cpu_experimental_ynn_fusion_type=` with
@@ -23,7 +26,8 @@ import os
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 # XLA's own list in jax 0.10.2 (programs compiled with it match those compiled with no flag),
-# and this project's: no convolutions, and YNNPACK's fused dots and elementwise ops as well
+# and this project's: no stand-alone convolutions, and YNNPACK's fusions of dots and
+# elementwise ops (a convolution followed by elementwise ops is taken into those)
 # (train step 0.88-0.90x the time of XLA's own list minus convolutions, one-pass engine
 # 1.04-1.08x, in two runs of `benchmarks.xla_cpu`; training dominates a cycle).
 XLA_DEFAULT_FUSIONS = ("LIBRARY_FUSION_TYPE_REDUCE", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",

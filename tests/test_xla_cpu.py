@@ -1,5 +1,5 @@
-"""disal_jax/xla_cpu.py: convolutions leave YNNPACK for XLA's own kernels, YNNPACK fuses dots
-with elementwise ops; a user's flag stands."""
+"""disal_jax/xla_cpu.py: a stand-alone convolution leaves YNNPACK for XLA's own kernels, YNNPACK
+fuses dots with elementwise ops; a user's flag stands."""
 
 from __future__ import annotations
 
