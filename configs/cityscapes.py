@@ -35,5 +35,6 @@ def get_config():
   # Record (and score) the pool at 1/16: 64 x 128 x 19 floats per image, 1.8 GB per buffer.
   config.record.pixel_stride = 16
   config.disal.dynamic_batch_size = 4
+  config.disal.target_source = "eval_pass"  # the train branch is classification-only
   config.checkpoint.every_epochs = 5
   return config

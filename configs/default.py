@@ -21,10 +21,14 @@ def get_config(variant: str = ""):
   config.train.learning_rate = 0.05
   config.augment.crop_padding = 1
   config.augment.flip = False  # digits are not mirror-symmetric
+  config.train.min_steps = 600  # 84% -> 92% at the first budget; 2,000 steps: 92.5%
+  config.data.val_fraction = 0.1  # 144 labeled validation images, never in the pool
   config.disal.dynamic_batch_size = 32
   if variant == "quick":
     config.model.width = 8
     config.train.epochs = 3
+    config.train.min_steps = 0
+    config.data.val_fraction = 0.0
     config.al.final_fraction = 0.20
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of configs/default.py; known: 'quick'")

@@ -32,6 +32,7 @@ def get_config(variant: str = ""):
   config.augment.flip = True
   config.record.pixel_stride = 8  # 8 x 8 recorded pixels per image
   config.disal.dynamic_batch_size = 4
+  config.disal.target_source = "eval_pass"  # the train branch is classification-only
   if variant == "quick":
     config.data.shapes.num_train = 200
     config.data.shapes.num_test = 40

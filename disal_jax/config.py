@@ -12,7 +12,10 @@ RECORD_KEEPS = ("auto", "none", "mean", "last2", "all")
 RECORD_WEIGHTINGS = ("mean", "ema", "lr")
 OPTIMIZERS = ("sgd", "adam")
 DISAL_SCORES = ("projection", "norm")
-DISAL_LOSSES = ("ce", "kl")
+DISAL_LOSSES = ("ce", "kl", "mse")
+DISAL_TARGET_SOURCES = ("eval_pass", "train_branch")
+DISAL_WEIGHT_SCHEDULES = ("constant", "rampup")
+DISAL_WEIGHT_SCALES = ("none", "labeled_fraction")
 DISAL_DIRECTIONS = ("delta", "momentum")
 DISAL_SCORE_TARGETS = ("dynamic", "expected")
 DTYPES = ("float32", "bfloat16")
@@ -44,7 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
   d.image_size = 0  # resize to image_size x image_size at load time; 0 = keep
   d.downscale = 1  # cityscapes: shrink images and label maps by this factor at load time
   d.test_fraction = 0.2  # for datasets without a test split (digits, caltech101)
-  d.split_seed = 0  # fixed train/test split of those datasets
+  d.split_seed = 0  # fixed train/test split of those datasets, and of the validation split
+  # Carve this stratified fraction of the training split out as a labeled validation set
+  # (before max_train): never in the pool, evaluated every cycle beside the test set. Choose
+  # hyper-parameters on it, never on the test set. 0 = no validation set.
+  d.val_fraction = 0.0
   d.max_train = 0  # keep a random N training images (seeded by split_seed); 0 = all
   d.max_test = 0  # likewise for the test split
   d.max_train_per_class = 0  # tfds datasets: keep at most N training images per class; 0 = all
@@ -66,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = t = ml_collections.ConfigDict()
   t.epochs = 200
+  # At least this many optimizer steps per cycle: an epoch then makes several passes over a
+  # small labeled set (the lr schedule, record and checkpoints still count epochs). 0 = off.
+  t.min_steps = 0
   t.batch_size = 128
   t.eval_batch_size = 500
   t.optimizer = "sgd"
@@ -105,20 +115,33 @@ def base_config() -> ml_collections.ConfigDict:
   c.record = r = ml_collections.ConfigDict()
   # What to keep of the pool's per-epoch probabilities: 'auto' = what the strategy declares.
   r.keep = "auto"
-  # Running mean: 'mean' (arithmetic over epochs), 'ema' (decay below), 'lr' (weighted by the
-  # epoch's learning rate, TracIn's eta_t).
-  r.weighting = "mean"
-  r.ema_decay = 0.9
+  # How DISAL's target p_bar folds a sample's predictions: 'mean' (arithmetic), 'ema'
+  # (decay below, bias-corrected as in temporal ensembling: sum_k (1-a) a^(n-k) p_k / (1-a^n)),
+  # 'lr' (weighted by the epoch's learning rate, TracIn's eta_t).
+  r.weighting = "ema"
+  r.ema_decay = 0.6  # temporal ensembling's
+  # Epochs before this one are not folded into p_bar (the first, near-random predictions).
+  r.start_epoch = 0
   # Segmentation: probabilities are recorded (and pixel scores taken) on stride x stride
   # block means of the logits, so the pool buffers hold (H/stride) x (W/stride) x C floats
   # per image (Cityscapes at 16: 64 x 128 x 19, 0.6 MB).
   r.pixel_stride = 8
 
   c.disal = s = ml_collections.ConfigDict()
-  s.dynamic_weight = 1.0  # lambda; 0 trains exactly like plain training
-  s.dynamic_loss = "ce"  # soft-target cross-entropy, or 'kl'
-  s.dynamic_warmup_epochs = 1  # the dynamic loss starts after this many recorded epochs
-  s.dynamic_batch_size = 128  # pool samples drawn per train step for the dynamic loss
+  # Defaults chosen on validation splits (docs/results.md, "DISAL's dynamic loss").
+  s.dynamic_weight = 10.0  # lambda (the most it reaches); 0 trains exactly like plain training
+  # Divergence between p_bar and the prediction: soft-target cross-entropy 'ce', 'kl' (same
+  # gradients as 'ce'), or 'mse' (mean over classes of squared differences of probabilities).
+  s.dynamic_loss = "mse"
+  # Where p_bar comes from: 'eval_pass' (an eval-mode pass over the pool after every epoch),
+  # or 'train_branch' (the dynamic branch's own train-mode predictions, each pool sample
+  # folded in when its batch is drawn: no separate pass; classification only).
+  s.target_source = "train_branch"
+  s.dynamic_warmup_epochs = 1  # the dynamic loss starts at this epoch (after p_bar has data)
+  s.weight_schedule = "rampup"  # lambda * exp(-5 (1 - t)^2) up to t = 1, or 'constant'
+  s.rampup_fraction = 0.5  # rampup: the fraction of the cycle's steps over which t goes 0 -> 1
+  s.weight_scale = "none"  # or 'labeled_fraction': lambda times labeled / (labeled + pool)
+  s.dynamic_batch_size = 32  # pool samples drawn per train step (1/4 of train.batch_size)
   s.direction = "delta"  # theta_start - theta_end, or the optimiser's momentum buffer
   s.score = "projection"  # <grad l_dyn, d> via one jvp, or the per-sample gradient norm
   # The scored loss: 'dynamic' (CE against the recorded p_bar) or 'expected' (the entropy of
@@ -216,6 +239,11 @@ def validate_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
 
   segmentation = dataset.is_segmentation
   task = "segmentation" if segmentation else "classification"
+  if "disal" in strategy_names(config):
+    _check(not segmentation or config.disal.target_source == "eval_pass",
+           "disal.target_source", config.disal.target_source,
+           "'eval_pass' for segmentation (a per-pixel target per training image would be "
+           "held on every device)")
   _check(model_registry.is_segmentation(config.model.name) == segmentation, "model.name",
          config.model.name, f"a {task} model for the {task} dataset {dataset.name!r} (one of "
          f"{model_registry.names(segmentation=segmentation)})")
@@ -274,6 +302,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
 
   t = config.train
   _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
+  _check(t.min_steps >= 0, "train.min_steps", t.min_steps, "0 (off) or a positive count")
+  _check(0 <= config.data.val_fraction < 1, "data.val_fraction", config.data.val_fraction,
+         "in [0, 1) (0 = no validation split)")
   for key in ("batch_size", "eval_batch_size"):
     value = t[key]
     _check(value >= 1 and value % num_devices == 0, f"train.{key}", value,
@@ -312,13 +343,26 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          f"one of {RECORD_WEIGHTINGS}")
   _check(0 <= r.ema_decay < 1, "record.ema_decay", r.ema_decay, "in [0, 1)")
   _check(r.pixel_stride >= 1, "record.pixel_stride", r.pixel_stride, "an integer >= 1")
+  _check(0 <= r.start_epoch < t.epochs, "record.start_epoch", r.start_epoch,
+         f"in [0, train.epochs) = [0, {t.epochs})")
 
   s = config.disal
   _check(s.dynamic_weight >= 0, "disal.dynamic_weight", s.dynamic_weight, ">= 0")
   _check(s.dynamic_loss in DISAL_LOSSES, "disal.dynamic_loss", s.dynamic_loss,
          f"one of {DISAL_LOSSES}")
-  _check(s.dynamic_warmup_epochs >= 1, "disal.dynamic_warmup_epochs", s.dynamic_warmup_epochs,
-         ">= 1 (the dynamic target needs at least one recorded epoch)")
+  _check(s.target_source in DISAL_TARGET_SOURCES, "disal.target_source", s.target_source,
+         f"one of {DISAL_TARGET_SOURCES}")
+  # eval_pass: p_bar exists once an epoch from record.start_epoch has been recorded;
+  # train_branch: samples without a target yet are masked out of the loss.
+  first = r.start_epoch + 1 if s.target_source == "eval_pass" else 0
+  _check(s.dynamic_warmup_epochs >= first, "disal.dynamic_warmup_epochs",
+         s.dynamic_warmup_epochs, f">= {first} (record.start_epoch + 1 with "
+         "target_source='eval_pass': the dynamic target needs a recorded epoch)")
+  _check(s.weight_schedule in DISAL_WEIGHT_SCHEDULES, "disal.weight_schedule",
+         s.weight_schedule, f"one of {DISAL_WEIGHT_SCHEDULES}")
+  _check(0 < s.rampup_fraction <= 1, "disal.rampup_fraction", s.rampup_fraction, "in (0, 1]")
+  _check(s.weight_scale in DISAL_WEIGHT_SCALES, "disal.weight_scale", s.weight_scale,
+         f"one of {DISAL_WEIGHT_SCALES}")
   _check(s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
          "disal.dynamic_batch_size", s.dynamic_batch_size,
          f"a positive multiple of the device count ({num_devices})")

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 FULL_TRAINING = "full_training"
 RUN_CONFIG = "run_config.json"  # the config a run was made with, checked before resuming
 CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "test_accuracy", "test_miou", "test_loss",
-               "train_seconds", "record_seconds", "scoring_seconds")
+               "val_accuracy", "val_miou", "val_loss", "train_seconds", "record_seconds",
+               "scoring_seconds")
 
 
 @dataclasses.dataclass
@@ -49,6 +50,8 @@ class CycleRecord:
   `strategy_metrics` holds what a strategy reports of its own cost (TracInCP's checkpoint
   bytes and seconds); it goes to results.json and metrics.jsonl. Segmentation runs also
   report `test_miou` (and `test_accuracy` is then the pixel accuracy); None otherwise.
+  The `val_*` fields hold the same metrics on the validation split (config.data.val_fraction),
+  None without one.
   """
   strategy: str
   seed: int
@@ -62,16 +65,20 @@ class CycleRecord:
   selected: list[int]
   strategy_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
   test_miou: Optional[float] = None
+  val_accuracy: Optional[float] = None
+  val_loss: Optional[float] = None
+  val_miou: Optional[float] = None
 
 
 def record_level(config: ml_collections.ConfigDict, strategy: Strategy) -> str:
+  needed = strategy.record(config) if callable(strategy.record) else strategy.record
   keep = config.record.keep
   if keep == "auto":
-    return strategy.record
-  if not record_lib.level_at_least(keep, strategy.record):
+    return needed
+  if not record_lib.level_at_least(keep, needed):
     raise config_lib.ConfigError(
         f"config.record.keep={keep!r} is invalid for strategy {strategy.name!r}, which needs "
-        f"at least {strategy.record!r}: one of {record_lib.LEVELS[record_lib.LEVELS.index(strategy.record):]} "
+        f"at least {needed!r}: one of {record_lib.LEVELS[record_lib.LEVELS.index(needed):]} "
         "or 'auto'")
   return keep
 
@@ -259,11 +266,15 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
       row = CycleRecord(name, seed, cycle, count, result.test["accuracy"], result.test["loss"],
                         result.train_seconds, result.record_seconds, scoring_seconds,
                         [int(i) for i in selected], strategy_metrics,
-                        result.test.get("miou"))
+                        result.test.get("miou"), result.val.get("accuracy"),
+                        result.val.get("loss"), result.val.get("miou"))
       rows.append(row)
       test_metrics = {"test/accuracy": row.test_accuracy, "test/loss": row.test_loss}
       if row.test_miou is not None:
         test_metrics["test/miou"] = row.test_miou
+      for key in ("accuracy", "loss", "miou"):
+        if result.val.get(key) is not None:
+          test_metrics[f"val/{key}"] = result.val[key]
       writer.write(cycle, {**test_metrics,
                            "time/train_seconds": row.train_seconds,
                            "time/record_seconds": row.record_seconds,
@@ -271,9 +282,10 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
                            **{f"strategy/{k}": v for k, v in strategy_metrics.items()}},
                    cycle=cycle, labeled=count)
       miou = "" if row.test_miou is None else f", mIoU {row.test_miou:.4f}"
-      log.info("[%s] cycle %d: %d labeled, test accuracy %.4f%s (train %.1fs, record %.1fs, "
-               "scoring %.1fs)", tag, cycle, count, row.test_accuracy, miou, row.train_seconds,
-               row.record_seconds, row.scoring_seconds)
+      val = "" if row.val_accuracy is None else f", val accuracy {row.val_accuracy:.4f}"
+      log.info("[%s] cycle %d: %d labeled, test accuracy %.4f%s%s (train %.1fs, record %.1fs, "
+               "scoring %.1fs)", tag, cycle, count, row.test_accuracy, miou, val,
+               row.train_seconds, row.record_seconds, row.scoring_seconds)
       if primary:
         np.save(out / "labeled_round.npy", labeled_round)
         _write_results(out, rows, extra)
@@ -319,12 +331,15 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   dataset = load_dataset(config.data) if dataset is None else dataset
   config_lib.validate_for_dataset(config, dataset)
   pool.budget_schedule(config.al, dataset.num_train)  # fails before any training
-  log.info("dataset %s: %d train / %d test images of %s, %d classes; %d device(s)",
-           dataset.name, dataset.num_train, len(dataset.test_labels), dataset.image_shape,
-           dataset.num_classes, mesh.size)
+  num_val = 0 if dataset.val_labels is None else len(dataset.val_labels)
+  log.info("dataset %s: %d train / %d validation / %d test images of %s, %d classes; "
+           "%d device(s)", dataset.name, dataset.num_train, num_val, len(dataset.test_labels),
+           dataset.image_shape, dataset.num_classes, mesh.size)
   results = {name: run_strategy(config, dataset, name, workdir_path, mesh) for name in names}
-  table = tables.accuracy_table(results, FULL_TRAINING,
-                                "test_miou" if dataset.is_segmentation else "test_accuracy")
+  metric = "miou" if dataset.is_segmentation else "accuracy"
+  table = tables.accuracy_table(results, FULL_TRAINING, f"test_{metric}")
+  if dataset.val_labels is not None:
+    table += "\n\n" + tables.accuracy_table(results, FULL_TRAINING, f"val_{metric}")
   if primary:
     (workdir_path / "summary.md").write_text(table + "\n")
     tables.write_csv(workdir_path / "summary.csv",

@@ -15,7 +15,7 @@ from tests.helpers import REPO
     ("training", ["--labeled=64", "--pool=32", "--width=4", "--batch_size=32",
                   "--torch=false"]),
     ("cycle_cost", ["--strategies=random", "--labeled=40", "--pool=40", "--width=4",
-                    "--epochs=1"]),
+                    "--epochs=1", "--min_steps=0"]),
     ("per_sample_norms", ["--images=8", "--width=4", "--batch=4", "--vmap_chunk=4",
                           "--gram_images=2", "--torch=false"]),
     ("xla_cpu", ["--width=4", "--batch=4", "--rounds=1", "--programs=forward"]),

@@ -7,7 +7,7 @@ from PIL import Image
 
 from disal_jax.config import base_config
 from disal_jax.data import cityscapes, image_folder, long_tail, registry, tfds_source
-from disal_jax.data.dataset import Dataset
+from disal_jax.data.dataset import Dataset, carve_validation
 
 
 def _data_config(**kw) -> ml_collections.ConfigDict:
@@ -177,3 +177,26 @@ def test_imagenet100_class_list_has_100_distinct_synsets():
   classes = tfds_source.class_list("imagenet100_classes.txt")
   assert len(classes) == 100 == len(set(classes))
   assert all(c.startswith("n") and len(c) == 9 for c in classes)
+
+
+def test_validation_split_is_stratified_disjoint_and_fixed():
+  whole = registry.load_dataset(_data_config(name="digits"))
+  dataset = registry.load_dataset(_data_config(name="digits", val_fraction=0.2))
+  again = registry.load_dataset(_data_config(name="digits", val_fraction=0.2))
+  assert dataset.num_train + len(dataset.val_labels) == whole.num_train
+  np.testing.assert_array_equal(dataset.val_images, again.val_images)  # fixed by split_seed
+  # stratified: every class keeps about 20% of its images on the validation side
+  val_counts = np.bincount(dataset.val_labels, minlength=10)
+  all_counts = np.bincount(whole.train_labels, minlength=10)
+  assert np.all(np.abs(val_counts - 0.2 * all_counts) <= 1)
+  np.testing.assert_array_equal(dataset.test_labels, whole.test_labels)  # test set untouched
+  # disjoint and complete, on images that are all distinct (their first pixel is their row)
+  images = np.zeros((50, 2, 2, 1), np.uint8)
+  images[:, 0, 0, 0] = np.arange(50)
+  toy = Dataset("toy", images, np.arange(50) % 5, images[:5], np.arange(5),
+                tuple("abcde"))
+  split = carve_validation(toy, 0.2, 0)
+  train_ids, val_ids = split.train_images[:, 0, 0, 0], split.val_images[:, 0, 0, 0]
+  assert len(val_ids) == 10 and not set(train_ids) & set(val_ids)
+  assert sorted([*train_ids, *val_ids]) == list(range(50))
+  assert (np.bincount(split.val_labels) == 2).all()

@@ -118,3 +118,81 @@ def test_expected_target_ablation_equals_per_sample_entropy_gradients_dotted_wit
   np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-7)
   dynamic = np.asarray(disal.projection_scores(scoring, data, batch, preprocess=PRE, kind="ce"))
   assert not np.allclose(fast, dynamic)
+
+
+def test_mse_divergence_closed_form_and_missing_targets_count_zero():
+  logits = jnp.array([[1.0, 2.0, 0.5], [0.3, 0.1, -1.0]])
+  target = jnp.array([[0.2, 0.5, 0.3], [0.0, 0.0, 0.0]])  # the second has no target yet
+  p = np.exp([1.0, 2.0, 0.5]) / np.exp([1.0, 2.0, 0.5]).sum()
+  mse = np.asarray(disal.dynamic_loss(logits, target, "mse"))
+  assert mse[0] == pytest.approx(np.mean((p - [0.2, 0.5, 0.3]) ** 2), rel=1e-6)
+  assert mse[1] == 0.0
+  for kind in ("ce", "kl"):
+    assert float(disal.dynamic_loss(logits, target, kind)[1]) == 0.0
+
+
+def test_mse_projection_equals_per_sample_gradients_dotted_with_d():
+  model, variables, direction, data, batch = _setup()
+  scoring = {"state": _State(model, variables), "direction": direction}
+  fast = np.asarray(disal.projection_scores(scoring, data, batch, preprocess=PRE, kind="mse"))
+  slow = np.array([_dot(g, direction) for g in
+                   _slow_grads(model, variables, data.images, batch["target"], "mse")])
+  np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-8)
+
+
+def test_rampup_weight_schedule_closed_form():
+  epochs, steps = 10, 4
+  weights = np.concatenate([disal.weight_schedule(2.0, "rampup", 0.5, 2, epochs, e, steps)
+                            for e in range(epochs)])
+  assert (weights[:8] == 0).all()  # before the start epoch
+  t = np.clip((np.arange(40) - 8) / 20.0, 0, 1)
+  np.testing.assert_allclose(weights[8:], 2.0 * np.exp(-5 * (1 - t[8:]) ** 2), rtol=1e-6)
+  assert weights[-1] == pytest.approx(2.0)
+  constant = disal.weight_schedule(0.5, "constant", 0.5, 1, epochs, 0, steps)
+  assert (constant == 0).all()
+  assert (disal.weight_schedule(0.5, "constant", 0.5, 1, epochs, 1, steps) == 0.5).all()
+
+
+def test_pool_draws_cover_the_pool_before_repeating_across_epochs():
+  epochs = [disal.pool_draws((3, 1), 10, e, 3, 4) for e in range(3)]  # 36 draws of 10
+  flat = np.concatenate(epochs).ravel()
+  assert epochs[0].shape == (3, 4)
+  for start in (0, 10, 20):
+    assert sorted(flat[start:start + 10]) == list(range(10))
+  np.testing.assert_array_equal(disal.pool_draws((3, 1), 10, 1, 3, 4), epochs[1])  # resumable
+  assert not np.array_equal(disal.pool_draws((4, 1), 10, 0, 3, 4), epochs[0])
+
+
+@pytest.mark.parametrize("weighting", ["mean", "ema", "lr"])
+def test_train_branch_fold_equals_a_per_sample_numpy_loop(weighting):
+  """Each drawn row's target folds that row's predictions as the record folds epochs."""
+  hook = disal.DynamicLossHook(1.0, 0, 3, "mse", epochs=4, target_source="train_branch",
+                               weighting=weighting, ema_decay=0.6)
+  extras = hook.init_extras(5, 3, None)
+  rng = np.random.default_rng(0)
+  history = {r: [] for r in range(5)}
+  for step in range(6):
+    rows = rng.choice(5, 3, replace=False)
+    logits = rng.normal(size=(3, 3)).astype(np.float32)
+    lr, on = np.float32(0.1 * (step + 1)), np.float32(step != 2)  # step 2 does not record
+    extras = hook._fold(extras, jnp.asarray(rows), jnp.asarray(logits),
+                        {"lr": lr, "record_on": on})
+    if on:
+      for r, z in zip(rows, np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)):
+        history[r].append((z, lr))
+  for r in range(5):
+    got = np.asarray(extras[disal.TARGET_MEAN][r])
+    if not history[r]:
+      assert float(extras[disal.TARGET_WEIGHT][r]) == 0 and (got == 0).all()
+      continue
+    z = np.array([h[0] for h in history[r]])
+    if weighting == "mean":
+      expected = z.mean(0)
+    elif weighting == "lr":
+      expected = np.average(z, axis=0, weights=[h[1] for h in history[r]])
+    else:
+      ema = np.zeros(3)
+      for zk in z:
+        ema = 0.6 * ema + 0.4 * zk
+      expected = ema / (1 - 0.6 ** len(z))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)

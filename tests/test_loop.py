@@ -72,7 +72,8 @@ def test_two_cycles_of_disal_and_random_keep_every_selection_invariant(two_cycle
 def test_run_writes_results_files_a_report_can_read(two_cycle_run):
   workdir, _, results = two_cycle_run
   payload = json.loads((workdir / "disal/seed_0/results.json").read_text())
-  assert payload["record"] == "mean" and len(payload["cycles"]) == 2
+  # the default train-branch target needs no eval-pass record
+  assert payload["record"] == "none" and len(payload["cycles"]) == 2
   assert payload["cycles"][0]["scoring_seconds"] > 0
   csv_lines = (workdir / "random/seed_0/results.csv").read_text().strip().splitlines()
   assert csv_lines[0].startswith("strategy,seed,cycle,labeled,test_accuracy")
@@ -99,7 +100,8 @@ def test_random_selection_is_a_uniform_sample_without_replacement():
 
 
 def test_record_keep_below_the_strategy_need_is_refused(tmp_path):
-  config = tiny_config(**{"strategies": "disal", "record.keep": "none"})
+  config = tiny_config(**{"strategies": "disal", "record.keep": "none",
+                          "disal.target_source": "eval_pass"})
   with pytest.raises(ConfigError, match="record.keep='none' is invalid for strategy 'disal'"):
     loop.run_experiment(config, str(tmp_path))
 

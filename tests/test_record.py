@@ -33,13 +33,15 @@ def test_lr_weighted_mean_equals_numpy_weighted_average():
   np.testing.assert_allclose(rec.mean, np.average(history, axis=0, weights=lrs), rtol=1e-5)
 
 
-def test_ema_equals_a_numpy_loop():
+def test_ema_is_temporal_ensemblings_bias_corrected_average():
+  """Laine & Aila: Z <- a Z + (1 - a) z from Z = 0, target Z / (1 - a^n)."""
   history = _history()
-  rec = _run(history, "ema", [0.1] * 5, decay=0.7)
-  expected = history[0]
-  for probs in history[1:]:
-    expected = 0.7 * expected + 0.3 * probs
-  np.testing.assert_allclose(rec.mean, expected, rtol=1e-6)
+  rec = _run(history, "ema", [0.1] * 5, decay=0.6)
+  z = np.zeros_like(history[0])
+  for probs in history:
+    z = 0.6 * z + 0.4 * probs
+  np.testing.assert_allclose(rec.mean, z / (1 - 0.6 ** 5), rtol=1e-5)
+  assert float(rec.weight) == pytest.approx(1 - 0.6 ** 5, rel=1e-6)
 
 
 def test_last_two_and_all_epochs_are_kept_in_order():

@@ -139,3 +139,25 @@ def test_seeds_flag_is_checked():
     sweep.parse_seeds(["0", "x"])
   with pytest.raises(Exception, match="twice"):
     sweep.parse_seeds(["1", "1"])
+
+
+def test_validation_table_is_written_from_the_runs_validation_accuracy(tmp_path):
+  counts = [10, 20]
+  for seed, (val, test) in enumerate([([0.4, 0.6], [0.5, 0.7]), ([0.6, 0.8], [0.3, 0.9])]):
+    _write_run(tmp_path, "disal", seed, test, counts)
+    path = tmp_path / "disal" / f"seed_{seed}" / "results.json"
+    payload = json.loads(path.read_text())
+    for cycle, v in zip(payload["cycles"], val):
+      cycle["val_accuracy"] = v
+    path.write_text(json.dumps(payload))
+  out = sweep_report.write_report(tmp_path)
+  val_table = (out / "val_accuracy.md").read_text().splitlines()
+  assert val_table[2].startswith("| 10 (10%) | **50.00 ± 10.00** |")
+  assert val_table[3].startswith("| 20 (20%) | **70.00 ± 10.00** |")
+  assert "Validation accuracy" in (out / "val_accuracy.md").read_text()
+  assert (out / "accuracy.md").read_text().splitlines()[2].startswith("| 10 (10%) | **40.00 ± 10.00**")
+
+
+def test_no_validation_table_without_validation_accuracy(hand_built):
+  out = sweep_report.write_report(hand_built)
+  assert not (out / "val_accuracy.md").exists()

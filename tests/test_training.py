@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,17 +11,32 @@ from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
 from disal_jax.strategies import disal
 from disal_jax.training import schedule, sharding
-from disal_jax.training.trainer import Trainer, epoch_batches, pad_to_multiple
+from disal_jax.training.trainer import (Trainer, epoch_batches, pad_to_multiple,
+                                        steps_per_epoch)
 
-from tests.helpers import REPO, subprocess_env, tiny_config, xla_flags
+from tests.helpers import REPO, subprocess_env, tiny_config, with_overrides, xla_flags
 
 
 def test_epoch_batches_cover_every_labeled_sample_in_fixed_shapes():
   labeled = np.arange(10, 47)
-  batches = epoch_batches(np.random.default_rng(0), labeled, 8)
+  batches, fresh = epoch_batches(np.random.default_rng(0), labeled, 8)
   assert batches.shape == (5, 8) and batches.dtype == np.int32
   assert set(batches.ravel()) == set(labeled)  # every sample at least once, nothing else
   assert np.isin(batches, labeled).all()
+  assert fresh.sum() == len(labeled)  # the fill is not fresh
+  assert sorted(batches[fresh].tolist()) == labeled.tolist()
+
+
+def test_min_steps_stretches_an_epoch_into_whole_passes():
+  labeled = np.arange(10, 47)  # 37 samples, batch 8: one pass is 5 steps
+  assert steps_per_epoch(37, 8, epochs=4, min_steps=0) == 5
+  assert steps_per_epoch(37, 8, epochs=4, min_steps=60) == 15
+  assert steps_per_epoch(37, 8, epochs=4, min_steps=8) == 5  # never fewer than one pass
+  batches, fresh = epoch_batches(np.random.default_rng(0), labeled, 8, num_steps=15)
+  assert batches.shape == (15, 8)
+  counts = np.bincount(batches[fresh], minlength=47)[10:]
+  assert (counts == 3).all()  # 120 slots: three whole passes (111), then 9 drawn at random
+  assert (~fresh).sum() == 120 - 3 * 37
 
 
 def test_pad_to_multiple_masks_the_padding():
@@ -41,27 +57,54 @@ def _train(config, hook=None, epochs_seed=(0, 0)):
                     sharding.make_mesh(), hook=hook)
   labeled = np.arange(0, dataset.num_train, 4)
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
-  level = "mean" if hook is not None else "none"
+  level = disal.record_level(config) if hook is not None else "none"
   result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool,
                                epochs_seed, record_level=level, cycle=0)
   return result
 
 
-def test_lambda_zero_trains_exactly_like_plain_training():
-  config = tiny_config(**{"disal.dynamic_weight": 0.0, "disal.dynamic_warmup_epochs": 1})
-  assert disal.make_hook(config) is None  # the loop trains with the plain step
+@pytest.mark.parametrize("source", ["eval_pass", "train_branch"])
+def test_lambda_zero_trains_exactly_like_plain_training(source):
+  config = tiny_config(**{"disal.dynamic_weight": 0.0, "disal.dynamic_warmup_epochs": 1,
+                          "disal.target_source": source,
+                          "train.min_steps": 36})  # 1,152 pool draws: the pool is 1,078
   plain = _train(config)
-  hook = disal.DynamicLossHook(0.0, 1, config.disal.dynamic_batch_size, "ce")
+  if source == "eval_pass":
+    assert disal.make_hook(config) is None  # the loop trains with the plain step
+    hook = dataclasses.replace(disal.make_hook(with_overrides(
+        config.copy_and_resolve_references(), **{"disal.dynamic_weight": 1.0})), weight=0.0)
+  else:
+    hook = disal.make_hook(config)  # the branch stays: it records p_bar
   with_branch = _train(config, hook=hook)
   # the dynamic branch ran (its loss was computed) but contributed nothing
   assert with_branch.epochs[-1]["dynamic_loss"] > 0
   for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(with_branch.state.params)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    if source == "train_branch":  # a record-only branch has no gradient path: bit for bit
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    else:
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
   assert plain.test == pytest.approx(with_branch.test, rel=1e-6)
+  if source == "train_branch":  # every pool row was drawn, so each has a target
+    weight = np.asarray(with_branch.state.extras[disal.TARGET_WEIGHT])
+    pool = np.setdiff1d(np.arange(len(weight)), np.arange(0, len(weight), 4))
+    assert (weight[pool] > 0).all() and (weight[::4] == 0).all()
 
 
-def test_dynamic_loss_changes_training_when_lambda_is_positive():
-  config = tiny_config(**{"disal.dynamic_weight": 1.0})
+def test_min_steps_trains_more_steps_with_the_same_epochs():
+  config = tiny_config(**{"train.min_steps": 40})
+  labeled = len(np.arange(0, load_dataset(config.data).num_train, 4))
+  one_pass = -(-labeled // config.train.batch_size)
+  assert config.train.epochs * one_pass < 40  # so min_steps is what decides
+  result = _train(config)
+  assert len(result.epochs) == config.train.epochs
+  assert int(result.state.step) == 40
+
+
+@pytest.mark.parametrize("source", ["eval_pass", "train_branch"])
+def test_dynamic_loss_changes_training_when_lambda_is_positive(source):
+  # 80 steps draw every pool sample more than twice: the train branch has targets to pull to
+  config = tiny_config(**{"disal.dynamic_weight": 1.0, "disal.target_source": source,
+                          "train.min_steps": 80})
   plain = _train(config)
   dynamic = _train(config, hook=disal.make_hook(config))
   diffs = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in

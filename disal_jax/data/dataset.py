@@ -7,6 +7,7 @@ pixel, (N, H, W), with IGNORE_LABEL on pixels that count in no loss and no metri
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -27,6 +28,8 @@ class Dataset:
     test_images: (M, H, W, C) uint8.
     test_labels: (M,) int32, or (M, H, W) label maps likewise.
     class_names: one name per class.
+    val_images, val_labels: a labeled validation set carved out of the training split
+      (config.data.val_fraction), never in the pool; None when there is none.
   """
   name: str
   train_images: np.ndarray
@@ -34,10 +37,14 @@ class Dataset:
   test_images: np.ndarray
   test_labels: np.ndarray
   class_names: tuple[str, ...]
+  val_images: Optional[np.ndarray] = None
+  val_labels: Optional[np.ndarray] = None
 
   def __post_init__(self):
-    for split in ("train", "test"):
+    for split in ("train", "test", "val"):
       images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+      if split == "val" and images is None and labels is None:
+        continue
       if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"{self.name}: {split} images must be uint8 (N, H, W, C), got "
                          f"{images.dtype} {images.shape}")
@@ -79,11 +86,33 @@ class Dataset:
     return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
 
 
+def carve_validation(dataset: Dataset, fraction: float, seed) -> Dataset:
+  """Moves a stratified `fraction` of the training split into the validation split.
+
+  The rows kept for training keep their order; the same (dataset, fraction, seed) always
+  gives the same split. Segmentation sets are split uniformly (no class per image).
+  """
+  if dataset.is_segmentation:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(dataset.num_train)
+    n_val = int(round(fraction * dataset.num_train))
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+  else:
+    train, val = stratified_split(dataset.train_labels, fraction, seed)
+  if not len(val) or not len(train):
+    raise ValueError(f"{dataset.name}: data.val_fraction={fraction} leaves "
+                     f"{len(train)} training and {len(val)} validation images; pick a "
+                     "fraction that leaves both non-empty")
+  return dataclasses.replace(
+      dataset, train_images=dataset.train_images[train], train_labels=dataset.train_labels[train],
+      val_images=dataset.train_images[val], val_labels=dataset.train_labels[val])
+
+
 def counts_per_class(labels: np.ndarray, num_classes: int) -> np.ndarray:
   return np.bincount(labels, minlength=num_classes)
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int
+def stratified_split(labels: np.ndarray, test_fraction: float, seed
                      ) -> tuple[np.ndarray, np.ndarray]:
   """Splits indices per class: round(test_fraction * n_c) of each class go to the test side.
 

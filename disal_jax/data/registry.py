@@ -9,7 +9,10 @@ import ml_collections
 import numpy as np
 
 from disal_jax.data import cityscapes, digits, image_folder, long_tail, shapes, tfds_source
-from disal_jax.data.dataset import Dataset, take
+from disal_jax.data.dataset import Dataset, carve_validation, take
+
+# Seeds the validation split apart from the test split (both derive from data.split_seed).
+VAL_SPLIT_STREAM = 0x7A1
 
 Loader = Callable[[ml_collections.ConfigDict], Dataset]
 
@@ -47,10 +50,13 @@ def get_loader(name: str) -> Loader:
 
 
 def load_dataset(cfg: ml_collections.ConfigDict) -> Dataset:
-  """Loads config.data: the named dataset, then the long-tail profile, then truncation."""
+  """Loads config.data: the named dataset, then the long-tail profile, then the validation
+  split (carved from the whole training split, seeded by split_seed), then truncation."""
   dataset = get_loader(cfg.name)(cfg)
   if cfg.imbalance_ratio:
     dataset = long_tail.make_long_tailed(dataset, cfg.imbalance_ratio)
+  if cfg.val_fraction:
+    dataset = carve_validation(dataset, cfg.val_fraction, [cfg.split_seed, VAL_SPLIT_STREAM])
   if cfg.max_train or cfg.max_test:
     rng = np.random.default_rng(cfg.split_seed)
     dataset = take(dataset, _subset(rng, dataset.num_train, cfg.max_train),

@@ -9,6 +9,8 @@ with other settings and linked in under another name is its own line) and writes
   std over seeds per labeled count, one column per strategy, the best
   mean of each row in bold, the area under the learning curve (AULC) as the last row, and
   Full Training below;
+- val_accuracy.md: the same table on the validation split, when the runs have one
+  (config.data.val_fraction): the numbers to choose settings on;
 - times.md: mean wall seconds per cycle (train, record, scoring) per strategy;
 - accuracy.png: the mean metric against the labeled percentage, a ±std band per strategy, Full
   Training as a dashed line.
@@ -28,7 +30,8 @@ from disal_jax.report import tables
 
 FULL_TRAINING = "full_training"  # the loop's name for the upper line
 CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "labeled_percent", "test_accuracy",
-               "test_miou", "test_loss", "train_seconds", "record_seconds", "scoring_seconds")
+               "test_miou", "test_loss", "val_accuracy", "val_miou", "train_seconds",
+               "record_seconds", "scoring_seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +47,26 @@ class Row:
   record_seconds: float
   scoring_seconds: float
   test_miou: float = float("nan")  # segmentation runs; NaN for classification
+  val_accuracy: float = float("nan")  # runs with a validation split; NaN otherwise
+  val_miou: float = float("nan")
 
   @property
   def score(self) -> float:
     """The headline metric: mIoU for segmentation, test accuracy otherwise."""
     return self.test_accuracy if math.isnan(self.test_miou) else self.test_miou
+
+
+def _nan_if_none(value) -> float:
+  return float("nan") if value is None else float(value)
+
+
+def on_split(rows: list[Row], split: str) -> list[Row]:
+  """The rows with the `split` ('test' or 'val') metrics in the test_* fields, which the
+  tables and curves read; rows without that split are dropped."""
+  if split == "test":
+    return rows
+  return [dataclasses.replace(r, test_accuracy=r.val_accuracy, test_miou=r.val_miou)
+          for r in rows if not math.isnan(r.val_accuracy)]
 
 
 def metric_name(rows: Iterable[Row]) -> str:
@@ -68,8 +86,8 @@ def collect(sweep: pathlib.Path) -> list[Row]:
                       int(c["labeled"]), round(100.0 * c["labeled"] / payload["num_train"], 2),
                       float(c["test_accuracy"]), float(c["test_loss"]),
                       float(c["train_seconds"]), float(c["record_seconds"]),
-                      float(c["scoring_seconds"]),
-                      float("nan") if c.get("test_miou") is None else float(c["test_miou"])))
+                      float(c["scoring_seconds"]), _nan_if_none(c.get("test_miou")),
+                      _nan_if_none(c.get("val_accuracy")), _nan_if_none(c.get("val_miou"))))
   if not rows:
     raise FileNotFoundError(f"{sweep}: no <strategy>/seed_<s>/results.json below it; run "
                             "python -m disal_jax.sweep (or disal_jax.main) with this workdir")
@@ -107,15 +125,12 @@ def complete_seeds(rows: list[Row], strategy: str) -> tuple[list[int], dict[int,
   return done, {seed: len(mine) for seed, mine in sorted(cycles.items()) if seed not in done}
 
 
-def aulc(counts: np.ndarray, accuracy: np.ndarray) -> float:
-  """Area under the learning curve, normalised by the labeled range: the curve's mean
-  accuracy under trapezoidal integration (one point gives that point)."""
-  if len(counts) < 2:
-    return float(accuracy[0])
-  return float(np.trapezoid(accuracy, counts) / (counts[-1] - counts[0]))
+aulc = tables.aulc
 
 
-def accuracy_markdown(rows: list[Row]) -> str:
+def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
+  """The mean ± std table of `split` ('test' or 'val'), AULC last, Full Training below."""
+  rows = on_split(rows, split)
   strategies = strategies_of(rows)
   curves = {s: curve(rows, s) for s in strategies}
   complete = {s: complete_seeds(rows, s) for s in strategies}
@@ -162,7 +177,8 @@ def accuracy_markdown(rows: list[Row]) -> str:
     lines.append(f"\nFull Training ({len(full)} seeds): {100 * np.mean(full):.2f} ± "
                  f"{100 * np.std(full):.2f}")
   metric = metric_name(rows)
-  lines.append(f"\nTest {metric} (%), mean ± std over seeds; best mean per row in bold. AULC: "
+  split_name = "Test" if split == "test" else "Validation"
+  lines.append(f"\n{split_name} {metric} (%), mean ± std over seeds; best mean per row in bold. AULC: "
                f"area under the {metric} curve over the labeled range, divided by the range; "
                "n: finished runs.")
   total = len(counts)
@@ -218,12 +234,15 @@ def plot(rows: list[Row], path: pathlib.Path, title: str) -> None:
 
 
 def write_report(sweep: pathlib.Path, out: pathlib.Path | None = None) -> pathlib.Path:
-  """Writes results.csv, accuracy.md, times.md and accuracy.png; returns the folder."""
+  """Writes results.csv, accuracy.md (val_accuracy.md), times.md and accuracy.png; returns
+  the folder."""
   rows = collect(sweep)
   out = out or sweep / "report"
   out.mkdir(parents=True, exist_ok=True)
   tables.write_csv(out / "results.csv", [dataclasses.asdict(r) for r in rows], CSV_COLUMNS)
   (out / "accuracy.md").write_text(accuracy_markdown(rows) + "\n")
+  if on_split(rows, "val"):
+    (out / "val_accuracy.md").write_text(accuracy_markdown(rows, "val") + "\n")
   (out / "times.md").write_text(times_markdown(rows) + "\n")
   plot(rows, out / "accuracy.png", sweep.name)
   return out

@@ -87,7 +87,8 @@ def select_top_k(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
 class Strategy:
   """Attributes:
     name: registry name.
-    record: the least record level it needs (disal_jax.training.record.LEVELS).
+    record: the least record level it needs (disal_jax.training.record.LEVELS), or a function
+      of the config that returns it (DISAL's depends on disal.target_source).
     score: the scoring function.
     select: the selector (top-k unless the strategy is a greedy procedure).
     make_hook: builds its train-step hook from the config, or None.
@@ -98,7 +99,7 @@ class Strategy:
       quantities at the record's resolution; its docstring says which reduction).
   """
   name: str
-  record: str
+  record: str | Callable[[ml_collections.ConfigDict], str]
   score: ScoreFn
   select: SelectFn = select_top_k
   make_hook: Optional[Callable[[ml_collections.ConfigDict], TrainHook]] = None

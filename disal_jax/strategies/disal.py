@@ -1,9 +1,16 @@
-"""DISAL: dynamic influence based selection (../shared/METHOD.md, "DISAL").
+"""DISAL: dynamic influence based selection (docs/method.md, "DISAL").
 
-1. Record: each epoch the pool's softmax outputs fold into a running mean p_bar(u) on device
-   (disal_jax.training.record; weighting per config.record.weighting).
-2. Dynamic loss: each train step draws `disal.dynamic_batch_size` pool samples and adds
-   lambda * mean_u CE(p_bar(u), p_theta(u)) after `disal.dynamic_warmup_epochs` epochs.
+1. Target: each pool sample's predictions across a cycle's training fold into p_bar(u)
+   (config.record.weighting: running mean, bias-corrected EMA, or lr-weighted), from
+   `disal.target_source`: an eval-mode pass over the pool after every epoch ('eval_pass',
+   kept in the trainer's PoolRecord), or the dynamic branch's own train-mode predictions,
+   each sample folded in when its batch is drawn ('train_branch', kept per training row in
+   state.extras: no separate pass over the pool).
+2. Dynamic loss: each train step draws `disal.dynamic_batch_size` pool samples (shuffled
+   passes over the pool) and adds w_t * mean_u D(p_bar(u), p_theta(u)), D one of soft CE / KL
+   / MSE between probability vectors; w_t is lambda from `disal.dynamic_warmup_epochs` on,
+   constant or ramped up as exp(-5 (1 - t)^2), optionally times the labeled fraction.
+   A sample without a target yet counts 0 in the mean.
 3. Direction: d = theta_start - theta_end of the cycle (or the SGD momentum buffer).
 4. Score: s(u) = <grad_theta l_dyn(u; theta_end), d>, all samples from one forward-mode pass
    per batch (jax.jvp of the per-sample loss vector along d); or ||grad_theta l_dyn(u)||.
@@ -15,23 +22,26 @@ Notes on choices the sources leave open (each is a config key):
   training (running statistics come from labeled data only).
 - 'kl' and 'ce' differ by the entropy of p_bar, a constant in theta: same gradients, same
   scores; only the logged loss value differs.
-- Segmentation (METHOD.md 5): p_bar is recorded at the reduced resolution of
-  config.record.pixel_stride; l_dyn(u) is the mean over those pixels of the per-pixel soft
-  CE between p_bar and the block-mean logits (every pixel of an unlabeled image counts, none
-  is known to be void). The dynamic branch sees whole pool images, normalised but neither
-  cropped nor flipped, so they stay aligned with their recorded p_bar.
+- Segmentation (docs/method.md): p_bar is recorded at the reduced resolution of
+  config.record.pixel_stride by the eval pass; l_dyn(u) is the mean over those pixels of the
+  per-pixel divergence between p_bar and the block-mean logits (every pixel of an unlabeled
+  image counts, none is known to be void). The dynamic branch sees whole pool images,
+  normalised but neither cropped nor flipped, so they stay aligned with their recorded p_bar.
 - The ablations: `disal.dynamic_weight=0` trains without the dynamic loss but scores with the
   recorded target; `disal.score_target='expected'` scores without the dynamic target, with the
   expected loss under the model's own prediction, E_{y~p_theta} CE(y, p_theta) = H(p_theta),
   differentiated through p_theta. (With p_theta held fixed as a target, the gradient of
   CE(p, p_theta) vanishes at p_theta = p, so that variant would score everything 0.)
+- A pool sample the train branch never drew has no target (an all-zero row): its loss and
+  its score are 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
+import logging
+from typing import ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +53,11 @@ from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
                                        batched_pool_scores, entropy_of_logits,
                                        per_sample_batch_size)
 from disal_jax.training import pixels
+from disal_jax.training import record as record_lib
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import momentum_trace
+
+log = logging.getLogger(__name__)
 
 
 def score_losses(logits: jax.Array, target: jax.Array, kind: str, score_target: str
@@ -58,13 +71,65 @@ def score_losses(logits: jax.Array, target: jax.Array, kind: str, score_target: 
 
 
 def dynamic_loss(logits: jax.Array, target: jax.Array, kind: str) -> jax.Array:
-  """Per-sample soft-target loss (B,) between p_bar `target` and softmax(logits), both (B, C),
-  or for segmentation both (B, h, w, C), averaged over the pixels."""
-  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  ce = -jnp.sum(target * log_p, axis=-1)
-  if kind == "kl":
-    ce = ce + jnp.sum(jax.scipy.special.xlogy(target, target), axis=-1)
-  return pixels.mean_over_pixels(ce)
+  """Per-sample divergence (B,) between p_bar `target` and softmax(logits), both (B, C), or
+  for segmentation both (B, h, w, C), averaged over the pixels.
+
+  'ce': -sum_c p_bar_c log p_c; 'kl': 'ce' minus the entropy of p_bar; 'mse': the mean over
+  classes of (p_c - p_bar_c)^2 (bounded, as consistency losses use). A target row of zeros
+  (no prediction recorded yet) gives 0.
+  """
+  logits = logits.astype(jnp.float32)
+  if kind == "mse":
+    value = jnp.mean(jnp.square(jax.nn.softmax(logits, axis=-1) - target), axis=-1)
+  else:
+    value = -jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    if kind == "kl":
+      value = value + jnp.sum(jax.scipy.special.xlogy(target, target), axis=-1)
+  has_target = jnp.sum(target, axis=-1) > 0
+  return pixels.mean_over_pixels(jnp.where(has_target, value, 0.0))
+
+
+# state.extras keys of the train-branch target: per training row, p_bar (N, C) and the
+# weight folded into it (N,), as in disal_jax.training.record.fold.
+TARGET_MEAN = "disal_target_mean"
+TARGET_WEIGHT = "disal_target_weight"
+
+
+def weight_schedule(lam: float, schedule: str, rampup_fraction: float, start_epoch: int,
+                    epochs: int, epoch: int, num_steps: int) -> np.ndarray:
+  """The dynamic loss weight of each step of `epoch`, (num_steps,) float32.
+
+  0 before `start_epoch`; then 'constant' lambda, or 'rampup' lambda * exp(-5 (1 - t)^2)
+  where t goes from 0 at the first step of `start_epoch` to 1 after `rampup_fraction` of the
+  cycle's steps (then stays 1), the temporal-ensembling ramp.
+  """
+  step = epoch * num_steps + np.arange(num_steps)
+  first = start_epoch * num_steps
+  weight = np.where(step >= first, lam, 0.0)
+  if schedule == "rampup":
+    t = np.clip((step - first) / max(1.0, rampup_fraction * epochs * num_steps), 0.0, 1.0)
+    weight = weight * np.exp(-5.0 * np.square(1.0 - t))
+  return weight.astype(np.float32)
+
+
+# Seeds the pool draws' passes apart from the cycle's other host random streams.
+POOL_DRAW_STREAM = 0xD15A
+
+
+def pool_draws(cycle_seed: tuple[int, ...], pool_size: int, epoch: int, num_steps: int,
+               batch_size: int) -> np.ndarray:
+  """(num_steps, batch_size) int32 pool positions for `epoch`: its slice of one sequence of
+  shuffled passes over the pool that runs through the whole cycle, so every sample is drawn
+  once before any is drawn again. Pass k's order derives from (cycle_seed, k) alone, so a
+  resumed epoch draws what it would have."""
+  total = num_steps * batch_size
+  first, last = epoch * total, (epoch + 1) * total
+  passes = range(first // pool_size, -(-last // pool_size))
+  order = np.concatenate([
+      np.random.default_rng([*cycle_seed, POOL_DRAW_STREAM, k]).permutation(pool_size)
+      for k in passes])
+  offset = first - passes[0] * pool_size
+  return order[offset:offset + total].reshape(num_steps, batch_size).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,43 +139,106 @@ class DynamicLossHook:
   warmup_epochs: int
   batch_size: int
   kind: str
+  epochs: int
+  target_source: str = "eval_pass"
+  schedule: str = "constant"
+  rampup_fraction: float = 0.5
+  scale: str = "none"
+  weighting: str = "mean"  # train branch: config.record.weighting
+  ema_decay: float = 0.9
+  record_start_epoch: int = 0
   pixel_stride: int = 1  # segmentation: the record's resolution
+  extras_per_cycle: ClassVar[bool] = True  # the train-branch target describes one cycle
+
+  @property
+  def train_branch(self) -> bool:
+    return self.target_source == "train_branch"
+
+  def init_extras(self, num_train: int, num_classes: int, params) -> dict:
+    del params
+    if not self.train_branch:
+      return {}
+    return {TARGET_MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
+            TARGET_WEIGHT: jnp.zeros((num_train,), jnp.float32)}
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
     del outputs
     position = batch["pool_position_index"]  # (Bp,) positions in the recorded pool
     rows = aux["pool_index"][position]
-    target = aux["target"][position]
+    if self.train_branch:
+      target = state.extras[TARGET_MEAN][rows]
+    else:
+      target = aux["target"][position]
     if data.labels.ndim > 1:  # segmentation: whole images, aligned with the recorded p_bar
       images = preprocess.normalise(data.images[rows])
     else:
       images = preprocess.augment(data.images[rows], rng)
+    if self.weight == 0:  # records only: no gradient path, so training stays plain
+      params = jax.lax.stop_gradient(params)
     pool_outputs, _ = state.apply_fn(state.variables(params), images, train=True,
                                      mutable=["batch_stats"])  # statistics updates dropped
     logits = pixels.to_record_resolution(pool_outputs["logits"], self.pixel_stride)
     value = dynamic_loss(logits, target, self.kind).mean()
-    return batch["dynamic_weight"] * value, {"dynamic_loss": value}, state.extras
+    extras = state.extras
+    if self.train_branch:
+      extras = self._fold(extras, rows, jax.lax.stop_gradient(logits), batch)
+    return batch["dynamic_weight"] * value, {"dynamic_loss": value}, extras
+
+  def _fold(self, extras: dict, rows: jax.Array, logits: jax.Array, batch) -> dict:
+    """Folds the branch's predictions into the drawn rows' targets (when recording)."""
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    g, w = record_lib.fold_factors(self.weighting, self.ema_decay, batch["lr"])
+    w = w * batch["record_on"]
+    g = jnp.where(batch["record_on"] > 0, g, 1.0)
+    mean, weight = record_lib.fold(extras[TARGET_MEAN][rows], extras[TARGET_WEIGHT][rows][:, None],
+                                   probs, g, w)
+    return {**extras, TARGET_MEAN: extras[TARGET_MEAN].at[rows].set(mean),
+            TARGET_WEIGHT: extras[TARGET_WEIGHT].at[rows].set(weight[:, 0])}
 
   def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
-                   pool_size: int) -> dict[str, np.ndarray]:
-    weight = self.weight if epoch >= self.warmup_epochs else 0.0
-    return {"pool_position_index": rng.integers(0, pool_size, (num_steps, self.batch_size),
-                                                dtype=np.int32),
-            "dynamic_weight": np.full((num_steps,), weight, np.float32)}
+                   pool_size: int, labeled_size: int, cycle_seed: tuple[int, ...]
+                   ) -> dict[str, np.ndarray]:
+    del rng  # the draws continue across epochs: from cycle_seed
+    lam = self.weight
+    if self.scale == "labeled_fraction":
+      lam *= labeled_size / (labeled_size + pool_size)
+    weights = weight_schedule(lam, self.schedule, self.rampup_fraction, self.warmup_epochs,
+                              self.epochs, epoch, num_steps)
+    recording = np.float32(epoch >= self.record_start_epoch)
+    draws_per_sample = self.epochs * num_steps * self.batch_size / max(1, pool_size)
+    if self.train_branch and epoch == 0 and draws_per_sample < 2:
+      log.warning("DISAL: this cycle draws each pool sample %.1f times; the train-branch "
+                  "target pulls a sample only from its second draw on. Raise "
+                  "train.min_steps or disal.dynamic_batch_size, or use "
+                  "disal.target_source='eval_pass'", draws_per_sample)
+    draws = pool_draws(cycle_seed, pool_size, epoch, num_steps, self.batch_size)
+    return {"pool_position_index": draws,
+            "dynamic_weight": weights, "record_on": np.full((num_steps,), recording)}
 
   def aux(self, record, pool_index):
+    if self.train_branch:
+      return {"pool_index": pool_index}
     return {"pool_index": pool_index, "target": record.mean}
 
 
 def make_hook(config: ml_collections.ConfigDict) -> Optional[DynamicLossHook]:
-  """The dynamic-loss hook, or None for lambda = 0: plain train steps (the pool is still
-  recorded for the score), without a pool batch's forward and backward that adds nothing."""
+  """The dynamic-loss hook, or None for lambda = 0 with the eval pass: plain train steps (the
+  pool is still recorded for the score). With the train branch, lambda = 0 keeps the branch
+  to record p_bar (its loss weighs 0, so the parameters train exactly as plainly)."""
   s = config.disal
-  if s.dynamic_weight == 0:
+  if s.dynamic_weight == 0 and s.target_source == "eval_pass":
     return None
   return DynamicLossHook(float(s.dynamic_weight), int(s.dynamic_warmup_epochs),
-                         int(s.dynamic_batch_size), s.dynamic_loss,
+                         int(s.dynamic_batch_size), s.dynamic_loss, int(config.train.epochs),
+                         s.target_source, s.weight_schedule, float(s.rampup_fraction),
+                         s.weight_scale, config.record.weighting,
+                         float(config.record.ema_decay), int(config.record.start_epoch),
                          int(config.record.pixel_stride))
+
+
+def record_level(config: ml_collections.ConfigDict) -> str:
+  """The eval pass records p_bar ('mean'); the train branch keeps it in state.extras."""
+  return "mean" if config.disal.target_source == "eval_pass" else "none"
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target",
@@ -158,10 +286,23 @@ def direction(ctx: ScoringContext):
   return jax.tree.map(lambda start, end: start - end, ctx.result.start_params, state.params)
 
 
+def pool_target(ctx: ScoringContext) -> jax.Array:
+  """p_bar aligned with the padded pool index (P_pad, ...): the record's, or gathered from
+  the train branch's per-row target."""
+  if ctx.result.record is not None:
+    return ctx.result.record.mean
+  return _gather_rows(ctx.result.state.extras[TARGET_MEAN], ctx.result.pool_index)
+
+
+@jax.jit
+def _gather_rows(table: jax.Array, rows: jax.Array) -> jax.Array:
+  return table[rows]
+
+
 def disal_scores(ctx: ScoringContext) -> np.ndarray:
   s = ctx.config.disal
   scoring = {"state": ctx.result.state, "direction": direction(ctx)}
-  extra = {"target": ctx.result.record.mean}
+  extra = {"target": pool_target(ctx)}
   batch_size = None
   if s.score == "projection":
     fn = functools.partial(projection_scores, preprocess=ctx.trainer.preprocess,
@@ -176,6 +317,6 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
   return batched_pool_scores(ctx, fn, scoring, extra, batch_size)
 
 
-STRATEGY = Strategy(name="disal", record="mean", score=disal_scores, make_hook=make_hook,
+STRATEGY = Strategy(name="disal", record=record_level, score=disal_scores, make_hook=make_hook,
                     description="dynamic influence: <grad of the dynamic loss, accumulated update>",
                     segmentation=True)

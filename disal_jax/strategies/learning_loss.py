@@ -60,8 +60,8 @@ class LossPredictionHook:
     value = ranking_loss(predicted[:, 0], true_loss, self.margin)
     return self.weight * value, {"ranking_loss": value}, state.extras
 
-  def epoch_inputs(self, rng, epoch, num_steps, pool_size):
-    del rng, pool_size
+  def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
+    del rng, pool_size, labeled_size, cycle_seed
     return stage_head.detach_inputs(epoch, num_steps, self.detach_from_epoch)
 
   def aux(self, record, pool_index):

@@ -84,8 +84,8 @@ class DynamicsHook:
     return self.weight * value, {"dynamics_kl": value}, {**state.extras, MEAN: mean,
                                                          COUNT: count}
 
-  def epoch_inputs(self, rng, epoch, num_steps, pool_size):
-    del rng, pool_size
+  def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
+    del rng, pool_size, labeled_size, cycle_seed
     return stage_head.detach_inputs(epoch, num_steps, self.detach_from_epoch)
 
   def aux(self, record, pool_index):

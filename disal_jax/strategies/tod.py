@@ -71,8 +71,8 @@ class CodHook:
     extras = {**state.extras, TEACHER: ema(teacher_params, params, self.ema_decay)}
     return self.weight * cod, {"cod_loss": cod}, extras
 
-  def epoch_inputs(self, rng, epoch, num_steps, pool_size):
-    del epoch
+  def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
+    del epoch, labeled_size, cycle_seed
     return {"pool_position_index": rng.integers(0, pool_size, (num_steps, self.batch_size),
                                                 dtype=np.int32)}
 

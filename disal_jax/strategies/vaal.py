@@ -225,7 +225,7 @@ def iteration_batches(rng: np.random.Generator, rows: np.ndarray, batch_size: in
   """(iterations, batch_size) int32: shuffled passes over `rows`, as many as needed."""
   passes, have = [], 0
   while have < iterations:
-    passes.append(epoch_batches(rng, rows, batch_size))
+    passes.append(epoch_batches(rng, rows, batch_size)[0])
     have += len(passes[-1])
   return np.concatenate(passes)[:iterations]
 

@@ -64,21 +64,36 @@ def record_shardings(record: PoolRecord, mesh: Mesh) -> PoolRecord:
                     None if record.history is None else epoch_major)
 
 
+def fold_factors(weighting: str, ema_decay: float, epoch_weight) -> tuple[jax.Array, jax.Array]:
+  """(g, w) of the fold p_bar <- (g W p_bar + w p) / (g W + w), W <- g W + w.
+
+  'mean': (1, 1), the arithmetic mean; 'lr': (1, lr), TracIn's learning-rate weights;
+  'ema': (a, 1 - a), the bias-corrected EMA of temporal ensembling: after n folds
+  p_bar = sum_k (1 - a) a^(n-k) p_k / (1 - a^n), and W = 1 - a^n.
+  """
+  if weighting == "ema":
+    return jnp.float32(ema_decay), jnp.float32(1.0 - ema_decay)
+  w = 1.0 if weighting == "mean" else epoch_weight
+  return jnp.float32(1.0), jnp.asarray(w, jnp.float32)
+
+
+def fold(mean: jax.Array, weight: jax.Array, probs: jax.Array, g: jax.Array, w: jax.Array
+         ) -> tuple[jax.Array, jax.Array]:
+  """One fold of `probs` into (mean, weight); `weight` broadcasts against `mean` (a scalar
+  for the whole pool, or one per sample with trailing axes of size 1). Where the new weight
+  is 0 (nothing folded yet) the mean stays 0."""
+  new_weight = g * weight + w
+  new_mean = (g * weight * mean + w * probs) / jnp.maximum(new_weight, jnp.finfo(jnp.float32).tiny)
+  return new_mean, new_weight
+
+
 def update_record(record: PoolRecord, probs: jax.Array, epoch_weight: jax.Array, *,
                   weighting: str, ema_decay: float) -> PoolRecord:
-  """Folds one epoch's probabilities (P, ...) into the record.
-
-  weighting='mean' or 'lr': p_bar <- (W * p_bar + w * p) / (W + w), W <- W + w, where w is 1
-  ('mean', so p_bar <- (e * p_bar + p) / (e + 1)) or the epoch's learning rate ('lr').
-  weighting='ema': p_bar <- p on the first epoch, then decay * p_bar + (1 - decay) * p.
-  """
-  w = jnp.asarray(1.0 if weighting == "mean" else epoch_weight, jnp.float32)
-  mean = record.mean
+  """Folds one epoch's probabilities (P, ...) into the record (see `fold_factors`)."""
+  g, w = fold_factors(weighting, ema_decay, epoch_weight)
+  mean, weight = record.mean, g * record.weight + w
   if mean is not None:
-    if weighting == "ema":
-      mean = jnp.where(record.count == 0, probs, ema_decay * mean + (1.0 - ema_decay) * probs)
-    else:
-      mean = (record.weight * mean + w * probs) / (record.weight + w)
+    mean, weight = fold(mean, record.weight, probs, g, w)
   last = None if record.last is None else jnp.stack([record.last[1], probs])
   history = None if record.history is None else record.history.at[record.count].set(probs)
-  return PoolRecord(mean, record.weight + w, record.count + 1, last, history)
+  return PoolRecord(mean, weight, record.count + 1, last, history)

@@ -36,8 +36,11 @@ class TrainHook(Protocol):
   """What a strategy adds to the train step (see disal_jax.strategies.disal for one).
 
   loss: the extra loss (steps.ExtraLoss).
-  epoch_inputs: per-step host arrays for an epoch, each with leading axis `num_steps`;
-    keys ending in '_index' are batch-like and split over devices.
+  epoch_inputs(rng, epoch, num_steps, pool_size, labeled_size, cycle_seed): per-step host
+    arrays for an epoch, each with leading axis `num_steps`; keys ending in '_index' are
+    batch-like and split over devices. `rng` is the epoch's own generator; `cycle_seed` (a
+    tuple of ints) seeds what must continue across the cycle's epochs (a resumed epoch
+    derives it again).
   aux: on-device arrays the loss reads, rebuilt from the record after each recording pass.
   Optional (see `init_params` / `init_extras` below for the defaults):
   init_params(rng, params, sample_outputs) -> params: adds a module's parameters (trained by
@@ -45,12 +48,15 @@ class TrainHook(Protocol):
     outputs for one zero image.
   init_extras(num_train, num_classes, params) -> dict: the state.extras a fresh state starts
     with (`params`: the fresh model's, e.g. for an EMA teacher).
+  extras_per_cycle: bool attribute; True: a warm-started cycle also starts from fresh extras
+    (they describe one cycle's training, as DISAL's train-branch target does).
   """
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess): ...
 
   def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
-                   pool_size: int) -> dict[str, np.ndarray]: ...
+                   pool_size: int, labeled_size: int, cycle_seed: tuple[int, ...]
+                   ) -> dict[str, np.ndarray]: ...
 
   def aux(self, record: Optional[record_lib.PoolRecord],
           pool_index: jax.Array) -> dict[str, jax.Array]: ...
@@ -64,6 +70,7 @@ class CycleResult:
     record: the pool's probability record (None when nothing was recorded).
     pool_index: (P_pad,) int32 on device, the pool rows the record covers (padded).
     test: test-set metrics after the last epoch.
+    val: validation-set metrics after the last epoch ({} without a validation split).
     epochs: one dict of train metrics per epoch.
     train_seconds / record_seconds: wall time of the steps and of the recording passes.
   """
@@ -75,6 +82,7 @@ class CycleResult:
   epochs: list[dict[str, float]]
   train_seconds: float
   record_seconds: float
+  val: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -109,18 +117,37 @@ def pad_to_multiple(index: np.ndarray, multiple: int) -> tuple[np.ndarray, np.nd
   return padded, mask
 
 
-def epoch_batches(rng: np.random.Generator, labeled: np.ndarray, batch_size: int) -> np.ndarray:
-  """A shuffled pass over `labeled`, (steps, batch_size) int32.
+def steps_per_epoch(num_labeled: int, batch_size: int, epochs: int, min_steps: int) -> int:
+  """Optimizer steps in each epoch of a cycle: one pass over the labeled set, or more when
+  `min_steps` (config.train.min_steps) asks for more steps per cycle than `epochs` passes give.
 
-  Every labeled sample appears once; the last batch is completed with labeled samples drawn
-  at random, so every step has the same shape (no recompilation, sane BatchNorm statistics).
+  Small labeled sets thus still get enough updates to converge; the epoch count (and with it
+  the learning-rate schedule, the record and the checkpoints) stays the same.
   """
-  order = rng.permutation(labeled)
-  num_steps = math.ceil(len(order) / batch_size)
-  fill = num_steps * batch_size - len(order)
+  one_pass = math.ceil(num_labeled / batch_size)
+  return max(one_pass, math.ceil(min_steps / epochs)) if min_steps else one_pass
+
+
+def epoch_batches(rng: np.random.Generator, labeled: np.ndarray, batch_size: int,
+                  num_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Shuffled passes over `labeled`: batches (steps, batch_size) int32 and `fresh`, a bool
+  array of the same shape marking each sample's appearances in a full shuffled pass.
+
+  Every labeled sample appears once per pass; passes follow one another until `num_steps`
+  batches are filled (0: one pass). The last batch is completed with labeled samples drawn at
+  random (marked not fresh), so every step has the same shape (no recompilation, sane
+  BatchNorm statistics).
+  """
+  num_steps = num_steps or math.ceil(len(labeled) / batch_size)
+  total = num_steps * batch_size
+  passes = total // len(labeled)
+  order = [rng.permutation(labeled) for _ in range(passes)]
+  fill = total - passes * len(labeled)
   if fill:
-    order = np.concatenate([order, rng.choice(labeled, fill, replace=len(labeled) < fill)])
-  return order.reshape(num_steps, batch_size).astype(np.int32)
+    order.append(rng.choice(labeled, fill, replace=len(labeled) < fill))
+  fresh = np.arange(total) < passes * len(labeled)
+  return (np.concatenate(order).reshape(num_steps, batch_size).astype(np.int32),
+          fresh.reshape(num_steps, batch_size))
 
 
 def format_seconds(seconds: float) -> str:
@@ -178,6 +205,8 @@ class Trainer:
         steps.DeviceData(dataset.train_images, dataset.train_labels), mesh)
     self.test_data = sharding.put_replicated(
         steps.DeviceData(dataset.test_images, dataset.test_labels), mesh)
+    self.val_data = None if dataset.val_labels is None else sharding.put_replicated(
+        steps.DeviceData(dataset.val_images, dataset.val_labels), mesh)
     compiled = jitted_steps(mesh, self.preprocess, hook, self.pixel_stride)
     self._train_step, self._eval_step, self._predict = (compiled.train, compiled.eval,
                                                         compiled.predict)
@@ -199,19 +228,29 @@ class Trainer:
     height, width = self.dataset.image_shape[:2]
     return (height // self.pixel_stride, width // self.pixel_stride, self.dataset.num_classes)
 
-  def init_state(self, rng: jax.Array) -> TrainState:
+  def _fresh_state(self, rng: jax.Array) -> TrainState:
+    """A fresh state with the hook's module parameters and extras (host or traced)."""
     extend = getattr(self.hook, "init_params", None)
     state = create_state(self.model, self.tx, rng, self.dataset.image_shape, extend)
+    return state.replace(extras=self._fresh_extras(state.params))
+
+  def _fresh_extras(self, params) -> dict:
     init_extras = getattr(self.hook, "init_extras", None)
-    if init_extras is not None:
-      state = state.replace(extras=init_extras(len(self.dataset.train_labels),
-                                               self.dataset.num_classes, state.params))
-    return sharding.put_replicated(state, self.mesh)
+    if init_extras is None:
+      return {}
+    return init_extras(len(self.dataset.train_labels), self.dataset.num_classes, params)
+
+  def init_state(self, rng: jax.Array) -> TrainState:
+    return sharding.put_replicated(self._fresh_state(rng), self.mesh)
 
   def reset_optimizer(self, state: TrainState) -> TrainState:
-    """Keeps the weights, restarts the optimiser and step count (warm start)."""
+    """Keeps the weights, restarts the optimiser and step count (warm start); extras that
+    describe one cycle (the hook's `extras_per_cycle`) start afresh too."""
     fresh = state.tx.init(state.params)
-    return sharding.put_replicated(state.replace(step=0, opt_state=fresh), self.mesh)
+    state = state.replace(step=0, opt_state=fresh)
+    if getattr(self.hook, "extras_per_cycle", False):
+      state = state.replace(extras=self._fresh_extras(state.params))
+    return sharding.put_replicated(state, self.mesh)
 
   # -- passes over fixed-size batches ---------------------------------------------------
   def _batches(self, index: np.ndarray, batch_size: int):
@@ -221,18 +260,19 @@ class Trainer:
       yield (jax.device_put(padded[start:start + batch_size], along),
              jax.device_put(mask[start:start + batch_size], along))
 
-  def evaluate(self, state: TrainState) -> dict[str, float]:
-    """Test-set metrics: 'accuracy' (pixel accuracy for segmentation) and 'loss', and for
-    segmentation 'miou' (the mean IoU over classes present in labels or predictions). NaN
-    when there is no test split (an annotation project without one)."""
-    if not len(self.dataset.test_labels):
+  def evaluate(self, state: TrainState, split: str = "test") -> dict[str, float]:
+    """Metrics on the 'test' (or 'val') split: 'accuracy' (pixel accuracy for segmentation)
+    and 'loss', and for segmentation 'miou' (the mean IoU over classes present in labels or
+    predictions). NaN when the split is empty (an annotation project without a test split)."""
+    data = self.test_data if split == "test" else self.val_data
+    if data is None or not len(data.labels):
       nan = float("nan")
       return {"accuracy": nan, "loss": nan, **({"miou": nan} if self.dataset.is_segmentation
                                                else {})}
     total = None
-    index = np.arange(len(self.dataset.test_labels))
+    index = np.arange(len(data.labels))
     for idx, mask in self._batches(index, self.config.train.eval_batch_size):
-      total = steps.merge_metrics(total, self._eval_step(state, self.test_data, idx, mask))
+      total = steps.merge_metrics(total, self._eval_step(state, data, idx, mask))
     metrics = steps.compute_metrics(total)
     if "confusion" in metrics:
       matrix = metrics.pop("confusion")
@@ -260,9 +300,9 @@ class Trainer:
         self.config.train.eval_batch_size
 
   def state_template(self) -> TrainState:
-    """The TrainState's structure, shapes and dtypes, without computing anything."""
-    return jax.eval_shape(lambda: create_state(self.model, self.tx, jax.random.key(0),
-                                               self.dataset.image_shape))
+    """The TrainState's structure, shapes and dtypes (the hook's module parameters and extras
+    included), without computing anything."""
+    return jax.eval_shape(lambda: self._fresh_state(jax.random.key(0)))
 
   def progress_template(self, record_level: str, pool_length: int) -> "CycleProgress":
     """A CycleProgress of abstract arrays: what a mid-cycle checkpoint must hold."""
@@ -336,15 +376,15 @@ class Trainer:
     epochs = list(progress.epochs)
     train_seconds, record_seconds = progress.train_seconds, progress.record_seconds
     along = sharding.along_data(self.mesh)
+    num_steps = steps_per_epoch(len(labeled), cfg.batch_size, cfg.epochs, cfg.min_steps)
     for epoch in range(progress.epoch, cfg.epochs):
       batch_rng, hook_rng = map(np.random.default_rng,
                                 np.random.SeedSequence([*seed, epoch]).spawn(2))
       lr = np.float32(schedule.learning_rate(cfg, epoch))
-      batches = epoch_batches(batch_rng, labeled, cfg.batch_size)
-      # each sample's first appearance this epoch (the last batch's fill repeats samples)
-      fresh = (np.arange(batches.size) < len(labeled)).reshape(batches.shape)
+      batches, fresh = epoch_batches(batch_rng, labeled, cfg.batch_size, num_steps)
       hook_inputs = ({} if self.hook is None else
-                     self.hook.epoch_inputs(hook_rng, epoch, len(batches), len(pool)))
+                     self.hook.epoch_inputs(hook_rng, epoch, num_steps, len(pool),
+                                            len(labeled), tuple(seed)))
       aux = {} if self.hook is None else self.hook.aux(record, pool_index)
       t0 = time.perf_counter()
       totals, step_losses = None, []
@@ -367,7 +407,7 @@ class Trainer:
             f"non-finite training loss ({losses[bad]}) in cycle {cycle}, epoch {epoch + 1}, "
             f"step {bad + 1} of {len(batches)} ({tag}). Nothing of this epoch was saved; the "
             "last checkpoint is intact. Lower train.learning_rate or check the data.")
-      if record is not None:
+      if record is not None and epoch >= self.config.record.start_epoch:
         t1 = time.perf_counter()
         probs = self.pool_probs(state, pool, pool_length)
         record = update_record(record, probs, lr)
@@ -383,8 +423,9 @@ class Trainer:
                                       (progress_every and done % progress_every == 0)):
         on_progress(CycleProgress(state, progress.start_params, record, done, epochs,
                                   train_seconds, record_seconds))
+    val = {} if self.val_data is None else self.evaluate(state, "val")
     return CycleResult(state, progress.start_params, record, pool_index, self.evaluate(state),
-                       epochs, train_seconds, record_seconds)
+                       epochs, train_seconds, record_seconds, val)
 
   def _log_epoch(self, cycle: int, epoch: int, m: dict[str, float], elapsed: float,
                  tag: str) -> None:
