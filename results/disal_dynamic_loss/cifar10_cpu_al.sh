@@ -10,3 +10,7 @@ python -m disal_jax.ablation --config=configs/cifar10_cpu.py --workdir=workdirs/
  --variant=coreset:strategies=coreset \
  --variant=mc_dropout:strategies=mc_dropout \
  --variant=learning_loss:strategies=learning_loss
+# Finished runs are kept under cifar10_cpu_al/<variant>/<strategy>/seed_<s>/results.json
+# (2026-12-02: random seed 0 and its Full Training). A run whose results.json is here need
+# not run again: run the remaining (variant, seed) pairs and copy these in beside them;
+# `python -m disal_jax.ablation ... --table_only` then tabulates all.
