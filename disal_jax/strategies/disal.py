@@ -1,4 +1,4 @@
-"""DISAL: dynamic influence based selection (docs/method.md, "DISAL").
+"""DISAL: dynamic influence based selection (docs/disal.md).
 
 1. Target: each pool sample's predictions across a cycle's training fold into p_bar(u)
    (config.record.weighting: running mean, bias-corrected EMA, or lr-weighted), from
@@ -22,7 +22,7 @@ Notes on choices the sources leave open (each is a config key):
   training (running statistics come from labeled data only).
 - 'kl' and 'ce' differ by the entropy of p_bar, a constant in theta: same gradients, same
   scores; only the logged loss value differs.
-- Segmentation (docs/method.md): p_bar is recorded at the reduced resolution of
+- Segmentation (docs/disal.md): p_bar is recorded at the reduced resolution of
   config.record.pixel_stride by the eval pass; l_dyn(u) is the mean over those pixels of the
   per-pixel divergence between p_bar and the block-mean logits (every pixel of an unlabeled
   image counts, none is known to be void). The dynamic branch sees whole pool images,
