@@ -3,6 +3,7 @@ overhead) and TracInCP-full against DISAL (the paper says much more).
 
   python -m benchmarks.cycle_cost [--strategies=random,disal,tracincp_full] [--labeled=1000]
       [--pool=4000] [--width=32] [--epochs=4] [--min_steps=150]
+      [--variant=disal_joint:strategies=disal,disal.branch=joint ...]
 
 Each strategy runs in its own process (so peak memory is its own): three cycles of the real
 loop on real CIFAR-10 images; the figures are cycle 1's (compiled in cycle 0, and scored)
@@ -28,6 +29,9 @@ from benchmarks import common
 
 _STRATEGIES = flags.DEFINE_list("strategies", ["random", "disal", "tracincp_full"],
                                 "Strategies to compare.")
+_VARIANTS = flags.DEFINE_multi_string(
+    "variant", [], "name:key=value,... one more run with config overrides, as in "
+    "disal_jax.ablation (strategies=<strategy> when the name is not one); repeatable.")
 _LABELED = flags.DEFINE_integer("labeled", 1000, "Labeled images in cycle 0 (cycle 1 has 5% of the pool more).")
 _POOL = flags.DEFINE_integer("pool", 4000, "Unlabeled pool images.")
 _WIDTH = flags.DEFINE_integer("width", 32, "ResNet-18 width.")
@@ -38,10 +42,14 @@ _CHILD = flags.DEFINE_string("child", "", "Internal: run this strategy and print
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write cycle_cost.json.")
 
 
-def _child(strategy: str) -> dict:
-  from disal_jax import loop  # pylint: disable=import-outside-toplevel
+def _child(entry: str) -> dict:
+  # pylint: disable=import-outside-toplevel
+  from disal_jax import ablation, loop
+  name, overrides = ablation.parse_variant(entry)
+  strategy = str(overrides.pop("strategies", name))
   num_train = _LABELED.value + _POOL.value
   config = common.cifar_config(num_train, _WIDTH.value, _CACHE.value)
+  config = ablation.variant_config(config, overrides)
   config.strategies = strategy
   config.full_training = False
   config.train.epochs = _EPOCHS.value
@@ -64,10 +72,11 @@ def main(argv):
     print("FIGURES " + json.dumps(_child(_CHILD.value)), flush=True)
     return
   figures = {}
-  for strategy in _STRATEGIES.value:
-    args = [a for a in sys.argv[1:] if not a.startswith("--child")]
+  for entry in [*_STRATEGIES.value, *_VARIANTS.value]:
+    strategy = entry.partition(":")[0]
+    args = [a for a in sys.argv[1:] if not a.startswith(("--child", "--variant"))]
     out = subprocess.run([sys.executable, "-m", "benchmarks.cycle_cost", *args,
-                          f"--child={strategy}"], capture_output=True, text=True, check=False)
+                          f"--child={entry}"], capture_output=True, text=True, check=False)
     lines = [l for l in out.stdout.splitlines() if l.startswith("FIGURES ")]
     if out.returncode != 0 or not lines:
       raise RuntimeError(f"{strategy} failed:\n{out.stderr[-3000:]}")

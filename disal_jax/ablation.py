@@ -26,7 +26,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from disal_jax import checkpoint, loop
+from disal_jax import checkpoint, loop, pool
+from disal_jax import config as config_lib
 from disal_jax.report import tables
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.",
@@ -68,6 +69,23 @@ def variant_config(base: ml_collections.ConfigDict, overrides: dict[str, object]
       raise app.UsageError(f"variant key {key!r} is not a config key")
     node[last] = type(node[last])(value) if isinstance(node[last], float) else value
   return config
+
+
+def finished(config: ml_collections.ConfigDict, variant_dir: pathlib.Path) -> bool:
+  """Whether every run of `config` (its strategies, Full Training, config.seed) under
+  variant_dir has a results.json with all its cycles: such a run is skipped, so results
+  copied in from elsewhere (without their checkpoints) need not run again."""
+  names = config_lib.strategy_names(config) + ([loop.FULL_TRAINING] if config.full_training else [])
+  for name in names:
+    path = loop.run_dir(variant_dir, name, config.seed) / "results.json"
+    if not path.exists():
+      return False
+    run = json.loads(path.read_text())
+    wanted = (1 if name == loop.FULL_TRAINING
+              else len(pool.budget_schedule(config.al, run["num_train"])))
+    if len(run["cycles"]) < wanted:
+      return False
+  return True
 
 
 def _mean_std(values: list[float]) -> str:
@@ -126,6 +144,9 @@ def main(argv):
       for name, overrides in variants:
         config = variant_config(_CONFIG.value, overrides)
         config.seed = seed
+        if finished(config, workdir / name):
+          logging.info("%s seed %d: finished (results.json complete); skipped", name, seed)
+          continue
         loop.run_experiment(config, str(workdir / name))
   workdir.mkdir(parents=True, exist_ok=True)
   table = summarise(workdir, [name for name, _ in variants])

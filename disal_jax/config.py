@@ -14,6 +14,7 @@ OPTIMIZERS = ("sgd", "adam")
 DISAL_SCORES = ("projection", "norm")
 DISAL_LOSSES = ("ce", "kl", "mse")
 DISAL_TARGET_SOURCES = ("eval_pass", "train_branch")
+DISAL_BRANCHES = ("separate", "joint")
 DISAL_WEIGHT_SCHEDULES = ("constant", "rampup")
 DISAL_WEIGHT_SCALES = ("none", "labeled_fraction")
 DISAL_DIRECTIONS = ("delta", "momentum")
@@ -67,9 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
   m.stem = "cifar"  # 'cifar' (3x3 stride 1, no max-pool) or 'imagenet' (7x7 stride 2 + max-pool)
   m.width = 64  # channels of the first stage; 64 is the standard ResNet-18
   m.dtype = "float32"  # compute dtype; parameters stay float32
-  # Dropout on the pooled feature before the head, in training and in MC-Dropout's passes.
-  # 0 = none; the mc_dropout strategy sets it from mc_dropout.dropout_rate for its own runs.
+  # Dropout on the pooled feature before the head, in MC-Dropout's passes (and in training if
+  # train_dropout). 0 = none; the mc_dropout strategy sets both for its own runs.
   m.dropout_rate = 0.0
+  m.train_dropout = True  # dropout also in the train step (False: only at query time)
 
   c.train = t = ml_collections.ConfigDict()
   t.epochs = 200
@@ -138,10 +140,17 @@ def base_config() -> ml_collections.ConfigDict:
   # folded in when its batch is drawn: no separate pass; classification only).
   s.target_source = "train_branch"
   s.dynamic_warmup_epochs = 1  # the dynamic loss starts at this epoch (after p_bar has data)
+  # The dynamic branch (its loss and, with the train branch, its recording) starts at epoch
+  # round(branch_start_fraction * train.epochs); the steps before are plain (and cost so).
+  s.branch_start_fraction = 0.0
   s.weight_schedule = "rampup"  # lambda * exp(-5 (1 - t)^2) up to t = 1, or 'constant'
   s.rampup_fraction = 0.5  # rampup: the fraction of the cycle's steps over which t goes 0 -> 1
   s.weight_scale = "none"  # or 'labeled_fraction': lambda times labeled / (labeled + pool)
   s.dynamic_batch_size = 32  # pool samples drawn per train step (1/4 of train.batch_size)
+  # 'separate': the pool batch has its own forward pass (its BatchNorm statistics dropped);
+  # 'joint': it is appended to the labeled batch's pass (one pass, shared BatchNorm
+  # statistics; cheaper); classification only.
+  s.branch = "separate"
   s.direction = "delta"  # theta_start - theta_end, or the optimiser's momentum buffer
   s.score = "projection"  # <grad l_dyn, d> via one jvp, or the per-sample gradient norm
   # The scored loss: 'dynamic' (CE against the recorded p_bar) or 'expected' (the entropy of
@@ -150,7 +159,10 @@ def base_config() -> ml_collections.ConfigDict:
   s.norm_chunk_size = 32  # per-sample gradients per chunk, vmap engine (score='norm')
 
   c.mc_dropout = mc = ml_collections.ConfigDict()
-  mc.dropout_rate = 0.5  # on the pooled 512-d feature, in training and in the passes
+  mc.dropout_rate = 0.5  # on the pooled 512-d feature in the passes (and training, below)
+  # Dropout while training too (Gal et al.'s Bayesian CNN) or only at query time (False, the
+  # TiDAL reference's BALD, which the paper's comparisons follow: the model trains as Random's).
+  mc.train_dropout = False
   mc.passes = 10  # T stochastic forward passes, vectorised over dropout keys
   mc.score = "bald"  # 'bald' (mutual information), 'entropy' (max-entropy), 'variation_ratio'
 
@@ -175,9 +187,13 @@ def base_config() -> ml_collections.ConfigDict:
   # vmap engine: per-sample gradients held in memory at once (over all parameters). The
   # expected scheme holds C per sample (one per class), so it processes max(1, chunk_size // C).
   g.chunk_size = 16
+  # 'tensor_sum': sum over parameter tensors of their gradient norms (the reference's);
+  # 'global': one L2 norm over all parameters.
+  g.norm = "tensor_sum"
 
-  # Learning Loss and TiDAL train a StageHead (models/stage_head.py) with the backbone; from
-  # epoch round(detach_fraction * epochs) on (120 of 200) its input is detached.
+  # Learning Loss and TiDAL train a StageHead (models/stage_head.py) with the backbone; after
+  # epoch round(detach_fraction * epochs) (from epoch 121 of 200, counted from 0, as the
+  # Learning Loss reference's `epoch > 120`) its input is detached; 1.0 never detaches.
   c.learning_loss = ll = ml_collections.ConfigDict()
   ll.weight = 1.0  # of the ranking loss
   ll.margin = 1.0
@@ -193,7 +209,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.tidal = td = ml_collections.ConfigDict()
   td.weight = 1.0  # of KL(p_bar || module)
   td.hidden = 128
-  td.detach_fraction = 0.6
+  td.detach_fraction = 1.0  # never: the TiDAL reference detaches Learning Loss's module only
   td.score = "entropy"  # or 'margin'
 
   # CoreGCN / UncertainGCN: a GCN on the feature graph of a pool subset + the labeled set.
@@ -206,6 +222,9 @@ def base_config() -> ml_collections.ConfigDict:
   gc.weight_decay = 5e-4
   gc.unlabeled_weight = 1.2  # lambda on the unlabeled term of the loss
   gc.margin = 0.1  # UncertainGCN picks the scores closest to it
+  # CoreGCN's k-center space: 'hidden_and_output' (the GCN's hidden features and its output
+  # logit, the reference's) or 'hidden'.
+  gc.kcenter_features = "hidden_and_output"
 
   # VAAL: a VAE and a discriminator trained on labeled vs unlabeled images after each cycle.
   c.vaal = va = ml_collections.ConfigDict()
@@ -244,6 +263,9 @@ def validate_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
            "disal.target_source", config.disal.target_source,
            "'eval_pass' for segmentation (a per-pixel target per training image would be "
            "held on every device)")
+    _check(not segmentation or config.disal.branch == "separate", "disal.branch",
+           config.disal.branch, "'separate' for segmentation (pool images are whole images, "
+           "labeled ones crops: they cannot share a forward pass)")
   _check(model_registry.is_segmentation(config.model.name) == segmentation, "model.name",
          config.model.name, f"a {task} model for the {task} dataset {dataset.name!r} (one of "
          f"{model_registry.names(segmentation=segmentation)})")
@@ -360,9 +382,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          "target_source='eval_pass': the dynamic target needs a recorded epoch)")
   _check(s.weight_schedule in DISAL_WEIGHT_SCHEDULES, "disal.weight_schedule",
          s.weight_schedule, f"one of {DISAL_WEIGHT_SCHEDULES}")
+  _check(0 <= s.branch_start_fraction and round(s.branch_start_fraction * t.epochs) < t.epochs,
+         "disal.branch_start_fraction", s.branch_start_fraction,
+         f">= 0, starting the branch before the last of the {t.epochs} epochs")
   _check(0 < s.rampup_fraction <= 1, "disal.rampup_fraction", s.rampup_fraction, "in (0, 1]")
   _check(s.weight_scale in DISAL_WEIGHT_SCALES, "disal.weight_scale", s.weight_scale,
          f"one of {DISAL_WEIGHT_SCALES}")
+  _check(s.branch in DISAL_BRANCHES, "disal.branch", s.branch, f"one of {DISAL_BRANCHES}")
   _check(s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
          "disal.dynamic_batch_size", s.dynamic_batch_size,
          f"a positive multiple of the device count ({num_devices})")
@@ -390,6 +416,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
          "0 (fixed chunk sizes) or a positive number of MiB")
   _check(config.gradnorm.chunk_size >= 1, "gradnorm.chunk_size", config.gradnorm.chunk_size,
          ">= 1")
+  from disal_jax.strategies import gradnorm  # pylint: disable=import-outside-toplevel
+  _check(config.gradnorm.norm in gradnorm.NORMS, "gradnorm.norm", config.gradnorm.norm,
+         f"one of {gradnorm.NORMS}")
   for key in ("learning_loss", "tidal"):
     section = config[key]
     _check(section.weight >= 0, f"{key}.weight", section.weight, ">= 0")
@@ -413,6 +442,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(gc.steps >= 1, "coregcn.steps", gc.steps, ">= 1")
   _check(gc.learning_rate > 0, "coregcn.learning_rate", gc.learning_rate, "> 0")
   _check(0 < gc.margin < 1, "coregcn.margin", gc.margin, "in (0, 1)")
+  _check(gc.kcenter_features in ("hidden_and_output", "hidden"), "coregcn.kcenter_features",
+         gc.kcenter_features, "'hidden_and_output' or 'hidden'")
   va = config.vaal
   for key in ("latent_dim", "width", "discriminator_hidden", "vae_steps", "epochs",
               "steps_per_call"):

@@ -233,7 +233,7 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
         if warm_state is None or not config.train.warm_start:
           state = trainer.init_state(jax.random.fold_in(init_key, cycle))
         else:
-          state = trainer.reset_optimizer(warm_state)
+          state = trainer.reset_optimizer(warm_state, jax.random.fold_in(init_key, cycle))
       callback = (strategy.make_epoch_callback(config, out / f"cycle{cycle}")
                   if strategy.make_epoch_callback and cycle + 1 < len(counts) else None)
       result = trainer.train_cycle(

@@ -58,35 +58,55 @@ def _sq_norm(tree):
   return sum(float(jnp.sum(jnp.square(x))) for x in jax.tree.leaves(tree))
 
 
+def _norm(tree, norm):
+  """The reference's sum over parameter tensors of their norms, or the global L2 norm."""
+  if norm == "tensor_sum":
+    return sum(float(jnp.linalg.norm(x.ravel())) for x in jax.tree.leaves(tree))
+  return float(np.sqrt(_sq_norm(tree)))
+
+
+norms = pytest.mark.parametrize("norm", gradnorm.NORMS)
+
+
 def _probs(state, data):
   logits = state.apply_fn(state.variables(), PRE.normalise(data.images), train=False)["logits"]
   return np.asarray(jax.nn.softmax(logits))
 
 
 # -- gradnorm ------------------------------------------------------------------------------
+@norms
 @engines
-def test_entropy_gradnorm_equals_a_per_sample_grad_loop(engine):
+def test_entropy_gradnorm_equals_a_per_sample_grad_loop(engine, norm):
   _, state, data, batch = _state()
   fast = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE,
-                                                     engine=engine))
+                                                     engine=engine, norm=norm))
   entropy = lambda logits: -jnp.sum(jax.nn.softmax(logits) * jax.nn.log_softmax(logits))
-  slow = np.sqrt([_sq_norm(g) for g in _per_sample_loop(state, data, entropy)])
+  slow = [_norm(g, norm) for g in _per_sample_loop(state, data, entropy)]
   np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-7)  # one sample is saturated
 
 
-@one_pass_only
-def test_expected_gradnorm_equals_a_per_sample_per_class_loop_and_differs_from_entropy(engine):
-  _, state, data, batch = _state()
+def test_tensor_sum_and_global_norms_rank_samples_differently():
+  _, state, data, batch = _state(batch=32)
+  ranks = [np.argsort(np.asarray(gradnorm.entropy_gradnorm_scores(
+      state, data, batch, preprocess=PRE, engine=ONE_PASS, norm=norm))) for norm in gradnorm.NORMS]
+  assert not np.array_equal(ranks[0], ranks[1])
+
+
+@norms
+@engines
+def test_expected_gradnorm_equals_a_per_sample_per_class_loop_and_differs_from_entropy(engine,
+                                                                                       norm):
+  _, state, data, batch = _state(batch=8)
   fast = np.asarray(gradnorm.expected_gradnorm_scores(state, data, batch, preprocess=PRE,
-                                                      engine=engine))
+                                                      engine=engine, norm=norm))
   probs = _probs(state, data)
   norms = np.stack([
-      np.sqrt([_sq_norm(g) for g in _per_sample_loop(
-          state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c])])
+      [_norm(g, norm) for g in _per_sample_loop(
+          state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c])]
       for c in range(CLASSES)], axis=1)  # (B, C)
   np.testing.assert_allclose(fast, (probs * norms).sum(1), rtol=1e-5)
   entropy = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE,
-                                                        engine=engine))
+                                                        engine=engine, norm=norm))
   assert np.abs(fast - entropy).max() > 0.1 * np.abs(entropy).max()
 
 
@@ -165,6 +185,19 @@ def test_snapshot_store_returns_what_it_kept_and_counts_it(tmp_path, where):
   assert (tmp_path / "snaps").exists() == (where == "disk")
   store.close()
   assert not (tmp_path / "snaps").exists() and len(store) == 0
+
+
+# -- selection -----------------------------------------------------------------------------
+def test_top_k_orders_ties_by_the_tie_break_and_otherwise_by_score():
+  scores = np.array([0.5, 0.9, 0.5, 0.1, 0.5, 0.9])
+  ties = np.array([0.3, 0.8, 0.1, 0.0, 0.2, 0.4])
+  # a brute-force reference: sort the (-score, tie) pairs
+  expected = sorted(range(6), key=lambda i: (-scores[i], ties[i]))
+  assert selectors.top_k(scores, 6, ties).tolist() == expected == [5, 1, 2, 4, 0, 3]
+  assert selectors.top_k(scores, 3).tolist() == [1, 5, 0]  # without: by position
+  draws = [selectors.top_k(np.zeros(50), 5, selectors.tie_break(jax.random.key(s), 50)).tolist()
+           for s in range(3)]
+  assert draws[0] != list(range(5)) and len({tuple(d) for d in draws}) == 3
 
 
 # -- MC-Dropout ----------------------------------------------------------------------------

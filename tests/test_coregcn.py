@@ -45,12 +45,14 @@ def test_gcn_training_lowers_its_loss_and_separates_labeled_from_unlabeled():
   nodes = jnp.asarray(np.concatenate([unlabeled, labeled]), jnp.float32)
   is_labeled = jnp.arange(80) >= 50
   model = gcn.GCN(hidden=16, dropout_rate=0.3)
-  scores, hidden, losses = coregcn.train_gcn(nodes, is_labeled, jax.random.key(0), model=model,
+  scores, features, losses = coregcn.train_gcn(nodes, is_labeled, jax.random.key(0), model=model,
                                              steps=200, learning_rate=1e-2, weight_decay=5e-4,
                                              unlabeled_weight=1.2)
   losses = np.asarray(losses)
   assert np.isfinite(losses).all() and losses[-10:].mean() < 0.5 * losses[:10].mean()
-  assert hidden.shape == (80, 16)
+  # k-center space of the reference: the hidden features and the output logit
+  assert features.shape == (80, 17)
+  np.testing.assert_allclose(jax.nn.sigmoid(features[:, -1]), scores, rtol=1e-6)
   assert float(scores[50:].mean()) > float(scores[:50].mean()) + 0.3
 
 
@@ -58,7 +60,7 @@ def _ctx(num_candidates, subset_size, k_labeled=20):
   config = tiny_config()
   config.coregcn.subset_size = subset_size
   return types.SimpleNamespace(config=config, candidates=np.arange(100, 100 + num_candidates),
-                               labeled=np.arange(k_labeled))
+                               labeled=np.arange(k_labeled), rng=jax.random.key(0))
 
 
 @pytest.mark.parametrize("select", [coregcn.select_core, coregcn.select_uncertain])
@@ -73,6 +75,16 @@ def test_selection_stays_in_the_subset_and_names_a_too_small_one(select):
   assert len(set(picks.tolist())) == 4 and set(picks.tolist()) <= set((100 + subset).tolist())
   with pytest.raises(ValueError, match="coregcn.subset_size"):
     select(evidence, ctx, 11)
+
+
+def test_uncertaingcn_breaks_ties_at_random_with_the_cycle_key():
+  ctx = _ctx(40, 0)
+  evidence = {"subset": np.arange(40), "scores": jnp.full((40,), 0.1, jnp.float32)}
+  picks = [coregcn.select_uncertain(evidence, types.SimpleNamespace(
+      **{**vars(ctx), "rng": jax.random.key(seed)}), 5).tolist() for seed in range(3)]
+  assert picks[0] != list(range(100, 105))  # not the lowest rows
+  assert picks[0] != picks[1] or picks[1] != picks[2]
+  assert coregcn.select_uncertain(evidence, ctx, 5).tolist() == picks[0]  # same key, same picks
 
 
 def test_uncertaingcn_picks_the_scores_closest_to_the_margin():

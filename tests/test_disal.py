@@ -1,5 +1,8 @@
 """DISAL's scores against independent slow references on a small ResNet with random weights."""
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +12,11 @@ import pytest
 from disal_jax.models import resnet
 from disal_jax.strategies import disal, per_sample
 from disal_jax.training.augment import Preprocess
-from disal_jax.training.state import TrainState
+from disal_jax.training import steps
+from disal_jax.training.state import TrainState, make_optimizer, with_learning_rate
 from disal_jax.training.steps import DeviceData
+
+from tests.helpers import tiny_config
 
 PRE = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
@@ -196,3 +202,58 @@ def test_train_branch_fold_equals_a_per_sample_numpy_loop(weighting):
         ema = 0.6 * ema + 0.4 * zk
       expected = ema / (1 - 0.6 ** len(z))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_joint_branch_is_one_forward_pass_over_both_batches():
+  """branch='joint': the step's gradient is that of CE(labeled) + w * l_dyn(pool) with both
+  batches in ONE train-mode forward pass (shared BatchNorm statistics), written out by hand."""
+  model = resnet.ResNet18(num_classes=5, width=4)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8)
+  labels = rng.integers(0, 5, 12).astype(np.int32)
+  data = DeviceData(jnp.asarray(images), jnp.asarray(labels))
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                            batch_stats=variables["batch_stats"],
+                            tx=make_optimizer(tiny_config().train), rng=jax.random.key(4))
+  hook = disal.DynamicLossHook(2.0, 0, 3, "mse", epochs=2, target_source="eval_pass",
+                               branch="joint")
+  target = jax.nn.softmax(jax.random.normal(jax.random.key(5), (6, 5)))
+  aux = {"pool_index": jnp.arange(6, 12), "target": target}
+  drawn = np.array([0, 2, 5])
+  batch = {"index": jnp.arange(4), "lr": jnp.float32(0.1),
+           "pool_position_index": jnp.asarray(drawn), "dynamic_weight": jnp.float32(2.0),
+           "record_on": jnp.float32(1.0), "branch_on": jnp.float32(1.0)}
+  new_state, metrics = steps.train_step(
+      state, data, batch, aux, preprocess=PRE,
+      extra_loss=functools.partial(hook.loss, preprocess=PRE),
+      joint_images=functools.partial(hook.joint_images, preprocess=PRE))
+
+  augment_rng, extra_rng, _ = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+  both = jnp.concatenate([PRE.augment(data.images[:4], augment_rng),
+                          PRE.augment(data.images[6 + drawn], extra_rng)])
+
+  def reference_loss(params):
+    outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, both,
+                                   train=True, mutable=["batch_stats"])
+    logits = outputs["logits"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:4], labels[:4]).mean()
+    dyn = jnp.mean(jnp.square(jax.nn.softmax(logits[4:]) - target[drawn]))
+    return ce + 2.0 * dyn, (updates, ce, dyn)
+
+  grads, (updates, ce, dyn) = jax.grad(reference_loss, has_aux=True)(state.params)
+  expected = with_learning_rate(state, 0.1).apply_gradients(
+      grads=grads, batch_stats=updates["batch_stats"])
+  metrics = steps.compute_metrics(metrics)
+  assert metrics["loss"] == pytest.approx(float(ce), rel=1e-5)
+  assert metrics["dynamic_loss"] == pytest.approx(float(dyn), rel=1e-5)
+  for a, b in zip(jax.tree.leaves((new_state.params, new_state.batch_stats)),
+                  jax.tree.leaves((expected.params, expected.batch_stats))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  # a separate branch is a different computation (its own BatchNorm batch)
+  separate = steps.train_step(
+      state, data, batch, aux, preprocess=PRE,
+      extra_loss=functools.partial(dataclasses.replace(hook, branch="separate").loss,
+                                   preprocess=PRE))[0]
+  assert max(float(jnp.abs(a - b).max()) for a, b in
+             zip(jax.tree.leaves(separate.params), jax.tree.leaves(new_state.params))) > 1e-6

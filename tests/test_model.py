@@ -1,5 +1,6 @@
 import jax
 import jax.numpy as jnp
+import numpy as np
 import ml_collections
 import pytest
 
@@ -37,8 +38,25 @@ def test_outputs_logits_features_and_stage_maps(stem, size, final):
 
 def test_registry_builds_by_name_and_rejects_unknown():
   cfg = ml_collections.ConfigDict({"name": "resnet18", "width": 8, "stem": "cifar",
-                                   "dtype": "float32", "dropout_rate": 0.0})
+                                   "dtype": "float32", "dropout_rate": 0.0,
+                                   "train_dropout": True})
   assert isinstance(registry.build_model(cfg, 10), resnet.ResNet)
   cfg.name = "vgg"
   with pytest.raises(KeyError, match="resnet18"):
     registry.build_model(cfg, 10)
+
+
+@pytest.mark.parametrize("train_dropout", [True, False])
+def test_dropout_acts_in_training_only_when_told_and_always_in_query_passes(train_dropout):
+  model = resnet.ResNet18(num_classes=5, width=4, dropout_rate=0.5, train_dropout=train_dropout)
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+  variables = model.init(jax.random.key(1), x)
+
+  def logits(train, key):
+    out = model.apply(variables, x, train=train, dropout=True, rngs={"dropout": key},
+                      mutable=["batch_stats"] if train else False)
+    return np.asarray((out[0] if train else out)["logits"])
+
+  for train in (True, False):
+    differ = not np.allclose(logits(train, jax.random.key(2)), logits(train, jax.random.key(3)))
+    assert differ == (train_dropout or not train)

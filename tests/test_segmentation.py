@@ -192,7 +192,7 @@ def test_pixel_entropy_gradnorm_equals_a_per_sample_gradient_loop(engine):
   variables = state.variables()
   scores = gradnorm.entropy_gradnorm_scores(
       state, data, {"index": jnp.arange(4)}, preprocess=pre,
-      engine=per_sample.Engine(engine, 4, 2, 4), pixel_stride=4)
+      engine=per_sample.Engine(engine, 4, 2, 4), pixel_stride=4, norm="global")
 
   @jax.jit
   @jax.grad

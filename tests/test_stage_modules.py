@@ -141,6 +141,24 @@ def test_tidal_running_means_are_updated_inside_the_train_step():
   assert all(np.isfinite(e["dynamics_kl"]) for e in result.epochs)
 
 
+def test_tidal_warm_start_restarts_the_running_means_and_the_random_stream():
+  """Under train.warm_start the next cycle keeps the weights but starts TiDAL's running means
+  at zero (the reference's restart at epoch 0) and draws its own augmentation keys."""
+  config = tiny_config(**{"data.max_train": 200})
+  trainer, labeled, state, result = _train(config, tidal.make_hook(config), epochs=2)
+  assert np.asarray(result.state.extras[tidal.COUNT]).max() == 2
+  warm = trainer.reset_optimizer(result.state, jax.random.key(7))
+  assert int(warm.step) == 0
+  assert not np.asarray(warm.extras[tidal.COUNT]).any()
+  assert not np.asarray(warm.extras[tidal.MEAN]).any()
+  for a, b in zip(jax.tree.leaves(warm.params), jax.tree.leaves(result.state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not np.array_equal(jax.random.key_data(warm.rng), jax.random.key_data(state.rng))
+  next_cycle = trainer.train_cycle(warm, labeled, np.setdiff1d(np.arange(200), labeled),
+                                   (0, 1), record_level="none", cycle=1)
+  assert np.asarray(next_cycle.state.extras[tidal.COUNT]).max() == 2  # this cycle's epochs only
+
+
 @pytest.mark.parametrize("detach, moves", [(False, True), (True, False)])
 def test_learning_loss_detaches_the_backbone_when_told(detach, moves):
   config = tiny_config(**{"data.max_train": 200})
@@ -166,8 +184,13 @@ def test_learning_loss_detaches_the_backbone_when_told(detach, moves):
   assert (backbone > 0) == moves
 
 
-def test_detach_epoch_is_sixty_percent_of_training():
+def test_detach_follows_the_references():
+  """Learning Loss: detached when epoch > 120 of 200 (0-based), as its reference; TiDAL's
+  reference never detaches its module."""
   config = tiny_config()
   config.train.epochs = 200
-  assert learning_loss.make_hook(config).detach_from_epoch == 120
-  assert tidal.make_hook(config).detach_from_epoch == 120
+  hook = learning_loss.make_hook(config)
+  flags = [bool(hook.epoch_inputs(None, e, 1, 0, 0, ())["detach_head"][0]) for e in range(200)]
+  assert flags.index(True) == 121 and all(flags[121:])
+  hook = tidal.make_hook(config)
+  assert not any(hook.epoch_inputs(None, e, 1, 0, 0, ())["detach_head"][0] for e in range(200))

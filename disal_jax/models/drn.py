@@ -106,6 +106,7 @@ class DRN(nn.Module):
   width: int = 16
   layers: tuple[int, ...] = LAYERS_22
   dropout_rate: float = 0.0
+  train_dropout: bool = True  # False: dropout only in passes with train=False (queries)
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -115,7 +116,8 @@ class DRN(nn.Module):
     features = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
     pooled = features
     if self.dropout_rate:
-      pooled = nn.Dropout(self.dropout_rate, deterministic=not dropout)(pooled)
+      active = dropout and (self.train_dropout or not train)
+      pooled = nn.Dropout(self.dropout_rate, deterministic=not active)(pooled)
     logits = nn.Dense(self.num_classes, name="fc")(pooled)
     return {"logits": logits, "features": features, "stages": stages}
 
@@ -131,6 +133,7 @@ class DRNSeg(nn.Module):
   width: int = 16
   layers: tuple[int, ...] = LAYERS_22
   dropout_rate: float = 0.0
+  train_dropout: bool = True  # False: dropout only in passes with train=False (queries)
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -140,7 +143,8 @@ class DRNSeg(nn.Module):
         x.astype(self.dtype), train)
     features = jnp.mean(feature_map, axis=(1, 2)).astype(jnp.float32)
     if self.dropout_rate:
-      feature_map = nn.Dropout(self.dropout_rate, deterministic=not dropout)(feature_map)
+      active = dropout and (self.train_dropout or not train)
+      feature_map = nn.Dropout(self.dropout_rate, deterministic=not active)(feature_map)
     logits = nn.Conv(self.num_classes, (1, 1), kernel_init=conv_init, name="seg")(feature_map)
     logits = jax.image.resize(logits.astype(jnp.float32),
                               (logits.shape[0], height, width, self.num_classes), "bilinear")

@@ -60,6 +60,7 @@ class ResNet(nn.Module):
   width: int = 64
   stem: str = "cifar"
   dropout_rate: float = 0.0
+  train_dropout: bool = True  # False: dropout only in passes with train=False (queries)
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -86,7 +87,8 @@ class ResNet(nn.Module):
       stages.append(x)
     features = jnp.mean(x, axis=(1, 2))
     if self.dropout_rate:
-      features_for_head = nn.Dropout(self.dropout_rate, deterministic=not dropout)(features)
+      active = dropout and (self.train_dropout or not train)
+      features_for_head = nn.Dropout(self.dropout_rate, deterministic=not active)(features)
     else:
       features_for_head = features
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features_for_head)

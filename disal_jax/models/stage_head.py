@@ -46,8 +46,13 @@ def apply(head: StageHead, params: Any, stages: Sequence[jax.Array],
 
 
 def detach_epoch(epochs: int, fraction: float) -> int:
-  """First epoch whose head input is detached from the backbone: round(fraction * epochs)."""
-  return int(round(fraction * epochs))
+  """First (0-based) epoch whose head input is detached from the backbone.
+
+  The Learning Loss reference detaches when `epoch > epoch_loss` (120 of 200 epochs, epochs
+  counted from 0): the first detached epoch is round(fraction * epochs) + 1, so 121 of 200.
+  fraction = 1 never detaches (returns `epochs + 1`).
+  """
+  return int(round(fraction * epochs)) + 1
 
 
 def detach_inputs(epoch: int, num_steps: int, detach_from_epoch: int) -> dict[str, np.ndarray]:

@@ -72,15 +72,20 @@ ScoreFn = Callable[[ScoringContext], Any]
 SelectFn = Callable[[Any, ScoringContext, int], np.ndarray]
 
 
+# Folded into a cycle's scoring key for the order among tied scores.
+TIE_BREAK_STREAM = 0x71E
+
+
 def select_top_k(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
-  """The k candidates with the highest scores; ties broken by candidate order (stable)."""
+  """The k candidates with the highest scores; ties broken at random with the cycle's key."""
   scores = np.asarray(scores, np.float64)
   if scores.shape != ctx.candidates.shape:
     raise ValueError(f"scores {scores.shape} do not match candidates {ctx.candidates.shape}")
   if not np.all(np.isfinite(scores)):
     bad = int(np.sum(~np.isfinite(scores)))
     raise FloatingPointError(f"{bad} non-finite scores in cycle {ctx.cycle}")
-  return ctx.candidates[selectors.top_k(scores, k)]
+  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(scores))
+  return ctx.candidates[selectors.top_k(scores, k, ties)]
 
 
 @dataclasses.dataclass(frozen=True)

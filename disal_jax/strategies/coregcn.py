@@ -1,16 +1,17 @@
 """CoreGCN and UncertainGCN (Caramalau et al., sequential GCN for active learning).
 
 After the cycle's training, a small GCN learns to tell labeled from unlabeled nodes on a graph
-of backbone features (../shared/METHOD.md):
+of backbone features (docs/strategies.md):
 - nodes: the L2-normalised penultimate features of a scoring subset of the pool (at most
   `coregcn.subset_size`, drawn at random with the cycle's key) and of every labeled sample;
 - edges: A = F F^T - I, column-normalised, + I (`models.gcn.normalised_adjacency`);
 - training: `coregcn.steps` full-batch Adam steps (lr, L2 weight decay as the reference) on
   -mean_labeled log s - unlabeled_weight * mean_unlabeled log(1 - s), s = sigmoid(GCN),
   dropout on the hidden layer; all steps run in one jitted lax.scan.
-Selection, GCN in eval mode: CoreGCN = greedy k-center on the GCN's hidden features (labeled
-nodes as the initial centres); UncertainGCN = the unlabeled nodes with the smallest
-|s - margin|.
+Selection, GCN in eval mode: CoreGCN = greedy k-center (labeled nodes as the initial
+centres) on the GCN's hidden features concatenated with its output logit, as the reference
+(`coregcn.kcenter_features='hidden_and_output'`; 'hidden' leaves the logit out);
+UncertainGCN = the unlabeled nodes with the smallest |s - margin| (ties at random).
 Memory: the adjacency is dense, (subset + labeled)^2 float32: 10,000 + 20,000 nodes take
 3.6 GB. That is why the graph covers a subset of the pool and not all of it.
 """
@@ -26,7 +27,7 @@ import optax
 
 from disal_jax.models import gcn as gcn_lib
 from disal_jax.strategies import selectors
-from disal_jax.strategies.base import ScoringContext, Strategy, map_rows
+from disal_jax.strategies.base import TIE_BREAK_STREAM, ScoringContext, Strategy, map_rows
 from disal_jax.strategies.coreset import features as backbone_features
 from disal_jax.training import sharding
 
@@ -51,7 +52,8 @@ def train_gcn(features: jax.Array, is_labeled: jax.Array, rng: jax.Array, *,
 
   is_labeled: (N,) bool. One jitted call: the steps are a lax.scan, and the dense (N, N)
   adjacency is built once for training and evaluation.
-  Returns: sigmoid scores (N,) and hidden features (N, H) in eval mode, per-step losses (steps,).
+  Returns: sigmoid scores (N,), the k-center features (N, H + 1): the hidden features and
+  the output logit in eval mode, and the per-step losses (steps,).
   """
   x = features / jnp.maximum(jnp.linalg.norm(features, axis=1, keepdims=True), 1e-12)
   adjacency = gcn_lib.normalised_adjacency(x)
@@ -76,7 +78,7 @@ def train_gcn(features: jax.Array, is_labeled: jax.Array, rng: jax.Array, *,
     (params, _), losses = jax.lax.scan(step, (params, tx.init(params)),
                                        jax.random.split(dropout_rng, steps))
   logits, hidden = model.apply({"params": params}, x, adjacency)
-  return jax.nn.sigmoid(logits), hidden, losses
+  return jax.nn.sigmoid(logits), jnp.concatenate([hidden, logits[:, None]], axis=1), losses
 
 
 def _model(ctx: ScoringContext) -> gcn_lib.GCN:
@@ -98,15 +100,17 @@ def score(ctx: ScoringContext) -> dict:
   nodes = map_rows(ctx, fn, state, np.concatenate([ctx.candidates[subset], ctx.labeled]))
   is_labeled = jnp.arange(nodes.shape[0]) >= len(subset)
   model = _model(ctx)
-  scores, hidden, losses = train_gcn(nodes, is_labeled, train_rng, model=model,
+  scores, features, losses = train_gcn(nodes, is_labeled, train_rng, model=model,
                                      steps=int(g.steps), learning_rate=float(g.learning_rate),
                                      weight_decay=float(g.weight_decay),
                                      unlabeled_weight=float(g.unlabeled_weight))
   if not bool(jnp.all(jnp.isfinite(losses))):
     raise FloatingPointError("CoreGCN: the GCN's loss became non-finite while training on "
                              f"{nodes.shape[0]} nodes; lower coregcn.learning_rate")
+  if g.kcenter_features == "hidden":
+    features = features[:, :-1]
   return {"subset": subset, "scores": scores[:len(subset)],
-          "hidden": hidden[:len(subset)], "labeled_hidden": hidden[len(subset):]}
+          "hidden": features[:len(subset)], "labeled_hidden": features[len(subset):]}
 
 
 def _check_subset(evidence: dict, ctx: ScoringContext, k: int) -> None:
@@ -127,7 +131,8 @@ def select_uncertain(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
   _check_subset(evidence, ctx, k)
   closeness = -np.abs(sharding.fetch(evidence["scores"])
                       - float(ctx.config.coregcn.margin))
-  return ctx.candidates[evidence["subset"][selectors.top_k(closeness, k)]]
+  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(closeness))
+  return ctx.candidates[evidence["subset"][selectors.top_k(closeness, k, ties)]]
 
 
 CORE = Strategy(name="coregcn", record="none", score=score, select=select_core,

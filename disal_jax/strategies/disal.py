@@ -17,9 +17,13 @@
    Top-K.
 
 Notes on choices the sources leave open (each is a config key):
-- The dynamic branch runs in train mode on augmented pool images (like the labeled branch);
-  its BatchNorm statistics updates are discarded, so lambda = 0 trains exactly as plain
-  training (running statistics come from labeled data only).
+- The dynamic branch runs in train mode on augmented pool images (like the labeled branch).
+  `disal.branch='separate'`: its own forward pass, its BatchNorm statistics updates
+  discarded, so lambda = 0 trains exactly as plain training (running statistics come from
+  labeled data only). 'joint': the pool batch is appended to the labeled batch's forward
+  pass (as FixMatch-style semi-supervised training does): one pass of B + Bp images, cheaper
+  than two, but BatchNorm's batch and running statistics then cover both batches, so
+  lambda = 0 is plain training with the pool batch in the statistics.
 - 'kl' and 'ce' differ by the entropy of p_bar, a constant in theta: same gradients, same
   scores; only the logged loss value differs.
 - Segmentation (docs/disal.md): p_bar is recorded at the reduced resolution of
@@ -148,6 +152,7 @@ class DynamicLossHook:
   ema_decay: float = 0.9
   record_start_epoch: int = 0
   pixel_stride: int = 1  # segmentation: the record's resolution
+  branch: str = "separate"  # 'joint': the pool batch shares the labeled batch's forward pass
   extras_per_cycle: ClassVar[bool] = True  # the train-branch target describes one cycle
 
   @property
@@ -161,7 +166,21 @@ class DynamicLossHook:
     return {TARGET_MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
             TARGET_WEIGHT: jnp.zeros((num_train,), jnp.float32)}
 
-  def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
+  def _pool_images(self, data, batch, aux, rng, preprocess: Preprocess) -> jax.Array:
+    rows = aux["pool_index"][batch["pool_position_index"]]
+    if data.labels.ndim > 1:  # segmentation: whole images, aligned with the recorded p_bar
+      return preprocess.normalise(data.images[rows])
+    return preprocess.augment(data.images[rows], rng)
+
+  def joint_images(self, state, data, batch, aux, rng, *, preprocess: Preprocess):
+    """The pool batch, run in the labeled batch's forward pass when branch='joint'."""
+    del state
+    if self.branch != "joint":
+      return None
+    return self._pool_images(data, batch, aux, rng, preprocess)
+
+  def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess,
+           joint_outputs=None):
     del outputs
     position = batch["pool_position_index"]  # (Bp,) positions in the recorded pool
     rows = aux["pool_index"][position]
@@ -169,16 +188,24 @@ class DynamicLossHook:
       target = state.extras[TARGET_MEAN][rows]
     else:
       target = aux["target"][position]
-    if data.labels.ndim > 1:  # segmentation: whole images, aligned with the recorded p_bar
-      images = preprocess.normalise(data.images[rows])
+    if joint_outputs is not None:
+      logits = pixels.to_record_resolution(joint_outputs["logits"], self.pixel_stride)
     else:
-      images = preprocess.augment(data.images[rows], rng)
-    if self.weight == 0:  # records only: no gradient path, so training stays plain
-      params = jax.lax.stop_gradient(params)
-    pool_outputs, _ = state.apply_fn(state.variables(params), images, train=True,
-                                     mutable=["batch_stats"])  # statistics updates dropped
-    logits = pixels.to_record_resolution(pool_outputs["logits"], self.pixel_stride)
-    value = dynamic_loss(logits, target, self.kind).mean()
+      def branch(params):
+        images = self._pool_images(data, batch, aux, rng, preprocess)
+        if self.weight == 0:  # records only: no gradient path, so training stays plain
+          params = jax.lax.stop_gradient(params)
+        pool_outputs, _ = state.apply_fn(state.variables(params), images, train=True,
+                                         mutable=["batch_stats"])  # statistics updates dropped
+        return pixels.to_record_resolution(pool_outputs["logits"], self.pixel_stride)
+
+      # A step that neither weighs the loss nor records skips the branch's passes (lax.cond
+      # runs one side), so the epochs before the dynamic loss starts cost a plain step.
+      shape = jax.eval_shape(branch, params)
+      logits = jax.lax.cond(batch["branch_on"] > 0, branch,
+                            lambda p: jnp.zeros(shape.shape, shape.dtype), params)
+    value = jnp.where(batch["branch_on"] > 0, dynamic_loss(logits, target, self.kind).mean(),
+                      0.0)
     extras = state.extras
     if self.train_branch:
       extras = self._fold(extras, rows, jax.lax.stop_gradient(logits), batch)
@@ -212,8 +239,10 @@ class DynamicLossHook:
                   "train.min_steps or disal.dynamic_batch_size, or use "
                   "disal.target_source='eval_pass'", draws_per_sample)
     draws = pool_draws(cycle_seed, pool_size, epoch, num_steps, self.batch_size)
-    return {"pool_position_index": draws,
-            "dynamic_weight": weights, "record_on": np.full((num_steps,), recording)}
+    records = self.train_branch and recording > 0
+    branch_on = ((weights > 0) | records).astype(np.float32)
+    return {"pool_position_index": draws, "dynamic_weight": weights,
+            "record_on": np.full((num_steps,), recording), "branch_on": branch_on}
 
   def aux(self, record, pool_index):
     if self.train_branch:
@@ -228,12 +257,23 @@ def make_hook(config: ml_collections.ConfigDict) -> Optional[DynamicLossHook]:
   s = config.disal
   if s.dynamic_weight == 0 and s.target_source == "eval_pass":
     return None
-  return DynamicLossHook(float(s.dynamic_weight), int(s.dynamic_warmup_epochs),
+  start = branch_start_epoch(config)
+  record_start = int(config.record.start_epoch)
+  if s.target_source == "train_branch":
+    record_start = max(record_start, start)
+  return DynamicLossHook(float(s.dynamic_weight), max(int(s.dynamic_warmup_epochs), start),
                          int(s.dynamic_batch_size), s.dynamic_loss, int(config.train.epochs),
                          s.target_source, s.weight_schedule, float(s.rampup_fraction),
                          s.weight_scale, config.record.weighting,
-                         float(config.record.ema_decay), int(config.record.start_epoch),
-                         int(config.record.pixel_stride))
+                         float(config.record.ema_decay), record_start,
+                         int(config.record.pixel_stride), s.branch)
+
+
+def branch_start_epoch(config: ml_collections.ConfigDict) -> int:
+  """The first epoch of the dynamic branch: round(disal.branch_start_fraction * epochs).
+  Before it the train branch neither records nor weighs a loss, so (branch='separate') its
+  steps cost a plain step's."""
+  return int(round(float(config.disal.branch_start_fraction) * int(config.train.epochs)))
 
 
 def record_level(config: ml_collections.ConfigDict) -> str:

@@ -5,6 +5,12 @@
   norm over the predicted classes. (In the reference code both schemes collapse to the same
   number; here they are the two different quantities METHOD.md names.)
 
+The norm (`gradnorm.norm`): 'tensor_sum' (default, the reference's): the sum over parameter
+tensors of each tensor's gradient norm, sum_t ||grad_{theta_t} l||; 'global': the L2 norm
+over all parameters at once, ||grad_theta l|| = sqrt(sum_t ||grad_{theta_t} l||^2). The two
+rank samples differently (a sample whose gradient sits in one tensor scores lower under the
+sum than one spread over many).
+
 Model in eval mode (BatchNorm running statistics). Per-sample norms by the configured engine
 (`per_sample.engine`: the one-pass engine, or jax.vmap in chunks of `gradnorm.chunk_size`
 gradients per jitted call). The expected scheme uses the exact shortcut
@@ -33,38 +39,56 @@ from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "engine", "pixel_stride"))
+NORMS = ("tensor_sum", "global")
+
+
+def combine(sq_norms: jax.Array, norm: str) -> jax.Array:
+  """The gradient norm from squared norms: per tensor (B, T, ...) -> 'tensor_sum' sums their
+  square roots over T; 'global' takes the square root of (B, ...) already summed."""
+  if norm == "tensor_sum":
+    return jnp.sum(jnp.sqrt(sq_norms), axis=1)
+  return jnp.sqrt(sq_norms)
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess", "engine", "pixel_stride", "norm"))
 def entropy_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
-                            engine: per_sample.Engine, pixel_stride: int = 1) -> jax.Array:
-  """(B,) float32 ||grad_theta H(softmax(f_theta(x)))|| over all parameters.
+                            engine: per_sample.Engine, pixel_stride: int = 1,
+                            norm: str = "tensor_sum") -> jax.Array:
+  """(B,) float32 gradient norm of H(softmax(f_theta(x))) over all parameters (`norm`).
 
   Cost (one_pass engine): one batched forward and backward pass plus per-layer products.
   """
   images = data.images[batch["index"]]
   loss = lambda logits, aux: pixels.mean_over_pixels(entropy_of_logits(logits))
-  return jnp.sqrt(engine.grad_sq_norms(batch_logits(state, preprocess, pixel_stride),
-                                       state.variables(state.params), images, loss))
+  sq = engine.grad_sq_norms(batch_logits(state, preprocess, pixel_stride),
+                            state.variables(state.params), images, loss,
+                            per_tensor=norm == "tensor_sum")
+  return combine(sq, norm)
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "engine"))
+@functools.partial(jax.jit, static_argnames=("preprocess", "engine", "norm"))
 def expected_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
-                             engine: per_sample.Engine) -> jax.Array:
-  """(B,) float32 sum_c p_c ||grad_theta CE(x, c)|| over all parameters.
+                             engine: per_sample.Engine, norm: str = "tensor_sum"
+                             ) -> jax.Array:
+  """(B,) float32 sum_c p_c ||grad_theta CE(x, c)|| over all parameters (`norm`).
 
-  Cost: a backward pass of width C (the logit Jacobian) and a C x C Gram matrix per sample.
+  Cost: a backward pass of width C (the logit Jacobian) and a C x C Gram matrix per sample
+  (per parameter tensor for 'tensor_sum').
   """
   images = data.images[batch["index"]]
   gram, logits = engine.logit_gram(batch_logits(state, preprocess),
-                                   state.variables(state.params), images)
+                                   state.variables(state.params), images,
+                                   per_tensor=norm == "tensor_sum")
   probs = jax.nn.softmax(logits)
-  norms = jnp.sqrt(per_sample.class_grad_sq_norms(gram, probs))
+  norms = combine(per_sample.class_grad_sq_norms(gram, probs), norm)  # (B, C)
   return jnp.sum(probs * norms, axis=-1)
 
 
 def score_entropy(ctx: ScoringContext) -> np.ndarray:
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
   fn = functools.partial(entropy_gradnorm_scores, preprocess=ctx.trainer.preprocess,
-                         engine=engine, pixel_stride=ctx.trainer.pixel_stride)
+                         engine=engine, pixel_stride=ctx.trainer.pixel_stride,
+                         norm=ctx.config.gradnorm.norm)
   state = ctx.result.state
   return batched_pool_scores(ctx, fn, state, batch_size=per_sample_batch_size(
       ctx, fn, state, engine.samples_per_call()))
@@ -73,7 +97,7 @@ def score_entropy(ctx: ScoringContext) -> np.ndarray:
 def score_expected(ctx: ScoringContext) -> np.ndarray:
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
   fn = functools.partial(expected_gradnorm_scores, preprocess=ctx.trainer.preprocess,
-                         engine=engine)
+                         engine=engine, norm=ctx.config.gradnorm.norm)
   state = ctx.result.state
   return batched_pool_scores(ctx, fn, state, batch_size=per_sample_batch_size(
       ctx, fn, state, engine.samples_per_call(ctx.trainer.dataset.num_classes)))

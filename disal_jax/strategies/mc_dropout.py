@@ -1,7 +1,9 @@
 """MC-Dropout (Gal et al.): T stochastic passes with dropout on the pooled feature.
 
 The model of this strategy's runs is built with `mc_dropout.dropout_rate` (0.5) on the pooled
-512-d feature before the classifier, active in training and in the T scoring passes;
+512-d feature before the classifier, active in the T scoring passes, and in training only
+with `mc_dropout.train_dropout=True` (Gal et al.'s Bayesian CNN; the default False follows
+the TiDAL reference's BALD, dropout at query time only, so the model trains as Random's).
 BatchNorm is in eval mode. The passes are vectorised over dropout keys (vmap); since only
 the head depends on the key, XLA computes the backbone once per sample.
 
@@ -88,8 +90,9 @@ def score(ctx: ScoringContext) -> np.ndarray:
   return batched_pool_scores(ctx, fn, {"state": ctx.result.state, "key": ctx.rng})
 
 
-def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float]:
-  return {"dropout_rate": float(config.mc_dropout.dropout_rate)}
+def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float | bool]:
+  return {"dropout_rate": float(config.mc_dropout.dropout_rate),
+          "train_dropout": bool(config.mc_dropout.train_dropout)}
 
 
 STRATEGY = Strategy(name="mc_dropout", record="none", score=score,

@@ -335,16 +335,17 @@ def _vector_gram(v: jax.Array) -> jax.Array:
   return jnp.einsum("kbd,lbd->bkl", v, v)
 
 
-def _layer_gram(layer: _Layer, x: jax.Array, delta: jax.Array, variables: Any,
-                conv: str, samples_per_step: int) -> jax.Array:
-  """This layer's parameters' share (B, K, K) of the per-sample Gram matrix.
+def _layer_grams(layer: _Layer, x: jax.Array, delta: jax.Array, variables: Any,
+                 conv: str, samples_per_step: int) -> list[jax.Array]:
+  """This layer's parameters' shares of the per-sample Gram matrix: one (B, K, K) per
+  parameter tensor (kernel, BatchNorm scale, bias), their sum the layer's share.
 
   x: the layer input (B, ..., d_in); delta: output gradients (K, B, ..., d_out).
   """
-  k, batch = delta.shape[0], delta.shape[1]
-  gram = jnp.zeros((batch, k, k), jnp.float32)
+  k = delta.shape[0]
+  grams = []
   if layer.kind == "conv":
-    gram += _conv_gram(x, delta, layer, conv, samples_per_step)
+    grams.append(_conv_gram(x, delta, layer, conv, samples_per_step))
   delta = delta.astype(jnp.float32)
   # Sums over the position axes as they are: the same as one einsum over flattened positions
   # ran 3-4x slower on XLA:CPU (BatchNorm, 64 x 32 x 32 x 64: 19.1 against 6.5 ms).
@@ -356,18 +357,19 @@ def _layer_gram(layer: _Layer, x: jax.Array, delta: jax.Array, variables: Any,
     xhat = ((x.astype(jnp.float32) - stats["mean"])
             * jax.lax.rsqrt(stats["var"].astype(jnp.float32) + layer.epsilon))
     if layer.has_scale:
-      gram += _vector_gram(jnp.sum(delta * xhat, axis=positions))
+      grams.append(_vector_gram(jnp.sum(delta * xhat, axis=positions)))
   elif layer.kind == "dense":
-    gram += _dense_gram(x.astype(jnp.float32).reshape(batch, -1, x.shape[-1]),
-                        delta.reshape(k, batch, -1, delta.shape[-1]))
+    batch = delta.shape[1]
+    grams.append(_dense_gram(x.astype(jnp.float32).reshape(batch, -1, x.shape[-1]),
+                             delta.reshape(k, batch, -1, delta.shape[-1])))
   if layer.has_bias:
-    gram += _vector_gram(jnp.sum(delta, axis=positions))
-  return gram
+    grams.append(_vector_gram(jnp.sum(delta, axis=positions)))
+  return grams
 
 
 def cotangent_gram(model: ModelFn, variables: Any, inputs: jax.Array, cotangents: CotangentFn,
-                   *, conv: str = "auto", samples_per_step: int = SAMPLES_PER_STEP
-                   ) -> tuple[jax.Array, jax.Array]:
+                   *, conv: str = "auto", samples_per_step: int = SAMPLES_PER_STEP,
+                   per_tensor: bool = False) -> tuple[jax.Array, jax.Array]:
   """Per-sample Gram matrices of J_i^T v_{i,k} over all parameters, and the logits.
 
   Args:
@@ -377,8 +379,10 @@ def cotangent_gram(model: ModelFn, variables: Any, inputs: jax.Array, cotangents
     cotangents: logits (B, C) -> (B, K, C) float32, the vectors v_{i,k}.
     conv: 'auto' (per layer, the cheaper form), 'direct' or 'ghost' (for tests, benchmarks).
     samples_per_step: samples per step of the per-layer loop over the batch (see _conv_gram).
+    per_tensor: keep one Gram per parameter tensor instead of their sum.
   Returns:
-    gram: (B, K, K) float32, gram[i, k, l] = <J_i^T v_{i,k}, J_i^T v_{i,l}>.
+    gram: (B, K, K) float32, gram[i, k, l] = <J_i^T v_{i,k}, J_i^T v_{i,l}>; per_tensor:
+      (B, T, K, K), one per parameter tensor (T of them, in no particular order).
     logits: (B, C) float32.
   """
   if conv not in CONV_METHODS:
@@ -401,24 +405,28 @@ def cotangent_gram(model: ModelFn, variables: Any, inputs: jax.Array, cotangents
   logits, vjp, layer_inputs = jax.vjp(perturbed, zeros, has_aux=True)
   v = cotangents(jax.lax.stop_gradient(logits))  # (B, K, C)
   deltas = jax.vmap(lambda c: vjp(c)[0], in_axes=1)(v)  # {path: (K, B, ...)}
-  gram = sum(_layer_gram(layers[path], layer_inputs[path], deltas[path], variables, conv,
-                         samples_per_step) for path in layers)
-  return gram, logits
+  grams = [g for path in layers for g in _layer_grams(
+      layers[path], layer_inputs[path], deltas[path], variables, conv, samples_per_step)]
+  if per_tensor:
+    return jnp.stack(grams, axis=1), logits
+  return sum(grams), logits
 
 
 def grad_sq_norms(model: ModelFn, variables: Any, inputs: jax.Array,
                   loss: Callable[[jax.Array], jax.Array], **options) -> jax.Array:
   """(B,) float32 ||grad_params loss_i||^2 over all parameters, loss: logits (B, C) -> (B,)
-  per-sample losses (each row's loss may depend on that row's logits only)."""
+  per-sample losses (each row's loss may depend on that row's logits only); with
+  per_tensor=True, (B, T): one squared norm per parameter tensor."""
   def cotangents(logits):
     return jax.grad(lambda z: jnp.sum(loss(z)))(logits)[:, None, :]
   gram, _ = cotangent_gram(model, variables, inputs, cotangents, **options)
-  return gram[:, 0, 0]
+  return gram[..., 0, 0]
 
 
 def logit_gram(model: ModelFn, variables: Any, inputs: jax.Array, **options
                ) -> tuple[jax.Array, jax.Array]:
-  """G_i = J_i J_i^T (B, C, C) float32 for every sample, and the logits (B, C)."""
+  """G_i = J_i J_i^T (B, C, C) float32 for every sample (per_tensor=True: (B, T, C, C)),
+  and the logits (B, C)."""
   def cotangents(logits):
     eye = jnp.eye(logits.shape[-1], dtype=jnp.float32)
     return jnp.broadcast_to(eye, (logits.shape[0],) + eye.shape)

@@ -41,23 +41,27 @@ SampleLoss = Callable[[Any, Any], jax.Array]
 SampleLogits = Callable[[Any, Any], jax.Array]
 
 
-def tree_sq_norms(tree: Any) -> jax.Array:
-  """(B,) squared norms of a pytree whose leaves all have leading axis B."""
-  leaves = jax.tree.leaves(tree)
-  return sum(jnp.sum(jnp.square(x.reshape(x.shape[0], -1)), axis=1) for x in leaves)
+def tree_sq_norms(tree: Any, per_tensor: bool = False) -> jax.Array:
+  """(B,) squared norms of a pytree whose leaves all have leading axis B; per_tensor: (B, T),
+  one per leaf."""
+  norms = [jnp.sum(jnp.square(x.reshape(x.shape[0], -1)), axis=1) for x in jax.tree.leaves(tree)]
+  return jnp.stack(norms, axis=1) if per_tensor else sum(norms)
 
 
-def grad_sq_norms(loss: SampleLoss, params: Any, samples: Any) -> jax.Array:
-  """(B,) float32 ||grad_params loss(params, sample_i)||^2 over all parameters.
+def grad_sq_norms(loss: SampleLoss, params: Any, samples: Any, per_tensor: bool = False
+                  ) -> jax.Array:
+  """(B,) float32 ||grad_params loss(params, sample_i)||^2 over all parameters (per_tensor:
+  (B, T), one per parameter tensor).
 
   Cost: one per-sample backward pass per sample (vmap); memory: B parameter copies.
   """
-  return tree_sq_norms(jax.vmap(jax.grad(loss), in_axes=(None, 0))(params, samples))
+  return tree_sq_norms(jax.vmap(jax.grad(loss), in_axes=(None, 0))(params, samples), per_tensor)
 
 
-def logit_gram(logits: SampleLogits, params: Any, samples: Any, num_classes: int
-               ) -> jax.Array:
-  """(B, C, C) float32 per-sample Gram matrices G_i = J_i J_i^T of the logit Jacobian.
+def logit_gram(logits: SampleLogits, params: Any, samples: Any, num_classes: int,
+               per_tensor: bool = False) -> jax.Array:
+  """(B, C, C) float32 per-sample Gram matrices G_i = J_i J_i^T of the logit Jacobian
+  (per_tensor: (B, T, C, C), one per parameter tensor).
 
   J_i comes from one vjp of the sample's logits with the C one-hot cotangents (vmapped), i.e.
   one backward pass of width C rather than C separate passes. Memory: C parameter copies per
@@ -68,7 +72,10 @@ def logit_gram(logits: SampleLogits, params: Any, samples: Any, num_classes: int
   def one(sample):
     _, vjp = jax.vjp(lambda p: logits(p, sample), params)
     jac = jax.vmap(lambda cotangent: vjp(cotangent)[0])(eye)  # C params-shaped rows
-    rows = jnp.concatenate([x.reshape(num_classes, -1) for x in jax.tree.leaves(jac)], axis=1)
+    rows = [x.reshape(num_classes, -1) for x in jax.tree.leaves(jac)]
+    if per_tensor:
+      return jnp.stack([r @ r.T for r in rows])
+    rows = jnp.concatenate(rows, axis=1)
     return rows @ rows.T
 
   return jax.vmap(one)(samples)
@@ -81,13 +88,16 @@ def chunk_batch(chunk_size: int, per_sample_copies: int = 1) -> int:
 
 
 def class_grad_sq_norms(gram: jax.Array, probs: jax.Array) -> jax.Array:
-  """(B, C) ||grad_theta CE(x_i, c)||^2 for every class c, from G_i (B, C, C) and p_i (B, C).
+  """(B, C) ||grad_theta CE(x_i, c)||^2 for every class c, from G_i (B, C, C) and p_i (B, C);
+  from per-tensor Grams (B, T, C, C): (B, T, C), per tensor.
 
   ||J^T (p - e_c)||^2 = p^T G p - 2 (G p)_c + G_cc.
   """
-  gp = jnp.einsum("bij,bj->bi", gram, probs)
+  if gram.ndim == 4:
+    probs = probs[:, None, :]
+  gp = jnp.einsum("...ij,...j->...i", gram, probs)
   pgp = jnp.sum(probs * gp, axis=-1, keepdims=True)
-  diag = jnp.diagonal(gram, axis1=1, axis2=2)
+  diag = jnp.diagonal(gram, axis1=-2, axis2=-1)
   return jnp.maximum(pgp - 2.0 * gp + diag, 0.0)
 
 
@@ -115,32 +125,36 @@ class Engine:
     return chunk_batch(size, per_sample_vectors)
 
   def grad_sq_norms(self, model: one_pass.ModelFn, variables: Any, inputs: jax.Array,
-                    loss: BatchLoss, aux: Any = None) -> jax.Array:
-    """(B,) float32 ||grad_params loss_i||^2 over all parameters.
+                    loss: BatchLoss, aux: Any = None, per_tensor: bool = False) -> jax.Array:
+    """(B,) float32 ||grad_params loss_i||^2 over all parameters; per_tensor: (B, T), one
+    per parameter tensor (the engines may order the tensors differently).
 
     model(variables, inputs) -> (B, C) logits in eval mode; `variables['params']` are the
     parameters differentiated.
     """
     if self.name == "one_pass":
       return one_pass.grad_sq_norms(model, variables, inputs, lambda z: loss(z, aux),
-                                    samples_per_step=self.samples_per_step)
+                                    samples_per_step=self.samples_per_step,
+                                    per_tensor=per_tensor)
 
     def sample_loss(params, sample):
       x, a = sample
       one = jax.tree.map(lambda v: v[None], a)
       return loss(model({**variables, "params": params}, x[None]), one)[0]
 
-    return grad_sq_norms(sample_loss, variables["params"], (inputs, aux))
+    return grad_sq_norms(sample_loss, variables["params"], (inputs, aux), per_tensor)
 
-  def logit_gram(self, model: one_pass.ModelFn, variables: Any, inputs: jax.Array
-                 ) -> tuple[jax.Array, jax.Array]:
-    """(B, C, C) per-sample G_i = J_i J_i^T over all parameters, and the (B, C) logits."""
+  def logit_gram(self, model: one_pass.ModelFn, variables: Any, inputs: jax.Array,
+                 per_tensor: bool = False) -> tuple[jax.Array, jax.Array]:
+    """(B, C, C) per-sample G_i = J_i J_i^T over all parameters (per_tensor: (B, T, C, C)),
+    and the (B, C) logits."""
     if self.name == "one_pass":
-      return one_pass.logit_gram(model, variables, inputs,
+      return one_pass.logit_gram(model, variables, inputs, per_tensor=per_tensor,
                                  samples_per_step=self.samples_per_step)
     logits = model(variables, inputs)
     sample = lambda params, x: model({**variables, "params": params}, x[None])[0]
-    return logit_gram(sample, variables["params"], inputs, logits.shape[-1]), logits
+    return logit_gram(sample, variables["params"], inputs, logits.shape[-1],
+                      per_tensor), logits
 
 
 def engine_from_config(config: ml_collections.ConfigDict,

@@ -14,9 +14,22 @@ import numpy as np
 from disal_jax.training import sharding
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-  """Positions of the k highest scores (P,) -> (k,) int64; ties go to the lower position."""
-  return np.argsort(-np.asarray(scores, np.float64), kind="stable")[:k]
+def top_k(scores: np.ndarray, k: int, tie_break: np.ndarray | None = None) -> np.ndarray:
+  """Positions of the k highest scores (P,) -> (k,) int64.
+
+  Equal scores are ordered by `tie_break` (P,) (lower first: random numbers make the order
+  among ties random), else by position. Ordering ties by position would favour low rows,
+  and image folders store their rows class by class.
+  """
+  scores = -np.asarray(scores, np.float64)
+  if tie_break is None:
+    return np.argsort(scores, kind="stable")[:k]
+  return np.lexsort((np.asarray(tie_break), scores))[:k]
+
+
+def tie_break(key: jax.Array, size: int) -> np.ndarray:
+  """(size,) uniform numbers from `key`: a random order among equal scores (top_k)."""
+  return np.asarray(jax.random.uniform(key, (size,)))
 
 
 def _sq_distances(x: jax.Array, centres: jax.Array) -> jax.Array:

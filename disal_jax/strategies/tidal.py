@@ -9,8 +9,10 @@ Training (one jitted step updates backbone, module and the running means):
   batch's random fill is not folded in), so n is its epoch count, as in the reference's
   (e * p_bar + p_e) / (e + 1).
 - loss = CE + weight * mean_i KL(p_bar_i || softmax(m(x_i))), with the updated p_bar as a
-  constant target. Like Learning Loss, the module's input is detached from the backbone from
-  epoch round(detach_fraction * epochs) on.
+  constant target. The module's input stays attached to the backbone (the reference's);
+  `tidal.detach_fraction` < 1 detaches it as Learning Loss does (stage_head.detach_epoch).
+- The running means describe one cycle: a warm-started cycle starts them afresh (the
+  reference's mean restarts at epoch 0 of every cycle).
 Scoring: softmax(m(x)) on the pool's eval-mode stage maps; 'entropy' (default) or 'margin'
 (score = -(top-1 - top-2), the smallest margin first).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +62,7 @@ class DynamicsHook:
   weight: float
   hidden: int
   detach_from_epoch: int
+  extras_per_cycle: ClassVar[bool] = True  # the running means restart every cycle
 
   def head(self, num_classes: int) -> stage_head.StageHead:
     return stage_head.StageHead(outputs=num_classes, hidden=self.hidden)

@@ -34,6 +34,11 @@ class DeviceData(NamedTuple):
 # keep them.
 ExtraLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
+# joint_images(state, data, batch, aux, rng) -> (Bj, H, W, C) float32: images a hook has
+# appended to the labeled batch's forward pass, so both are one BatchNorm batch and one
+# (larger, more efficient) pass; the hook's loss then gets their outputs as `joint_outputs`.
+JointImages = Callable[..., jax.Array]
+
 
 def merge_metrics(a: Optional[Metrics], b: Metrics) -> Metrics:
   return b if a is None else {k: a[k].merge(b[k]) for k in a}
@@ -62,14 +67,17 @@ def _accuracy(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> clu_met
 
 def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
                aux: dict[str, Any], *, preprocess: Preprocess,
-               extra_loss: Optional[ExtraLoss] = None) -> tuple[TrainState, Metrics]:
+               extra_loss: Optional[ExtraLoss] = None,
+               joint_images: Optional[JointImages] = None) -> tuple[TrainState, Metrics]:
   """One SGD step on the labeled batch `batch['index']` (B,) at learning rate `batch['lr']`.
 
   Segmentation batches are cropped and flipped with their label maps, and the loss is the
   mean over the batch's labeled pixels (IGNORE_LABEL excluded). The augmentation and dropout
   keys derive from (state.rng, state.step); an extra loss gets its own key, so adding one
   never changes the supervised branch's random numbers. Dropout is active only in models
-  built with a dropout rate (MC-Dropout's).
+  built with a dropout rate (MC-Dropout's). With `joint_images`, the hook's images join the
+  labeled ones in one forward pass (one set of BatchNorm batch statistics over both); the
+  supervised loss, its metrics and the hook's `outputs` cover the labeled rows only.
   """
   step_rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, extra_rng, dropout_rng = jax.random.split(step_rng, 3)
@@ -80,16 +88,25 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
   else:
     images = preprocess.augment(data.images[index], augment_rng)
 
+  num_labeled = images.shape[0]
+  joint = None if joint_images is None else joint_images(state, data, batch, aux, extra_rng)
+  if joint is not None:
+    images = jnp.concatenate([images, joint.astype(images.dtype)])
+
   def loss_fn(params):
     outputs, updates = state.apply_fn(state.variables(params), images, train=True,
                                       dropout=True, rngs={"dropout": dropout_rng},
                                       mutable=["batch_stats"])
+    hook_kwargs = {}
+    if joint is not None:
+      hook_kwargs["joint_outputs"] = jax.tree.map(lambda a: a[num_labeled:], outputs)
+      outputs = jax.tree.map(lambda a: a[:num_labeled], outputs)
     ce = pixels.mean_cross_entropy(outputs["logits"], labels)
     loss, extra_metrics, extras = ce, {}, state.extras
     if extra_loss is not None:
       # the hook sees the labels of the images the model saw (cropped with them)
       extra, extra_metrics, extras = extra_loss(params, state, data, {**batch, "labels": labels},
-                                                aux, extra_rng, outputs)
+                                                aux, extra_rng, outputs, **hook_kwargs)
       loss = loss + extra
     return loss, (outputs, updates, ce, extra_metrics, extras)
 

@@ -50,6 +50,9 @@ class TrainHook(Protocol):
     with (`params`: the fresh model's, e.g. for an EMA teacher).
   extras_per_cycle: bool attribute; True: a warm-started cycle also starts from fresh extras
     (they describe one cycle's training, as DISAL's train-branch target does).
+  joint_images(state, data, batch, aux, rng, *, preprocess) -> images or None: images to run
+    in the labeled batch's forward pass (steps.JointImages); the loss then receives their
+    outputs as the keyword `joint_outputs`.
   """
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess): ...
@@ -173,9 +176,12 @@ def jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook],
   """
   replicated = sharding.replicated(mesh)
   extra_loss = None if hook is None else functools.partial(hook.loss, preprocess=preprocess)
+  joint_images = getattr(hook, "joint_images", None)
+  if joint_images is not None:
+    joint_images = functools.partial(joint_images, preprocess=preprocess)
   return JittedSteps(
       train=jax.jit(functools.partial(steps.train_step, preprocess=preprocess,
-                                      extra_loss=extra_loss),
+                                      extra_loss=extra_loss, joint_images=joint_images),
                     donate_argnums=0, out_shardings=replicated),
       eval=jax.jit(functools.partial(steps.eval_step, preprocess=preprocess),
                    out_shardings=replicated),
@@ -243,11 +249,13 @@ class Trainer:
   def init_state(self, rng: jax.Array) -> TrainState:
     return sharding.put_replicated(self._fresh_state(rng), self.mesh)
 
-  def reset_optimizer(self, state: TrainState) -> TrainState:
+  def reset_optimizer(self, state: TrainState, rng: jax.Array) -> TrainState:
     """Keeps the weights, restarts the optimiser and step count (warm start); extras that
-    describe one cycle (the hook's `extras_per_cycle`) start afresh too."""
+    describe one cycle (the hook's `extras_per_cycle`) start afresh too. `rng` is the cycle's
+    own stream: the step's keys derive from (state.rng, step), so keeping the previous
+    cycle's rng with the step count restarted would replay its augmentations."""
     fresh = state.tx.init(state.params)
-    state = state.replace(step=0, opt_state=fresh)
+    state = state.replace(step=0, opt_state=fresh, rng=rng)
     if getattr(self.hook, "extras_per_cycle", False):
       state = state.replace(extras=self._fresh_extras(state.params))
     return sharding.put_replicated(state, self.mesh)
