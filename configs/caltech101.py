@@ -21,5 +21,5 @@ def get_config():
   config.train.eval_batch_size = 256
   config.train.learning_rate = 0.01
   config.augment.crop_padding = 16
-  config.tod.cod_weight = 0.1  # TOD's COD weight for this dataset (METHOD.md)
+  config.tod.cod_weight = 0.1  # TOD's COD weight for this dataset (docs/strategies.md)
   return config

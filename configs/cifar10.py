@@ -1,4 +1,4 @@
-"""CIFAR-10, the paper's protocol (METHOD.md): ResNet-18, 200 epochs per cycle, 10% -> 40%.
+"""CIFAR-10, the paper's protocol (docs/method.md): ResNet-18, 200 epochs per cycle, 10% -> 40%.
 
   python -m disal_jax.main --config=configs/cifar10.py --workdir=workdirs/cifar10
 

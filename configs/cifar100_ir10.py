@@ -15,5 +15,5 @@ def get_config():
   config.al.initial_count = 2000
   config.al.step_count = 1000
   config.al.final_count = 8000
-  config.tod.cod_weight = 0.05  # TOD's COD weight for this dataset (METHOD.md)
+  config.tod.cod_weight = 0.05  # TOD's COD weight for this dataset (docs/strategies.md)
   return config

@@ -1,4 +1,4 @@
-"""Cityscapes semantic segmentation: DRN-D-22, 19 classes, mIoU (METHOD.md; the paper's
+"""Cityscapes semantic segmentation: DRN-D-22, 19 classes, mIoU (docs/method.md; the paper's
 supplementary Tables 1-2): 10% -> 40% of the 2,975 training images in +5% steps (whole images
 selected), 40 epochs per cycle, Adam lr 5e-4, batch 4, random 688 x 688 crops and flips,
 evaluation on the 500 full validation images.

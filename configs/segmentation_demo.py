@@ -1,6 +1,6 @@
 """Offline segmentation demo: DISAL vs Random on the synthetic shapes set, DRN-D-22.
 
-The Cityscapes protocol (METHOD.md: DRN-D-22, Adam, random crops and flips, mIoU over the
+The Cityscapes protocol (docs/method.md: DRN-D-22, Adam, random crops and flips, mIoU over the
 classes, whole images selected) on disal_jax.data.shapes: 400 generated 64x64 images of
 disks, squares and triangles on textured backgrounds, 4 classes, an ignore band on every
 boundary. Predicting background everywhere scores about 18% mIoU. Runs on 2 CPU cores in

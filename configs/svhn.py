@@ -1,4 +1,4 @@
-"""SVHN (cropped digits, 73,257 training images), the paper's protocol (METHOD.md).
+"""SVHN (cropped digits, 73,257 training images), the paper's protocol (docs/method.md).
 
   python -m disal_jax.main --config=configs/svhn.py --workdir=workdirs/svhn
 
@@ -13,5 +13,5 @@ def get_config():
   config = base_config()
   config.data.name = "svhn"
   config.augment.flip = False
-  config.tod.cod_weight = 0.005  # TOD's COD weight for this dataset (METHOD.md)
+  config.tod.cod_weight = 0.005  # TOD's COD weight for this dataset (docs/strategies.md)
   return config

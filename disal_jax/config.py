@@ -1,7 +1,7 @@
 """Every knob of an experiment, with its default, and the checks run before any work.
 
 Config files in `configs/` start from `base_config()` and override what their protocol
-says (see ../shared/METHOD.md). Every key is documented here, once.
+says (see docs/method.md). Every key is documented here, once.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ VAAL_KL_REDUCTIONS = ("sum", "mean")
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Defaults: the paper's CIFAR protocol on ResNet-18 (METHOD.md), DISAL vs Random."""
+  """Defaults: the paper's CIFAR protocol on ResNet-18 (docs/method.md), DISAL vs Random."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   # Comma-separated strategy names (see `disal_jax.strategies.registry.names()`); each
@@ -201,10 +201,14 @@ def base_config() -> ml_collections.ConfigDict:
   ll.detach_fraction = 0.6
 
   c.tod = to = ml_collections.ConfigDict()
-  # COD loss weight: 0.02 CIFAR-10, 0.05 CIFAR-100, 0.005 SVHN, 0.1 Caltech (METHOD.md)
+  # Weight of the auxiliary loss (means over batch x classes, as the reference): 0.02
+  # CIFAR-10, 0.05 CIFAR-100, 0.005 SVHN, 0.1 Caltech101.
   to.cod_weight = 0.02
-  to.ema_decay = 0.999  # the teacher's
-  to.pool_batch_size = 128  # pool samples per train step for the COD loss
+  to.ema_decay = 0.999  # the teacher's, reached by the ramp min(1 - 1/(t+1), decay)
+  to.pool_batch_size = 128  # pool samples per train step for the auxiliary loss
+  # Cycle 0's earlier model: 'untrained' (an independent initialisation, the reference's) or
+  # 'teacher' (the EMA teacher).
+  to.first_cycle = "untrained"
 
   c.tidal = td = ml_collections.ConfigDict()
   td.weight = 1.0  # of KL(p_bar || module)
@@ -237,7 +241,10 @@ def base_config() -> ml_collections.ConfigDict:
   va.kl_reduction = "sum"  # over the batch: 'sum' (the reference) or 'mean'
   va.learning_rate = 5e-4  # Adam, VAE and discriminator
   va.vae_steps = 2  # VAE steps per discriminator step
-  va.epochs = 100  # passes over the labeled set
+  va.epochs = 100  # passes of batch_size over the set below
+  # 'train_set': iterations = epochs x training-set size / batch_size (the reference's);
+  # 'labeled': epochs x labeled-set size / batch_size (about 10x fewer at small budgets).
+  va.iterations_per = "train_set"
   va.batch_size = 128  # labeled and unlabeled images per iteration, each
   va.steps_per_call = 50  # iterations per jitted call; the losses are checked between calls
   va.max_loss = 1e4  # a reconstruction error above it counts as divergence
@@ -432,6 +439,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   to = config.tod
   _check(to.cod_weight >= 0, "tod.cod_weight", to.cod_weight, ">= 0")
   _check(0 <= to.ema_decay < 1, "tod.ema_decay", to.ema_decay, "in [0, 1)")
+  _check(to.first_cycle in ("untrained", "teacher"), "tod.first_cycle", to.first_cycle,
+         "'untrained' or 'teacher'")
   _check(to.pool_batch_size >= 1 and to.pool_batch_size % num_devices == 0,
          "tod.pool_batch_size", to.pool_batch_size,
          f"a positive multiple of the device count ({num_devices})")
@@ -445,6 +454,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(gc.kcenter_features in ("hidden_and_output", "hidden"), "coregcn.kcenter_features",
          gc.kcenter_features, "'hidden_and_output' or 'hidden'")
   va = config.vaal
+  _check(va.iterations_per in ("train_set", "labeled"), "vaal.iterations_per",
+         va.iterations_per, "'train_set' or 'labeled'")
   for key in ("latent_dim", "width", "discriminator_hidden", "vae_steps", "epochs",
               "steps_per_call"):
     _check(va[key] >= 1, f"vaal.{key}", va[key], "an integer >= 1")

@@ -257,3 +257,32 @@ def test_joint_branch_is_one_forward_pass_over_both_batches():
                                    preprocess=PRE))[0]
   assert max(float(jnp.abs(a - b).max()) for a, b in
              zip(jax.tree.leaves(separate.params), jax.tree.leaves(new_state.params))) > 1e-6
+
+
+def test_disal_scores_project_on_start_minus_end_through_the_strategy_itself():
+  """disal_scores (the strategy's entry point) = <grad l_dyn(u; theta_end), theta_start -
+  theta_end> with the train branch's per-row targets: the direction's sign and the target's
+  gathering checked against a slow per-sample loop."""
+  import types
+  from disal_jax.training import sharding
+  model, variables, direction, data, _ = _setup(batch=6)
+  end = _State(model, variables)
+  start_params = jax.tree.map(lambda p, d: p + d, variables["params"], direction)  # start - end = d
+  pool_rows = np.array([5, 1, 3, 0], np.int32)  # the candidates, out of row order
+  table = np.zeros((6, 5), np.float32)
+  table[pool_rows] = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(9), (4, 5))))
+  end = end.replace(extras={disal.TARGET_MEAN: jnp.asarray(table)})
+  config = tiny_config(**{"disal.dynamic_loss": "mse"})
+  mesh = sharding.make_mesh()
+  trainer = types.SimpleNamespace(preprocess=PRE, pixel_stride=1, mesh=mesh, train_data=data,
+                                  config=config)
+  ctx = types.SimpleNamespace(
+      config=config, trainer=trainer, candidates=pool_rows,
+      result=types.SimpleNamespace(state=end, start_params=start_params, record=None,
+                                   pool_index=jnp.asarray(pool_rows)))
+  scores = disal.disal_scores(ctx)
+  grads = _slow_grads(model, variables, data.images[pool_rows], jnp.asarray(table[pool_rows]),
+                      "mse")
+  expected = np.array([_dot(g, direction) for g in grads])
+  np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-8)
+  assert np.abs(expected).min() > 0

@@ -23,28 +23,56 @@ def test_output_discrepancy_closed_form():
       0.5 * np.sum((pa - pb) ** 2), rel=1e-5)
 
 
-def test_the_step_moves_the_teacher_by_the_ema_rule_and_cod_reaches_the_backbone():
+def test_the_auxiliary_loss_and_the_teacher_follow_the_reference_formulas():
+  """loss = w (mse(s_x, c_x) + mse(s_u, c_u) + mse(c_x, T(x)) + mse(c_u, T(u))), means over
+  batch x classes; T <- a T + (1 - a) theta with a = min(1 - 1/(t+1), decay)."""
   config = tiny_config(**{"data.max_train": 200, "tod.ema_decay": 0.9,
-                          "tod.pool_batch_size": 8})
+                          "tod.pool_batch_size": 8, "tod.cod_weight": 0.02})
   hook = tod.make_hook(config)
   dataset = load_dataset(config.data)
   trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
                     sharding.make_mesh(), hook=hook)
   state = trainer.init_state(jax.random.key(0))
+  assert tod.CONSISTENCY_KEY in state.params
   teacher = jax.tree.map(lambda x: 0.5 * x, state.params)
-  state = state.replace(extras={tod.TEACHER: teacher})
-  batch = {"pool_position_index": jnp.arange(8)}
-  aux = {"pool_index": jnp.arange(8, 16)}
+  state = state.replace(extras={tod.TEACHER: teacher, tod.TEACHER_STEP: jnp.int32(3)})
+  data, pre = trainer.train_data, trainer.preprocess
+  images = pre.normalise(data.images[:8])  # the labeled batch as the model saw it
 
-  def cod(params):
-    value, metrics, extras = hook.loss(params, state, trainer.train_data, batch, aux,
-                                       jax.random.key(1), None, preprocess=trainer.preprocess)
+  def forward(params, x):
+    return state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                          mutable=["batch_stats"])[0]
+
+  batch = {"pool_position_index": jnp.arange(8), "images": images}
+  aux = {"pool_index": jnp.arange(8, 16)}
+  rng = jax.random.key(1)
+
+  def loss(params):
+    value, metrics, extras = hook.loss(params, state, data, batch, aux, rng,
+                                       forward(params, images), preprocess=pre)
     return value, extras
-  grads, extras = jax.grad(cod, has_aux=True)(state.params)
+  (value, extras), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+
+  params = jax.device_get(state.params)
+  kernel, bias = (np.asarray(params[tod.CONSISTENCY_KEY][k]) for k in ("kernel", "bias"))
+  pool_images = pre.augment(data.images[8:16], rng)
+  s_x, s_u = forward(state.params, images), forward(state.params, pool_images)
+  c_x, c_u = (np.asarray(o["features"]) @ kernel + bias for o in (s_x, s_u))
+  t_x, t_u = (np.asarray(forward(teacher, x)["logits"]) for x in (images, pool_images))
+  mean_sq = lambda a, b: np.mean((np.asarray(a, np.float64) - b) ** 2)
+  expected = 0.02 * (mean_sq(s_x["logits"], c_x) + mean_sq(s_u["logits"], c_u)
+                     + mean_sq(c_x, t_x) + mean_sq(c_u, t_u))
+  assert float(value) == pytest.approx(expected, rel=1e-4)
+  a = min(1 - 1 / 4, 0.9)  # step 3: the ramp still rules
   for t, p, new in zip(jax.tree.leaves(teacher), jax.tree.leaves(state.params),
                        jax.tree.leaves(extras[tod.TEACHER])):
-    np.testing.assert_allclose(new, 0.9 * t + 0.1 * p, rtol=1e-6, atol=1e-7)
-  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) > 0
+    np.testing.assert_allclose(new, a * t + (1 - a) * p, rtol=1e-6, atol=1e-7)
+  assert int(extras[tod.TEACHER_STEP]) == 4
+  assert float(tod.ema_decay_at(jnp.int32(0), 0.9)) == 0.0  # the first step copies theta
+  assert float(tod.ema_decay_at(jnp.int32(100), 0.9)) == pytest.approx(0.9)
+  backbone = {k: v for k, v in grads.items() if k != tod.CONSISTENCY_KEY}
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(backbone)) > 0
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[tod.CONSISTENCY_KEY])) > 0
 
 
 def test_three_cycles_read_the_previous_model_and_a_missing_one_is_named(tmp_path):

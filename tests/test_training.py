@@ -137,3 +137,30 @@ def test_one_device_and_eight_devices_give_the_same_training():
   np.testing.assert_allclose(one["record_mean"], eight["record_mean"], rtol=1e-4, atol=1e-5)
   assert one["test_accuracy"] == pytest.approx(eight["test_accuracy"], abs=1e-6)
   np.testing.assert_array_equal(one["augmented"], eight["augmented"])
+
+
+@pytest.mark.parametrize("weighting", ["mean", "lr"])
+def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting):
+  """record.mean[i] = the (lr-weighted) mean over epochs of softmax(f_theta_e(x_i)), eval mode,
+  with theta_e each epoch's end state, computed here by an independent forward pass."""
+  config = tiny_config(**{"data.max_train": 120, "record.weighting": weighting,
+                          "train.epochs": 4})
+  dataset = load_dataset(config.data)
+  model = build_model(config.model, dataset.num_classes)
+  trainer = Trainer(config, model, dataset, sharding.make_mesh())
+  labeled, pool = np.arange(0, 120, 3), np.setdiff1d(np.arange(120), np.arange(0, 120, 3))
+  seen = []
+
+  def on_epoch_end(state, epoch, lr):
+    images = trainer.preprocess.normalise(jax.numpy.asarray(dataset.train_images[pool]))
+    logits = model.apply(jax.device_get(state.variables()), images, train=False)["logits"]
+    seen.append((np.asarray(jax.nn.softmax(logits), np.float64), lr))
+
+  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
+                               record_level="mean", cycle=0, on_epoch_end=on_epoch_end)
+  probs = np.stack([p for p, _ in seen])
+  weights = np.ones(len(seen)) if weighting == "mean" else np.array([lr for _, lr in seen])
+  expected = np.tensordot(weights / weights.sum(), probs, axes=1)
+  got = np.asarray(result.record.mean)[:len(pool)]
+  np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-6)
+  assert np.abs(probs[0] - probs[-1]).max() > 1e-3  # the epochs really differ

@@ -67,7 +67,8 @@ def _stripes_context(**overrides):
                                                   jnp.zeros(128, jnp.int32)), mesh)
   trainer = types.SimpleNamespace(preprocess=Preprocess((0.4,) * 3, (0.35,) * 3),
                                   train_data=data, mesh=mesh, config=config,
-                                  dataset=types.SimpleNamespace(image_shape=(8, 8, 3)))
+                                  dataset=types.SimpleNamespace(image_shape=(8, 8, 3),
+                                                                train_labels=np.zeros(128)))
   return types.SimpleNamespace(config=config, trainer=trainer, labeled=np.arange(64),
                                candidates=np.arange(64, 128), rng=jax.random.key(0), cycle=3)
 
@@ -78,7 +79,7 @@ def test_vae_and_discriminator_learn_to_tell_the_labeled_set_apart(seed):
   # discriminator must learn it: labeled rows score high, unlabeled low. (Seed 2 gave an AUC
   # of 0.54 when each set had its own batch statistics in training; see vaal._iteration.)
   ctx = _stripes_context(epochs=20, adversary_weight=0.0, beta=0.01, kl_reduction="mean",
-                         learning_rate=2e-3)
+                         learning_rate=2e-3, iterations_per="labeled")
   ctx.rng = jax.random.key(seed)
   state, losses = vaal.train(ctx)
   assert len(losses["vae_loss"]) == 80  # 20 passes over 64 labeled rows, batches of 16
@@ -91,6 +92,32 @@ def test_vae_and_discriminator_learn_to_tell_the_labeled_set_apart(seed):
   logits = np.asarray(logits)
   # the selection ranks by D: the chance that a labeled row outranks an unlabeled one (AUC)
   assert np.mean(logits[:64, None] > logits[None, 64:]) > 0.95
+
+
+def test_iterations_follow_the_reference_count():
+  config = tiny_config(**{"vaal.epochs": 100, "vaal.batch_size": 128})
+  assert vaal.num_iterations(config, 5_000, 50_000) == 39_062  # sinhasam/vaal on CIFAR-10
+  config.vaal.iterations_per = "labeled"
+  assert vaal.num_iterations(config, 5_000, 50_000) == 3_906
+
+
+def test_each_vae_step_draws_its_own_batches():
+  ctx = _stripes_context(epochs=1, vae_steps=2, steps_per_call=2, iterations_per="labeled")
+  seen = []
+  original = vaal.train_chunk
+
+  def spy(state, data, labeled, unlabeled, rng, **kwargs):
+    seen.append((np.asarray(labeled), np.asarray(unlabeled)))
+    return original(state, data, labeled, unlabeled, rng, **kwargs)
+  vaal.train_chunk = spy
+  try:
+    vaal.train(ctx)
+  finally:
+    vaal.train_chunk = original
+  labeled, unlabeled = seen[0]
+  assert labeled.shape == (2, 2, 16)  # (iterations, vae_steps, batch)
+  for rows in (labeled, unlabeled):  # four distinct batches: one pass of 64 rows
+    assert len(np.unique(rows[:2].reshape(-1))) == 64
 
 
 def test_iteration_batches_cover_every_row_before_repeating():

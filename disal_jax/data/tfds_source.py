@@ -51,7 +51,7 @@ SPECS = {
     "cifar10": TfdsSpec("cifar10"),
     "cifar100": TfdsSpec("cifar100"),
     "svhn": TfdsSpec("svhn_cropped"),
-    # METHOD.md: background class dropped, 90/10 split of all remaining images.
+    # docs/method.md: background class dropped, 90/10 split of all remaining images.
     "caltech101": TfdsSpec("caltech101", train_split="train+test", test_split="",
                            drop_class=lambda name: "background" in name.lower()),
     "imagenet100": TfdsSpec("imagenet2012", test_split="validation",

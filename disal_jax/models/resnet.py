@@ -1,5 +1,5 @@
 """ResNet-18 in Flax linen, with the CIFAR stem (3x3 stride 1, no max-pool) and the ImageNet
-stem (7x7 stride 2 + 3x3 max-pool), as in ../shared/METHOD.md.
+stem (7x7 stride 2 + 3x3 max-pool), as in docs/method.md.
 
 `__call__` returns a dict: 'logits' (B, classes), 'features' (B, 8 * width), the pooled
 penultimate feature, and 'stages', the four stage feature maps (Learning Loss, TiDAL read them).

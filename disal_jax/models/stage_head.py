@@ -2,7 +2,7 @@
 
 Per stage: global average pool, Dense(hidden), ReLU; the four are concatenated (4 * hidden)
 and a Dense maps them to `outputs` (1 predicted loss for Learning Loss, C class scores for
-TiDAL), as in ../shared/METHOD.md. Its parameters live beside the backbone's in the train
+TiDAL), as in docs/strategies.md. Its parameters live beside the backbone's in the train
 state's params under `PARAMS_KEY`, so the one optimiser trains both (the references use the
 same SGD settings for the module).
 """

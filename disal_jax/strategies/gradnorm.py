@@ -3,7 +3,7 @@
 - gradnorm_entropy: ||grad_theta H(p_theta(x))||, the entropy of the prediction as the loss.
 - gradnorm_expected: sum_c p_c ||grad_theta CE(x, c)||, the expectation of the gradient
   norm over the predicted classes. (In the reference code both schemes collapse to the same
-  number; here they are the two different quantities METHOD.md names.)
+  number; here they are the two different quantities docs/strategies.md names.)
 
 The norm (`gradnorm.norm`): 'tensor_sum' (default, the reference's): the sum over parameter
 tensors of each tensor's gradient norm, sum_t ||grad_{theta_t} l||; 'global': the L2 norm

@@ -1,13 +1,14 @@
 """Learning Loss (Yoo & Kweon): a module on the four stage maps learns to predict each sample's
-loss, trained jointly with the backbone; the score is the predicted loss (../shared/METHOD.md).
+loss, trained jointly with the backbone; the score is the predicted loss (docs/strategies.md).
 
 Training (one jitted step updates backbone and module): the batch's samples are paired i with
 B-1-i, and the module's predictions l_hat are fitted to the order of the true cross-entropies l
 with the margin ranking loss
     L = mean_pairs max(0, margin - s (l_hat_i - l_hat_j)),  s = +1 if l_i > l_j else -1
 (the reference's sign convention: a tie counts as -1), total = CE + weight * L. The true losses
-are constants (no gradient through them). From epoch round(stop_gradient_fraction * epochs) on
-(120 of 200) the module's input is detached, so the ranking loss no longer shapes the backbone.
+are constants (no gradient through them). After epoch round(detach_fraction * epochs) (from
+epoch 121 of 200, counted from 0: the reference's `epoch > 120`) the module's input is
+detached, so the ranking loss no longer shapes the backbone.
 Scoring: the module on the eval-mode stage maps of the pool; top-K predicted loss.
 Segmentation: a sample's true loss is its image's mean cross-entropy over labelled pixels
 (of the training crop); the module predicts that per-image number from the DRN stage maps.

@@ -1,6 +1,6 @@
 """TiDAL (Kye et al.): a module on the stage maps learns each sample's training dynamics, the
 running mean of the softmax outputs it received during training; the score is the uncertainty
-of the module's prediction on the unlabeled pool (../shared/METHOD.md).
+of the module's prediction on the unlabeled pool (docs/strategies.md).
 
 Training (one jitted step updates backbone, module and the running means):
 - state.extras holds, for every training-set row, the running mean p_bar (N, C) and how many

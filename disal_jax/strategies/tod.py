@@ -1,18 +1,31 @@
 """TOD (Huang et al., temporal output discrepancy): score = 1/2 ||softmax f_c(x) - softmax
 f_{c-1}(x)||^2 between the model at the end of this cycle and at the end of the previous one
-(../shared/METHOD.md).
+(docs/strategies.md).
 
-Training adds the COD auxiliary loss in the same jitted step: on a batch of pool samples
-(augmented, drawn like DISAL's dynamic branch), weight * mean ||z_student - z_teacher||^2 on the
-logits, with an EMA teacher (eval mode, the student's running statistics) whose parameters live
-in state.extras and follow teacher <- decay * teacher + (1 - decay) * params each step (from the
-step's parameters before their update). The student's BatchNorm statistics updates from the pool
-branch are dropped, as in DISAL's.
+Training adds the reference's auxiliary loss (siyuhuang/TOD, main_TOD.py) in the same jitted
+step. The model gets a second linear head on the pooled feature, the consistency head h
+(its parameters under CONSISTENCY_KEY); with s = the main head's logits, c = h's, on the
+labeled batch x and a batch u of pool samples (augmented, drawn at random each step) and an
+EMA teacher T in train mode (batch statistics; its running-statistics updates dropped):
+  loss = CE + weight * (mse(s_x, c_x) + mse(s_u, c_u) + mse(c_x, T(x)) + mse(c_u, T(u)))
+where mse is the mean over batch x classes (PyTorch's F.mse_loss), so the reference's weights
+(0.02 CIFAR-10, 0.05 CIFAR-100, 0.005 SVHN, 0.1 Caltech101) apply as published. The teacher's
+parameters live in state.extras and follow T <- a T + (1 - a) theta with
+a = min(1 - 1 / (t + 1), ema_decay), t counting the steps since the teacher started (kept in
+state.extras, so under train.warm_start the count runs on across cycles as the reference's
+`iters` does). The update uses the step's parameters before their update (the reference's
+after it: one step apart). The student's BatchNorm statistics updates from the pool batch are
+dropped, as in DISAL's branch.
 
 Between cycles: after scoring cycle c, its final variables are written to
 <run>/tod_variables_cycle{c}.msgpack; cycle c + 1 reads them as f_c and removes older files. A
-resumed cycle therefore reads the same previous model. Cycle 0 has no previous cycle: its
-"earlier" model is the EMA teacher (a smoothed, older view of the same training).
+resumed cycle therefore reads the same previous model. Cycle 0 has no previous cycle: as in
+the reference, it is compared with an untrained model (`tod.first_cycle='untrained'`, an
+independent initialisation), or with the EMA teacher ('teacher').
+
+The reference trains one model through all cycles (warm start); under the default cold start
+(train.warm_start=False, the protocol every strategy of a comparison shares) f_{c-1} is the
+previous cycle's independently trained model.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import dataclasses
 import functools
 import pathlib
 
+import flax.linen as nn
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -33,11 +47,25 @@ from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 
 TEACHER = "ema_teacher"
+TEACHER_STEP = "ema_teacher_step"
+CONSISTENCY_KEY = "tod_consistency_head"
+# Folded into the cycle's scoring key for cycle 0's untrained model.
+UNTRAINED_STREAM = 0x70D
 
 
-def ema(teacher, params, decay: float):
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+  """The reference's ramp: min(1 - 1 / (step + 1), decay); step counts from 0."""
+  return jnp.minimum(1.0 - 1.0 / (step.astype(jnp.float32) + 1.0), decay)
+
+
+def ema(teacher, params, decay):
   return jax.tree.map(lambda t, p: decay * t + (1.0 - decay) * jax.lax.stop_gradient(p),
                       teacher, params)
+
+
+def mse(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Mean over every element (batch x classes), as PyTorch's F.mse_loss."""
+  return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
 
 
 def output_discrepancy(logits_a: jax.Array, logits_b: jax.Array) -> jax.Array:
@@ -54,27 +82,44 @@ class CodHook:
   ema_decay: float
   batch_size: int
 
+  def init_params(self, rng, params, sample_outputs):
+    head = nn.Dense(sample_outputs["logits"].shape[-1])
+    return {**params, CONSISTENCY_KEY: head.init(rng, sample_outputs["features"])["params"]}
+
   def init_extras(self, num_train: int, num_classes: int, params) -> dict:
     del num_train, num_classes
-    return {TEACHER: jax.tree.map(jnp.array, params)}
+    return {TEACHER: jax.tree.map(jnp.array, params), TEACHER_STEP: jnp.zeros((), jnp.int32)}
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
-    del outputs
+    head = nn.Dense(outputs["logits"].shape[-1])
+    consistency = lambda features: head.apply({"params": params[CONSISTENCY_KEY]}, features)
     rows = aux["pool_index"][batch["pool_position_index"]]
-    images = preprocess.augment(data.images[rows], rng)
-    student, _ = state.apply_fn(state.variables(params), images, train=True,
-                                mutable=["batch_stats"])  # statistics updates dropped
+    pool_images = preprocess.augment(data.images[rows], rng)
+    pool, _ = state.apply_fn(state.variables(params), pool_images, train=True,
+                             mutable=["batch_stats"])  # statistics updates dropped
     teacher_params = state.extras[TEACHER]
-    teacher = state.apply_fn(state.variables(teacher_params), images, train=False)
-    cod = jnp.mean(jnp.sum(jnp.square(student["logits"]
-                                      - jax.lax.stop_gradient(teacher["logits"])), axis=-1))
-    extras = {**state.extras, TEACHER: ema(teacher_params, params, self.ema_decay)}
-    return self.weight * cod, {"cod_loss": cod}, extras
+
+    def teacher(images):  # train mode, as the reference's ema_model.train()
+      out, _ = state.apply_fn(state.variables(teacher_params), images, train=True,
+                              mutable=["batch_stats"])
+      return jax.lax.stop_gradient(out["logits"])
+
+    cons_x, cons_u = consistency(outputs["features"]), consistency(pool["features"])
+    residual = mse(outputs["logits"], cons_x) + mse(pool["logits"], cons_u)
+    cod = mse(cons_x, teacher(batch["images"])) + mse(cons_u, teacher(pool_images))
+    step = state.extras[TEACHER_STEP]
+    extras = {**state.extras, TEACHER_STEP: step + 1,
+              TEACHER: ema(teacher_params, params, ema_decay_at(step, self.ema_decay))}
+    return self.weight * (residual + cod), {"cod_loss": cod, "residual_loss": residual}, extras
 
   def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
     del epoch, labeled_size, cycle_seed
-    return {"pool_position_index": rng.integers(0, pool_size, (num_steps, self.batch_size),
-                                                dtype=np.int32)}
+    # a fresh random batch each step, distinct rows within it (the reference's new iterator
+    # over a random sampler per step)
+    replace = pool_size < self.batch_size
+    return {"pool_position_index": np.stack([
+        rng.choice(pool_size, self.batch_size, replace=replace) for _ in range(num_steps)
+    ]).astype(np.int32)}
 
   def aux(self, record, pool_index):
     del record
@@ -104,7 +149,10 @@ def variables_path(run_dir: pathlib.Path, cycle: int) -> pathlib.Path:
 def _earlier_variables(ctx: ScoringContext):
   state = ctx.result.state
   if ctx.cycle == 0:
-    return {"params": state.extras[TEACHER], "batch_stats": state.batch_stats}
+    if ctx.config.tod.first_cycle == "teacher":
+      return {"params": state.extras[TEACHER], "batch_stats": state.batch_stats}
+    untrained = ctx.trainer.init_state(jax.random.fold_in(ctx.rng, UNTRAINED_STREAM))
+    return untrained.variables()
   path = variables_path(ctx.run_dir, ctx.cycle - 1)
   try:  # the state's variables give the structure; nothing is copied off the device for it
     earlier = flax.serialization.from_bytes(state.variables(), path.read_bytes())

@@ -1,4 +1,4 @@
-"""VAAL (Sinha et al., variational adversarial active learning), as METHOD.md specifies it.
+"""VAAL (Sinha et al., variational adversarial active learning; docs/strategies.md).
 
 After the cycle's training (VAAL does not read the task model), a fresh VAE and discriminator
 (`models/vaal.py`) learn on labeled and unlabeled images: per iteration, `vaal.vae_steps` VAE
@@ -19,8 +19,11 @@ Choices, each a config key (`vaal.*`):
   'mean' averages over the batch instead, so beta does not scale with the batch size).
 - No augmentation for either set: labeled and unlabeled images differ only in content, so the
   discriminator cannot key on augmentation.
-- Length: `epochs` passes over the labeled set, batches of `batch_size` from each set,
-  rounded up to whole jitted calls of `steps_per_call` iterations (a `lax.scan` each).
+- Length (`num_iterations`): `epochs` passes of `batch_size` over the whole training set, as
+  the reference (`iterations_per='train_set'`), or over the labeled set ('labeled', about 10x
+  fewer at the first budgets), rounded up to whole jitted calls of `steps_per_call`
+  iterations (a `lax.scan` each). Each VAE step of an iteration draws its own labeled and
+  unlabeled batch; the discriminator step reuses the last (the reference's loop).
 - Between calls the losses are checked: a non-finite loss, or a reconstruction error above
   `max_loss` (the images are standardised, so a healthy one stays near 1), stops the run with
   `VaalDiverged`, naming the cycle and iteration. The cycle's trained model is already
@@ -142,9 +145,7 @@ def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settin
   a trivially separable labeled/unlabeled pair of sets (tests/test_vaal.py) had an AUC
   anywhere from 0.0 to 1.0 over four seeds; with joint statistics 0.99-1.0.
   """
-  labeled_index, unlabeled_index, rng = inputs
-  x_l = vae_images(data, labeled_index, preprocess, settings.image_size)
-  x_u = vae_images(data, unlabeled_index, preprocess, settings.image_size)
+  labeled_index, unlabeled_index, rng = inputs  # (vae_steps, B) rows: a batch per VAE step
   vae, disc, tx = settings.vae, settings.discriminator, settings.optimizer()
 
   def encode_decode(params, stats, x, key):
@@ -152,7 +153,7 @@ def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settin
                              mutable=["batch_stats"])
     return out, updates["batch_stats"]
 
-  def vae_objective(params, stats, key):
+  def vae_objective(params, stats, key, x_l, x_u):
     out, stats = encode_decode(params, stats, jnp.concatenate([x_l, x_u]), key)
     out_l, out_u = (jax.tree.map(lambda v: v[:x_l.shape[0]], out),
                     jax.tree.map(lambda v: v[x_l.shape[0]:], out))
@@ -166,18 +167,24 @@ def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settin
     return total, (stats, {"vae_loss": total, "reconstruction": 0.5 * (mse_l + mse_u),
                            "kl": 0.5 * (kl_l + kl_u), "adversarial": adversarial})
 
-  def vae_step(carry, key):
+  def vae_step(carry, step_inputs):
     params, stats, opt = carry
+    key, rows_l, rows_u = step_inputs
+    x_l = vae_images(data, rows_l, preprocess, settings.image_size)
+    x_u = vae_images(data, rows_u, preprocess, settings.image_size)
     (_, (stats, metrics)), grads = jax.value_and_grad(vae_objective, has_aux=True)(
-        params, stats, key)
+        params, stats, key, x_l, x_u)
     updates, opt = tx.update(grads, opt, params)
     return (optax.apply_updates(params, updates), stats, opt), metrics
 
   # A scan, not a Python loop: the step compiles once, not vae_steps times.
   (params, stats, opt), metrics = jax.lax.scan(
       vae_step, (state.vae_params, state.vae_stats, state.vae_opt),
-      jax.random.split(rng, settings.vae_steps))
+      (jax.random.split(rng, settings.vae_steps), labeled_index, unlabeled_index))
   metrics = jax.tree.map(lambda x: x[-1], metrics)
+  # the discriminator learns on the last VAE step's batch, as the reference's loop leaves it
+  x_l = vae_images(data, labeled_index[-1], preprocess, settings.image_size)
+  x_u = vae_images(data, unlabeled_index[-1], preprocess, settings.image_size)
 
   def encode(x, stats):
     out, updates = vae.apply({"params": params, "batch_stats": stats}, x, train=True,
@@ -200,7 +207,8 @@ def train_chunk(state: VaalState, data, labeled_index: jax.Array, unlabeled_inde
                 rng: jax.Array, *, preprocess: Preprocess, settings: Settings):
   """T iterations in one lax.scan.
 
-  labeled_index, unlabeled_index: (T, B) int32 training-set rows per iteration.
+  labeled_index, unlabeled_index: (T, vae_steps, B) int32 training-set rows per iteration
+    and VAE step.
   Returns the new state and a dict of (T,) float32 losses per iteration.
   """
   step = functools.partial(_iteration, data=data, preprocess=preprocess, settings=settings)
@@ -251,6 +259,15 @@ def check_losses(losses: dict[str, np.ndarray], first_iteration: int, total: int
         "and rerun in a new --workdir (or with --force, which discards this run).")
 
 
+def num_iterations(config: ml_collections.ConfigDict, num_labeled: int, num_train: int) -> int:
+  """VAAL iterations per cycle: `epochs` passes of `batch_size` over the whole training set
+  (`iterations_per='train_set'`, the reference's num_images * train_epochs // batch_size:
+  39,062 for CIFAR-10) or over the labeled set ('labeled'); at least one."""
+  v = config.vaal
+  images = num_train if v.iterations_per == "train_set" else num_labeled
+  return max(1, int(v.epochs) * images // int(v.batch_size))
+
+
 def train(ctx: ScoringContext) -> tuple[VaalState, dict[str, np.ndarray]]:
   """Trains a fresh VAE and discriminator on ctx.labeled and ctx.candidates.
 
@@ -263,13 +280,15 @@ def train(ctx: ScoringContext) -> tuple[VaalState, dict[str, np.ndarray]]:
   state = sharding.put_replicated(
       init_state(init_rng, settings, int(trainer.dataset.image_shape[-1])), trainer.mesh)
   chunk = int(v.steps_per_call)
-  needed = max(1, math.ceil(v.epochs * len(ctx.labeled) / v.batch_size))
-  iterations = math.ceil(needed / chunk) * chunk
+  iterations = math.ceil(num_iterations(ctx.config, len(ctx.labeled),
+                                        len(trainer.dataset.train_labels)) / chunk) * chunk
   order = np.random.default_rng(np.asarray(jax.random.key_data(order_rng)))
-  labeled = iteration_batches(order, ctx.labeled, int(v.batch_size), iterations)
-  unlabeled = iteration_batches(order, ctx.candidates, int(v.batch_size), iterations)
+  shape = (iterations, settings.vae_steps, int(v.batch_size))
+  labeled = iteration_batches(order, ctx.labeled, shape[-1], shape[0] * shape[1]).reshape(shape)
+  unlabeled = iteration_batches(order, ctx.candidates, shape[-1],
+                                shape[0] * shape[1]).reshape(shape)
   split = jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec(
-      None, sharding.DATA_AXIS))
+      None, None, sharding.DATA_AXIS))
   history: dict[str, list[np.ndarray]] = {}
   for call, start in enumerate(range(0, iterations, chunk)):
     state, losses = train_chunk(

@@ -1,4 +1,4 @@
-"""Learning rate per epoch: the step schedule of METHOD.md (x0.1 after 80% of the epochs)."""
+"""Learning rate per epoch: the step schedule of docs/method.md (x0.1 after 80% of the epochs)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ class DeviceData(NamedTuple):
 
 # extra_loss(params, state, data, batch, aux, rng, outputs)
 #   -> (scalar loss, {name: scalar}, new state.extras).
-# `batch` also holds 'labels': the labels of the batch as augmented (segmentation crops).
+# `batch` also holds 'images' and 'labels': the labeled batch as the model saw it (augmented;
+# segmentation crops and their label maps).
 # A strategy's training hook (DISAL's dynamic loss, the baselines' modules). The returned
 # extras replace state.extras after the step (TiDAL's running means); return state.extras to
 # keep them.
@@ -88,7 +89,7 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
   else:
     images = preprocess.augment(data.images[index], augment_rng)
 
-  num_labeled = images.shape[0]
+  labeled_images = images
   joint = None if joint_images is None else joint_images(state, data, batch, aux, extra_rng)
   if joint is not None:
     images = jnp.concatenate([images, joint.astype(images.dtype)])
@@ -99,14 +100,16 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
                                       mutable=["batch_stats"])
     hook_kwargs = {}
     if joint is not None:
+      num_labeled = labeled_images.shape[0]
       hook_kwargs["joint_outputs"] = jax.tree.map(lambda a: a[num_labeled:], outputs)
       outputs = jax.tree.map(lambda a: a[:num_labeled], outputs)
     ce = pixels.mean_cross_entropy(outputs["logits"], labels)
     loss, extra_metrics, extras = ce, {}, state.extras
     if extra_loss is not None:
-      # the hook sees the labels of the images the model saw (cropped with them)
-      extra, extra_metrics, extras = extra_loss(params, state, data, {**batch, "labels": labels},
-                                                aux, extra_rng, outputs, **hook_kwargs)
+      # the hook sees the images the model saw (augmented) and their labels (cropped with them)
+      hook_batch = {**batch, "labels": labels, "images": labeled_images}
+      extra, extra_metrics, extras = extra_loss(params, state, data, hook_batch, aux, extra_rng,
+                                                outputs, **hook_kwargs)
       loss = loss + extra
     return loss, (outputs, updates, ce, extra_metrics, extras)
 
