@@ -5,6 +5,8 @@
 Needs the prepared tfds dataset: python -m disal_jax.data.prepare --dataset=caltech101
 The TOD reference starts from ImageNet-pretrained weights; nothing here downloads weights,
 so this trains from scratch (expect lower accuracies than the paper's Caltech101 figure).
+Augmentation: horizontal flips only, as the reference (which resizes to 256 and centre-crops
+224 where this resizes to 224).
 """
 
 from disal_jax.config import base_config
@@ -20,6 +22,6 @@ def get_config():
   config.train.batch_size = 64
   config.train.eval_batch_size = 256
   config.train.learning_rate = 0.01
-  config.augment.crop_padding = 16
+  config.augment.crop_padding = 0  # the reference: resize, centre crop, flip; no random crop
   config.tod.cod_weight = 0.1  # TOD's COD weight for this dataset (docs/strategies.md)
   return config

@@ -3,7 +3,8 @@
   python -m disal_jax.main --config=configs/svhn.py --workdir=workdirs/svhn
 
 Needs the prepared tfds dataset: python -m disal_jax.data.prepare --dataset=svhn
-Horizontal flips are off: house numbers are not mirror-symmetric.
+Augmentation as the TOD reference's SVHN: random crop (padding 4) and horizontal flip, though
+house numbers are not mirror-symmetric (--config.augment.flip=False turns the flip off).
 """
 
 from disal_jax.config import base_config
@@ -12,6 +13,5 @@ from disal_jax.config import base_config
 def get_config():
   config = base_config()
   config.data.name = "svhn"
-  config.augment.flip = False
   config.tod.cod_weight = 0.005  # TOD's COD weight for this dataset (docs/strategies.md)
   return config

@@ -1,5 +1,7 @@
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -117,3 +119,34 @@ def test_the_default_config_twice_gives_bit_identical_selections(tmp_path):
       np.testing.assert_array_equal(a, b)
     assert ([r.test_accuracy for r in runs[0][name]] ==
             [r.test_accuracy for r in runs[1][name]])
+
+
+def test_scoring_and_selection_run_at_highest_matmul_precision():
+  """On GPUs float32 matmuls default to TF32; score_and_select pins them to HIGHEST, and the
+  epoch callback is closed even when scoring fails."""
+  import types
+  from disal_jax.strategies import base
+  lowered = {}
+
+  def score(ctx):
+    a = jnp.ones((4, 4))
+    lowered["score"] = jax.jit(lambda x: x @ x).lower(a).as_text()
+    return np.arange(4.0)
+
+  def select(evidence, ctx, k):
+    lowered["select"] = jax.jit(lambda x: x @ x).lower(jnp.ones((4, 4))).as_text()
+    return np.argsort(-evidence)[:k]
+
+  closed = []
+  callback = types.SimpleNamespace(close=lambda: closed.append(True))
+  ctx = types.SimpleNamespace(epoch_callback=callback)
+  strategy = types.SimpleNamespace(score=score, select=select)
+  _, picks = base.score_and_select(strategy, ctx, 2)
+  assert picks.tolist() == [3, 2] and closed == [True]
+  for text in lowered.values():
+    assert "precision = [HIGHEST, HIGHEST]" in text
+  assert "HIGHEST" not in jax.jit(lambda x: x @ x).lower(jnp.ones((4, 4))).as_text()
+  failing = types.SimpleNamespace(score=lambda ctx: 1 / 0, select=select)
+  with pytest.raises(ZeroDivisionError):
+    base.score_and_select(failing, ctx, 2)
+  assert closed == [True, True]

@@ -30,7 +30,7 @@ from disal_jax.annotate import labels_file
 from disal_jax.annotate.project import Project, ProjectError, State, StateStore
 from disal_jax.data.dataset import Dataset
 from disal_jax.strategies import registry as strategy_registry
-from disal_jax.strategies.base import ScoringContext
+from disal_jax.strategies.base import ScoringContext, score_and_select
 from disal_jax.training import sharding
 from disal_jax.training.trainer import CycleProgress
 
@@ -109,12 +109,7 @@ def train_and_select(project: Project, dataset: Dataset, labels: np.ndarray, str
   ctx = ScoringContext(config, trainer, result, candidates, labeled,
                        jax.random.fold_in(score_key, round_), round_, callback,
                        project.workdir / "strategy_state")
-  try:
-    evidence = strategy.score(ctx)
-    selected = np.asarray(strategy.select(evidence, ctx, budget))
-  finally:
-    if callback is not None:
-      callback.close()
+  evidence, selected = score_and_select(strategy, ctx, budget)
   scores = None
   if isinstance(evidence, np.ndarray) and evidence.shape == candidates.shape:
     scores = evidence[np.searchsorted(candidates, selected)]

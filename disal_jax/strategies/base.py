@@ -88,6 +88,26 @@ def select_top_k(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
   return ctx.candidates[selectors.top_k(scores, k, ties)]
 
 
+# Scoring and selection run at full float32 precision: on GPUs JAX otherwise computes float32
+# matmuls and convolutions in TF32 (a 10-bit mantissa), enough to reorder close scores.
+SCORING_PRECISION = "highest"
+
+
+def score_and_select(strategy: "Strategy", ctx: ScoringContext, k: int
+                     ) -> tuple[Any, np.ndarray]:
+  """The strategy's evidence and its k selected rows, at SCORING_PRECISION; the epoch callback
+  (if any) is closed afterwards, whatever happens. The one path of the loop and the
+  annotation rounds."""
+  try:
+    with jax.default_matmul_precision(SCORING_PRECISION):
+      evidence = strategy.score(ctx)
+      selected = np.asarray(strategy.select(evidence, ctx, k))
+  finally:
+    if ctx.epoch_callback is not None:
+      ctx.epoch_callback.close()
+  return evidence, selected
+
+
 @dataclasses.dataclass(frozen=True)
 class Strategy:
   """Attributes:
