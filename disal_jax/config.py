@@ -31,7 +31,7 @@ VAAL_KL_REDUCTIONS = ("sum", "mean")
 def base_config() -> ml_collections.ConfigDict:
   """Defaults: the paper's CIFAR protocol on ResNet-18 (docs/method.md), DISAL vs Random."""
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0  # the initial labeled set, weights, batch order and scoring randomness
   # Comma-separated strategy names (see `disal_jax.strategies.registry.names()`); each
   # strategy runs in its own sub-folder of the workdir.
   c.strategies = "disal,random"
@@ -58,8 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
   d.max_train_per_class = 0  # tfds datasets: keep at most N training images per class; 0 = all
   # name='shapes': the synthetic segmentation set (disal_jax.data.shapes), seeded by split_seed.
   d.shapes = sh = ml_collections.ConfigDict()
-  sh.num_train = 600
-  sh.num_test = 150
+  sh.num_train = 600  # training images
+  sh.num_test = 150  # test images
   sh.size = 64  # images are size x size
   sh.max_shapes = 4  # shapes per image: 1 to max_shapes
 
@@ -74,20 +74,20 @@ def base_config() -> ml_collections.ConfigDict:
   m.train_dropout = True  # dropout also in the train step (False: only at query time)
 
   c.train = t = ml_collections.ConfigDict()
-  t.epochs = 200
+  t.epochs = 200  # per cycle
   # At least this many optimizer steps per cycle: an epoch then makes several passes over a
   # small labeled set (the lr schedule, record and checkpoints still count epochs). 0 = off.
   t.min_steps = 0
-  t.batch_size = 128
-  t.eval_batch_size = 500
-  t.optimizer = "sgd"
-  t.learning_rate = 0.1
-  t.momentum = 0.9
-  t.weight_decay = 5e-4
+  t.batch_size = 128  # labeled images per step
+  t.eval_batch_size = 500  # images per evaluation, recording and scoring call
+  t.optimizer = "sgd"  # or 'adam'
+  t.learning_rate = 0.1  # initial
+  t.momentum = 0.9  # SGD
+  t.weight_decay = 5e-4  # added to the gradient (PyTorch's SGD semantics)
   t.lr_decay_at = 0.8  # fraction of the epochs after which lr is multiplied by lr_decay_factor
-  t.lr_decay_factor = 0.1
+  t.lr_decay_factor = 0.1  # lr multiplier after lr_decay_at
   t.warm_start = False  # start each cycle from the previous cycle's model
-  t.log_every_epochs = 1
+  t.log_every_epochs = 1  # a progress line every this many epochs
 
   c.augment = a = ml_collections.ConfigDict()
   a.crop_padding = 4  # random crop to the image size after zero-padding; 0 = off
@@ -103,9 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
   ck.keep = 3  # the newest N are kept
 
   c.al = al = ml_collections.ConfigDict()
-  al.initial_fraction = 0.10
-  al.step_fraction = 0.05
-  al.final_fraction = 0.40
+  al.initial_fraction = 0.10  # of the training split labeled at random before cycle 0
+  al.step_fraction = 0.05  # labeled after each cycle
+  al.final_fraction = 0.40  # the last cycle's labeled share
   # Absolute counts (the imbalanced settings); when initial_count > 0 they replace fractions.
   al.initial_count = 0
   al.step_count = 0
@@ -196,9 +196,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Learning Loss reference's `epoch > 120`) its input is detached; 1.0 never detaches.
   c.learning_loss = ll = ml_collections.ConfigDict()
   ll.weight = 1.0  # of the ranking loss
-  ll.margin = 1.0
+  ll.margin = 1.0  # of the ranking loss
   ll.hidden = 128  # per-stage width of the module
-  ll.detach_fraction = 0.6
+  ll.detach_fraction = 0.6  # the reference's epoch 120 of 200
 
   c.tod = to = ml_collections.ConfigDict()
   # Weight of the auxiliary loss (means over batch x classes, as the reference): 0.02
@@ -212,18 +212,18 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.tidal = td = ml_collections.ConfigDict()
   td.weight = 1.0  # of KL(p_bar || module)
-  td.hidden = 128
+  td.hidden = 128  # per-stage width of the module
   td.detach_fraction = 1.0  # never: the TiDAL reference detaches Learning Loss's module only
   td.score = "entropy"  # or 'margin'
 
   # CoreGCN / UncertainGCN: a GCN on the feature graph of a pool subset + the labeled set.
   c.coregcn = gc = ml_collections.ConfigDict()
   gc.subset_size = 10_000  # pool nodes (0 = all); the adjacency is dense: (subset + L)^2
-  gc.hidden = 128
-  gc.dropout_rate = 0.3
+  gc.hidden = 128  # GCN hidden width
+  gc.dropout_rate = 0.3  # on the hidden layer, training only
   gc.steps = 200  # full-batch Adam steps
-  gc.learning_rate = 1e-3
-  gc.weight_decay = 5e-4
+  gc.learning_rate = 1e-3  # Adam
+  gc.weight_decay = 5e-4  # L2, as the reference
   gc.unlabeled_weight = 1.2  # lambda on the unlabeled term of the loss
   gc.margin = 0.1  # UncertainGCN picks the scores closest to it
   # CoreGCN's k-center space: 'hidden_and_output' (the GCN's hidden features and its output
@@ -232,9 +232,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   # VAAL: a VAE and a discriminator trained on labeled vs unlabeled images after each cycle.
   c.vaal = va = ml_collections.ConfigDict()
-  va.latent_dim = 32
+  va.latent_dim = 32  # VAE latent size
   va.width = 128  # encoder channels width, 2, 4, 8 x width (the reference's 128 ... 1024)
-  va.discriminator_hidden = 512
+  va.discriminator_hidden = 512  # z -> hidden -> hidden -> 1
   va.image_size = 32  # images are resized to it on device; a positive multiple of 16
   va.beta = 1.0  # of the KL term
   va.adversary_weight = 1.0  # of the VAE's "fool the discriminator" term

@@ -13,7 +13,7 @@ below TRIM_THRESHOLD_BYTES. The process then holds on to its peak host memory, a
 allocators (JAX's on GPU, PyTorch's caching allocator) do. After a few calls the engine takes
 no page faults at all.
 
-It is off by default because it is a trade, not a free win (measured, README "Performance"):
+It is off by default because it is a trade, not a free win (measured, docs/performance.md):
 the one-pass engine and big-batch CPU programs run faster, but XLA compiles slower with every
 thread on one arena, and this project's tests and small offline runs are compile-bound.
 Turn it on for scoring-heavy CPU jobs and benchmarks with DISAL_JAX_HOST_MEMORY=keep in the

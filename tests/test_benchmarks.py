@@ -42,7 +42,7 @@ def test_benchmark_runs_and_writes_its_figures(tmp_path, cache_dir, cifar10_arch
 
 def test_scaling_benchmark_measures_pools_and_memory(tmp_path, cache_dir, cifar10_archive):
   # The devices section (child processes with forced host devices) is left to manual runs:
-  # XLA:CPU's forced devices deadlocked intermittently under load (README, Performance).
+  # XLA:CPU's forced devices deadlocked intermittently under load (docs/performance.md).
   out = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--sections=pool,memory",
                         "--pools=32,64", "--labeled=16", "--width=4", "--eval_batch_size=16",
                         "--scorers=coreset", "--engines=one_pass", "--chunks=2,8",

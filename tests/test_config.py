@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from disal_jax.config import ConfigError, strategy_names, validate
+from disal_jax.config import ConfigError, base_config, strategy_names, validate
 from disal_jax.data import registry as data_registry
 from disal_jax.models import registry as model_registry
 from disal_jax.strategies import registry as strategy_registry
@@ -59,3 +59,14 @@ def test_unknown_override_key_fails_at_once_naming_the_key(tmp_path):
   assert out.returncode != 0
   assert "epocs" in out.stderr
   assert not (tmp_path / "config.json").exists()  # nothing ran
+
+
+def test_every_key_has_a_default_and_a_comment_where_it_is_defined():
+  from disal_jax import config_keys
+  defaults = config_keys._flatten(base_config().to_dict())
+  comments = config_keys.key_comments()
+  assert set(comments) == set(defaults)
+  assert [k for k, text in comments.items() if not text] == []
+  listing = config_keys.describe("disal.")
+  assert "disal.dynamic_weight = 10.0  # " in listing
+  assert all(line.startswith("disal.") for line in listing.splitlines())

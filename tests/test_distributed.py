@@ -69,7 +69,7 @@ def test_two_hosts_select_and_score_as_one_host_with_all_devices(tmp_path):
     np.testing.assert_array_equal(selected_one, selected_two)
     assert [m[:2] for m in metrics_one] == [m[:2] for m in metrics_two]  # counts, accuracy
     # Losses: all-reduces sum in another order across hosts; training amplifies the rounding
-    # (README, design notes), measured up to 1e-3 relative after a second cycle.
+    # (docs/design.md, design notes), measured up to 1e-3 relative after a second cycle.
     np.testing.assert_allclose([m[2] for m in metrics_one], [m[2] for m in metrics_two],
                                rtol=1e-2)
   # both processes wrote the orbax checkpoints together; a rerun finds the runs complete

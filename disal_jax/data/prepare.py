@@ -2,7 +2,7 @@
 
 Writes array_record files (read later without TensorFlow). The download itself goes through
 tfds, whose image encoders may need TensorFlow: `pip install tensorflow-cpu` on the machine
-that prepares (README: 'Preparing the real datasets'). Checks the network first, so an
+that prepares (docs/data.md: 'Preparing the real datasets'). Checks the network first, so an
 offline machine fails in seconds instead of after tfds' minutes of retries.
 """
 

@@ -126,7 +126,7 @@ def prepared_builder(name: str, data_dir: str, manual_dir: str):
         f"machine with network access"
         f"{f' and the manual downloads ({spec.manual_files})' if spec.manual else ''}:\n"
         f"  {prepare_command(name, data_dir, manual_dir)}\n"
-        "then set config.data.data_dir to that folder (README: 'Preparing the real datasets').")
+        "then set config.data.data_dir to that folder (docs/data.md: 'Preparing the real datasets').")
   return builder
 
 

@@ -1,7 +1,7 @@
 """Metric writers: a JSONL file (read by reports and tests) and TensorBoard event files.
 
 TensorBoard files come from tensorboardX (pure Python + protobuf) rather than clu's
-metric_writers, which import TensorFlow at import time (README: design notes).
+metric_writers, which import TensorFlow at import time (docs/design.md: design notes).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Two engines compute the same numbers (`Engine`, config `per_sample.engine`):
 - 'one_pass' (default; `one_pass.py`): one batched forward and backward pass and per-layer
   algebra, no per-sample gradient ever formed. 4.2x the vmap path on CPU
-  (`python -m benchmarks.per_sample_norms`, README Performance).
+  (`python -m benchmarks.per_sample_norms`, docs/performance.md).
 - 'vmap': jax.vmap(jax.grad) per sample, below: the simple reference the tests compare against,
   and the fallback for layers the one-pass engine does not know.
 
