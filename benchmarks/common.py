@@ -14,6 +14,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 import optax
+from absl import flags
 
 from disal_jax.config import base_config
 from disal_jax.loop import model_config
@@ -25,14 +26,19 @@ from disal_jax.training.snapshots import SnapshotStore
 from disal_jax.training.trainer import CycleResult, Trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# The real CIFAR-10 as an image-folder archive, where this project's machines keep it.
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", str(CIFAR10_ARCHIVE),
+    "Image folder (root/<split>/<class>/<image>) or its .tar.gz the benchmarks read.")
 
 
 def cifar_config(num_train: int, width: int, cache_dir: str):
-  """The paper's config on the first-drawn `num_train` real CIFAR-10 training images."""
+  """The paper's config on the first-drawn `num_train` training images of --data_dir (the
+  real CIFAR-10 JPEGs by default)."""
   config = base_config()
   config.data.name = "image_folder"
-  config.data.data_dir = str(CIFAR10_ARCHIVE)
+  config.data.data_dir = _DATA_DIR.value
   config.data.cache_dir = cache_dir
   config.data.max_train = num_train
   config.data.max_test = 100

@@ -44,12 +44,12 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write cycle_co
 
 def _child(entry: str) -> dict:
   # pylint: disable=import-outside-toplevel
-  from disal_jax import ablation, loop
-  name, overrides = ablation.parse_variant(entry)
+  from disal_jax import loop, variants
+  name, overrides = variants.parse_variant(entry)
   strategy = str(overrides.pop("strategies", name))
   num_train = _LABELED.value + _POOL.value
   config = common.cifar_config(num_train, _WIDTH.value, _CACHE.value)
-  config = ablation.variant_config(config, overrides)
+  config = variants.variant_config(config, overrides)
   config.strategies = strategy
   config.full_training = False
   config.train.epochs = _EPOCHS.value

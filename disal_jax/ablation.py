@@ -16,7 +16,6 @@ on the validation columns; the test columns are reported, not chosen on.
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import pathlib
@@ -28,6 +27,7 @@ from ml_collections import config_flags
 
 from disal_jax import checkpoint, loop, pool
 from disal_jax import config as config_lib
+from disal_jax.variants import parse_variant, variant_config
 from disal_jax.report import tables
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.",
@@ -37,38 +37,6 @@ _VARIANTS = flags.DEFINE_multi_string(
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The ablation folder.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only (re)write ablation.md.")
-
-
-def parse_variant(text: str) -> tuple[str, dict[str, object]]:
-  """'name:a.b=1,c=x' -> ('name', {'a.b': 1, 'c': 'x'}); a bare 'name' has no overrides."""
-  name, _, body = text.partition(":")
-  if not name or "/" in name:
-    raise app.UsageError(f"--variant={text!r}: give name:key=value,... (a name without '/')")
-  overrides = {}
-  for item in filter(None, body.split(",")):
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise app.UsageError(f"--variant={text!r}: {item!r} is not key=value")
-    try:
-      overrides[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[key] = value
-  return name, overrides
-
-
-def variant_config(base: ml_collections.ConfigDict, overrides: dict[str, object]
-                   ) -> ml_collections.ConfigDict:
-  """A copy of `base` with dotted overrides; an unknown key is an error naming it."""
-  config = base.copy_and_resolve_references()
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for part in path:
-      node = node[part]
-    if last not in node:
-      raise app.UsageError(f"variant key {key!r} is not a config key")
-    node[last] = type(node[last])(value) if isinstance(node[last], float) else value
-  return config
 
 
 def finished(config: ml_collections.ConfigDict, variant_dir: pathlib.Path) -> bool:
@@ -135,14 +103,18 @@ def main(argv):
   logging.getLogger().setLevel(logging.INFO)
   checkpoint.quiet_orbax_info_logs()
   workdir = pathlib.Path(_WORKDIR.value)
-  variants = [parse_variant(v) for v in _VARIANTS.value]
+  try:
+    variants = [parse_variant(v) for v in _VARIANTS.value]
+    configs = [variant_config(_CONFIG.value, overrides) for _, overrides in variants]
+  except (ValueError, KeyError) as e:
+    raise app.UsageError(str(e)) from e
   if not variants:
     raise app.UsageError("give at least one --variant")
   if not _TABLE_ONLY.value:
     seeds = [int(s) for s in _SEEDS.value]
     for seed in seeds:  # seed-major: every variant gets its first seed before any its second
-      for name, overrides in variants:
-        config = variant_config(_CONFIG.value, overrides)
+      for (name, _), variant in zip(variants, configs):
+        config = variant.copy_and_resolve_references()
         config.seed = seed
         if finished(config, workdir / name):
           logging.info("%s seed %d: finished (results.json complete); skipped", name, seed)

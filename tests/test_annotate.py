@@ -12,19 +12,17 @@ import pytest
 from PIL import Image
 
 from disal_jax.annotate import labels_file, project as project_lib, rounds
-from disal_jax.data import cache
 
-from tests.helpers import REPO, load_config
+from tests.helpers import REPO, load_config, write_image_folder
 
 CLASSES = ("airplane", "cat", "ship")
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory, cache_dir, cifar10_archive):
+def image_folder(tmp_path_factory, image_folder_root):
   """A user's folder: 8 labeled images per class, 90 unlabeled (true classes kept aside for
   the test's annotator), a test split of 10 per class. Returns (folder, {path: class})."""
-  source = cache.extract_archive(cifar10_archive, cache_dir)
-  source = next(p for p in [source, *source.iterdir()] if (p / "train").is_dir())
+  source = write_image_folder(tmp_path_factory.mktemp("source"), CLASSES, 38, 10)
   root = tmp_path_factory.mktemp("my_images")
   truth = {}
   for name in CLASSES:

@@ -20,10 +20,11 @@ from tests.helpers import REPO
                           "--gram_images=2", "--torch=false"]),
     ("xla_cpu", ["--width=4", "--batch=4", "--rounds=1", "--programs=forward"]),
 ])
-def test_benchmark_runs_and_writes_its_figures(tmp_path, cache_dir, cifar10_archive, name,
+def test_benchmark_runs_and_writes_its_figures(tmp_path, cache_dir, image_folder_root, name,
                                                args):
   out = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args,
-                        f"--cache_dir={cache_dir}", f"--out={tmp_path}"], cwd=REPO,
+                        f"--cache_dir={cache_dir}", f"--data_dir={image_folder_root}",
+                        f"--out={tmp_path}"], cwd=REPO,
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   payload = json.loads((tmp_path / f"{name}.json").read_text())
@@ -40,13 +41,14 @@ def test_benchmark_runs_and_writes_its_figures(tmp_path, cache_dir, cifar10_arch
     assert all(d < 1e-4 for d in payload["max_rel_diff_to_float64"].values())
 
 
-def test_scaling_benchmark_measures_pools_and_memory(tmp_path, cache_dir, cifar10_archive):
+def test_scaling_benchmark_measures_pools_and_memory(tmp_path, cache_dir, image_folder_root):
   # The devices section (child processes with forced host devices) is left to manual runs:
   # XLA:CPU's forced devices deadlocked intermittently under load (docs/performance.md).
   out = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--sections=pool,memory",
                         "--pools=32,64", "--labeled=16", "--width=4", "--eval_batch_size=16",
                         "--scorers=coreset", "--engines=one_pass", "--chunks=2,8",
                         "--memory_images=8", "--budgets_mb=1000", f"--cache_dir={cache_dir}",
+                        f"--data_dir={image_folder_root}",
                         f"--out={tmp_path}"], cwd=REPO, capture_output=True, text=True,
                        timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
