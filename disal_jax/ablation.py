@@ -20,15 +20,13 @@ import json
 import logging
 import pathlib
 
-import ml_collections
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from disal_jax import checkpoint, loop, pool
-from disal_jax import config as config_lib
-from disal_jax.variants import parse_variant, variant_config
+from disal_jax import checkpoint, cli, loop
 from disal_jax.report import tables
+from disal_jax.variants import finished, parse_variant, variant_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.",
                                           lock_config=True)
@@ -37,23 +35,6 @@ _VARIANTS = flags.DEFINE_multi_string(
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The ablation folder.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only (re)write ablation.md.")
-
-
-def finished(config: ml_collections.ConfigDict, variant_dir: pathlib.Path) -> bool:
-  """Whether every run of `config` (its strategies, Full Training, config.seed) under
-  variant_dir has a results.json with all its cycles: such a run is skipped, so results
-  copied in from elsewhere (without their checkpoints) need not run again."""
-  names = config_lib.strategy_names(config) + ([loop.FULL_TRAINING] if config.full_training else [])
-  for name in names:
-    path = loop.run_dir(variant_dir, name, config.seed) / "results.json"
-    if not path.exists():
-      return False
-    run = json.loads(path.read_text())
-    wanted = (1 if name == loop.FULL_TRAINING
-              else len(pool.budget_schedule(config.al, run["num_train"])))
-    if len(run["cycles"]) < wanted:
-      return False
-  return True
 
 
 def _mean_std(values: list[float]) -> str:
@@ -128,4 +109,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

@@ -16,7 +16,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from disal_jax import checkpoint, distributed, loop
+from disal_jax import checkpoint, cli, distributed, loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -37,4 +37,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

@@ -40,7 +40,7 @@ def tiny_config(**overrides):
 # VAAL's networks at toy size (the reference's are 128-1024 channels wide at 32 px).
 TOY_VAAL = {"vaal.width": 8, "vaal.latent_dim": 8, "vaal.discriminator_hidden": 32,
             "vaal.image_size": 16, "vaal.batch_size": 16, "vaal.epochs": 2,
-            "vaal.steps_per_call": 5}
+            "vaal.steps_per_call": 5, "vaal.iterations_per": "labeled"}
 
 
 def with_overrides(config, **overrides):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from disal_jax import ablation, loop, variants
+from disal_jax import loop, pool, variants
 
 from tests.helpers import tiny_config
 
@@ -22,7 +22,7 @@ def test_a_variant_parses_literals_and_names_an_unknown_key():
 
 def test_only_runs_with_every_cycle_in_results_json_count_as_finished(tmp_path):
   config = tiny_config(**{"strategies": "random", "full_training": True})
-  cycles = len(ablation.pool.budget_schedule(config.al, 100))
+  cycles = len(pool.budget_schedule(config.al, 100))
   assert cycles > 1
 
   def write(name, count):
@@ -30,11 +30,11 @@ def test_only_runs_with_every_cycle_in_results_json_count_as_finished(tmp_path):
     run.mkdir(parents=True, exist_ok=True)
     (run / "results.json").write_text(json.dumps({"num_train": 100,
                                                   "cycles": [{}] * count}))
-  assert not ablation.finished(config, tmp_path)
+  assert not variants.finished(config, tmp_path)
   write("random", cycles - 1)
   write(loop.FULL_TRAINING, 1)
-  assert not ablation.finished(config, tmp_path)  # a cycle short
+  assert not variants.finished(config, tmp_path)  # a cycle short
   write("random", cycles)
-  assert ablation.finished(config, tmp_path)
+  assert variants.finished(config, tmp_path)
   config.seed = 1
-  assert not ablation.finished(config, tmp_path)  # another seed's run
+  assert not variants.finished(config, tmp_path)  # another seed's run

@@ -15,6 +15,8 @@ from disal_jax.annotate import labels_file, project as project_lib, rounds
 
 from tests.helpers import REPO, load_config, write_image_folder
 
+pytestmark = pytest.mark.slow  # whole runs or subprocesses: not in the quick tier
+
 CLASSES = ("airplane", "cat", "ship")
 
 

@@ -14,6 +14,8 @@ from disal_jax.training.snapshots import SnapshotStore
 from disal_jax.training.state import TrainState
 from disal_jax.training.steps import DeviceData
 
+from tests.helpers import tiny_config
+
 PRE = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 CLASSES = 5
 ONE_PASS = per_sample.Engine("one_pass")
@@ -165,6 +167,19 @@ def test_tracin_weights_checkpoints_by_learning_rate(tmp_path):
       preprocess=PRE, scope="last_layer", engine=ONE_PASS))
       for i in range(len(store))]
   np.testing.assert_allclose(replay, per_checkpoint, rtol=1e-6)
+  # ... and the strategy's own entry point sums them weighted by the learning rates
+  import types
+  config = tiny_config(**{"tracin.params": "last_layer"})
+  mesh = sharding.make_mesh()
+  trainer = types.SimpleNamespace(preprocess=PRE, mesh=mesh, train_data=data, config=config,
+                                  dataset=types.SimpleNamespace(num_classes=CLASSES))
+  rows = np.array([4, 0, 2], np.int32)
+  ctx = types.SimpleNamespace(config=config, trainer=trainer, epoch_callback=store,
+                              candidates=rows,
+                              result=types.SimpleNamespace(state=state,
+                                                           pool_index=jnp.asarray(rows)))
+  expected = 0.1 * per_checkpoint[0][rows] + 0.01 * per_checkpoint[1][rows]
+  np.testing.assert_allclose(tracin.score(ctx), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("where", ["device", "host", "disk"])

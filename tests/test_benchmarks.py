@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import REPO
 
+pytestmark = pytest.mark.slow  # whole runs or subprocesses: not in the quick tier
+
 
 @pytest.mark.parametrize("name,args", [
     ("scoring", ["--pool=32", "--labeled=16", "--width=4", "--eval_batch_size=16",

@@ -56,9 +56,25 @@ def _main(*args):
 
 def test_unknown_override_key_fails_at_once_naming_the_key(tmp_path):
   out = _main("--config=configs/default.py", "--config.train.epocs=3", f"--workdir={tmp_path}")
-  assert out.returncode != 0
-  assert "epocs" in out.stderr
+  assert out.returncode == 2
+  assert out.stderr.strip() == ("error: bad config override: no config key 'epocs'; "
+                                'Did you mean "epochs" instead of "epocs"?')
   assert not (tmp_path / "config.json").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.disal.branch=foo"], "error: config.disal.branch='foo' is invalid"),
+    (["--config.data.name=cifar10", "--config.data.data_dir={tmp}/none"],
+     "error: Dataset 'cifar10' (tfds 'cifar10') is not prepared"),
+])
+def test_a_bad_value_or_a_missing_dataset_is_one_message_without_traceback(tmp_path, args,
+                                                                           message):
+  out = _main("--config=configs/default.py:quick", f"--workdir={tmp_path}",
+              *[a.format(tmp=tmp_path) for a in args])
+  assert out.returncode == 2
+  assert any(line.startswith(message) for line in out.stderr.splitlines())
+  assert "Traceback" not in out.stderr
+  assert "Unable to initialize backend" not in out.stderr
 
 
 def test_every_key_has_a_default_and_a_comment_where_it_is_defined():

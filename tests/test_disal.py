@@ -223,7 +223,7 @@ def test_joint_branch_is_one_forward_pass_over_both_batches():
   drawn = np.array([0, 2, 5])
   batch = {"index": jnp.arange(4), "lr": jnp.float32(0.1),
            "pool_position_index": jnp.asarray(drawn), "dynamic_weight": jnp.float32(2.0),
-           "record_on": jnp.float32(1.0), "branch_on": jnp.float32(1.0)}
+           "record_on": jnp.float32(1.0)}
   new_state, metrics = steps.train_step(
       state, data, batch, aux, preprocess=PRE,
       extra_loss=functools.partial(hook.loss, preprocess=PRE),
@@ -286,3 +286,18 @@ def test_disal_scores_project_on_start_minus_end_through_the_strategy_itself():
   expected = np.array([_dot(g, direction) for g in grads])
   np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-8)
   assert np.abs(expected).min() > 0
+
+
+def test_the_branch_starts_at_its_fraction_of_the_epochs_and_is_off_before():
+  config = tiny_config(**{"train.epochs": 10, "disal.branch_start_fraction": 0.5,
+                          "disal.target_source": "train_branch"})
+  hook = disal.make_hook(config)
+  assert disal.branch_start_epoch(config) == 5
+  for epoch in range(10):
+    assert hook.active(epoch) == (epoch >= 5)  # before: the trainer's plain step
+  for epoch in range(5, 10):
+    inputs = hook.epoch_inputs(None, epoch, 4, 100, 20, (0, 0))
+    assert (inputs["record_on"] == 1).all() and (inputs["dynamic_weight"] > 0).all()
+  # the ramp starts with the branch: its first step weighs lambda * exp(-5)
+  first = hook.epoch_inputs(None, 5, 4, 100, 20, (0, 0))["dynamic_weight"][0]
+  assert first == pytest.approx(config.disal.dynamic_weight * np.exp(-5.0), rel=1e-5)

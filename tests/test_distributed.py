@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.helpers import REPO, subprocess_env, xla_flags
+
+pytestmark = pytest.mark.slow  # whole runs or subprocesses: not in the quick tier
 
 ARGS = ["--config=configs/default.py:quick", "--config.strategies=disal,coreset",
         "--config.model.width=4", "--config.train.epochs=2", "--config.al.final_fraction=0.15",

@@ -17,6 +17,8 @@ from disal_jax.training.trainer import TrainingDiverged
 
 from tests.helpers import REPO, subprocess_env, tiny_config
 
+pytestmark = pytest.mark.slow  # whole runs or subprocesses: not in the quick tier
+
 # DISAL exercises every piece of a checkpoint: the record, the start parameters, the hook.
 RUN_ARGS = ["--config=configs/default.py:quick", "--config.strategies=disal",
             "--config.model.width=4", "--config.train.epochs=3",

@@ -10,6 +10,8 @@ from disal_jax.strategies import registry
 
 from tests.helpers import tiny_config
 
+pytestmark = pytest.mark.slow  # whole runs or subprocesses: not in the quick tier
+
 NAMES = registry.names()
 
 

@@ -66,7 +66,7 @@ def _train(config, hook=None, epochs_seed=(0, 0)):
 @pytest.mark.parametrize("source", ["eval_pass", "train_branch"])
 def test_lambda_zero_trains_exactly_like_plain_training(source):
   config = tiny_config(**{"disal.dynamic_weight": 0.0, "disal.dynamic_warmup_epochs": 1,
-                          "disal.target_source": source,
+                          "disal.target_source": source, "disal.branch_start_fraction": 0.0,
                           "train.min_steps": 36})  # 1,152 pool draws: the pool is 1,078
   plain = _train(config)
   if source == "eval_pass":
@@ -76,10 +76,8 @@ def test_lambda_zero_trains_exactly_like_plain_training(source):
   else:
     hook = disal.make_hook(config)  # the branch stays: it records p_bar
   with_branch = _train(config, hook=hook)
-  if source == "train_branch":  # the branch ran to record (its loss was computed) ...
-    assert with_branch.epochs[-1]["dynamic_loss"] > 0
-  else:  # ... weighing 0 and recording nothing, the branch is skipped (lax.cond)
-    assert all(e["dynamic_loss"] == 0 for e in with_branch.epochs)
+  # the dynamic branch ran (its loss was computed) but contributed nothing
+  assert with_branch.epochs[-1]["dynamic_loss"] > 0
   for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(with_branch.state.params)):
     if source == "train_branch":  # a record-only branch has no gradient path: bit for bit
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -106,7 +104,7 @@ def test_min_steps_trains_more_steps_with_the_same_epochs():
 def test_dynamic_loss_changes_training_when_lambda_is_positive(source):
   # 80 steps draw every pool sample more than twice: the train branch has targets to pull to
   config = tiny_config(**{"disal.dynamic_weight": 1.0, "disal.target_source": source,
-                          "train.min_steps": 80})
+                          "train.min_steps": 80, "disal.branch_start_fraction": 0.0})
   plain = _train(config)
   dynamic = _train(config, hook=disal.make_hook(config))
   diffs = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
@@ -164,3 +162,30 @@ def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting):
   got = np.asarray(result.record.mean)[:len(pool)]
   np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-6)
   assert np.abs(probs[0] - probs[-1]).max() > 1e-3  # the epochs really differ
+
+
+def test_epochs_before_the_branch_starts_are_plain_steps():
+  """With the branch from half the epochs, the first half trains exactly as Random (the
+  plain step: the same parameters bit for bit after that epoch) and the rest adds the loss."""
+  config = tiny_config(**{"train.epochs": 2, "disal.branch_start_fraction": 0.5,
+                          "disal.dynamic_weight": 1.0, "train.min_steps": 40})
+  hook = disal.make_hook(config)
+  assert not hook.active(0) and hook.active(1)
+  seen = {}
+  dataset = load_dataset(config.data)
+  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
+                    sharding.make_mesh(), hook=hook)
+  labeled = np.arange(0, dataset.num_train, 4)
+  pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
+  plain_trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
+                          sharding.make_mesh())
+  for name, t in (("plain", plain_trainer), ("disal", trainer)):
+    seen[name] = []
+    t.train_cycle(t.init_state(jax.random.key(0)), labeled, pool, (0, 0),
+                  record_level="none", cycle=0,
+                  on_epoch_end=lambda state, epoch, lr, n=name: seen[n].append(
+                      jax.device_get(state.params)))
+  for a, b in zip(jax.tree.leaves(seen["plain"][0]), jax.tree.leaves(seen["disal"][0])):
+    np.testing.assert_array_equal(a, b)  # epoch 0: the plain step
+  assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(seen["plain"][1]),
+                                                  jax.tree.leaves(seen["disal"][1]))) > 1e-5

@@ -95,7 +95,8 @@ def test_vae_and_discriminator_learn_to_tell_the_labeled_set_apart(seed):
 
 
 def test_iterations_follow_the_reference_count():
-  config = tiny_config(**{"vaal.epochs": 100, "vaal.batch_size": 128})
+  config = tiny_config(**{"vaal.epochs": 100, "vaal.batch_size": 128,
+                          "vaal.iterations_per": "train_set"})
   assert vaal.num_iterations(config, 5_000, 50_000) == 39_062  # sinhasam/vaal on CIFAR-10
   config.vaal.iterations_per = "labeled"
   assert vaal.num_iterations(config, 5_000, 50_000) == 3_906

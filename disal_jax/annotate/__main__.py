@@ -16,7 +16,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from disal_jax import checkpoint
+from disal_jax import checkpoint, cli
 from disal_jax.annotate import project as project_lib
 from disal_jax.annotate import rounds
 
@@ -70,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -153,6 +153,7 @@ class DynamicLossHook:
   record_start_epoch: int = 0
   pixel_stride: int = 1  # segmentation: the record's resolution
   branch: str = "separate"  # 'joint': the pool batch shares the labeled batch's forward pass
+  first_epoch: int = 0  # epochs before it are plain steps (no branch, no recording)
   extras_per_cycle: ClassVar[bool] = True  # the train-branch target describes one cycle
 
   @property
@@ -189,23 +190,15 @@ class DynamicLossHook:
     else:
       target = aux["target"][position]
     if joint_outputs is not None:
-      logits = pixels.to_record_resolution(joint_outputs["logits"], self.pixel_stride)
+      pool_outputs = joint_outputs
     else:
-      def branch(params):
-        images = self._pool_images(data, batch, aux, rng, preprocess)
-        if self.weight == 0:  # records only: no gradient path, so training stays plain
-          params = jax.lax.stop_gradient(params)
-        pool_outputs, _ = state.apply_fn(state.variables(params), images, train=True,
-                                         mutable=["batch_stats"])  # statistics updates dropped
-        return pixels.to_record_resolution(pool_outputs["logits"], self.pixel_stride)
-
-      # A step that neither weighs the loss nor records skips the branch's passes (lax.cond
-      # runs one side), so the epochs before the dynamic loss starts cost a plain step.
-      shape = jax.eval_shape(branch, params)
-      logits = jax.lax.cond(batch["branch_on"] > 0, branch,
-                            lambda p: jnp.zeros(shape.shape, shape.dtype), params)
-    value = jnp.where(batch["branch_on"] > 0, dynamic_loss(logits, target, self.kind).mean(),
-                      0.0)
+      images = self._pool_images(data, batch, aux, rng, preprocess)
+      if self.weight == 0:  # records only: no gradient path, so training stays plain
+        params = jax.lax.stop_gradient(params)
+      pool_outputs, _ = state.apply_fn(state.variables(params), images, train=True,
+                                       mutable=["batch_stats"])  # statistics updates dropped
+    logits = pixels.to_record_resolution(pool_outputs["logits"], self.pixel_stride)
+    value = dynamic_loss(logits, target, self.kind).mean()
     extras = state.extras
     if self.train_branch:
       extras = self._fold(extras, rows, jax.lax.stop_gradient(logits), batch)
@@ -239,10 +232,12 @@ class DynamicLossHook:
                   "train.min_steps or disal.dynamic_batch_size, or use "
                   "disal.target_source='eval_pass'", draws_per_sample)
     draws = pool_draws(cycle_seed, pool_size, epoch, num_steps, self.batch_size)
-    records = self.train_branch and recording > 0
-    branch_on = ((weights > 0) | records).astype(np.float32)
     return {"pool_position_index": draws, "dynamic_weight": weights,
-            "record_on": np.full((num_steps,), recording), "branch_on": branch_on}
+            "record_on": np.full((num_steps,), recording)}
+
+  def active(self, epoch: int) -> bool:
+    """Whether `epoch` runs the branch; the trainer runs plain steps in the others."""
+    return epoch >= self.first_epoch
 
   def aux(self, record, pool_index):
     if self.train_branch:
@@ -266,13 +261,12 @@ def make_hook(config: ml_collections.ConfigDict) -> Optional[DynamicLossHook]:
                          s.target_source, s.weight_schedule, float(s.rampup_fraction),
                          s.weight_scale, config.record.weighting,
                          float(config.record.ema_decay), record_start,
-                         int(config.record.pixel_stride), s.branch)
+                         int(config.record.pixel_stride), s.branch, start)
 
 
 def branch_start_epoch(config: ml_collections.ConfigDict) -> int:
   """The first epoch of the dynamic branch: round(disal.branch_start_fraction * epochs).
-  Before it the train branch neither records nor weighs a loss, so (branch='separate') its
-  steps cost a plain step's."""
+  Before it the trainer runs plain steps (the hook's `active`): they cost Random's."""
   return int(round(float(config.disal.branch_start_fraction) * int(config.train.epochs)))
 
 

@@ -53,6 +53,8 @@ class TrainHook(Protocol):
   joint_images(state, data, batch, aux, rng, *, preprocess) -> images or None: images to run
     in the labeled batch's forward pass (steps.JointImages); the loss then receives their
     outputs as the keyword `joint_outputs`.
+  active(epoch) -> bool: whether the hook takes part in `epoch`; the epochs it sits out run
+    the plain train step (state.extras pass through unchanged).
   """
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess): ...
@@ -216,6 +218,11 @@ class Trainer:
     compiled = jitted_steps(mesh, self.preprocess, hook, self.pixel_stride)
     self._train_step, self._eval_step, self._predict = (compiled.train, compiled.eval,
                                                         compiled.predict)
+
+
+  def _plain_step(self, *args):
+    """The plain train step, for the epochs a hook sits out (compiled on first use)."""
+    return jitted_steps(self.mesh, self.preprocess, None, self.pixel_stride).train(*args)
 
   @functools.cache
   def _update_record(self, record_sharding: record_lib.PoolRecord):
@@ -390,10 +397,12 @@ class Trainer:
                                 np.random.SeedSequence([*seed, epoch]).spawn(2))
       lr = np.float32(schedule.learning_rate(cfg, epoch))
       batches, fresh = epoch_batches(batch_rng, labeled, cfg.batch_size, num_steps)
-      hook_inputs = ({} if self.hook is None else
+      hooked = self.hook is not None and getattr(self.hook, "active", lambda e: True)(epoch)
+      hook_inputs = ({} if not hooked else
                      self.hook.epoch_inputs(hook_rng, epoch, num_steps, len(pool),
                                             len(labeled), tuple(seed)))
-      aux = {} if self.hook is None else self.hook.aux(record, pool_index)
+      aux = {} if not hooked else self.hook.aux(record, pool_index)
+      train_step = self._train_step if hooked or self.hook is None else self._plain_step
       t0 = time.perf_counter()
       totals, step_losses = None, []
       for s, index in enumerate(batches):
@@ -402,7 +411,7 @@ class Trainer:
                  "lr": lr}
         for key, value in hook_inputs.items():
           batch[key] = jax.device_put(value[s], along) if key.endswith("_index") else value[s]
-        state, metrics = self._train_step(state, self.train_data, batch, aux)
+        state, metrics = train_step(state, self.train_data, batch, aux)
         totals = steps.merge_metrics(totals, metrics)
         step_losses.append(metrics["loss"].total)  # stays on device; read only on failure
       epoch_metrics = steps.compute_metrics(totals)  # waits for the epoch's steps

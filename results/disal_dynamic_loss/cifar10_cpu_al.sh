@@ -1,16 +1,24 @@
-# Issue 26's sweep: configs/cifar10_cpu.py, DISAL (defaults of 2026-12-02), DISAL with
-# lambda = 0, and the baselines, three seeds. Run from the repository root; it resumes.
-# About 10 minutes per (strategy, seed) on 2 CPU cores, 3.5 hours in all.
-python -m disal_jax.ablation --config=configs/cifar10_cpu.py --workdir=workdirs/cifar10_cpu_al \
- --seeds=0,1,2 --config.full_training=False \
+# Issue 26's sweep: configs/cifar10_cpu.py, 3 seeds; DISAL with the defaults of 2026-12-02
+# (second sitting: the dynamic branch from half the epochs), DISAL at lambda = 0, Random, then
+# the baselines. Every DISAL variant names its keys, so the script reproduces the table
+# whatever the defaults become. Run from the repository root; it resumes, and a run whose
+# results.json holds every cycle is skipped (copy committed ones in to skip them).
+# About 10 minutes per (variant, seed) on 2 CPU cores.
+DISAL=strategies=disal,disal.target_source=train_branch,disal.dynamic_loss=mse,record.weighting=ema,record.ema_decay=0.6,disal.weight_schedule=rampup,disal.rampup_fraction=0.5,disal.dynamic_weight=10.0,disal.dynamic_batch_size=32,disal.branch=separate
+COMMON="--config=configs/cifar10_cpu.py --workdir=workdirs/cifar10_cpu_al --seeds=0,1,2 --config.full_training=False"
+python -m disal_jax.ablation $COMMON \
  --variant=random:strategies=random,full_training=True \
- --variant=disal:strategies=disal \
- --variant=disal_lambda0:strategies=disal,disal.dynamic_weight=0.0 \
+ --variant=disal:$DISAL,disal.branch_start_fraction=0.5 \
+ --variant=disal_lambda0:$DISAL,disal.branch_start_fraction=0.5,disal.dynamic_weight=0.0
+python -m disal_jax.ablation $COMMON \
+ --variant=random:strategies=random,full_training=True \
+ --variant=disal:$DISAL,disal.branch_start_fraction=0.5 \
+ --variant=disal_lambda0:$DISAL,disal.branch_start_fraction=0.5,disal.dynamic_weight=0.0 \
  --variant=gradnorm_entropy:strategies=gradnorm_entropy \
  --variant=coreset:strategies=coreset \
  --variant=mc_dropout:strategies=mc_dropout \
  --variant=learning_loss:strategies=learning_loss
-# Finished runs are kept under cifar10_cpu_al/<variant>/<strategy>/seed_<s>/results.json
-# (2026-12-02: random seed 0 and its Full Training). A run whose results.json is here need
-# not run again: run the remaining (variant, seed) pairs and copy these in beside them;
-# `python -m disal_jax.ablation ... --table_only` then tabulates all.
+# The first sitting's DISAL (branch from epoch 0), kept as an ablation row (seeds 0-1 for
+# disal_start0, seed 0 for lambda0_start0, run before the baselines' reference fixes):
+#  --variant=disal_start0:$DISAL,disal.branch_start_fraction=0.0
+#  --variant=lambda0_start0:$DISAL,disal.branch_start_fraction=0.0,disal.dynamic_weight=0.0
