@@ -64,6 +64,8 @@ def cache_dir(tmp_path_factory):
 def cifar10_archive():
   """The real CIFAR-10 JPEGs where they are (CI has them); a clone alone skips, saying so."""
   if not SHARED_DATA.exists():
+    # The archive lives outside the repository (CI and this project's machines have it); a
+    # clone alone cannot run the tests of the real images, and says so in the summary.
     pytest.skip(f"the real CIFAR-10 archive {SHARED_DATA} is not beside the repository")
   return str(SHARED_DATA)
 

@@ -220,9 +220,9 @@ class Trainer:
                                                         compiled.predict)
 
 
-  def _plain_step(self, *args):
+  def _plain_step(self) -> Callable:
     """The plain train step, for the epochs a hook sits out (compiled on first use)."""
-    return jitted_steps(self.mesh, self.preprocess, None, self.pixel_stride).train(*args)
+    return jitted_steps(self.mesh, self.preprocess, None, self.pixel_stride).train
 
   @functools.cache
   def _update_record(self, record_sharding: record_lib.PoolRecord):
@@ -402,7 +402,7 @@ class Trainer:
                      self.hook.epoch_inputs(hook_rng, epoch, num_steps, len(pool),
                                             len(labeled), tuple(seed)))
       aux = {} if not hooked else self.hook.aux(record, pool_index)
-      train_step = self._train_step if hooked or self.hook is None else self._plain_step
+      train_step = self._train_step if hooked or self.hook is None else self._plain_step()
       t0 = time.perf_counter()
       totals, step_losses = None, []
       for s, index in enumerate(batches):
