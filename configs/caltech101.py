@@ -3,10 +3,12 @@
   python -m disal_jax.main --config=configs/caltech101.py --workdir=workdirs/caltech101
 
 Needs the prepared tfds dataset: python -m disal_jax.data.prepare --dataset=caltech101
-The TOD reference starts from ImageNet-pretrained weights; nothing here downloads weights,
-so this trains from scratch (expect lower accuracies than the paper's Caltech101 figure).
-Augmentation: horizontal flips only, as the reference (which resizes to 256 and centre-crops
-224 where this resizes to 224).
+Without --config.model.init_from it trains from scratch (expect lower accuracies than the
+paper's Caltech101 figure).
+Images as the reference loads them: the shorter side resized to 256, the central 224 x 224
+kept; augmentation: horizontal flips only. The reference starts from ImageNet-pretrained
+weights: give a Flax checkpoint of this ResNet-18 with --config.model.init_from=PATH (nothing
+is downloaded).
 """
 
 from disal_jax.config import base_config
@@ -16,6 +18,7 @@ def get_config():
   config = base_config()
   config.data.name = "caltech101"
   config.data.image_size = 224
+  config.data.crop_from = 256  # shorter side -> 256, centre crop 224 (the reference's loader)
   config.data.test_fraction = 0.1
   config.model.stem = "imagenet"
   config.train.epochs = 50

@@ -46,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Long-tailed variant: keep n_max * (1/ratio)^(c/(C-1)) training images of class c.
   d.imbalance_ratio = 0.0  # 0 = balanced
   d.image_size = 0  # resize to image_size x image_size at load time; 0 = keep
+  # > 0: resize the shorter side to crop_from, then centre-crop image_size (256 -> 224, the
+  # ImageNet recipe); 0 = stretch to image_size x image_size.
+  d.crop_from = 0
   d.downscale = 1  # cityscapes: shrink images and label maps by this factor at load time
   d.test_fraction = 0.2  # for datasets without a test split (digits, caltech101)
   d.split_seed = 0  # fixed train/test split of those datasets, and of the validation split
@@ -68,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.stem = "cifar"  # 'cifar' (3x3 stride 1, no max-pool) or 'imagenet' (7x7 stride 2 + max-pool)
   m.width = 64  # channels of the first stage; 64 is the standard ResNet-18
   m.dtype = "float32"  # compute dtype; parameters stay float32
+  # Start every cycle's model from this Flax msgpack checkpoint ({'params', 'batch_stats'};
+  # arrays that do not match, e.g. another class count's head, stay fresh). '' = from scratch.
+  m.init_from = ""
   # Dropout on the pooled feature before the head, in MC-Dropout's passes (and in training if
   # train_dropout). 0 = none; the mc_dropout strategy sets both for its own runs.
   m.dropout_rate = 0.0
@@ -328,6 +334,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(0 < config.data.test_fraction < 1, "data.test_fraction", config.data.test_fraction,
          "in (0, 1)")
   _check(config.data.downscale >= 1, "data.downscale", config.data.downscale, "an integer >= 1")
+  _check(config.data.crop_from == 0 or config.data.crop_from >= config.data.image_size > 0,
+         "data.crop_from", config.data.crop_from,
+         "0 (stretch), or at least data.image_size (which must then be set)")
 
   t = config.train
   _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from disal_jax.config import base_config
-from disal_jax.data import cityscapes, image_folder, long_tail, registry, tfds_source
+from disal_jax.data import (cityscapes, image_folder, long_tail, registry, resize,
+                             tfds_source)
 from disal_jax.data.dataset import Dataset, carve_validation
 
 
@@ -104,6 +105,43 @@ def test_image_folder_resizes_on_request(tmp_path, cache_dir):
   ds = image_folder.load_image_folder(str(root), 4, cache_dir)
   assert ds.train_images.shape == (5, 4, 4, 3)
   assert ds.train_labels.tolist() == [0, 0, 0, 1, 1]
+
+
+def _framed(width, height, border):
+  """A green width x height image whose outer `border` pixels (left/right or top/bottom,
+  along the longer side) are red."""
+  image = np.zeros((height, width, 3), np.uint8)
+  image[..., 1] = 255
+  if width > height:
+    image[:, :border], image[:, width - border:] = (255, 0, 0), (255, 0, 0)
+  else:
+    image[:border], image[height - border:] = (255, 0, 0), (255, 0, 0)
+  return image
+
+
+@pytest.mark.parametrize("width, height", [(48, 24), (24, 48)])
+def test_centre_crop_keeps_the_middle_and_the_aspect(width, height):
+  """Shorter side 24 -> 16 (x 2/3), then the central 12 x 12: every red border (12 px along
+  the longer side, 8 px after scaling) falls outside the crop; stretching keeps it."""
+  image = _framed(width, height, 12)
+  cropped = resize.resize_array(image, 12, crop_from=16)
+  assert cropped.shape == (12, 12, 3)
+  assert (cropped[..., 0] < 5).all() and (cropped[..., 1] > 250).all()  # all green
+  stretched = resize.resize_array(image, 12)
+  assert stretched.shape == (12, 12, 3) and (stretched[..., 0] > 250).any()
+  with pytest.raises(ValueError, match="smaller than the crop"):
+    resize.resize_array(image, 12, crop_from=10)
+
+
+def test_image_folder_centre_crops_through_the_config(tmp_path, cache_dir):
+  for split in ("train", "test"):
+    (tmp_path / split / "a").mkdir(parents=True)
+    Image.fromarray(_framed(48, 24, 12)).save(tmp_path / split / "a" / "0.png")
+  cfg = _data_config(name="image_folder", data_dir=str(tmp_path), cache_dir=cache_dir,
+                     image_size=12, crop_from=16)
+  assert (registry.load_dataset(cfg).train_images[..., 0] < 5).all()
+  cfg.crop_from = 0  # a different cache entry, not the cropped arrays again
+  assert (registry.load_dataset(cfg).train_images[..., 0] > 250).any()
 
 
 def test_unprepared_tfds_dataset_fails_fast_with_the_prepare_command(tmp_path, cache_dir):

@@ -294,3 +294,70 @@ def test_the_branch_starts_at_its_fraction_of_the_epochs_and_is_off_before():
   # the ramp starts with the branch: its first step weighs lambda * exp(-5)
   first = hook.epoch_inputs(None, 5, 4, 100, 20, (0, 0))["dynamic_weight"][0]
   assert first == pytest.approx(config.disal.dynamic_weight * np.exp(-5.0), rel=1e-5)
+
+
+def test_separate_branch_step_adds_weight_times_the_dynamic_gradient():
+  """The default branch: the step's gradient is grad CE(labeled) + w * grad l_dyn(pool) with
+  the pool batch in its own train-mode forward pass (its BatchNorm updates dropped), the
+  target read from the train-branch table at the drawn rows, and the drawn rows' targets then
+  folded with the branch's predictions; written out by hand."""
+  model = resnet.ResNet18(num_classes=5, width=4)
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8)
+  labels = rng.integers(0, 5, 12).astype(np.int32)
+  data = DeviceData(jnp.asarray(images), jnp.asarray(labels))
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  hook = disal.DynamicLossHook(2.5, 0, 3, "mse", epochs=2, target_source="train_branch",
+                               weighting="mean")
+  table = np.zeros((12, 5), np.float32)
+  table[6:] = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(5), (6, 5))))
+  extras = {disal.TARGET_MEAN: jnp.asarray(table),
+            disal.TARGET_WEIGHT: jnp.asarray((table.sum(-1) > 0).astype(np.float32))}
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                            batch_stats=variables["batch_stats"],
+                            tx=make_optimizer(tiny_config().train), rng=jax.random.key(4),
+                            extras=extras)
+  aux = {"pool_index": jnp.arange(6, 12)}
+  drawn = np.array([4, 0, 2])
+  weight = 2.5 * 0.4  # a ramp's value at this step
+  batch = {"index": jnp.arange(4), "lr": jnp.float32(0.1),
+           "pool_position_index": jnp.asarray(drawn), "dynamic_weight": jnp.float32(weight),
+           "record_on": jnp.float32(1.0)}
+  new_state, metrics = steps.train_step(
+      state, data, batch, aux, preprocess=PRE,
+      extra_loss=functools.partial(hook.loss, preprocess=PRE))
+
+  augment_rng, extra_rng, _ = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+  labeled_images = PRE.augment(data.images[:4], augment_rng)
+  pool_images = PRE.augment(data.images[6 + drawn], extra_rng)
+  target = table[6 + drawn]
+
+  def reference_loss(params):
+    v = {"params": params, "batch_stats": state.batch_stats}
+    outputs, updates = model.apply(v, labeled_images, train=True, mutable=["batch_stats"])
+    ce = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], labels[:4]).mean()
+    pool_out, _ = model.apply(v, pool_images, train=True, mutable=["batch_stats"])
+    probs = jax.nn.softmax(pool_out["logits"])
+    dyn = jnp.mean(jnp.square(probs - target))
+    return ce + weight * dyn, (updates, ce, dyn, probs)
+
+  grads, (updates, ce, dyn, probs) = jax.grad(reference_loss, has_aux=True)(state.params)
+  expected = with_learning_rate(state, 0.1).apply_gradients(
+      grads=grads, batch_stats=updates["batch_stats"])
+  metrics = steps.compute_metrics(metrics)
+  assert metrics["loss"] == pytest.approx(float(ce), rel=1e-5)
+  assert metrics["dynamic_loss"] == pytest.approx(float(dyn), rel=1e-5)
+  for a, b in zip(jax.tree.leaves((new_state.params, new_state.batch_stats)),
+                  jax.tree.leaves((expected.params, expected.batch_stats))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  # the dynamic term really moved the weights: without it the step differs
+  plain = with_learning_rate(state, 0.1).apply_gradients(
+      grads=jax.grad(lambda p: reference_loss(p)[1][1])(state.params),
+      batch_stats=updates["batch_stats"])
+  assert max(float(jnp.abs(a - b).max()) for a, b in
+             zip(jax.tree.leaves(plain.params), jax.tree.leaves(new_state.params))) > 1e-6
+  # the drawn rows' targets folded (running mean of one earlier value and this one)
+  folded = np.asarray(new_state.extras[disal.TARGET_MEAN])
+  np.testing.assert_allclose(folded[6 + drawn], (target + np.asarray(probs)) / 2, rtol=1e-5)
+  untouched = np.setdiff1d(np.arange(12), 6 + drawn)
+  np.testing.assert_array_equal(folded[untouched], table[untouched])

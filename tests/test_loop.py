@@ -150,3 +150,45 @@ def test_scoring_and_selection_run_at_highest_matmul_precision():
   with pytest.raises(ZeroDivisionError):
     base.score_and_select(failing, ctx, 2)
   assert closed == [True, True]
+
+
+STATEFUL = ("disal", "tidal", "learning_loss", "tod")  # strategies with a train hook's state
+
+
+@pytest.mark.slow
+def test_warm_start_runs_carry_the_weights_and_restart_the_cycle_state(tmp_path, monkeypatch):
+  """train.warm_start through the loop, for every strategy whose hook keeps state: each cycle
+  after the first starts from the weights the previous one ended with (module parameters
+  included), at step 0, with a fresh random stream and fresh per-cycle extras (TiDAL's
+  running means, DISAL's train-branch targets)."""
+  from disal_jax.training.trainer import Trainer
+  seen = []
+  original = Trainer.train_cycle
+
+  def spy(self, state, labeled, pool_rows, cycle_seed, **kw):
+    host = jax.device_get(state)
+    result = original(self, state, labeled, pool_rows, cycle_seed, **kw)
+    seen.append((kw["cycle"], host, jax.device_get(result.state)))
+    return result
+
+  monkeypatch.setattr(Trainer, "train_cycle", spy)
+  config = tiny_config(**{"strategies": ",".join(STATEFUL), "al.final_fraction": 0.2,
+                          "data.max_train": 300, "train.warm_start": True,
+                          "tod.pool_batch_size": 16})
+  results = loop.run_experiment(config, str(tmp_path))
+  assert all(len(results[name]) == 3 for name in STATEFUL)
+  assert [c for c, _, _ in seen] == [0, 1, 2] * len(STATEFUL)
+  checked = set()
+  for run in range(len(STATEFUL)):
+    cycles = seen[3 * run:3 * run + 3]
+    for (_, _, ended), (_, started, _) in zip(cycles, cycles[1:]):
+      for a, b in zip(jax.tree.leaves(started.params), jax.tree.leaves(ended.params)):
+        np.testing.assert_array_equal(a, b)
+      assert int(started.step) == 0 and int(ended.step) > 0
+      assert not np.array_equal(jax.random.key_data(started.rng),
+                                jax.random.key_data(ended.rng))
+      for name, value in started.extras.items():
+        if name in ("tidal_count", "tidal_mean", "disal_target_mean", "disal_target_weight"):
+          assert not np.asarray(value).any(), name  # this cycle's statistics start at zero
+          checked.add(name)
+  assert {"tidal_count", "disal_target_mean"} <= checked

@@ -60,3 +60,52 @@ def test_dropout_acts_in_training_only_when_told_and_always_in_query_passes(trai
   for train in (True, False):
     differ = not np.allclose(logits(train, jax.random.key(2)), logits(train, jax.random.key(3)))
     assert differ == (train_dropout or not train)
+
+
+def test_init_from_loads_matching_arrays_and_keeps_another_heads_fresh(tmp_path):
+  """A checkpoint of the same backbone with a 3-class head: every backbone array (and its
+  BatchNorm statistics) comes from the file, the 10-class head stays as initialised; a
+  corrupt or unrelated file is a ConfigError naming the key."""
+  import flax
+  from disal_jax.config import ConfigError
+  from disal_jax.data.registry import load_dataset
+  from disal_jax.models.registry import build_model
+  from disal_jax.training import sharding
+  from disal_jax.training.trainer import Trainer
+  from tests.helpers import tiny_config
+
+  config = tiny_config()
+  dataset = load_dataset(config.data)
+  other = build_model(config.model, 3).init(jax.random.key(5),
+                                            jnp.zeros((1, *dataset.image_shape)),
+                                            train=False)
+  other = jax.tree.map(lambda x: x + 0.5, other)  # unlike any fresh initialisation
+  path = tmp_path / "pretrained.msgpack"
+  path.write_bytes(flax.serialization.to_bytes(other))
+  config.model.init_from = str(path)
+  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
+                    sharding.make_mesh())
+  state = jax.device_get(trainer.init_state(jax.random.key(0)))
+  fresh = jax.device_get(Trainer(tiny_config(), trainer.model, dataset, trainer.mesh)
+                         .init_state(jax.random.key(0)))
+  flat = flax.traverse_util.flatten_dict({"params": state.params,
+                                          "batch_stats": state.batch_stats}, sep="/")
+  source = flax.traverse_util.flatten_dict(flax.core.unfreeze(other), sep="/")
+  fresh_flat = flax.traverse_util.flatten_dict({"params": fresh.params,
+                                                "batch_stats": fresh.batch_stats}, sep="/")
+  head = [k for k in flat if np.shape(flat[k]) != np.shape(source.get(k))]
+  assert head and all("params/" in k for k in head) and len(head) == 2  # kernel and bias
+  for key, value in flat.items():
+    expected = fresh_flat[key] if key in head else source[key]
+    np.testing.assert_array_equal(value, expected)
+  # the next cycle starts from the checkpoint again (the arrays were read once)
+  again = jax.device_get(trainer.init_state(jax.random.key(1)))
+  np.testing.assert_array_equal(
+      jax.tree.leaves(again.batch_stats)[0], jax.tree.leaves(state.batch_stats)[0])
+
+  path.write_bytes(b"\x00not msgpack")
+  with pytest.raises(ConfigError, match="init_from"):
+    Trainer(config, trainer.model, dataset, trainer.mesh).init_state(jax.random.key(0))
+  config.model.init_from = str(tmp_path / "missing.msgpack")
+  with pytest.raises(ConfigError, match="cannot read"):
+    Trainer(config, trainer.model, dataset, trainer.mesh).init_state(jax.random.key(0))

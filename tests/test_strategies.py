@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from disal_jax import loop, pool
+from disal_jax.data.registry import load_dataset
 from disal_jax.strategies import registry
 
 from tests.helpers import tiny_config
@@ -41,16 +42,18 @@ def test_the_registry_lists_every_strategy_of_this_issue():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_selection_is_k_distinct_previously_unlabeled_rows(twice, name):
+def test_selection_is_not_an_artefact_of_row_order(twice, name):
+  """The loop's pool.add_labels already refuses duplicates, labeled or out-of-range rows;
+  what it cannot see is a strategy whose ties (or a bug) fall to the lowest rows, which in an
+  image folder (stored class by class) are one or two classes."""
   (workdir, results), _ = twice
   counts = pool.budget_schedule(_config().al, 400)
-  assert counts == [40, 60]
-  assert [r.labeled for r in results[name]] == counts
+  assert [r.labeled for r in results[name]] == counts == [40, 60]
   selected = np.load(workdir / name / "seed_0" / "selected_cycle0.npy")
-  initial = pool.initial_labeled(400, counts[0], seed=0)
-  assert selected.shape == (20,) and len(np.unique(selected)) == 20
-  assert (selected >= 0).all() and (selected < 400).all()
-  assert (initial[selected] == pool.UNLABELED).all()
+  unlabeled = pool.unlabeled_indices(pool.initial_labeled(400, counts[0], seed=0))
+  assert not set(selected.tolist()) <= set(unlabeled[:60].tolist())
+  labels = load_dataset(_config().data).train_labels
+  assert len(np.unique(labels[selected])) >= 3
 
 
 @pytest.mark.parametrize("name", NAMES)

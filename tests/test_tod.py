@@ -1,11 +1,12 @@
 """TOD: its formulas, the EMA teacher inside the train step, the previous cycle's model on disk."""
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from disal_jax import loop
+from disal_jax import loop, pool
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
 from disal_jax.strategies import tod
@@ -83,9 +84,29 @@ def test_three_cycles_read_the_previous_model_and_a_missing_one_is_named(tmp_pat
   run = tmp_path / "tod" / "seed_0"
   kept = sorted(p.name for p in run.glob("tod_variables_cycle*.msgpack"))
   assert kept == ["tod_variables_cycle0.msgpack", "tod_variables_cycle1.msgpack"]
-  for c in (0, 1):
-    picks = np.load(run / f"selected_cycle{c}.npy")
-    assert len(np.unique(picks)) == 15
+  # cycle 1 picked the pool rows where its model and cycle 0's (both kept, eval mode) disagree
+  # most: 1/2 ||softmax - softmax||^2 in numpy over every row
+  dataset = load_dataset(config.data)
+  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
+                    sharding.make_mesh(), hook=tod.make_hook(config))
+  template = jax.device_get(trainer.init_state(jax.random.key(0)).variables())
+  images = trainer.preprocess.normalise(trainer.train_data.images)
+
+  def probs(cycle):
+    variables = flax.serialization.from_bytes(
+        template, (run / f"tod_variables_cycle{cycle}.msgpack").read_bytes())
+    logits = np.asarray(trainer.model.apply(variables, images, train=False)["logits"],
+                        np.float64)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+  discrepancy = 0.5 * np.sum((probs(1) - probs(0)) ** 2, axis=-1)
+  labeled = pool.initial_labeled(300, 30, seed=0)
+  labeled = pool.add_labels(labeled, np.load(run / "selected_cycle0.npy"), 1, 15)
+  candidates = pool.unlabeled_indices(labeled)
+  ranked = candidates[np.argsort(-discrepancy[candidates], kind="stable")]
+  assert discrepancy[ranked[14]] - discrepancy[ranked[15]] > 1e-6  # no tie at the cut
+  assert set(np.load(run / "selected_cycle1.npy").tolist()) == set(ranked[:15].tolist())
   # the previous cycle's model gone: a clear error, not a silent fallback
   import types
   ctx = types.SimpleNamespace(cycle=2, run_dir=run, result=types.SimpleNamespace(

@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from disal_jax.data import cache
+from disal_jax.data import cache, resize
 from disal_jax.data.dataset import Dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -51,22 +51,24 @@ def list_split(split_dir: pathlib.Path) -> tuple[list[str], list[tuple[str, int]
   return classes, files
 
 
-def read_image(path: str, image_size: int) -> np.ndarray:
-  """(H, W, 3) uint8; resized to image_size x image_size when image_size > 0."""
+def read_image(path: str, image_size: int, crop_from: int = 0) -> np.ndarray:
+  """(H, W, 3) uint8; resized to image_size x image_size when image_size > 0 (stretched, or
+  centre-cropped from a shorter side of crop_from: disal_jax.data.resize)."""
   try:
     with Image.open(path) as img:
       img = img.convert("RGB")
       if image_size:
-        img = img.resize((image_size, image_size), Image.BILINEAR)
+        img = resize.resize(img, image_size, crop_from)
       return np.asarray(img, dtype=np.uint8)
   except (OSError, ValueError) as e:
     raise ImageFolderError(f"{path}: cannot read image ({e})") from e
 
 
-def read_all(files: list[tuple[str, int]], image_size: int) -> np.ndarray:
+def read_all(files: list[tuple[str, int]], image_size: int, crop_from: int = 0) -> np.ndarray:
   """(N, H, W, 3) uint8 of the (path, label) pairs' images, read in threads; all one size."""
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-    images = list(pool.map(lambda f: read_image(f[0], image_size), files, chunksize=256))
+    images = list(pool.map(lambda f: read_image(f[0], image_size, crop_from), files,
+                           chunksize=256))
   for (path, _), image in zip(files, images):
     if image.shape != images[0].shape:
       raise ImageFolderError(f"{path}: size {image.shape} differs from {images[0].shape} "
@@ -74,7 +76,8 @@ def read_all(files: list[tuple[str, int]], image_size: int) -> np.ndarray:
   return np.stack(images)
 
 
-def load_image_folder(root: str, image_size: int, cache_dir: str) -> Dataset:
+def load_image_folder(root: str, image_size: int, cache_dir: str, crop_from: int = 0
+                      ) -> Dataset:
   if not root:
     raise ImageFolderError("config.data.data_dir is empty: set it to the image folder "
                            "(root/<split>/<class>/<image>) or a .tar.gz of it")
@@ -91,11 +94,12 @@ def load_image_folder(root: str, image_size: int, cache_dir: str) -> Dataset:
     only_test = sorted(set(test_classes) - set(train_classes))
     raise ImageFolderError(f"{path}: train and test class folders differ (only in train: "
                            f"{only_train}, only in test: {only_test})")
-  key = cache.key_of(str(path.resolve()), image_size, train_files, test_files)
+  key = cache.key_of(str(path.resolve()), image_size, train_files, test_files,
+                     *([crop_from] if crop_from else []))  # the former key when not cropping
   cache_file = cache.cache_root(cache_dir) / "arrays" / f"image_folder-{key}.npz"
   arrays = cache.load_arrays(cache_file)
   if arrays is None:
-    arrays = {f"{s}_images": read_all(f, image_size) for s, f in
+    arrays = {f"{s}_images": read_all(f, image_size, crop_from) for s, f in
               (("train", train_files), ("test", test_files))}
     arrays.update({f"{s}_labels": np.array([l for _, l in f], np.int32) for s, f in
                    (("train", train_files), ("test", test_files))})

@@ -21,7 +21,7 @@ def _tfds_loader(name: str, cfg: ml_collections.ConfigDict) -> Dataset:
   return tfds_source.load_tfds(
       name, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir, cache_dir=cfg.cache_dir,
       image_size=cfg.image_size, test_fraction=cfg.test_fraction, split_seed=cfg.split_seed,
-      max_train_per_class=cfg.max_train_per_class)
+      max_train_per_class=cfg.max_train_per_class, crop_from=cfg.crop_from)
 
 
 _LOADERS: dict[str, Loader] = {
@@ -30,7 +30,7 @@ _LOADERS: dict[str, Loader] = {
                                              cfg.shapes.size, cfg.shapes.max_shapes,
                                              cfg.split_seed),
     "image_folder": lambda cfg: image_folder.load_image_folder(cfg.data_dir, cfg.image_size,
-                                                               cfg.cache_dir),
+                                                               cfg.cache_dir, cfg.crop_from),
     "cityscapes": lambda cfg: cityscapes.load_cityscapes(
         data_dir=cfg.data_dir, manual_dir=cfg.manual_dir, cache_dir=cfg.cache_dir,
         downscale=cfg.downscale),

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from disal_jax.data import cache
+from disal_jax.data import cache, resize
 from disal_jax.data.dataset import Dataset, stratified_split
 
 
@@ -86,7 +86,7 @@ def class_list(filename: str) -> list[str]:
 
 
 def _decode_split(source, image_size: int, keep_label: np.ndarray | None,
-                  max_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+                  max_per_class: int, crop_from: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Reads a data source into (N, H, W, C) uint8 images and (N,) original labels."""
   images, labels = [], []
   taken: dict[int, int] = {}
@@ -101,10 +101,8 @@ def _decode_split(source, image_size: int, keep_label: np.ndarray | None,
     image = np.asarray(example["image"], dtype=np.uint8)
     if image.ndim == 2:
       image = image[..., None]
-    if image_size and image.shape[:2] != (image_size, image_size):
-      mode_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-      image = np.asarray(mode_image.convert("RGB").resize((image_size, image_size),
-                                                          Image.BILINEAR), dtype=np.uint8)
+    if image_size and (crop_from or image.shape[:2] != (image_size, image_size)):
+      image = resize.resize_array(image, image_size, crop_from)
     elif image.shape[-1] == 1:
       image = np.repeat(image, 3, axis=-1)
     images.append(image)
@@ -131,7 +129,8 @@ def prepared_builder(name: str, data_dir: str, manual_dir: str):
 
 
 def load_tfds(name: str, *, data_dir: str, manual_dir: str, cache_dir: str, image_size: int,
-              test_fraction: float, split_seed: int, max_train_per_class: int = 0) -> Dataset:
+              test_fraction: float, split_seed: int, max_train_per_class: int = 0,
+              crop_from: int = 0) -> Dataset:
   """Loads a prepared tfds classification dataset as arrays (decoded once, then cached)."""
   spec = SPECS[name]
   builder = prepared_builder(name, data_dir, manual_dir)
@@ -146,15 +145,16 @@ def load_tfds(name: str, *, data_dir: str, manual_dir: str, cache_dir: str, imag
   relabel = np.cumsum(keep) - 1  # original label -> contiguous label
 
   key = cache.key_of(name, str(builder.data_dir), str(builder.version), image_size,
-                     test_fraction, split_seed, max_train_per_class)
+                     test_fraction, split_seed, max_train_per_class,
+                     *([crop_from] if crop_from else []))  # the former key when not cropping
   cache_file = cache.cache_root(cache_dir) / "arrays" / f"{name}-{key}.npz"
   arrays = cache.load_arrays(cache_file)
   if arrays is None:
     train_x, train_y = _decode_split(builder.as_data_source(split=spec.train_split), image_size,
-                                     keep, max_train_per_class)
+                                     keep, max_train_per_class, crop_from)
     if spec.test_split:
       test_x, test_y = _decode_split(builder.as_data_source(split=spec.test_split), image_size,
-                                     keep, 0)
+                                     keep, 0, crop_from)
     else:
       train_idx, test_idx = stratified_split(train_y, test_fraction, split_seed)
       train_x, train_y, test_x, test_y = (train_x[train_idx], train_y[train_idx],

@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from disal_jax import faults
 from disal_jax.data.dataset import Dataset
+from disal_jax.models import pretrained
 from disal_jax.training import record as record_lib
 from disal_jax.training import schedule, segmentation_metrics, sharding, steps
 from disal_jax.training.augment import Preprocess
@@ -204,6 +205,7 @@ class Trainer:
     self.hook = hook
     self.writer = writer
     self.tx = make_optimizer(config.train)
+    self._pretrained: dict = {}  # config.model.init_from's arrays, read once
     mean, std = dataset.channel_stats()
     self.preprocess = Preprocess(tuple(map(float, mean)), tuple(map(float, std)),
                                  config.augment.crop_padding, bool(config.augment.flip),
@@ -245,6 +247,10 @@ class Trainer:
     """A fresh state with the hook's module parameters and extras (host or traced)."""
     extend = getattr(self.hook, "init_params", None)
     state = create_state(self.model, self.tx, rng, self.dataset.image_shape, extend)
+    if self.config.model.init_from:
+      params, batch_stats = pretrained.initialise(state.params, state.batch_stats,
+                                                  self.config.model.init_from, self._pretrained)
+      state = state.replace(params=params, batch_stats=batch_stats)
     return state.replace(extras=self._fresh_extras(state.params))
 
   def _fresh_extras(self, params) -> dict:
