@@ -32,7 +32,8 @@ _STRATEGIES = flags.DEFINE_list("strategies", ["random", "disal", "tracincp_full
 _VARIANTS = flags.DEFINE_multi_string(
     "variant", [], "name:key=value,... one more run with config overrides, as in "
     "disal_jax.ablation (strategies=<strategy> when the name is not one); repeatable.")
-_LABELED = flags.DEFINE_integer("labeled", 1000, "Labeled images in cycle 0 (cycle 1 has 5% of the pool more).")
+_LABELED = flags.DEFINE_integer("labeled", 1000,
+                                "Labeled images in cycle 0 (cycle 1 has 5% of the pool more).")
 _POOL = flags.DEFINE_integer("pool", 4000, "Unlabeled pool images.")
 _WIDTH = flags.DEFINE_integer("width", 32, "ResNet-18 width.")
 _EPOCHS = flags.DEFINE_integer("epochs", 4, "Epochs per cycle.")
@@ -77,7 +78,7 @@ def main(argv):
     args = [a for a in sys.argv[1:] if not a.startswith(("--child", "--variant"))]
     out = subprocess.run([sys.executable, "-m", "benchmarks.cycle_cost", *args,
                           f"--child={entry}"], capture_output=True, text=True, check=False)
-    lines = [l for l in out.stdout.splitlines() if l.startswith("FIGURES ")]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("FIGURES ")]
     if out.returncode != 0 or not lines:
       raise RuntimeError(f"{strategy} failed:\n{out.stderr[-3000:]}")
     figures[strategy] = json.loads(lines[-1][len("FIGURES "):])

@@ -6,9 +6,10 @@ Same pool for everyone: real CIFAR-10 training images (../shared/data), a CIFAR 
 random weights (throughput does not depend on the values). Each JAX strategy runs its real
 scoring path (strategy.score + strategy.select over a ScoringContext), compiled beforehand on
 one batch, and timed as the faster of two full runs when one takes under 30 s (the first
-full-size call also compiles small eager ops); TracInCP is timed for ONE checkpoint (a run replays one per epoch). The PyTorch
-reference runs the per-sample backward loop of the public gradnorm code and torch.func's
-vmap(grad), at the same thread count. Prints a table; writes <out>/scoring.json.
+full-size call also compiles small eager ops); TracInCP is timed for ONE checkpoint (a run
+replays one per epoch). The PyTorch reference runs the per-sample backward loop of the public
+gradnorm code and torch.func's vmap(grad), at the same thread count. Prints a table; writes
+<out>/scoring.json.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def main(argv):
   rows, figures = [], {}
   workdir = tempfile.mkdtemp()
 
-  trainer, ctx = common.scoring_context(config, dataset, mesh, registry.get_strategy("random"), labeled,
+  trainer, ctx = common.scoring_context(config, dataset, mesh,
+                                        registry.get_strategy("random"), labeled,
                           candidates, jax.random.key(1), workdir)
   length = trainer.padded_pool_length(len(candidates), 0)
   trainer.pool_probs(ctx.result.state, candidates[:_BATCH.value], length)  # compile

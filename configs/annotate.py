@@ -1,5 +1,6 @@
-"""Annotation projects on your own images (python -m disal_jax.annotate, docs/annotate.md "Annotating
-your own images"): every image resized to 32 px, a width-32 ResNet-18, 30 epochs per round.
+"""Annotation projects on your own images (python -m disal_jax.annotate, docs/annotate.md
+"Annotating your own images"): every image resized to 32 px, a width-32 ResNet-18, 30 epochs
+per round.
 
   python -m disal_jax.annotate init --images=DIR --workdir=W --config=configs/annotate.py
 

@@ -4,9 +4,9 @@ Flags: --config (an ml_collections config file; override keys with --config.seed
 an unknown key fails at once), --workdir (where results, logs, indices and checkpoints are
 written; rerunning the same command resumes there) and --force (start over).
 
-Several hosts: start the same command on every host with --distributed (docs/multihost.md: "Running on
-a TPU VM pod / several GPU hosts"); --coordinator_address, --num_processes and --process_id
-are read from the cluster environment when left out.
+Several hosts: start the same command on every host with --distributed (docs/multihost.md:
+"Running on a TPU VM pod / several GPU hosts"); --coordinator_address, --num_processes and
+--process_id are read from the cluster environment when left out.
 """
 
 from __future__ import annotations

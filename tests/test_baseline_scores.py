@@ -20,7 +20,11 @@ PRE = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 CLASSES = 5
 ONE_PASS = per_sample.Engine("one_pass")
 ENGINES = [ONE_PASS, per_sample.Engine("vmap")]
-engines = pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
+# the one-pass engine compiles slowly: its cases here are slow (tests/test_one_pass.py keeps a
+# fast one)
+engines = pytest.mark.parametrize("engine", [
+    pytest.param(ONE_PASS, id="one_pass", marks=pytest.mark.slow),
+    pytest.param(ENGINES[1], id="vmap")])
 # The vmap engine's Gram is held to the one-pass engine's in tests/test_one_pass.py.
 one_pass_only = pytest.mark.parametrize("engine", [ONE_PASS], ids=lambda e: e.name)
 
@@ -87,6 +91,7 @@ def test_entropy_gradnorm_equals_a_per_sample_grad_loop(engine, norm):
   np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-7)  # one sample is saturated
 
 
+@pytest.mark.slow
 def test_tensor_sum_and_global_norms_rank_samples_differently():
   _, state, data, batch = _state(batch=32)
   ranks = [np.argsort(np.asarray(gradnorm.entropy_gradnorm_scores(
@@ -94,6 +99,7 @@ def test_tensor_sum_and_global_norms_rank_samples_differently():
   assert not np.array_equal(ranks[0], ranks[1])
 
 
+@pytest.mark.slow
 @norms
 @engines
 def test_expected_gradnorm_equals_a_per_sample_per_class_loop_and_differs_from_entropy(engine,
@@ -123,6 +129,7 @@ def test_gradnorms_vanish_on_samples_the_model_is_certain_about(engine):
 
 
 # -- TracInCP ------------------------------------------------------------------------------
+@pytest.mark.slow
 @one_pass_only
 def test_expected_self_influence_all_params_equals_a_per_class_loop(engine):
   _, state, data, batch = _state(batch=6)
@@ -295,6 +302,7 @@ def test_chunk_batch_bounds_the_gradients_in_memory():
   assert per_sample.chunk_batch(4, 10) == 1  # never zero
 
 
+@pytest.mark.slow
 def test_pool_scores_do_not_depend_on_the_chunk_size():
   """Strategy-level chunking (host loop, padded last chunk) gives the unchunked scores."""
   import types

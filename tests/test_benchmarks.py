@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # whole runs or subprocesses: not in the quick ti
     ("scoring", ["--pool=32", "--labeled=16", "--width=4", "--eval_batch_size=16",
                  "--strategies=disal,gradnorm_entropy,coreset", "--torch=false"]),
     ("training", ["--labeled=64", "--pool=32", "--width=4", "--batch_size=32",
-                  "--torch=false"]),
+                  "--rounds=1", "--torch=false"]),
     ("cycle_cost", ["--strategies=random", "--labeled=40", "--pool=40", "--width=4",
                     "--epochs=1", "--min_steps=0"]),
     ("per_sample_norms", ["--images=8", "--width=4", "--batch=4", "--vmap_chunk=4",

@@ -58,6 +58,7 @@ def test_imbalance_ratio_applies_through_the_registry():
   assert counts[0] / counts[-1] == pytest.approx(10, rel=0.1)
 
 
+@pytest.mark.slow
 def test_image_folder_reads_the_real_cifar10_jpegs(cifar10_archive, cache_dir):
   ds = registry.load_dataset(_data_config(name="image_folder", data_dir=cifar10_archive,
                                           cache_dir=cache_dir))

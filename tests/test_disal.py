@@ -60,7 +60,8 @@ def _dot(a, b):
   return sum(float(jnp.vdot(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("kind, atol", [("ce", 1e-7), ("mse", 1e-8)])
+@pytest.mark.parametrize("kind, atol", [pytest.param("ce", 1e-7, marks=pytest.mark.slow),
+                                        ("mse", 1e-8)])
 def test_jvp_projection_equals_per_sample_gradients_dotted_with_d(kind, atol):
   model, variables, direction, data, batch = _setup()
   scoring = {"state": _State(model, variables), "direction": direction}
@@ -71,6 +72,7 @@ def test_jvp_projection_equals_per_sample_gradients_dotted_with_d(kind, atol):
   assert np.abs(slow).min() > 0  # a real signal, not a trivially zero comparison
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["one_pass", "vmap"])
 def test_gradient_norm_option_equals_a_per_sample_loop(engine):
   model, variables, direction, data, batch = _setup()
@@ -197,6 +199,7 @@ def test_train_branch_fold_equals_a_per_sample_numpy_loop(weighting):
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_joint_branch_is_one_forward_pass_over_both_batches():
   """branch='joint': the step's gradient is that of CE(labeled) + w * l_dyn(pool) with both
   batches in ONE train-mode forward pass (shared BatchNorm statistics), written out by hand."""
@@ -296,6 +299,7 @@ def test_the_branch_starts_at_its_fraction_of_the_epochs_and_is_off_before():
   assert first == pytest.approx(config.disal.dynamic_weight * np.exp(-5.0), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_separate_branch_step_adds_weight_times_the_dynamic_gradient():
   """The default branch: the step's gradient is grad CE(labeled) + w * grad l_dyn(pool) with
   the pool batch in its own train-mode forward pass (its BatchNorm updates dropped), the

@@ -49,6 +49,7 @@ def two_cycle_run(tmp_path_factory):
   return workdir, config, loop.run_experiment(config, str(workdir))
 
 
+@pytest.mark.slow
 def test_two_cycles_of_disal_and_random_keep_every_selection_invariant(two_cycle_run):
   workdir, config, results = two_cycle_run
   num_train = 1438
@@ -71,6 +72,7 @@ def test_two_cycles_of_disal_and_random_keep_every_selection_invariant(two_cycle
                             np.sort(np.load(workdir / "random/seed_0/selected_cycle0.npy")))
 
 
+@pytest.mark.slow
 def test_run_writes_results_files_a_report_can_read(two_cycle_run):
   workdir, _, results = two_cycle_run
   payload = json.loads((workdir / "disal/seed_0/results.json").read_text())
@@ -108,6 +110,7 @@ def test_record_keep_below_the_strategy_need_is_refused(tmp_path):
     loop.run_experiment(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_the_default_config_twice_gives_bit_identical_selections(tmp_path):
   from tests.helpers import load_config
   runs = [loop.run_experiment(load_config("default", "quick"), str(tmp_path / name))

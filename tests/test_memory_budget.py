@@ -39,6 +39,7 @@ def test_fit_batch_size_names_a_budget_too_small_for_one_sample():
     base.fit_batch_size(lambda size: 5 * 2**20 * size, 2**20, multiple=1, limit=100)
 
 
+@pytest.mark.slow
 def test_the_chosen_batch_fits_the_budget_of_a_real_scorer():
   _, state, data, _ = _state()
   config = tiny_config()

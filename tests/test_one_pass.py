@@ -94,8 +94,9 @@ NETS = {"resnet18": (resnet.ResNet18(num_classes=CLASSES, width=8), 16),
 
 # ResNet-18 at batches 1, 7, 32 (the engine's step split and padding); DRN-D-22 and the small
 # dilated net (conv bias, 'SAME', non-square kernels) at 7.
-@pytest.mark.parametrize("name,batch", [("resnet18", b) for b in (1, 7, 32)] +
-                         [("drn_d_22", 7), ("dilated", 7)])
+@pytest.mark.parametrize("name,batch", [pytest.param("resnet18", b, marks=pytest.mark.slow)
+                                        for b in (1, 7, 32)] +
+                         [pytest.param("drn_d_22", 7, marks=pytest.mark.slow), ("dilated", 7)])
 def test_entropy_grad_norms_equal_vmap_and_a_per_sample_loop(name, batch):
   net, size = NETS[name]
   model, variables, x = _setup(net, batch, size)
@@ -110,7 +111,8 @@ def test_entropy_grad_norms_equal_vmap_and_a_per_sample_loop(name, batch):
   np.testing.assert_allclose(vmap, loop, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["dilated", "resnet18"])  # DRN-D-22 adds no new layer kind
+@pytest.mark.parametrize("name", ["dilated", pytest.param("resnet18", marks=pytest.mark.slow)])
+# (DRN-D-22 adds no new layer kind)
 def test_both_conv_forms_and_any_step_size_agree(name):
   net, size = NETS[name]
   model, variables, x = _setup(net, 5, size)
@@ -123,7 +125,8 @@ def test_both_conv_forms_and_any_step_size_agree(name):
     np.testing.assert_allclose(r, results[0], rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("name", [n if n == "dilated" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(NETS)])
 def test_logit_gram_equals_the_vmap_jacobian_gram(name):
   net, size = NETS[name]
   model, variables, x = _setup(net, 4, size)
@@ -137,6 +140,7 @@ def test_logit_gram_equals_the_vmap_jacobian_gram(name):
   np.testing.assert_allclose(gram, np.swapaxes(gram, 1, 2), rtol=1e-5, atol=1e-6 * scale.max())
 
 
+@pytest.mark.slow
 def test_per_sample_targets_reach_the_right_rows():
   """A loss reading per-row targets (DISAL's) is scored row by row in both engines."""
   net, size = NETS["resnet18"]

@@ -188,7 +188,8 @@ def test_every_checkpoint_corrupt_is_an_error_not_a_silent_restart(tmp_path):
   for step in (1, 2):
     _corrupt_arrays(tmp_path / str(step))
   ckpt = checkpoint.RunCheckpointer(tmp_path, keep=3)
-  with pytest.raises(checkpoint.CheckpointError, match=r"none of the checkpoints \[1, 2\].*--force"):
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"none of the checkpoints \[1, 2\].*--force"):
     ckpt.restore_newest(_template)
   ckpt.close()
 

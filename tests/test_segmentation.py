@@ -136,8 +136,8 @@ def test_crop_and_flip_move_image_and_label_map_together():
   # every crop is a window of its own label map (flipped or not)
   flips = 0
   for b in range(8):
-    found = [(t, l, f) for f in (False, True) for t in range(5) for l in range(6)
-             if np.array_equal((labels[b, :, ::-1] if f else labels[b])[t:t + 6, l:l + 9],
+    found = [(t, left, f) for f in (False, True) for t in range(5) for left in range(6)
+             if np.array_equal((labels[b, :, ::-1] if f else labels[b])[t:t + 6, left:left + 9],
                                np.asarray(out_labels[b]))]
     assert found, b
     flips += found[0][2]
@@ -161,6 +161,7 @@ def _pooled_logits(model, variables, pre, image):
   return logits.reshape(1, 4, 4, 4, 4, 3).mean((2, 4))
 
 
+@pytest.mark.slow
 def test_disal_pixel_projection_equals_a_per_sample_gradient_loop():
   rng = np.random.default_rng(5)
   model, state, images, data, pre = _tiny_segmenter()
@@ -186,6 +187,7 @@ def test_disal_pixel_projection_equals_a_per_sample_gradient_loop():
     assert float(scores[i]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["one_pass", "vmap"])
 def test_pixel_entropy_gradnorm_equals_a_per_sample_gradient_loop(engine):
   model, state, images, data, pre = _tiny_segmenter()
@@ -207,6 +209,7 @@ def test_pixel_entropy_gradnorm_equals_a_per_sample_gradient_loop(engine):
     assert float(scores[i]) == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_pixel_mc_dropout_without_dropout_is_the_mean_pixel_entropy():
   # With rate 0 every pass agrees: BALD is 0 and max-entropy is the plain mean over pixels.
   model, state, images, data, pre = _tiny_segmenter()
@@ -237,6 +240,7 @@ def test_the_segmentation_strategies_of_the_issue_are_registered():
                                           "learning_loss", "gradnorm_entropy"}
 
 
+@pytest.mark.slow
 def test_every_segmentation_strategy_selects_whole_unlabeled_images_and_reports_miou(
     tmp_path):
   config = _seg_config(**{"strategies": ",".join(SEGMENTATION_STRATEGIES),
@@ -260,6 +264,7 @@ def test_every_segmentation_strategy_selects_whole_unlabeled_images_and_reports_
   assert "test mIoU" in (tmp_path / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_training_on_shapes_raises_miou_well_above_chance(tmp_path):
   config = _seg_config(**{"strategies": "random", "al.initial_fraction": 0.5,
                           "al.final_fraction": 0.5, "train.epochs": 20,

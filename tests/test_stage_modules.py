@@ -38,7 +38,7 @@ def test_running_mean_update_equals_per_sample_averages():
   n, c = 9, 4
   mean, count = jnp.zeros((n, c)), jnp.zeros((n,))
   seen = {i: [] for i in range(n)}
-  for epoch in range(3):
+  for _ in range(3):
     order = rng.permutation(n)[:7]  # 7 of 9 rows each epoch: some rows miss epochs
     # the second batch ends with a fill row repeating one of the batch: not folded in
     for rows, fresh in ((order[:4], [True] * 4),
@@ -128,6 +128,7 @@ def _train(config, hook, epochs=None):
                                                       record_level="none", cycle=0)
 
 
+@pytest.mark.slow
 def test_tidal_running_means_are_updated_inside_the_train_step():
   config = tiny_config(**{"data.max_train": 200})
   trainer, labeled, state, result = _train(config, tidal.make_hook(config), epochs=3)
@@ -141,6 +142,7 @@ def test_tidal_running_means_are_updated_inside_the_train_step():
   assert all(np.isfinite(e["dynamics_kl"]) for e in result.epochs)
 
 
+@pytest.mark.slow
 def test_tidal_warm_start_restarts_the_running_means_and_the_random_stream():
   """Under train.warm_start the next cycle keeps the weights but starts TiDAL's running means
   at zero (the reference's restart at epoch 0) and draws its own augmentation keys."""
@@ -159,6 +161,7 @@ def test_tidal_warm_start_restarts_the_running_means_and_the_random_stream():
   assert np.asarray(next_cycle.state.extras[tidal.COUNT]).max() == 2  # this cycle's epochs only
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detach, moves", [(False, True), (True, False)])
 def test_learning_loss_detaches_the_backbone_when_told(detach, moves):
   config = tiny_config(**{"data.max_train": 200})

@@ -24,6 +24,7 @@ def test_output_discrepancy_closed_form():
       0.5 * np.sum((pa - pb) ** 2), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_auxiliary_loss_and_the_teacher_follow_the_reference_formulas():
   """loss = w (mse(s_x, c_x) + mse(s_u, c_u) + mse(c_x, T(x)) + mse(c_u, T(u))), means over
   batch x classes; T <- a T + (1 - a) theta with a = min(1 - 1/(t+1), decay)."""
@@ -76,6 +77,7 @@ def test_the_auxiliary_loss_and_the_teacher_follow_the_reference_formulas():
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[tod.CONSISTENCY_KEY])) > 0
 
 
+@pytest.mark.slow
 def test_three_cycles_read_the_previous_model_and_a_missing_one_is_named(tmp_path):
   config = tiny_config(**{"strategies": "tod", "al.final_fraction": 0.2,
                           "data.max_train": 300, "tod.pool_batch_size": 16})

@@ -63,6 +63,7 @@ def _train(config, hook=None, epochs_seed=(0, 0)):
   return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["eval_pass", "train_branch"])
 def test_lambda_zero_trains_exactly_like_plain_training(source):
   config = tiny_config(**{"disal.dynamic_weight": 0.0, "disal.dynamic_warmup_epochs": 1,
@@ -100,6 +101,7 @@ def test_min_steps_trains_more_steps_with_the_same_epochs():
   assert int(result.state.step) == 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["eval_pass", "train_branch"])
 def test_dynamic_loss_changes_training_when_lambda_is_positive(source):
   # 80 steps draw every pool sample more than twice: the train branch has targets to pull to
@@ -112,6 +114,7 @@ def test_dynamic_loss_changes_training_when_lambda_is_positive(source):
   assert max(diffs) > 1e-4
 
 
+@pytest.mark.slow
 def test_training_learns_digits_well_above_chance():
   config = tiny_config(**{"model.width": 8, "train.epochs": 8})
   result = _train(config)
@@ -128,6 +131,7 @@ def _losses_on(devices: int) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_one_device_and_eight_devices_give_the_same_training():
   one, eight = _losses_on(1), _losses_on(8)
   assert one["devices"] == 1 and eight["devices"] == 8
@@ -137,7 +141,7 @@ def test_one_device_and_eight_devices_give_the_same_training():
   np.testing.assert_array_equal(one["augmented"], eight["augmented"])
 
 
-@pytest.mark.parametrize("weighting", ["mean", "lr"])
+@pytest.mark.parametrize("weighting", [pytest.param("mean", marks=pytest.mark.slow), "lr"])
 def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting):
   """record.mean[i] = the (lr-weighted) mean over epochs of softmax(f_theta_e(x_i)), eval mode,
   with theta_e each epoch's end state, computed here by an independent forward pass."""
@@ -164,6 +168,7 @@ def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting):
   assert np.abs(probs[0] - probs[-1]).max() > 1e-3  # the epochs really differ
 
 
+@pytest.mark.slow
 def test_epochs_before_the_branch_starts_are_plain_steps():
   """With the branch from half the epochs, the first half trains exactly as Random (the
   plain step: the same parameters bit for bit after that epoch) and the rest adds the loss."""
@@ -189,3 +194,40 @@ def test_epochs_before_the_branch_starts_are_plain_steps():
     np.testing.assert_array_equal(a, b)  # epoch 0: the plain step
   assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(seen["plain"][1]),
                                                   jax.tree.leaves(seen["disal"][1]))) > 1e-5
+
+
+class _Terminal:
+  """A text stream that says it is a terminal and keeps what was written."""
+
+  def __init__(self):
+    self.text = ""
+
+  def write(self, s):
+    self.text += s
+
+  def flush(self):
+    pass
+
+  def isatty(self):
+    return True
+
+
+@pytest.mark.slow
+def test_a_terminal_gets_one_bar_per_cycle_and_no_epoch_lines(monkeypatch, caplog):
+  from disal_jax.training import progress_bar
+  terminal = _Terminal()
+  monkeypatch.setattr(sys, "stderr", terminal)
+  assert progress_bar.on_terminal()
+  caplog.set_level("INFO", logger="disal_jax.training.trainer")
+  config = tiny_config(**{"data.max_train": 200, "train.epochs": 3,
+                          "train.log_every_epochs": 1})
+  _train(config)
+  bar = terminal.text.replace("\r", "\n").splitlines()
+  last = [line for line in bar if line.strip()][-1]
+  assert "cycle 0" in last and "3/3" in last and "loss=" in last and "img/s=" in last
+  assert not [r for r in caplog.records if "epoch" in r.getMessage()]
+  # not a terminal: the per-epoch lines, no bar
+  monkeypatch.setattr(sys, "stderr", __import__("io").StringIO())
+  assert not progress_bar.on_terminal()
+  _train(config)
+  assert len([r for r in caplog.records if " epoch " in r.getMessage()]) == 3

@@ -73,6 +73,7 @@ def _stripes_context(**overrides):
                                candidates=np.arange(64, 128), rng=jax.random.key(0), cycle=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 2])
 def test_vae_and_discriminator_learn_to_tell_the_labeled_set_apart(seed):
   # Without the adversarial term the latent keeps what tells the sets apart, so the
@@ -102,6 +103,7 @@ def test_iterations_follow_the_reference_count():
   assert vaal.num_iterations(config, 5_000, 50_000) == 3_906
 
 
+@pytest.mark.slow
 def test_each_vae_step_draws_its_own_batches():
   ctx = _stripes_context(epochs=1, vae_steps=2, steps_per_call=2, iterations_per="labeled")
   seen = []
@@ -143,6 +145,7 @@ def test_a_nan_loss_stops_with_the_cycle_and_iteration():
     vaal.check_losses(losses, 10, 40, 2, config)
 
 
+@pytest.mark.slow
 def test_divergence_in_the_loop_keeps_the_trained_cycle_and_resumes(tmp_path):
   config = tiny_config(**{"strategies": "vaal", "data.max_train": 300, "vaal.max_loss": 1e-6})
   with pytest.raises(vaal.VaalDiverged, match="cycle 0 at iteration 1 "):

@@ -137,7 +137,7 @@ def init_project(images: str, workdir: str, config: ml_collections.ConfigDict) -
       writer.writerow([i, path, classes[label] if label >= 0 else ""])
   (work / PROJECT_FILE).write_text(json.dumps({
       "images": str(root), "class_names": classes,
-      "test": [[p, classes[l]] for p, l in test]}, indent=1))
+      "test": [[p, classes[label]] for p, label in test]}, indent=1))
   project = load_project(workdir)
   labels = project.initial_labels.copy()
   state = State(labels, np.where(labels >= 0, 0, -1).astype(np.int32),

@@ -31,7 +31,8 @@ def extract_archive(archive: str, cache_dir: str) -> pathlib.Path:
   """
   path = pathlib.Path(archive).expanduser().resolve()
   stat = path.stat()
-  target = cache_root(cache_dir) / "extracted" / f"{path.name}-{key_of(str(path), stat.st_size, stat.st_mtime_ns)}"
+  key = key_of(str(path), stat.st_size, stat.st_mtime_ns)
+  target = cache_root(cache_dir) / "extracted" / f"{path.name}-{key}"
   if (target / _COMPLETE).exists():
     return target
   target.mkdir(parents=True, exist_ok=True)

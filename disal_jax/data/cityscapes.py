@@ -1,4 +1,4 @@
-"""Cityscapes semantic segmentation through tensorflow-datasets ('cityscapes/semantic_segmentation').
+"""Cityscapes semantic segmentation through tfds ('cityscapes/semantic_segmentation').
 
 The archives need a (free) account, so tfds cannot download them: put
 `leftImg8bit_trainvaltest.zip` and `gtFine_trainvaltest.zip` from

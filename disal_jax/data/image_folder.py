@@ -101,7 +101,7 @@ def load_image_folder(root: str, image_size: int, cache_dir: str, crop_from: int
   if arrays is None:
     arrays = {f"{s}_images": read_all(f, image_size, crop_from) for s, f in
               (("train", train_files), ("test", test_files))}
-    arrays.update({f"{s}_labels": np.array([l for _, l in f], np.int32) for s, f in
+    arrays.update({f"{s}_labels": np.array([label for _, label in f], np.int32) for s, f in
                    (("train", train_files), ("test", test_files))})
     cache.save_arrays(cache_file, arrays)
   return Dataset("image_folder", arrays["train_images"], arrays["train_labels"],

@@ -1,4 +1,4 @@
-"""Long-tailed training sets with the exponential per-class profile (CIFAR100-IR10, CIFAR10-IR100)."""
+"""Long-tailed training sets, exponential per-class profile (CIFAR100-IR10, CIFAR10-IR100)."""
 
 from __future__ import annotations
 

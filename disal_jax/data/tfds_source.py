@@ -12,7 +12,6 @@ import importlib.resources
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from disal_jax.data import cache, resize
 from disal_jax.data.dataset import Dataset, stratified_split
@@ -124,7 +123,8 @@ def prepared_builder(name: str, data_dir: str, manual_dir: str):
         f"machine with network access"
         f"{f' and the manual downloads ({spec.manual_files})' if spec.manual else ''}:\n"
         f"  {prepare_command(name, data_dir, manual_dir)}\n"
-        "then set config.data.data_dir to that folder (docs/data.md: 'Preparing the real datasets').")
+        "then set config.data.data_dir to that folder (docs/data.md: 'Preparing the real "
+        "datasets').")
   return builder
 
 

@@ -77,7 +77,7 @@ class DRNBackbone(nn.Module):
     conv_layer = lambda y, features, strides=1, dilation=1: nn.relu(_norm(train, self.dtype)(
         _conv(features, 3, strides, dilation, self.dtype)(y)))
     x = nn.relu(_norm(train, self.dtype)(_conv(c[0], 7, dtype=self.dtype)(x)))
-    for i in range(self.layers[0]):
+    for _ in range(self.layers[0]):
       x = conv_layer(x, c[0])
     for i in range(self.layers[1]):
       x = conv_layer(x, c[1], strides=2 if i == 0 else 1)
@@ -88,9 +88,9 @@ class DRNBackbone(nn.Module):
                          self.dtype)(x, train)
       if level != 4:
         stages.append(x)
-    for i in range(self.layers[6]):
+    for _ in range(self.layers[6]):
       x = conv_layer(x, c[6], dilation=2)
-    for i in range(self.layers[7]):
+    for _ in range(self.layers[7]):
       x = conv_layer(x, c[7])
     stages.append(x)
     return x, stages

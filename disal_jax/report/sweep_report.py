@@ -178,8 +178,8 @@ def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
                  f"{100 * np.std(full):.2f}")
   metric = metric_name(rows)
   split_name = "Test" if split == "test" else "Validation"
-  lines.append(f"\n{split_name} {metric} (%), mean ± std over seeds; best mean per row in bold. AULC: "
-               f"area under the {metric} curve over the labeled range, divided by the range; "
+  lines.append(f"\n{split_name} {metric} (%), mean ± std over seeds; best mean per row in bold. "
+               f"AULC: area under the {metric} curve over the labeled range, divided by the range; "
                "n: finished runs.")
   total = len(counts)
   running = [f"{s} seed {seed} ({done} of {total} cycles)" for s in strategies

@@ -1,4 +1,4 @@
-"""Random: a uniform sample without replacement (one reference samples with replacement; not here)."""
+"""Random: a uniform sample without replacement (one reference samples with replacement)."""
 
 from __future__ import annotations
 

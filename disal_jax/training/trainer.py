@@ -22,7 +22,7 @@ from disal_jax import faults
 from disal_jax.data.dataset import Dataset
 from disal_jax.models import pretrained
 from disal_jax.training import record as record_lib
-from disal_jax.training import schedule, segmentation_metrics, sharding, steps
+from disal_jax.training import progress_bar, schedule, segmentation_metrics, sharding, steps
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import TrainState, create_state, make_optimizer
 
@@ -398,6 +398,9 @@ class Trainer:
     train_seconds, record_seconds = progress.train_seconds, progress.record_seconds
     along = sharding.along_data(self.mesh)
     num_steps = steps_per_epoch(len(labeled), cfg.batch_size, cfg.epochs, cfg.min_steps)
+    # on a terminal, one bar per cycle; a failure below leaves it for tqdm to close
+    bar = (progress_bar.CycleBar(tag, cycle, cfg.epochs, progress.epoch)
+           if progress_bar.on_terminal() else None)
     for epoch in range(progress.epoch, cfg.epochs):
       batch_rng, hook_rng = map(np.random.default_rng,
                                 np.random.SeedSequence([*seed, epoch]).spawn(2))
@@ -440,23 +443,27 @@ class Trainer:
         on_epoch_end(state, epoch, float(lr))
       epoch_metrics.update(lr=float(lr), images_per_second=batches.size / step_seconds)
       epochs.append(epoch_metrics)
-      self._log_epoch(cycle, epoch, epoch_metrics, train_seconds + record_seconds, tag)
+      self._log_epoch(cycle, epoch, epoch_metrics, train_seconds + record_seconds, tag, bar)
       done = epoch + 1
       if on_progress is not None and (done == cfg.epochs or
                                       (progress_every and done % progress_every == 0)):
         on_progress(CycleProgress(state, progress.start_params, record, done, epochs,
                                   train_seconds, record_seconds))
+    if bar is not None:
+      bar.close()
     val = {} if self.val_data is None else self.evaluate(state, "val")
     return CycleResult(state, progress.start_params, record, pool_index, self.evaluate(state),
                        epochs, train_seconds, record_seconds, val)
 
   def _log_epoch(self, cycle: int, epoch: int, m: dict[str, float], elapsed: float,
-                 tag: str) -> None:
+                 tag: str, bar: Optional[progress_bar.CycleBar] = None) -> None:
     epochs = self.config.train.epochs
     if self.writer is not None:
       self.writer.write(cycle * epochs + epoch, {f"train/{k}": v for k, v in m.items()},
                         cycle=cycle, epoch=epoch + 1)
-    if (epoch + 1) % self.config.train.log_every_epochs == 0 or epoch + 1 == epochs:
+    if bar is not None:
+      bar.update(m)
+    elif (epoch + 1) % self.config.train.log_every_epochs == 0 or epoch + 1 == epochs:
       eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
       extra = "".join(f" {k} {v:.4f}" for k, v in m.items()
                       if k not in ("loss", "accuracy", "lr", "images_per_second"))
