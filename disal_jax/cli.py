@@ -22,13 +22,14 @@ from disal_jax.checkpoint import CheckpointError, ConfigMismatchError
 from disal_jax.config import ConfigError
 from disal_jax.data.image_folder import ImageFolderError
 from disal_jax.data.tfds_source import DatasetNotPreparedError
+from disal_jax.run_lock import RunLocked
 from disal_jax.strategies.vaal import VaalDiverged
 from disal_jax.training.trainer import TrainingDiverged
 
 # Errors whose message says what is wrong and what to do.
 USER_ERRORS = (ConfigError, ConfigMismatchError, CheckpointError, ImageFolderError,
                DatasetNotPreparedError, ProjectError, LabelFileError, TrainingDiverged,
-               VaalDiverged)
+               VaalDiverged, RunLocked)
 USAGE_STATUS = 2
 DEBUG_ENV = "DISAL_JAX_DEBUG"  # set to 1 for the traceback behind such an error
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from disal_jax import checkpoint
 from disal_jax import config as config_lib
-from disal_jax import distributed, faults, pool
+from disal_jax import distributed, faults, pool, run_lock
 from disal_jax.data.dataset import Dataset
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
@@ -292,14 +292,32 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
   return rows
 
 
+def run_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The runs a config makes for its seed: its strategies, then Full Training if asked."""
+  return config_lib.strategy_names(config) + ([FULL_TRAINING] if config.full_training else [])
+
+
+def run_finished(config: ml_collections.ConfigDict, workdir: pathlib.Path, name: str) -> bool:
+  """Whether run `name` (config.seed) under workdir has a results.json with all its cycles."""
+  path = run_dir(workdir, name, config.seed) / "results.json"
+  if not path.exists():
+    return False
+  run = json.loads(path.read_text())
+  wanted = (1 if name == FULL_TRAINING
+            else len(pool.budget_schedule(config.al, run["num_train"])))
+  return len(run["cycles"]) >= wanted
+
+
 def run_experiment(config: ml_collections.ConfigDict, workdir: str,
-                   dataset: Optional[Dataset] = None, force: bool = False
-                   ) -> dict[str, list[CycleRecord]]:
-  """Validates the config, loads the data, runs (or resumes) every strategy and Full Training.
+                   dataset: Optional[Dataset] = None, force: bool = False,
+                   only: Optional[list[str]] = None) -> dict[str, list[CycleRecord]]:
+  """Validates the config, loads the data, runs (or resumes) every strategy and Full Training
+  (or the runs named in `only`, a subset of `run_names(config)`).
 
   A workdir that already holds runs of these strategies and seed resumes them; if one was
   made with a different config, ConfigMismatchError names the keys, before any work.
-  `force` discards those runs and starts over.
+  `force` discards those runs and starts over. Each run folder is locked for the call
+  (disal_jax.run_lock): a run another process holds raises RunLocked, before any work.
 
   Returns {strategy name: per-cycle records}; also writes workdir/summary.md and summary.csv.
   """
@@ -308,8 +326,23 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   names = config_lib.strategy_names(config)
   for name in names:
     record_level(config, strategy_registry.get_strategy(name))
-  names += [FULL_TRAINING] if config.full_training else []
+  names = run_names(config)
+  if only is not None:
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+      raise ValueError(f"runs {unknown} are not among this config's {names}")
+    names = [name for name in names if name in only]
   workdir_path = pathlib.Path(workdir)
+  primary = distributed.is_primary()
+  # one process per run folder; a multi-host run is one job, locked by its process 0
+  runs = [run_dir(workdir_path, name, config.seed) for name in names]
+  with run_lock.hold(runs if primary else []):
+    return _run_locked(config, workdir_path, names, dataset, force, mesh)
+
+
+def _run_locked(config, workdir_path: pathlib.Path, names: list[str],
+                dataset: Optional[Dataset], force: bool, mesh) -> dict[str, list[CycleRecord]]:
+  """run_experiment's work, with its run folders locked."""
   primary = distributed.is_primary()
   for name in names:
     out = run_dir(workdir_path, name, config.seed)

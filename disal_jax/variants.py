@@ -7,13 +7,11 @@ Shared by disal_jax.ablation and benchmarks.cycle_cost (no flags defined here).
 from __future__ import annotations
 
 import ast
-import json
 import pathlib
 
 import ml_collections
 
-from disal_jax import config as config_lib
-from disal_jax import loop, pool
+from disal_jax import loop
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:
@@ -52,14 +50,4 @@ def finished(config: ml_collections.ConfigDict, variant_dir: pathlib.Path) -> bo
   """Whether every run of `config` (its strategies, Full Training, config.seed) under
   variant_dir has a results.json with all its cycles: such a run is skipped, so results
   copied in from elsewhere (without their checkpoints) need not run again."""
-  names = config_lib.strategy_names(config) + ([loop.FULL_TRAINING] if config.full_training else [])
-  for name in names:
-    path = loop.run_dir(variant_dir, name, config.seed) / "results.json"
-    if not path.exists():
-      return False
-    run = json.loads(path.read_text())
-    wanted = (1 if name == loop.FULL_TRAINING
-              else len(pool.budget_schedule(config.al, run["num_train"])))
-    if len(run["cycles"]) < wanted:
-      return False
-  return True
+  return all(loop.run_finished(config, variant_dir, name) for name in loop.run_names(config))
