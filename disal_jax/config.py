@@ -176,6 +176,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Labeled centres per block in the first distance pass: memory is pool x block_size floats.
   cs.block_size = 1024
 
+  c.badge = bg = ml_collections.ConfigDict()
+  # Embed the head's bias gradient too (g = (p - e_yhat) x [a, 1]); False: the kernel's only,
+  # as the BADGE reference code.
+  bg.head_bias = True
+
   # Per-sample gradient norms and Gram matrices (gradnorm, TracInCP 'all', DISAL score='norm').
   c.per_sample = ps = ml_collections.ConfigDict()
   # 'one_pass': exact, from one batched forward + backward pass (strategies/one_pass.py);

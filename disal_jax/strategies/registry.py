@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from disal_jax.strategies import (coregcn, coreset, disal, gradnorm, learning_loss, mc_dropout,
-                                  random, tidal, tod, tracin, vaal)
+from disal_jax.strategies import (badge, coregcn, coreset, disal, gradnorm, learning_loss,
+                                  mc_dropout, random, tidal, tod, tracin, uncertainty, vaal)
 from disal_jax.strategies.base import Strategy
 
 _STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     disal.STRATEGY, random.STRATEGY, mc_dropout.STRATEGY, coreset.STRATEGY, gradnorm.ENTROPY,
     gradnorm.EXPECTED, tracin.FULL, tracin.LAST, learning_loss.STRATEGY, tidal.STRATEGY,
-    coregcn.CORE, coregcn.UNCERTAIN, tod.STRATEGY, vaal.STRATEGY)}
+    coregcn.CORE, coregcn.UNCERTAIN, tod.STRATEGY, vaal.STRATEGY, uncertainty.ENTROPY,
+    uncertainty.MARGIN, uncertainty.LEAST_CONFIDENCE, badge.STRATEGY)}
 
 
 def names(segmentation: bool = False) -> list[str]:
