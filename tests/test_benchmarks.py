@@ -63,3 +63,14 @@ def test_scaling_benchmark_measures_pools_and_memory(tmp_path, cache_dir, image_
   assert chunks[("one_pass", 8)] > chunks[("one_pass", 2)]
   chosen = [r["chosen_chunk"] for r in payload["memory"]["rows"] if "budget_mib" in r]
   assert chosen == [8]  # a generous budget takes the whole (8-image) pool in one call
+
+
+def test_badge_benchmark_holds_far_less_than_the_materialised_embeddings(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "benchmarks.badge", "--pool=2000",
+                        "--classes=20", "--dim=63", "--picks=20", f"--out={tmp_path}"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  figures = json.loads((tmp_path / "badge.json").read_text())["figures"]["kmeans_pp"]
+  assert figures["materialised_bytes"] == 2000 * 20 * 64 * 4
+  assert figures["factor_bytes"] == 2000 * (20 + 64) * 4
+  assert figures["selection_temp_bytes"] < figures["factor_bytes"] and figures["seconds"] > 0
