@@ -16,6 +16,7 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
+from disal_jax import platform_settings
 from benchmarks import common
 from disal_jax.strategies import badge
 
@@ -58,4 +59,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform_settings.apply()
   app.run(main)

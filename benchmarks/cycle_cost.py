@@ -25,6 +25,7 @@ import tempfile
 
 from absl import app, flags
 
+from disal_jax import platform_settings
 from benchmarks import common
 
 _STRATEGIES = flags.DEFINE_list("strategies", ["random", "disal", "tracincp_full"],
@@ -99,4 +100,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform_settings.apply()
   app.run(main)

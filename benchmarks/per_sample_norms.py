@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from disal_jax import platform_settings
 from benchmarks import common
 from disal_jax import host_memory
 from disal_jax.data.registry import load_dataset
@@ -209,4 +210,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform_settings.apply()
   app.run(main)

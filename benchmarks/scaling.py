@@ -32,6 +32,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
+from disal_jax import platform_settings
 from benchmarks import common
 from disal_jax.data.registry import load_dataset
 from disal_jax.strategies import base, gradnorm, per_sample, registry
@@ -184,4 +185,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform_settings.apply()
   app.run(main)

@@ -22,6 +22,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
+from disal_jax import platform_settings
 from benchmarks import common
 from disal_jax.data.registry import load_dataset
 from disal_jax.strategies import registry
@@ -112,4 +113,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform_settings.apply()
   app.run(main)

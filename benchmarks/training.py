@@ -21,6 +21,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
+from disal_jax import platform_settings
 from benchmarks import common
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
@@ -113,4 +114,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform_settings.apply()
   app.run(main)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from disal_jax import platform_settings
 from benchmarks import common
 from disal_jax import xla_cpu
 from disal_jax.data.registry import load_dataset
@@ -105,4 +106,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform_settings.apply()
   app.run(main)

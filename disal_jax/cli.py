@@ -16,6 +16,7 @@ from typing import Callable, NoReturn
 
 from absl import app, flags
 
+from disal_jax import platform_settings
 from disal_jax.annotate.labels_file import LabelFileError
 from disal_jax.annotate.project import ProjectError
 from disal_jax.checkpoint import CheckpointError, ConfigMismatchError
@@ -61,7 +62,9 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], object]) -> None:
-  """app.run(main) with the project's errors printed as one message each."""
+  """app.run(main) with the project's errors printed as one message each, after the
+  platform settings (disal_jax/platform_settings.py)."""
+  platform_settings.apply()
   # JAX logs a line for every platform it probes and does not find (TPU on a CPU machine).
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 

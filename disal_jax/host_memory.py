@@ -13,13 +13,14 @@ below TRIM_THRESHOLD_BYTES. The process then holds on to its peak host memory, a
 allocators (JAX's on GPU, PyTorch's caching allocator) do. After a few calls the engine takes
 no page faults at all.
 
-It is off by default because it is a trade, not a free win (measured, docs/performance.md):
-the one-pass engine and big-batch CPU programs run faster, but XLA compiles slower with every
-thread on one arena, and this project's tests and small offline runs are compile-bound.
-Turn it on for scoring-heavy CPU jobs and benchmarks with DISAL_JAX_HOST_MEMORY=keep in the
-environment (applied when `disal_jax` is imported), or call `keep_freed_memory()` before JAX
-starts its threads (a thread keeps the arena it first allocated from). Only glibc has these
-settings; elsewhere nothing changes. GPU and TPU memory are not host malloc: unaffected.
+It is off by default because it is a trade, not a free win (measured, docs/performance.md): the
+one-pass engine and big-batch CPU programs run faster, but XLA compiles slower with every
+thread on one arena, and this project's tests and small offline runs are compile-bound. Turn it
+on for scoring-heavy CPU jobs and benchmarks with DISAL_JAX_HOST_MEMORY=keep in the environment
+(applied by the entry points, disal_jax/platform_settings.py), or call `keep_freed_memory()`
+before JAX starts its threads (a thread keeps the arena it first allocated from). Only glibc
+has these settings; elsewhere nothing changes. GPU and TPU memory are not host malloc:
+unaffected.
 """
 
 from __future__ import annotations

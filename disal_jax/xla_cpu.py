@@ -12,11 +12,12 @@ together with the elementwise ops that follow it (convolution + BatchNorm + ReLU
 ResNet's convolutions) into one YNNPACK fusion: what the setting removes is YNNPACK's
 stand-alone convolutions.
 
-`apply()` runs when `disal_jax` is imported. It appends the setting to XLA_FLAGS unless the flag
-is already there (a user's own choice stands: `--xla_cpu_experimental_ynn_fusion_type=` with
-XLA's own list brings YNNPACK's convolutions back). JAX reads XLA_FLAGS once, when its first
-backend starts; if that has already happened, `apply()` changes nothing and says so. The flag
-is read by the CPU compiler only: GPU and TPU programs are unaffected.
+`apply()` runs in the entry points (disal_jax/platform_settings.py). It appends the setting to
+XLA_FLAGS unless the flag is already there (a user's own choice stands:
+`--xla_cpu_experimental_ynn_fusion_type=` with XLA's own list brings YNNPACK's convolutions
+back). JAX reads XLA_FLAGS once, when its first backend starts; if that has already happened,
+`apply()` changes nothing and says so. The flag is read by the CPU compiler only: GPU and TPU
+programs are unaffected.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def apply() -> None:
   if wanted == current:
     return
   if backends_started():
-    logging.info("disal_jax: JAX's backends started before disal_jax was imported; XLA:CPU "
+    logging.info("disal_jax: JAX's backends started before the platform settings; XLA:CPU "
                  "keeps YNNPACK's convolutions (slower here; see disal_jax/xla_cpu.py)")
     return
   os.environ["XLA_FLAGS"] = wanted

@@ -11,12 +11,16 @@ import tempfile
 import jax
 import pytest
 
+from disal_jax import platform_settings
 from tests.helpers import (  # imports jax, starts no backend
     FAST_COMPILE_XLA_FLAG, SHARED_DATA, write_image_folder)
 
 if FAST_COMPILE_XLA_FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):  # yours stands
   os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                                    FAST_COMPILE_XLA_FLAG]))
+
+# The settings every entry point applies before JAX starts (XLA:CPU kernels; opt-in malloc).
+platform_settings.apply()
 
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:

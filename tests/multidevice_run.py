@@ -19,6 +19,7 @@ import json
 import jax
 import numpy as np
 
+from disal_jax import platform_settings
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
 from disal_jax.training import sharding
@@ -50,4 +51,5 @@ def main():
 
 
 if __name__ == "__main__":
+  platform_settings.apply()
   main()

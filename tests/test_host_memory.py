@@ -17,8 +17,8 @@ from tests.helpers import REPO, subprocess_env
 # writing it and how much the resident memory fell when it was freed.
 _SCRIPT = """
 import ctypes, json, resource, threading
-import disal_jax
-from disal_jax import host_memory
+from disal_jax import host_memory, platform_settings
+platform_settings.apply()
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]

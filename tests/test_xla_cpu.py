@@ -34,7 +34,7 @@ def test_setting_is_appended_once_and_a_users_own_flag_stands():
 
 
 def test_this_process_compiles_convolutions_without_ynnpack():
-  # The tests import disal_jax before any backend starts, as every entry point does.
+  # conftest applies the platform settings before any backend starts, as every entry point.
   assert "__ynn_fusion" not in _conv_program()
   # ...and XLA's own setting, per program, still gives them to YNNPACK (what the benchmark
   # compares against), so the check above can fail.
@@ -54,19 +54,28 @@ def test_this_process_fuses_elementwise_ops_into_ynnpack_dots():
   assert not root_is_ynnpack(xla_cpu.compiler_options(xla_cpu.WITHOUT_CONVOLUTIONS))
 
 
-def test_import_sets_xla_flags_keeps_the_users_and_is_inert_after_jax_started():
+def test_import_changes_nothing_and_the_entry_points_setting_keeps_the_users():
+  """Importing the package (every entry module included) leaves XLA_FLAGS and JAX's backends
+  alone; platform_settings.apply() then appends the setting, keeps a user's own flag, and is
+  inert once a backend has started."""
   script = ("import os, sys\n"
             "if sys.argv[1] == 'started':\n"
             "  import jax; jax.devices()\n"
-            "import disal_jax\n"
+            "import disal_jax, disal_jax.main, disal_jax.loop, disal_jax.annotate.rounds\n"
+            "import disal_jax.strategies.registry, disal_jax.report.sweep_report\n"
+            "from jax._src import xla_bridge\n"
+            "print(os.environ.get('XLA_FLAGS', ''))\n"
+            "print(xla_bridge.backends_are_initialized())\n"
+            "from disal_jax import platform_settings\n"
+            "platform_settings.apply()\n"
             "print(os.environ.get('XLA_FLAGS', ''))\n")
 
-  def flags_after_import(xla_flags: str, mode: str) -> str:
+  def flags(xla_flags: str, mode: str) -> list[str]:
     done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
                           cwd=REPO, env=subprocess_env(XLA_FLAGS=xla_flags), check=True)
-    return done.stdout.strip()
+    return done.stdout.strip().splitlines()[-3:]
 
   forced = "--xla_force_host_platform_device_count=2"
-  assert flags_after_import(forced, "fresh") == xla_cpu.with_setting(forced)
-  assert flags_after_import(f"{forced} {_USER}", "fresh") == f"{forced} {_USER}"
-  assert flags_after_import(forced, "started") == forced
+  assert flags(forced, "fresh") == [forced, "False", xla_cpu.with_setting(forced)]
+  assert flags(f"{forced} {_USER}", "fresh")[2] == f"{forced} {_USER}"
+  assert flags(forced, "started") == [forced, "True", forced]
