@@ -181,6 +181,22 @@ def base_config() -> ml_collections.ConfigDict:
   # as the BADGE reference code.
   bg.head_bias = True
 
+  c.typiclust = tc = ml_collections.ConfigDict()
+  tc.embedding = "model"  # 'model': penultimate features; 'file': embedding_file's rows
+  tc.embedding_file = ""  # .npy (N, D), one row per training sample (e.g. SimCLR features)
+  tc.max_clusters = 500  # k-means clusters: min(labeled + budget, this), as the reference
+  tc.min_cluster_size = 5  # clusters of at most this many rows are never visited
+  tc.knn = 20  # neighbours in the typicality (at most half the cluster)
+  tc.kmeans_iterations = 50  # Lloyd steps after k-means++ seeding
+
+  c.probcover = pc = ml_collections.ConfigDict()
+  pc.embedding = "model"  # 'model': penultimate features; 'file': embedding_file's rows
+  pc.embedding_file = ""  # .npy (N, D), one row per training sample (e.g. SimCLR features)
+  # Ball radius on L2-normalised embeddings; the reference's CIFAR-10 value for SimCLR
+  # features. Choose it for your embedding (ball purity ~0.95 under k-means labels).
+  pc.delta = 0.75
+  pc.block_size = 1024  # rows per block when building the graph (memory N x block)
+
   # Per-sample gradient norms and Gram matrices (gradnorm, TracInCP 'all', DISAL score='norm').
   c.per_sample = ps = ml_collections.ConfigDict()
   # 'one_pass': exact, from one batched forward + backward pass (strategies/one_pass.py);
@@ -426,6 +442,19 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(mc.passes >= 2, "mc_dropout.passes", mc.passes, "an integer >= 2")
   _check(mc.score in MC_DROPOUT_SCORES, "mc_dropout.score", mc.score,
          f"one of {MC_DROPOUT_SCORES}")
+  for name in ("typiclust", "probcover"):
+    section = config[name]
+    _check(section.embedding in ("model", "file"), f"{name}.embedding", section.embedding,
+           "'model' or 'file'")
+    _check(section.embedding == "model" or bool(section.embedding_file),
+           f"{name}.embedding_file", section.embedding_file, "the .npy path for embedding='file'")
+  _check(config.typiclust.max_clusters >= 1 and config.typiclust.knn >= 1
+         and config.typiclust.kmeans_iterations >= 0 and config.typiclust.min_cluster_size >= 0,
+         "typiclust", "max_clusters/knn/kmeans_iterations/min_cluster_size",
+         "positive counts (min_cluster_size >= 0)")
+  _check(config.probcover.delta > 0, "probcover.delta", config.probcover.delta, "> 0")
+  _check(config.probcover.block_size >= 1, "probcover.block_size", config.probcover.block_size,
+         ">= 1")
   _check(config.coreset.block_size >= 1, "coreset.block_size", config.coreset.block_size,
          ">= 1")
   ps = config.per_sample

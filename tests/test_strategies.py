@@ -37,7 +37,8 @@ def test_the_registry_lists_every_strategy_of_this_issue():
   for name in ("disal", "random", "mc_dropout", "coreset", "gradnorm_entropy",
                "gradnorm_expected", "tracincp_full", "tracincp_last", "learning_loss",
                "tidal", "coregcn", "uncertaingcn",
-               "tod", "vaal", "entropy", "margin", "least_confidence", "badge"):
+               "tod", "vaal", "entropy", "margin", "least_confidence", "badge",
+               "typiclust", "probcover"):
     assert name in NAMES
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from disal_jax.strategies import (badge, coregcn, coreset, disal, gradnorm, learning_loss,
-                                  mc_dropout, random, tidal, tod, tracin, uncertainty, vaal)
+                                  mc_dropout, probcover, random, tidal, tod, tracin, typiclust,
+                                  uncertainty, vaal)
 from disal_jax.strategies.base import Strategy
 
 _STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     disal.STRATEGY, random.STRATEGY, mc_dropout.STRATEGY, coreset.STRATEGY, gradnorm.ENTROPY,
     gradnorm.EXPECTED, tracin.FULL, tracin.LAST, learning_loss.STRATEGY, tidal.STRATEGY,
     coregcn.CORE, coregcn.UNCERTAIN, tod.STRATEGY, vaal.STRATEGY, uncertainty.ENTROPY,
-    uncertainty.MARGIN, uncertainty.LEAST_CONFIDENCE, badge.STRATEGY)}
+    uncertainty.MARGIN, uncertainty.LEAST_CONFIDENCE, badge.STRATEGY, typiclust.STRATEGY,
+    probcover.STRATEGY)}
 
 
 def names(segmentation: bool = False) -> list[str]:

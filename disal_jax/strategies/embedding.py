@@ -1,0 +1,91 @@
+"""Embeddings for the representation-based strategies (TypiClust, ProbCover) and k-means.
+
+`embedding='model'`: the task model's penultimate features (eval mode); `'file'`: a user's
+.npy of self-supervised features with one row per training sample (the references use SimCLR
+features; a model trained on a few hundred labels embeds poorly). Rows are L2-normalised, as
+the references do.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from disal_jax.config import ConfigError
+from disal_jax.strategies.base import ScoringContext, map_rows
+from disal_jax.strategies.coreset import features
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: str, num_train: int) -> np.ndarray:
+  file = pathlib.Path(path).expanduser()
+  try:
+    table = np.load(file, mmap_mode="r")
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"embedding file {file}: cannot read it as .npy ({e}); give a (N, D) "
+                      "float array with one row per training sample") from e
+  if table.ndim != 2 or table.shape[0] != num_train:
+    raise ConfigError(f"embedding file {file} holds shape {table.shape}; this training set "
+                      f"needs ({num_train}, D): one row per training sample, in its order")
+  return np.asarray(table, np.float32)
+
+
+def normalised(x: jax.Array) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def rows(ctx: ScoringContext, source: str, path: str, index: np.ndarray) -> jax.Array:
+  """(len(index), D) float32 L2-normalised embeddings of training rows `index`, on device."""
+  if source == "file":
+    if not path:
+      raise ConfigError("embedding='file' needs the .npy path (embedding_file)")
+    table = _read(path, len(ctx.trainer.dataset.train_labels))
+    return normalised(jnp.asarray(table[np.asarray(index)]))
+  fn = functools.partial(features, preprocess=ctx.trainer.preprocess)
+  return normalised(map_rows(ctx, fn, ctx.result.state, np.asarray(index)).astype(jnp.float32))
+
+
+def kmeans_pp_init(x: jax.Array, uniforms: jax.Array, k: int) -> jax.Array:
+  """(k, D) k-means++ centres of x (N, D): the first at uniforms[0], then D^2 sampling."""
+  n = x.shape[0]
+  sq = jnp.sum(x * x, axis=1)
+  first = jnp.minimum((uniforms[0] * n).astype(jnp.int32), n - 1)
+
+  def d2_to(j):
+    return jnp.maximum(sq + sq[j] - 2.0 * (x @ x[j]), 0.0)
+
+  def step(t, carry):
+    picks, min_d2 = carry
+    cdf = jnp.cumsum(min_d2)
+    pick = jnp.searchsorted(cdf, uniforms[t] * cdf[-1], side="right")
+    pick = jnp.minimum(pick, n - 1).astype(jnp.int32)
+    return picks.at[t].set(pick), jnp.minimum(min_d2, d2_to(pick))
+
+  picks = jnp.zeros(k, jnp.int32).at[0].set(first)
+  picks, _ = jax.lax.fori_loop(1, k, step, (picks, d2_to(first)))
+  return x[picks]
+
+
+@functools.partial(jax.jit, static_argnames=("k", "iterations"))
+def kmeans(x: jax.Array, key: jax.Array, k: int, iterations: int) -> jax.Array:
+  """(N,) int32 cluster of each row of x (N, D): k-means++ seeding, then `iterations` Lloyd
+  steps (an emptied cluster keeps its centre). Memory: the (N, k) distance matrix."""
+  uniforms = jax.random.uniform(key, (k,))
+  centres = kmeans_pp_init(x, uniforms, k)
+  sq = jnp.sum(x * x, axis=1, keepdims=True)
+
+  def assign(centres):
+    d2 = sq + jnp.sum(centres * centres, axis=1)[None] - 2.0 * x @ centres.T
+    return jnp.argmin(d2, axis=1).astype(jnp.int32)
+
+  def lloyd(_, centres):
+    one_hot = jax.nn.one_hot(assign(centres), k, dtype=x.dtype)  # (N, k)
+    counts = one_hot.sum(0)
+    sums = one_hot.T @ x
+    return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts[:, None], 1.0), centres)
+
+  return assign(jax.lax.fori_loop(0, iterations, lloyd, centres))

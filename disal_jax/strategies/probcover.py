@@ -1,0 +1,103 @@
+"""ProbCover (Yehuda et al. 2022): greedy maximum coverage of the delta-ball graph.
+
+Every labeled and candidate row is a node (embeddings of disal_jax/strategies/embedding.py);
+i covers j when ||x_i - x_j|| < probcover.delta. The labeled rows' balls count as covered.
+Each pick is the candidate whose ball holds the most uncovered rows (ties: the first), whose
+ball then counts as covered; once everything is covered, the rest are drawn at random, as in
+the reference code. delta is the reference's knob: the largest ball that keeps ~95% of the
+balls class-pure under k-means pseudo-labels; it depends on the embedding (see
+docs/strategies.md).
+
+The graph is built on device in blocks of `probcover.block_size` rows (memory N x block
+distances at a time, N = L + P) and kept on the host as an edge list, as the reference does
+(memory: the edges, about N x mean ball size); the greedy picks update the out-degrees by
+removing the newly covered rows' incoming edges.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from disal_jax.strategies import embedding
+from disal_jax.strategies.base import ScoringContext, Strategy
+from disal_jax.training import sharding
+
+# Folded into the cycle's key for the random picks once all is covered.
+FILL_STREAM = 0x9C0
+
+
+@functools.partial(jax.jit, static_argnames=("block",))
+def _ball_block(x: jax.Array, start: jax.Array, delta: float, block: int) -> jax.Array:
+  """(block, N) bool: rows start .. start + block of x within delta of each row of x."""
+  rows = jax.lax.dynamic_slice_in_dim(x, start, block)
+  d2 = (jnp.sum(rows * rows, axis=1)[:, None] + jnp.sum(x * x, axis=1)[None]
+        - 2.0 * rows @ x.T)
+  return d2 < delta * delta
+
+
+def edges(x: jax.Array, delta: float, block: int) -> tuple[np.ndarray, np.ndarray]:
+  """(sources, targets) int64 of the delta-ball graph of x (N, D), self-loops included."""
+  n = x.shape[0]
+  block = min(block, n)
+  padded = jnp.pad(x, [(0, -n % block), (0, 0)])
+  sources, targets = [], []
+  for start in range(0, n, block):
+    within = sharding.fetch(_ball_block(padded, np.int32(start), delta, block))[:, :n]
+    i, j = np.nonzero(within[:min(block, n - start)])
+    sources.append(i + start)
+    targets.append(j)
+  return np.concatenate(sources).astype(np.int64), np.concatenate(targets).astype(np.int64)
+
+
+def pick(sources: np.ndarray, targets: np.ndarray, n: int, labeled: np.ndarray, k: int,
+         rng: np.random.Generator) -> np.ndarray:
+  """k positions by greedy max coverage of the graph (sources -> targets) over n nodes;
+  `labeled` (n,) bool rows are covered from the start and never picked."""
+  covered = np.zeros(n, bool)
+  covered[targets[labeled[sources]]] = True
+  keep = ~covered[targets]
+  sources, targets = sources[keep], targets[keep]
+  free = ~labeled
+  picks = []
+  for _ in range(k):
+    degrees = np.bincount(sources, minlength=n)
+    degrees[~free] = -1
+    if degrees.max() <= 0:  # every row is covered: the reference draws the rest at random
+      rest = rng.choice(np.flatnonzero(free), k - len(picks), replace=False)
+      picks.extend(int(r) for r in rest)
+      break
+    chosen = int(np.argmax(degrees))
+    newly = targets[sources == chosen]
+    covered[newly] = True
+    keep = ~np.isin(targets, newly)
+    sources, targets = sources[keep], targets[keep]
+    picks.append(chosen)
+    free[chosen] = False
+  return np.asarray(picks, np.int64)
+
+
+def score(ctx: ScoringContext) -> dict[str, object]:
+  """The selector's evidence: embeddings of [labeled; candidates] (device) and their count."""
+  c = ctx.config.probcover
+  rows = np.concatenate([ctx.labeled, ctx.candidates])
+  return {"x": embedding.rows(ctx, c.embedding, c.embedding_file, rows),
+          "num_labeled": len(ctx.labeled)}
+
+
+def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
+  c = ctx.config.probcover
+  x, num_labeled = evidence["x"], evidence["num_labeled"]
+  sources, targets = edges(x, float(c.delta), int(c.block_size))
+  labeled = np.zeros(x.shape[0], bool)
+  labeled[:num_labeled] = True
+  key = np.asarray(jax.random.key_data(jax.random.fold_in(ctx.rng, FILL_STREAM)))
+  positions = pick(sources, targets, x.shape[0], labeled, k, np.random.default_rng(key))
+  return ctx.candidates[positions - num_labeled]
+
+
+STRATEGY = Strategy(name="probcover", record="none", score=score, select=select,
+                    description="ProbCover: greedy max coverage of delta-balls in an embedding")

@@ -1,0 +1,88 @@
+"""TypiClust (Hacohen et al. 2022): the most typical sample of the largest uncovered clusters.
+
+The labeled and candidate rows are embedded (disal_jax/strategies/embedding.py) and
+clustered by k-means into min(L + K, typiclust.max_clusters) clusters. Clusters of at most
+`typiclust.min_cluster_size` rows are dropped; the others are visited in the order (fewest
+labeled rows, then largest), cyclically, and each visit picks the unlabeled, unpicked member
+of highest typicality 1 / (mean distance to its knn nearest fellow members), knn =
+min(typiclust.knn, members // 2), as the reference code does (it recomputes typicality over
+the cluster's remaining members at each pick).
+
+Memory: k-means holds an (N, clusters) distance matrix on device (N = L + P); each pick a
+(members x members) one on the host. Time: k-means is O(iterations N clusters D); the picks
+O(K members^2 D).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from disal_jax.strategies import embedding
+from disal_jax.strategies.base import ScoringContext, Strategy
+from disal_jax.training import sharding
+
+# Folded into the cycle's key for k-means' seeding.
+KMEANS_STREAM = 0x7C1
+
+
+def typicality(x: np.ndarray, knn: int) -> np.ndarray:
+  """(n,) 1 / (mean Euclidean distance to the knn nearest other rows) of x (n, D)."""
+  d = np.sqrt(np.maximum(np.sum((x[:, None, :] - x[None, :, :]) ** 2, axis=-1), 0.0))
+  nearest = np.sort(d, axis=1)[:, 1:knn + 1]  # column 0: the row itself
+  return 1.0 / (nearest.mean(axis=1) + 1e-5)
+
+
+def pick(x: np.ndarray, clusters: np.ndarray, labeled: np.ndarray, k: int, knn: int,
+         min_cluster_size: int) -> np.ndarray:
+  """k positions into x (N, D) by TypiClust's rule, given each row's cluster and a (N,) bool
+  of the labeled rows (never picked)."""
+  ids, sizes = np.unique(clusters, return_counts=True)
+  existing = np.array([np.sum(labeled & (clusters == c)) for c in ids])
+  keep = sizes > min_cluster_size
+  if not keep.any():
+    raise ValueError(f"TypiClust: every cluster holds at most {min_cluster_size} rows; lower "
+                     "typiclust.min_cluster_size or typiclust.max_clusters")
+  ids, sizes, existing = ids[keep], sizes[keep], existing[keep]
+  order = ids[np.lexsort((-sizes, existing))]  # fewest labeled, then largest
+  free = ~labeled
+  picks = []
+  for i in range(k):
+    members = np.flatnonzero(free & (clusters == order[i % len(order)]))
+    if len(members) == 0:  # this cluster is used up: the next that is not
+      rest = [c for c in order if np.any(free & (clusters == c))]
+      if not rest:
+        raise ValueError(f"TypiClust: only {len(picks)} of {k} picks left in kept clusters")
+      members = np.flatnonzero(free & (clusters == rest[0]))
+    if len(members) == 1:
+      chosen = members[0]
+    else:
+      chosen = members[np.argmax(typicality(x[members], max(1, min(knn, len(members) // 2))))]
+    picks.append(int(chosen))
+    free[chosen] = False
+  return np.asarray(picks, np.int64)
+
+
+def score(ctx: ScoringContext) -> dict[str, object]:
+  """The selector's evidence: embeddings of [labeled; candidates] (device) and their count."""
+  c = ctx.config.typiclust
+  rows = np.concatenate([ctx.labeled, ctx.candidates])
+  return {"x": embedding.rows(ctx, c.embedding, c.embedding_file, rows),
+          "num_labeled": len(ctx.labeled)}
+
+
+def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
+  c = ctx.config.typiclust
+  x, num_labeled = evidence["x"], evidence["num_labeled"]
+  num_clusters = min(num_labeled + k, int(c.max_clusters), x.shape[0])
+  clusters = sharding.fetch(embedding.kmeans(
+      x, jax.random.fold_in(ctx.rng, KMEANS_STREAM), num_clusters, int(c.kmeans_iterations)))
+  labeled = np.zeros(x.shape[0], bool)
+  labeled[:num_labeled] = True
+  positions = pick(np.asarray(sharding.fetch(x), np.float64), clusters, labeled, k,
+                   int(c.knn), int(c.min_cluster_size))
+  return ctx.candidates[positions - num_labeled]
+
+
+STRATEGY = Strategy(name="typiclust", record="none", score=score, select=select,
+                    description="TypiClust: most typical samples of uncovered k-means clusters")

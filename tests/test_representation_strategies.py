@@ -1,0 +1,124 @@
+"""TypiClust and ProbCover against brute-force references, and the k-means they build on."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+from disal_jax.strategies import embedding, probcover, typiclust
+
+
+def _blobs(rng, centres, per, spread=0.05):
+  x = np.concatenate([c + spread * rng.normal(size=(per, len(c))) for c in centres])
+  return x.astype(np.float32), np.repeat(np.arange(len(centres)), per)
+
+
+def _same_partition(a, b):
+  pairs = {(int(i), int(j)) for i, j in zip(a, b)}
+  return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_kmeans_finds_the_partition_sklearn_finds_on_separated_blobs():
+  rng = np.random.default_rng(0)
+  centres = rng.normal(size=(6, 5)) * 3
+  x, truth = _blobs(rng, centres, 40)
+  ours = np.asarray(embedding.kmeans(jnp.asarray(x), jax.random.key(0), 6, 30))
+  theirs = KMeans(6, n_init=10, random_state=0).fit_predict(x)
+  assert _same_partition(ours, truth) and _same_partition(theirs, truth)
+
+
+def _typiclust_reference(x, clusters, labeled, k, knn, min_size):
+  """TypiClust's selection written as the reference's loop, with explicit per-row distances."""
+  ids = sorted(set(clusters.tolist()))
+  table = []
+  for c in ids:
+    size = int(np.sum(clusters == c))
+    if size > min_size:
+      table.append((int(np.sum(labeled & (clusters == c))), -size, c))
+  order = [c for _, _, c in sorted(table)]
+  free = ~labeled.copy()
+  picks = []
+  for i in range(k):
+    members = [j for j in range(len(x)) if free[j] and clusters[j] == order[i % len(order)]]
+    m = max(1, min(knn, len(members) // 2))
+    best, best_typ = None, -1.0
+    for j in members:
+      dists = sorted(float(np.linalg.norm(x[j] - x[o])) for o in members if o != j)
+      typ = 1.0 / (np.mean(dists[:m]) + 1e-5)
+      if typ > best_typ:
+        best, best_typ = j, typ
+    picks.append(best)
+    free[best] = False
+  return picks
+
+
+def test_typiclust_picks_as_the_reference_loop_does():
+  rng = np.random.default_rng(1)
+  x, _ = _blobs(rng, rng.normal(size=(5, 4)) * 2, 16, spread=0.3)
+  x = np.concatenate([x, rng.normal(size=(3, 4)).astype(np.float32) * 5])  # a tiny cluster
+  clusters = np.concatenate([np.repeat(np.arange(5), 16), [5, 5, 5]])
+  labeled = np.zeros(len(x), bool)
+  labeled[[0, 1, 16]] = True  # clusters 0 (two) and 1 (one) hold labeled rows
+  got = typiclust.pick(x.astype(np.float64), clusters, labeled, 8, knn=5, min_cluster_size=5)
+  assert got.tolist() == _typiclust_reference(x.astype(np.float64), clusters, labeled, 8, 5, 5)
+  # the uncovered clusters (2, 3, 4) come first, cluster 5 (3 rows) never
+  assert set(clusters[got[:3]].tolist()) == {2, 3, 4} and 5 not in clusters[got].tolist()
+
+
+def _probcover_reference(x, delta, labeled, k):
+  n = len(x)
+  d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+  ball = d < delta
+  covered = ball[labeled].any(axis=0)
+  free = ~labeled.copy()
+  picks = []
+  for _ in range(k):
+    gain = [(int(np.sum(ball[i] & ~covered)) if free[i] else -1) for i in range(n)]
+    best = int(np.argmax(gain))
+    assert gain[best] > 0
+    covered |= ball[best]
+    free[best] = False
+    picks.append(best)
+  return picks
+
+
+def test_probcover_greedy_equals_a_brute_force_coverage_loop():
+  rng = np.random.default_rng(2)
+  x, _ = _blobs(rng, rng.normal(size=(6, 3)) * 2, 12, spread=0.4)
+  labeled = np.zeros(len(x), bool)
+  labeled[[0, 13]] = True
+  sources, targets = probcover.edges(jnp.asarray(x), 0.6, block=16)
+  d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+  assert len(sources) == int(np.sum(d < 0.6))  # every edge, in blocks that do not divide N
+  got = probcover.pick(sources, targets, len(x), labeled, 5, np.random.default_rng(0))
+  assert got.tolist() == _probcover_reference(x, 0.6, labeled, 5)
+
+
+def test_probcover_draws_at_random_once_everything_is_covered():
+  x = np.zeros((10, 2), np.float32)  # one point ten times: the first ball covers all
+  sources, targets = probcover.edges(jnp.asarray(x), 0.1, block=4)
+  labeled = np.zeros(10, bool)
+  got = probcover.pick(sources, targets, 10, labeled, 4, np.random.default_rng(0))
+  assert len(set(got.tolist())) == 4
+
+
+@pytest.mark.parametrize("source", ["model", "file"])
+def test_embedding_rows_are_normalised_and_a_bad_file_is_named(tmp_path, source):
+  import types
+  from disal_jax.config import ConfigError
+  table = np.arange(12, dtype=np.float32).reshape(4, 3) + 1
+  np.save(tmp_path / "emb.npy", table)
+  if source == "file":
+    ctx = types.SimpleNamespace(trainer=types.SimpleNamespace(
+        dataset=types.SimpleNamespace(train_labels=np.zeros(4))))
+    got = np.asarray(embedding.rows(ctx, "file", str(tmp_path / "emb.npy"), np.array([2, 0])))
+    np.testing.assert_allclose(got, table[[2, 0]] / np.linalg.norm(table[[2, 0]], axis=1,
+                                                                    keepdims=True), rtol=1e-6)
+    ctx.trainer.dataset.train_labels = np.zeros(5)
+    embedding._read.cache_clear()
+    with pytest.raises(ConfigError, match=r"\(5, D\)"):
+      embedding.rows(ctx, "file", str(tmp_path / "emb.npy"), np.array([0]))
+  else:
+    np.testing.assert_allclose(np.linalg.norm(embedding.normalised(jnp.asarray(table)), axis=1),
+                               1.0, rtol=1e-6)
