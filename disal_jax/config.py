@@ -181,6 +181,13 @@ def base_config() -> ml_collections.ConfigDict:
   # as the BADGE reference code.
   bg.head_bias = True
 
+  c.batchbald = bb = ml_collections.ConfigDict()
+  bb.passes = 10  # K MC-Dropout passes (masks shared by every candidate); mc_dropout's model
+  # Rows of the joint table: exact while C^|batch| fits, then this many sampled configurations
+  # (a multiple of passes). Memory M x (K + block_size x C) floats.
+  bb.configurations = 1000
+  bb.block_size = 256  # candidates per joint-entropy block
+
   c.typiclust = tc = ml_collections.ConfigDict()
   tc.embedding = "model"  # 'model': penultimate features; 'file': embedding_file's rows
   tc.embedding_file = ""  # .npy (N, D), one row per training sample (e.g. SimCLR features)
@@ -442,6 +449,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(mc.passes >= 2, "mc_dropout.passes", mc.passes, "an integer >= 2")
   _check(mc.score in MC_DROPOUT_SCORES, "mc_dropout.score", mc.score,
          f"one of {MC_DROPOUT_SCORES}")
+  bb = config.batchbald
+  _check(bb.passes >= 2 and bb.configurations >= bb.passes and bb.block_size >= 1,
+         "batchbald", f"passes={bb.passes}, configurations={bb.configurations}",
+         "passes >= 2, configurations >= passes, block_size >= 1")
   for name in ("typiclust", "probcover"):
     section = config[name]
     _check(section.embedding in ("model", "file"), f"{name}.embedding", section.embedding,

@@ -69,3 +69,66 @@ def test_uncertainty_scores_follow_their_formulas():
   assert np.argmax(uncertainty.margin(jnp.asarray(logits))) == 1
   order = np.argsort(-np.asarray(uncertainty.margin(jnp.asarray(logits))))
   assert order.tolist() == [1, 2, 0]
+
+
+# -- BatchBALD ----------------------------------------------------------------------------
+from disal_jax.strategies import batchbald  # noqa: E402
+
+
+def _joint_entropy_brute_force(probs_a, probs_i):
+  """H(y_A, y_i) by enumerating every configuration: probs_a (n, K, C), probs_i (K, C)."""
+  import itertools
+  n, passes, classes = probs_a.shape
+  total = 0.0
+  for config in itertools.product(range(classes), repeat=n + 1):
+    p = np.mean([np.prod([probs_a[b, k, config[b]] for b in range(n)]) * probs_i[k, config[-1]]
+                 for k in range(passes)])
+    total -= p * np.log(p) if p > 0 else 0.0
+  return total
+
+
+def _mc_probs(rng, points, passes, classes):
+  logits = rng.normal(size=(points, passes, classes)) * 1.5
+  return (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+
+
+def test_exact_joint_entropy_equals_enumerating_every_configuration():
+  rng = np.random.default_rng(0)
+  probs = _mc_probs(rng, 6, 4, 3)
+  members, candidates = probs[:2], probs[2:]
+  slots = batchbald.exact_slots(3, 27)
+  assert slots == 3
+  chosen = np.broadcast_to(np.eye(3)[0], (slots, 4, 3)).copy()
+  chosen[:2] = members
+  table = batchbald.exact_table(jnp.asarray(chosen), jnp.int32(9), 27)
+  got = batchbald.joint_entropies(table, jnp.ones(27), jnp.asarray(candidates))
+  expected = [_joint_entropy_brute_force(members, c) for c in candidates]
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_sampled_joint_entropy_estimates_the_exact_one():
+  rng = np.random.default_rng(1)
+  probs = _mc_probs(rng, 5, 10, 3)
+  members, candidate = probs[:4], probs[4:]
+  exact = _joint_entropy_brute_force(members, candidate[0])
+  table = batchbald.sampled_table(jnp.asarray(members), 20_000, jax.random.key(0))
+  q = table.mean(axis=1)
+  weights = 1.0 / (q * 20_000)
+  estimate = float(batchbald.joint_entropies(table, weights, jnp.asarray(candidate))[0])
+  assert abs(estimate - exact) < 0.03 * exact
+
+
+def test_batchbald_skips_duplicates_that_top_k_bald_takes():
+  """Rows 1 and 2 copy row 0, the most informative; row 3 is a little less informative but
+  independent. Top-2 BALD takes two copies; BatchBALD takes row 0 and row 3."""
+  passes = 8
+  disagree = np.array([[0.95, 0.05] if k % 2 else [0.05, 0.95] for k in range(passes)])
+  other = np.array([[0.9, 0.1] if k < passes // 2 else [0.1, 0.9] for k in range(passes)])
+  probs = np.stack([disagree, disagree, disagree, other, np.full((passes, 2), 0.5)])
+  probs = jnp.asarray(probs, jnp.float32)
+  from disal_jax.strategies.mc_dropout import bald
+  bald_scores = np.asarray(bald(jnp.swapaxes(probs, 0, 1)))
+  assert bald_scores[0] > bald_scores[3] > bald_scores[4]
+  assert set(np.argsort(-bald_scores, kind="stable")[:2].tolist()) <= {0, 1, 2}
+  picks = batchbald.greedy(probs, 2, configurations=64, block=3, key=jax.random.key(0))
+  assert picks[0] in (0, 1, 2) and picks[1] == 3

@@ -38,7 +38,7 @@ def test_the_registry_lists_every_strategy_of_this_issue():
                "gradnorm_expected", "tracincp_full", "tracincp_last", "learning_loss",
                "tidal", "coregcn", "uncertaingcn",
                "tod", "vaal", "entropy", "margin", "least_confidence", "badge",
-               "typiclust", "probcover"):
+               "typiclust", "probcover", "batchbald"):
     assert name in NAMES
 
 

@@ -1,0 +1,13 @@
+# Issue 22's strategies on configs/cifar10_cpu.py, 3 seeds, into the same sweep folder as
+# results/disal_dynamic_loss/cifar10_cpu_al.sh (the report then compares them with DISAL,
+# Random and the paper's baselines). Run from the repository root; it resumes, and finished
+# runs are skipped. About 10 minutes per (strategy, seed) on 2 CPU cores.
+COMMON="--config=configs/cifar10_cpu.py --workdir=workdirs/cifar10_cpu_al --seeds=0,1,2 --config.full_training=False"
+python -m disal_jax.ablation $COMMON \
+ --variant=entropy:strategies=entropy \
+ --variant=margin:strategies=margin \
+ --variant=least_confidence:strategies=least_confidence \
+ --variant=badge:strategies=badge \
+ --variant=batchbald:strategies=batchbald \
+ --variant=typiclust:strategies=typiclust \
+ --variant=probcover:strategies=probcover
