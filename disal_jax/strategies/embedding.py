@@ -49,6 +49,17 @@ def rows(ctx: ScoringContext, source: str, path: str, index: np.ndarray) -> jax.
   return normalised(map_rows(ctx, fn, ctx.result.state, np.asarray(index)).astype(jnp.float32))
 
 
+def labeled_and_candidates(ctx: ScoringContext, section: str) -> dict[str, object]:
+  """Evidence of a representation strategy (config section `section` with `embedding` and
+  `embedding_file`): {'x': (L + P, D) embeddings of [labeled; candidates] on device,
+  'labeled': (L + P,) bool, True on the first L rows}."""
+  c = ctx.config[section]
+  index = np.concatenate([ctx.labeled, ctx.candidates])
+  labeled = np.zeros(len(index), bool)
+  labeled[:len(ctx.labeled)] = True
+  return {"x": rows(ctx, c.embedding, c.embedding_file, index), "labeled": labeled}
+
+
 def kmeans_pp_init(x: jax.Array, uniforms: jax.Array, k: int) -> jax.Array:
   """(k, D) k-means++ centres of x (N, D): the first at uniforms[0], then D^2 sampling."""
   n = x.shape[0]

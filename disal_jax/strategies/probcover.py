@@ -81,19 +81,15 @@ def pick(sources: np.ndarray, targets: np.ndarray, n: int, labeled: np.ndarray, 
 
 
 def score(ctx: ScoringContext) -> dict[str, object]:
-  """The selector's evidence: embeddings of [labeled; candidates] (device) and their count."""
-  c = ctx.config.probcover
-  rows = np.concatenate([ctx.labeled, ctx.candidates])
-  return {"x": embedding.rows(ctx, c.embedding, c.embedding_file, rows),
-          "num_labeled": len(ctx.labeled)}
+  """The selector's evidence: embeddings of [labeled; candidates] on device."""
+  return embedding.labeled_and_candidates(ctx, "probcover")
 
 
 def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
   c = ctx.config.probcover
-  x, num_labeled = evidence["x"], evidence["num_labeled"]
+  x, labeled = evidence["x"], evidence["labeled"]
+  num_labeled = int(labeled.sum())
   sources, targets = edges(x, float(c.delta), int(c.block_size))
-  labeled = np.zeros(x.shape[0], bool)
-  labeled[:num_labeled] = True
   key = np.asarray(jax.random.key_data(jax.random.fold_in(ctx.rng, FILL_STREAM)))
   positions = pick(sources, targets, x.shape[0], labeled, k, np.random.default_rng(key))
   return ctx.candidates[positions - num_labeled]

@@ -64,24 +64,19 @@ def pick(x: np.ndarray, clusters: np.ndarray, labeled: np.ndarray, k: int, knn: 
 
 
 def score(ctx: ScoringContext) -> dict[str, object]:
-  """The selector's evidence: embeddings of [labeled; candidates] (device) and their count."""
-  c = ctx.config.typiclust
-  rows = np.concatenate([ctx.labeled, ctx.candidates])
-  return {"x": embedding.rows(ctx, c.embedding, c.embedding_file, rows),
-          "num_labeled": len(ctx.labeled)}
+  """The selector's evidence: embeddings of [labeled; candidates] on device."""
+  return embedding.labeled_and_candidates(ctx, "typiclust")
 
 
 def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
   c = ctx.config.typiclust
-  x, num_labeled = evidence["x"], evidence["num_labeled"]
-  num_clusters = min(num_labeled + k, int(c.max_clusters), x.shape[0])
+  x, labeled = evidence["x"], evidence["labeled"]
+  num_clusters = min(int(labeled.sum()) + k, int(c.max_clusters), x.shape[0])
   clusters = sharding.fetch(embedding.kmeans(
       x, jax.random.fold_in(ctx.rng, KMEANS_STREAM), num_clusters, int(c.kmeans_iterations)))
-  labeled = np.zeros(x.shape[0], bool)
-  labeled[:num_labeled] = True
   positions = pick(np.asarray(sharding.fetch(x), np.float64), clusters, labeled, k,
                    int(c.knn), int(c.min_cluster_size))
-  return ctx.candidates[positions - num_labeled]
+  return ctx.candidates[positions - int(labeled.sum())]
 
 
 STRATEGY = Strategy(name="typiclust", record="none", score=score, select=select,
