@@ -32,7 +32,8 @@ from disal_jax.strategies import registry as strategy_registry
 from disal_jax.strategies.base import ScoringContext, Strategy, score_and_select
 from disal_jax.training import record as record_lib
 from disal_jax.training import sharding
-from disal_jax.training.trainer import CycleProgress, Trainer
+from disal_jax.training.trainer import (CycleProgress, Trainer, progress_from, progress_meta,
+                                       progress_tree)
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,7 @@ def _restore(ckpt: checkpoint.RunCheckpointer, trainer: Trainer, level: str, poo
   def template_for(meta):
     tree = {"labeled_round": jax.ShapeDtypeStruct((num_train,), np.int32)}
     if meta["has_progress"]:
-      p = trainer.progress_template(level, pool_length)
-      tree["progress"] = {"state": p.state, "start_params": p.start_params, "record": p.record}
+      tree["progress"] = progress_tree(trainer.progress_template(level, pool_length))
     if meta["has_warm"]:
       tree["warm"] = trainer.state_template()
     return tree
@@ -152,10 +152,7 @@ def _restore(ckpt: checkpoint.RunCheckpointer, trainer: Trainer, level: str, poo
   step, tree, meta = restored
   progress = None
   if meta["has_progress"]:
-    p = tree["progress"]
-    progress = trainer.place_progress(CycleProgress(
-        p["state"], p["start_params"], p["record"], meta["epoch"], meta["epochs"],
-        meta["train_seconds"], meta["record_seconds"]))
+    progress = trainer.place_progress(progress_from(tree["progress"], meta))
   warm = (sharding.put_replicated(tree["warm"], trainer.mesh) if meta["has_warm"] else None)
   log.info("resuming from checkpoint %d of %s: cycle %d, %d epochs done", step,
            ckpt.directory, meta["cycle"], meta["epoch"])
@@ -209,16 +206,12 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
            done: bool = False) -> None:
     tree = {"labeled_round": labeled_round}
     if progress is not None:
-      tree["progress"] = {"state": progress.state, "start_params": progress.start_params,
-                          "record": progress.record}
+      tree["progress"] = progress_tree(progress)
     if warm_state is not None and progress is None:
       tree["warm"] = warm_state
     meta = {"cycle": cycle, "epoch": epoch, "done": done,
             "has_progress": progress is not None, "has_warm": "warm" in tree,
-            "rows": [dataclasses.asdict(r) for r in rows],
-            "epochs": progress.epochs if progress else [],
-            "train_seconds": progress.train_seconds if progress else 0.0,
-            "record_seconds": progress.record_seconds if progress else 0.0}
+            "rows": [dataclasses.asdict(r) for r in rows], **progress_meta(progress)}
     ckpt.save(cycle * (epochs + 1) + epoch, tree, meta)
 
   try:

@@ -32,7 +32,7 @@ from disal_jax.data.dataset import Dataset
 from disal_jax.strategies import registry as strategy_registry
 from disal_jax.strategies.base import ScoringContext, score_and_select
 from disal_jax.training import sharding
-from disal_jax.training.trainer import CycleProgress
+from disal_jax.training.trainer import CycleProgress, progress_from, progress_meta, progress_tree
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +82,18 @@ def train_and_select(project: Project, dataset: Dataset, labels: np.ndarray, str
     pool_length = trainer.padded_pool_length(len(candidates), 0)
 
     def template(meta):
-      p = trainer.progress_template(level, pool_length)
-      return {"state": p.state, "start_params": p.start_params, "record": p.record}
+      del meta
+      return progress_tree(trainer.progress_template(level, pool_length))
     _, tree, meta = models.restore_newest(template)
     if meta["labeled"] == fingerprint and meta["round"] == round_:
-      saved = trainer.place_progress(CycleProgress(
-          tree["state"], tree["start_params"], tree["record"], meta["epoch"], meta["epochs"],
-          meta["train_seconds"], meta["record_seconds"]))
+      saved = trainer.place_progress(progress_from(tree, meta))
       log.info("round %d: reusing the model trained for %s on these %d labeled images",
                round_, strategy_name, len(labeled))
 
   def keep(progress: CycleProgress) -> None:  # called once, after the last epoch
-    models.save(round_, {"state": progress.state, "start_params": progress.start_params,
-                         "record": progress.record},
+    models.save(round_, progress_tree(progress),
                 {"labeled": fingerprint, "round": round_, "epoch": progress.epoch,
-                 "epochs": progress.epochs, "train_seconds": progress.train_seconds,
-                 "record_seconds": progress.record_seconds})
+                 **progress_meta(progress)})
   try:
     result = trainer.train_cycle(state, labeled, candidates, (config.seed, round_),
                                  record_level=level, cycle=round_,

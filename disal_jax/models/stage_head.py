@@ -58,3 +58,16 @@ def detach_epoch(epochs: int, fraction: float) -> int:
 def detach_inputs(epoch: int, num_steps: int, detach_from_epoch: int) -> dict[str, np.ndarray]:
   """The per-step 'detach_head' flags of one epoch (a hook's epoch_inputs)."""
   return {"detach_head": np.full((num_steps,), epoch >= detach_from_epoch)}
+
+
+class DetachingHeadHook:
+  """What the train hooks of a stage-map module share (Learning Loss, TiDAL): per-step
+  `detach_head` flags from `detach_from_epoch` on (a field of the hook), and no aux inputs."""
+
+  def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
+    del rng, pool_size, labeled_size, cycle_seed
+    return detach_inputs(epoch, num_steps, self.detach_from_epoch)
+
+  def aux(self, record, pool_index):
+    del record, pool_index
+    return {}

@@ -39,7 +39,7 @@ def ranking_loss(predicted: jax.Array, target: jax.Array, margin: float) -> jax.
 
 
 @dataclasses.dataclass(frozen=True)
-class LossPredictionHook:
+class LossPredictionHook(stage_head.DetachingHeadHook):
   """Learning Loss's addition to the train step (see training.trainer.TrainHook)."""
   weight: float
   margin: float
@@ -61,12 +61,6 @@ class LossPredictionHook:
     value = ranking_loss(predicted[:, 0], true_loss, self.margin)
     return self.weight * value, {"ranking_loss": value}, state.extras
 
-  def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
-    del rng, pool_size, labeled_size, cycle_seed
-    return stage_head.detach_inputs(epoch, num_steps, self.detach_from_epoch)
-
-  def aux(self, record, pool_index):
-    return {}
 
 
 def make_hook(config: ml_collections.ConfigDict) -> LossPredictionHook:

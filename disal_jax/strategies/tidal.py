@@ -57,7 +57,7 @@ def kl_to_module(target: jax.Array, module_logits: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class DynamicsHook:
+class DynamicsHook(stage_head.DetachingHeadHook):
   """TiDAL's addition to the train step (see training.trainer.TrainHook)."""
   weight: float
   hidden: int
@@ -88,12 +88,6 @@ class DynamicsHook:
     return self.weight * value, {"dynamics_kl": value}, {**state.extras, MEAN: mean,
                                                          COUNT: count}
 
-  def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
-    del rng, pool_size, labeled_size, cycle_seed
-    return stage_head.detach_inputs(epoch, num_steps, self.detach_from_epoch)
-
-  def aux(self, record, pool_index):
-    return {}
 
 
 def make_hook(config: ml_collections.ConfigDict) -> DynamicsHook:

@@ -112,6 +112,26 @@ class CycleProgress:
   record_seconds: float
 
 
+def progress_tree(progress: CycleProgress) -> dict[str, Any]:
+  """The arrays of `progress` as a checkpoint tree (its counters: `progress_meta`)."""
+  return {"state": progress.state, "start_params": progress.start_params,
+          "record": progress.record}
+
+
+def progress_meta(progress: Optional[CycleProgress]) -> dict[str, Any]:
+  """The counters of `progress` (or of none) for a checkpoint's metadata, but its epoch."""
+  if progress is None:
+    return {"epochs": [], "train_seconds": 0.0, "record_seconds": 0.0}
+  return {"epochs": progress.epochs, "train_seconds": progress.train_seconds,
+          "record_seconds": progress.record_seconds}
+
+
+def progress_from(tree: dict[str, Any], meta: dict[str, Any]) -> CycleProgress:
+  """The CycleProgress that `progress_tree` and `progress_meta` (+ 'epoch') wrote."""
+  return CycleProgress(tree["state"], tree["start_params"], tree["record"], meta["epoch"],
+                       meta["epochs"], meta["train_seconds"], meta["record_seconds"])
+
+
 def pad_to_multiple(index: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
   """Pads an index vector with row 0 to a multiple; returns (padded int32, valid mask)."""
   n = len(index)
