@@ -176,34 +176,6 @@ def base_config() -> ml_collections.ConfigDict:
   # Labeled centres per block in the first distance pass: memory is pool x block_size floats.
   cs.block_size = 1024
 
-  c.badge = bg = ml_collections.ConfigDict()
-  # Embed the head's bias gradient too (g = (p - e_yhat) x [a, 1]); False: the kernel's only,
-  # as the BADGE reference code.
-  bg.head_bias = True
-
-  c.batchbald = bb = ml_collections.ConfigDict()
-  bb.passes = 10  # K MC-Dropout passes (masks shared by every candidate); mc_dropout's model
-  # Rows of the joint table: exact while C^|batch| fits, then this many sampled configurations
-  # (a multiple of passes). Memory M x (K + block_size x C) floats.
-  bb.configurations = 1000
-  bb.block_size = 256  # candidates per joint-entropy block
-
-  c.typiclust = tc = ml_collections.ConfigDict()
-  tc.embedding = "model"  # 'model': penultimate features; 'file': embedding_file's rows
-  tc.embedding_file = ""  # .npy (N, D), one row per training sample (e.g. SimCLR features)
-  tc.max_clusters = 500  # k-means clusters: min(labeled + budget, this), as the reference
-  tc.min_cluster_size = 5  # clusters of at most this many rows are never visited
-  tc.knn = 20  # neighbours in the typicality (at most half the cluster)
-  tc.kmeans_iterations = 50  # Lloyd steps after k-means++ seeding
-
-  c.probcover = pc = ml_collections.ConfigDict()
-  pc.embedding = "model"  # 'model': penultimate features; 'file': embedding_file's rows
-  pc.embedding_file = ""  # .npy (N, D), one row per training sample (e.g. SimCLR features)
-  # Ball radius on L2-normalised embeddings; the reference's CIFAR-10 value for SimCLR
-  # features. Choose it for your embedding (ball purity ~0.95 under k-means labels).
-  pc.delta = 0.75
-  pc.block_size = 1024  # rows per block when building the graph (memory N x block)
-
   # Per-sample gradient norms and Gram matrices (gradnorm, TracInCP 'all', DISAL score='norm').
   c.per_sample = ps = ml_collections.ConfigDict()
   # 'one_pass': exact, from one batched forward + backward pass (strategies/one_pass.py);
@@ -289,6 +261,11 @@ def base_config() -> ml_collections.ConfigDict:
   # the run's folder, deleted after scoring).
   tr.store = "host"
   tr.chunk_size = 16  # like gradnorm.chunk_size (vmap engine), for params='all'
+
+  # Imported here: the registry imports the strategies, which import jax and this module.
+  from disal_jax.strategies import registry as strategy_registry
+  for name, section in strategy_registry.sections().items():  # the strategies' own keys
+    c[name] = section.defaults()
   return c
 
 
@@ -331,9 +308,13 @@ class ConfigError(ValueError):
   """A config value is out of range; the message names the key and the allowed values."""
 
 
-def _check(ok: bool, key: str, value, allowed: str) -> None:
+def check_value(ok: bool, key: str, value, allowed: str) -> None:
+  """Raises ConfigError naming config.<key>, its value and what is allowed, unless ok."""
   if not ok:
     raise ConfigError(f"config.{key}={value!r} is invalid: {allowed}.")
+
+
+_check = check_value
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
@@ -449,23 +430,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(mc.passes >= 2, "mc_dropout.passes", mc.passes, "an integer >= 2")
   _check(mc.score in MC_DROPOUT_SCORES, "mc_dropout.score", mc.score,
          f"one of {MC_DROPOUT_SCORES}")
-  bb = config.batchbald
-  _check(bb.passes >= 2 and bb.configurations >= bb.passes and bb.block_size >= 1,
-         "batchbald", f"passes={bb.passes}, configurations={bb.configurations}",
-         "passes >= 2, configurations >= passes, block_size >= 1")
-  for name in ("typiclust", "probcover"):
-    section = config[name]
-    _check(section.embedding in ("model", "file"), f"{name}.embedding", section.embedding,
-           "'model' or 'file'")
-    _check(section.embedding == "model" or bool(section.embedding_file),
-           f"{name}.embedding_file", section.embedding_file, "the .npy path for embedding='file'")
-  _check(config.typiclust.max_clusters >= 1 and config.typiclust.knn >= 1
-         and config.typiclust.kmeans_iterations >= 0 and config.typiclust.min_cluster_size >= 0,
-         "typiclust", "max_clusters/knn/kmeans_iterations/min_cluster_size",
-         "positive counts (min_cluster_size >= 0)")
-  _check(config.probcover.delta > 0, "probcover.delta", config.probcover.delta, "> 0")
-  _check(config.probcover.block_size >= 1, "probcover.block_size", config.probcover.block_size,
-         ">= 1")
   _check(config.coreset.block_size >= 1, "coreset.block_size", config.coreset.block_size,
          ">= 1")
   ps = config.per_sample
@@ -530,3 +494,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   if s.direction == "momentum":
     _check(t.optimizer == "sgd" and t.momentum > 0, "disal.direction", s.direction,
            "'delta' unless train.optimizer='sgd' with train.momentum > 0")
+  for section in strategy_registry.sections().values():  # the strategies' own checks
+    if section.check is not None:
+      section.check(config, num_devices)

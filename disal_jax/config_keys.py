@@ -2,8 +2,9 @@
 
   python -m disal_jax.config_keys [--prefix=disal.]
 
-The comments in disal_jax/config.py are the one documentation of the keys (docs/configs.md
-points here): a key's text is the comment block above its assignment and the comment at its
+The comments in disal_jax/config.py (experiment-wide keys) and in each strategy module's
+`defaults()` (its section) are the one documentation of the keys (docs/configs.md points
+here): a key's text is the comment block above its assignment and the comment at its
 end, so this listing cannot drift from the code.
 """
 
@@ -25,17 +26,28 @@ _COMMENT = re.compile(r"^\s*#\s?(?P<text>.*)$")
 
 
 def key_comments() -> dict[str, str]:
-  """{dotted key: its comment text} for every key base_config assigns.
+  """{dotted key: its comment text} for every key base_config assigns: the experiment-wide
+  ones in disal_jax/config.py, then each strategy section's, in its module's `defaults`."""
+  from disal_jax.strategies import registry  # pylint: disable=import-outside-toplevel
+  comments = _comments(inspect.getsource(config_lib.base_config), {"c": ""})
+  for name, section in registry.sections().items():
+    comments.update(_comments(inspect.getsource(section.defaults), {"s": f"{name}."}))
+  return comments
+
+
+def _comments(source: str, paths: dict[str, str]) -> dict[str, str]:
+  """{dotted key: comment} of the assignments in `source` to the ConfigDicts named in `paths`
+  ({variable: key prefix}; sections created in the source join it).
 
   A comment block describes the assignments right below it up to a blank line or the first
   one with its own end-of-line comment, which describes that one (after the block, when the
   block sits directly above it).
   """
-  paths = {"c": ""}
+  paths = dict(paths)
   comments: dict[str, str] = {}
   block: list[str] = []
   fresh = False  # the block sits directly above the current line
-  for line in inspect.getsource(config_lib.base_config).splitlines():
+  for line in source.splitlines():
     if (match := _COMMENT.match(line)) is not None:
       block = block + [match["text"].strip()] if fresh else [match["text"].strip()]
       fresh = True

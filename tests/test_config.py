@@ -86,3 +86,36 @@ def test_every_key_has_a_default_and_a_comment_where_it_is_defined():
   listing = config_keys.describe("disal.")
   assert "disal.dynamic_weight = 10.0  # " in listing
   assert all(line.startswith("disal.") for line in listing.splitlines())
+
+
+def test_a_strategy_brings_its_own_config_section(monkeypatch):
+  """A strategy module's section joins base_config, its checks join validate, its comments
+  join config_keys; nothing in disal_jax/config.py names it."""
+  import ml_collections
+  from disal_jax import config_keys
+  from disal_jax.config import check_value, validate
+  from disal_jax.strategies import base, random, registry
+
+  def defaults():
+    s = ml_collections.ConfigDict()
+    s.temperature = 2.0  # softmax temperature of the toy score
+    return s
+
+  def check(config, num_devices):
+    del num_devices
+    check_value(config.toy.temperature > 0, "toy.temperature", config.toy.temperature, "> 0")
+
+  toy = base.Strategy(name="toy", record="none", score=random.random_scores,
+                      config_section=base.ConfigSection("toy", defaults, check))
+  monkeypatch.setitem(registry._STRATEGIES, "toy", toy)
+  config = base_config()
+  assert config.toy.temperature == 2.0
+  config.strategies = "toy"
+  validate(config)
+  config.lock()  # as config_flags locks it: a mistyped override fails at once
+  with pytest.raises(AttributeError):
+    config.toy.temprature = 1.0
+  config.toy.temperature = -1.0
+  with pytest.raises(ConfigError, match="toy.temperature"):
+    validate(config)
+  assert config_keys.key_comments()["toy.temperature"] == "softmax temperature of the toy score"

@@ -24,9 +24,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from disal_jax.strategies.base import ScoringContext, Strategy, pool_outputs
+from disal_jax.strategies.base import ConfigSection, ScoringContext, Strategy, pool_outputs
 from disal_jax.training.augment import Preprocess
 
 
@@ -96,5 +97,14 @@ def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.nd
   return ctx.candidates[np.asarray(picks)]
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  # Embed the head's bias gradient too (g = (p - e_yhat) x [a, 1]); False: the kernel's only,
+  # as the BADGE reference code.
+  s.head_bias = True
+  return s
+
+
 STRATEGY = Strategy(name="badge", record="none", score=score, select=select,
-                    description="k-means++ on last-layer gradient embeddings (BADGE)")
+                    description="k-means++ on last-layer gradient embeddings (BADGE)",
+                    config_section=ConfigSection("badge", defaults))

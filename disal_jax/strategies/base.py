@@ -109,6 +109,17 @@ def score_and_select(strategy: "Strategy", ctx: ScoringContext, k: int
 
 
 @dataclasses.dataclass(frozen=True)
+class ConfigSection:
+  """A strategy's own keys, config.<name>: `defaults()` builds them (each key with a one-line
+  comment where it is assigned: `python -m disal_jax.config_keys` prints it), `check(config,
+  num_devices)` raises ConfigError naming a bad value. base_config and validate collect the
+  registered strategies' sections, so a new strategy's keys live in its own module."""
+  name: str
+  defaults: Callable[[], ml_collections.ConfigDict]
+  check: Optional[Callable[[ml_collections.ConfigDict, int], None]] = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Strategy:
   """Attributes:
     name: registry name.
@@ -122,6 +133,7 @@ class Strategy:
     description: one line for listings.
     segmentation: whether it scores segmentation pools (a per-image score from per-pixel
       quantities at the record's resolution; its docstring says which reduction).
+    config_section: its own config keys, or None (several strategies may share one).
   """
   name: str
   record: str | Callable[[ml_collections.ConfigDict], str]
@@ -133,6 +145,7 @@ class Strategy:
                                          EpochCallback]] = None
   description: str = ""
   segmentation: bool = False
+  config_section: Optional[ConfigSection] = None
 
 
 @functools.lru_cache(maxsize=None)

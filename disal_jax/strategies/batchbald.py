@@ -25,7 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.strategies.base import ScoringContext, Strategy, entropy, pool_outputs
+from disal_jax.config import check_value
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, entropy,
+                                       pool_outputs)
 from disal_jax.strategies.mc_dropout import model_overrides as mc_dropout_overrides
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
@@ -153,7 +155,27 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float | bool
   return mc_dropout_overrides(config)
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.passes = 10  # K MC-Dropout passes (masks shared by every candidate); mc_dropout's model
+  # Rows of the joint table: exact while C^|batch| fits, then this many sampled configurations
+  # (a multiple of passes). Memory M x (K + block_size x C) floats.
+  s.configurations = 1000
+  s.block_size = 256  # candidates per joint-entropy block
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  s = config.batchbald
+  check_value(s.passes >= 2, "batchbald.passes", s.passes, ">= 2")
+  check_value(s.configurations >= s.passes, "batchbald.configurations", s.configurations,
+              f"at least batchbald.passes ({s.passes})")
+  check_value(s.block_size >= 1, "batchbald.block_size", s.block_size, ">= 1")
+
+
 STRATEGY = Strategy(name="batchbald", record="none", score=score, select=select,
                     model_overrides=model_overrides,
                     description="BatchBALD: greedy joint mutual information over MC-Dropout "
-                                "passes")
+                                "passes",
+                    config_section=ConfigSection("batchbald", defaults, check))

@@ -13,9 +13,10 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from disal_jax.config import ConfigError
+from disal_jax.config import ConfigError, check_value
 from disal_jax.strategies.base import ScoringContext, map_rows
 from disal_jax.strategies.coreset import features
 
@@ -32,6 +33,15 @@ def _read(path: str, num_train: int) -> np.ndarray:
     raise ConfigError(f"embedding file {file} holds shape {table.shape}; this training set "
                       f"needs ({num_train}, D): one row per training sample, in its order")
   return np.asarray(table, np.float32)
+
+
+def check_keys(config: ml_collections.ConfigDict, name: str) -> None:
+  """Checks the `embedding` and `embedding_file` keys of config.<name>."""
+  s = config[name]
+  check_value(s.embedding in ("model", "file"), f"{name}.embedding", s.embedding,
+              "'model' or 'file'")
+  check_value(s.embedding == "model" or bool(s.embedding_file), f"{name}.embedding_file",
+              s.embedding_file, "the .npy path for embedding='file'")
 
 
 def normalised(x: jax.Array) -> jax.Array:

@@ -20,10 +20,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from disal_jax.config import check_value
 from disal_jax.strategies import embedding
-from disal_jax.strategies.base import ScoringContext, Strategy
+from disal_jax.strategies.base import ConfigSection, ScoringContext, Strategy
 from disal_jax.training import sharding
 
 # Folded into the cycle's key for the random picks once all is covered.
@@ -95,5 +97,25 @@ def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarr
   return ctx.candidates[positions - num_labeled]
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.embedding = "model"  # 'model': penultimate features; 'file': embedding_file's rows
+  s.embedding_file = ""  # .npy (N, D), one row per training sample (e.g. SimCLR features)
+  # Ball radius on L2-normalised embeddings; the reference's CIFAR-10 value for SimCLR
+  # features. Choose it for your embedding (ball purity ~0.95 under k-means labels).
+  s.delta = 0.75
+  s.block_size = 1024  # rows per block when building the graph (memory N x block)
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  embedding.check_keys(config, "probcover")
+  s = config.probcover
+  check_value(s.delta > 0, "probcover.delta", s.delta, "> 0")
+  check_value(s.block_size >= 1, "probcover.block_size", s.block_size, ">= 1")
+
+
 STRATEGY = Strategy(name="probcover", record="none", score=score, select=select,
-                    description="ProbCover: greedy max coverage of delta-balls in an embedding")
+                    description="ProbCover: greedy max coverage of delta-balls in an embedding",
+                    config_section=ConfigSection("probcover", defaults, check))

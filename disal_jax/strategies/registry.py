@@ -5,7 +5,7 @@ from __future__ import annotations
 from disal_jax.strategies import (badge, batchbald, coregcn, coreset, disal, gradnorm,
                                   learning_loss, mc_dropout, probcover, random, tidal, tod,
                                   tracin, typiclust, uncertainty, vaal)
-from disal_jax.strategies.base import Strategy
+from disal_jax.strategies.base import ConfigSection, Strategy
 
 _STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     disal.STRATEGY, random.STRATEGY, mc_dropout.STRATEGY, coreset.STRATEGY, gradnorm.ENTROPY,
@@ -24,3 +24,15 @@ def get_strategy(name: str) -> Strategy:
   if name not in _STRATEGIES:
     raise KeyError(f"Unknown strategy {name!r}; known strategies: {names()}")
   return _STRATEGIES[name]
+
+
+def sections() -> dict[str, ConfigSection]:
+  """The registered strategies' own config sections by name (shared ones once)."""
+  out: dict[str, ConfigSection] = {}
+  for strategy in _STRATEGIES.values():
+    section = strategy.config_section
+    if section is None:
+      continue
+    if out.setdefault(section.name, section) is not section:
+      raise ValueError(f"two config sections named {section.name!r}")
+  return out

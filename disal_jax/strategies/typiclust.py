@@ -16,10 +16,12 @@ O(K members^2 D).
 from __future__ import annotations
 
 import jax
+import ml_collections
 import numpy as np
 
+from disal_jax.config import check_value
 from disal_jax.strategies import embedding
-from disal_jax.strategies.base import ScoringContext, Strategy
+from disal_jax.strategies.base import ConfigSection, ScoringContext, Strategy
 from disal_jax.training import sharding
 
 # Folded into the cycle's key for k-means' seeding.
@@ -79,5 +81,27 @@ def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarr
   return ctx.candidates[positions - int(labeled.sum())]
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.embedding = "model"  # 'model': penultimate features; 'file': embedding_file's rows
+  s.embedding_file = ""  # .npy (N, D), one row per training sample (e.g. SimCLR features)
+  s.max_clusters = 500  # k-means clusters: min(labeled + budget, this), as the reference
+  s.min_cluster_size = 5  # clusters of at most this many rows are never visited
+  s.knn = 20  # neighbours in the typicality (at most half the cluster)
+  s.kmeans_iterations = 50  # Lloyd steps after k-means++ seeding
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  embedding.check_keys(config, "typiclust")
+  s = config.typiclust
+  for key in ("max_clusters", "knn"):
+    check_value(s[key] >= 1, f"typiclust.{key}", s[key], ">= 1")
+  for key in ("min_cluster_size", "kmeans_iterations"):
+    check_value(s[key] >= 0, f"typiclust.{key}", s[key], ">= 0")
+
+
 STRATEGY = Strategy(name="typiclust", record="none", score=score, select=select,
-                    description="TypiClust: most typical samples of uncovered k-means clusters")
+                    description="TypiClust: most typical samples of uncovered k-means clusters",
+                    config_section=ConfigSection("typiclust", defaults, check))
