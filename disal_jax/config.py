@@ -20,11 +20,9 @@ DISAL_WEIGHT_SCALES = ("none", "labeled_fraction")
 DISAL_DIRECTIONS = ("delta", "momentum")
 DISAL_SCORE_TARGETS = ("dynamic", "expected")
 DTYPES = ("float32", "bfloat16")
-MC_DROPOUT_SCORES = ("bald", "entropy", "variation_ratio")
 TRACIN_PARAMS = ("all", "last_layer")
 TRACIN_STORES = ("device", "host", "disk")
 PER_SAMPLE_ENGINES = ("one_pass", "vmap")
-TIDAL_SCORES = ("entropy", "margin")
 VAAL_KL_REDUCTIONS = ("sum", "mean")
 
 
@@ -164,18 +162,6 @@ def base_config() -> ml_collections.ConfigDict:
   s.score_target = "dynamic"
   s.norm_chunk_size = 32  # per-sample gradients per chunk, vmap engine (score='norm')
 
-  c.mc_dropout = mc = ml_collections.ConfigDict()
-  mc.dropout_rate = 0.5  # on the pooled 512-d feature in the passes (and training, below)
-  # Dropout while training too (Gal et al.'s Bayesian CNN) or only at query time (False, the
-  # TiDAL reference's BALD, which the paper's comparisons follow: the model trains as Random's).
-  mc.train_dropout = False
-  mc.passes = 10  # T stochastic forward passes, vectorised over dropout keys
-  mc.score = "bald"  # 'bald' (mutual information), 'entropy' (max-entropy), 'variation_ratio'
-
-  c.coreset = cs = ml_collections.ConfigDict()
-  # Labeled centres per block in the first distance pass: memory is pool x block_size floats.
-  cs.block_size = 1024
-
   # Per-sample gradient norms and Gram matrices (gradnorm, TracInCP 'all', DISAL score='norm').
   c.per_sample = ps = ml_collections.ConfigDict()
   # 'one_pass': exact, from one batched forward + backward pass (strategies/one_pass.py);
@@ -196,31 +182,6 @@ def base_config() -> ml_collections.ConfigDict:
   # 'tensor_sum': sum over parameter tensors of their gradient norms (the reference's);
   # 'global': one L2 norm over all parameters.
   g.norm = "tensor_sum"
-
-  # Learning Loss and TiDAL train a StageHead (models/stage_head.py) with the backbone; after
-  # epoch round(detach_fraction * epochs) (from epoch 121 of 200, counted from 0, as the
-  # Learning Loss reference's `epoch > 120`) its input is detached; 1.0 never detaches.
-  c.learning_loss = ll = ml_collections.ConfigDict()
-  ll.weight = 1.0  # of the ranking loss
-  ll.margin = 1.0  # of the ranking loss
-  ll.hidden = 128  # per-stage width of the module
-  ll.detach_fraction = 0.6  # the reference's epoch 120 of 200
-
-  c.tod = to = ml_collections.ConfigDict()
-  # Weight of the auxiliary loss (means over batch x classes, as the reference): 0.02
-  # CIFAR-10, 0.05 CIFAR-100, 0.005 SVHN, 0.1 Caltech101.
-  to.cod_weight = 0.02
-  to.ema_decay = 0.999  # the teacher's, reached by the ramp min(1 - 1/(t+1), decay)
-  to.pool_batch_size = 128  # pool samples per train step for the auxiliary loss
-  # Cycle 0's earlier model: 'untrained' (an independent initialisation, the reference's) or
-  # 'teacher' (the EMA teacher).
-  to.first_cycle = "untrained"
-
-  c.tidal = td = ml_collections.ConfigDict()
-  td.weight = 1.0  # of KL(p_bar || module)
-  td.hidden = 128  # per-stage width of the module
-  td.detach_fraction = 1.0  # never: the TiDAL reference detaches Learning Loss's module only
-  td.score = "entropy"  # or 'margin'
 
   # CoreGCN / UncertainGCN: a GCN on the feature graph of a pool subset + the labeled set.
   c.coregcn = gc = ml_collections.ConfigDict()
@@ -425,13 +386,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(s.norm_chunk_size >= 1, "disal.norm_chunk_size", s.norm_chunk_size, ">= 1")
   _check(0 <= config.model.dropout_rate < 1, "model.dropout_rate", config.model.dropout_rate,
          "in [0, 1)")
-  mc = config.mc_dropout
-  _check(0 < mc.dropout_rate < 1, "mc_dropout.dropout_rate", mc.dropout_rate, "in (0, 1)")
-  _check(mc.passes >= 2, "mc_dropout.passes", mc.passes, "an integer >= 2")
-  _check(mc.score in MC_DROPOUT_SCORES, "mc_dropout.score", mc.score,
-         f"one of {MC_DROPOUT_SCORES}")
-  _check(config.coreset.block_size >= 1, "coreset.block_size", config.coreset.block_size,
-         ">= 1")
   ps = config.per_sample
   _check(ps.engine in PER_SAMPLE_ENGINES, "per_sample.engine", ps.engine,
          f"one of {PER_SAMPLE_ENGINES}")
@@ -444,24 +398,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   from disal_jax.strategies import gradnorm  # pylint: disable=import-outside-toplevel
   _check(config.gradnorm.norm in gradnorm.NORMS, "gradnorm.norm", config.gradnorm.norm,
          f"one of {gradnorm.NORMS}")
-  for key in ("learning_loss", "tidal"):
-    section = config[key]
-    _check(section.weight >= 0, f"{key}.weight", section.weight, ">= 0")
-    _check(section.hidden >= 1, f"{key}.hidden", section.hidden, ">= 1")
-    _check(0 <= section.detach_fraction <= 1, f"{key}.detach_fraction",
-           section.detach_fraction, "in [0, 1]")
-  _check(config.learning_loss.margin >= 0, "learning_loss.margin", config.learning_loss.margin,
-         ">= 0")
-  _check(config.tidal.score in TIDAL_SCORES, "tidal.score", config.tidal.score,
-         f"one of {TIDAL_SCORES}")
-  to = config.tod
-  _check(to.cod_weight >= 0, "tod.cod_weight", to.cod_weight, ">= 0")
-  _check(0 <= to.ema_decay < 1, "tod.ema_decay", to.ema_decay, "in [0, 1)")
-  _check(to.first_cycle in ("untrained", "teacher"), "tod.first_cycle", to.first_cycle,
-         "'untrained' or 'teacher'")
-  _check(to.pool_batch_size >= 1 and to.pool_batch_size % num_devices == 0,
-         "tod.pool_batch_size", to.pool_batch_size,
-         f"a positive multiple of the device count ({num_devices})")
   gc = config.coregcn
   _check(gc.subset_size >= 0, "coregcn.subset_size", gc.subset_size, ">= 0 (0 = whole pool)")
   _check(gc.hidden >= 1, "coregcn.hidden", gc.hidden, ">= 1")

@@ -71,3 +71,13 @@ class DetachingHeadHook:
   def aux(self, record, pool_index):
     del record, pool_index
     return {}
+
+
+def check_keys(config, name: str) -> None:
+  """Checks weight, hidden and detach_fraction of config.<name> (Learning Loss, TiDAL)."""
+  from disal_jax.config import check_value  # pylint: disable=import-outside-toplevel
+  s = config[name]
+  check_value(s.weight >= 0, f"{name}.weight", s.weight, ">= 0")
+  check_value(s.hidden >= 1, f"{name}.hidden", s.hidden, ">= 1")
+  check_value(0 <= s.detach_fraction <= 1, f"{name}.detach_fraction", s.detach_fraction,
+              "in [0, 1]")

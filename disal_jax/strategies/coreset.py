@@ -12,10 +12,13 @@ from __future__ import annotations
 import functools
 
 import jax
+import ml_collections
 import numpy as np
 
+from disal_jax.config import check_value
 from disal_jax.strategies import selectors
-from disal_jax.strategies.base import ScoringContext, Strategy, map_rows, pool_outputs
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, map_rows,
+                                       pool_outputs)
 from disal_jax.training.augment import Preprocess
 
 
@@ -40,5 +43,19 @@ def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.nd
   return ctx.candidates[picks]
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  # Labeled centres per block in the first distance pass: memory is pool x block_size floats.
+  s.block_size = 1024
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  check_value(config.coreset.block_size >= 1, "coreset.block_size",
+              config.coreset.block_size, ">= 1")
+
+
 STRATEGY = Strategy(name="coreset", record="none", score=score, select=select,
-                    description="greedy k-center on penultimate features", segmentation=True)
+                    description="greedy k-center on penultimate features", segmentation=True,
+                    config_section=ConfigSection("coreset", defaults, check))

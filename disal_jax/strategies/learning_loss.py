@@ -25,7 +25,9 @@ import ml_collections
 import numpy as np
 
 from disal_jax.models import stage_head
-from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores
+from disal_jax.config import check_value
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
+                                       batched_pool_scores)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 
@@ -85,6 +87,25 @@ def score(ctx: ScoringContext) -> np.ndarray:
   return batched_pool_scores(ctx, fn, ctx.result.state)
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.weight = 1.0  # of the ranking loss
+  s.margin = 1.0  # of the ranking loss
+  s.hidden = 128  # per-stage width of the module
+  # The module's input is detached from epoch round(detach_fraction * epochs) on (epoch 121
+  # of 200, counted from 0: the reference's `epoch > 120`); 1.0 never detaches.
+  s.detach_fraction = 0.6
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  stage_head.check_keys(config, "learning_loss")
+  check_value(config.learning_loss.margin >= 0, "learning_loss.margin",
+              config.learning_loss.margin, ">= 0")
+
+
 STRATEGY = Strategy(name="learning_loss", record="none", score=score, make_hook=make_hook,
                     description="Learning Loss: a jointly trained loss-prediction module",
-                    segmentation=True)
+                    segmentation=True,
+                    config_section=ConfigSection("learning_loss", defaults, check))

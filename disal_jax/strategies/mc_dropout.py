@@ -25,7 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores, entropy
+from disal_jax.config import check_value
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
+                                       batched_pool_scores, entropy)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 
@@ -95,7 +97,28 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float | bool
           "train_dropout": bool(config.mc_dropout.train_dropout)}
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.dropout_rate = 0.5  # on the pooled 512-d feature in the passes (and training, below)
+  # Dropout while training too (Gal et al.'s Bayesian CNN) or only at query time (False, the
+  # TiDAL reference's BALD, which the paper's comparisons follow: the model trains as Random's).
+  s.train_dropout = False
+  s.passes = 10  # T stochastic forward passes, vectorised over dropout keys
+  s.score = "bald"  # 'bald' (mutual information), 'entropy' (max-entropy), 'variation_ratio'
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  s = config.mc_dropout
+  check_value(0 < s.dropout_rate < 1, "mc_dropout.dropout_rate", s.dropout_rate, "in (0, 1)")
+  check_value(s.passes >= 2, "mc_dropout.passes", s.passes, "an integer >= 2")
+  check_value(s.score in REDUCERS, "mc_dropout.score", s.score, f"one of {tuple(REDUCERS)}")
+
+
+SECTION = ConfigSection("mc_dropout", defaults, check)  # also BatchBALD's model
+
 STRATEGY = Strategy(name="mc_dropout", record="none", score=score,
-                    model_overrides=model_overrides,
+                    model_overrides=model_overrides, config_section=SECTION,
                     description="MC-Dropout: BALD (or max-entropy, variation ratio) over T "
                                 "dropout passes", segmentation=True)

@@ -29,7 +29,9 @@ import ml_collections
 import numpy as np
 
 from disal_jax.models import stage_head
-from disal_jax.strategies.base import ScoringContext, Strategy, batched_pool_scores, entropy
+from disal_jax.config import check_value
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
+                                       batched_pool_scores, entropy)
 from disal_jax.training.augment import Preprocess
 
 MEAN, COUNT = "tidal_mean", "tidal_count"
@@ -121,5 +123,27 @@ def score(ctx: ScoringContext) -> np.ndarray:
   return batched_pool_scores(ctx, fn, ctx.result.state)
 
 
+SCORES = ("entropy", "margin")
+
+
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.weight = 1.0  # of KL(p_bar || module)
+  s.hidden = 128  # per-stage width of the module
+  # Detach the module's input from epoch round(detach_fraction * epochs) on; 1.0 never, as
+  # the TiDAL reference (which detaches Learning Loss's module only).
+  s.detach_fraction = 1.0
+  s.score = "entropy"  # or 'margin'
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  stage_head.check_keys(config, "tidal")
+  check_value(config.tidal.score in SCORES, "tidal.score", config.tidal.score,
+              f"one of {SCORES}")
+
+
 STRATEGY = Strategy(name="tidal", record="none", score=score, make_hook=make_hook,
-                    description="TiDAL: a module predicting training dynamics; its uncertainty")
+                    description="TiDAL: a module predicting training dynamics; its uncertainty",
+                    config_section=ConfigSection("tidal", defaults, check))
