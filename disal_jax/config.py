@@ -20,10 +20,7 @@ DISAL_WEIGHT_SCALES = ("none", "labeled_fraction")
 DISAL_DIRECTIONS = ("delta", "momentum")
 DISAL_SCORE_TARGETS = ("dynamic", "expected")
 DTYPES = ("float32", "bfloat16")
-TRACIN_PARAMS = ("all", "last_layer")
-TRACIN_STORES = ("device", "host", "disk")
 PER_SAMPLE_ENGINES = ("one_pass", "vmap")
-VAAL_KL_REDUCTIONS = ("sum", "mean")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -174,54 +171,6 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: samples per call are instead the most whose compiled memory (XLA's temporaries and
   # outputs, per device) fits this many MiB, measured for each scorer (base.fit_batch_size).
   ps.memory_budget_mb = 0.0
-
-  c.gradnorm = g = ml_collections.ConfigDict()
-  # vmap engine: per-sample gradients held in memory at once (over all parameters). The
-  # expected scheme holds C per sample (one per class), so it processes max(1, chunk_size // C).
-  g.chunk_size = 16
-  # 'tensor_sum': sum over parameter tensors of their gradient norms (the reference's);
-  # 'global': one L2 norm over all parameters.
-  g.norm = "tensor_sum"
-
-  # CoreGCN / UncertainGCN: a GCN on the feature graph of a pool subset + the labeled set.
-  c.coregcn = gc = ml_collections.ConfigDict()
-  gc.subset_size = 10_000  # pool nodes (0 = all); the adjacency is dense: (subset + L)^2
-  gc.hidden = 128  # GCN hidden width
-  gc.dropout_rate = 0.3  # on the hidden layer, training only
-  gc.steps = 200  # full-batch Adam steps
-  gc.learning_rate = 1e-3  # Adam
-  gc.weight_decay = 5e-4  # L2, as the reference
-  gc.unlabeled_weight = 1.2  # lambda on the unlabeled term of the loss
-  gc.margin = 0.1  # UncertainGCN picks the scores closest to it
-  # CoreGCN's k-center space: 'hidden_and_output' (the GCN's hidden features and its output
-  # logit, the reference's) or 'hidden'.
-  gc.kcenter_features = "hidden_and_output"
-
-  # VAAL: a VAE and a discriminator trained on labeled vs unlabeled images after each cycle.
-  c.vaal = va = ml_collections.ConfigDict()
-  va.latent_dim = 32  # VAE latent size
-  va.width = 128  # encoder channels width, 2, 4, 8 x width (the reference's 128 ... 1024)
-  va.discriminator_hidden = 512  # z -> hidden -> hidden -> 1
-  va.image_size = 32  # images are resized to it on device; a positive multiple of 16
-  va.beta = 1.0  # of the KL term
-  va.adversary_weight = 1.0  # of the VAE's "fool the discriminator" term
-  va.kl_reduction = "sum"  # over the batch: 'sum' (the reference) or 'mean'
-  va.learning_rate = 5e-4  # Adam, VAE and discriminator
-  va.vae_steps = 2  # VAE steps per discriminator step
-  va.epochs = 100  # passes of batch_size over the set below
-  # 'train_set': iterations = epochs x training-set size / batch_size (the reference's);
-  # 'labeled': epochs x labeled-set size / batch_size (about 10x fewer at small budgets).
-  va.iterations_per = "train_set"
-  va.batch_size = 128  # labeled and unlabeled images per iteration, each
-  va.steps_per_call = 50  # iterations per jitted call; the losses are checked between calls
-  va.max_loss = 1e4  # a reconstruction error above it counts as divergence
-
-  c.tracin = tr = ml_collections.ConfigDict()
-  tr.params = "all"  # gradients over 'all' parameters, or the 'last_layer' closed form
-  # Where the per-epoch checkpoints live: 'device' memory, 'host' memory, or 'disk' (under
-  # the run's folder, deleted after scoring).
-  tr.store = "host"
-  tr.chunk_size = 16  # like gradnorm.chunk_size (vmap engine), for params='all'
 
   # Imported here: the registry imports the strategies, which import jax and this module.
   from disal_jax.strategies import registry as strategy_registry
@@ -393,40 +342,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(ps.samples_per_step >= 1, "per_sample.samples_per_step", ps.samples_per_step, ">= 1")
   _check(ps.memory_budget_mb >= 0, "per_sample.memory_budget_mb", ps.memory_budget_mb,
          "0 (fixed chunk sizes) or a positive number of MiB")
-  _check(config.gradnorm.chunk_size >= 1, "gradnorm.chunk_size", config.gradnorm.chunk_size,
-         ">= 1")
-  from disal_jax.strategies import gradnorm  # pylint: disable=import-outside-toplevel
-  _check(config.gradnorm.norm in gradnorm.NORMS, "gradnorm.norm", config.gradnorm.norm,
-         f"one of {gradnorm.NORMS}")
-  gc = config.coregcn
-  _check(gc.subset_size >= 0, "coregcn.subset_size", gc.subset_size, ">= 0 (0 = whole pool)")
-  _check(gc.hidden >= 1, "coregcn.hidden", gc.hidden, ">= 1")
-  _check(0 <= gc.dropout_rate < 1, "coregcn.dropout_rate", gc.dropout_rate, "in [0, 1)")
-  _check(gc.steps >= 1, "coregcn.steps", gc.steps, ">= 1")
-  _check(gc.learning_rate > 0, "coregcn.learning_rate", gc.learning_rate, "> 0")
-  _check(0 < gc.margin < 1, "coregcn.margin", gc.margin, "in (0, 1)")
-  _check(gc.kcenter_features in ("hidden_and_output", "hidden"), "coregcn.kcenter_features",
-         gc.kcenter_features, "'hidden_and_output' or 'hidden'")
-  va = config.vaal
-  _check(va.iterations_per in ("train_set", "labeled"), "vaal.iterations_per",
-         va.iterations_per, "'train_set' or 'labeled'")
-  for key in ("latent_dim", "width", "discriminator_hidden", "vae_steps", "epochs",
-              "steps_per_call"):
-    _check(va[key] >= 1, f"vaal.{key}", va[key], "an integer >= 1")
-  _check(va.image_size >= 16 and va.image_size % 16 == 0, "vaal.image_size", va.image_size,
-         "a positive multiple of 16 (four stride-2 convolutions)")
-  _check(va.kl_reduction in VAAL_KL_REDUCTIONS, "vaal.kl_reduction", va.kl_reduction,
-         f"one of {VAAL_KL_REDUCTIONS}")
-  for key in ("beta", "adversary_weight"):
-    _check(va[key] >= 0, f"vaal.{key}", va[key], ">= 0")
-  _check(va.learning_rate > 0, "vaal.learning_rate", va.learning_rate, "> 0")
-  _check(va.max_loss > 0, "vaal.max_loss", va.max_loss, "> 0")
-  _check(va.batch_size >= 1 and va.batch_size % num_devices == 0, "vaal.batch_size",
-         va.batch_size, f"a positive multiple of the device count ({num_devices})")
-  tr = config.tracin
-  _check(tr.params in TRACIN_PARAMS, "tracin.params", tr.params, f"one of {TRACIN_PARAMS}")
-  _check(tr.store in TRACIN_STORES, "tracin.store", tr.store, f"one of {TRACIN_STORES}")
-  _check(tr.chunk_size >= 1, "tracin.chunk_size", tr.chunk_size, ">= 1")
   if s.direction == "momentum":
     _check(t.optimizer == "sgd" and t.momentum > 0, "disal.direction", s.direction,
            "'delta' unless train.optimizer='sgd' with train.momentum > 0")

@@ -22,12 +22,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
 from disal_jax.models import gcn as gcn_lib
 from disal_jax.strategies import selectors
-from disal_jax.strategies.base import TIE_BREAK_STREAM, ScoringContext, Strategy, map_rows
+from disal_jax.config import check_value
+from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
+                                       map_rows)
 from disal_jax.strategies.coreset import features as backbone_features
 from disal_jax.training import sharding
 
@@ -135,8 +138,40 @@ def select_uncertain(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
   return ctx.candidates[evidence["subset"][selectors.top_k(closeness, k, ties)]]
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.subset_size = 10_000  # pool nodes (0 = all); the adjacency is dense: (subset + L)^2
+  s.hidden = 128  # GCN hidden width
+  s.dropout_rate = 0.3  # on the hidden layer, training only
+  s.steps = 200  # full-batch Adam steps
+  s.learning_rate = 1e-3  # Adam
+  s.weight_decay = 5e-4  # L2, as the reference
+  s.unlabeled_weight = 1.2  # lambda on the unlabeled term of the loss
+  s.margin = 0.1  # UncertainGCN picks the scores closest to it
+  # CoreGCN's k-center space: 'hidden_and_output' (the GCN's hidden features and its output
+  # logit, the reference's) or 'hidden'.
+  s.kcenter_features = "hidden_and_output"
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  gc = config.coregcn
+  check_value(gc.subset_size >= 0, "coregcn.subset_size", gc.subset_size, ">= 0 (0 = whole pool)")
+  check_value(gc.hidden >= 1, "coregcn.hidden", gc.hidden, ">= 1")
+  check_value(0 <= gc.dropout_rate < 1, "coregcn.dropout_rate", gc.dropout_rate, "in [0, 1)")
+  check_value(gc.steps >= 1, "coregcn.steps", gc.steps, ">= 1")
+  check_value(gc.learning_rate > 0, "coregcn.learning_rate", gc.learning_rate, "> 0")
+  check_value(0 < gc.margin < 1, "coregcn.margin", gc.margin, "in (0, 1)")
+  check_value(gc.kcenter_features in ("hidden_and_output", "hidden"), "coregcn.kcenter_features",
+              gc.kcenter_features, "'hidden_and_output' or 'hidden'")
+
+
+SECTION = ConfigSection("coregcn", defaults, check)  # CoreGCN's and UncertainGCN's
+
 CORE = Strategy(name="coregcn", record="none", score=score, select=select_core,
                 description="CoreGCN: k-center on the hidden features of a labeled-vs-"
-                            "unlabeled GCN")
+                            "unlabeled GCN", config_section=SECTION)
 UNCERTAIN = Strategy(name="uncertaingcn", record="none", score=score, select=select_uncertain,
-                     description="UncertainGCN: GCN scores closest to the margin")
+                     description="UncertainGCN: GCN scores closest to the margin",
+                     config_section=SECTION)

@@ -29,10 +29,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from disal_jax.config import check_value
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, batch_logits,
                                        batched_pool_scores, entropy_of_logits,
                                        per_sample_batch_size)
 from disal_jax.training import pixels
@@ -103,8 +105,29 @@ def score_expected(ctx: ScoringContext) -> np.ndarray:
       ctx, fn, state, engine.samples_per_call(ctx.trainer.dataset.num_classes)))
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  # vmap engine: per-sample gradients held in memory at once (over all parameters). The
+  # expected scheme holds C per sample (one per class), so it processes max(1, chunk_size // C).
+  s.chunk_size = 16
+  # 'tensor_sum': sum over parameter tensors of their gradient norms (the reference's);
+  # 'global': one L2 norm over all parameters.
+  s.norm = "tensor_sum"
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  s = config.gradnorm
+  check_value(s.chunk_size >= 1, "gradnorm.chunk_size", s.chunk_size, ">= 1")
+  check_value(s.norm in NORMS, "gradnorm.norm", s.norm, f"one of {NORMS}")
+
+
+SECTION = ConfigSection("gradnorm", defaults, check)  # both gradnorm schemes'
+
 ENTROPY = Strategy(name="gradnorm_entropy", record="none", score=score_entropy,
                    description="Boosting: norm of the entropy's gradient, all parameters",
-                   segmentation=True)
+                   segmentation=True, config_section=SECTION)
 EXPECTED = Strategy(name="gradnorm_expected", record="none", score=score_expected,
-                    description="Boosting: expected gradient norm over predicted classes")
+                    description="Boosting: expected gradient norm over predicted classes",
+                    config_section=SECTION)

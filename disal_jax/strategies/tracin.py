@@ -28,8 +28,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from disal_jax.config import check_value
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, batch_logits,
                                        per_sample_batch_size, pool_outputs)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
@@ -97,10 +98,35 @@ def _store_factory(second_half_only: bool):
   return make
 
 
+PARAMS = ("all", "last_layer")
+STORES = ("device", "host", "disk")
+
+
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.params = "all"  # gradients over 'all' parameters, or the 'last_layer' closed form
+  # Where the per-epoch checkpoints live: 'device' memory, 'host' memory, or 'disk' (under
+  # the run's folder, deleted after scoring).
+  s.store = "host"
+  s.chunk_size = 16  # like gradnorm.chunk_size (vmap engine), for params='all'
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  tr = config.tracin
+  check_value(tr.params in PARAMS, "tracin.params", tr.params, f"one of {PARAMS}")
+  check_value(tr.store in STORES, "tracin.store", tr.store, f"one of {STORES}")
+  check_value(tr.chunk_size >= 1, "tracin.chunk_size", tr.chunk_size, ">= 1")
+
+
+SECTION = ConfigSection("tracin", defaults, check)  # both TracInCP variants'
+
 FULL = Strategy(name="tracincp_full", record="none", score=score,
                 make_epoch_callback=_store_factory(second_half_only=False),
-                description="TracInCP: expected self-influence over every epoch's checkpoint")
+                description="TracInCP: expected self-influence over every epoch's checkpoint",
+                config_section=SECTION)
 LAST = Strategy(name="tracincp_last", record="none", score=score,
                 make_epoch_callback=_store_factory(second_half_only=True),
                 description="TracInCP: expected self-influence over the second half's "
-                            "checkpoints")
+                            "checkpoints", config_section=SECTION)

@@ -45,7 +45,8 @@ import numpy as np
 import optax
 
 from disal_jax.models import vaal as vaal_models
-from disal_jax.strategies.base import ScoringContext, Strategy, pool_outputs
+from disal_jax.config import check_value
+from disal_jax.strategies.base import ConfigSection, ScoringContext, Strategy, pool_outputs
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.trainer import epoch_batches
@@ -316,6 +317,50 @@ def score(ctx: ScoringContext) -> np.ndarray:
   return -logits
 
 
+KL_REDUCTIONS = ("sum", "mean")
+
+
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.latent_dim = 32  # VAE latent size
+  s.width = 128  # encoder channels width, 2, 4, 8 x width (the reference's 128 ... 1024)
+  s.discriminator_hidden = 512  # z -> hidden -> hidden -> 1
+  s.image_size = 32  # images are resized to it on device; a positive multiple of 16
+  s.beta = 1.0  # of the KL term
+  s.adversary_weight = 1.0  # of the VAE's "fool the discriminator" term
+  s.kl_reduction = "sum"  # over the batch: 'sum' (the reference) or 'mean'
+  s.learning_rate = 5e-4  # Adam, VAE and discriminator
+  s.vae_steps = 2  # VAE steps per discriminator step
+  s.epochs = 100  # passes of batch_size over the set below
+  # 'train_set': iterations = epochs x training-set size / batch_size (the reference's);
+  # 'labeled': epochs x labeled-set size / batch_size (about 10x fewer at small budgets).
+  s.iterations_per = "train_set"
+  s.batch_size = 128  # labeled and unlabeled images per iteration, each
+  s.steps_per_call = 50  # iterations per jitted call; the losses are checked between calls
+  s.max_loss = 1e4  # a reconstruction error above it counts as divergence
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  va = config.vaal
+  check_value(va.iterations_per in ("train_set", "labeled"), "vaal.iterations_per",
+              va.iterations_per, "'train_set' or 'labeled'")
+  for key in ("latent_dim", "width", "discriminator_hidden", "vae_steps", "epochs",
+              "steps_per_call"):
+    check_value(va[key] >= 1, f"vaal.{key}", va[key], "an integer >= 1")
+  check_value(va.image_size >= 16 and va.image_size % 16 == 0, "vaal.image_size", va.image_size,
+              "a positive multiple of 16 (four stride-2 convolutions)")
+  check_value(va.kl_reduction in KL_REDUCTIONS, "vaal.kl_reduction", va.kl_reduction,
+              f"one of {KL_REDUCTIONS}")
+  for key in ("beta", "adversary_weight"):
+    check_value(va[key] >= 0, f"vaal.{key}", va[key], ">= 0")
+  check_value(va.learning_rate > 0, "vaal.learning_rate", va.learning_rate, "> 0")
+  check_value(va.max_loss > 0, "vaal.max_loss", va.max_loss, "> 0")
+  check_value(va.batch_size >= 1 and va.batch_size % num_devices == 0, "vaal.batch_size",
+              va.batch_size, f"a positive multiple of the device count ({num_devices})")
+
+
 STRATEGY = Strategy(name="vaal", record="none", score=score,
                     description="VAAL: the unlabeled samples a VAE-latent discriminator finds "
-                                "least like the labeled set", segmentation=True)
+                                "least like the labeled set", segmentation=True,
+                    config_section=ConfigSection("vaal", defaults, check))
