@@ -328,13 +328,17 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   workdir_path = pathlib.Path(workdir)
   primary = distributed.is_primary()
   # one process per run folder; a multi-host run is one job, locked by its process 0
+  # every check before the workdir is touched (a bad config leaves nothing behind)
+  dataset = load_dataset(config.data) if dataset is None else dataset
+  config_lib.validate_for_dataset(config, dataset)
+  pool.budget_schedule(config.al, dataset.num_train)  # fails before any training
   runs = [run_dir(workdir_path, name, config.seed) for name in names]
   with run_lock.hold(runs if primary else []):
     return _run_locked(config, workdir_path, names, dataset, force, mesh)
 
 
-def _run_locked(config, workdir_path: pathlib.Path, names: list[str],
-                dataset: Optional[Dataset], force: bool, mesh) -> dict[str, list[CycleRecord]]:
+def _run_locked(config, workdir_path: pathlib.Path, names: list[str], dataset: Dataset,
+                force: bool, mesh) -> dict[str, list[CycleRecord]]:
   """run_experiment's work, with its run folders locked."""
   primary = distributed.is_primary()
   for name in names:
@@ -349,9 +353,6 @@ def _run_locked(config, workdir_path: pathlib.Path, names: list[str],
   workdir_path.mkdir(parents=True, exist_ok=True)
   if primary:
     (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=1))
-  dataset = load_dataset(config.data) if dataset is None else dataset
-  config_lib.validate_for_dataset(config, dataset)
-  pool.budget_schedule(config.al, dataset.num_train)  # fails before any training
   num_val = 0 if dataset.val_labels is None else len(dataset.val_labels)
   log.info("dataset %s: %d train / %d validation / %d test images of %s, %d classes; "
            "%d device(s)", dataset.name, dataset.num_train, num_val, len(dataset.test_labels),

@@ -237,7 +237,8 @@ SEGMENTATION_STRATEGIES = strategy_registry.names(segmentation=True)
 
 def test_the_segmentation_strategies_of_the_issue_are_registered():
   assert set(SEGMENTATION_STRATEGIES) == {"disal", "random", "mc_dropout", "coreset", "vaal",
-                                          "learning_loss", "gradnorm_entropy"}
+                                          "learning_loss", "gradnorm_entropy", "entropy",
+                                          "margin", "least_confidence"}
 
 
 @pytest.mark.slow
