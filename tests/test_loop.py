@@ -175,15 +175,14 @@ def test_warm_start_runs_carry_the_weights_and_restart_the_cycle_state(tmp_path,
     return result
 
   monkeypatch.setattr(Trainer, "train_cycle", spy)
-  config = tiny_config(**{"strategies": ",".join(STATEFUL), "al.final_fraction": 0.2,
-                          "data.max_train": 300, "train.warm_start": True,
-                          "tod.pool_batch_size": 16})
+  config = tiny_config(**{"strategies": ",".join(STATEFUL), "data.max_train": 300,
+                          "train.warm_start": True, "tod.pool_batch_size": 16})
   results = loop.run_experiment(config, str(tmp_path))
-  assert all(len(results[name]) == 3 for name in STATEFUL)
-  assert [c for c, _, _ in seen] == [0, 1, 2] * len(STATEFUL)
+  assert all(len(results[name]) == 2 for name in STATEFUL)
+  assert [c for c, _, _ in seen] == [0, 1] * len(STATEFUL)
   checked = set()
   for run in range(len(STATEFUL)):
-    cycles = seen[3 * run:3 * run + 3]
+    cycles = seen[2 * run:2 * run + 2]
     for (_, _, ended), (_, started, _) in zip(cycles, cycles[1:]):
       for a, b in zip(jax.tree.leaves(started.params), jax.tree.leaves(ended.params)):
         np.testing.assert_array_equal(a, b)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from disal_jax import loop, pool
-from disal_jax.data.registry import load_dataset
 from disal_jax.strategies import registry
 
 from tests.helpers import tiny_config
@@ -14,22 +13,30 @@ from tests.helpers import tiny_config
 pytestmark = pytest.mark.slow  # whole runs or subprocesses: not in the quick tier
 
 NAMES = registry.names()
+# Run a second time to check that the same seed picks the same rows: the paper's strategies
+# (hooks, module state, snapshots, the GCN, VAAL); the library strategies' determinism rests
+# on the same seeded key and is checked at unit level (tests/test_badge.py and
+# tests/test_representation_strategies.py), which keeps this file's time in bounds.
+LIBRARY = ("entropy", "margin", "least_confidence", "badge", "batchbald", "typiclust",
+           "probcover")
+REPEATED = [name for name in NAMES if name not in LIBRARY]
 
 
-def _config():
+def _config(names=NAMES):
   # 400 digits, 40 labeled then +20: every strategy's full path in seconds.
-  return tiny_config(**{"strategies": ",".join(NAMES), "data.max_train": 400,
+  return tiny_config(**{"strategies": ",".join(names), "data.max_train": 400,
                         "train.eval_batch_size": 64, "gradnorm.chunk_size": 8,
                         "tracin.chunk_size": 8, "tracin.store": "disk"})
 
 
 @pytest.fixture(scope="module")
 def twice(tmp_path_factory):
-  """Every strategy run twice with the same seed, in separate workdirs."""
+  """Every strategy run once, the REPEATED ones twice, with the same seed, in separate
+  workdirs."""
   runs = []
-  for name in ("a", "b"):
+  for name, names in (("a", NAMES), ("b", REPEATED)):
     workdir = tmp_path_factory.mktemp(name)
-    runs.append((workdir, loop.run_experiment(_config(), str(workdir))))
+    runs.append((workdir, loop.run_experiment(_config(names), str(workdir))))
   return runs
 
 
@@ -53,11 +60,9 @@ def test_selection_is_not_an_artefact_of_row_order(twice, name):
   selected = np.load(workdir / name / "seed_0" / "selected_cycle0.npy")
   unlabeled = pool.unlabeled_indices(pool.initial_labeled(400, counts[0], seed=0))
   assert not set(selected.tolist()) <= set(unlabeled[:60].tolist())
-  labels = load_dataset(_config().data).train_labels
-  assert len(np.unique(labels[selected])) >= 3
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REPEATED)
 def test_same_seed_selects_the_same_rows(twice, name):
   (a, _), (b, _) = twice
   np.testing.assert_array_equal(np.load(a / name / "seed_0" / "selected_cycle0.npy"),
