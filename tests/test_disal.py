@@ -200,6 +200,19 @@ def test_train_branch_fold_equals_a_per_sample_numpy_loop(weighting):
 
 
 @pytest.mark.slow
+def _assert_step_equals(state, new_state, metrics, grads, updates, ce, dyn):
+  """The train step's new state and metrics are one SGD step (lr 0.1) on the hand-written
+  gradient `grads`, with its BatchNorm `updates`, CE `ce` and dynamic loss `dyn`."""
+  expected = with_learning_rate(state, 0.1).apply_gradients(
+      grads=grads, batch_stats=updates["batch_stats"])
+  metrics = steps.compute_metrics(metrics)
+  assert metrics["loss"] == pytest.approx(float(ce), rel=1e-5)
+  assert metrics["dynamic_loss"] == pytest.approx(float(dyn), rel=1e-5)
+  for a, b in zip(jax.tree.leaves((new_state.params, new_state.batch_stats)),
+                  jax.tree.leaves((expected.params, expected.batch_stats))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def test_joint_branch_is_one_forward_pass_over_both_batches():
   """branch='joint': the step's gradient is that of CE(labeled) + w * l_dyn(pool) with both
   batches in ONE train-mode forward pass (shared BatchNorm statistics), written out by hand."""
@@ -238,14 +251,7 @@ def test_joint_branch_is_one_forward_pass_over_both_batches():
     return ce + 2.0 * dyn, (updates, ce, dyn)
 
   grads, (updates, ce, dyn) = jax.grad(reference_loss, has_aux=True)(state.params)
-  expected = with_learning_rate(state, 0.1).apply_gradients(
-      grads=grads, batch_stats=updates["batch_stats"])
-  metrics = steps.compute_metrics(metrics)
-  assert metrics["loss"] == pytest.approx(float(ce), rel=1e-5)
-  assert metrics["dynamic_loss"] == pytest.approx(float(dyn), rel=1e-5)
-  for a, b in zip(jax.tree.leaves((new_state.params, new_state.batch_stats)),
-                  jax.tree.leaves((expected.params, expected.batch_stats))):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  _assert_step_equals(state, new_state, metrics, grads, updates, ce, dyn)
   # a separate branch is a different computation (its own BatchNorm batch)
   separate = steps.train_step(
       state, data, batch, aux, preprocess=PRE,
@@ -346,14 +352,7 @@ def test_separate_branch_step_adds_weight_times_the_dynamic_gradient():
     return ce + weight * dyn, (updates, ce, dyn, probs)
 
   grads, (updates, ce, dyn, probs) = jax.grad(reference_loss, has_aux=True)(state.params)
-  expected = with_learning_rate(state, 0.1).apply_gradients(
-      grads=grads, batch_stats=updates["batch_stats"])
-  metrics = steps.compute_metrics(metrics)
-  assert metrics["loss"] == pytest.approx(float(ce), rel=1e-5)
-  assert metrics["dynamic_loss"] == pytest.approx(float(dyn), rel=1e-5)
-  for a, b in zip(jax.tree.leaves((new_state.params, new_state.batch_stats)),
-                  jax.tree.leaves((expected.params, expected.batch_stats))):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  _assert_step_equals(state, new_state, metrics, grads, updates, ce, dyn)
   # the dynamic term really moved the weights: without it the step differs
   plain = with_learning_rate(state, 0.1).apply_gradients(
       grads=jax.grad(lambda p: reference_loss(p)[1][1])(state.params),

@@ -106,7 +106,7 @@ def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.A
   num, passes, classes = probs.shape
   if configurations < passes:
     raise ValueError(f"batchbald.configurations={configurations} is below passes={passes}")
-  conditional = entropy(probs).mean(axis=1)  # (P,) E_k H(p_i(. | w_k))
+  conditional = np.asarray(entropy(probs).mean(axis=1))  # (P,) E_k H(p_i(. | w_k)), host
   exact = exact_slots(classes, configurations)
   chosen = jnp.broadcast_to(jax.nn.one_hot(0, classes), (k, passes, classes))
   padded = jnp.pad(probs, [(0, -num % block), (0, 0), (0, 0)])
@@ -125,7 +125,7 @@ def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.A
     scores = np.concatenate([
         np.asarray(joint_entropies(table, weights, padded[s:s + block]))
         for s in range(0, num, block)])[:num]
-    scores = scores - np.asarray(conditional) - float(np.asarray(conditional)[taken].sum())
+    scores = scores - conditional - float(conditional[taken].sum())
     scores[taken] = -np.inf
     best = int(np.argmax(scores))
     picks.append(best)

@@ -40,7 +40,7 @@ def pick(x: np.ndarray, clusters: np.ndarray, labeled: np.ndarray, k: int, knn: 
   """k positions into x (N, D) by TypiClust's rule, given each row's cluster and a (N,) bool
   of the labeled rows (never picked)."""
   ids, sizes = np.unique(clusters, return_counts=True)
-  existing = np.array([np.sum(labeled & (clusters == c)) for c in ids])
+  existing = np.bincount(clusters[labeled], minlength=ids.max() + 1)[ids]
   keep = sizes > min_cluster_size
   if not keep.any():
     raise ValueError(f"TypiClust: every cluster holds at most {min_cluster_size} rows; lower "
