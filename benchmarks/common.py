@@ -19,7 +19,7 @@ from absl import flags
 from disal_jax.config import base_config
 from disal_jax.loop import model_config
 from disal_jax.models.registry import build_model
-from disal_jax.strategies.base import ScoringContext
+from disal_jax.strategies.base import ScoringContext, scoring_data
 from disal_jax.training import record as record_lib
 from disal_jax.training import sharding
 from disal_jax.training.snapshots import SnapshotStore
@@ -66,7 +66,7 @@ def scoring_context(config, dataset, mesh, strategy, labeled, candidates, key, w
   if strategy.make_epoch_callback is not None:
     callback = SnapshotStore("device", workdir)
     callback(state, 0, 0.1)
-  return trainer, ScoringContext(config, trainer, result, candidates, labeled, key, 0,
+  return trainer, ScoringContext(config, scoring_data(trainer), result, candidates, labeled, key, 0,
                                  callback)
 
 

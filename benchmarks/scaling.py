@@ -119,7 +119,7 @@ def _memory_section(dataset, config) -> dict:
                                     np.arange(_LABELED.value), candidates, jax.random.key(1),
                                     workdir)
     engine = per_sample.engine_from_config(config)
-    fn = functools.partial(gradnorm.entropy_gradnorm_scores, preprocess=ctx.trainer.preprocess,
+    fn = functools.partial(gradnorm.entropy_gradnorm_scores, preprocess=ctx.data.preprocess,
                            engine=engine)
     state = ctx.result.state
     for chunk in map(int, _CHUNKS.value):

@@ -11,14 +11,6 @@ import ml_collections
 RECORD_KEEPS = ("auto", "none", "mean", "last2", "all")
 RECORD_WEIGHTINGS = ("mean", "ema", "lr")
 OPTIMIZERS = ("sgd", "adam")
-DISAL_SCORES = ("projection", "norm")
-DISAL_LOSSES = ("ce", "kl", "mse")
-DISAL_TARGET_SOURCES = ("eval_pass", "train_branch")
-DISAL_BRANCHES = ("separate", "joint")
-DISAL_WEIGHT_SCHEDULES = ("constant", "rampup")
-DISAL_WEIGHT_SCALES = ("none", "labeled_fraction")
-DISAL_DIRECTIONS = ("delta", "momentum")
-DISAL_SCORE_TARGETS = ("dynamic", "expected")
 DTYPES = ("float32", "bfloat16")
 PER_SAMPLE_ENGINES = ("one_pass", "vmap")
 
@@ -130,35 +122,6 @@ def base_config() -> ml_collections.ConfigDict:
   # per image (Cityscapes at 16: 64 x 128 x 19, 0.6 MB).
   r.pixel_stride = 8
 
-  c.disal = s = ml_collections.ConfigDict()
-  # Defaults chosen on validation splits (docs/results.md, "DISAL's dynamic loss").
-  s.dynamic_weight = 10.0  # lambda (the most it reaches); 0 trains exactly like plain training
-  # Divergence between p_bar and the prediction: soft-target cross-entropy 'ce', 'kl' (same
-  # gradients as 'ce'), or 'mse' (mean over classes of squared differences of probabilities).
-  s.dynamic_loss = "mse"
-  # Where p_bar comes from: 'eval_pass' (an eval-mode pass over the pool after every epoch),
-  # or 'train_branch' (the dynamic branch's own train-mode predictions, each pool sample
-  # folded in when its batch is drawn: no separate pass; classification only).
-  s.target_source = "train_branch"
-  s.dynamic_warmup_epochs = 1  # the dynamic loss starts at this epoch (after p_bar has data)
-  # The dynamic branch (its loss and, with the train branch, its recording) starts at epoch
-  # round(branch_start_fraction * train.epochs); the steps before are plain (and cost so).
-  s.branch_start_fraction = 0.5
-  s.weight_schedule = "rampup"  # lambda * exp(-5 (1 - t)^2) up to t = 1, or 'constant'
-  s.rampup_fraction = 0.5  # rampup: the fraction of the cycle's steps over which t goes 0 -> 1
-  s.weight_scale = "none"  # or 'labeled_fraction': lambda times labeled / (labeled + pool)
-  s.dynamic_batch_size = 32  # pool samples drawn per train step (1/4 of train.batch_size)
-  # 'separate': the pool batch has its own forward pass (its BatchNorm statistics dropped);
-  # 'joint': it is appended to the labeled batch's pass (one pass, shared BatchNorm
-  # statistics; cheaper); classification only.
-  s.branch = "separate"
-  s.direction = "delta"  # theta_start - theta_end, or the optimiser's momentum buffer
-  s.score = "projection"  # <grad l_dyn, d> via one jvp, or the per-sample gradient norm
-  # The scored loss: 'dynamic' (CE against the recorded p_bar) or 'expected' (the entropy of
-  # the current prediction: the "no dynamic target" ablation).
-  s.score_target = "dynamic"
-  s.norm_chunk_size = 32  # per-sample gradients per chunk, vmap engine (score='norm')
-
   # Per-sample gradient norms and Gram matrices (gradnorm, TracInCP 'all', DISAL score='norm').
   c.per_sample = ps = ml_collections.ConfigDict()
   # 'one_pass': exact, from one batched forward + backward pass (strategies/one_pass.py);
@@ -186,14 +149,10 @@ def validate_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
 
   segmentation = dataset.is_segmentation
   task = "segmentation" if segmentation else "classification"
-  if "disal" in strategy_names(config):
-    _check(not segmentation or config.disal.target_source == "eval_pass",
-           "disal.target_source", config.disal.target_source,
-           "'eval_pass' for segmentation (a per-pixel target per training image would be "
-           "held on every device)")
-    _check(not segmentation or config.disal.branch == "separate", "disal.branch",
-           config.disal.branch, "'separate' for segmentation (pool images are whole images, "
-           "labeled ones crops: they cannot share a forward pass)")
+  for name in strategy_names(config):  # the strategies' own checks of the dataset
+    section = strategy_registry.get_strategy(name).config_section
+    if section is not None and section.check_for_dataset is not None:
+      section.check_for_dataset(config, dataset)
   _check(model_registry.is_segmentation(config.model.name) == segmentation, "model.name",
          config.model.name, f"a {task} model for the {task} dataset {dataset.name!r} (one of "
          f"{model_registry.names(segmentation=segmentation)})")
@@ -303,36 +262,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(0 <= r.start_epoch < t.epochs, "record.start_epoch", r.start_epoch,
          f"in [0, train.epochs) = [0, {t.epochs})")
 
-  s = config.disal
-  _check(s.dynamic_weight >= 0, "disal.dynamic_weight", s.dynamic_weight, ">= 0")
-  _check(s.dynamic_loss in DISAL_LOSSES, "disal.dynamic_loss", s.dynamic_loss,
-         f"one of {DISAL_LOSSES}")
-  _check(s.target_source in DISAL_TARGET_SOURCES, "disal.target_source", s.target_source,
-         f"one of {DISAL_TARGET_SOURCES}")
-  # eval_pass: p_bar exists once an epoch from record.start_epoch has been recorded;
-  # train_branch: samples without a target yet are masked out of the loss.
-  first = r.start_epoch + 1 if s.target_source == "eval_pass" else 0
-  _check(s.dynamic_warmup_epochs >= first, "disal.dynamic_warmup_epochs",
-         s.dynamic_warmup_epochs, f">= {first} (record.start_epoch + 1 with "
-         "target_source='eval_pass': the dynamic target needs a recorded epoch)")
-  _check(s.weight_schedule in DISAL_WEIGHT_SCHEDULES, "disal.weight_schedule",
-         s.weight_schedule, f"one of {DISAL_WEIGHT_SCHEDULES}")
-  _check(0 <= s.branch_start_fraction and round(s.branch_start_fraction * t.epochs) < t.epochs,
-         "disal.branch_start_fraction", s.branch_start_fraction,
-         f">= 0, starting the branch before the last of the {t.epochs} epochs")
-  _check(0 < s.rampup_fraction <= 1, "disal.rampup_fraction", s.rampup_fraction, "in (0, 1]")
-  _check(s.weight_scale in DISAL_WEIGHT_SCALES, "disal.weight_scale", s.weight_scale,
-         f"one of {DISAL_WEIGHT_SCALES}")
-  _check(s.branch in DISAL_BRANCHES, "disal.branch", s.branch, f"one of {DISAL_BRANCHES}")
-  _check(s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
-         "disal.dynamic_batch_size", s.dynamic_batch_size,
-         f"a positive multiple of the device count ({num_devices})")
-  _check(s.direction in DISAL_DIRECTIONS, "disal.direction", s.direction,
-         f"one of {DISAL_DIRECTIONS}")
-  _check(s.score in DISAL_SCORES, "disal.score", s.score, f"one of {DISAL_SCORES}")
-  _check(s.score_target in DISAL_SCORE_TARGETS, "disal.score_target", s.score_target,
-         f"one of {DISAL_SCORE_TARGETS}")
-  _check(s.norm_chunk_size >= 1, "disal.norm_chunk_size", s.norm_chunk_size, ">= 1")
   _check(0 <= config.model.dropout_rate < 1, "model.dropout_rate", config.model.dropout_rate,
          "in [0, 1)")
   ps = config.per_sample
@@ -342,9 +271,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(ps.samples_per_step >= 1, "per_sample.samples_per_step", ps.samples_per_step, ">= 1")
   _check(ps.memory_budget_mb >= 0, "per_sample.memory_budget_mb", ps.memory_budget_mb,
          "0 (fixed chunk sizes) or a positive number of MiB")
-  if s.direction == "momentum":
-    _check(t.optimizer == "sgd" and t.momentum > 0, "disal.direction", s.direction,
-           "'delta' unless train.optimizer='sgd' with train.momentum > 0")
   for section in strategy_registry.sections().values():  # the strategies' own checks
     if section.check is not None:
       section.check(config, num_devices)

@@ -29,7 +29,7 @@ from disal_jax.models.registry import build_model
 from disal_jax.report import tables
 from disal_jax.report.writers import MetricWriter, NullWriter
 from disal_jax.strategies import registry as strategy_registry
-from disal_jax.strategies.base import ScoringContext, Strategy, score_and_select
+from disal_jax.strategies.base import ScoringContext, Strategy, score_and_select, scoring_data
 from disal_jax.training import record as record_lib
 from disal_jax.training import sharding
 from disal_jax.training.trainer import (CycleProgress, Trainer, progress_from, progress_meta,
@@ -244,7 +244,7 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
               f"candidates but cycle {cycle} must select {k}; raise it or set it to 0")
         faults.point(f"select:{tag}:{cycle}")
         t0 = time.perf_counter()
-        ctx = ScoringContext(config, trainer, result, candidates, labeled,
+        ctx = ScoringContext(config, scoring_data(trainer), result, candidates, labeled,
                              jax.random.fold_in(score_key, cycle), cycle, callback, out)
         _, selected = score_and_select(strategy, ctx, k)
         scoring_seconds = time.perf_counter() - t0

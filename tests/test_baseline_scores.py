@@ -181,7 +181,7 @@ def test_tracin_weights_checkpoints_by_learning_rate(tmp_path):
   trainer = types.SimpleNamespace(preprocess=PRE, mesh=mesh, train_data=data, config=config,
                                   dataset=types.SimpleNamespace(num_classes=CLASSES))
   rows = np.array([4, 0, 2], np.int32)
-  ctx = types.SimpleNamespace(config=config, trainer=trainer, epoch_callback=store,
+  ctx = types.SimpleNamespace(config=config, data=trainer, epoch_callback=store,
                               candidates=rows,
                               result=types.SimpleNamespace(state=state,
                                                            pool_index=jnp.asarray(rows)))
@@ -220,6 +220,15 @@ def test_top_k_orders_ties_by_the_tie_break_and_otherwise_by_score():
   draws = [selectors.top_k(np.zeros(50), 5, selectors.tie_break(jax.random.key(s), 50)).tolist()
            for s in range(3)]
   assert draws[0] != list(range(5)) and len({tuple(d) for d in draws}) == 3
+
+
+def test_uniform_draws_do_not_depend_on_the_capacity_they_are_drawn_at():
+  """Random's scores and the tie-break are drawn at the run's pool capacity (one program for
+  every cycle) and cut: the values must equal a draw of the pool's own size."""
+  key = jax.random.key(7)
+  plain = np.asarray(jax.random.uniform(key, (170,)))
+  for capacity in (0, 170, 192, 4096):
+    np.testing.assert_array_equal(selectors.uniform(key, 170, capacity), plain)
 
 
 # -- MC-Dropout ----------------------------------------------------------------------------
@@ -308,10 +317,11 @@ def test_pool_scores_do_not_depend_on_the_chunk_size():
   import types
   from disal_jax.strategies.base import batched_pool_scores
   _, state, data, _ = _state(batch=10)
-  trainer = types.SimpleNamespace(train_data=data, mesh=sharding.make_mesh(),
-                                  config=types.SimpleNamespace(train=types.SimpleNamespace(
-                                      eval_batch_size=16)))
-  ctx = types.SimpleNamespace(trainer=trainer, candidates=np.arange(10),
+  ctx = types.SimpleNamespace(data=types.SimpleNamespace(train_data=data,
+                                                        mesh=sharding.make_mesh()),
+                              config=types.SimpleNamespace(train=types.SimpleNamespace(
+                                  eval_batch_size=16)),
+                              candidates=np.arange(10),
                               result=types.SimpleNamespace(pool_index=jnp.arange(16,
                                                                                dtype=jnp.int32)))
   fn = lambda s, d, b: gradnorm.entropy_gradnorm_scores(s, d, b, preprocess=PRE,

@@ -60,7 +60,8 @@ def _ctx(num_candidates, subset_size, k_labeled=20):
   config = tiny_config()
   config.coregcn.subset_size = subset_size
   return types.SimpleNamespace(config=config, candidates=np.arange(100, 100 + num_candidates),
-                               labeled=np.arange(k_labeled), rng=jax.random.key(0))
+                               labeled=np.arange(k_labeled), rng=jax.random.key(0),
+                               result=None)
 
 
 @pytest.mark.parametrize("select", [coregcn.select_core, coregcn.select_uncertain])

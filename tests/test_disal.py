@@ -279,7 +279,7 @@ def test_disal_scores_project_on_start_minus_end_through_the_strategy_itself():
   trainer = types.SimpleNamespace(preprocess=PRE, pixel_stride=1, mesh=mesh, train_data=data,
                                   config=config)
   ctx = types.SimpleNamespace(
-      config=config, trainer=trainer, candidates=pool_rows,
+      config=config, data=trainer, candidates=pool_rows,
       result=types.SimpleNamespace(state=end, start_params=start_params, record=None,
                                    pool_index=jnp.asarray(pool_rows)))
   scores = disal.disal_scores(ctx)

@@ -45,7 +45,7 @@ def test_the_chosen_batch_fits_the_budget_of_a_real_scorer():
   config = tiny_config()
   mesh = sharding.make_mesh()
   ctx = types.SimpleNamespace(config=config, candidates=np.arange(4096),
-                              trainer=types.SimpleNamespace(mesh=mesh, train_data=data))
+                              data=types.SimpleNamespace(mesh=mesh, train_data=data))
   fn = functools.partial(gradnorm.entropy_gradnorm_scores, preprocess=PRE,
                          engine=per_sample.engine_from_config(config))
   bytes_at = functools.cache(lambda size: base.compiled_bytes(fn, state, ctx, size))

@@ -110,12 +110,12 @@ def test_embedding_rows_are_normalised_and_a_bad_file_is_named(tmp_path, source)
   table = np.arange(12, dtype=np.float32).reshape(4, 3) + 1
   np.save(tmp_path / "emb.npy", table)
   if source == "file":
-    ctx = types.SimpleNamespace(trainer=types.SimpleNamespace(
+    ctx = types.SimpleNamespace(data=types.SimpleNamespace(
         dataset=types.SimpleNamespace(train_labels=np.zeros(4))))
     got = np.asarray(embedding.rows(ctx, "file", str(tmp_path / "emb.npy"), np.array([2, 0])))
     np.testing.assert_allclose(got, table[[2, 0]] / np.linalg.norm(table[[2, 0]], axis=1,
                                                                     keepdims=True), rtol=1e-6)
-    ctx.trainer.dataset.train_labels = np.zeros(5)
+    ctx.data.dataset.train_labels = np.zeros(5)
     embedding._read.cache_clear()
     with pytest.raises(ConfigError, match=r"\(5, D\)"):
       embedding.rows(ctx, "file", str(tmp_path / "emb.npy"), np.array([0]))

@@ -9,7 +9,7 @@ from tests.helpers import REPO, subprocess_env, xla_flags
 
 # Runs under 4 forced host devices: every batch a scorer sees must be laid out along the
 # data axis when its size divides over the devices, replicated otherwise, and the rows must
-# come back in order with the padding dropped.
+# come back in order, whole batches past the pool zeros.
 _SCRIPT = """
 import types
 import jax, jax.numpy as jnp, numpy as np
@@ -17,8 +17,9 @@ from disal_jax.strategies import base
 from disal_jax.training import sharding
 assert jax.device_count() == 4
 mesh = sharding.make_mesh()
-trainer = types.SimpleNamespace(mesh=mesh, train_data=None, config=types.SimpleNamespace(
-    train=types.SimpleNamespace(eval_batch_size=64)))
+ctx = types.SimpleNamespace(data=types.SimpleNamespace(mesh=mesh, train_data=None),
+                            config=types.SimpleNamespace(
+                                train=types.SimpleNamespace(eval_batch_size=64)))
 index = jax.device_put(np.arange(1000, dtype=np.int32), sharding.along_data(mesh))
 extra = {"x": jax.device_put(np.arange(2000, dtype=np.float32).reshape(1000, 2),
                              sharding.along_data(mesh))}
@@ -28,9 +29,12 @@ def batch_fn(state, data, batch):
   return batch["index"] * 10 + batch["x"][:, 1].astype(jnp.int32)
 for count, size, spec in ((1000, None, ("data",)), (300, 36, ("data",)), (50, 30, ())):
   specs.clear()
-  out = np.asarray(base._map_batches(batch_fn, None, trainer, index, count, extra, size))
+  out = np.asarray(base._map_batches(batch_fn, None, ctx, index, count, extra, size))
+  size = size or 64
+  assert len(out) == -(-1000 // size) * size, (count, size, out.shape)  # the index's length
   rows = np.arange(count)
-  assert np.array_equal(out, rows * 10 + 2 * rows + 1), (count, size, out)
+  assert np.array_equal(out[:count], rows * 10 + 2 * rows + 1), (count, size, out)
+  assert not out[-(-count // size) * size:].any(), (count, size)  # batches never computed
   assert specs and all(tuple(s) == spec for s in specs), (count, size, specs)
 print("ok")
 """

@@ -69,7 +69,7 @@ def _stripes_context(**overrides):
                                   train_data=data, mesh=mesh, config=config,
                                   dataset=types.SimpleNamespace(image_shape=(8, 8, 3),
                                                                 train_labels=np.zeros(128)))
-  return types.SimpleNamespace(config=config, trainer=trainer, labeled=np.arange(64),
+  return types.SimpleNamespace(config=config, data=trainer, labeled=np.arange(64),
                                candidates=np.arange(64, 128), rng=jax.random.key(0), cycle=3)
 
 
@@ -86,9 +86,9 @@ def test_vae_and_discriminator_learn_to_tell_the_labeled_set_apart(seed):
   assert len(losses["vae_loss"]) == 80  # 20 passes over 64 labeled rows, batches of 16
   assert losses["vae_loss"][-10:].mean() < 0.3 * losses["vae_loss"][:10].mean()
   assert losses["discriminator_loss"][-10:].mean() < 0.6 * losses["discriminator_loss"][:10].mean()
-  logits = vaal.discriminator_logits(state, ctx.trainer.train_data,
+  logits = vaal.discriminator_logits(state, ctx.data.train_data,
                                      {"index": jnp.arange(128)},
-                                     preprocess=ctx.trainer.preprocess,
+                                     preprocess=ctx.data.preprocess,
                                      settings=vaal.Settings.from_config(ctx.config))
   logits = np.asarray(logits)
   # the selection ranks by D: the chance that a labeled row outranks an unlabeled one (AUC)

@@ -30,7 +30,7 @@ from disal_jax.annotate import labels_file
 from disal_jax.annotate.project import Project, ProjectError, State, StateStore
 from disal_jax.data.dataset import Dataset
 from disal_jax.strategies import registry as strategy_registry
-from disal_jax.strategies.base import ScoringContext, score_and_select
+from disal_jax.strategies.base import ScoringContext, score_and_select, scoring_data
 from disal_jax.training import sharding
 from disal_jax.training.trainer import CycleProgress, progress_from, progress_meta, progress_tree
 
@@ -102,7 +102,7 @@ def train_and_select(project: Project, dataset: Dataset, labels: np.ndarray, str
                                  on_progress=keep if saved is None and callback is None else None)
   finally:
     models.close()
-  ctx = ScoringContext(config, trainer, result, candidates, labeled,
+  ctx = ScoringContext(config, scoring_data(trainer), result, candidates, labeled,
                        jax.random.fold_in(score_key, round_), round_, callback,
                        project.workdir / "strategy_state")
   evidence, selected = score_and_select(strategy, ctx, budget)

@@ -85,7 +85,7 @@ def kmeans_pp(u: jax.Array, a: jax.Array, uniforms: jax.Array, k: int) -> jax.Ar
 
 def score(ctx: ScoringContext) -> dict[str, jax.Array]:
   """The selector's evidence: the candidates' factors {'u': (P, C), 'a': (P, D')} on device."""
-  fn = functools.partial(factors, preprocess=ctx.trainer.preprocess,
+  fn = functools.partial(factors, preprocess=ctx.data.preprocess,
                          head_bias=bool(ctx.config.badge.head_bias))
   return pool_outputs(ctx, fn, ctx.result.state)
 

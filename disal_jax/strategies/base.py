@@ -22,6 +22,8 @@ from disal_jax.strategies import selectors
 from disal_jax.training import pixels, sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import TrainState
+from disal_jax.data.dataset import Dataset
+from disal_jax.training.steps import DeviceData
 from disal_jax.training.trainer import CycleResult, Trainer, TrainHook, pad_to_multiple
 
 
@@ -40,12 +42,39 @@ class EpochCallback(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
+class ScoringData:
+  """The training set and device layout strategies read, without the Trainer that trains.
+
+  Attributes:
+    dataset: the host-side dataset (num_classes, image_shape, train_labels, ...).
+    train_data: the training split on device (steps.DeviceData, replicated over `mesh`).
+    mesh: the device mesh; scoring batches are split along its data axis.
+    preprocess: the normalisation and augmentation settings of training.
+    pixel_stride: the record's pixel stride (segmentation; 1 for classification).
+    init_state: rng -> a fresh replicated state of the trained model, hook modules included
+      (TOD scores against the untrained model).
+  """
+  dataset: Dataset
+  train_data: DeviceData
+  mesh: jax.sharding.Mesh
+  preprocess: Preprocess
+  pixel_stride: int
+  init_state: Callable[[jax.Array], TrainState]
+
+
+def scoring_data(trainer: Trainer) -> ScoringData:
+  """What a strategy reads of `trainer`: its data on device, mesh and preprocessing."""
+  return ScoringData(trainer.dataset, trainer.train_data, trainer.mesh, trainer.preprocess,
+                     trainer.pixel_stride, trainer.init_state)
+
+
+@dataclasses.dataclass(frozen=True)
 class ScoringContext:
   """What the loop hands a strategy after a cycle's training.
 
   Attributes:
-    config: the experiment config.
-    trainer: the trainer (its data on device, jitted predict, preprocessing).
+    config: the experiment config (a strategy reads its own section, config.<name>).
+    data: the training set on device, the mesh and the preprocessing (ScoringData).
     result: the cycle's training result (state, start parameters, record, pool index).
     candidates: (P,) training-set rows that may be selected, in record order.
     labeled: (L,) training-set rows labeled so far.
@@ -55,7 +84,7 @@ class ScoringContext:
     run_dir: this (strategy, seed) run's folder, for what a strategy keeps between cycles.
   """
   config: ml_collections.ConfigDict
-  trainer: Trainer
+  data: ScoringData
   result: CycleResult
   candidates: np.ndarray
   labeled: np.ndarray
@@ -76,6 +105,13 @@ SelectFn = Callable[[Any, ScoringContext, int], np.ndarray]
 TIE_BREAK_STREAM = 0x71E
 
 
+def pool_capacity(ctx: ScoringContext) -> int:
+  """The padded pool length of the run (fixed over its cycles), or the candidates' count."""
+  if ctx.result is None:
+    return len(ctx.candidates)
+  return int(ctx.result.pool_index.shape[0])
+
+
 def select_top_k(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
   """The k candidates with the highest scores; ties broken at random with the cycle's key."""
   scores = np.asarray(scores, np.float64)
@@ -84,7 +120,8 @@ def select_top_k(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
   if not np.all(np.isfinite(scores)):
     bad = int(np.sum(~np.isfinite(scores)))
     raise FloatingPointError(f"{bad} non-finite scores in cycle {ctx.cycle}")
-  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(scores))
+  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(scores),
+                            pool_capacity(ctx))
   return ctx.candidates[selectors.top_k(scores, k, ties)]
 
 
@@ -113,10 +150,13 @@ class ConfigSection:
   """A strategy's own keys, config.<name>: `defaults()` builds them (each key with a one-line
   comment where it is assigned: `python -m disal_jax.config_keys` prints it), `check(config,
   num_devices)` raises ConfigError naming a bad value. base_config and validate collect the
-  registered strategies' sections, so a new strategy's keys live in its own module."""
+  registered strategies' sections, so a new strategy's keys live in its own module.
+  `check_for_dataset(config, dataset)`, if given, runs once the dataset is loaded, for the
+  strategies a config runs (what depends on the task or the image size)."""
   name: str
   defaults: Callable[[], ml_collections.ConfigDict]
   check: Optional[Callable[[ml_collections.ConfigDict, int], None]] = None
+  check_for_dataset: Optional[Callable[[ml_collections.ConfigDict, Any], None]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,23 +195,30 @@ def _batch_slicer(batch_size: int, split: jax.sharding.Sharding):
                  out_shardings=split)
 
 
-def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, trainer: Trainer,
+def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: ScoringContext,
                  index: jax.Array, count: int, extra: Optional[dict[str, jax.Array]],
                  batch_size: Optional[int] = None) -> jax.Array:
   """Runs `batch_fn(scoring_state, data, batch)` over the first `count` rows of `index`, in
-  batches of `batch_size` (default: config.train.eval_batch_size)."""
-  batch_size = batch_size or trainer.config.train.eval_batch_size
+  batches of `batch_size` (default: config.train.eval_batch_size).
+
+  Returns the outputs of every row of `index` rounded up to whole batches, (N_pad, ...) on
+  device; rows from `count` on are padding (whole batches past it are zeros, not computed).
+  The output's shape depends on len(index) only (the pool index is padded to the run's
+  capacity), so a smaller pool in a later cycle compiles nothing again.
+  """
+  batch_size = batch_size or ctx.config.train.eval_batch_size
   batches = -(-count // batch_size)
+  slots = max(batches, -(-index.shape[0] // batch_size))
   # Each batch is cut from the on-device arrays by a jitted slice whose output is split over
   # the devices: an eager slice of a sharded array comes back replicated, and every device
   # then scored the whole batch (measured: 8 forced devices took 7-8x one device's time).
   # A batch that does not divide over the devices stays replicated.
-  mesh = trainer.mesh
+  mesh = ctx.data.mesh
   take = _batch_slicer(batch_size, sharding.along_data(mesh) if batch_size % mesh.size == 0
                        else sharding.replicated(mesh))
 
   def padded(array):  # whole batches, so nothing compiles again for the last one
-    short = batches * batch_size - array.shape[0]
+    short = slots * batch_size - array.shape[0]
     return array if short <= 0 else jnp.pad(array, [(0, short)] + [(0, 0)] * (array.ndim - 1))
 
   index = padded(index)
@@ -184,42 +231,51 @@ def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, trainer
   for start in range(0, batches * batch_size, batch_size):
     start = np.int32(start)
     batch = {"index": take(index, start), **{k: take(v, start) for k, v in extra.items()}}
-    parts.append(jax.block_until_ready(batch_fn(scoring_state, trainer.train_data, batch)))
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:count], *parts)
+    parts.append(jax.block_until_ready(batch_fn(scoring_state, ctx.data.train_data, batch)))
+  parts += [jax.tree.map(jnp.zeros_like, parts[0])] * (slots - batches)
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+def _trimmed(outputs: Any, count: int) -> Any:
+  """The first `count` rows of every output (on device; compiles once per count)."""
+  return jax.tree.map(lambda x: x[:count], outputs)
 
 
 def pool_outputs(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
                  extra: Optional[dict[str, jax.Array]] = None,
-                 batch_size: Optional[int] = None) -> jax.Array:
+                 batch_size: Optional[int] = None, padded: bool = False) -> jax.Array:
   """Runs a jitted `batch_fn(scoring_state, data, batch) -> (B, ...)` over the recorded pool.
 
   `batch` holds 'index' (B,) training-set rows and, for each key of `extra` (arrays aligned
   with the padded pool index, e.g. the record's mean), that array's rows for the batch.
   Only the batches that hold candidates are computed. `batch_size` (default: the eval batch)
   bounds what one call holds in memory (per-sample gradients). Returns the (P, ...) outputs
-  for ctx.candidates (padding dropped), on device.
+  for ctx.candidates on device, or with `padded` the (P_pad, ...) outputs whose shape is the
+  same in every cycle of a run (rows from P on are padding), which compiles nothing again.
   """
-  return _map_batches(batch_fn, scoring_state, ctx.trainer, ctx.result.pool_index,
-                      len(ctx.candidates), extra, batch_size)
+  outputs = _map_batches(batch_fn, scoring_state, ctx, ctx.result.pool_index,
+                         len(ctx.candidates), extra, batch_size)
+  return outputs if padded else _trimmed(outputs, len(ctx.candidates))
 
 
 def batched_pool_scores(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
                         scoring_state: Any, extra: Optional[dict[str, jax.Array]] = None,
                         batch_size: Optional[int] = None) -> np.ndarray:
   """`pool_outputs` fetched to the host: the (P,) scores of ctx.candidates as numpy."""
-  return sharding.fetch(pool_outputs(ctx, batch_fn, scoring_state, extra, batch_size))
+  outputs = pool_outputs(ctx, batch_fn, scoring_state, extra, batch_size, padded=True)
+  return sharding.fetch(outputs)[:len(ctx.candidates)]
 
 
 def compiled_bytes(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: ScoringContext,
                    batch_size: int, extra: Optional[dict[str, jax.Array]] = None) -> int:
   """Device bytes one call of `batch_fn` on `batch_size` rows needs beyond its inputs: XLA's
   compiled temporaries plus outputs, per device (the batch split as in `pool_outputs`)."""
-  split = sharding.along_data(ctx.trainer.mesh)
+  split = sharding.along_data(ctx.data.mesh)
   batch = {"index": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
   for key, value in (extra or {}).items():
     batch[key] = jax.ShapeDtypeStruct((batch_size,) + value.shape[1:], value.dtype,
                                       sharding=split)
-  compiled = jax.jit(batch_fn).lower(scoring_state, ctx.trainer.train_data, batch).compile()
+  compiled = jax.jit(batch_fn).lower(scoring_state, ctx.data.train_data, batch).compile()
   memory = compiled.memory_analysis()
   return int(memory.temp_size_in_bytes + memory.output_size_in_bytes)
 
@@ -262,7 +318,7 @@ def per_sample_batch_size(ctx: ScoringContext, batch_fn: Callable[..., jax.Array
   budget_mb = ctx.config.per_sample.memory_budget_mb
   if not budget_mb:
     return fixed
-  devices = ctx.trainer.mesh.size
+  devices = ctx.data.mesh.size
   limit = max(devices, -(-len(ctx.candidates) // devices) * devices)
   bytes_at = functools.cache(lambda size: compiled_bytes(batch_fn, scoring_state, ctx, size,
                                                          extra))
@@ -277,8 +333,8 @@ def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_st
   stays on device.
   """
   padded, _ = pad_to_multiple(np.asarray(rows), ctx.config.train.eval_batch_size)
-  index = jax.device_put(padded, sharding.along_data(ctx.trainer.mesh))
-  return _map_batches(batch_fn, scoring_state, ctx.trainer, index, len(rows), None)
+  index = jax.device_put(padded, sharding.along_data(ctx.data.mesh))
+  return _trimmed(_map_batches(batch_fn, scoring_state, ctx, index, len(rows), None), len(rows))
 
 
 def batch_logits(state: TrainState, preprocess: Preprocess, pixel_stride: int = 1):

@@ -136,7 +136,7 @@ def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.A
 
 def score(ctx: ScoringContext) -> jax.Array:
   """The selector's evidence: (P, K, C) MC-Dropout probabilities of the candidates."""
-  fn = functools.partial(mc_probs, preprocess=ctx.trainer.preprocess,
+  fn = functools.partial(mc_probs, preprocess=ctx.data.preprocess,
                          passes=int(ctx.config.batchbald.passes))
   key = jax.random.fold_in(ctx.rng, MASK_STREAM)
   return pool_outputs(ctx, fn, {"state": ctx.result.state, "key": key})

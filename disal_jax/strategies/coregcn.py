@@ -30,7 +30,7 @@ from disal_jax.models import gcn as gcn_lib
 from disal_jax.strategies import selectors
 from disal_jax.config import check_value
 from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
-                                       map_rows)
+                                       map_rows, pool_capacity)
 from disal_jax.strategies.coreset import features as backbone_features
 from disal_jax.training import sharding
 
@@ -98,7 +98,7 @@ def score(ctx: ScoringContext) -> dict:
   if g.subset_size and num > g.subset_size:
     subset = np.sort(np.asarray(jax.random.choice(subset_rng, num, (g.subset_size,),
                                                   replace=False)))
-  fn = functools.partial(backbone_features, preprocess=ctx.trainer.preprocess)
+  fn = functools.partial(backbone_features, preprocess=ctx.data.preprocess)
   state = ctx.result.state
   nodes = map_rows(ctx, fn, state, np.concatenate([ctx.candidates[subset], ctx.labeled]))
   is_labeled = jnp.arange(nodes.shape[0]) >= len(subset)
@@ -134,7 +134,8 @@ def select_uncertain(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
   _check_subset(evidence, ctx, k)
   closeness = -np.abs(sharding.fetch(evidence["scores"])
                       - float(ctx.config.coregcn.margin))
-  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(closeness))
+  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(closeness),
+                            pool_capacity(ctx))
   return ctx.candidates[evidence["subset"][selectors.top_k(closeness, k, ties)]]
 
 

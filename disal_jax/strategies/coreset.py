@@ -31,7 +31,7 @@ def features(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
 
 def score(ctx: ScoringContext) -> dict[str, jax.Array]:
   """The selector's evidence: {'candidates': (P, D), 'labeled': (L, D)} features on device."""
-  fn = functools.partial(features, preprocess=ctx.trainer.preprocess)
+  fn = functools.partial(features, preprocess=ctx.data.preprocess)
   state = ctx.result.state
   return {"candidates": pool_outputs(ctx, fn, state), "labeled": map_rows(ctx, fn, state,
                                                                           ctx.labeled)}

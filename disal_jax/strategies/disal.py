@@ -52,8 +52,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from disal_jax.config import check_value
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ScoringContext, Strategy, batch_logits,
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, batch_logits,
                                        batched_pool_scores, entropy_of_logits,
                                        per_sample_batch_size)
 from disal_jax.training import pixels
@@ -63,6 +64,15 @@ from disal_jax.training.state import momentum_trace
 
 log = logging.getLogger(__name__)
 
+
+SCORES = ("projection", "norm")
+LOSSES = ("ce", "kl", "mse")
+TARGET_SOURCES = ("eval_pass", "train_branch")
+BRANCHES = ("separate", "joint")
+WEIGHT_SCHEDULES = ("constant", "rampup")
+WEIGHT_SCALES = ("none", "labeled_fraction")
+DIRECTIONS = ("delta", "momentum")
+SCORE_TARGETS = ("dynamic", "expected")
 
 def score_losses(logits: jax.Array, target: jax.Array, kind: str, score_target: str
                  ) -> jax.Array:
@@ -339,18 +349,92 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
   extra = {"target": pool_target(ctx)}
   batch_size = None
   if s.score == "projection":
-    fn = functools.partial(projection_scores, preprocess=ctx.trainer.preprocess,
+    fn = functools.partial(projection_scores, preprocess=ctx.data.preprocess,
                            kind=s.dynamic_loss, score_target=s.score_target,
-                           pixel_stride=ctx.trainer.pixel_stride)
+                           pixel_stride=ctx.data.pixel_stride)
   else:
     engine = per_sample.engine_from_config(ctx.config, s.norm_chunk_size)
-    fn = functools.partial(gradient_norm_scores, preprocess=ctx.trainer.preprocess,
+    fn = functools.partial(gradient_norm_scores, preprocess=ctx.data.preprocess,
                            kind=s.dynamic_loss, score_target=s.score_target, engine=engine,
-                           pixel_stride=ctx.trainer.pixel_stride)
+                           pixel_stride=ctx.data.pixel_stride)
     batch_size = per_sample_batch_size(ctx, fn, scoring, engine.samples_per_call(), extra)
   return batched_pool_scores(ctx, fn, scoring, extra, batch_size)
 
 
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  # Defaults chosen on validation splits (docs/results.md, "DISAL's dynamic loss").
+  s.dynamic_weight = 10.0  # lambda (the most it reaches); 0 trains exactly like plain training
+  # Divergence between p_bar and the prediction: soft-target cross-entropy 'ce', 'kl' (same
+  # gradients as 'ce'), or 'mse' (mean over classes of squared differences of probabilities).
+  s.dynamic_loss = "mse"
+  # Where p_bar comes from: 'eval_pass' (an eval-mode pass over the pool after every epoch),
+  # or 'train_branch' (the dynamic branch's own train-mode predictions, each pool sample
+  # folded in when its batch is drawn: no separate pass; classification only).
+  s.target_source = "train_branch"
+  s.dynamic_warmup_epochs = 1  # the dynamic loss starts at this epoch (after p_bar has data)
+  # The dynamic branch (its loss and, with the train branch, its recording) starts at epoch
+  # round(branch_start_fraction * train.epochs); the steps before are plain (and cost so).
+  s.branch_start_fraction = 0.5
+  s.weight_schedule = "rampup"  # lambda * exp(-5 (1 - t)^2) up to t = 1, or 'constant'
+  s.rampup_fraction = 0.5  # rampup: the fraction of the cycle's steps over which t goes 0 -> 1
+  s.weight_scale = "none"  # or 'labeled_fraction': lambda times labeled / (labeled + pool)
+  s.dynamic_batch_size = 32  # pool samples drawn per train step (1/4 of train.batch_size)
+  # 'separate': the pool batch has its own forward pass (its BatchNorm statistics dropped);
+  # 'joint': it is appended to the labeled batch's pass (one pass, shared BatchNorm
+  # statistics; cheaper); classification only.
+  s.branch = "separate"
+  s.direction = "delta"  # theta_start - theta_end, or the optimiser's momentum buffer
+  s.score = "projection"  # <grad l_dyn, d> via one jvp, or the per-sample gradient norm
+  # The scored loss: 'dynamic' (CE against the recorded p_bar) or 'expected' (the entropy of
+  # the current prediction: the "no dynamic target" ablation).
+  s.score_target = "dynamic"
+  s.norm_chunk_size = 32  # per-sample gradients per chunk, vmap engine (score='norm')
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  s, r, t = config.disal, config.record, config.train
+  for key, allowed in (("dynamic_loss", LOSSES), ("target_source", TARGET_SOURCES),
+                       ("weight_schedule", WEIGHT_SCHEDULES), ("weight_scale", WEIGHT_SCALES),
+                       ("branch", BRANCHES), ("direction", DIRECTIONS), ("score", SCORES),
+                       ("score_target", SCORE_TARGETS)):
+    check_value(s[key] in allowed, f"disal.{key}", s[key], f"one of {allowed}")
+  check_value(s.dynamic_weight >= 0, "disal.dynamic_weight", s.dynamic_weight, ">= 0")
+  # eval_pass: p_bar exists once an epoch from record.start_epoch has been recorded;
+  # train_branch: samples without a target yet are masked out of the loss.
+  first = r.start_epoch + 1 if s.target_source == "eval_pass" else 0
+  check_value(s.dynamic_warmup_epochs >= first, "disal.dynamic_warmup_epochs",
+              s.dynamic_warmup_epochs, f">= {first} (record.start_epoch + 1 with "
+              "target_source='eval_pass': the dynamic target needs a recorded epoch)")
+  start = round(s.branch_start_fraction * t.epochs)
+  check_value(0 <= s.branch_start_fraction and start < t.epochs, "disal.branch_start_fraction",
+              s.branch_start_fraction,
+              f">= 0, starting the branch before the last of the {t.epochs} epochs")
+  check_value(0 < s.rampup_fraction <= 1, "disal.rampup_fraction", s.rampup_fraction,
+              "in (0, 1]")
+  check_value(s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
+              "disal.dynamic_batch_size", s.dynamic_batch_size,
+              f"a positive multiple of the device count ({num_devices})")
+  check_value(s.norm_chunk_size >= 1, "disal.norm_chunk_size", s.norm_chunk_size, ">= 1")
+  if s.direction == "momentum":
+    check_value(t.optimizer == "sgd" and t.momentum > 0, "disal.direction", s.direction,
+                "'delta' unless train.optimizer='sgd' with train.momentum > 0")
+
+
+def check_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
+  """Segmentation: the eval-pass target and a separate branch (ConfigError otherwise)."""
+  if not dataset.is_segmentation:
+    return
+  check_value(config.disal.target_source == "eval_pass", "disal.target_source",
+              config.disal.target_source, "'eval_pass' for segmentation (a per-pixel target "
+              "per training image would be held on every device)")
+  check_value(config.disal.branch == "separate", "disal.branch", config.disal.branch,
+              "'separate' for segmentation (pool images are whole images, labeled ones "
+              "crops: they cannot share a forward pass)")
+
+
 STRATEGY = Strategy(name="disal", record=record_level, score=disal_scores, make_hook=make_hook,
                     description="dynamic influence: <grad of the dynamic loss, accumulated update>",
-                    segmentation=True)
+                    segmentation=True,
+                    config_section=ConfigSection("disal", defaults, check, check_for_dataset))

@@ -53,9 +53,9 @@ def rows(ctx: ScoringContext, source: str, path: str, index: np.ndarray) -> jax.
   if source == "file":
     if not path:
       raise ConfigError("embedding='file' needs the .npy path (embedding_file)")
-    table = _read(path, len(ctx.trainer.dataset.train_labels))
+    table = _read(path, len(ctx.data.dataset.train_labels))
     return normalised(jnp.asarray(table[np.asarray(index)]))
-  fn = functools.partial(features, preprocess=ctx.trainer.preprocess)
+  fn = functools.partial(features, preprocess=ctx.data.preprocess)
   return normalised(map_rows(ctx, fn, ctx.result.state, np.asarray(index)).astype(jnp.float32))
 
 

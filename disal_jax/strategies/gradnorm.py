@@ -88,8 +88,8 @@ def expected_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
 
 def score_entropy(ctx: ScoringContext) -> np.ndarray:
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
-  fn = functools.partial(entropy_gradnorm_scores, preprocess=ctx.trainer.preprocess,
-                         engine=engine, pixel_stride=ctx.trainer.pixel_stride,
+  fn = functools.partial(entropy_gradnorm_scores, preprocess=ctx.data.preprocess,
+                         engine=engine, pixel_stride=ctx.data.pixel_stride,
                          norm=ctx.config.gradnorm.norm)
   state = ctx.result.state
   return batched_pool_scores(ctx, fn, state, batch_size=per_sample_batch_size(
@@ -98,11 +98,11 @@ def score_entropy(ctx: ScoringContext) -> np.ndarray:
 
 def score_expected(ctx: ScoringContext) -> np.ndarray:
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
-  fn = functools.partial(expected_gradnorm_scores, preprocess=ctx.trainer.preprocess,
+  fn = functools.partial(expected_gradnorm_scores, preprocess=ctx.data.preprocess,
                          engine=engine, norm=ctx.config.gradnorm.norm)
   state = ctx.result.state
   return batched_pool_scores(ctx, fn, state, batch_size=per_sample_batch_size(
-      ctx, fn, state, engine.samples_per_call(ctx.trainer.dataset.num_classes)))
+      ctx, fn, state, engine.samples_per_call(ctx.data.dataset.num_classes)))
 
 
 def defaults() -> ml_collections.ConfigDict:

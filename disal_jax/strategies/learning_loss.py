@@ -83,7 +83,7 @@ def predicted_losses(state, data, batch, *, preprocess: Preprocess,
 
 def score(ctx: ScoringContext) -> np.ndarray:
   head = make_hook(ctx.config).head
-  fn = functools.partial(predicted_losses, preprocess=ctx.trainer.preprocess, head=head)
+  fn = functools.partial(predicted_losses, preprocess=ctx.data.preprocess, head=head)
   return batched_pool_scores(ctx, fn, ctx.result.state)
 
 

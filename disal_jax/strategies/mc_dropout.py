@@ -86,9 +86,9 @@ def mc_dropout_scores(scoring, data, batch, *, preprocess: Preprocess, passes: i
 
 def score(ctx: ScoringContext) -> np.ndarray:
   mc = ctx.config.mc_dropout
-  fn = functools.partial(mc_dropout_scores, preprocess=ctx.trainer.preprocess,
+  fn = functools.partial(mc_dropout_scores, preprocess=ctx.data.preprocess,
                          passes=int(mc.passes), kind=mc.score,
-                         pixel_stride=ctx.trainer.pixel_stride)
+                         pixel_stride=ctx.data.pixel_stride)
   return batched_pool_scores(ctx, fn, {"state": ctx.result.state, "key": ctx.rng})
 
 

@@ -27,9 +27,21 @@ def top_k(scores: np.ndarray, k: int, tie_break: np.ndarray | None = None) -> np
   return np.lexsort((np.asarray(tie_break), scores))[:k]
 
 
-def tie_break(key: jax.Array, size: int) -> np.ndarray:
+def uniform(key: jax.Array, size: int, capacity: int = 0) -> np.ndarray:
+  """(size,) uniform numbers from `key`: the first `size` of a draw of max(size, capacity).
+
+  With JAX's partitionable threefry (jax_threefry_partitionable, on by default) each value
+  depends on the key and its position only, so a prefix of a longer draw equals the shorter
+  draw: the numbers do not depend on `capacity`, and one compiled program serves every pool
+  size of a run (the pool shrinks every cycle; its capacity does not).
+  """
+  draw = jax.random.uniform(key, (max(size, capacity),))
+  return np.asarray(draw)[:size]
+
+
+def tie_break(key: jax.Array, size: int, capacity: int = 0) -> np.ndarray:
   """(size,) uniform numbers from `key`: a random order among equal scores (top_k)."""
-  return np.asarray(jax.random.uniform(key, (size,)))
+  return uniform(key, size, capacity)
 
 
 def _sq_distances(x: jax.Array, centres: jax.Array) -> jax.Array:

@@ -117,8 +117,8 @@ def dynamics_scores(state, data, batch, *, preprocess: Preprocess, head: stage_h
 
 
 def score(ctx: ScoringContext) -> np.ndarray:
-  head = make_hook(ctx.config).head(ctx.trainer.dataset.num_classes)
-  fn = functools.partial(dynamics_scores, preprocess=ctx.trainer.preprocess, head=head,
+  head = make_hook(ctx.config).head(ctx.data.dataset.num_classes)
+  fn = functools.partial(dynamics_scores, preprocess=ctx.data.preprocess, head=head,
                          kind=ctx.config.tidal.score)
   return batched_pool_scores(ctx, fn, ctx.result.state)
 

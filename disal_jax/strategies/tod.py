@@ -153,7 +153,7 @@ def _earlier_variables(ctx: ScoringContext):
   if ctx.cycle == 0:
     if ctx.config.tod.first_cycle == "teacher":
       return {"params": state.extras[TEACHER], "batch_stats": state.batch_stats}
-    untrained = ctx.trainer.init_state(jax.random.fold_in(ctx.rng, UNTRAINED_STREAM))
+    untrained = ctx.data.init_state(jax.random.fold_in(ctx.rng, UNTRAINED_STREAM))
     return untrained.variables()
   path = variables_path(ctx.run_dir, ctx.cycle - 1)
   try:  # the state's variables give the structure; nothing is copied off the device for it
@@ -163,7 +163,7 @@ def _earlier_variables(ctx: ScoringContext):
         f"TOD needs the model of cycle {ctx.cycle - 1}, kept at {path}, and could not read it "
         f"({type(e).__name__}: {e}). Rerun this strategy from its start with --force."
     ) from e
-  return sharding.put_replicated(earlier, ctx.trainer.mesh)
+  return sharding.put_replicated(earlier, ctx.data.mesh)
 
 
 def score(ctx: ScoringContext) -> np.ndarray:
@@ -171,7 +171,7 @@ def score(ctx: ScoringContext) -> np.ndarray:
     raise RuntimeError("TOD keeps the previous cycle's model in the run folder; the loop did "
                        "not give one")
   scoring = {"state": ctx.result.state, "earlier": _earlier_variables(ctx)}
-  fn = functools.partial(discrepancy_scores, preprocess=ctx.trainer.preprocess)
+  fn = functools.partial(discrepancy_scores, preprocess=ctx.data.preprocess)
   scores = batched_pool_scores(ctx, fn, scoring)
   path = variables_path(ctx.run_dir, ctx.cycle)
   if distributed.is_primary():  # one writer of a multi-host run; every host reads it

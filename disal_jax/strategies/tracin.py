@@ -75,18 +75,18 @@ def score(ctx: ScoringContext) -> np.ndarray:
     raise RuntimeError("TracInCP has no checkpoints: the trainer did not call its store")
   tr = ctx.config.tracin
   engine = per_sample.engine_from_config(ctx.config, tr.chunk_size)
-  fn = functools.partial(checkpoint_scores, preprocess=ctx.trainer.preprocess,
+  fn = functools.partial(checkpoint_scores, preprocess=ctx.data.preprocess,
                          scope=tr.params, engine=engine)
   batch_size = None
   total = None
   for i, lr in enumerate(store.learning_rates):
-    scoring = {"state": ctx.result.state, "variables": store.variables(i, ctx.trainer.mesh)}
+    scoring = {"state": ctx.result.state, "variables": store.variables(i, ctx.data.mesh)}
     if tr.params == "all" and batch_size is None:  # every checkpoint has the same shapes
       batch_size = per_sample_batch_size(
-          ctx, fn, scoring, engine.samples_per_call(ctx.trainer.dataset.num_classes))
-    part = lr * pool_outputs(ctx, fn, scoring, batch_size=batch_size)
+          ctx, fn, scoring, engine.samples_per_call(ctx.data.dataset.num_classes))
+    part = lr * pool_outputs(ctx, fn, scoring, batch_size=batch_size, padded=True)
     total = part if total is None else total + part
-  return sharding.fetch(total)
+  return sharding.fetch(total)[:len(ctx.candidates)]
 
 
 def _store_factory(second_half_only: bool):

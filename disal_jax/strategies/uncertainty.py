@@ -47,7 +47,7 @@ def batch_scores(state, data, batch, *, preprocess: Preprocess, kind: str) -> ja
 
 def _scorer(kind: str):
   def score(ctx: ScoringContext):
-    fn = functools.partial(batch_scores, preprocess=ctx.trainer.preprocess, kind=kind)
+    fn = functools.partial(batch_scores, preprocess=ctx.data.preprocess, kind=kind)
     return batched_pool_scores(ctx, fn, ctx.result.state)
   return score
 

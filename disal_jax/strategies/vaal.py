@@ -276,26 +276,26 @@ def train(ctx: ScoringContext) -> tuple[VaalState, dict[str, np.ndarray]]:
   """
   v = ctx.config.vaal
   settings = Settings.from_config(ctx.config)
-  trainer = ctx.trainer
+  data = ctx.data
   init_rng, noise_rng, order_rng = jax.random.split(ctx.rng, 3)
   state = sharding.put_replicated(
-      init_state(init_rng, settings, int(trainer.dataset.image_shape[-1])), trainer.mesh)
+      init_state(init_rng, settings, int(data.dataset.image_shape[-1])), data.mesh)
   chunk = int(v.steps_per_call)
   iterations = math.ceil(num_iterations(ctx.config, len(ctx.labeled),
-                                        len(trainer.dataset.train_labels)) / chunk) * chunk
+                                        len(data.dataset.train_labels)) / chunk) * chunk
   order = np.random.default_rng(np.asarray(jax.random.key_data(order_rng)))
   shape = (iterations, settings.vae_steps, int(v.batch_size))
   labeled = iteration_batches(order, ctx.labeled, shape[-1], shape[0] * shape[1]).reshape(shape)
   unlabeled = iteration_batches(order, ctx.candidates, shape[-1],
                                 shape[0] * shape[1]).reshape(shape)
-  split = jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec(
+  split = jax.sharding.NamedSharding(data.mesh, jax.sharding.PartitionSpec(
       None, None, sharding.DATA_AXIS))
   history: dict[str, list[np.ndarray]] = {}
   for call, start in enumerate(range(0, iterations, chunk)):
     state, losses = train_chunk(
-        state, trainer.train_data, jax.device_put(labeled[start:start + chunk], split),
+        state, data.train_data, jax.device_put(labeled[start:start + chunk], split),
         jax.device_put(unlabeled[start:start + chunk], split),
-        jax.random.fold_in(noise_rng, call), preprocess=trainer.preprocess, settings=settings)
+        jax.random.fold_in(noise_rng, call), preprocess=data.preprocess, settings=settings)
     losses = {k: np.asarray(x) for k, x in jax.device_get(losses).items()}
     check_losses(losses, start, iterations, ctx.cycle, ctx.config)
     for key, values in losses.items():
@@ -307,9 +307,10 @@ def score(ctx: ScoringContext) -> np.ndarray:
   """(P,) float64 -logit D(mu(x)) of ctx.candidates: the top-k are the least "labeled"."""
   settings = Settings.from_config(ctx.config)
   state, _ = train(ctx)
-  fn = functools.partial(discriminator_logits, preprocess=ctx.trainer.preprocess,
+  fn = functools.partial(discriminator_logits, preprocess=ctx.data.preprocess,
                          settings=settings)
-  logits = sharding.fetch(pool_outputs(ctx, fn, state)).astype(np.float64)
+  logits = sharding.fetch(pool_outputs(ctx, fn, state, padded=True))[:len(ctx.candidates)]
+  logits = logits.astype(np.float64)
   if not np.all(np.isfinite(logits)):
     raise VaalDiverged(f"VAAL's discriminator gave {int(np.sum(~np.isfinite(logits)))} "
                        f"non-finite scores in cycle {ctx.cycle}; lower vaal.learning_rate "
