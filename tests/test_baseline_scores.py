@@ -222,6 +222,24 @@ def test_top_k_orders_ties_by_the_tie_break_and_otherwise_by_score():
   assert draws[0] != list(range(5)) and len({tuple(d) for d in draws}) == 3
 
 
+def test_balanced_top_k_equals_a_round_robin_over_the_groups():
+  rng = np.random.default_rng(0)
+  scores, groups = rng.normal(size=40), rng.integers(0, 4, 40)
+  groups[groups == 3] = 2  # group 3 empty
+  groups[np.flatnonzero(groups == 1)[1:]] = 0  # group 1 holds one member: it runs out
+  for k in (1, 3, 7, 40):
+    # reference: rounds of every group's next best, each round by score
+    queues = {g: sorted(np.flatnonzero(groups == g), key=lambda i: -scores[i])
+              for g in np.unique(groups)}
+    expected = []
+    while len(expected) < k:
+      round_ = [q.pop(0) for q in queues.values() if q]
+      expected += sorted(round_, key=lambda i: -scores[i])
+    assert selectors.balanced_top_k(scores, groups, k).tolist() == expected[:k]
+  picks = selectors.balanced_top_k(scores, groups, 9)
+  assert sorted(np.bincount(groups[picks], minlength=3).tolist()) == [1, 4, 4]
+
+
 def test_uniform_draws_do_not_depend_on_the_capacity_they_are_drawn_at():
   """Random's scores and the tie-break are drawn at the run's pool capacity (one program for
   every cycle) and cut: the values must equal a draw of the pool's own size."""

@@ -6,6 +6,7 @@ to the run's capacity); every strategy is then scored on both contexts. What the
 (resume, files, warm starts) stays in tests/test_strategies.py.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -140,3 +141,21 @@ def test_strategies_do_not_all_choose_alike(tmp_root):
       strategy, (first, _) = _contexts(name, tmp_root)
       FIRST_PICKS[name] = frozenset(_pick(strategy, first)[1].tolist())
   assert len(set(FIRST_PICKS.values())) == len(NAMES)
+
+
+def test_disal_class_balanced_selection_spreads_picks_over_predicted_classes(tmp_root):
+  from disal_jax.strategies import disal
+  from disal_jax.strategies.base import batched_pool_scores
+  strategy, (first, _) = _contexts("disal", tmp_root)
+  config = _config()
+  config.disal.selection = "class_balanced"
+  ctx = dataclasses.replace(first, config=config)
+  _, picks = _pick(strategy, ctx)
+  predicted = batched_pool_scores(ctx, functools.partial(
+      disal.predicted_classes, preprocess=ctx.data.preprocess), ctx.result.state)
+  available = np.bincount(predicted, minlength=10)
+  taken = np.bincount(predicted[np.searchsorted(ctx.candidates, picks)], minlength=10)
+  assert len(np.unique(picks)) == BUDGET
+  # every class gets its turn: one short of the most-picked class at worst, unless it ran out
+  assert all(taken[c] == available[c] or taken[c] >= taken.max() - 1 for c in range(10))
+  assert (available > 0).sum() > 1 and (taken > 0).sum() > 1

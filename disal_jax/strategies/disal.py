@@ -53,8 +53,9 @@ import ml_collections
 import numpy as np
 
 from disal_jax.config import check_value
-from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, batch_logits,
+from disal_jax.strategies import per_sample, selectors
+from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext,
+                                       Strategy, batch_logits, pool_capacity, select_top_k,
                                        batched_pool_scores, entropy_of_logits,
                                        per_sample_batch_size)
 from disal_jax.training import pixels
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 
 
 SCORES = ("projection", "norm")
+SELECTIONS = ("top_k", "class_balanced")
 LOSSES = ("ce", "kl", "mse")
 TARGET_SOURCES = ("eval_pass", "train_branch")
 BRANCHES = ("separate", "joint")
@@ -343,6 +345,26 @@ def _gather_rows(table: jax.Array, rows: jax.Array) -> jax.Array:
   return table[rows]
 
 
+def select(evidence, ctx: ScoringContext, k: int) -> np.ndarray:
+  """Top-K of the scores, or with disal.selection='class_balanced' the same number per class
+  the trained model predicts (selectors.balanced_top_k; one eval-mode pass over the pool)."""
+  if ctx.config.disal.selection == "top_k":
+    return select_top_k(evidence, ctx, k)
+  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
+                             len(ctx.candidates), pool_capacity(ctx))
+  fn = functools.partial(predicted_classes, preprocess=ctx.data.preprocess)
+  predicted = batched_pool_scores(ctx, fn, ctx.result.state)
+  return ctx.candidates[selectors.balanced_top_k(evidence, predicted, k, ties)]
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess",))
+def predicted_classes(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
+  """(B,) int32 argmax of the model's eval-mode logits for rows batch['index']."""
+  images = preprocess.normalise(data.images[batch["index"]])
+  logits = state.apply_fn(state.variables(), images, train=False)["logits"]
+  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
 def disal_scores(ctx: ScoringContext) -> np.ndarray:
   s = ctx.config.disal
   scoring = {"state": ctx.result.state, "direction": direction(ctx)}
@@ -390,6 +412,9 @@ def defaults() -> ml_collections.ConfigDict:
   # the current prediction: the "no dynamic target" ablation).
   s.score_target = "dynamic"
   s.norm_chunk_size = 32  # per-sample gradients per chunk, vmap engine (score='norm')
+  # 'top_k' (the paper's), or 'class_balanced': the same number of picks per class the
+  # trained model predicts, each class's highest scores first (classification only).
+  s.selection = "top_k"
   return s
 
 
@@ -398,7 +423,7 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   for key, allowed in (("dynamic_loss", LOSSES), ("target_source", TARGET_SOURCES),
                        ("weight_schedule", WEIGHT_SCHEDULES), ("weight_scale", WEIGHT_SCALES),
                        ("branch", BRANCHES), ("direction", DIRECTIONS), ("score", SCORES),
-                       ("score_target", SCORE_TARGETS)):
+                       ("score_target", SCORE_TARGETS), ("selection", SELECTIONS)):
     check_value(s[key] in allowed, f"disal.{key}", s[key], f"one of {allowed}")
   check_value(s.dynamic_weight >= 0, "disal.dynamic_weight", s.dynamic_weight, ">= 0")
   # eval_pass: p_bar exists once an epoch from record.start_epoch has been recorded;
@@ -429,12 +454,15 @@ def check_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
   check_value(config.disal.target_source == "eval_pass", "disal.target_source",
               config.disal.target_source, "'eval_pass' for segmentation (a per-pixel target "
               "per training image would be held on every device)")
+  check_value(config.disal.selection == "top_k", "disal.selection", config.disal.selection,
+              "'top_k' for segmentation (an image has no one predicted class)")
   check_value(config.disal.branch == "separate", "disal.branch", config.disal.branch,
               "'separate' for segmentation (pool images are whole images, labeled ones "
               "crops: they cannot share a forward pass)")
 
 
-STRATEGY = Strategy(name="disal", record=record_level, score=disal_scores, make_hook=make_hook,
+STRATEGY = Strategy(name="disal", record=record_level, score=disal_scores, select=select,
+                    make_hook=make_hook,
                     description="dynamic influence: <grad of the dynamic loss, accumulated update>",
                     segmentation=True,
                     config_section=ConfigSection("disal", defaults, check, check_for_dataset))

@@ -27,6 +27,23 @@ def top_k(scores: np.ndarray, k: int, tie_break: np.ndarray | None = None) -> np
   return np.lexsort((np.asarray(tie_break), scores))[:k]
 
 
+def balanced_top_k(scores: np.ndarray, groups: np.ndarray, k: int,
+                   tie_break: np.ndarray | None = None) -> np.ndarray:
+  """Positions of k high scores (P,) spread evenly over `groups` (P,) int -> (k,) int64.
+
+  Round robin: every group's best, then every group's second best, and so on; within a
+  round, higher scores first. A group that runs out leaves its turns to the others. Ties as
+  in top_k.
+  """
+  order = top_k(scores, len(scores), tie_break)  # every position, best first
+  groups = np.asarray(groups)[order]
+  rank_in_group = np.zeros(len(order), np.int64)
+  for g in np.unique(groups):
+    members = groups == g
+    rank_in_group[members] = np.arange(members.sum())
+  return order[np.argsort(rank_in_group, kind="stable")[:k]]
+
+
 def uniform(key: jax.Array, size: int, capacity: int = 0) -> np.ndarray:
   """(size,) uniform numbers from `key`: the first `size` of a draw of max(size, capacity).
 

@@ -22,3 +22,7 @@ python -m disal_jax.ablation $COMMON \
 # disal_start0, seed 0 for lambda0_start0, run before the baselines' reference fixes):
 #  --variant=disal_start0:$DISAL,disal.branch_start_fraction=0.0
 #  --variant=lambda0_start0:$DISAL,disal.branch_start_fraction=0.0,disal.dynamic_weight=0.0
+# DISAL with a class-balanced top-K (the same number of picks per predicted class), tried on
+# validation after its top-K was seen to favour the vehicle classes (class_balance.md).
+python -m disal_jax.ablation $COMMON \
+ --variant=disal_balanced:$DISAL,disal.branch_start_fraction=0.5,disal.selection=class_balanced
