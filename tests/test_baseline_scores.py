@@ -308,6 +308,27 @@ def test_k_center_greedy_matches_brute_force(num_centres, block):
   assert picks.tolist() == _brute_force_k_center(points, centres, 40)
 
 
+def test_k_center_greedy_ignores_padding_and_compiles_once_for_every_count():
+  from tests.helpers import CompileCounter
+  rng = np.random.default_rng(1)
+  points = rng.normal(size=(64, 8)).astype(np.float32)
+  centres = rng.normal(size=(48, 8)).astype(np.float32)
+  # padding far away: picked first, or covering the points, if it were not ignored
+  padded_points = np.concatenate([points, np.full((36, 8), 100.0, np.float32)])
+  padded_centres = np.concatenate([centres, np.zeros((80, 8), np.float32)])
+
+  def check(count, covered):
+    picks = selectors.k_center_greedy(jnp.asarray(padded_points), jnp.asarray(padded_centres),
+                                      12, 16, num_points=count, num_centres=covered)
+    assert picks.tolist() == _brute_force_k_center(points[:count], centres[:covered], 12)
+
+  check(64, 48)
+  with CompileCounter() as compiles:
+    check(50, 13)
+    check(40, 0)
+  assert compiles.count == 0
+
+
 def test_k_center_never_picks_twice_even_among_duplicates():
   points = jnp.zeros((10, 3), jnp.float32)
   picks = selectors.k_center_greedy(points, jnp.ones((1, 3), jnp.float32), 10, 4)

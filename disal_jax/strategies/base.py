@@ -326,15 +326,19 @@ def per_sample_batch_size(ctx: ScoringContext, batch_fn: Callable[..., jax.Array
 
 
 def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
-             rows: np.ndarray) -> jax.Array:
+             rows: np.ndarray, capacity: int = 0) -> jax.Array:
   """Runs `batch_fn(scoring_state, data, {'index': (B,)}) -> (B, ...)` over training rows.
 
   Rows are padded to whole eval batches and split over the devices; the result (N, ...)
-  stays on device.
+  stays on device. With `capacity` > 0 the result keeps max(N, capacity) rows rounded up to
+  whole batches (rows from N on are padding), the same shape for every N up to capacity.
   """
   padded, _ = pad_to_multiple(np.asarray(rows), ctx.config.train.eval_batch_size)
+  if capacity > len(padded):
+    padded = np.pad(padded, (0, capacity - len(padded)))
   index = jax.device_put(padded, sharding.along_data(ctx.data.mesh))
-  return _trimmed(_map_batches(batch_fn, scoring_state, ctx, index, len(rows), None), len(rows))
+  outputs = _map_batches(batch_fn, scoring_state, ctx, index, len(rows), None)
+  return outputs if capacity else _trimmed(outputs, len(rows))
 
 
 def batch_logits(state: TrainState, preprocess: Preprocess, pixel_stride: int = 1):

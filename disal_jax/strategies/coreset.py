@@ -30,16 +30,21 @@ def features(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
 
 
 def score(ctx: ScoringContext) -> dict[str, jax.Array]:
-  """The selector's evidence: {'candidates': (P, D), 'labeled': (L, D)} features on device."""
+  """The selector's evidence: {'candidates': (P_pad, D), 'labeled': (L_pad, D)} features on
+  device, padded to the run's pool capacity and to the training set's size, so every cycle
+  has the same shapes (the first P and L rows count)."""
   fn = functools.partial(features, preprocess=ctx.data.preprocess)
   state = ctx.result.state
-  return {"candidates": pool_outputs(ctx, fn, state), "labeled": map_rows(ctx, fn, state,
-                                                                          ctx.labeled)}
+  return {"candidates": pool_outputs(ctx, fn, state, padded=True),
+          "labeled": map_rows(ctx, fn, state, ctx.labeled,
+                              capacity=len(ctx.data.dataset.train_labels))}
 
 
 def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.ndarray:
   picks = selectors.k_center_greedy(evidence["candidates"], evidence["labeled"], k,
-                                    block_size=int(ctx.config.coreset.block_size))
+                                    block_size=int(ctx.config.coreset.block_size),
+                                    num_points=len(ctx.candidates),
+                                    num_centres=len(ctx.labeled))
   return ctx.candidates[picks]
 
 

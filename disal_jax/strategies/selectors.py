@@ -69,31 +69,42 @@ def _sq_distances(x: jax.Array, centres: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("block_size",))
-def min_sq_distances(points: jax.Array, centres: jax.Array, block_size: int) -> jax.Array:
+def min_sq_distances(points: jax.Array, centres: jax.Array, block_size: int,
+                     num_centres: jax.Array | int | None = None) -> jax.Array:
   """(N,) squared distance from each point (N, D) to its nearest centre (M, D).
 
   The centres are taken `block_size` at a time, so memory is N x block_size, never N x M.
-  M = 0 gives +inf everywhere.
+  Only the first `num_centres` (traced; default M) count: the rest is padding, and blocks
+  holding none are skipped, so centres padded to a fixed length compile once for every
+  count. No centre gives +inf everywhere.
   """
-  num_centres = centres.shape[0]
-  if num_centres == 0:
+  if num_centres is None:
+    num_centres = centres.shape[0]
+  if centres.shape[0] == 0:
     return jnp.full(points.shape[:1], jnp.inf, jnp.float32)
-  num_blocks = -(-num_centres // block_size)
-  padded = jnp.pad(centres, ((0, num_blocks * block_size - num_centres), (0, 0)))
+  num_blocks = -(-centres.shape[0] // block_size)
+  padded = jnp.pad(centres, ((0, num_blocks * block_size - centres.shape[0]), (0, 0)))
   valid = jnp.arange(num_blocks * block_size) < num_centres
   blocks = (padded.reshape(num_blocks, block_size, -1), valid.reshape(num_blocks, block_size))
 
   def body(running, block):
     block_centres, block_valid = block
-    d = jnp.where(block_valid[None, :], _sq_distances(points, block_centres), jnp.inf)
-    return jnp.minimum(running, d.min(axis=1)), None
+
+    def nearest(running):
+      d = jnp.where(block_valid[None, :], _sq_distances(points, block_centres), jnp.inf)
+      return jnp.minimum(running, d.min(axis=1))
+
+    return jax.lax.cond(block_valid[0], nearest, lambda running: running, running), None
 
   init = jnp.full(points.shape[:1], jnp.inf, jnp.float32)
   return jax.lax.scan(body, init, blocks)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _greedy(points: jax.Array, min_d: jax.Array, k: int) -> jax.Array:
+def _greedy(points: jax.Array, min_d: jax.Array, num_points: jax.Array, k: int) -> jax.Array:
+  # Padding rows (from num_points on) start at -inf: never picked.
+  min_d = jnp.where(jnp.arange(points.shape[0]) < num_points, min_d, -jnp.inf)
+
   def body(i, carry):
     min_d, picks = carry
     j = jnp.argmax(min_d)
@@ -105,21 +116,27 @@ def _greedy(points: jax.Array, min_d: jax.Array, k: int) -> jax.Array:
   return jax.lax.fori_loop(0, k, body, (min_d, picks))[1]
 
 
-def k_center_greedy(points: jax.Array, centres: jax.Array, k: int, block_size: int
+def k_center_greedy(points: jax.Array, centres: jax.Array, k: int, block_size: int,
+                    num_points: int | None = None, num_centres: int | None = None
                     ) -> np.ndarray:
   """Greedy k-center (Sener & Savarese): k positions into `points`, in the order chosen.
 
   Args:
-    points: (N, D) float32 candidate features.
-    centres: (M, D) float32 features of the points already covered (the labeled set).
-    k: how many to pick, k <= N.
+    points: (N, D) float32 candidate features; the first `num_points` (default N) count.
+    centres: (M, D) float32 features of the points already covered (the labeled set); the
+      first `num_centres` (default M) count.
+    k: how many to pick, k <= num_points.
     block_size: centres per block in the initial distance pass (memory N x block_size).
 
   Each pick is argmax_u min_c ||f_u - f_c|| over the current centres, which it then joins.
   Memory: a running (N,) min-distance vector, no N x N or N x M matrix. Cost: O(N M D) for
   the initial pass (matmuls) plus O(k N D) for the picks. Ties go to the lower position.
+  Padding (rows past the counts) is never picked and covers nothing: arrays padded to a
+  run's capacity compile once for all its cycles.
   """
-  if k > points.shape[0]:
-    raise ValueError(f"cannot pick {k} of {points.shape[0]} points")
-  min_d = min_sq_distances(points, centres, block_size)
-  return sharding.fetch(_greedy(points, min_d, k)).astype(np.int64)
+  num_points = points.shape[0] if num_points is None else num_points
+  num_centres = centres.shape[0] if num_centres is None else num_centres
+  if k > num_points:
+    raise ValueError(f"cannot pick {k} of {num_points} points")
+  min_d = min_sq_distances(points, centres, block_size, np.int32(num_centres))
+  return sharding.fetch(_greedy(points, min_d, np.int32(num_points), k)).astype(np.int64)
