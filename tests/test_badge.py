@@ -47,6 +47,28 @@ def test_seeding_equals_numpy_kmeans_pp_on_materialised_embeddings(seed):
   assert np.asarray(other).tolist() != picks.tolist()  # another key, other draws
 
 
+def test_padding_is_never_drawn_and_changes_no_pick():
+  from tests.helpers import CompileCounter
+  rng = np.random.default_rng(3)
+  u, a = _factors(rng, 300, 6, 9)
+  # padding with the largest norms: the first centre if it were not ignored
+  u_pad = np.concatenate([u, np.full((84, u.shape[1]), 5.0, np.float32)])
+  a_pad = np.concatenate([a, np.full((84, a.shape[1]), 5.0, np.float32)])
+  uniforms = badge.draw_uniforms(jax.random.key(4), 20)
+
+  def check(count):
+    g = (u[:count, :, None] * a[:count, None, :]).reshape(count, -1)
+    picks = badge.kmeans_pp(jnp.asarray(u_pad), jnp.asarray(a_pad), uniforms, 20,
+                            np.int32(count))
+    assert np.asarray(picks).tolist() == _numpy_kmeans_pp(g, np.asarray(uniforms, np.float64),
+                                                          20)
+
+  check(300)
+  with CompileCounter() as compiles:
+    check(250)
+  assert compiles.count == 0
+
+
 def test_seeding_never_repeats_a_row_among_duplicates():
   u = np.tile(np.array([[0.5, -0.5], [-0.9, 0.9]], np.float32), (4, 1))  # 2 distinct points
   a = np.ones((8, 3), np.float32)

@@ -51,20 +51,24 @@ def draw_uniforms(key: jax.Array, k: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def kmeans_pp(u: jax.Array, a: jax.Array, uniforms: jax.Array, k: int) -> jax.Array:
+def kmeans_pp(u: jax.Array, a: jax.Array, uniforms: jax.Array, k: int,
+              num_points: jax.Array | int | None = None) -> jax.Array:
   """(k,) int32 positions: k-means++ seeding of the rank-one embeddings u_i (x) a_i.
 
-  u: (P, C), a: (P, D'), uniforms: (k,) from `draw_uniforms`. Distances come from C- and
-  D'-sized dot products (module docstring); nothing P x P or P x C x D' is formed.
+  u: (P, C), a: (P, D'), uniforms: (k,) from `draw_uniforms`; only the first `num_points`
+  rows (traced; default P) count, the rest is padding that is never drawn, so factors padded
+  to a run's pool capacity compile once. Distances come from C- and D'-sized dot products
+  (module docstring); nothing P x P or P x C x D' is formed.
   """
+  valid = jnp.arange(u.shape[0]) < (u.shape[0] if num_points is None else num_points)
   sq_norms = jnp.sum(u * u, axis=1) * jnp.sum(a * a, axis=1)  # ||g_i||^2
 
   def sq_dist_to(j):
     d2 = sq_norms + sq_norms[j] - 2.0 * (u @ u[j]) * (a @ a[j])
     return jnp.maximum(d2, 0.0)
 
-  first = jnp.argmax(sq_norms).astype(jnp.int32)
-  chosen = jnp.zeros(u.shape[0], bool).at[first].set(True)
+  first = jnp.argmax(jnp.where(valid, sq_norms, -jnp.inf)).astype(jnp.int32)
+  chosen = (~valid).at[first].set(True)  # padding counts as taken: zero weight
   min_d2 = jnp.where(chosen, 0.0, sq_dist_to(first))
   picks = jnp.zeros(k, jnp.int32).at[0].set(first)
 
@@ -84,16 +88,18 @@ def kmeans_pp(u: jax.Array, a: jax.Array, uniforms: jax.Array, k: int) -> jax.Ar
 
 
 def score(ctx: ScoringContext) -> dict[str, jax.Array]:
-  """The selector's evidence: the candidates' factors {'u': (P, C), 'a': (P, D')} on device."""
+  """The selector's evidence: the candidates' factors {'u': (P_pad, C), 'a': (P_pad, D')} on
+  device, padded to the run's pool capacity (the first P rows count)."""
   fn = functools.partial(factors, preprocess=ctx.data.preprocess,
                          head_bias=bool(ctx.config.badge.head_bias))
-  return pool_outputs(ctx, fn, ctx.result.state)
+  return pool_outputs(ctx, fn, ctx.result.state, padded=True)
 
 
 def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.ndarray:
   if k > len(ctx.candidates):
     raise ValueError(f"BADGE: {k} picks from {len(ctx.candidates)} candidates")
-  picks = kmeans_pp(evidence["u"], evidence["a"], draw_uniforms(ctx.rng, k), k)
+  picks = kmeans_pp(evidence["u"], evidence["a"], draw_uniforms(ctx.rng, k), k,
+                    np.int32(len(ctx.candidates)))
   return ctx.candidates[np.asarray(picks)]
 
 
