@@ -154,3 +154,23 @@ def test_batchbald_skips_duplicates_that_top_k_bald_takes():
   assert set(np.argsort(-bald_scores, kind="stable")[:2].tolist()) <= {0, 1, 2}
   picks = batchbald.greedy(probs, 2, configurations=64, block=3, key=jax.random.key(0))
   assert picks[0] in (0, 1, 2) and picks[1] == 3
+
+
+def test_batchbald_ignores_padding_and_compiles_once_for_every_pool():
+  from tests.helpers import CompileCounter
+  rng = np.random.default_rng(5)
+  probs = _mc_probs(rng, 40, 6, 3)
+  # padding of maximal disagreement: BatchBALD's first pick if it were a candidate
+  flip = np.stack([np.eye(3)[k % 3] for k in range(6)]).astype(np.float32)
+  padded = jnp.asarray(np.concatenate([probs, np.broadcast_to(flip, (24, 6, 3))]))
+
+  def check(count):
+    expected = batchbald.greedy(jnp.asarray(probs[:count]), 5, 81, 16, jax.random.key(1))
+    got = batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=count)
+    assert got.tolist() == expected.tolist() and got.max() < count
+
+  check(40)
+  with CompileCounter() as compiles:
+    batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=33)
+  assert compiles.count == 0
+  check(33)

@@ -30,12 +30,12 @@ BUDGET = 10
 
 
 # Programs a strategy compiles again for each new pool, measured on this contract: their
-# device algorithms take the pool's (or the cluster count's) size as a shape (BatchBALD's
-# (P, K, C) table, TypiClust's L + B clusters, the GCN's nodes and the k-center over its
-# subset). CoreSet and BADGE show the way: outputs padded to the run's capacity, the counts
-# traced. Until the others follow (issue 23), these bounds keep them from growing; every
-# other strategy compiles nothing.
-RECOMPILES_PER_POOL = {"batchbald": 14, "typiclust": 1,
+# device algorithms take the pool's (or the cluster count's) size as a shape (TypiClust's
+# L + B clusters, the GCN's nodes and the k-center over its subset). CoreSet, BADGE and
+# BatchBALD show the way: outputs padded to the run's capacity, the counts traced. Until the
+# others follow (issue 23), these bounds keep them from growing; every other strategy
+# compiles nothing.
+RECOMPILES_PER_POOL = {"typiclust": 1,
                        "coregcn": 5, "uncertaingcn": 3}
 
 

@@ -19,6 +19,7 @@ With batch size 1 the score is BALD.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -100,16 +101,25 @@ def joint_entropies(table: jax.Array, weights: jax.Array, probs: jax.Array) -> j
   return -jnp.sum(weights[None, :, None] * jax.scipy.special.xlogy(joint, joint), axis=(1, 2))
 
 
-def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.Array
-           ) -> np.ndarray:
-  """(k,) positions into probs (P, K, C) chosen greedily by BatchBALD."""
-  num, passes, classes = probs.shape
+@jax.jit
+def _conditional_entropies(probs: jax.Array) -> jax.Array:
+  """(P,) E_k H(p_i(. | w_k)) of probs (P, K, C)."""
+  return entropy(probs).mean(axis=1)
+
+
+def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.Array,
+           num_points: Optional[int] = None) -> np.ndarray:
+  """(k,) positions into probs (P, K, C) chosen greedily by BatchBALD; only the first
+  `num_points` rows (default P) are candidates, the rest padding: probabilities padded to a
+  run's pool capacity compile once for all its cycles."""
+  total, passes, classes = probs.shape
+  num = total if num_points is None else num_points
   if configurations < passes:
     raise ValueError(f"batchbald.configurations={configurations} is below passes={passes}")
-  conditional = np.asarray(entropy(probs).mean(axis=1))  # (P,) E_k H(p_i(. | w_k)), host
+  conditional = np.asarray(_conditional_entropies(probs))[:num]  # host
   exact = exact_slots(classes, configurations)
   chosen = jnp.broadcast_to(jax.nn.one_hot(0, classes), (k, passes, classes))
-  padded = jnp.pad(probs, [(0, -num % block), (0, 0), (0, 0)])
+  padded = jnp.pad(probs, [(0, -total % block), (0, 0), (0, 0)])
   taken = np.zeros(num, bool)
   picks: list[int] = []
   for step in range(k):
@@ -135,18 +145,19 @@ def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.A
 
 
 def score(ctx: ScoringContext) -> jax.Array:
-  """The selector's evidence: (P, K, C) MC-Dropout probabilities of the candidates."""
+  """The selector's evidence: (P_pad, K, C) MC-Dropout probabilities of the candidates,
+  padded to the run's pool capacity (the first P rows count)."""
   fn = functools.partial(mc_probs, preprocess=ctx.data.preprocess,
                          passes=int(ctx.config.batchbald.passes))
   key = jax.random.fold_in(ctx.rng, MASK_STREAM)
-  return pool_outputs(ctx, fn, {"state": ctx.result.state, "key": key})
+  return pool_outputs(ctx, fn, {"state": ctx.result.state, "key": key}, padded=True)
 
 
 def select(probs: jax.Array, ctx: ScoringContext, k: int) -> np.ndarray:
   c = ctx.config.batchbald
   probs = jnp.asarray(sharding.fetch(probs))
   picks = greedy(probs, k, int(c.configurations), int(c.block_size),
-                 jax.random.fold_in(ctx.rng, SAMPLE_STREAM))
+                 jax.random.fold_in(ctx.rng, SAMPLE_STREAM), len(ctx.candidates))
   return ctx.candidates[picks]
 
 
