@@ -69,9 +69,8 @@ def test_selection_stays_in_the_subset_and_names_a_too_small_one(select):
   ctx = _ctx(40, 10)
   rng = np.random.default_rng(2)
   subset = np.sort(rng.choice(40, 10, replace=False))
-  evidence = {"subset": subset, "scores": jnp.asarray(rng.uniform(size=10), jnp.float32),
-              "hidden": jnp.asarray(rng.normal(size=(10, 3)), jnp.float32),
-              "labeled_hidden": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)}
+  evidence = {"subset": subset, "scores": jnp.asarray(rng.uniform(size=15), jnp.float32),
+              "features": jnp.asarray(rng.normal(size=(15, 3)), jnp.float32)}  # 10 + 5 nodes
   picks = select(evidence, ctx, 4)
   assert len(set(picks.tolist())) == 4 and set(picks.tolist()) <= set((100 + subset).tolist())
   with pytest.raises(ValueError, match="coregcn.subset_size"):
@@ -92,3 +91,15 @@ def test_uncertaingcn_picks_the_scores_closest_to_the_margin():
   ctx = _ctx(5, 0)
   evidence = {"subset": np.arange(5), "scores": jnp.asarray([0.9, 0.12, 0.5, 0.08, 0.3])}
   assert sorted(coregcn.select_uncertain(evidence, ctx, 2).tolist()) == [101, 103]
+
+
+def test_core_selection_is_k_center_from_the_labeled_nodes():
+  from tests.test_baseline_scores import _brute_force_k_center
+  ctx = _ctx(40, 0)
+  rng = np.random.default_rng(4)
+  subset_features = rng.normal(size=(40, 6)).astype(np.float32)
+  labeled_features = rng.normal(size=(20, 6)).astype(np.float32)
+  evidence = {"subset": np.arange(40), "scores": jnp.zeros(60, jnp.float32),
+              "features": jnp.asarray(np.concatenate([subset_features, labeled_features]))}
+  picks = coregcn.select_core(evidence, ctx, 7)
+  assert (picks - 100).tolist() == _brute_force_k_center(subset_features, labeled_features, 7)

@@ -90,7 +90,10 @@ def _model(ctx: ScoringContext) -> gcn_lib.GCN:
 
 
 def score(ctx: ScoringContext) -> dict:
-  """The selector's evidence: the trained GCN's outputs on subset + labeled nodes."""
+  """The selector's evidence: the trained GCN's outputs on its nodes, the subset's first and
+  the labeled after: {'subset': (S,) positions into ctx.candidates, 'scores': (N,) sigmoid
+  outputs, 'features': (N, F) k-center features}. Kept whole (N = S + L is the same every
+  cycle when the subset is the whole pool): the selectors cut what they need."""
   g = ctx.config.coregcn
   subset_rng, train_rng = jax.random.split(ctx.rng)
   num = len(ctx.candidates)
@@ -112,8 +115,7 @@ def score(ctx: ScoringContext) -> dict:
                              f"{nodes.shape[0]} nodes; lower coregcn.learning_rate")
   if g.kcenter_features == "hidden":
     features = features[:, :-1]
-  return {"subset": subset, "scores": scores[:len(subset)],
-          "hidden": features[:len(subset)], "labeled_hidden": features[len(subset):]}
+  return {"subset": subset, "scores": scores, "features": features}
 
 
 def _check_subset(evidence: dict, ctx: ScoringContext, k: int) -> None:
@@ -125,15 +127,24 @@ def _check_subset(evidence: dict, ctx: ScoringContext, k: int) -> None:
 
 def select_core(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
   _check_subset(evidence, ctx, k)
-  picks = selectors.k_center_greedy(evidence["hidden"], evidence["labeled_hidden"], k,
-                                    block_size=int(ctx.config.coreset.block_size))
+  size = len(evidence["subset"])
+  features = evidence["features"]
+  picks = selectors.k_center_greedy(features, _labeled_first(features, size), k,
+                                    block_size=int(ctx.config.coreset.block_size),
+                                    num_points=size, num_centres=features.shape[0] - size)
   return ctx.candidates[evidence["subset"][picks]]
+
+
+@jax.jit
+def _labeled_first(features: jax.Array, subset_size: int) -> jax.Array:
+  """The node rows rotated so that the labeled ones (after the subset) come first."""
+  return jnp.roll(features, -subset_size, axis=0)
 
 
 def select_uncertain(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
   _check_subset(evidence, ctx, k)
-  closeness = -np.abs(sharding.fetch(evidence["scores"])
-                      - float(ctx.config.coregcn.margin))
+  scores = sharding.fetch(evidence["scores"])[:len(evidence["subset"])]
+  closeness = -np.abs(scores - float(ctx.config.coregcn.margin))
   ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(closeness),
                             pool_capacity(ctx))
   return ctx.candidates[evidence["subset"][selectors.top_k(closeness, k, ties)]]
