@@ -26,3 +26,10 @@ python -m disal_jax.ablation $COMMON \
 # validation after its top-K was seen to favour the vehicle classes (class_balance.md).
 python -m disal_jax.ablation $COMMON \
  --variant=disal_balanced:$DISAL,disal.branch_start_fraction=0.5,disal.selection=class_balanced
+# The score's own options with the chosen dynamic loss (issue 26's design space): the
+# per-sample gradient norm instead of the projection, the entropy instead of the dynamic
+# target, the momentum buffer instead of theta_start - theta_end.
+python -m disal_jax.ablation $COMMON \
+ --variant=disal_norm:$DISAL,disal.branch_start_fraction=0.5,disal.score=norm \
+ --variant=disal_expected:$DISAL,disal.branch_start_fraction=0.5,disal.score_target=expected \
+ --variant=disal_momentum:$DISAL,disal.branch_start_fraction=0.5,disal.direction=momentum
