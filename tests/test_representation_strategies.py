@@ -28,6 +28,18 @@ def test_kmeans_finds_the_partition_sklearn_finds_on_separated_blobs():
   assert _same_partition(ours, truth) and _same_partition(theirs, truth)
 
 
+def test_kmeans_held_for_more_clusters_equals_kmeans_and_compiles_once():
+  from tests.helpers import CompileCounter
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(_blobs(rng, rng.normal(size=(8, 4)) * 3, 25)[0], jnp.float32)
+  for k in (3, 5, 8):
+    np.testing.assert_array_equal(embedding.kmeans(x, jax.random.key(2), k, 10, max_clusters=12),
+                                  embedding.kmeans(x, jax.random.key(2), k, 10))
+  with CompileCounter() as compiles:
+    embedding.kmeans(x, jax.random.key(3), 6, 10, max_clusters=12)
+  assert compiles.count == 0
+
+
 def _typiclust_reference(x, clusters, labeled, k, knn, min_size):
   """TypiClust's selection written as the reference's loop, with explicit per-row distances."""
   ids = sorted(set(clusters.tolist()))

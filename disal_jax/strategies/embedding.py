@@ -70,8 +70,9 @@ def labeled_and_candidates(ctx: ScoringContext, section: str) -> dict[str, objec
   return {"x": rows(ctx, c.embedding, c.embedding_file, index), "labeled": labeled}
 
 
-def kmeans_pp_init(x: jax.Array, uniforms: jax.Array, k: int) -> jax.Array:
-  """(k, D) k-means++ centres of x (N, D): the first at uniforms[0], then D^2 sampling."""
+def kmeans_pp_init(x: jax.Array, uniforms: jax.Array, k: jax.Array | int) -> jax.Array:
+  """(K, D) k-means++ centres of x (N, D), K = len(uniforms): the first at uniforms[0], then
+  D^2 sampling, for the first k (traced) rows; the rest repeat the first centre."""
   n = x.shape[0]
   sq = jnp.sum(x * x, axis=1)
   first = jnp.minimum((uniforms[0] * n).astype(jnp.int32), n - 1)
@@ -86,25 +87,40 @@ def kmeans_pp_init(x: jax.Array, uniforms: jax.Array, k: int) -> jax.Array:
     pick = jnp.minimum(pick, n - 1).astype(jnp.int32)
     return picks.at[t].set(pick), jnp.minimum(min_d2, d2_to(pick))
 
-  picks = jnp.zeros(k, jnp.int32).at[0].set(first)
+  picks = jnp.full(uniforms.shape[0], first, jnp.int32)
   picks, _ = jax.lax.fori_loop(1, k, step, (picks, d2_to(first)))
   return x[picks]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "iterations"))
-def kmeans(x: jax.Array, key: jax.Array, k: int, iterations: int) -> jax.Array:
+def kmeans(x: jax.Array, key: jax.Array, k: int, iterations: int, max_clusters: int = 0
+           ) -> jax.Array:
   """(N,) int32 cluster of each row of x (N, D): k-means++ seeding, then `iterations` Lloyd
-  steps (an emptied cluster keeps its centre). Memory: the (N, k) distance matrix."""
-  uniforms = jax.random.uniform(key, (k,))
+  steps (an emptied cluster keeps its centre). Memory: the (N, K) distance matrix.
+
+  With `max_clusters` >= k, the centres are held for max_clusters, those from k on inactive,
+  so one program serves every k of a run (TypiClust's labeled + budget grows every cycle).
+  The clusters equal those of max_clusters = 0: the seeding's uniforms are a prefix of the
+  same draw (partitionable threefry).
+  """
+  if max_clusters and k > max_clusters:
+    raise ValueError(f"k-means with {k} clusters held for {max_clusters}")
+  return _kmeans(x, key, np.int32(k), iterations=iterations, slots=max_clusters or k)
+
+
+@functools.partial(jax.jit, static_argnames=("iterations", "slots"))
+def _kmeans(x: jax.Array, key: jax.Array, k: jax.Array, *, iterations: int, slots: int
+            ) -> jax.Array:
+  uniforms = jax.random.uniform(key, (slots,))
   centres = kmeans_pp_init(x, uniforms, k)
+  active = jnp.arange(slots) < k
   sq = jnp.sum(x * x, axis=1, keepdims=True)
 
   def assign(centres):
     d2 = sq + jnp.sum(centres * centres, axis=1)[None] - 2.0 * x @ centres.T
-    return jnp.argmin(d2, axis=1).astype(jnp.int32)
+    return jnp.argmin(jnp.where(active[None], d2, jnp.inf), axis=1).astype(jnp.int32)
 
   def lloyd(_, centres):
-    one_hot = jax.nn.one_hot(assign(centres), k, dtype=x.dtype)  # (N, k)
+    one_hot = jax.nn.one_hot(assign(centres), slots, dtype=x.dtype)  # (N, K)
     counts = one_hot.sum(0)
     sums = one_hot.T @ x
     return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts[:, None], 1.0), centres)

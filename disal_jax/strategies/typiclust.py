@@ -73,9 +73,11 @@ def score(ctx: ScoringContext) -> dict[str, object]:
 def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
   c = ctx.config.typiclust
   x, labeled = evidence["x"], evidence["labeled"]
-  num_clusters = min(int(labeled.sum()) + k, int(c.max_clusters), x.shape[0])
+  most = min(int(c.max_clusters), x.shape[0])  # held every cycle: one compiled k-means
+  num_clusters = min(int(labeled.sum()) + k, most)
   clusters = sharding.fetch(embedding.kmeans(
-      x, jax.random.fold_in(ctx.rng, KMEANS_STREAM), num_clusters, int(c.kmeans_iterations)))
+      x, jax.random.fold_in(ctx.rng, KMEANS_STREAM), num_clusters, int(c.kmeans_iterations),
+      max_clusters=most))
   positions = pick(np.asarray(sharding.fetch(x), np.float64), clusters, labeled, k,
                    int(c.knn), int(c.min_cluster_size))
   return ctx.candidates[positions - int(labeled.sum())]
