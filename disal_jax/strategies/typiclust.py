@@ -8,9 +8,10 @@ of highest typicality 1 / (mean distance to its knn nearest fellow members), knn
 min(typiclust.knn, members // 2), as the reference code does (it recomputes typicality over
 the cluster's remaining members at each pick).
 
-Memory: k-means holds an (N, clusters) distance matrix on device (N = L + P); each pick a
-(members x members) one on the host. Time: k-means is O(iterations N clusters D); the picks
-O(K members^2 D).
+Memory: k-means holds an (N, max_clusters) distance matrix on device (N = L + P; the
+clusters past min(L + K, max_clusters) are inactive, so every cycle runs one compiled
+program); each pick a (members x members) one on the host. Time: k-means is
+O(iterations N max_clusters D); the picks O(K members^2 D).
 """
 
 from __future__ import annotations
