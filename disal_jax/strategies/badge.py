@@ -92,7 +92,7 @@ def score(ctx: ScoringContext) -> dict[str, jax.Array]:
   device, padded to the run's pool capacity (the first P rows count)."""
   fn = functools.partial(factors, preprocess=ctx.data.preprocess,
                          head_bias=bool(ctx.config.badge.head_bias))
-  return pool_outputs(ctx, fn, ctx.result.state, padded=True)
+  return pool_outputs(ctx, fn, ctx.result.state)
 
 
 def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.ndarray:

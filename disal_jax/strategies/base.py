@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from disal_jax.data.dataset import Dataset
 from disal_jax.strategies import selectors
 from disal_jax.training import pixels, sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import TrainState
-from disal_jax.data.dataset import Dataset
 from disal_jax.training.steps import DeviceData
 from disal_jax.training.trainer import CycleResult, Trainer, TrainHook, pad_to_multiple
 
@@ -156,7 +156,7 @@ class ConfigSection:
   name: str
   defaults: Callable[[], ml_collections.ConfigDict]
   check: Optional[Callable[[ml_collections.ConfigDict, int], None]] = None
-  check_for_dataset: Optional[Callable[[ml_collections.ConfigDict, Any], None]] = None
+  check_for_dataset: Optional[Callable[[ml_collections.ConfigDict, Dataset], None]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,33 +236,29 @@ def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: Sc
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
-def _trimmed(outputs: Any, count: int) -> Any:
-  """The first `count` rows of every output (on device; compiles once per count)."""
-  return jax.tree.map(lambda x: x[:count], outputs)
-
-
 def pool_outputs(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
                  extra: Optional[dict[str, jax.Array]] = None,
-                 batch_size: Optional[int] = None, padded: bool = False) -> jax.Array:
+                 batch_size: Optional[int] = None) -> jax.Array:
   """Runs a jitted `batch_fn(scoring_state, data, batch) -> (B, ...)` over the recorded pool.
 
   `batch` holds 'index' (B,) training-set rows and, for each key of `extra` (arrays aligned
   with the padded pool index, e.g. the record's mean), that array's rows for the batch.
   Only the batches that hold candidates are computed. `batch_size` (default: the eval batch)
-  bounds what one call holds in memory (per-sample gradients). Returns the (P, ...) outputs
-  for ctx.candidates on device, or with `padded` the (P_pad, ...) outputs whose shape is the
-  same in every cycle of a run (rows from P on are padding), which compiles nothing again.
+  bounds what one call holds in memory (per-sample gradients). Returns the (P_pad, ...)
+  outputs on device, P_pad the run's padded pool length: the first P = len(ctx.candidates)
+  rows are the candidates', the rest padding. The shape is the same in every cycle of a run,
+  so a smaller pool compiles nothing again; cut on the host, or pass the count to a jitted
+  consumer (as selectors.k_center_greedy takes it).
   """
-  outputs = _map_batches(batch_fn, scoring_state, ctx, ctx.result.pool_index,
-                         len(ctx.candidates), extra, batch_size)
-  return outputs if padded else _trimmed(outputs, len(ctx.candidates))
+  return _map_batches(batch_fn, scoring_state, ctx, ctx.result.pool_index,
+                      len(ctx.candidates), extra, batch_size)
 
 
 def batched_pool_scores(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
                         scoring_state: Any, extra: Optional[dict[str, jax.Array]] = None,
                         batch_size: Optional[int] = None) -> np.ndarray:
   """`pool_outputs` fetched to the host: the (P,) scores of ctx.candidates as numpy."""
-  outputs = pool_outputs(ctx, batch_fn, scoring_state, extra, batch_size, padded=True)
+  outputs = pool_outputs(ctx, batch_fn, scoring_state, extra, batch_size)
   return sharding.fetch(outputs)[:len(ctx.candidates)]
 
 
@@ -338,7 +334,7 @@ def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_st
     padded = np.pad(padded, (0, capacity - len(padded)))
   index = jax.device_put(padded, sharding.along_data(ctx.data.mesh))
   outputs = _map_batches(batch_fn, scoring_state, ctx, index, len(rows), None)
-  return outputs if capacity else _trimmed(outputs, len(rows))
+  return outputs if capacity else jax.tree.map(lambda x: x[:len(rows)], outputs)
 
 
 def batch_logits(state: TrainState, preprocess: Preprocess, pixel_stride: int = 1):

@@ -150,7 +150,7 @@ def score(ctx: ScoringContext) -> jax.Array:
   fn = functools.partial(mc_probs, preprocess=ctx.data.preprocess,
                          passes=int(ctx.config.batchbald.passes))
   key = jax.random.fold_in(ctx.rng, MASK_STREAM)
-  return pool_outputs(ctx, fn, {"state": ctx.result.state, "key": key}, padded=True)
+  return pool_outputs(ctx, fn, {"state": ctx.result.state, "key": key})
 
 
 def select(probs: jax.Array, ctx: ScoringContext, k: int) -> np.ndarray:

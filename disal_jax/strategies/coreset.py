@@ -35,7 +35,7 @@ def score(ctx: ScoringContext) -> dict[str, jax.Array]:
   has the same shapes (the first P and L rows count)."""
   fn = functools.partial(features, preprocess=ctx.data.preprocess)
   state = ctx.result.state
-  return {"candidates": pool_outputs(ctx, fn, state, padded=True),
+  return {"candidates": pool_outputs(ctx, fn, state),
           "labeled": map_rows(ctx, fn, state, ctx.labeled,
                               capacity=len(ctx.data.dataset.train_labels))}
 

@@ -84,7 +84,7 @@ def score(ctx: ScoringContext) -> np.ndarray:
     if tr.params == "all" and batch_size is None:  # every checkpoint has the same shapes
       batch_size = per_sample_batch_size(
           ctx, fn, scoring, engine.samples_per_call(ctx.data.dataset.num_classes))
-    part = lr * pool_outputs(ctx, fn, scoring, batch_size=batch_size, padded=True)
+    part = lr * pool_outputs(ctx, fn, scoring, batch_size=batch_size)
     total = part if total is None else total + part
   return sharding.fetch(total)[:len(ctx.candidates)]
 

@@ -46,7 +46,8 @@ import optax
 
 from disal_jax.models import vaal as vaal_models
 from disal_jax.config import check_value
-from disal_jax.strategies.base import ConfigSection, ScoringContext, Strategy, pool_outputs
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
+                                       batched_pool_scores)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.trainer import epoch_batches
@@ -309,8 +310,7 @@ def score(ctx: ScoringContext) -> np.ndarray:
   state, _ = train(ctx)
   fn = functools.partial(discriminator_logits, preprocess=ctx.data.preprocess,
                          settings=settings)
-  logits = sharding.fetch(pool_outputs(ctx, fn, state, padded=True))[:len(ctx.candidates)]
-  logits = logits.astype(np.float64)
+  logits = batched_pool_scores(ctx, fn, state).astype(np.float64)
   if not np.all(np.isfinite(logits)):
     raise VaalDiverged(f"VAAL's discriminator gave {int(np.sum(~np.isfinite(logits)))} "
                        f"non-finite scores in cycle {ctx.cycle}; lower vaal.learning_rate "
