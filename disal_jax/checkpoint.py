@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from disal_jax import config as config_lib
 from disal_jax.training import sharding
 
 log = logging.getLogger(__name__)
@@ -185,12 +186,20 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """'key: saved -> current' for every key (dotted) that differs, RESUMABLE_KEYS aside."""
+def config_differences(saved: dict[str, Any], current: dict[str, Any],
+                       defaults: Optional[dict[str, Any]] = None) -> list[str]:
+  """'key: saved -> current' for every key (dotted) that differs, RESUMABLE_KEYS aside.
+
+  A key absent from `saved` but holding its value in `defaults` is a key the library added
+  after the run was saved; a new key's default keeps the earlier behaviour, so it is no
+  difference.
+  """
   a, b = _flatten(saved), _flatten(current)
+  added_at_default = {key for key, value in _flatten(defaults or {}).items()
+                      if key not in a and b.get(key) == value}
   diffs = []
   for key in sorted(set(a) | set(b)):
-    if key in RESUMABLE_KEYS or a.get(key) == b.get(key):
+    if key in RESUMABLE_KEYS or key in added_at_default or a.get(key) == b.get(key):
       continue
     diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
   return diffs
@@ -203,7 +212,8 @@ def check_resumable(run_config_path: pathlib.Path, config: ml_collections.Config
     return
   saved = json.loads(run_config_path.read_text())
   current = json.loads(config.to_json_best_effort())
-  diffs = config_differences(saved, current)
+  defaults = json.loads(config_lib.base_config().to_json_best_effort())
+  diffs = config_differences(saved, current, defaults)
   if diffs:
     raise ConfigMismatchError(
         f"{run_config_path.parent} holds a {run_name} run made with another config; these "

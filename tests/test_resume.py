@@ -213,3 +213,16 @@ def test_config_differences_ignore_only_resumable_keys():
   a = tiny_config().to_dict()
   b = tiny_config(**{"strategies": "random", "data.cache_dir": "/x", "seed": 4}).to_dict()
   assert checkpoint.config_differences(a, b) == ["seed: 0 -> 4"]
+
+
+def test_a_key_added_since_the_run_is_no_difference_at_its_default():
+  defaults = tiny_config().to_dict()
+  saved = tiny_config().to_dict()
+  del saved["disal"]["selection"]
+  current = tiny_config().to_dict()
+  assert checkpoint.config_differences(saved, current, defaults) == []
+  current["disal"]["selection"] = "class_balanced"
+  assert checkpoint.config_differences(saved, current, defaults) == [
+      "disal.selection: '<absent>' -> 'class_balanced'"]
+  assert checkpoint.config_differences(saved, tiny_config().to_dict()) == [
+      "disal.selection: '<absent>' -> 'top_k'"]
