@@ -35,7 +35,8 @@ ARRAYS, META = "arrays", "meta"
 # limit that only decides whether to stop).
 RESUMABLE_KEYS = ("strategies", "full_training", "train.log_every_epochs",
                   "checkpoint.every_epochs", "checkpoint.keep", "data.data_dir",
-                  "data.manual_dir", "data.cache_dir", "vaal.max_loss")
+                  "data.manual_dir", "data.cache_dir", "data.placement",
+                  "data.device_budget_mb", "vaal.max_loss")
 
 
 def quiet_orbax_info_logs() -> None:

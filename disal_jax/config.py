@@ -46,6 +46,11 @@ def base_config() -> ml_collections.ConfigDict:
   d.max_train = 0  # keep a random N training images (seeded by split_seed); 0 = all
   d.max_test = 0  # likewise for the test split
   d.max_train_per_class = 0  # tfds datasets: keep at most N training images per class; 0 = all
+  # Where the splits live while training (disal_jax.training.placement): 'device' (whole on
+  # every device), 'stream' (a row store in the cache; each step's rows read by the host), or
+  # 'auto' ('device' while the splits fit device_budget_mb, else 'stream').
+  d.placement = "auto"
+  d.device_budget_mb = 4096  # per device, for the splits under placement='auto'
   # name='shapes': the synthetic segmentation set (disal_jax.data.shapes), seeded by split_seed.
   d.shapes = sh = ml_collections.ConfigDict()
   sh.num_train = 600  # training images
@@ -219,6 +224,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   t = config.train
   _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
   _check(t.min_steps >= 0, "train.min_steps", t.min_steps, "0 (off) or a positive count")
+  _check(config.data.placement in ("auto", "device", "stream"), "data.placement",
+         config.data.placement, "'auto', 'device' or 'stream'")
+  _check(config.data.device_budget_mb > 0, "data.device_budget_mb",
+         config.data.device_budget_mb, "a positive number of MiB")
   _check(0 <= config.data.val_fraction < 1, "data.val_fraction", config.data.val_fraction,
          "in [0, 1) (0 = no validation split)")
   for key in ("batch_size", "eval_batch_size"):

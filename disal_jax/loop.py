@@ -23,6 +23,7 @@ import numpy as np
 from disal_jax import checkpoint
 from disal_jax import config as config_lib
 from disal_jax import distributed, faults, pool, run_lock
+from disal_jax.data import row_store
 from disal_jax.data.dataset import Dataset
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
@@ -177,6 +178,11 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
     (out / RUN_CONFIG).write_text(config.to_json_best_effort(indent=1))
   writer = MetricWriter(out) if primary else NullWriter()
   trainer = strategy_trainer(config, dataset, strategy, mesh, writer)
+  if trainer.streamed:
+    log.info("[%s] data placement 'stream': %.1f MiB of splits stay on the host "
+             "(data.placement=%r, data.device_budget_mb=%s)", f"{name} seed {config.seed}",
+             row_store.split_bytes(dataset) / 2 ** 20, config.data.placement,
+             config.data.device_budget_mb)
   init_key, score_key = jax.random.split(jax.random.key(seed))
   tag = f"{name} seed {seed}"
   pool_capacity = dataset.num_train - counts[0]
@@ -282,6 +288,10 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
   finally:
     ckpt.close()
     writer.close()
+  if trainer.streamed:
+    log.info("[%s] streamed the training split: process %d read %d of the %d rows its "
+             "windows held", tag, jax.process_index(), trainer.train_data.rows_read,
+             trainer.train_data.rows_windowed)
   return rows
 
 

@@ -30,6 +30,8 @@ class Dataset:
     class_names: one name per class.
     val_images, val_labels: a labeled validation set carved out of the training split
       (config.data.val_fraction), never in the pool; None when there is none.
+    channel_mean_std: the training images' channel statistics when known without reading
+      them (a row store keeps them); None: computed from the images.
   """
   name: str
   train_images: np.ndarray
@@ -39,6 +41,7 @@ class Dataset:
   class_names: tuple[str, ...]
   val_images: Optional[np.ndarray] = None
   val_labels: Optional[np.ndarray] = None
+  channel_mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None
 
   def __post_init__(self):
     for split in ("train", "test", "val"):
@@ -80,6 +83,8 @@ class Dataset:
 
   def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of the training images in [0, 1], float32 (C,)."""
+    if self.channel_mean_std is not None:
+      return self.channel_mean_std
     pixels = self.train_images.reshape(-1, self.train_images.shape[-1])
     mean = pixels.mean(axis=0, dtype=np.float64) / 255.0
     std = pixels.std(axis=0, dtype=np.float64) / 255.0
@@ -105,7 +110,8 @@ def carve_validation(dataset: Dataset, fraction: float, seed) -> Dataset:
                      "fraction that leaves both non-empty")
   return dataclasses.replace(
       dataset, train_images=dataset.train_images[train], train_labels=dataset.train_labels[train],
-      val_images=dataset.train_images[val], val_labels=dataset.train_labels[val])
+      val_images=dataset.train_images[val], val_labels=dataset.train_labels[val],
+      channel_mean_std=None)
 
 
 def counts_per_class(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -136,4 +142,5 @@ def take(dataset: Dataset, train_indices: np.ndarray | None = None,
   te = slice(None) if test_indices is None else test_indices
   return dataclasses.replace(
       dataset, train_images=dataset.train_images[tr], train_labels=dataset.train_labels[tr],
-      test_images=dataset.test_images[te], test_labels=dataset.test_labels[te])
+      test_images=dataset.test_images[te], test_labels=dataset.test_labels[te],
+      channel_mean_std=None)

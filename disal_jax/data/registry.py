@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import json
+import pathlib
 from typing import Callable
 
 import ml_collections
 import numpy as np
 
-from disal_jax.data import cityscapes, digits, image_folder, long_tail, shapes, tfds_source
+from disal_jax.data import (cache, cityscapes, digits, image_folder, long_tail, row_store,
+                            shapes, tfds_source)
 from disal_jax.data.dataset import Dataset, carve_validation, take
 
 # Seeds the validation split apart from the test split (both derive from data.split_seed).
@@ -49,9 +52,41 @@ def get_loader(name: str) -> Loader:
   return _LOADERS[name]
 
 
+# data keys that do not change the dataset's arrays (one row store serves them all)
+_PLACEMENT_KEYS = ("placement", "device_budget_mb", "cache_dir")
+
+
+def store_folder(cfg: ml_collections.ConfigDict) -> pathlib.Path:
+  """The row store (disal_jax.data.row_store) of the dataset config.data describes.
+
+  Keyed by the data section (the cache folder and placement aside): a dataset changed on
+  disk under the same config is not noticed; delete the store folder (or use another
+  data.cache_dir) to rebuild it.
+  """
+  keyed = {k: v for k, v in cfg.to_dict().items() if k not in _PLACEMENT_KEYS}
+  key = cache.key_of(json.dumps(keyed, sort_keys=True))
+  return cache.cache_root(cfg.cache_dir) / "rows" / f"{cfg.name}-{key}"
+
+
 def load_dataset(cfg: ml_collections.ConfigDict) -> Dataset:
   """Loads config.data: the named dataset, then the long-tail profile, then the validation
-  split (carved from the whole training split, seeded by split_seed), then truncation."""
+  split (carved from the whole training split, seeded by split_seed), then truncation.
+
+  Unless data.placement is 'device', a row store of the result is opened when there is one
+  (nothing decoded, the images memory-mapped), and one is written when the splits stream
+  (row_store.streams), so that host memory never holds them again.
+  """
+  folder = store_folder(cfg) if cfg.placement != "device" else None
+  if folder is not None and row_store.exists(folder):
+    return row_store.open_store(folder)
+  dataset = _load(cfg)
+  if folder is not None and row_store.streams(cfg, row_store.split_bytes(dataset)):
+    row_store.write(dataset, folder)
+    return row_store.open_store(folder)
+  return dataset
+
+
+def _load(cfg: ml_collections.ConfigDict) -> Dataset:
   dataset = get_loader(cfg.name)(cfg)
   if cfg.imbalance_ratio:
     dataset = long_tail.make_long_tailed(dataset, cfg.imbalance_ratio)

@@ -35,7 +35,7 @@ from disal_jax.training.augment import Preprocess
 def factors(state, data, batch, *, preprocess: Preprocess, head_bias: bool
             ) -> dict[str, jax.Array]:
   """The rank-one factors of rows batch['index']: {'u': (B, C) p - e_yhat, 'a': (B, D')}."""
-  images = preprocess.normalise(data.images[batch["index"]])
+  images = preprocess.normalise(data.images_at(batch["index"]))
   out = state.apply_fn(state.variables(), images, train=False)
   probs = jax.nn.softmax(out["logits"].astype(jnp.float32), axis=-1)
   u = probs - jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1], dtype=jnp.float32)

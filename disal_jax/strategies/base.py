@@ -20,10 +20,9 @@ import numpy as np
 
 from disal_jax.data.dataset import Dataset
 from disal_jax.strategies import selectors
-from disal_jax.training import pixels, sharding
+from disal_jax.training import pixels, placement, sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import TrainState
-from disal_jax.training.steps import DeviceData
 from disal_jax.training.trainer import CycleResult, Trainer, TrainHook, pad_to_multiple
 
 
@@ -47,7 +46,8 @@ class ScoringData:
 
   Attributes:
     dataset: the host-side dataset (num_classes, image_shape, train_labels, ...).
-    train_data: the training split on device (steps.DeviceData, replicated over `mesh`).
+    train_data: the training split: steps.DeviceData replicated over `mesh`, or a
+      placement.StreamedSplit (read a batch's rows with `train_data.window(rows)`).
     mesh: the device mesh; scoring batches are split along its data axis.
     preprocess: the normalisation and augmentation settings of training.
     pixel_stride: the record's pixel stride (segmentation; 1 for classification).
@@ -55,7 +55,7 @@ class ScoringData:
       (TOD scores against the untrained model).
   """
   dataset: Dataset
-  train_data: DeviceData
+  train_data: placement.SplitData
   mesh: jax.sharding.Mesh
   preprocess: Preprocess
   pixel_stride: int
@@ -227,11 +227,19 @@ def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: Sc
   # a deep queue of in-flight programs whose slices and outputs need collectives deadlocked
   # XLA:CPU (measured: DISAL scoring of 4,000 samples on 2 forced devices hung in an
   # all-gather rendezvous; 512 did not). One sync per scoring batch costs little.
+  # A streamed split reads each batch's rows into a window (placement), from the host copy.
+  source = ctx.data.train_data
+  host_index = sharding.fetch(index) if isinstance(source, placement.StreamedSplit) else None
+
+  def inputs(start):
+    batch = {"index": take(index, np.int32(start)),
+             **{k: take(v, np.int32(start)) for k, v in extra.items()}}
+    rows = None if host_index is None else host_index[start:start + batch_size]
+    return batch, source.window(rows)
+
   parts = []
-  for start in range(0, batches * batch_size, batch_size):
-    start = np.int32(start)
-    batch = {"index": take(index, start), **{k: take(v, start) for k, v in extra.items()}}
-    parts.append(jax.block_until_ready(batch_fn(scoring_state, ctx.data.train_data, batch)))
+  for batch, window in placement.prefetched(inputs, range(0, batches * batch_size, batch_size)):
+    parts.append(jax.block_until_ready(batch_fn(scoring_state, window, batch)))
   parts += [jax.tree.map(jnp.zeros_like, parts[0])] * (slots - batches)
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
@@ -271,7 +279,8 @@ def compiled_bytes(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: 
   for key, value in (extra or {}).items():
     batch[key] = jax.ShapeDtypeStruct((batch_size,) + value.shape[1:], value.dtype,
                                       sharding=split)
-  compiled = jax.jit(batch_fn).lower(scoring_state, ctx.data.train_data, batch).compile()
+  data = placement.abstract_window(ctx.data.train_data, batch_size)
+  compiled = jax.jit(batch_fn).lower(scoring_state, data, batch).compile()
   memory = compiled.memory_analysis()
   return int(memory.temp_size_in_bytes + memory.output_size_in_bytes)
 

@@ -53,7 +53,7 @@ def mc_probs(scoring, data, batch, *, preprocess: Preprocess, passes: int) -> ja
 
     return jax.vmap(one_pass)(pass_keys)
 
-  return jax.vmap(one)(data.images[batch["index"]])
+  return jax.vmap(one)(data.images_at(batch["index"]))
 
 
 def exact_slots(classes: int, configurations: int) -> int:

@@ -25,7 +25,7 @@ from disal_jax.training.augment import Preprocess
 @functools.partial(jax.jit, static_argnames=("preprocess",))
 def features(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
   """(B, D) float32 penultimate features of rows `batch['index']`, eval mode."""
-  images = preprocess.normalise(data.images[batch["index"]])
+  images = preprocess.normalise(data.images_at(batch["index"]))
   return state.apply_fn(state.variables(), images, train=False)["features"]
 
 

@@ -182,8 +182,8 @@ class DynamicLossHook:
   def _pool_images(self, data, batch, aux, rng, preprocess: Preprocess) -> jax.Array:
     rows = aux["pool_index"][batch["pool_position_index"]]
     if data.labels.ndim > 1:  # segmentation: whole images, aligned with the recorded p_bar
-      return preprocess.normalise(data.images[rows])
-    return preprocess.augment(data.images[rows], rng)
+      return preprocess.normalise(data.images_at(rows))
+    return preprocess.augment(data.images_at(rows), rng)
 
   def joint_images(self, state, data, batch, aux, rng, *, preprocess: Preprocess):
     """The pool batch, run in the labeled batch's forward pass when branch='joint'."""
@@ -301,7 +301,7 @@ def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str
   BatchNorm in eval mode, so each sample's loss depends on that sample alone.
   """
   state = scoring["state"]
-  images = preprocess.normalise(data.images[batch["index"]])
+  images = preprocess.normalise(data.images_at(batch["index"]))
 
   def losses(params):
     logits = state.apply_fn(state.variables(params), images, train=False)["logits"]
@@ -321,7 +321,7 @@ def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: 
   loss = lambda logits, target: score_losses(logits, target, kind, score_target)
   return jnp.sqrt(engine.grad_sq_norms(batch_logits(state, preprocess, pixel_stride),
                                        state.variables(state.params),
-                                       data.images[batch["index"]], loss, batch["target"]))
+                                       data.images_at(batch["index"]), loss, batch["target"]))
 
 
 def direction(ctx: ScoringContext):
@@ -360,7 +360,7 @@ def select(evidence, ctx: ScoringContext, k: int) -> np.ndarray:
 @functools.partial(jax.jit, static_argnames=("preprocess",))
 def predicted_classes(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
   """(B,) int32 argmax of the model's eval-mode logits for rows batch['index']."""
-  images = preprocess.normalise(data.images[batch["index"]])
+  images = preprocess.normalise(data.images_at(batch["index"]))
   logits = state.apply_fn(state.variables(), images, train=False)["logits"]
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 

@@ -60,7 +60,7 @@ def entropy_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
 
   Cost (one_pass engine): one batched forward and backward pass plus per-layer products.
   """
-  images = data.images[batch["index"]]
+  images = data.images_at(batch["index"])
   loss = lambda logits, aux: pixels.mean_over_pixels(entropy_of_logits(logits))
   sq = engine.grad_sq_norms(batch_logits(state, preprocess, pixel_stride),
                             state.variables(state.params), images, loss,
@@ -77,7 +77,7 @@ def expected_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
   Cost: a backward pass of width C (the logit Jacobian) and a C x C Gram matrix per sample
   (per parameter tensor for 'tensor_sum').
   """
-  images = data.images[batch["index"]]
+  images = data.images_at(batch["index"])
   gram, logits = engine.logit_gram(batch_logits(state, preprocess),
                                    state.variables(state.params), images,
                                    per_tensor=norm == "tensor_sum")

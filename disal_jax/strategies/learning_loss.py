@@ -76,7 +76,7 @@ def make_hook(config: ml_collections.ConfigDict) -> LossPredictionHook:
 def predicted_losses(state, data, batch, *, preprocess: Preprocess,
                      head: stage_head.StageHead) -> jax.Array:
   """(B,) float32 predicted loss of rows batch['index'], model in eval mode."""
-  images = preprocess.normalise(data.images[batch["index"]])
+  images = preprocess.normalise(data.images_at(batch["index"]))
   outputs = state.apply_fn(state.variables(), images, train=False)
   return stage_head.apply(head, state.params, outputs["stages"])[:, 0]
 

@@ -80,7 +80,7 @@ def mc_dropout_scores(scoring, data, batch, *, preprocess: Preprocess, passes: i
 
     return jax.vmap(one_pass)(jax.random.split(jax.random.fold_in(key, row), passes))
 
-  probs = jax.vmap(one)(data.images[batch["index"]], batch["index"])  # (B, T, [h, w,] C)
+  probs = jax.vmap(one)(data.images_at(batch["index"]), batch["index"])  # (B, T, [h, w,] C)
   return pixels.mean_over_pixels(REDUCERS[kind](jnp.swapaxes(probs, 0, 1)))
 
 

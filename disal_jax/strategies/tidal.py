@@ -111,7 +111,7 @@ def uncertainty(module_logits: jax.Array, kind: str) -> jax.Array:
 def dynamics_scores(state, data, batch, *, preprocess: Preprocess, head: stage_head.StageHead,
                     kind: str) -> jax.Array:
   """(B,) float32 uncertainty of the module's prediction for rows batch['index'] (eval mode)."""
-  images = preprocess.normalise(data.images[batch["index"]])
+  images = preprocess.normalise(data.images_at(batch["index"]))
   outputs = state.apply_fn(state.variables(), images, train=False)
   return uncertainty(stage_head.apply(head, state.params, outputs["stages"]), kind)
 

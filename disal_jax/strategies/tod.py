@@ -96,7 +96,7 @@ class CodHook:
     head = nn.Dense(outputs["logits"].shape[-1])
     consistency = lambda features: head.apply({"params": params[CONSISTENCY_KEY]}, features)
     rows = aux["pool_index"][batch["pool_position_index"]]
-    pool_images = preprocess.augment(data.images[rows], rng)
+    pool_images = preprocess.augment(data.images_at(rows), rng)
     pool, _ = state.apply_fn(state.variables(params), pool_images, train=True,
                              mutable=["batch_stats"])  # statistics updates dropped
     teacher_params = state.extras[TEACHER]
@@ -138,7 +138,7 @@ def discrepancy_scores(scoring, data, batch, *, preprocess: Preprocess) -> jax.A
   """(B,) TOD of rows batch['index'] between scoring['state'] and scoring['earlier']
   ({'params', 'batch_stats'}), both in eval mode."""
   state = scoring["state"]
-  images = preprocess.normalise(data.images[batch["index"]])
+  images = preprocess.normalise(data.images_at(batch["index"]))
   now = state.apply_fn(state.variables(), images, train=False)["logits"]
   earlier = state.apply_fn(scoring["earlier"], images, train=False)["logits"]
   return output_discrepancy(now, earlier)

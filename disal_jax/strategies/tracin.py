@@ -61,7 +61,7 @@ def checkpoint_scores(scoring, data, batch, *, preprocess: Preprocess, scope: st
       (one forward).
   """
   state, variables = scoring["state"], scoring["variables"]
-  images = data.images[batch["index"]]
+  images = data.images_at(batch["index"])
   if scope == "last_layer":
     out = state.apply_fn(variables, preprocess.normalise(images), train=False)
     return expected_self_influence_last_layer(jax.nn.softmax(out["logits"]), out["features"])

@@ -40,7 +40,7 @@ SCORES = {"entropy": entropy_of_logits, "margin": margin,
 @functools.partial(jax.jit, static_argnames=("preprocess", "kind"))
 def batch_scores(state, data, batch, *, preprocess: Preprocess, kind: str) -> jax.Array:
   """(B,) scores of rows batch['index'] in eval mode (segmentation: the mean over pixels)."""
-  images = preprocess.normalise(data.images[batch["index"]])
+  images = preprocess.normalise(data.images_at(batch["index"]))
   logits = state.apply_fn(state.variables(), images, train=False)["logits"]
   return pixels.mean_over_pixels(SCORES[kind](logits))
 

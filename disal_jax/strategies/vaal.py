@@ -115,7 +115,7 @@ def discriminator_loss(logits_labeled: jax.Array, logits_unlabeled: jax.Array) -
 
 def vae_images(data, index: jax.Array, preprocess: Preprocess, size: int) -> jax.Array:
   """(B, size, size, C) float32: rows `index` normalised, resized bilinearly if needed."""
-  x = preprocess.normalise(data.images[index])
+  x = preprocess.normalise(data.images_at(index))
   if x.shape[1:3] != (size, size):
     x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "bilinear")
   return x
@@ -293,9 +293,11 @@ def train(ctx: ScoringContext) -> tuple[VaalState, dict[str, np.ndarray]]:
       None, None, sharding.DATA_AXIS))
   history: dict[str, list[np.ndarray]] = {}
   for call, start in enumerate(range(0, iterations, chunk)):
+    labeled_chunk, unlabeled_chunk = labeled[start:start + chunk], unlabeled[start:start + chunk]
+    window = data.train_data.window(np.concatenate([labeled_chunk.ravel(),
+                                                    unlabeled_chunk.ravel()]))
     state, losses = train_chunk(
-        state, data.train_data, jax.device_put(labeled[start:start + chunk], split),
-        jax.device_put(unlabeled[start:start + chunk], split),
+        state, window, jax.device_put(labeled_chunk, split), jax.device_put(unlabeled_chunk, split),
         jax.random.fold_in(noise_rng, call), preprocess=data.preprocess, settings=settings)
     losses = {k: np.asarray(x) for k, x in jax.device_get(losses).items()}
     check_losses(losses, start, iterations, ctx.cycle, ctx.config)

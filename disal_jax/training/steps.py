@@ -1,8 +1,10 @@
 """Pure train, eval and predict steps. They are jitted by the trainer at the call site.
 
-Data lives on device: `DeviceData` holds a whole split (uint8 images, int32 labels,
-replicated), and each step gets a batch of row indices (split over the 'data' axis), so no
-image crosses from host to device during training.
+Each step gets `DeviceData` and a batch of row indices (split over the 'data' axis) and reads
+its rows with `images_at` / `labels_at`. Device-resident placement passes the whole split
+(replicated): no image crosses from host to device during training. Streaming placement
+(disal_jax.data.placement) passes a window holding just the rows the step reads; the same
+indices then find their rows in it, so a step computes the same thing in both placements.
 """
 
 from __future__ import annotations
@@ -22,8 +24,37 @@ Metrics = dict[str, clu_metrics.Metric]
 
 
 class DeviceData(NamedTuple):
-  images: jax.Array  # (N, H, W, C) uint8
-  labels: jax.Array  # (N,) int32, or (N, H, W) int32 or uint8 label maps (segmentation)
+  """A split's rows on device: the whole split (`rows` None) or a window of it.
+
+  A window holds W rows of the split: `rows` (W,) int32, sorted, are their indices in the
+  split (repeats allowed), and row i of `images` / `labels` is split row rows[i].
+  """
+  images: jax.Array  # (N or W, H, W, C) uint8
+  labels: jax.Array  # (N or W,) int32, or (N or W, H, W) int32 or uint8 label maps
+  rows: Optional[jax.Array] = None  # (W,) int32 sorted split indices of a window's rows
+
+  def _positions(self, index: jax.Array) -> jax.Array:
+    """Where the split's rows `index` sit in these arrays (each must be held)."""
+    if self.rows is None:
+      return index
+    return jnp.searchsorted(self.rows, index).astype(jnp.int32)
+
+  def images_at(self, index: jax.Array) -> jax.Array:
+    """The images of split rows `index` (B,): (B, H, W, C) uint8."""
+    return self.images[self._positions(index)]
+
+  def labels_at(self, index: jax.Array) -> jax.Array:
+    """The labels of split rows `index` (B,): (B,) or (B, H, W)."""
+    return self.labels[self._positions(index)]
+
+  @property
+  def num_rows(self) -> int:
+    return int(self.labels.shape[0])
+
+  def window(self, rows) -> "DeviceData":
+    """The data a step reading split rows `rows` needs: all of it, already on device."""
+    del rows
+    return self
 
 
 # extra_loss(params, state, data, batch, aux, rng, outputs)
@@ -83,11 +114,11 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
   step_rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, extra_rng, dropout_rng = jax.random.split(step_rng, 3)
   index = batch["index"]
-  labels = data.labels[index].astype(jnp.int32)  # label maps may be stored as uint8
+  labels = data.labels_at(index).astype(jnp.int32)  # label maps may be stored as uint8
   if labels.ndim > 1:
-    images, labels = preprocess.augment_pair(data.images[index], labels, augment_rng)
+    images, labels = preprocess.augment_pair(data.images_at(index), labels, augment_rng)
   else:
-    images = preprocess.augment(data.images[index], augment_rng)
+    images = preprocess.augment(data.images_at(index), augment_rng)
 
   labeled_images = images
   joint = None if joint_images is None else joint_images(state, data, batch, aux, extra_rng)
@@ -131,9 +162,9 @@ def eval_step(state: TrainState, data: DeviceData, index: jax.Array, mask: jax.A
   Segmentation (whole images): the loss over labeled pixels and the 'confusion' matrix
   (segmentation_metrics), from which the trainer derives pixel accuracy and mIoU.
   """
-  outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images[index]),
+  outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images_at(index)),
                            train=False)
-  labels = data.labels[index].astype(jnp.int32)  # label maps may be stored as uint8
+  labels = data.labels_at(index).astype(jnp.int32)  # label maps may be stored as uint8
   loss, _ = pixels.cross_entropy(outputs["logits"], labels)
   valid = _valid(labels, mask)
   metrics = {"loss": clu_metrics.Average.from_model_output(loss.reshape(-1),
@@ -149,7 +180,7 @@ def predict_probs(state: TrainState, data: DeviceData, index: jax.Array, *,
                   preprocess: Preprocess, pixel_stride: int = 1) -> jax.Array:
   """Softmax probabilities float32 of rows `index` (B,), eval mode, no augmentation: (B, C),
   or for segmentation (B, H/stride, W/stride, C) of the block-mean logits (pixels)."""
-  outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images[index]),
+  outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images_at(index)),
                            train=False)
   logits = pixels.to_record_resolution(outputs["logits"].astype(jnp.float32), pixel_stride)
   return jax.nn.softmax(logits, axis=-1)

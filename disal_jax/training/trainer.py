@@ -19,10 +19,12 @@ import numpy as np
 from jax.sharding import Mesh
 
 from disal_jax import faults
+from disal_jax.data import row_store
 from disal_jax.data.dataset import Dataset
 from disal_jax.models import pretrained
 from disal_jax.training import record as record_lib
-from disal_jax.training import progress_bar, schedule, segmentation_metrics, sharding, steps
+from disal_jax.training import (placement, progress_bar, schedule, segmentation_metrics,
+                                sharding, steps)
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import TrainState, create_state, make_optimizer
 
@@ -33,13 +35,19 @@ class TrainingDiverged(FloatingPointError):
   """A non-finite training loss; the message names where."""
 
 
+POSITION_SUFFIX = "_position_index"
+
+
 class TrainHook(Protocol):
   """What a strategy adds to the train step (see disal_jax.strategies.disal for one).
 
   loss: the extra loss (steps.ExtraLoss).
   epoch_inputs(rng, epoch, num_steps, pool_size, labeled_size, cycle_seed): per-step host
     arrays for an epoch, each with leading axis `num_steps`; keys ending in '_index' are
-    batch-like and split over devices. `rng` is the epoch's own generator; `cycle_seed` (a
+    batch-like and split over devices. Keys ending in POSITION_SUFFIX hold positions in the
+    padded pool index (aux's 'pool_index' in DISAL's and TOD's hooks): a step reads those
+    rows of the split (`data.images_at`) and batch['index'], no others (a streamed split's
+    window holds no others). `rng` is the epoch's own generator; `cycle_seed` (a
     tuple of ints) seeds what must continue across the cycle's epochs (a resumed epoch
     derives it again).
   aux: on-device arrays the loss reads, rebuilt from the record after each recording pass.
@@ -231,12 +239,14 @@ class Trainer:
                                  config.augment.crop_padding, bool(config.augment.flip),
                                  tuple(config.augment.crop_size))
     self.pixel_stride = config.record.pixel_stride if dataset.is_segmentation else 1
-    self.train_data = sharding.put_replicated(
-        steps.DeviceData(dataset.train_images, dataset.train_labels), mesh)
-    self.test_data = sharding.put_replicated(
-        steps.DeviceData(dataset.test_images, dataset.test_labels), mesh)
-    self.val_data = None if dataset.val_labels is None else sharding.put_replicated(
-        steps.DeviceData(dataset.val_images, dataset.val_labels), mesh)
+    # each split: steps.DeviceData on every device, or placement.StreamedSplit
+    self.streamed = row_store.streams(config.data, row_store.split_bytes(dataset))
+    self.train_data = placement.place_split(dataset.train_images, dataset.train_labels, mesh,
+                                            self.streamed)
+    self.test_data = placement.place_split(dataset.test_images, dataset.test_labels, mesh,
+                                           self.streamed)
+    self.val_data = placement.place_split(dataset.val_images, dataset.val_labels, mesh,
+                                          self.streamed)
     compiled = jitted_steps(mesh, self.preprocess, hook, self.pixel_stride)
     self._train_step, self._eval_step, self._predict = (compiled.train, compiled.eval,
                                                         compiled.predict)
@@ -294,26 +304,31 @@ class Trainer:
     return sharding.put_replicated(state, self.mesh)
 
   # -- passes over fixed-size batches ---------------------------------------------------
-  def _batches(self, index: np.ndarray, batch_size: int):
+  def _batches(self, data: placement.SplitData, index: np.ndarray, batch_size: int):
+    """(window, rows, mask) per batch of `index`: the data holding the batch's rows, the
+    rows (B,) and the real-row mask (B,) on device; the next batch read ahead."""
     padded, mask = pad_to_multiple(index, batch_size)
     along = sharding.along_data(self.mesh)
-    for start in range(0, len(padded), batch_size):
-      yield (jax.device_put(padded[start:start + batch_size], along),
-             jax.device_put(mask[start:start + batch_size], along))
+
+    def inputs(start):
+      rows = padded[start:start + batch_size]
+      return (data.window(rows), jax.device_put(rows, along),
+              jax.device_put(mask[start:start + batch_size], along))
+    return placement.prefetched(inputs, range(0, len(padded), batch_size))
 
   def evaluate(self, state: TrainState, split: str = "test") -> dict[str, float]:
     """Metrics on the 'test' (or 'val') split: 'accuracy' (pixel accuracy for segmentation)
     and 'loss', and for segmentation 'miou' (the mean IoU over classes present in labels or
     predictions). NaN when the split is empty (an annotation project without a test split)."""
     data = self.test_data if split == "test" else self.val_data
-    if data is None or not len(data.labels):
+    if data is None or not data.num_rows:
       nan = float("nan")
       return {"accuracy": nan, "loss": nan, **({"miou": nan} if self.dataset.is_segmentation
                                                else {})}
     total = None
-    index = np.arange(len(data.labels))
-    for idx, mask in self._batches(index, self.config.train.eval_batch_size):
-      total = steps.merge_metrics(total, self._eval_step(state, data, idx, mask))
+    index = np.arange(data.num_rows)
+    for window, idx, mask in self._batches(data, index, self.config.train.eval_batch_size):
+      total = steps.merge_metrics(total, self._eval_step(state, window, idx, mask))
     metrics = steps.compute_metrics(total)
     if "confusion" in metrics:
       matrix = metrics.pop("confusion")
@@ -327,8 +342,8 @@ class Trainer:
 
     Only the batches that hold pool rows are computed.
     """
-    parts = [self._predict(state, self.train_data, idx)
-             for idx, _ in self._batches(pool, self.config.train.eval_batch_size)]
+    parts = [self._predict(state, window, idx) for window, idx, _ in
+             self._batches(self.train_data, pool, self.config.train.eval_batch_size)]
     probs = jax.numpy.concatenate(parts) if len(parts) > 1 else parts[0]
     padding = [(0, capacity - probs.shape[0])] + [(0, 0)] * (probs.ndim - 1)
     return jax.numpy.pad(probs, padding)
@@ -416,7 +431,7 @@ class Trainer:
     state, record = progress.state, progress.record
     epochs = list(progress.epochs)
     train_seconds, record_seconds = progress.train_seconds, progress.record_seconds
-    along = sharding.along_data(self.mesh)
+    along, replicated = sharding.along_data(self.mesh), sharding.replicated(self.mesh)
     num_steps = steps_per_epoch(len(labeled), cfg.batch_size, cfg.epochs, cfg.min_steps)
     # on a terminal, one bar per cycle; a failure below leaves it for tqdm to close
     bar = (progress_bar.CycleBar(tag, cycle, cfg.epochs, progress.epoch)
@@ -425,6 +440,7 @@ class Trainer:
       batch_rng, hook_rng = map(np.random.default_rng,
                                 np.random.SeedSequence([*seed, epoch]).spawn(2))
       lr = np.float32(schedule.learning_rate(cfg, epoch))
+      lr_on_device = jax.device_put(lr, replicated)
       batches, fresh = epoch_batches(batch_rng, labeled, cfg.batch_size, num_steps)
       hooked = self.hook is not None and getattr(self.hook, "active", lambda e: True)(epoch)
       hook_inputs = ({} if not hooked else
@@ -432,15 +448,24 @@ class Trainer:
                                             len(labeled), tuple(seed)))
       aux = {} if not hooked else self.hook.aux(record, pool_index)
       train_step = self._train_step if hooked or self.hook is None else self._plain_step()
+
+      def step_inputs(s: int, batches=batches, fresh=fresh, hook_inputs=hook_inputs,
+                      lr=lr_on_device):
+        """Step s's batch on device and the data holding the rows it reads."""
+        batch = {"index": jax.device_put(batches[s], along),
+                 "fresh": jax.device_put(fresh[s], along), "lr": lr}
+        rows = [batches[s]]
+        for key, value in hook_inputs.items():
+          batch[key] = jax.device_put(value[s], along if key.endswith("_index") else replicated)
+          if key.endswith(POSITION_SUFFIX):
+            rows.append(pool_index_np[value[s]])
+        return batch, self.train_data.window(np.concatenate([r.ravel() for r in rows]))
+
       t0 = time.perf_counter()
       totals, step_losses = None, []
-      for s, index in enumerate(batches):
+      for s, (batch, data) in enumerate(placement.prefetched(step_inputs, range(len(batches)))):
         faults.point(f"train:{tag}:{cycle}:{epoch}:{s}")
-        batch = {"index": jax.device_put(index, along), "fresh": jax.device_put(fresh[s], along),
-                 "lr": lr}
-        for key, value in hook_inputs.items():
-          batch[key] = jax.device_put(value[s], along) if key.endswith("_index") else value[s]
-        state, metrics = train_step(state, self.train_data, batch, aux)
+        state, metrics = train_step(state, data, batch, aux)
         totals = steps.merge_metrics(totals, metrics)
         step_losses.append(metrics["loss"].total)  # stays on device; read only on failure
       epoch_metrics = steps.compute_metrics(totals)  # waits for the epoch's steps
@@ -456,7 +481,7 @@ class Trainer:
       if record is not None and epoch >= self.config.record.start_epoch:
         t1 = time.perf_counter()
         probs = self.pool_probs(state, pool, pool_length)
-        record = update_record(record, probs, lr)
+        record = update_record(record, probs, lr_on_device)
         jax.block_until_ready(record)
         record_seconds += time.perf_counter() - t1
       if on_epoch_end is not None:
