@@ -74,3 +74,19 @@ def test_badge_benchmark_holds_far_less_than_the_materialised_embeddings(tmp_pat
   assert figures["materialised_bytes"] == 2000 * 20 * 64 * 4
   assert figures["factor_bytes"] == 2000 * (20 + 64) * 4
   assert figures["selection_temp_bytes"] < figures["factor_bytes"] and figures["seconds"] > 0
+
+
+def test_input_scaling_benchmark_streams_with_flat_device_bytes(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "benchmarks.input_scaling", "--num_train=512",
+                        "--labeled=128", "--epochs=2", "--width=4", "--rounds=1",
+                        f"--out={tmp_path}"], cwd=REPO, capture_output=True, text=True,
+                       timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().splitlines()[-1].startswith("device_bytes_ratio=")
+  payload = json.loads((tmp_path / "input_scaling.json").read_text())
+  figures = payload["figures"]
+  # device-resident holds the split (4N is 4 x 1.5 MiB more); streaming holds the model only
+  grown = figures["device N=2048"]["device_bytes"] - figures["device N=512"]["device_bytes"]
+  assert grown >= 3 * 512 * 32 * 32 * 3
+  assert payload["device_bytes_ratio"] < 1.05
+  assert figures["stream N=2048"]["device_bytes"] < figures["device N=2048"]["device_bytes"]

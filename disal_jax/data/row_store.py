@@ -18,6 +18,7 @@ import os
 import pathlib
 import shutil
 import threading
+import weakref
 from typing import Optional
 
 import ml_collections
@@ -130,6 +131,7 @@ class FileRows:
     """(len(rows), *shape[1:]) of the given rows, in that order (repeats allowed)."""
     if self._fd is None:
       self._fd = os.open(self.path, os.O_RDONLY)
+      weakref.finalize(self, os.close, self._fd)
     out = np.empty((len(rows),) + self.shape[1:], self.dtype)
     size = self._row_bytes
     flat = out.reshape(len(rows), size // self.dtype.itemsize).view(np.uint8)
@@ -143,7 +145,3 @@ class FileRows:
       i = j
     self.rows_read += len(rows)
     return out
-
-  def __del__(self):
-    if getattr(self, "_fd", None) is not None:
-      os.close(self._fd)
