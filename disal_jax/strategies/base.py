@@ -231,15 +231,15 @@ def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: Sc
   source = ctx.data.train_data
   host_index = sharding.fetch(index) if isinstance(source, placement.StreamedSplit) else None
 
-  def inputs(start):
-    batch = {"index": take(index, np.int32(start)),
-             **{k: take(v, np.int32(start)) for k, v in extra.items()}}
-    rows = None if host_index is None else host_index[start:start + batch_size]
-    return batch, source.window(rows)
+  def window(start):  # transfers only: the programs stay on this thread, one at a time
+    return source.window(None if host_index is None else host_index[start:start + batch_size])
 
+  starts = range(0, batches * batch_size, batch_size)
   parts = []
-  for batch, window in placement.prefetched(inputs, range(0, batches * batch_size, batch_size)):
-    parts.append(jax.block_until_ready(batch_fn(scoring_state, window, batch)))
+  for start, data in zip(starts, placement.prefetched(window, starts)):
+    start = np.int32(start)
+    batch = {"index": take(index, start), **{k: take(v, start) for k, v in extra.items()}}
+    parts.append(jax.block_until_ready(batch_fn(scoring_state, data, batch)))
   parts += [jax.tree.map(jnp.zeros_like, parts[0])] * (slots - batches)
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 

@@ -134,7 +134,11 @@ def abstract_window(data: SplitData, num_rows: int) -> DeviceData:
 
 def prefetched(make: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
   """make(item) for each item, the next one made on a host thread while the caller uses the
-  current one (a window is read and put while the device runs the previous step)."""
+  current one (a window is read and put while the device runs the previous step).
+
+  `make` reads and transfers only; it runs no jitted program: programs with collectives in
+  flight from two threads at once risk XLA:CPU's collective deadlock (strategies/base.py).
+  """
   items = iter(items)
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     try:
