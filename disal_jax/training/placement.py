@@ -96,7 +96,7 @@ class StreamedSplit:
           (len(rows),) + tuple(reader.shape[1:]), split, lambda index: reader.read(rows[index[0]]))
 
     return DeviceData(put(self.images), put(self.labels),
-                      sharding.put_replicated(rows, self.mesh))
+                      sharding.put_host(rows, sharding.replicated(self.mesh)))
 
   def abstract_window(self, num_rows: int) -> DeviceData:
     """The shapes, dtypes and shardings of a window of `num_rows` rows (to compile ahead)."""

@@ -57,6 +57,17 @@ def _put(tree, target: NamedSharding):
   return jax.tree.map(one, tree)
 
 
+def put_host(x: np.ndarray, target: NamedSharding) -> jax.Array:
+  """A host array, equal on every process, onto `target` without any collective: each
+  process puts only its own devices' shards. device_put of a value to a sharding spanning
+  other hosts agrees with them first, which must not run on a thread beside programs whose
+  collectives it could interleave with (placement.prefetched)."""
+  if jax.process_count() == 1:
+    return jax.device_put(x, target)
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
+
+
 def fetch(tree):
   """The pytree's arrays as host numpy, whole: an array split over other hosts' devices is
   gathered from every process (a collective: every process must call it with the same

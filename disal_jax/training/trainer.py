@@ -312,8 +312,8 @@ class Trainer:
 
     def inputs(start):
       rows = padded[start:start + batch_size]
-      return (data.window(rows), jax.device_put(rows, along),
-              jax.device_put(mask[start:start + batch_size], along))
+      return (data.window(rows), sharding.put_host(rows, along),
+              sharding.put_host(mask[start:start + batch_size], along))
     return placement.prefetched(inputs, range(0, len(padded), batch_size))
 
   def evaluate(self, state: TrainState, split: str = "test") -> dict[str, float]:
@@ -440,7 +440,7 @@ class Trainer:
       batch_rng, hook_rng = map(np.random.default_rng,
                                 np.random.SeedSequence([*seed, epoch]).spawn(2))
       lr = np.float32(schedule.learning_rate(cfg, epoch))
-      lr_on_device = jax.device_put(lr, replicated)
+      lr_on_device = sharding.put_host(lr, replicated)
       batches, fresh = epoch_batches(batch_rng, labeled, cfg.batch_size, num_steps)
       hooked = self.hook is not None and getattr(self.hook, "active", lambda e: True)(epoch)
       hook_inputs = ({} if not hooked else
@@ -452,11 +452,12 @@ class Trainer:
       def step_inputs(s: int, batches=batches, fresh=fresh, hook_inputs=hook_inputs,
                       lr=lr_on_device):
         """Step s's batch on device and the data holding the rows it reads."""
-        batch = {"index": jax.device_put(batches[s], along),
-                 "fresh": jax.device_put(fresh[s], along), "lr": lr}
+        batch = {"index": sharding.put_host(batches[s], along),
+                 "fresh": sharding.put_host(fresh[s], along), "lr": lr}
         rows = [batches[s]]
         for key, value in hook_inputs.items():
-          batch[key] = jax.device_put(value[s], along if key.endswith("_index") else replicated)
+          batch[key] = sharding.put_host(value[s], along if key.endswith("_index")
+                                         else replicated)
           if key.endswith(POSITION_SUFFIX):
             rows.append(pool_index_np[value[s]])
         return batch, self.train_data.window(np.concatenate([r.ravel() for r in rows]))
