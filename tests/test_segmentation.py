@@ -247,7 +247,7 @@ def test_every_segmentation_strategy_selects_whole_unlabeled_images_and_reports_
   config = _seg_config(**{"strategies": ",".join(SEGMENTATION_STRATEGIES),
                           "al.final_fraction": 0.15, "gradnorm.chunk_size": 4,
                           "data.shapes.size": 32, "augment.crop_size": (24, 24),
-                          "record.pixel_stride": 4})
+                          "record.pixel_stride": 4, "train.epochs": 2})
   results = loop.run_experiment(config, str(tmp_path))
   picks = set()
   for name in SEGMENTATION_STRATEGIES:
