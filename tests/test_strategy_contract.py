@@ -2,8 +2,9 @@
 
 One tiny model per distinct training setup (plain, each train-step hook, MC-Dropout's model,
 TracInCP's checkpoints) is trained twice, as the loop's cycles 0 and 1 would (the pool padded
-to the run's capacity); every strategy is then scored on both contexts. What the loop adds
-(resume, files, warm starts) stays in tests/test_strategies.py.
+to the run's capacity); every strategy is then scored on both contexts, and on the first with
+the split streamed. What the loop adds (resume, files, warm starts) stays in
+tests/test_strategies.py.
 """
 
 import dataclasses
@@ -17,7 +18,7 @@ from disal_jax import loop, pool
 from disal_jax.data.registry import load_dataset
 from disal_jax.strategies import registry
 from disal_jax.strategies.base import SCORING_PRECISION, ScoringContext, scoring_data
-from disal_jax.training import sharding
+from disal_jax.training import placement, sharding
 
 from tests.helpers import CompileCounter, tiny_config
 
@@ -113,6 +114,14 @@ def test_strategy_contract(name, tmp_root):
   # folder, which stores its rows class by class.
   assert not set(picks.tolist()) <= set(first.candidates[:3 * BUDGET].tolist())
   FIRST_PICKS[name] = frozenset(picks.tolist())
+  # Streaming placement: every batch reads its rows from a window of the split (the strategy
+  # reads them through data.images_at); the same picks.
+  dataset = _dataset()
+  streamed_split = placement.place_split(dataset.train_images, dataset.train_labels,
+                                         first.data.mesh, stream=True)
+  streamed = dataclasses.replace(first, data=dataclasses.replace(first.data,
+                                                                train_data=streamed_split))
+  np.testing.assert_array_equal(_pick(strategy, streamed)[1], picks)
 
   # The next cycle's pool: other rows, the same padded shapes. Nothing may compile again
   # (on a TPU each compile costs seconds to tens of seconds, every cycle): device outputs
