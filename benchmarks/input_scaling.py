@@ -70,7 +70,8 @@ def write_synthetic_store(num_train: int, cache_dir: str) -> None:
   sums = np.zeros(3)
   squares = np.zeros(3)
   for split, count in (("train", num_train), ("test", NUM_TEST)):
-    images = np.lib.format.open_memmap(tmp / f"{split}_images.npy", "w+", np.uint8,
+    image_file, label_file = row_store.array_files(split)
+    images = np.lib.format.open_memmap(tmp / image_file, "w+", np.uint8,
                                        (count,) + IMAGE_SHAPE)
     for start in range(0, count, _CHUNK):
       chunk = rng.integers(0, 256, (min(_CHUNK, count - start),) + IMAGE_SHAPE, np.uint8)
@@ -81,13 +82,12 @@ def write_synthetic_store(num_train: int, cache_dir: str) -> None:
         squares += (pixels ** 2).sum(0)
     images.flush()
     del images
-    np.save(tmp / f"{split}_labels.npy", rng.integers(0, NUM_CLASSES, count).astype(np.int32))
+    np.save(tmp / label_file, rng.integers(0, NUM_CLASSES, count).astype(np.int32))
   n = num_train * IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
   mean = sums / n
   std = np.sqrt(squares / n - mean ** 2)
-  (tmp / row_store.META).write_text(json.dumps({
-      "name": "synthetic", "class_names": [str(c) for c in range(NUM_CLASSES)],
-      "splits": ["train", "test"], "channel_mean": mean.tolist(), "channel_std": std.tolist()}))
+  row_store.write_meta(tmp, "synthetic", [str(c) for c in range(NUM_CLASSES)],
+                       ["train", "test"], mean, std)
   tmp.rename(folder)
 
 

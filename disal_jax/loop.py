@@ -178,13 +178,13 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
     (out / RUN_CONFIG).write_text(config.to_json_best_effort(indent=1))
   writer = MetricWriter(out) if primary else NullWriter()
   trainer = strategy_trainer(config, dataset, strategy, mesh, writer)
-  if trainer.streamed:
-    log.info("[%s] data placement 'stream': %.1f MiB of splits stay on the host "
-             "(data.placement=%r, data.device_budget_mb=%s)", f"{name} seed {config.seed}",
-             row_store.split_bytes(dataset) / 2 ** 20, config.data.placement,
-             config.data.device_budget_mb)
   init_key, score_key = jax.random.split(jax.random.key(seed))
   tag = f"{name} seed {seed}"
+  if trainer.streamed:
+    log.info("[%s] data placement 'stream': %.1f MiB of splits stay on the host "
+             "(data.placement=%r, data.device_budget_mb=%s)", tag,
+             row_store.split_bytes(dataset) / 2 ** 20, config.data.placement,
+             config.data.device_budget_mb)
   pool_capacity = dataset.num_train - counts[0]
   if config.al.subset_size:
     pool_capacity = min(pool_capacity, config.al.subset_size)

@@ -6,7 +6,7 @@ the labels, the metadata and the files' headers; images are memory-mapped (shape
 only) and streaming reads them through `FileRows`, which reads rows with `os.pread` instead
 of mapping them, so host memory holds the rows being read and never the split.
 
-A store is keyed by the data config (disal_jax.data.registry.store_key): a run with the same
+A store is keyed by the data config (disal_jax.data.registry.store_folder): a run with the same
 data section opens it without decoding anything. Writes go to a temporary folder renamed
 into place, so a reader never sees half a store.
 """
@@ -46,8 +46,17 @@ def streams(data_config: ml_collections.ConfigDict, nbytes: int) -> bool:
   return data_config.placement == "stream"
 
 
-def _array_files(split: str) -> tuple[str, str]:
+def array_files(split: str) -> tuple[str, str]:
+  """The (images, labels) file names of one split in a store."""
   return f"{split}_images.npy", f"{split}_labels.npy"
+
+
+def write_meta(folder: pathlib.Path, name: str, class_names, splits: list[str],
+               mean: np.ndarray, std: np.ndarray) -> None:
+  """A store's meta.json: what opening it needs besides the array files."""
+  (folder / META).write_text(json.dumps({
+      "name": name, "class_names": list(class_names), "splits": list(splits),
+      "channel_mean": np.asarray(mean).tolist(), "channel_std": np.asarray(std).tolist()}))
 
 
 def exists(folder: pathlib.Path) -> bool:
@@ -68,13 +77,10 @@ def write(dataset: Dataset, folder: pathlib.Path) -> None:
     if images is None:
       continue
     splits.append(split)
-    image_file, label_file = _array_files(split)
+    image_file, label_file = array_files(split)
     np.save(tmp / image_file, np.ascontiguousarray(images))
     np.save(tmp / label_file, np.ascontiguousarray(getattr(dataset, f"{split}_labels")))
-  mean, std = dataset.channel_stats()
-  (tmp / META).write_text(json.dumps({
-      "name": dataset.name, "class_names": list(dataset.class_names), "splits": splits,
-      "channel_mean": mean.tolist(), "channel_std": std.tolist()}))
+  write_meta(tmp, dataset.name, dataset.class_names, splits, *dataset.channel_stats())
   try:
     os.rename(tmp, folder)
   except OSError:  # another process wrote the same store first
@@ -89,7 +95,7 @@ def open_store(folder: pathlib.Path) -> Dataset:
   meta = json.loads((folder / META).read_text())
   arrays = {}
   for split in meta["splits"]:
-    image_file, label_file = _array_files(split)
+    image_file, label_file = array_files(split)
     arrays[f"{split}_images"] = np.load(folder / image_file, mmap_mode="r")
     labels = np.load(folder / label_file, mmap_mode="r")
     # class labels are small: in memory; label maps (segmentation) stay mapped like images
