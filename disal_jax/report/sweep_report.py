@@ -205,7 +205,9 @@ def times_markdown(rows: list[Row]) -> str:
   return "\n".join(lines)
 
 
-def plot(rows: list[Row], path: pathlib.Path, title: str) -> None:
+def plot(rows: list[Row], path: pathlib.Path, title: str, split: str = "test") -> None:
+  """Mean `split` ('test' or 'val') metric against the labeled share, a ±std band per line."""
+  rows = on_split(rows, split)
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -224,7 +226,7 @@ def plot(rows: list[Row], path: pathlib.Path, title: str) -> None:
     ax.axhline(100 * np.mean(full), color="black", linestyle="--", linewidth=1,
                label="Full Training")
   ax.set_xlabel("% of labeled data")
-  ax.set_ylabel(f"test {metric_name(rows)} (%)")
+  ax.set_ylabel(f"{'test' if split == 'test' else 'validation'} {metric_name(rows)} (%)")
   ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="lower right")
