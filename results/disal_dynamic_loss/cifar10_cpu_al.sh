@@ -18,10 +18,10 @@ python -m disal_jax.ablation $COMMON \
  --variant=coreset:strategies=coreset \
  --variant=mc_dropout:strategies=mc_dropout \
  --variant=learning_loss:strategies=learning_loss
-# The first sitting's DISAL (branch from epoch 0), kept as an ablation row (seeds 0-1 for
-# disal_start0, seed 0 for lambda0_start0, run before the baselines' reference fixes):
-#  --variant=disal_start0:$DISAL,disal.branch_start_fraction=0.0
-#  --variant=lambda0_start0:$DISAL,disal.branch_start_fraction=0.0,disal.dynamic_weight=0.0
+# The first sitting's DISAL (branch from epoch 0): its 2026-12-02 run (seed 0, kept as
+# disal_start0_20261202 with lambda0_start0) looked ahead of Random; rerun on today's code:
+python -m disal_jax.ablation $COMMON \
+ --variant=disal_start0:$DISAL,disal.branch_start_fraction=0.0
 # DISAL with a class-balanced top-K (the same number of picks per predicted class), tried on
 # validation after its top-K was seen to favour the vehicle classes (class_balance.md).
 python -m disal_jax.ablation $COMMON \
@@ -33,3 +33,26 @@ python -m disal_jax.ablation $COMMON \
  --variant=disal_norm:$DISAL,disal.branch_start_fraction=0.5,disal.score=norm \
  --variant=disal_expected:$DISAL,disal.branch_start_fraction=0.5,disal.score_target=expected \
  --variant=disal_momentum:$DISAL,disal.branch_start_fraction=0.5,disal.direction=momentum
+# The committed tables and curves (cifar10_cpu_al.md, cifar10_cpu_al_{val,test}.png): the
+# paper's strategies, then DISAL's design variants, from the finished runs.
+python -m disal_jax.ablation $COMMON --table_only \
+ --variant=random:strategies=random,full_training=True \
+ --variant=disal:$DISAL,disal.branch_start_fraction=0.5 \
+ --variant=disal_lambda0:$DISAL,disal.branch_start_fraction=0.5,disal.dynamic_weight=0.0 \
+ --variant=gradnorm_entropy:strategies=gradnorm_entropy \
+ --variant=coreset:strategies=coreset \
+ --variant=mc_dropout:strategies=mc_dropout \
+ --variant=learning_loss:strategies=learning_loss
+mkdir -p results/disal_dynamic_loss
+cp workdirs/cifar10_cpu_al/ablation_val.png results/disal_dynamic_loss/cifar10_cpu_al_val.png
+cp workdirs/cifar10_cpu_al/ablation_test.png results/disal_dynamic_loss/cifar10_cpu_al_test.png
+python -m disal_jax.ablation $COMMON --table_only \
+ --variant=random:strategies=random,full_training=True \
+ --variant=disal:$DISAL,disal.branch_start_fraction=0.5 \
+ --variant=disal_lambda0:$DISAL,disal.branch_start_fraction=0.5,disal.dynamic_weight=0.0 \
+ --variant=disal_start0:$DISAL,disal.branch_start_fraction=0.0 \
+ --variant=disal_norm:$DISAL,disal.branch_start_fraction=0.5,disal.score=norm \
+ --variant=disal_expected:$DISAL,disal.branch_start_fraction=0.5,disal.score_target=expected \
+ --variant=disal_momentum:$DISAL,disal.branch_start_fraction=0.5,disal.direction=momentum \
+ --variant=disal_balanced:$DISAL,disal.branch_start_fraction=0.5,disal.selection=class_balanced
+cp workdirs/cifar10_cpu_al/ablation_val.png results/disal_dynamic_loss/cifar10_cpu_al_disal_val.png
