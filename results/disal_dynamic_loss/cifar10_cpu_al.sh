@@ -6,22 +6,17 @@
 # About 10 minutes per (variant, seed) on 2 CPU cores.
 DISAL=strategies=disal,disal.target_source=train_branch,disal.dynamic_loss=mse,record.weighting=ema,record.ema_decay=0.6,disal.weight_schedule=rampup,disal.rampup_fraction=0.5,disal.dynamic_weight=10.0,disal.dynamic_batch_size=32,disal.branch=separate
 COMMON="--config=configs/cifar10_cpu.py --workdir=workdirs/cifar10_cpu_al --seeds=0,1,2 --config.full_training=False"
+# The paper's strategies (second command, and the committed table below).
+PAPER="--variant=random:strategies=random,full_training=True
+ --variant=disal:$DISAL,disal.branch_start_fraction=0.5
+ --variant=disal_lambda0:$DISAL,disal.branch_start_fraction=0.5,disal.dynamic_weight=0.0
+ --variant=gradnorm_entropy:strategies=gradnorm_entropy --variant=coreset:strategies=coreset
+ --variant=mc_dropout:strategies=mc_dropout --variant=learning_loss:strategies=learning_loss"
 python -m disal_jax.ablation $COMMON \
  --variant=random:strategies=random,full_training=True \
  --variant=disal:$DISAL,disal.branch_start_fraction=0.5 \
  --variant=disal_lambda0:$DISAL,disal.branch_start_fraction=0.5,disal.dynamic_weight=0.0
-python -m disal_jax.ablation $COMMON \
- --variant=random:strategies=random,full_training=True \
- --variant=disal:$DISAL,disal.branch_start_fraction=0.5 \
- --variant=disal_lambda0:$DISAL,disal.branch_start_fraction=0.5,disal.dynamic_weight=0.0 \
- --variant=gradnorm_entropy:strategies=gradnorm_entropy \
- --variant=coreset:strategies=coreset \
- --variant=mc_dropout:strategies=mc_dropout \
- --variant=learning_loss:strategies=learning_loss
-# The first sitting's DISAL (branch from epoch 0): its 2026-12-02 run (seed 0, kept as
-# disal_start0_20261202 with lambda0_start0) looked ahead of Random; rerun on today's code:
-python -m disal_jax.ablation $COMMON \
- --variant=disal_start0:$DISAL,disal.branch_start_fraction=0.0
+python -m disal_jax.ablation $COMMON $PAPER
 # DISAL with a class-balanced top-K (the same number of picks per predicted class), tried on
 # validation after its top-K was seen to favour the vehicle classes (class_balance.md).
 python -m disal_jax.ablation $COMMON \
@@ -33,16 +28,14 @@ python -m disal_jax.ablation $COMMON \
  --variant=disal_norm:$DISAL,disal.branch_start_fraction=0.5,disal.score=norm \
  --variant=disal_expected:$DISAL,disal.branch_start_fraction=0.5,disal.score_target=expected \
  --variant=disal_momentum:$DISAL,disal.branch_start_fraction=0.5,disal.direction=momentum
+# The first sitting's DISAL (branch from epoch 0): its 2026-12-02 run (seed 0, kept as
+# disal_start0_20261202 with lambda0_start0) looked ahead of Random; rerun on 2026-12-04's code
+# (it became the default):
+python -m disal_jax.ablation $COMMON \
+ --variant=disal_start0:$DISAL,disal.branch_start_fraction=0.0
 # The committed tables and curves (cifar10_cpu_al.md, cifar10_cpu_al_{val,test}.png): the
 # paper's strategies, then DISAL's design variants, from the finished runs.
-python -m disal_jax.ablation $COMMON --table_only \
- --variant=random:strategies=random,full_training=True \
- --variant=disal:$DISAL,disal.branch_start_fraction=0.5 \
- --variant=disal_lambda0:$DISAL,disal.branch_start_fraction=0.5,disal.dynamic_weight=0.0 \
- --variant=gradnorm_entropy:strategies=gradnorm_entropy \
- --variant=coreset:strategies=coreset \
- --variant=mc_dropout:strategies=mc_dropout \
- --variant=learning_loss:strategies=learning_loss
+python -m disal_jax.ablation $COMMON --table_only $PAPER
 mkdir -p results/disal_dynamic_loss
 cp workdirs/cifar10_cpu_al/ablation_val.png results/disal_dynamic_loss/cifar10_cpu_al_val.png
 cp workdirs/cifar10_cpu_al/ablation_test.png results/disal_dynamic_loss/cifar10_cpu_al_test.png

@@ -26,3 +26,12 @@ python -m disal_jax.ablation --config=configs/default.py --workdir=workdirs/abla
  --variant=start50_ramp25:$TB,disal.branch_start_fraction=0.5,disal.rampup_fraction=0.25 \
  --variant=start50_ramp50:$TB,disal.branch_start_fraction=0.5,disal.rampup_fraction=0.5 \
  --variant=start33_ramp33:$TB,disal.branch_start_fraction=0.33,disal.rampup_fraction=0.33
+# Third sitting (2026-12-04): the target's learning-rate weighting and lambda scaled by the
+# labeled fraction, against the defaults of that day (branch from epoch 0), same code.
+python -m disal_jax.ablation --config=configs/default.py --workdir=workdirs/ablation_digits_cycle0_3 \
+ --seeds=0,1,2 --config.full_training=False --config.data.val_fraction=0.1 \
+ --config.al.final_fraction=0.1 --config.train.min_steps=600 --config.disal.dynamic_batch_size=32 \
+ --variant=random:strategies=random \
+ --variant=defaults:$TB,disal.branch_start_fraction=0.0 \
+ --variant=lr_weighted:$TB,disal.branch_start_fraction=0.0,record.weighting=lr \
+ --variant=labeled_fraction:$TB,disal.branch_start_fraction=0.0,disal.weight_scale=labeled_fraction
