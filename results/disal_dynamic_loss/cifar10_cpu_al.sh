@@ -33,6 +33,10 @@ python -m disal_jax.ablation $COMMON \
 # (it became the default):
 python -m disal_jax.ablation $COMMON \
  --variant=disal_start0:$DISAL,disal.branch_start_fraction=0.0
+# The class-balanced top-K with the branch from epoch 0 (the class-balanced top-K had the
+# highest DISAL mean with the branch from half; started 2026-12-04, resumes).
+python -m disal_jax.ablation $COMMON \
+ --variant=disal_start0_balanced:$DISAL,disal.branch_start_fraction=0.0,disal.selection=class_balanced
 # The committed tables and curves (cifar10_cpu_al.md, cifar10_cpu_al_{val,test}.png): the
 # paper's strategies, then DISAL's design variants, from the finished runs.
 python -m disal_jax.ablation $COMMON --table_only $PAPER
@@ -47,5 +51,6 @@ python -m disal_jax.ablation $COMMON --table_only \
  --variant=disal_norm:$DISAL,disal.branch_start_fraction=0.5,disal.score=norm \
  --variant=disal_expected:$DISAL,disal.branch_start_fraction=0.5,disal.score_target=expected \
  --variant=disal_momentum:$DISAL,disal.branch_start_fraction=0.5,disal.direction=momentum \
- --variant=disal_balanced:$DISAL,disal.branch_start_fraction=0.5,disal.selection=class_balanced
+ --variant=disal_balanced:$DISAL,disal.branch_start_fraction=0.5,disal.selection=class_balanced \
+ --variant=disal_start0_balanced:$DISAL,disal.branch_start_fraction=0.0,disal.selection=class_balanced
 cp workdirs/cifar10_cpu_al/ablation_val.png results/disal_dynamic_loss/cifar10_cpu_al_disal_val.png
