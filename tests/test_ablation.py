@@ -9,7 +9,7 @@ from PIL import Image
 from disal_jax import loop, pool, variants
 from disal_jax.report import ablation_report, sweep_report
 
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, write_results
 
 
 def test_a_variant_parses_literals_and_names_an_unknown_key():
@@ -43,22 +43,12 @@ def test_only_runs_with_every_cycle_in_results_json_count_as_finished(tmp_path):
   assert not variants.finished(config, tmp_path)  # another seed's run
 
 
-def _write_run(root, strategy, seed, test, val, counts=(10, 20)):
-  run = root / strategy / f"seed_{seed}"
-  run.mkdir(parents=True)
-  cycles = [{"cycle": i, "labeled": n, "test_accuracy": t, "val_accuracy": v, "test_loss": 1.0,
-             "train_seconds": 1.0, "record_seconds": 0.0, "scoring_seconds": 0.0}
-            for i, (n, t, v) in enumerate(zip(counts, test, val))]
-  (run / "results.json").write_text(json.dumps({"strategy": strategy, "seed": seed,
-                                                "num_train": 100, "cycles": cycles}))
-
-
 def test_the_learning_curves_name_each_variant_and_draw_both_splits(tmp_path):
-  _write_run(tmp_path / "random", "random", 0, [0.5, 0.6], [0.4, 0.5])
-  _write_run(tmp_path / "random", loop.FULL_TRAINING, 0, [0.9], [0.8], counts=(100,))
-  _write_run(tmp_path / "lam0", "disal", 0, [0.3, 0.7], [0.2, 0.6])
-  _write_run(tmp_path / "both", "disal", 0, [0.3, 0.7], [0.2, 0.6])
-  _write_run(tmp_path / "both", "margin", 1, [0.1, 0.2], [0.3, 0.4])
+  write_results(tmp_path / "random", "random", 0, [0.5, 0.6], (10, 20), val_accuracies=[0.4, 0.5])
+  write_results(tmp_path / "random", loop.FULL_TRAINING, 0, [0.9], (100,), val_accuracies=[0.8])
+  write_results(tmp_path / "lam0", "disal", 0, [0.3, 0.7], (10, 20), val_accuracies=[0.2, 0.6])
+  write_results(tmp_path / "both", "disal", 0, [0.3, 0.7], (10, 20), val_accuracies=[0.2, 0.6])
+  write_results(tmp_path / "both", "margin", 1, [0.1, 0.2], (10, 20), val_accuracies=[0.3, 0.4])
   rows = ablation_report.learning_curve_rows(tmp_path, ["random", "lam0", "both", "not_started"])
   assert sorted({r.strategy for r in rows}) == ["both/disal", "both/margin", loop.FULL_TRAINING,
                                                 "lam0", "random"]

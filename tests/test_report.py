@@ -12,30 +12,18 @@ from PIL import Image
 from disal_jax import sweep
 from disal_jax.report import sweep_report
 
-from tests.helpers import REPO, tiny_config
-
-
-def _write_run(root, strategy, seed, accuracies, counts, num_train=100, mious=None):
-  run = root / strategy / f"seed_{seed}"
-  run.mkdir(parents=True)
-  cycles = [{"cycle": i, "labeled": n, "test_accuracy": a, "test_loss": 1.0 - a,
-             "train_seconds": 2.0 * (i + 1), "record_seconds": 0.5, "scoring_seconds": seed}
-            for i, (n, a) in enumerate(zip(counts, accuracies))]
-  for cycle, miou in zip(cycles, mious or []):
-    cycle["test_miou"] = miou
-  (run / "results.json").write_text(json.dumps({"strategy": strategy, "seed": seed,
-                                                "num_train": num_train, "cycles": cycles}))
+from tests.helpers import REPO, tiny_config, write_results
 
 
 @pytest.fixture
 def hand_built(tmp_path):
   counts = [10, 20, 30]
-  _write_run(tmp_path, "disal", 0, [0.5, 0.7, 0.8], counts)
-  _write_run(tmp_path, "disal", 1, [0.6, 0.7, 0.9], counts)
-  _write_run(tmp_path, "random", 0, [0.5, 0.6, 0.7], counts)
-  _write_run(tmp_path, "random", 1, [0.7, 0.6, 0.7], counts)
-  _write_run(tmp_path, "full_training", 0, [0.95], [100])
-  _write_run(tmp_path, "full_training", 1, [0.97], [100])
+  write_results(tmp_path, "disal", 0, [0.5, 0.7, 0.8], counts)
+  write_results(tmp_path, "disal", 1, [0.6, 0.7, 0.9], counts)
+  write_results(tmp_path, "random", 0, [0.5, 0.6, 0.7], counts)
+  write_results(tmp_path, "random", 1, [0.7, 0.6, 0.7], counts)
+  write_results(tmp_path, "full_training", 0, [0.95], [100])
+  write_results(tmp_path, "full_training", 1, [0.97], [100])
   return tmp_path
 
 
@@ -63,7 +51,7 @@ def test_table_has_mean_std_best_marked_aulc_and_full_training(hand_built):
 
 def test_a_run_in_progress_counts_in_its_rows_but_not_in_the_aulc(hand_built):
   complete = sweep_report.accuracy_markdown(sweep_report.collect(hand_built))
-  _write_run(hand_built, "disal", 2, [0.2], [10])  # one cycle of three done
+  write_results(hand_built, "disal", 2, [0.2], [10])  # one cycle of three done
   lines = sweep_report.accuracy_markdown(sweep_report.collect(hand_built)).splitlines()
   assert lines[0] == "| labeled | disal (n=2) | random (n=2) |"
   # 10 labeled: disal over 3 seeds (0.5, 0.6, 0.2) -> 43.33; random is best
@@ -77,7 +65,7 @@ def test_a_run_in_progress_counts_in_its_rows_but_not_in_the_aulc(hand_built):
 
 def test_a_run_linked_in_under_another_name_is_its_own_line(hand_built, tmp_path_factory):
   other = tmp_path_factory.mktemp("ablation")
-  _write_run(other, "disal", 0, [0.1, 0.2, 0.3], [10, 20, 30])
+  write_results(other, "disal", 0, [0.1, 0.2, 0.3], [10, 20, 30])
   (hand_built / "disal_lambda0").symlink_to(other / "disal")
   lines = sweep_report.accuracy_markdown(sweep_report.collect(hand_built)).splitlines()
   assert lines[0] == "| labeled | disal (n=2) | disal_lambda0 (n=1) | random (n=2) |"
@@ -97,8 +85,8 @@ def test_report_writes_csv_tables_and_a_plot(hand_built):
 
 def test_a_segmentation_sweep_is_reported_in_miou(tmp_path):
   # pixel accuracy and mIoU rank the strategies differently: the table must follow mIoU
-  _write_run(tmp_path, "disal", 0, [0.90, 0.92], [10, 20], mious=[0.40, 0.50])
-  _write_run(tmp_path, "random", 0, [0.95, 0.96], [10, 20], mious=[0.30, 0.45])
+  write_results(tmp_path, "disal", 0, [0.90, 0.92], [10, 20], mious=[0.40, 0.50])
+  write_results(tmp_path, "random", 0, [0.95, 0.96], [10, 20], mious=[0.30, 0.45])
   rows = sweep_report.collect(tmp_path)
   assert sweep_report.metric_name(rows) == "mIoU"
   table = sweep_report.accuracy_markdown(rows)
@@ -145,7 +133,7 @@ def test_seeds_flag_is_checked():
 def test_validation_table_is_written_from_the_runs_validation_accuracy(tmp_path):
   counts = [10, 20]
   for seed, (val, test) in enumerate([([0.4, 0.6], [0.5, 0.7]), ([0.6, 0.8], [0.3, 0.9])]):
-    _write_run(tmp_path, "disal", seed, test, counts)
+    write_results(tmp_path, "disal", seed, test, counts)
     path = tmp_path / "disal" / f"seed_{seed}" / "results.json"
     payload = json.loads(path.read_text())
     for cycle, v in zip(payload["cycles"], val):

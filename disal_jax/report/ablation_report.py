@@ -11,7 +11,6 @@ import pathlib
 
 import numpy as np
 
-from disal_jax import loop
 from disal_jax.report import sweep_report, tables
 
 
@@ -28,7 +27,7 @@ def summarise(workdir: pathlib.Path, names: list[str]) -> str:
   lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for name in names:
     for strategy_dir in sorted(p for p in (workdir / name).glob("*") if p.is_dir()):
-      if strategy_dir.name == loop.FULL_TRAINING:
+      if strategy_dir.name == sweep_report.FULL_TRAINING:
         continue
       runs = [json.loads(p.read_text())["cycles"]
               for p in sorted(strategy_dir.glob("seed_*/results.json"))]
@@ -67,7 +66,7 @@ def learning_curve_rows(workdir: pathlib.Path, names: list[str]) -> list[sweep_r
       continue  # nothing finished a cycle yet
     strategies = sweep_report.strategies_of(mine)
     for r in mine:
-      if r.strategy == loop.FULL_TRAINING:
+      if r.strategy == sweep_report.FULL_TRAINING:
         label = r.strategy
       else:
         label = name if len(strategies) == 1 else f"{name}/{r.strategy}"

@@ -37,12 +37,13 @@ python -m disal_jax.ablation $COMMON \
 # highest DISAL mean with the branch from half; started 2026-12-04, resumes).
 python -m disal_jax.ablation $COMMON \
  --variant=disal_start0_balanced:$DISAL,disal.branch_start_fraction=0.0,disal.selection=class_balanced
-# The committed tables and curves (cifar10_cpu_al.md, cifar10_cpu_al_{val,test}.png): the
+# The committed tables (cifar10_cpu_al.md) and the curves (kept out of the repository, in
+# workdirs/cifar10_cpu_al/plots/): the
 # paper's strategies, then DISAL's design variants, from the finished runs.
 python -m disal_jax.ablation $COMMON --table_only $PAPER
-mkdir -p results/disal_dynamic_loss
-cp workdirs/cifar10_cpu_al/ablation_val.png results/disal_dynamic_loss/cifar10_cpu_al_val.png
-cp workdirs/cifar10_cpu_al/ablation_test.png results/disal_dynamic_loss/cifar10_cpu_al_test.png
+mkdir -p workdirs/cifar10_cpu_al/plots
+cp workdirs/cifar10_cpu_al/ablation_val.png workdirs/cifar10_cpu_al/plots/paper_val.png
+cp workdirs/cifar10_cpu_al/ablation_test.png workdirs/cifar10_cpu_al/plots/paper_test.png
 python -m disal_jax.ablation $COMMON --table_only \
  --variant=random:strategies=random,full_training=True \
  --variant=disal:$DISAL,disal.branch_start_fraction=0.5 \
@@ -53,4 +54,4 @@ python -m disal_jax.ablation $COMMON --table_only \
  --variant=disal_momentum:$DISAL,disal.branch_start_fraction=0.5,disal.direction=momentum \
  --variant=disal_balanced:$DISAL,disal.branch_start_fraction=0.5,disal.selection=class_balanced \
  --variant=disal_start0_balanced:$DISAL,disal.branch_start_fraction=0.0,disal.selection=class_balanced
-cp workdirs/cifar10_cpu_al/ablation_val.png results/disal_dynamic_loss/cifar10_cpu_al_disal_val.png
+cp workdirs/cifar10_cpu_al/ablation_val.png workdirs/cifar10_cpu_al/plots/disal_variants_val.png
