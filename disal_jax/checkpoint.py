@@ -16,7 +16,7 @@ import logging
 import pathlib
 import shutil
 import zlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Collection, Optional
 
 import jax
 import ml_collections
@@ -188,14 +188,17 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any],
-                       defaults: Optional[dict[str, Any]] = None) -> list[str]:
-  """'key: saved -> current' for every key (dotted) that differs, RESUMABLE_KEYS aside.
+                       defaults: Optional[dict[str, Any]] = None,
+                       ignored_sections: Collection[str] = ()) -> list[str]:
+  """'key: saved -> current' for every key (dotted) that differs, RESUMABLE_KEYS and the keys
+  of `ignored_sections` (other strategies' sections, which the run never reads) aside.
 
   A key absent from `saved` but holding its value in `defaults` is a key the library added
   after the run was saved; a new key's default keeps the earlier behaviour, so it is no
   difference.
   """
-  a, b = _flatten(saved), _flatten(current)
+  a, b = ({key: value for key, value in _flatten(d).items()
+           if key.split(".", 1)[0] not in ignored_sections} for d in (saved, current))
   added_at_default = {key for key, value in _flatten(defaults or {}).items()
                       if key not in a and b.get(key) == value}
   diffs = []
@@ -207,14 +210,15 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
 
 
 def check_resumable(run_config_path: pathlib.Path, config: ml_collections.ConfigDict,
-                    run_name: str) -> None:
-  """Raises ConfigMismatchError if the run's saved config differs in result-changing keys."""
+                    run_name: str, ignored_sections: Collection[str] = ()) -> None:
+  """Raises ConfigMismatchError if the run's saved config differs in result-changing keys
+  (`ignored_sections`: the strategy sections the run does not read)."""
   if not run_config_path.exists():
     return
   saved = json.loads(run_config_path.read_text())
   current = json.loads(config.to_json_best_effort())
   defaults = json.loads(config_lib.base_config().to_json_best_effort())
-  diffs = config_differences(saved, current, defaults)
+  diffs = config_differences(saved, current, defaults, ignored_sections)
   if diffs:
     raise ConfigMismatchError(
         f"{run_config_path.parent} holds a {run_name} run made with another config; these "

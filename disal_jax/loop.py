@@ -357,9 +357,13 @@ def _run_locked(config, workdir_path: pathlib.Path, names: list[str], dataset: D
       log.info("--force: discarding %s", out)
       shutil.rmtree(out)
   distributed.barrier("discarded")  # no host reads a run folder another is still removing
+  strategy_sections = set(strategy_registry.sections())
   for name in names:
+    # another strategy's keys (a default changed since, a sweep's other variant) change
+    # nothing this run computes, so they never block its resume
     checkpoint.check_resumable(run_dir(workdir_path, name, config.seed) / RUN_CONFIG, config,
-                               f"{name} seed {config.seed}")
+                               f"{name} seed {config.seed}",
+                               strategy_sections - strategy_registry.sections_read(name))
   workdir_path.mkdir(parents=True, exist_ok=True)
   if primary:
     (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=1))

@@ -1,8 +1,10 @@
 """Interruption, resume and fault handling: orbax checkpoints, SIGKILL, corruption, bad config."""
 
 import errno
+import inspect
 import json
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from disal_jax import checkpoint, loop
+from disal_jax.strategies import registry
 from disal_jax.training.trainer import TrainingDiverged
 
 from tests.helpers import REPO, subprocess_env, tiny_config
@@ -123,8 +126,10 @@ def test_a_different_config_refuses_to_resume_and_names_the_keys(tmp_path):
   message = str(e.value)
   assert "train.epochs: 2 -> 3" in message and "train.learning_rate" in message
   assert "--force" in message and "train.batch_size" not in message
-  # keys that do not change results may differ
-  loop.run_experiment(_quick(**{"train.log_every_epochs": 5}), str(tmp_path))
+  # keys that do not change results may differ, and so may the keys of strategies the run
+  # does not read (Random reads no strategy section)
+  loop.run_experiment(_quick(**{"train.log_every_epochs": 5,
+                                "disal.branch_start_fraction": 0.25}), str(tmp_path))
   rows = loop.run_experiment(changed, str(tmp_path), force=True)["random"]
   assert json.loads((tmp_path / "random/seed_0/run_config.json").read_text())["train"][
       "epochs"] == 3 and len(rows) == 2
@@ -213,6 +218,30 @@ def test_config_differences_ignore_only_resumable_keys():
   a = tiny_config().to_dict()
   b = tiny_config(**{"strategies": "random", "data.cache_dir": "/x", "seed": 4}).to_dict()
   assert checkpoint.config_differences(a, b) == ["seed: 0 -> 4"]
+
+
+def test_only_the_sections_a_strategy_reads_are_compared():
+  saved = tiny_config().to_dict()
+  current = tiny_config(**{"disal.branch_start_fraction": 0.25, "mc_dropout.passes": 3,
+                           "coreset.block_size": 7}).to_dict()
+  every = set(registry.sections())
+  differences = lambda name: checkpoint.config_differences(
+      saved, current, ignored_sections=every - registry.sections_read(name))
+  assert differences("random") == [] and differences("full_training") == []
+  assert differences("disal") == ["disal.branch_start_fraction: 0.0 -> 0.25"]
+  assert differences("batchbald") == ["mc_dropout.passes: 10 -> 3"]  # BatchBALD's model
+  assert [d.split(":")[0] for d in differences("coregcn")] == ["coreset.block_size"]
+
+
+def test_every_strategy_declares_the_other_sections_its_module_reads():
+  # a static check: a module that names config.<section> of another strategy must declare it,
+  # or a change of that key would resume a run that read it
+  every = set(registry.sections())
+  for name in registry.names():
+    strategy = registry.get_strategy(name)
+    source = inspect.getsource(inspect.getmodule(strategy.score))
+    named = set(re.findall(r"config\.(\w+)\.", source)) & every
+    assert named <= registry.sections_read(name), (name, named)
 
 
 def test_a_key_added_since_the_run_is_no_difference_at_its_default():

@@ -174,6 +174,8 @@ class Strategy:
     segmentation: whether it scores segmentation pools (a per-image score from per-pixel
       quantities at the record's resolution; its docstring says which reduction).
     config_section: its own config keys, or None (several strategies may share one).
+    reads_sections: the names of other strategies' sections it also reads. A run's resume
+      check compares only the sections its strategy owns or reads (registry.sections_read).
   """
   name: str
   record: str | Callable[[ml_collections.ConfigDict], str]
@@ -186,6 +188,7 @@ class Strategy:
   description: str = ""
   segmentation: bool = False
   config_section: Optional[ConfigSection] = None
+  reads_sections: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=None)

@@ -189,4 +189,5 @@ STRATEGY = Strategy(name="batchbald", record="none", score=score, select=select,
                     model_overrides=model_overrides,
                     description="BatchBALD: greedy joint mutual information over MC-Dropout "
                                 "passes",
-                    config_section=ConfigSection("batchbald", defaults, check))
+                    config_section=ConfigSection("batchbald", defaults, check),
+                    reads_sections=("mc_dropout",))

@@ -183,7 +183,8 @@ SECTION = ConfigSection("coregcn", defaults, check)  # CoreGCN's and UncertainGC
 
 CORE = Strategy(name="coregcn", record="none", score=score, select=select_core,
                 description="CoreGCN: k-center on the hidden features of a labeled-vs-"
-                            "unlabeled GCN", config_section=SECTION)
+                            "unlabeled GCN", config_section=SECTION,
+                reads_sections=("coreset",))
 UNCERTAIN = Strategy(name="uncertaingcn", record="none", score=score, select=select_uncertain,
                      description="UncertainGCN: GCN scores closest to the margin",
-                     config_section=SECTION)
+                     config_section=SECTION, reads_sections=("coreset",))

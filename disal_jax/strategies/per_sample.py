@@ -27,7 +27,7 @@ Two kinds of per-sample quantity:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -157,9 +157,7 @@ class Engine:
                       per_tensor), logits
 
 
-def engine_from_config(config: ml_collections.ConfigDict,
-                       vmap_chunk_size: Optional[int] = None) -> Engine:
+def engine_from_config(config: ml_collections.ConfigDict, vmap_chunk_size: int) -> Engine:
   """The config's engine; `vmap_chunk_size` is the calling strategy's own chunk key."""
   ps = config.per_sample
-  return Engine(ps.engine, int(ps.batch_size), int(ps.samples_per_step),
-                int(vmap_chunk_size or config.gradnorm.chunk_size))
+  return Engine(ps.engine, int(ps.batch_size), int(ps.samples_per_step), int(vmap_chunk_size))

@@ -36,3 +36,13 @@ def sections() -> dict[str, ConfigSection]:
     if out.setdefault(section.name, section) is not section:
       raise ValueError(f"two config sections named {section.name!r}")
   return out
+
+
+def sections_read(name: str) -> set[str]:
+  """The config sections strategy `name`'s runs read: its own and its `reads_sections`; none
+  for a name that is not a strategy (the Full Training run)."""
+  strategy = _STRATEGIES.get(name)
+  if strategy is None:
+    return set()
+  own = {strategy.config_section.name} if strategy.config_section else set()
+  return own | set(strategy.reads_sections)
