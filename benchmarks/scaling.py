@@ -118,7 +118,7 @@ def _memory_section(dataset, config) -> dict:
     _, ctx = common.scoring_context(config, dataset, mesh, strategy,
                                     np.arange(_LABELED.value), candidates, jax.random.key(1),
                                     workdir)
-    engine = per_sample.engine_from_config(config)
+    engine = per_sample.engine_from_config(config, config.gradnorm.chunk_size)
     fn = functools.partial(gradnorm.entropy_gradnorm_scores, preprocess=ctx.data.preprocess,
                            engine=engine)
     state = ctx.result.state

@@ -47,7 +47,8 @@ def test_the_chosen_batch_fits_the_budget_of_a_real_scorer():
   ctx = types.SimpleNamespace(config=config, candidates=np.arange(4096),
                               data=types.SimpleNamespace(mesh=mesh, train_data=data))
   fn = functools.partial(gradnorm.entropy_gradnorm_scores, preprocess=PRE,
-                         engine=per_sample.engine_from_config(config))
+                         engine=per_sample.engine_from_config(
+                             config, config.gradnorm.chunk_size))
   bytes_at = functools.cache(lambda size: base.compiled_bytes(fn, state, ctx, size))
   per_8 = bytes_at(16) - bytes_at(8)  # the fitting rule's own probes
   assert per_8 > 0  # memory grows with the batch
