@@ -34,7 +34,7 @@ python -m disal_jax.ablation $COMMON \
 python -m disal_jax.ablation $COMMON \
  --variant=disal_start0:$DISAL,disal.branch_start_fraction=0.0
 # The class-balanced top-K with the branch from epoch 0 (the class-balanced top-K had the
-# highest DISAL mean with the branch from half; started 2026-12-04, resumes).
+# highest DISAL mean with the branch from half; 2026-12-04: a tie with Random, +0.54 +- 0.80).
 python -m disal_jax.ablation $COMMON \
  --variant=disal_start0_balanced:$DISAL,disal.branch_start_fraction=0.0,disal.selection=class_balanced
 # The committed tables (cifar10_cpu_al.md) and the curves (kept out of the repository, in
