@@ -12,6 +12,8 @@ strategy per variant is the usual use) into `<workdir>/<variant>/`, resumably, a
 mean ± std over seeds of the first cycle's and the last cycle's accuracy and of the AULC,
 on the validation split and on the test split, and the mean train seconds per run;
 `ablation_val.png` and `ablation_test.png` draw the variants' learning curves (mean ± std).
+`--baseline=random` adds each variant's AULC minus that variant's, paired by seed, with
+mean ± std of the differences and the verdict (a mean inside one std is a tie).
 Choose on the validation columns; the test columns are reported, not chosen on.
 """
 
@@ -34,6 +36,9 @@ _VARIANTS = flags.DEFINE_multi_string(
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The ablation folder.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only (re)write ablation.md and its plots.")
+_BASELINE = flags.DEFINE_string(
+    "baseline", None, "A variant (one strategy, e.g. random) to pair the others' AULC with, "
+    "seed by seed, in a second table of ablation.md.")
 
 
 def main(argv):
@@ -49,6 +54,9 @@ def main(argv):
     raise app.UsageError(str(e)) from e
   if not variants:
     raise app.UsageError("give at least one --variant")
+  names = [name for name, _ in variants]
+  if _BASELINE.value is not None and _BASELINE.value not in names:
+    raise app.UsageError(f"--baseline={_BASELINE.value} is not one of the variants {names}")
   if not _TABLE_ONLY.value:
     seeds = [int(s) for s in _SEEDS.value]
     for seed in seeds:  # seed-major: every variant gets its first seed before any its second
@@ -60,9 +68,11 @@ def main(argv):
           continue
         loop.run_experiment(config, str(workdir / name))
   workdir.mkdir(parents=True, exist_ok=True)
-  table = ablation_report.summarise(workdir, [name for name, _ in variants])
+  table = ablation_report.summarise(workdir, names)
+  if _BASELINE.value is not None:
+    table += "\n\n" + ablation_report.paired(workdir, names, _BASELINE.value)
   (workdir / "ablation.md").write_text(table + "\n")
-  ablation_report.write_plots(workdir, [name for name, _ in variants])
+  ablation_report.write_plots(workdir, names)
   print(table, flush=True)
 
 

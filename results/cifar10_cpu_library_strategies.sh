@@ -11,3 +11,11 @@ python -m disal_jax.ablation $COMMON \
  --variant=batchbald:strategies=batchbald \
  --variant=typiclust:strategies=typiclust \
  --variant=probcover:strategies=probcover
+# The committed table (results/disal_dynamic_loss/cifar10_cpu_al.md), with Random's runs of
+# results/disal_dynamic_loss/cifar10_cpu_al.sh and each strategy paired with them by seed.
+python -m disal_jax.ablation $COMMON --table_only --baseline=random \
+ --variant=random:strategies=random,full_training=True \
+ --variant=entropy:strategies=entropy --variant=margin:strategies=margin \
+ --variant=least_confidence:strategies=least_confidence --variant=badge:strategies=badge \
+ --variant=batchbald:strategies=batchbald --variant=typiclust:strategies=typiclust \
+ --variant=probcover:strategies=probcover

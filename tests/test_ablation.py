@@ -59,3 +59,32 @@ def test_the_learning_curves_name_each_variant_and_draw_both_splits(tmp_path):
   images = [np.asarray(Image.open(p).convert("L")) for p in written]
   assert images[0].shape[1] > 400 and len(np.unique(images[0])) > 10
   assert not np.array_equal(images[0], images[1])  # different curves, different axis label
+
+
+def test_the_paired_table_differences_each_seed_against_the_baseline(tmp_path):
+  # two cycles at 10 and 20 labels: AULC is the mean of the two accuracies (trapezoid)
+  base = {0: [0.40, 0.50], 1: [0.30, 0.50], 2: [0.50, 0.60]}
+  for seed, acc in base.items():
+    write_results(tmp_path / "random", "random", seed, acc, (10, 20), val_accuracies=acc)
+  write_results(tmp_path / "random", loop.FULL_TRAINING, 0, [0.9], (100,))
+  ahead = {s: [a + 0.02 * (s + 2), b + 0.02 * (s + 2)] for s, (a, b) in base.items()}
+  mixed = {0: [0.41, 0.51], 1: [0.29, 0.49], 2: [0.52, 0.62]}
+  for seed in base:
+    write_results(tmp_path / "ahead", "disal", seed, ahead[seed], (10, 20),
+                  val_accuracies=mixed[seed])
+  write_results(tmp_path / "short", "margin", 0, [0.1, 0.1], (10, 20))
+  write_results(tmp_path / "short", "margin", 1, [0.9, 0.9], (10, 30))  # other counts: unpaired
+  table = ablation_report.paired(tmp_path, ["random", "ahead", "short"], "random")
+  rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()
+          if line.startswith("| ahead") or line.startswith("| short")}
+  # validation: +1, −1, +2 points: mean +0.67, std 1.25 -> a tie
+  assert rows["ahead"][3] == "+1.00, −1.00, +2.00"
+  assert rows["ahead"][4] == f"+0.67 ± {100 * np.std([0.01, -0.01, 0.02]):.2f} (tie)"
+  # test: +4, +6, +8 points -> ahead
+  assert rows["ahead"][5] == "+4.00, +6.00, +8.00"
+  assert rows["ahead"][6].startswith("+6.00 ± 1.63 (ahead)")
+  assert rows["short"][2] == "0"  # seed 1 counts differ from the baseline's
+  assert rows["short"][6].startswith("−35.00 ± 0.00 (one seed)")
+  write_results(tmp_path / "random", "margin", 0, [0.5, 0.5], (10, 20))
+  with pytest.raises(ValueError, match="one AL strategy"):
+    ablation_report.paired(tmp_path, ["random", "ahead"], "random")

@@ -40,11 +40,11 @@ python -m disal_jax.ablation $COMMON \
 # The committed tables (cifar10_cpu_al.md) and the curves (kept out of the repository, in
 # workdirs/cifar10_cpu_al/plots/): the
 # paper's strategies, then DISAL's design variants, from the finished runs.
-python -m disal_jax.ablation $COMMON --table_only $PAPER
+python -m disal_jax.ablation $COMMON --table_only --baseline=random $PAPER
 mkdir -p workdirs/cifar10_cpu_al/plots
 cp workdirs/cifar10_cpu_al/ablation_val.png workdirs/cifar10_cpu_al/plots/paper_val.png
 cp workdirs/cifar10_cpu_al/ablation_test.png workdirs/cifar10_cpu_al/plots/paper_test.png
-python -m disal_jax.ablation $COMMON --table_only \
+python -m disal_jax.ablation $COMMON --table_only --baseline=random \
  --variant=random:strategies=random,full_training=True \
  --variant=disal:$DISAL,disal.branch_start_fraction=0.5 \
  --variant=disal_lambda0:$DISAL,disal.branch_start_fraction=0.5,disal.dynamic_weight=0.0 \
