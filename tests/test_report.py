@@ -49,6 +49,20 @@ def test_table_has_mean_std_best_marked_aulc_and_full_training(hand_built):
   assert "Full Training (2 seeds): 96.00 ± 1.00" in table
 
 
+def test_each_strategy_is_paired_with_random_seed_by_seed(hand_built):
+  area = lambda a: sweep_report.aulc(np.array([10, 20, 30]), np.array(a))
+  # seed 0: disal 0.675 - random 0.600; seed 1: 0.725 - 0.650: +7.50 both -> ahead
+  differences = [area([0.5, 0.7, 0.8]) - area([0.5, 0.6, 0.7]),
+                 area([0.6, 0.7, 0.9]) - area([0.7, 0.6, 0.7])]
+  assert differences == pytest.approx([0.075, 0.075])
+  table = sweep_report.accuracy_markdown(sweep_report.collect(hand_built))
+  assert "| disal | 0,1 | +7.50, +7.50 | +7.50 ± 0.00 (ahead) |" in table
+  write_results(hand_built, "margin", 1, [0.7, 0.6, 0.6], [10, 20, 30])
+  table = sweep_report.accuracy_markdown(sweep_report.collect(hand_built))
+  assert "| margin | 1 | −2.50 | −2.50 ± 0.00 (one seed) |" in table
+  assert "| random |" not in table
+
+
 def test_a_run_in_progress_counts_in_its_rows_but_not_in_the_aulc(hand_built):
   complete = sweep_report.accuracy_markdown(sweep_report.collect(hand_built))
   write_results(hand_built, "disal", 2, [0.2], [10])  # one cycle of three done

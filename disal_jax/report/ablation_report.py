@@ -73,10 +73,6 @@ def summarise(workdir: pathlib.Path, names: list[str]) -> str:
   return "\n".join(lines)
 
 
-def _signed(value: float) -> str:
-  return f"{100 * value:+.2f}".replace("-", "−")
-
-
 def paired(workdir: pathlib.Path, names: list[str], baseline: str) -> str:
   """Each variant's AULC minus `baseline`'s, paired by seed (markdown).
 
@@ -105,16 +101,10 @@ def paired(workdir: pathlib.Path, names: list[str], baseline: str) -> str:
         continue
       cells = []
       for split in ("val", "test"):
-        pairs = [(_aulc(runs[s], split), _aulc(base[s], split)) for s in seeds]
-        diffs = np.array([a - b for a, b in pairs if a is not None and b is not None])
-        if not diffs.size:
-          cells += ["", ""]
-          continue
-        mean, std = diffs.mean(), diffs.std()
-        verdict = ("one seed" if diffs.size == 1 else "tie" if abs(mean) <= std
-                   else "ahead" if mean > 0 else "behind")
-        cells += [", ".join(map(_signed, diffs)),
-                  f"{_signed(mean)} ± {100 * std:.2f} ({verdict})"]
+        areas = [{s: _aulc(r[s], split) for s in seeds} for r in (runs, base)]
+        mine, theirs = ({s: a for s, a in d.items() if a is not None} for d in areas)
+        _, differences = tables.paired_differences(mine, theirs)
+        cells += list(tables.paired_cells(differences)) if differences.size else ["", ""]
       lines.append(f"| {name} | {strategy_dir.name} | {','.join(map(str, seeds))} | "
                    + " | ".join(cells) + " |")
   return "\n".join(lines)

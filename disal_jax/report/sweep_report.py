@@ -126,6 +126,7 @@ def complete_seeds(rows: list[Row], strategy: str) -> tuple[list[int], dict[int,
 
 
 aulc = tables.aulc
+PAIRED_BASELINE = "random"  # every other strategy's AULC is paired with its, seed by seed
 
 
 def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
@@ -162,16 +163,16 @@ def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
     percent = next(r.labeled_percent for r in rows if r.labeled == count)
     label = f"{count} ({percent:g}%)"
     lines.append(f"| {label} | " + " | ".join(cells(values)) + " |")
-  per_seed_aulc = {}
+  areas = {}  # strategy -> {finished seed: AULC}
   for s in strategies:
-    areas = []
+    areas[s] = {}
     for seed in complete[s][0]:
       mine = sorted((r.labeled, r.score) for r in rows
                     if r.strategy == s and r.seed == seed)
-      areas.append(aulc(np.array([m[0] for m in mine]), np.array([m[1] for m in mine])))
-    if areas:
-      per_seed_aulc[s] = (float(np.mean(areas)), float(np.std(areas)), len(areas))
-  lines.append("| AULC | " + " | ".join(cells(per_seed_aulc)) + " |")
+      areas[s][seed] = aulc(np.array([m[0] for m in mine]), np.array([m[1] for m in mine]))
+  lines.append("| AULC | " + " | ".join(cells({
+      s: (float(np.mean(list(a.values()))), float(np.std(list(a.values()))), len(a))
+      for s, a in areas.items() if a})) + " |")
   full = [r.score for r in rows if r.strategy == FULL_TRAINING]
   if full:
     lines.append(f"\nFull Training ({len(full)} seeds): {100 * np.mean(full):.2f} ± "
@@ -181,6 +182,15 @@ def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
   lines.append(f"\n{split_name} {metric} (%), mean ± std over seeds; best mean per row in bold. "
                f"AULC: area under the {metric} curve over the labeled range, divided by the range; "
                "n: finished runs.")
+  if PAIRED_BASELINE in areas and any(areas[s] for s in strategies if s != PAIRED_BASELINE):
+    lines.append(f"\nAULC minus {PAIRED_BASELINE}'s, paired by seed, in points (mean ± std of "
+                 "the differences; a mean inside one std is a tie):\n")
+    lines += ["| strategy | seeds | per seed | mean ± std |", "|---|---|---|---|"]
+    for s in strategies:
+      seeds, differences = tables.paired_differences(areas[s], areas[PAIRED_BASELINE])
+      if s != PAIRED_BASELINE and seeds:
+        lines.append(f"| {s} | {','.join(map(str, seeds))} | "
+                     + " | ".join(tables.paired_cells(differences)) + " |")
   total = len(counts)
   running = [f"{s} seed {seed} ({done} of {total} cycles)" for s in strategies
              for seed, done in complete[s][1].items()]

@@ -28,6 +28,26 @@ def aulc(counts: np.ndarray, accuracy: np.ndarray) -> float:
   return float(np.trapezoid(accuracy, counts) / (counts[-1] - counts[0]))
 
 
+def paired_differences(values: dict[int, float], baseline: dict[int, float]
+                       ) -> tuple[list[int], np.ndarray]:
+  """(seeds both hold, values minus baseline on those seeds): a strategy against a baseline,
+  seed by seed (the same seed shares the initial labeled set and the initial weights)."""
+  seeds = sorted(set(values) & set(baseline))
+  return seeds, np.array([values[s] - baseline[s] for s in seeds], dtype=np.float64)
+
+
+def paired_cells(differences: np.ndarray) -> tuple[str, str]:
+  """('+1.17, −0.59', '+0.29 ± 0.88 (tie)'): the differences in points, then their mean ±
+  population std and the verdict: 'ahead' / 'behind' when the mean is further from zero
+  than one std of the differences, 'tie' otherwise, 'one seed' when there is one."""
+  signed = lambda value: f"{100 * value:+.2f}".replace("-", "−")
+  mean, std = float(differences.mean()), float(differences.std())
+  verdict = ("one seed" if differences.size == 1 else "tie" if abs(mean) <= std
+             else "ahead" if mean > 0 else "behind")
+  return (", ".join(map(signed, differences)),
+          f"{signed(mean)} ± {100 * std:.2f} ({verdict})")
+
+
 def accuracy_table(results: dict[str, list], full_training_name: str,
                    metric: str = "test_accuracy") -> str:
   """Markdown: one row per labeled count, one column per strategy, `metric` in %.
