@@ -86,8 +86,7 @@ def paired(workdir: pathlib.Path, names: list[str], baseline: str) -> str:
     raise ValueError(f"the baseline variant {baseline!r} must hold one AL strategy's runs; "
                      f"{workdir / baseline} holds {[p.name for p in base_dirs]}")
   base = _finished_runs(base_dirs[0])
-  lines = [f"AULC minus {baseline}'s, paired by seed, in points (mean ± std of the "
-           "differences; a mean inside one std is a tie).\n",
+  lines = [tables.paired_caption(baseline) + "\n",
            "| variant | strategy | seeds | val: per seed | val | test: per seed | test |",
            "|---|---|---|---|---|---|---|"]
   for name in names:
@@ -101,8 +100,8 @@ def paired(workdir: pathlib.Path, names: list[str], baseline: str) -> str:
         continue
       cells = []
       for split in ("val", "test"):
-        areas = [{s: _aulc(r[s], split) for s in seeds} for r in (runs, base)]
-        mine, theirs = ({s: a for s, a in d.items() if a is not None} for d in areas)
+        mine, theirs = ({s: a for s in seeds if (a := _aulc(r[s], split)) is not None}
+                        for r in (runs, base))
         _, differences = tables.paired_differences(mine, theirs)
         cells += list(tables.paired_cells(differences)) if differences.size else ["", ""]
       lines.append(f"| {name} | {strategy_dir.name} | {','.join(map(str, seeds))} | "

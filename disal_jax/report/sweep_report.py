@@ -182,13 +182,13 @@ def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
   lines.append(f"\n{split_name} {metric} (%), mean ± std over seeds; best mean per row in bold. "
                f"AULC: area under the {metric} curve over the labeled range, divided by the range; "
                "n: finished runs.")
-  if PAIRED_BASELINE in areas and any(areas[s] for s in strategies if s != PAIRED_BASELINE):
-    lines.append(f"\nAULC minus {PAIRED_BASELINE}'s, paired by seed, in points (mean ± std of "
-                 "the differences; a mean inside one std is a tie):\n")
-    lines += ["| strategy | seeds | per seed | mean ± std |", "|---|---|---|---|"]
-    for s in strategies:
+  others = [s for s in strategies if s != PAIRED_BASELINE]
+  if PAIRED_BASELINE in areas and any(areas[s] for s in others):
+    lines += ["\n" + tables.paired_caption(PAIRED_BASELINE) + "\n",
+              "| strategy | seeds | per seed | mean ± std |", "|---|---|---|---|"]
+    for s in others:
       seeds, differences = tables.paired_differences(areas[s], areas[PAIRED_BASELINE])
-      if s != PAIRED_BASELINE and seeds:
+      if seeds:
         lines.append(f"| {s} | {','.join(map(str, seeds))} | "
                      + " | ".join(tables.paired_cells(differences)) + " |")
   total = len(counts)

@@ -36,6 +36,12 @@ def paired_differences(values: dict[int, float], baseline: dict[int, float]
   return seeds, np.array([values[s] - baseline[s] for s in seeds], dtype=np.float64)
 
 
+def paired_caption(baseline: str) -> str:
+  """The sentence above a table of `paired_cells` rows."""
+  return (f"AULC minus {baseline}'s, paired by seed, in points (mean ± std of the "
+          "differences; a mean inside one std is a tie).")
+
+
 def paired_cells(differences: np.ndarray) -> tuple[str, str]:
   """('+1.17, −0.59', '+0.29 ± 0.88 (tie)'): the differences in points, then their mean ±
   population std and the verdict: 'ahead' / 'behind' when the mean is further from zero
