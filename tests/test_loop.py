@@ -45,7 +45,9 @@ def test_scoring_subset_is_seeded_and_unlabeled():
 @pytest.fixture(scope="module")
 def two_cycle_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
-  config = tiny_config(**{"strategies": "disal,random", "full_training": True})
+  # 40 steps of 64 pool draws: every pool row is drawn twice, so the dynamic loss counts
+  config = tiny_config(**{"strategies": "disal,random,random_dynamic", "full_training": True,
+                          "train.min_steps": 40, "disal.dynamic_batch_size": 64})
   return workdir, config, loop.run_experiment(config, str(workdir))
 
 
@@ -73,6 +75,19 @@ def test_two_cycles_of_disal_and_random_keep_every_selection_invariant(two_cycle
 
 
 @pytest.mark.slow
+def test_the_control_picks_as_random_and_trains_as_disal(two_cycle_run):
+  """random_dynamic: Random's rows in every cycle; at cycle 0 (the same labels for all three)
+  exactly DISAL's model, which the dynamic loss makes differ from Random's."""
+  workdir, _, results = two_cycle_run
+  picks = lambda name: np.load(workdir / name / "seed_0" / "selected_cycle0.npy")
+  np.testing.assert_array_equal(picks("random_dynamic"), picks("random"))
+  assert not np.array_equal(picks("disal"), picks("random"))
+  control, disal, random = (results[n][0] for n in ("random_dynamic", "disal", "random"))
+  assert control.test_loss == disal.test_loss and control.test_accuracy == disal.test_accuracy
+  assert control.test_loss != random.test_loss
+
+
+@pytest.mark.slow
 def test_run_writes_results_files_a_report_can_read(two_cycle_run):
   workdir, _, results = two_cycle_run
   payload = json.loads((workdir / "disal/seed_0/results.json").read_text())
@@ -83,7 +98,8 @@ def test_run_writes_results_files_a_report_can_read(two_cycle_run):
   assert csv_lines[0].startswith("strategy,seed,cycle,labeled,test_accuracy")
   assert len(csv_lines) == 3
   summary = (workdir / "summary.md").read_text()
-  assert "| labeled | disal | random |" in summary and "Full Training (1438 labeled)" in summary
+  assert "| labeled | disal | random | random_dynamic |" in summary
+  assert "Full Training (1438 labeled)" in summary
   assert results[loop.FULL_TRAINING][0].labeled == 1438
   assert (workdir / "disal/seed_0/metrics.jsonl").stat().st_size > 0
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from disal_jax.strategies import (badge, batchbald, coregcn, coreset, disal, gradnorm,
-                                  learning_loss, mc_dropout, probcover, random, tidal, tod,
-                                  tracin, typiclust, uncertainty, vaal)
+                                  learning_loss, mc_dropout, probcover, random, random_dynamic,
+                                  tidal, tod, tracin, typiclust, uncertainty, vaal)
 from disal_jax.strategies.base import ConfigSection, Strategy
 
 _STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
@@ -12,7 +12,7 @@ _STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     gradnorm.EXPECTED, tracin.FULL, tracin.LAST, learning_loss.STRATEGY, tidal.STRATEGY,
     coregcn.CORE, coregcn.UNCERTAIN, tod.STRATEGY, vaal.STRATEGY, uncertainty.ENTROPY,
     uncertainty.MARGIN, uncertainty.LEAST_CONFIDENCE, badge.STRATEGY, typiclust.STRATEGY,
-    probcover.STRATEGY, batchbald.STRATEGY)}
+    probcover.STRATEGY, batchbald.STRATEGY, random_dynamic.STRATEGY)}
 
 
 def names(segmentation: bool = False) -> list[str]:
