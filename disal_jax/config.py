@@ -13,6 +13,7 @@ RECORD_WEIGHTINGS = ("mean", "ema", "lr")
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = ("float32", "bfloat16")
 PER_SAMPLE_ENGINES = ("one_pass", "vmap")
+AL_PROTOCOLS = ("unified", "reference")  # disal_jax.protocol
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -111,6 +112,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Score a random subset of this many unlabeled samples per cycle (references: 10000);
   # 0 = score the whole pool.
   al.subset_size = 0
+  # 'unified': every strategy scores and trains as the keys above and train.warm_start say;
+  # 'reference': each strategy with its published code's scored subset and warm start
+  # (Strategy.reference; docs/strategies.md lists the values and their sources).
+  al.protocol = "unified"
 
   c.record = r = ml_collections.ConfigDict()
   # What to keep of the pool's per-epoch probabilities: 'auto' = what the strategy declares.
@@ -261,6 +266,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     _check(al.final_fraction >= al.initial_fraction, "al.final_fraction", al.final_fraction,
            f">= al.initial_fraction ({al.initial_fraction})")
   _check(al.subset_size >= 0, "al.subset_size", al.subset_size, "0 (off) or a positive count")
+  _check(al.protocol in AL_PROTOCOLS, "al.protocol", al.protocol, f"one of {AL_PROTOCOLS}")
 
   r = config.record
   _check(r.keep in RECORD_KEEPS, "record.keep", r.keep, f"one of {RECORD_KEEPS}")

@@ -22,7 +22,7 @@ import numpy as np
 
 from disal_jax import checkpoint
 from disal_jax import config as config_lib
-from disal_jax import distributed, faults, pool, run_lock
+from disal_jax import distributed, faults, pool, protocol, run_lock
 from disal_jax.data import row_store
 from disal_jax.data.dataset import Dataset
 from disal_jax.data.registry import load_dataset
@@ -347,6 +347,13 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     return _run_locked(config, workdir_path, names, dataset, force, mesh)
 
 
+def _run_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """The config run `name` follows (al.protocol: a strategy's reference values, if asked)."""
+  if name == FULL_TRAINING:
+    return config
+  return protocol.run_config(config, strategy_registry.get_strategy(name))
+
+
 def _run_locked(config, workdir_path: pathlib.Path, names: list[str], dataset: Dataset,
                 force: bool, mesh) -> dict[str, list[CycleRecord]]:
   """run_experiment's work, with its run folders locked."""
@@ -361,8 +368,8 @@ def _run_locked(config, workdir_path: pathlib.Path, names: list[str], dataset: D
   for name in names:
     # another strategy's keys (a default changed since, a sweep's other variant) change
     # nothing this run computes, so they never block its resume
-    checkpoint.check_resumable(run_dir(workdir_path, name, config.seed) / RUN_CONFIG, config,
-                               f"{name} seed {config.seed}",
+    checkpoint.check_resumable(run_dir(workdir_path, name, config.seed) / RUN_CONFIG,
+                               _run_config(config, name), f"{name} seed {config.seed}",
                                strategy_sections - strategy_registry.sections_read(name))
   workdir_path.mkdir(parents=True, exist_ok=True)
   if primary:
@@ -371,7 +378,8 @@ def _run_locked(config, workdir_path: pathlib.Path, names: list[str], dataset: D
   log.info("dataset %s: %d train / %d validation / %d test images of %s, %d classes; "
            "%d device(s)", dataset.name, dataset.num_train, num_val, len(dataset.test_labels),
            dataset.image_shape, dataset.num_classes, mesh.size)
-  results = {name: run_strategy(config, dataset, name, workdir_path, mesh) for name in names}
+  results = {name: run_strategy(_run_config(config, name), dataset, name, workdir_path, mesh)
+             for name in names}
   metric = "miou" if dataset.is_segmentation else "accuracy"
   table = tables.accuracy_table(results, FULL_TRAINING, f"test_{metric}")
   if dataset.val_labels is not None:

@@ -177,15 +177,17 @@ def test_train_branch_fold_equals_a_per_sample_numpy_loop(weighting):
     logits = rng.normal(size=(3, 3)).astype(np.float32)
     lr, on = np.float32(0.1 * (step + 1)), np.float32(step != 2)  # step 2 does not record
     extras = hook._fold(extras, jnp.asarray(rows), jnp.asarray(logits),
-                        {"lr": lr, "record_on": on})
+                        {"lr": lr, "record_on": on, "cycle_step": np.float32(step)})
     if on:
       for r, z in zip(rows, np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)):
-        history[r].append((z, lr))
+        history[r].append((z, lr, step))
   for r in range(5):
     got = np.asarray(extras[disal.TARGET_MEAN][r])
     if not history[r]:
       assert float(extras[disal.TARGET_WEIGHT][r]) == 0 and (got == 0).all()
+      assert float(extras[disal.TARGET_STEP][r]) == disal.NEVER_FOLDED
       continue
+    assert float(extras[disal.TARGET_STEP][r]) == history[r][-1][2]  # its last recorded fold
     z = np.array([h[0] for h in history[r]])
     if weighting == "mean":
       expected = z.mean(0)
@@ -197,6 +199,26 @@ def test_train_branch_fold_equals_a_per_sample_numpy_loop(weighting):
         ema = 0.6 * ema + 0.4 * zk
       expected = ema / (1 - 0.6 ** len(z))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_stale_train_branch_targets_count_zero_in_the_loss():
+  """disal.target_max_age: a row whose target was last folded more than max_age steps ago
+  (or never) contributes 0; the others their divergence; the batch mean divides by all."""
+  target = np.full((4, 3), 1 / 3, np.float32)
+  folded_at = np.array([90.0, 50.0, 10.0, disal.NEVER_FOLDED], np.float32)
+  fresh = disal.fresh_targets(jnp.asarray(target), jnp.asarray(folded_at), np.float32(100.0),
+                              np.float32(50.0))
+  np.testing.assert_array_equal(np.asarray(fresh).sum(-1) > 0, [True, True, False, False])
+  logits = np.array([[2.0, 0, 0]] * 4, np.float32)
+  value = np.asarray(disal.dynamic_loss(jnp.asarray(logits), fresh, "mse"))
+  p = np.exp(logits[0]) / np.exp(logits[0]).sum()
+  expected = np.mean((p - 1 / 3) ** 2)
+  np.testing.assert_allclose(value, [expected, expected, 0, 0], rtol=1e-6)
+  hook = disal.DynamicLossHook(1.0, 0, 2, "mse", epochs=4, target_source="train_branch",
+                               target_max_age=0.25)
+  inputs = hook.epoch_inputs(np.random.default_rng(0), 2, 5, 10, 4, (0, 0))
+  np.testing.assert_array_equal(inputs["cycle_step"], [10, 11, 12, 13, 14])
+  np.testing.assert_array_equal(inputs["target_max_age"], [5.0] * 5)  # 0.25 x 4 epochs x 5
 
 
 @pytest.mark.slow
@@ -232,7 +254,8 @@ def test_joint_branch_is_one_forward_pass_over_both_batches():
   drawn = np.array([0, 2, 5])
   batch = {"index": jnp.arange(4), "lr": jnp.float32(0.1),
            "pool_position_index": jnp.asarray(drawn), "dynamic_weight": jnp.float32(2.0),
-           "record_on": jnp.float32(1.0)}
+           "record_on": jnp.float32(1.0), "cycle_step": jnp.float32(7.0),
+           "target_max_age": jnp.float32(4.0)}  # folded at step 3: fresh
   new_state, metrics = steps.train_step(
       state, data, batch, aux, preprocess=PRE,
       extra_loss=functools.partial(hook.loss, preprocess=PRE),
@@ -321,8 +344,10 @@ def test_separate_branch_step_adds_weight_times_the_dynamic_gradient():
                                weighting="mean")
   table = np.zeros((12, 5), np.float32)
   table[6:] = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(5), (6, 5))))
+  folded_at = np.where(table.sum(-1) > 0, 3.0, disal.NEVER_FOLDED).astype(np.float32)
   extras = {disal.TARGET_MEAN: jnp.asarray(table),
-            disal.TARGET_WEIGHT: jnp.asarray((table.sum(-1) > 0).astype(np.float32))}
+            disal.TARGET_WEIGHT: jnp.asarray((table.sum(-1) > 0).astype(np.float32)),
+            disal.TARGET_STEP: jnp.asarray(folded_at)}
   state = TrainState.create(apply_fn=model.apply, params=variables["params"],
                             batch_stats=variables["batch_stats"],
                             tx=make_optimizer(tiny_config().train), rng=jax.random.key(4),
@@ -332,7 +357,8 @@ def test_separate_branch_step_adds_weight_times_the_dynamic_gradient():
   weight = 2.5 * 0.4  # a ramp's value at this step
   batch = {"index": jnp.arange(4), "lr": jnp.float32(0.1),
            "pool_position_index": jnp.asarray(drawn), "dynamic_weight": jnp.float32(weight),
-           "record_on": jnp.float32(1.0)}
+           "record_on": jnp.float32(1.0), "cycle_step": jnp.float32(7.0),
+           "target_max_age": jnp.float32(4.0)}  # folded at step 3: fresh
   new_state, metrics = steps.train_step(
       state, data, batch, aux, preprocess=PRE,
       extra_loss=functools.partial(hook.loss, preprocess=PRE))
@@ -364,3 +390,6 @@ def test_separate_branch_step_adds_weight_times_the_dynamic_gradient():
   np.testing.assert_allclose(folded[6 + drawn], (target + np.asarray(probs)) / 2, rtol=1e-5)
   untouched = np.setdiff1d(np.arange(12), 6 + drawn)
   np.testing.assert_array_equal(folded[untouched], table[untouched])
+  steps_folded = np.asarray(new_state.extras[disal.TARGET_STEP])
+  assert (steps_folded[6 + drawn] == 7.0).all()
+  np.testing.assert_array_equal(steps_folded[untouched], folded_at[untouched])

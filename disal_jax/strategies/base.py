@@ -160,6 +160,23 @@ class ConfigSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReferenceProtocol:
+  """How the strategy's published code runs an AL cycle, where it differs from the unified
+  protocol (the whole pool scored, a fresh model each cycle); config.al.protocol='reference'
+  runs the strategy so (disal_jax.protocol).
+
+  Attributes:
+    subset_size: unlabeled rows scored per cycle, a random subset drawn afresh each cycle
+      (config.al.subset_size); 0 = the whole pool.
+    warm_start: each cycle trains on from the previous cycle's model (config.train.warm_start).
+    source: the reference lines these values come from (repository, file, line).
+  """
+  subset_size: int
+  warm_start: bool
+  source: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Strategy:
   """Attributes:
     name: registry name.
@@ -176,6 +193,8 @@ class Strategy:
     config_section: its own config keys, or None (several strategies may share one).
     reads_sections: the names of other strategies' sections it also reads. A run's resume
       check compares only the sections its strategy owns or reads (registry.sections_read).
+    reference: how its published code runs a cycle (subset scored, warm start), for
+      config.al.protocol='reference'; None where that is the unified protocol.
   """
   name: str
   record: str | Callable[[ml_collections.ConfigDict], str]
@@ -189,6 +208,7 @@ class Strategy:
   segmentation: bool = False
   config_section: Optional[ConfigSection] = None
   reads_sections: tuple[str, ...] = ()
+  reference: Optional[ReferenceProtocol] = None
 
 
 @functools.lru_cache(maxsize=None)

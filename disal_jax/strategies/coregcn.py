@@ -29,8 +29,8 @@ import optax
 from disal_jax.models import gcn as gcn_lib
 from disal_jax.strategies import selectors
 from disal_jax.config import check_value
-from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
-                                       map_rows, pool_capacity)
+from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ReferenceProtocol,
+                                       ScoringContext, Strategy, map_rows, pool_capacity)
 from disal_jax.strategies.coreset import features as backbone_features
 from disal_jax.training import sharding
 
@@ -181,10 +181,18 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 SECTION = ConfigSection("coregcn", defaults, check)  # CoreGCN's and UncertainGCN's
 
+# al.protocol='reference': how the published code runs a cycle.
+REFERENCE = ReferenceProtocol(
+    subset_size=10_000, warm_start=False,
+    source=("razvancaramalau/Sequential-GCN-for-Active-Learning config.py:8 (SUBSET = 10000), "
+            "main.py:93-96, main.py:98-104 (a new model every cycle)"))
+
 CORE = Strategy(name="coregcn", record="none", score=score, select=select_core,
                 description="CoreGCN: k-center on the hidden features of a labeled-vs-"
                             "unlabeled GCN", config_section=SECTION,
-                reads_sections=("coreset",))
+                reads_sections=("coreset",),
+                reference=REFERENCE)
 UNCERTAIN = Strategy(name="uncertaingcn", record="none", score=score, select=select_uncertain,
                      description="UncertainGCN: GCN scores closest to the margin",
-                     config_section=SECTION, reads_sections=("coreset",))
+                     config_section=SECTION, reads_sections=("coreset",),
+                     reference=REFERENCE)

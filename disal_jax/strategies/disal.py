@@ -105,10 +105,13 @@ def dynamic_loss(logits: jax.Array, target: jax.Array, kind: str) -> jax.Array:
   return pixels.mean_over_pixels(jnp.where(has_target, value, 0.0))
 
 
-# state.extras keys of the train-branch target: per training row, p_bar (N, C) and the
-# weight folded into it (N,), as in disal_jax.training.record.fold.
+# state.extras keys of the train-branch target: per training row, p_bar (N, C), the weight
+# folded into it (N,), as in disal_jax.training.record.fold, and the cycle step of its last
+# fold (N,) float32 (NEVER_FOLDED before the first).
 TARGET_MEAN = "disal_target_mean"
 TARGET_WEIGHT = "disal_target_weight"
+TARGET_STEP = "disal_target_step"
+NEVER_FOLDED = -1.0
 
 
 def weight_schedule(lam: float, schedule: str, rampup_fraction: float, start_epoch: int,
@@ -126,6 +129,19 @@ def weight_schedule(lam: float, schedule: str, rampup_fraction: float, start_epo
     t = np.clip((step - first) / max(1.0, rampup_fraction * epochs * num_steps), 0.0, 1.0)
     weight = weight * np.exp(-5.0 * np.square(1.0 - t))
   return weight.astype(np.float32)
+
+
+def fresh_targets(target: jax.Array, folded_at: jax.Array, step: jax.Array,
+                  max_age: jax.Array) -> jax.Array:
+  """The train-branch targets (B, C) of drawn rows, zeroed (no target: the row counts 0 in
+  the loss) where the last fold `folded_at` (B,) is more than `max_age` steps before `step`.
+
+  Why: a row drawn once early and again late in a cycle (a pool much larger than the cycle's
+  draws) would be pulled toward a prediction the model made with a fraction of its training,
+  at the ramp's full weight and the final low learning rate (docs/disal.md).
+  """
+  fresh = (step - folded_at) <= max_age
+  return jnp.where(fresh[:, None], target, 0.0)
 
 
 # Seeds the pool draws' passes apart from the cycle's other host random streams.
@@ -166,6 +182,9 @@ class DynamicLossHook:
   pixel_stride: int = 1  # segmentation: the record's resolution
   branch: str = "separate"  # 'joint': the pool batch shares the labeled batch's forward pass
   first_epoch: int = 0  # epochs before it are plain steps (no branch, no recording)
+  # Train branch: a target last folded more than this fraction of the cycle's steps ago
+  # counts 0 in the loss (see `fresh_targets`); 1 = every target counts.
+  target_max_age: float = 1.0
   extras_per_cycle: ClassVar[bool] = True  # the train-branch target describes one cycle
 
   @property
@@ -177,7 +196,8 @@ class DynamicLossHook:
     if not self.train_branch:
       return {}
     return {TARGET_MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
-            TARGET_WEIGHT: jnp.zeros((num_train,), jnp.float32)}
+            TARGET_WEIGHT: jnp.zeros((num_train,), jnp.float32),
+            TARGET_STEP: jnp.full((num_train,), NEVER_FOLDED, jnp.float32)}
 
   def _pool_images(self, data, batch, aux, rng, preprocess: Preprocess) -> jax.Array:
     rows = aux["pool_index"][batch["pool_position_index"]]
@@ -198,7 +218,8 @@ class DynamicLossHook:
     position = batch["pool_position_index"]  # (Bp,) positions in the recorded pool
     rows = aux["pool_index"][position]
     if self.train_branch:
-      target = state.extras[TARGET_MEAN][rows]
+      target = fresh_targets(state.extras[TARGET_MEAN][rows], state.extras[TARGET_STEP][rows],
+                             batch["cycle_step"], batch["target_max_age"])
     else:
       target = aux["target"][position]
     if joint_outputs is not None:
@@ -224,8 +245,10 @@ class DynamicLossHook:
     g = jnp.where(batch["record_on"] > 0, g, 1.0)
     mean, weight = record_lib.fold(extras[TARGET_MEAN][rows], extras[TARGET_WEIGHT][rows][:, None],
                                    probs, g, w)
+    step = jnp.where(batch["record_on"] > 0, batch["cycle_step"], extras[TARGET_STEP][rows])
     return {**extras, TARGET_MEAN: extras[TARGET_MEAN].at[rows].set(mean),
-            TARGET_WEIGHT: extras[TARGET_WEIGHT].at[rows].set(weight[:, 0])}
+            TARGET_WEIGHT: extras[TARGET_WEIGHT].at[rows].set(weight[:, 0]),
+            TARGET_STEP: extras[TARGET_STEP].at[rows].set(step)}
 
   def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
                    pool_size: int, labeled_size: int, cycle_seed: tuple[int, ...]
@@ -244,8 +267,11 @@ class DynamicLossHook:
                   "train.min_steps or disal.dynamic_batch_size, or use "
                   "disal.target_source='eval_pass'", draws_per_sample)
     draws = pool_draws(cycle_seed, pool_size, epoch, num_steps, self.batch_size)
+    cycle_step = (epoch * num_steps + np.arange(num_steps)).astype(np.float32)
+    max_age = np.float32(self.target_max_age * self.epochs * num_steps)
     return {"pool_position_index": draws, "dynamic_weight": weights,
-            "record_on": np.full((num_steps,), recording)}
+            "record_on": np.full((num_steps,), recording),
+            "cycle_step": cycle_step, "target_max_age": np.full((num_steps,), max_age)}
 
   def active(self, epoch: int) -> bool:
     """Whether `epoch` runs the branch; the trainer runs plain steps in the others."""
@@ -273,7 +299,8 @@ def make_hook(config: ml_collections.ConfigDict) -> Optional[DynamicLossHook]:
                          s.target_source, s.weight_schedule, float(s.rampup_fraction),
                          s.weight_scale, config.record.weighting,
                          float(config.record.ema_decay), record_start,
-                         int(config.record.pixel_stride), s.branch, start)
+                         int(config.record.pixel_stride), s.branch, start,
+                         target_max_age=float(s.target_max_age))
 
 
 def branch_start_epoch(config: ml_collections.ConfigDict) -> int:
@@ -403,6 +430,9 @@ def defaults() -> ml_collections.ConfigDict:
   s.rampup_fraction = 0.5  # rampup: the fraction of the cycle's steps over which t goes 0 -> 1
   s.weight_scale = "none"  # or 'labeled_fraction': lambda times labeled / (labeled + pool)
   s.dynamic_batch_size = 32  # pool samples drawn per train step (1/4 of train.batch_size)
+  # Train branch: a target last folded more than this fraction of the cycle's steps before
+  # a draw counts 0 in the loss (a stale prediction); 1 = every target counts.
+  s.target_max_age = 1.0
   # 'separate': the pool batch has its own forward pass (its BatchNorm statistics dropped);
   # 'joint': it is appended to the labeled batch's pass (one pass, shared BatchNorm
   # statistics; cheaper); classification only.
@@ -439,6 +469,8 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
               f">= 0, starting the branch before the last of the {t.epochs} epochs")
   check_value(0 < s.rampup_fraction <= 1, "disal.rampup_fraction", s.rampup_fraction,
               "in (0, 1]")
+  check_value(0 < s.target_max_age <= 1, "disal.target_max_age", s.target_max_age,
+              "in (0, 1] (a fraction of the cycle's steps; 1 = every target counts)")
   check_value(s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
               "disal.dynamic_batch_size", s.dynamic_batch_size,
               f"a positive multiple of the device count ({num_devices})")

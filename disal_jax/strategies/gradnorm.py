@@ -34,9 +34,9 @@ import numpy as np
 
 from disal_jax.config import check_value
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, batch_logits,
-                                       batched_pool_scores, entropy_of_logits,
-                                       per_sample_batch_size)
+from disal_jax.strategies.base import (ConfigSection, ReferenceProtocol, ScoringContext,
+                                       Strategy, batch_logits, batched_pool_scores,
+                                       entropy_of_logits, per_sample_batch_size)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 
@@ -125,9 +125,17 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 SECTION = ConfigSection("gradnorm", defaults, check)  # both gradnorm schemes'
 
+# al.protocol='reference': how the published code runs a cycle.
+REFERENCE = ReferenceProtocol(
+    subset_size=25_000, warm_start=True,
+    source=("xulabs/aitom al_gradnorm config.py:8 (SUBSET = 25000), main.py:187-193 (model built "
+            "before the cycle loop), main.py:210-211"))
+
 ENTROPY = Strategy(name="gradnorm_entropy", record="none", score=score_entropy,
                    description="Boosting: norm of the entropy's gradient, all parameters",
-                   segmentation=True, config_section=SECTION)
+                   segmentation=True, config_section=SECTION,
+                   reference=REFERENCE)
 EXPECTED = Strategy(name="gradnorm_expected", record="none", score=score_expected,
                     description="Boosting: expected gradient norm over predicted classes",
-                    config_section=SECTION)
+                    config_section=SECTION,
+                    reference=REFERENCE)

@@ -26,7 +26,7 @@ import numpy as np
 
 from disal_jax.models import stage_head
 from disal_jax.config import check_value
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
                                        batched_pool_scores)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
@@ -105,7 +105,14 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
               config.learning_loss.margin, ">= 0")
 
 
+# al.protocol='reference': how the published code runs a cycle.
+REFERENCE = ReferenceProtocol(
+    subset_size=10_000, warm_start=True,
+    source=("Mephisto405/Learning-Loss-for-Active-Learning config.py:9 (SUBSET = 10000), "
+            "main.py:230-236 (model built before the cycle loop), main.py:258-259"))
+
 STRATEGY = Strategy(name="learning_loss", record="none", score=score, make_hook=make_hook,
                     description="Learning Loss: a jointly trained loss-prediction module",
                     segmentation=True,
-                    config_section=ConfigSection("learning_loss", defaults, check))
+                    config_section=ConfigSection("learning_loss", defaults, check),
+                    reference=REFERENCE)

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from disal_jax.config import check_value
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
                                        batched_pool_scores, entropy)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
@@ -118,7 +118,14 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 SECTION = ConfigSection("mc_dropout", defaults, check)  # also BatchBALD's model
 
+# al.protocol='reference': how the published code runs a cycle.
+REFERENCE = ReferenceProtocol(
+    subset_size=10_000, warm_start=True,
+    source=("hyperconnect/TiDAL (its BALD): main.py:64-67 (subset 10000), main.py:115-117 and 137"
+            " (model built before the cycle loop)"))
+
 STRATEGY = Strategy(name="mc_dropout", record="none", score=score,
                     model_overrides=model_overrides, config_section=SECTION,
                     description="MC-Dropout: BALD (or max-entropy, variation ratio) over T "
-                                "dropout passes", segmentation=True)
+                                "dropout passes", segmentation=True,
+                    reference=REFERENCE)

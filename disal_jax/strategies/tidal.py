@@ -30,7 +30,7 @@ import numpy as np
 
 from disal_jax.models import stage_head
 from disal_jax.config import check_value
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
                                        batched_pool_scores, entropy)
 from disal_jax.training.augment import Preprocess
 
@@ -144,6 +144,13 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
               f"one of {SCORES}")
 
 
+# al.protocol='reference': how the published code runs a cycle.
+REFERENCE = ReferenceProtocol(
+    subset_size=10_000, warm_start=True,
+    source=("hyperconnect/TiDAL main.py:64-67 (subset 10000), main.py:115-117 and 137 (model "
+            "built before the cycle loop), main.py:138-141"))
+
 STRATEGY = Strategy(name="tidal", record="none", score=score, make_hook=make_hook,
                     description="TiDAL: a module predicting training dynamics; its uncertainty",
-                    config_section=ConfigSection("tidal", defaults, check))
+                    config_section=ConfigSection("tidal", defaults, check),
+                    reference=REFERENCE)

@@ -43,7 +43,7 @@ import numpy as np
 
 from disal_jax import distributed
 from disal_jax.config import check_value
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
                                        batched_pool_scores)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
@@ -209,7 +209,14 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
               f"a positive multiple of the device count ({num_devices})")
 
 
+# al.protocol='reference': how the published code runs a cycle.
+REFERENCE = ReferenceProtocol(
+    subset_size=25_000, warm_start=True,
+    source=("siyuhuang/TOD config/cifar10.py:8 (SUBSET = 25000), main_TOD.py:290-303 (models "
+            "built before the cycle loop), main_TOD.py:324-330"))
+
 STRATEGY = Strategy(name="tod", record="none", score=score, make_hook=make_hook,
                     description="TOD: output discrepancy between this and the previous "
                                 "cycle's model, COD loss with an EMA teacher",
-                    config_section=ConfigSection("tod", defaults, check))
+                    config_section=ConfigSection("tod", defaults, check),
+                    reference=REFERENCE)
