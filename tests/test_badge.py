@@ -77,6 +77,55 @@ def test_seeding_never_repeats_a_row_among_duplicates():
   assert len(set(picks.tolist())) == 6
 
 
+@pytest.mark.parametrize("head_bias", [False, True])
+def test_embedding_is_the_head_gradient_kernel_only_by_default(head_bias):
+  """badge.score's factors u (x) a' against autodiff of CE(x, yhat) over the head: the
+  kernel's gradient (the reference's `get_grad_embedding`), and the bias's with head_bias."""
+  import types
+  import optax
+  from disal_jax.models import resnet
+  from disal_jax.strategies.base import ScoringContext, ScoringData
+  from disal_jax.training import sharding
+  from disal_jax.training.augment import Preprocess
+  from disal_jax.training.state import TrainState
+  from disal_jax.training.steps import DeviceData
+  from tests.helpers import tiny_config
+  assert not tiny_config().badge.head_bias  # the reference's embedding is the default
+  model = resnet.ResNet18(num_classes=4, width=4)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  params = dict(variables["params"], head=dict(  # a bias that moves the predictions
+      variables["params"]["head"], bias=jnp.asarray([0.3, -0.2, 0.1, 0.0])))
+  state = TrainState.create(apply_fn=model.apply, params=params,
+                            batch_stats=variables["batch_stats"], tx=optax.sgd(0.1),
+                            rng=jax.random.key(0))
+  images = np.random.default_rng(0).integers(0, 255, (12, 8, 8, 3), dtype=np.uint8)
+  pre = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+  mesh = sharding.make_mesh()
+  data = ScoringData(None, DeviceData(jnp.asarray(images), jnp.zeros((12,), jnp.int32)), mesh,
+                     pre, 1, None)
+  candidates = np.array([1, 4, 5, 9, 11])
+  result = types.SimpleNamespace(state=state, pool_index=jax.device_put(
+      np.pad(candidates, (0, 3)).astype(np.int32), sharding.along_data(mesh)))
+  config = tiny_config(**{"badge.head_bias": head_bias, "train.eval_batch_size": 8})
+  ctx = ScoringContext(config, data, result, candidates, np.array([0]), jax.random.key(0), 0)
+  evidence = badge.STRATEGY.score(ctx)
+  u, a = (np.asarray(evidence[key])[:len(candidates)] for key in ("u", "a"))
+  got = u[:, :, None] * a[:, None, :]  # (P, C, D')
+
+  def loss(head, image):  # CE at the predicted label, the head's parameters free
+    out = model.apply({"params": dict(params, head=head),
+                       "batch_stats": variables["batch_stats"]},
+                      pre.normalise(image[None]), train=False)["logits"][0]
+    return -jax.nn.log_softmax(out)[jax.lax.stop_gradient(jnp.argmax(out))]
+  head_grad = jax.jit(jax.grad(loss))
+  for row, embedding in zip(candidates, got):
+    grad = head_grad(params["head"], jnp.asarray(images[row]))
+    expected = np.asarray(grad["kernel"]).T  # (C, D)
+    if head_bias:
+      expected = np.concatenate([expected, np.asarray(grad["bias"])[:, None]], axis=1)
+    np.testing.assert_allclose(embedding, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_uncertainty_scores_follow_their_formulas():
   logits = np.array([[2.0, 1.0, 0.1], [0.0, 0.0, 0.0], [5.0, -1.0, 4.9]], np.float32)
   p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
