@@ -6,7 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from disal_jax.strategies import badge, uncertainty
+from disal_jax.strategies import badge, selectors, uncertainty
+from disal_jax.strategies.base import TIE_BREAK_STREAM
+
+from tests.helpers import tiny_config
 
 
 def _factors(rng, points, classes, dim):
@@ -201,7 +204,8 @@ def test_batchbald_skips_duplicates_that_top_k_bald_takes():
   bald_scores = np.asarray(bald(jnp.swapaxes(probs, 0, 1)))
   assert bald_scores[0] > bald_scores[3] > bald_scores[4]
   assert set(np.argsort(-bald_scores, kind="stable")[:2].tolist()) <= {0, 1, 2}
-  picks = batchbald.greedy(probs, 2, configurations=64, block=3, key=jax.random.key(0))
+  picks = batchbald.greedy(probs, 2, configurations=64, block=3, key=jax.random.key(0),
+                           ties=np.zeros(5))
   assert picks[0] in (0, 1, 2) and picks[1] == 3
 
 
@@ -214,12 +218,56 @@ def test_batchbald_ignores_padding_and_compiles_once_for_every_pool():
   padded = jnp.asarray(np.concatenate([probs, np.broadcast_to(flip, (24, 6, 3))]))
 
   def check(count):
-    expected = batchbald.greedy(jnp.asarray(probs[:count]), 5, 81, 16, jax.random.key(1))
-    got = batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=count)
+    ties = np.random.default_rng(count).uniform(size=count)
+    expected = batchbald.greedy(jnp.asarray(probs[:count]), 5, 81, 16, jax.random.key(1),
+                                ties=ties)
+    got = batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=count, ties=ties)
     assert got.tolist() == expected.tolist() and got.max() < count
 
   check(40)
   with CompileCounter() as compiles:
-    batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=33)
+    batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=33, ties=np.zeros(33))
   assert compiles.count == 0
   check(33)
+
+
+def _batchbald_brute_force(probs, k, ties):
+  """Greedy BatchBALD by enumerating every configuration of the batch (exact joint entropy);
+  equal scores go to the lowest `ties` number."""
+  conditional = np.array([np.mean([-np.sum(p * np.log(p)) for p in row]) for row in probs])
+  picks = []
+  for _ in range(k):
+    scores = np.full(len(probs), -np.inf)
+    for i in range(len(probs)):
+      if i not in picks:
+        scores[i] = (_joint_entropy_brute_force(probs[picks].reshape(-1, *probs.shape[1:]),
+                                                probs[i]) - conditional[picks + [i]].sum())
+    tied = np.flatnonzero(np.isclose(scores, scores.max(), rtol=1e-9, atol=0))
+    picks.append(int(tied[np.argmin(ties[tied])]))
+  return picks
+
+
+def test_batchbald_breaks_exact_ties_at_random_with_the_cycle_key():
+  """Three kinds of candidate stored 3 times each in a row (a class-sorted folder): each
+  step's best score is shared by the copies of one kind. An argmax would take the first
+  copy for every key."""
+  import types
+  passes = 6
+  kinds = np.stack([
+      [[0.9, 0.1] if k % 2 else [0.1, 0.9] for k in range(passes)],  # disagreement
+      [[0.8, 0.2] if k < passes // 2 else [0.3, 0.7] for k in range(passes)],
+      [[0.6, 0.4] if k % 3 else [0.4, 0.6] for k in range(passes)]])
+  probs = np.repeat(kinds, 3, axis=0).astype(np.float32)  # (9, K, 2)
+  config = tiny_config(**{"batchbald.configurations": 12, "batchbald.block_size": 16})
+  evidence = jnp.asarray(np.concatenate([probs, np.full((3, passes, 2), 0.5, np.float32)]))
+  firsts = set()
+  for seed in range(10):
+    ctx = types.SimpleNamespace(config=config, candidates=np.arange(50, 59), result=None,
+                                rng=jax.random.key(seed))
+    picks = batchbald.select(evidence, ctx, 3)
+    assert picks.tolist() == batchbald.select(evidence, ctx, 3).tolist()  # same key
+    ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), 9)
+    assert (picks - 50).tolist() == _batchbald_brute_force(probs.astype(np.float64), 3, ties)
+    firsts.add(int(picks[0]))
+  assert firsts == {50, 51, 52}  # every copy of the most informative kind, by key
+
