@@ -271,3 +271,17 @@ def test_batchbald_breaks_exact_ties_at_random_with_the_cycle_key():
     firsts.add(int(picks[0]))
   assert firsts == {50, 51, 52}  # every copy of the most informative kind, by key
 
+
+@pytest.mark.parametrize("train_dropout", [True, False])
+def test_batchbald_trains_its_model_with_dropout_by_default(train_dropout):
+  """batchbald.train_dropout (default True, the reference's Bayesian CNN) reaches the model
+  its runs train (tests/test_model.py checks that the model's train_dropout gates dropout in
+  the train step)."""
+  from disal_jax import loop
+  from disal_jax.models.registry import build_model
+  assert tiny_config().batchbald.train_dropout  # the default follows the reference
+  config = tiny_config(**{"batchbald.train_dropout": train_dropout,
+                          "mc_dropout.train_dropout": not train_dropout})  # not this one
+  model = build_model(loop.model_config(config, batchbald.STRATEGY), 3)
+  assert model.train_dropout == train_dropout
+  assert model.dropout_rate == config.mc_dropout.dropout_rate > 0

@@ -15,6 +15,10 @@ On device: the (M, K) table, and per block of `batchbald.block_size` candidates 
 (block, M, C) joint: memory M (K + block C) floats; each pick costs O(P M K C).
 With batch size 1 the score is BALD. Equal scores go to a random candidate (the cycle's key;
 the reference's `max` takes the first), so copies stored in a row are not picked by position.
+
+The model is MC-Dropout's (dropout of `mc_dropout.dropout_rate` on the pooled feature),
+trained with that dropout on (`batchbald.train_dropout=True`, the reference's: its Bayesian
+CNN trains with its MC-dropout layers), or with dropout at query time only (False).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from disal_jax.config import check_value
 from disal_jax.strategies import selectors
 from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
                                        entropy, pool_capacity, pool_outputs)
-from disal_jax.strategies.mc_dropout import model_overrides as mc_dropout_overrides
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 
@@ -168,8 +171,10 @@ def select(probs: jax.Array, ctx: ScoringContext, k: int) -> np.ndarray:
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float | bool]:
-  """The model of MC-Dropout's runs (dropout on the pooled feature; mc_dropout's keys)."""
-  return mc_dropout_overrides(config)
+  """MC-Dropout's model (mc_dropout.dropout_rate on the pooled feature), with dropout in
+  training as batchbald.train_dropout says."""
+  return {"dropout_rate": float(config.mc_dropout.dropout_rate),
+          "train_dropout": bool(config.batchbald.train_dropout)}
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -179,6 +184,9 @@ def defaults() -> ml_collections.ConfigDict:
   # (a multiple of passes). Memory M x (K + block_size x C) floats.
   s.configurations = 1000
   s.block_size = 256  # candidates per joint-entropy block
+  # Dropout in training too (True: the reference's Bayesian CNN, trained with its MC-dropout
+  # layers on) or only in the query passes (False, as mc_dropout's default).
+  s.train_dropout = True
   return s
 
 
