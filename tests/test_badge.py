@@ -6,7 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from disal_jax.strategies import badge, uncertainty
+from disal_jax.strategies import badge, selectors, uncertainty
+from disal_jax.strategies.base import TIE_BREAK_STREAM
+
+from tests.helpers import tiny_config
 
 
 def _factors(rng, points, classes, dim):
@@ -75,6 +78,55 @@ def test_seeding_never_repeats_a_row_among_duplicates():
   picks = np.asarray(badge.kmeans_pp(jnp.asarray(u), jnp.asarray(a),
                                      badge.draw_uniforms(jax.random.key(0), 6), 6))
   assert len(set(picks.tolist())) == 6
+
+
+@pytest.mark.parametrize("head_bias", [False, True])
+def test_embedding_is_the_head_gradient_kernel_only_by_default(head_bias):
+  """badge.score's factors u (x) a' against autodiff of CE(x, yhat) over the head: the
+  kernel's gradient (the reference's `get_grad_embedding`), and the bias's with head_bias."""
+  import types
+  import optax
+  from disal_jax.models import resnet
+  from disal_jax.strategies.base import ScoringContext, ScoringData
+  from disal_jax.training import sharding
+  from disal_jax.training.augment import Preprocess
+  from disal_jax.training.state import TrainState
+  from disal_jax.training.steps import DeviceData
+  from tests.helpers import tiny_config
+  assert not tiny_config().badge.head_bias  # the reference's embedding is the default
+  model = resnet.ResNet18(num_classes=4, width=4)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  params = dict(variables["params"], head=dict(  # a bias that moves the predictions
+      variables["params"]["head"], bias=jnp.asarray([0.3, -0.2, 0.1, 0.0])))
+  state = TrainState.create(apply_fn=model.apply, params=params,
+                            batch_stats=variables["batch_stats"], tx=optax.sgd(0.1),
+                            rng=jax.random.key(0))
+  images = np.random.default_rng(0).integers(0, 255, (12, 8, 8, 3), dtype=np.uint8)
+  pre = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+  mesh = sharding.make_mesh()
+  data = ScoringData(None, DeviceData(jnp.asarray(images), jnp.zeros((12,), jnp.int32)), mesh,
+                     pre, 1, None)
+  candidates = np.array([1, 4, 5, 9, 11])
+  result = types.SimpleNamespace(state=state, pool_index=jax.device_put(
+      np.pad(candidates, (0, 3)).astype(np.int32), sharding.along_data(mesh)))
+  config = tiny_config(**{"badge.head_bias": head_bias, "train.eval_batch_size": 8})
+  ctx = ScoringContext(config, data, result, candidates, np.array([0]), jax.random.key(0), 0)
+  evidence = badge.STRATEGY.score(ctx)
+  u, a = (np.asarray(evidence[key])[:len(candidates)] for key in ("u", "a"))
+  got = u[:, :, None] * a[:, None, :]  # (P, C, D')
+
+  def loss(head, image):  # CE at the predicted label, the head's parameters free
+    out = model.apply({"params": dict(params, head=head),
+                       "batch_stats": variables["batch_stats"]},
+                      pre.normalise(image[None]), train=False)["logits"][0]
+    return -jax.nn.log_softmax(out)[jax.lax.stop_gradient(jnp.argmax(out))]
+  head_grad = jax.jit(jax.grad(loss))
+  for row, embedding in zip(candidates, got):
+    grad = head_grad(params["head"], jnp.asarray(images[row]))
+    expected = np.asarray(grad["kernel"]).T  # (C, D)
+    if head_bias:
+      expected = np.concatenate([expected, np.asarray(grad["bias"])[:, None]], axis=1)
+    np.testing.assert_allclose(embedding, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_uncertainty_scores_follow_their_formulas():
@@ -152,7 +204,8 @@ def test_batchbald_skips_duplicates_that_top_k_bald_takes():
   bald_scores = np.asarray(bald(jnp.swapaxes(probs, 0, 1)))
   assert bald_scores[0] > bald_scores[3] > bald_scores[4]
   assert set(np.argsort(-bald_scores, kind="stable")[:2].tolist()) <= {0, 1, 2}
-  picks = batchbald.greedy(probs, 2, configurations=64, block=3, key=jax.random.key(0))
+  picks = batchbald.greedy(probs, 2, configurations=64, block=3, key=jax.random.key(0),
+                           ties=np.zeros(5))
   assert picks[0] in (0, 1, 2) and picks[1] == 3
 
 
@@ -165,12 +218,70 @@ def test_batchbald_ignores_padding_and_compiles_once_for_every_pool():
   padded = jnp.asarray(np.concatenate([probs, np.broadcast_to(flip, (24, 6, 3))]))
 
   def check(count):
-    expected = batchbald.greedy(jnp.asarray(probs[:count]), 5, 81, 16, jax.random.key(1))
-    got = batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=count)
+    ties = np.random.default_rng(count).uniform(size=count)
+    expected = batchbald.greedy(jnp.asarray(probs[:count]), 5, 81, 16, jax.random.key(1),
+                                ties=ties)
+    got = batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=count, ties=ties)
     assert got.tolist() == expected.tolist() and got.max() < count
 
   check(40)
   with CompileCounter() as compiles:
-    batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=33)
+    batchbald.greedy(padded, 5, 81, 16, jax.random.key(1), num_points=33, ties=np.zeros(33))
   assert compiles.count == 0
   check(33)
+
+
+def _batchbald_brute_force(probs, k, ties):
+  """Greedy BatchBALD by enumerating every configuration of the batch (exact joint entropy);
+  equal scores go to the lowest `ties` number."""
+  conditional = np.array([np.mean([-np.sum(p * np.log(p)) for p in row]) for row in probs])
+  picks = []
+  for _ in range(k):
+    scores = np.full(len(probs), -np.inf)
+    for i in range(len(probs)):
+      if i not in picks:
+        scores[i] = (_joint_entropy_brute_force(probs[picks].reshape(-1, *probs.shape[1:]),
+                                                probs[i]) - conditional[picks + [i]].sum())
+    tied = np.flatnonzero(np.isclose(scores, scores.max(), rtol=1e-9, atol=0))
+    picks.append(int(tied[np.argmin(ties[tied])]))
+  return picks
+
+
+def test_batchbald_breaks_exact_ties_at_random_with_the_cycle_key():
+  """Three kinds of candidate stored 3 times each in a row (a class-sorted folder): each
+  step's best score is shared by the copies of one kind. An argmax would take the first
+  copy for every key."""
+  import types
+  passes = 6
+  kinds = np.stack([
+      [[0.9, 0.1] if k % 2 else [0.1, 0.9] for k in range(passes)],  # disagreement
+      [[0.8, 0.2] if k < passes // 2 else [0.3, 0.7] for k in range(passes)],
+      [[0.6, 0.4] if k % 3 else [0.4, 0.6] for k in range(passes)]])
+  probs = np.repeat(kinds, 3, axis=0).astype(np.float32)  # (9, K, 2)
+  config = tiny_config(**{"batchbald.configurations": 12, "batchbald.block_size": 16})
+  evidence = jnp.asarray(np.concatenate([probs, np.full((3, passes, 2), 0.5, np.float32)]))
+  firsts = set()
+  for seed in range(10):
+    ctx = types.SimpleNamespace(config=config, candidates=np.arange(50, 59), result=None,
+                                rng=jax.random.key(seed))
+    picks = batchbald.select(evidence, ctx, 3)
+    assert picks.tolist() == batchbald.select(evidence, ctx, 3).tolist()  # same key
+    ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), 9)
+    assert (picks - 50).tolist() == _batchbald_brute_force(probs.astype(np.float64), 3, ties)
+    firsts.add(int(picks[0]))
+  assert firsts == {50, 51, 52}  # every copy of the most informative kind, by key
+
+
+@pytest.mark.parametrize("train_dropout", [True, False])
+def test_batchbald_trains_its_model_with_dropout_by_default(train_dropout):
+  """batchbald.train_dropout (default True, the reference's Bayesian CNN) reaches the model
+  its runs train (tests/test_model.py checks that the model's train_dropout gates dropout in
+  the train step)."""
+  from disal_jax import loop
+  from disal_jax.models.registry import build_model
+  assert tiny_config().batchbald.train_dropout  # the default follows the reference
+  config = tiny_config(**{"batchbald.train_dropout": train_dropout,
+                          "mc_dropout.train_dropout": not train_dropout})  # not this one
+  model = build_model(loop.model_config(config, batchbald.STRATEGY), 3)
+  assert model.train_dropout == train_dropout
+  assert model.dropout_rate == config.mc_dropout.dropout_rate > 0

@@ -283,8 +283,9 @@ def test_mc_dropout_passes_are_stochastic_and_independent_of_batching():
 
 
 # -- CoreSet -------------------------------------------------------------------------------
-def _brute_force_k_center(points, centres, k):
-  """numpy reference: full distance matrices, exact differences."""
+def _brute_force_k_center(points, centres, k, ties):
+  """numpy reference: full distance matrices, exact differences; equal distances go to the
+  point of lowest `ties` (N,) number."""
   chosen = []
   all_centres = list(centres)
   for _ in range(k):
@@ -293,7 +294,8 @@ def _brute_force_k_center(points, centres, k):
     else:
       d = np.full(len(points), np.inf)
     d[chosen] = -np.inf
-    j = int(np.argmax(d))
+    best = np.flatnonzero(d == d.max())
+    j = int(best[np.argmin(ties[best])])
     chosen.append(j)
     all_centres.append(points[j])
   return chosen
@@ -304,8 +306,10 @@ def test_k_center_greedy_matches_brute_force(num_centres, block):
   rng = np.random.default_rng(0)
   points = rng.normal(size=(500, 16)).astype(np.float32)
   centres = rng.normal(size=(num_centres, 16)).astype(np.float32)
-  picks = selectors.k_center_greedy(jnp.asarray(points), jnp.asarray(centres), 40, block)
-  assert picks.tolist() == _brute_force_k_center(points, centres, 40)
+  key = jax.random.key(3)
+  picks = selectors.k_center_greedy(jnp.asarray(points), jnp.asarray(centres), 40, block, key)
+  assert picks.tolist() == _brute_force_k_center(points, centres, 40,
+                                                 selectors.tie_break(key, 500))
 
 
 def test_k_center_greedy_ignores_padding_and_compiles_once_for_every_count():
@@ -317,21 +321,24 @@ def test_k_center_greedy_ignores_padding_and_compiles_once_for_every_count():
   padded_points = np.concatenate([points, np.full((36, 8), 100.0, np.float32)])
   padded_centres = np.concatenate([centres, np.zeros((80, 8), np.float32)])
 
-  def check(count, covered):
+  def check(count, covered, key):
     picks = selectors.k_center_greedy(jnp.asarray(padded_points), jnp.asarray(padded_centres),
-                                      12, 16, num_points=count, num_centres=covered)
-    assert picks.tolist() == _brute_force_k_center(points[:count], centres[:covered], 12)
+                                      12, 16, jax.random.key(key), num_points=count,
+                                      num_centres=covered)
+    ties = selectors.tie_break(jax.random.key(key), len(padded_points))[:count]
+    assert picks.tolist() == _brute_force_k_center(points[:count], centres[:covered], 12, ties)
 
-  check(64, 48)
-  with CompileCounter() as compiles:
-    check(50, 13)
-    check(40, 0)
+  check(64, 48, 0)
+  with CompileCounter() as compiles:  # nor for another cycle's key
+    check(50, 13, 1)
+    check(40, 0, 2)
   assert compiles.count == 0
 
 
 def test_k_center_never_picks_twice_even_among_duplicates():
   points = jnp.zeros((10, 3), jnp.float32)
-  picks = selectors.k_center_greedy(points, jnp.ones((1, 3), jnp.float32), 10, 4)
+  picks = selectors.k_center_greedy(points, jnp.ones((1, 3), jnp.float32), 10, 4,
+                                    jax.random.key(0))
   assert sorted(picks.tolist()) == list(range(10))
 
 
@@ -339,8 +346,47 @@ def test_k_center_picks_the_far_cluster_first():
   near = np.random.default_rng(0).normal(0, 0.1, (50, 2))
   far = np.random.default_rng(1).normal(10, 0.1, (5, 2))
   points = jnp.asarray(np.concatenate([near, far]), jnp.float32)
-  picks = selectors.k_center_greedy(points, jnp.zeros((1, 2), jnp.float32), 1, 8)
+  picks = selectors.k_center_greedy(points, jnp.zeros((1, 2), jnp.float32), 1, 8,
+                                    jax.random.key(0))
   assert picks[0] >= 50
+
+
+def test_k_center_breaks_exact_ties_at_random_per_key():
+  """Three points, each stored 4 times in a row (a class-sorted folder), all at distance 10
+  from the one centre: every pick of the first three is a tie. Argmax would take rows 0, 4, 8
+  whatever the key."""
+  points = np.repeat(np.array([[10, 0], [0, 10], [-10, 0]], np.float32), 4, axis=0)
+  centres = np.zeros((1, 2), np.float32)
+  firsts, groups = set(), set()
+  for seed in range(12):
+    key = jax.random.key(seed)
+    picks = selectors.k_center_greedy(jnp.asarray(points), jnp.asarray(centres), 5, 4, key)
+    again = selectors.k_center_greedy(jnp.asarray(points), jnp.asarray(centres), 5, 4, key)
+    assert picks.tolist() == again.tolist()  # the same key, the same picks
+    assert picks.tolist() == _brute_force_k_center(points, centres, 5,
+                                                   selectors.tie_break(key, 12))
+    assert sorted(picks[:3] // 4) == [0, 1, 2]  # one copy of each point first
+    firsts.add(int(picks[0]))
+    groups.add(tuple(picks[:3].tolist()))
+  assert len(firsts) >= 4 and len(groups) >= 6 and (0, 4, 8) not in groups
+
+
+def test_coreset_without_labeled_rows_starts_from_a_random_candidate():
+  import types
+  from disal_jax.strategies import coreset
+  rng = np.random.default_rng(0)
+  candidates = np.arange(100, 140)
+  evidence = {"candidates": jnp.asarray(rng.normal(size=(48, 4)), jnp.float32),
+              "labeled": jnp.zeros((8, 4), jnp.float32)}  # padding only: no labeled row
+  config = tiny_config()
+  firsts = set()
+  for seed in range(6):
+    ctx = types.SimpleNamespace(config=config, candidates=candidates, labeled=np.zeros(0, int),
+                                rng=jax.random.key(seed))
+    picks = coreset.select(evidence, ctx, 3)
+    assert picks.tolist() == coreset.select(evidence, ctx, 3).tolist()
+    firsts.add(int(picks[0]))
+  assert len(firsts) > 2  # argmax would start from candidate 100 every time
 
 
 # -- shared per-sample machinery -----------------------------------------------------------

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from disal_jax.models import gcn
-from disal_jax.strategies import coregcn
+from disal_jax.strategies import coregcn, selectors
+from disal_jax.strategies.base import TIE_BREAK_STREAM
 
 from tests.helpers import tiny_config
 
@@ -102,4 +103,20 @@ def test_core_selection_is_k_center_from_the_labeled_nodes():
   evidence = {"subset": np.arange(40), "scores": jnp.zeros(60, jnp.float32),
               "features": jnp.asarray(np.concatenate([subset_features, labeled_features]))}
   picks = coregcn.select_core(evidence, ctx, 7)
-  assert (picks - 100).tolist() == _brute_force_k_center(subset_features, labeled_features, 7)
+  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), 60)[:40]
+  assert (picks - 100).tolist() == _brute_force_k_center(subset_features, labeled_features, 7,
+                                                         ties)
+
+
+def test_core_selection_breaks_distance_ties_at_random_with_the_cycle_key():
+  ctx = _ctx(12, 0)
+  # 3 points stored 4 times each, all at distance 1 from the one labeled node: ties
+  features = np.concatenate([np.repeat(np.eye(3, dtype=np.float32), 4, axis=0),
+                             np.zeros((1, 3), np.float32)])
+  evidence = {"subset": np.arange(12), "scores": jnp.zeros(13, jnp.float32),
+              "features": jnp.asarray(features)}
+  picks = [coregcn.select_core(evidence, types.SimpleNamespace(
+      **{**vars(ctx), "rng": jax.random.key(seed)}), 3).tolist() for seed in range(6)]
+  assert all(sorted((np.array(p) - 100) // 4) == [0, 1, 2] for p in picks)
+  assert len({p[0] for p in picks}) > 1  # an argmax would start from row 100 every time
+  assert coregcn.select_core(evidence, ctx, 3).tolist() == picks[0]  # same key, same picks

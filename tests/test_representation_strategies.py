@@ -78,7 +78,9 @@ def test_typiclust_picks_as_the_reference_loop_does():
   assert set(clusters[got[:3]].tolist()) == {2, 3, 4} and 5 not in clusters[got].tolist()
 
 
-def _probcover_reference(x, delta, labeled, k):
+def _probcover_reference(x, delta, labeled, k, ties):
+  """Brute-force greedy coverage on the dense ball matrix; equal gains go to the lowest
+  `ties` number."""
   n = len(x)
   d = np.linalg.norm(x[:, None] - x[None], axis=-1)
   ball = d < delta
@@ -86,8 +88,9 @@ def _probcover_reference(x, delta, labeled, k):
   free = ~labeled.copy()
   picks = []
   for _ in range(k):
-    gain = [(int(np.sum(ball[i] & ~covered)) if free[i] else -1) for i in range(n)]
-    best = int(np.argmax(gain))
+    gain = np.array([(int(np.sum(ball[i] & ~covered)) if free[i] else -1) for i in range(n)])
+    tied = np.flatnonzero(gain == gain.max())
+    best = int(tied[np.argmin(ties[tied])])
     assert gain[best] > 0
     covered |= ball[best]
     free[best] = False
@@ -103,16 +106,47 @@ def test_probcover_greedy_equals_a_brute_force_coverage_loop():
   sources, targets = probcover.edges(jnp.asarray(x), 0.6, block=16)
   d = np.linalg.norm(x[:, None] - x[None], axis=-1)
   assert len(sources) == int(np.sum(d < 0.6))  # every edge, in blocks that do not divide N
-  got = probcover.pick(sources, targets, len(x), labeled, 5, np.random.default_rng(0))
-  assert got.tolist() == _probcover_reference(x, 0.6, labeled, 5)
+  ties = np.random.default_rng(1).uniform(size=len(x))
+  got = probcover.pick(sources, targets, len(x), labeled, 5, np.random.default_rng(0), ties)
+  assert got.tolist() == _probcover_reference(x, 0.6, labeled, 5, ties)
 
 
 def test_probcover_draws_at_random_once_everything_is_covered():
   x = np.zeros((10, 2), np.float32)  # one point ten times: the first ball covers all
   sources, targets = probcover.edges(jnp.asarray(x), 0.1, block=4)
   labeled = np.zeros(10, bool)
-  got = probcover.pick(sources, targets, 10, labeled, 4, np.random.default_rng(0))
+  got = probcover.pick(sources, targets, 10, labeled, 4, np.random.default_rng(0),
+                       np.zeros(10))
   assert len(set(got.tolist())) == 4
+
+
+def test_probcover_breaks_equal_gains_at_random_with_the_cycle_key():
+  """Three points stored 4 times each in a row (a class-sorted folder), one labeled row far
+  off: every ball holds its point's 4 copies, so the first three picks are ties. An argmax
+  would take positions 1, 5, 9 (rows 0, 4, 8 of the pool) for every key."""
+  import types
+  from disal_jax.strategies import selectors
+  from disal_jax.strategies.base import TIE_BREAK_STREAM
+  from tests.helpers import tiny_config
+  x = np.concatenate([np.full((1, 3), -5.0),  # the labeled row
+                      np.repeat(np.eye(3) * 5, 4, axis=0)]).astype(np.float32)
+  labeled = np.arange(13) == 0
+  config = tiny_config(**{"probcover.delta": 0.5, "probcover.block_size": 8})
+  evidence = {"x": jnp.asarray(x), "labeled": labeled}
+  firsts, batches = set(), set()
+  for seed in range(12):
+    ctx = types.SimpleNamespace(config=config, candidates=np.arange(200, 212),
+                                rng=jax.random.key(seed), data=types.SimpleNamespace(
+                                    dataset=types.SimpleNamespace(train_labels=np.zeros(20))))
+    picks = probcover.select(evidence, ctx, 3)
+    assert picks.tolist() == probcover.select(evidence, ctx, 3).tolist()  # same key
+    ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), 13, 20)
+    positions = _probcover_reference(x, 0.5, labeled, 3, ties)
+    assert (picks - 200).tolist() == [p - 1 for p in positions]
+    assert sorted((picks - 200) // 4) == [0, 1, 2]  # one copy of each point
+    firsts.add(int(picks[0]))
+    batches.add(tuple(picks.tolist()))
+  assert len(firsts) >= 4 and (200, 204, 208) not in batches
 
 
 @pytest.mark.parametrize("source", ["model", "file"])

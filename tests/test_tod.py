@@ -24,6 +24,32 @@ def test_output_discrepancy_closed_form():
       0.5 * np.sum((pa - pb) ** 2), rel=1e-5)
 
 
+@pytest.mark.parametrize("cycle", [0, 1, 2])
+def test_the_first_cycle_picks_the_lowest_discrepancies_as_the_reference(cycle):
+  """main_TOD.py keeps subset[argsort][:ADDENDUM] in the first cycle, [-ADDENDUM:] after it;
+  `tod.first_cycle_picks='highest'` takes the highest in every cycle."""
+  from disal_jax.config import ConfigError
+  from disal_jax.strategies.base import ScoringContext
+  rng = np.random.default_rng(cycle)
+  candidates = np.sort(rng.choice(100, 40, replace=False))
+  scores = rng.permutation(40) / 40.0  # distinct: no ties at the cut
+  k = 6
+  lowest = set(candidates[np.argsort(scores)[:k]].tolist())
+  highest = set(candidates[np.argsort(scores)[-k:]].tolist())
+
+  def picks(order):
+    config = tiny_config(**{"tod.first_cycle_picks": order})
+    ctx = ScoringContext(config, None, None, candidates, np.arange(0), jax.random.key(0),
+                         cycle)
+    return set(np.asarray(tod.STRATEGY.select(scores, ctx, k)).tolist())
+
+  assert picks("lowest") == (lowest if cycle == 0 else highest)
+  assert picks("highest") == highest
+  assert tiny_config().tod.first_cycle_picks == "lowest"  # the reference's is the default
+  with pytest.raises(ConfigError, match="first_cycle_picks"):
+    tod.check(tiny_config(**{"tod.first_cycle_picks": "low"}), 1)
+
+
 @pytest.mark.slow
 def test_the_auxiliary_loss_and_the_teacher_follow_the_reference_formulas():
   """loss = w (mse(s_x, c_x) + mse(s_u, c_u) + mse(c_x, T(x)) + mse(c_u, T(u))), means over

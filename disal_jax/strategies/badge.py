@@ -1,11 +1,12 @@
 """BADGE (Ash et al. 2020): k-means++ seeding on last-layer gradient embeddings.
 
 A candidate's embedding is the gradient of its cross-entropy at the predicted label yhat
-with respect to the classifier head: g = (p - e_yhat) (x) a', where p is the softmax, a the
-penultimate feature and a' = [a, 1] (kernel and bias; `badge.head_bias=False` drops the 1,
-as the reference code, which embeds the kernel's gradient only). Seeding: the first centre
-is the largest ||g||; each next one is drawn with probability proportional to its squared
-distance to the nearest centre chosen so far (D^2 sampling).
+with respect to the classifier head's kernel: g = (p - e_yhat) (x) a', where p is the
+softmax, a the penultimate feature and a' = a, as the reference code (JordanAsh/badge,
+`get_grad_embedding`) embeds it; `badge.head_bias=True` adds the bias's gradient,
+a' = [a, 1]. Seeding: the first centre is the largest ||g||; each next one is drawn with
+probability proportional to its squared distance to the nearest centre chosen so far (D^2
+sampling).
 
 g is never materialised (C x D' floats per sample: 10 GB for a 50,000-sample pool with
 C = 100 and D = 512). For rank-one embeddings
@@ -105,9 +106,9 @@ def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.nd
 
 def defaults() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
-  # Embed the head's bias gradient too (g = (p - e_yhat) x [a, 1]); False: the kernel's only,
-  # as the BADGE reference code.
-  s.head_bias = True
+  # Embed the head's bias gradient too (True: g = (p - e_yhat) x [a, 1]); False: the
+  # kernel's only (g = (p - e_yhat) x a), as the BADGE reference code.
+  s.head_bias = False
   return s
 
 

@@ -13,7 +13,12 @@ importance weights 1 / (M q(y_A)), as the reference (BlackHC/batchbald_redux) do
 
 On device: the (M, K) table, and per block of `batchbald.block_size` candidates a
 (block, M, C) joint: memory M (K + block C) floats; each pick costs O(P M K C).
-With batch size 1 the score is BALD.
+With batch size 1 the score is BALD. Equal scores go to a random candidate (the cycle's key;
+the reference's `max` takes the first), so copies stored in a row are not picked by position.
+
+The model is MC-Dropout's (dropout of `mc_dropout.dropout_rate` on the pooled feature),
+trained with that dropout on (`batchbald.train_dropout=True`, the reference's: its Bayesian
+CNN trains with its MC-dropout layers), or with dropout at query time only (False).
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import ml_collections
 import numpy as np
 
 from disal_jax.config import check_value
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, entropy,
-                                       pool_outputs)
-from disal_jax.strategies.mc_dropout import model_overrides as mc_dropout_overrides
+from disal_jax.strategies import selectors
+from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
+                                       entropy, pool_capacity, pool_outputs)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 
@@ -108,10 +113,12 @@ def _conditional_entropies(probs: jax.Array) -> jax.Array:
 
 
 def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.Array,
-           num_points: Optional[int] = None) -> np.ndarray:
-  """(k,) positions into probs (P, K, C) chosen greedily by BatchBALD; only the first
-  `num_points` rows (default P) are candidates, the rest padding: probabilities padded to a
-  run's pool capacity compile once for all its cycles."""
+           num_points: Optional[int] = None, *, ties: np.ndarray) -> np.ndarray:
+  """(k,) int64 positions into probs (P, K, C) float32 chosen greedily by BatchBALD; only the
+  first `num_points` rows (default P) are candidates, the rest padding: probabilities padded
+  to a run's pool capacity compile once for all its cycles. `key` draws the sampled
+  configurations; equal scores go to the lowest of `ties` (>= num_points,) float
+  (selectors.tie_break)."""
   total, passes, classes = probs.shape
   num = total if num_points is None else num_points
   if configurations < passes:
@@ -137,7 +144,7 @@ def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.A
         for s in range(0, num, block)])[:num]
     scores = scores - conditional - float(conditional[taken].sum())
     scores[taken] = -np.inf
-    best = int(np.argmax(scores))
+    best = selectors.argmax_random_ties(scores, ties[:num])
     picks.append(best)
     taken[best] = True
     chosen = chosen.at[step].set(probs[best])
@@ -156,14 +163,18 @@ def score(ctx: ScoringContext) -> jax.Array:
 def select(probs: jax.Array, ctx: ScoringContext, k: int) -> np.ndarray:
   c = ctx.config.batchbald
   probs = jnp.asarray(sharding.fetch(probs))
+  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(ctx.candidates),
+                             pool_capacity(ctx))
   picks = greedy(probs, k, int(c.configurations), int(c.block_size),
-                 jax.random.fold_in(ctx.rng, SAMPLE_STREAM), len(ctx.candidates))
+                 jax.random.fold_in(ctx.rng, SAMPLE_STREAM), len(ctx.candidates), ties=ties)
   return ctx.candidates[picks]
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float | bool]:
-  """The model of MC-Dropout's runs (dropout on the pooled feature; mc_dropout's keys)."""
-  return mc_dropout_overrides(config)
+  """MC-Dropout's model (mc_dropout.dropout_rate on the pooled feature), with dropout in
+  training as batchbald.train_dropout says."""
+  return {"dropout_rate": float(config.mc_dropout.dropout_rate),
+          "train_dropout": bool(config.batchbald.train_dropout)}
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -173,6 +184,9 @@ def defaults() -> ml_collections.ConfigDict:
   # (a multiple of passes). Memory M x (K + block_size x C) floats.
   s.configurations = 1000
   s.block_size = 256  # candidates per joint-entropy block
+  # Dropout in training too (True: the reference's Bayesian CNN, trained with its MC-dropout
+  # layers on) or only in the query passes (False, as mc_dropout's default).
+  s.train_dropout = True
   return s
 
 

@@ -10,7 +10,8 @@ of backbone features (docs/strategies.md):
   dropout on the hidden layer; all steps run in one jitted lax.scan.
 Selection, GCN in eval mode: CoreGCN = greedy k-center (labeled nodes as the initial
 centres) on the GCN's hidden features concatenated with its output logit, as the reference
-(`coregcn.kcenter_features='hidden_and_output'`; 'hidden' leaves the logit out);
+(`coregcn.kcenter_features='hidden_and_output'`; 'hidden' leaves the logit out; equal
+distances broken at random with the cycle's key);
 UncertainGCN = the unlabeled nodes with the smallest |s - margin| (ties at random).
 Memory: the adjacency is dense, (subset + labeled)^2 float32: 10,000 + 20,000 nodes take
 3.6 GB. That is why the graph covers a subset of the pool and not all of it.
@@ -131,6 +132,7 @@ def select_core(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
   features = evidence["features"]
   picks = selectors.k_center_greedy(features, _labeled_first(features, size), k,
                                     block_size=int(ctx.config.coreset.block_size),
+                                    key=jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
                                     num_points=size, num_centres=features.shape[0] - size)
   return ctx.candidates[evidence["subset"][picks]]
 

@@ -1,9 +1,11 @@
 """CoreSet (Sener & Savarese): greedy k-center on the penultimate features.
 
 The labeled samples are the initial centres; each pick is the candidate farthest (Euclidean)
-from its nearest centre, which then becomes a centre. Features are computed on device in eval
-mode and stay there; the selection keeps a running (P,) min-distance vector, so a 50,000-
-sample pool never builds a P x P (or P x L) matrix (`selectors.k_center_greedy`).
+from its nearest centre, which then becomes a centre. Equal distances are broken at random
+with the cycle's key (with no labeled sample, the first pick is a random candidate). Features
+are computed on device in eval mode and stay there; the selection keeps a running (P,)
+min-distance vector, so a 50,000-sample pool never builds a P x P (or P x L) matrix
+(`selectors.k_center_greedy`).
 Segmentation: an image's feature is the spatial mean of DRN's 1/8 feature map.
 """
 
@@ -17,8 +19,8 @@ import numpy as np
 
 from disal_jax.config import check_value
 from disal_jax.strategies import selectors
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, map_rows,
-                                       pool_outputs)
+from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
+                                       map_rows, pool_outputs)
 from disal_jax.training.augment import Preprocess
 
 
@@ -43,6 +45,7 @@ def score(ctx: ScoringContext) -> dict[str, jax.Array]:
 def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.ndarray:
   picks = selectors.k_center_greedy(evidence["candidates"], evidence["labeled"], k,
                                     block_size=int(ctx.config.coreset.block_size),
+                                    key=jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
                                     num_points=len(ctx.candidates),
                                     num_centres=len(ctx.labeled))
   return ctx.candidates[picks]

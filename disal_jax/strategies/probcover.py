@@ -2,11 +2,19 @@
 
 Every labeled and candidate row is a node (embeddings of disal_jax/strategies/embedding.py);
 i covers j when ||x_i - x_j|| < probcover.delta. The labeled rows' balls count as covered.
-Each pick is the candidate whose ball holds the most uncovered rows (ties: the first), whose
-ball then counts as covered; once everything is covered, the rest are drawn at random, as in
-the reference code. delta is the reference's knob: the largest ball that keeps ~95% of the
-balls class-pure under k-means pseudo-labels; it depends on the embedding (see
-docs/strategies.md).
+Each pick is the candidate whose ball holds the most uncovered rows, whose ball then counts
+as covered, as in the reference code (avihu111/TypiClust, prob_cover.py). Where we differ:
+- equal gains are broken at random with the cycle's key (the reference's argmax takes the
+  first of them in [labeled; pool] order: on a class-sorted folder, a class bias);
+- once every row is covered (every gain 0), the rest are drawn uniformly from the
+  candidates not yet picked (`FILL_STREAM` of the cycle's key); the reference keeps taking
+  the argmax of its all-zero degrees, row 0 of [labeled; pool] (a labeled row once there is
+  one), at every remaining step, so its batch repeats that row and labels fewer new rows
+  than the budget;
+- the reference's graph leaves out the last len % 500 rows' balls (its blocks stop at
+  len // 500); ours has every row's.
+delta is the reference's knob: the largest ball that keeps ~95% of the balls class-pure
+under k-means pseudo-labels; it depends on the embedding (see docs/strategies.md).
 
 The graph is built on device in blocks of `probcover.block_size` rows (memory N x block
 distances at a time, N = L + P) and kept on the host as an edge list, as the reference does
@@ -24,8 +32,8 @@ import ml_collections
 import numpy as np
 
 from disal_jax.config import check_value
-from disal_jax.strategies import embedding
-from disal_jax.strategies.base import ConfigSection, ScoringContext, Strategy
+from disal_jax.strategies import embedding, selectors
+from disal_jax.strategies.base import TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy
 from disal_jax.training import sharding
 
 # Folded into the cycle's key for the random picks once all is covered.
@@ -56,9 +64,11 @@ def edges(x: jax.Array, delta: float, block: int) -> tuple[np.ndarray, np.ndarra
 
 
 def pick(sources: np.ndarray, targets: np.ndarray, n: int, labeled: np.ndarray, k: int,
-         rng: np.random.Generator) -> np.ndarray:
-  """k positions by greedy max coverage of the graph (sources -> targets) over n nodes;
-  `labeled` (n,) bool rows are covered from the start and never picked."""
+         rng: np.random.Generator, ties: np.ndarray) -> np.ndarray:
+  """(k,) int64 positions by greedy max coverage of the graph (sources -> targets, (E,) int64)
+  over n nodes; `labeled` (n,) bool rows are covered from the start and never picked. Equal
+  gains go to the lowest `ties` (n,) float (selectors.tie_break); once all is covered, the
+  rest are drawn uniformly from the free rows with `rng`."""
   covered = np.zeros(n, bool)
   covered[targets[labeled[sources]]] = True
   keep = ~covered[targets]
@@ -68,11 +78,11 @@ def pick(sources: np.ndarray, targets: np.ndarray, n: int, labeled: np.ndarray, 
   for _ in range(k):
     degrees = np.bincount(sources, minlength=n)
     degrees[~free] = -1
-    if degrees.max() <= 0:  # every row is covered: the reference draws the rest at random
+    if degrees.max() <= 0:  # every row is covered (the reference repeats row 0 from here)
       rest = rng.choice(np.flatnonzero(free), k - len(picks), replace=False)
       picks.extend(int(r) for r in rest)
       break
-    chosen = int(np.argmax(degrees))
+    chosen = selectors.argmax_random_ties(degrees, ties)
     newly = targets[sources == chosen]
     covered[newly] = True
     keep = ~np.isin(targets, newly)
@@ -93,7 +103,10 @@ def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarr
   num_labeled = int(labeled.sum())
   sources, targets = edges(x, float(c.delta), int(c.block_size))
   key = np.asarray(jax.random.key_data(jax.random.fold_in(ctx.rng, FILL_STREAM)))
-  positions = pick(sources, targets, x.shape[0], labeled, k, np.random.default_rng(key))
+  # drawn at the training set's size: the same program whatever L + P is this cycle
+  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), x.shape[0],
+                             len(ctx.data.dataset.train_labels))
+  positions = pick(sources, targets, x.shape[0], labeled, k, np.random.default_rng(key), ties)
   return ctx.candidates[positions - num_labeled]
 
 

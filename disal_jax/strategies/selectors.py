@@ -57,8 +57,17 @@ def uniform(key: jax.Array, size: int, capacity: int = 0) -> np.ndarray:
 
 
 def tie_break(key: jax.Array, size: int, capacity: int = 0) -> np.ndarray:
-  """(size,) uniform numbers from `key`: a random order among equal scores (top_k)."""
+  """(size,) uniform numbers from `key`: a random order among equal scores (top_k, the
+  greedy selectors: the lowest number wins a tie)."""
   return uniform(key, size, capacity)
+
+
+def argmax_random_ties(values: np.ndarray, ties: np.ndarray) -> int:
+  """The position of the largest of `values` (N,); among equal ones, the lowest `ties` (N,)
+  (`tie_break`), so a tie does not go to the lowest position (image folders store their
+  rows class by class)."""
+  values = np.asarray(values)
+  return int(np.argmin(np.where(values == values.max(), np.asarray(ties, np.float64), np.inf)))
 
 
 def _sq_distances(x: jax.Array, centres: jax.Array) -> jax.Array:
@@ -101,13 +110,16 @@ def min_sq_distances(points: jax.Array, centres: jax.Array, block_size: int,
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _greedy(points: jax.Array, min_d: jax.Array, num_points: jax.Array, k: int) -> jax.Array:
+def _greedy(points: jax.Array, min_d: jax.Array, num_points: jax.Array, k: int,
+            key: jax.Array) -> jax.Array:
   # Padding rows (from num_points on) start at -inf: never picked.
   min_d = jnp.where(jnp.arange(points.shape[0]) < num_points, min_d, -jnp.inf)
+  # tie_break(key, N): the row's number depends on the key and the position only (`uniform`)
+  ties = jax.random.uniform(key, points.shape[:1])
 
   def body(i, carry):
     min_d, picks = carry
-    j = jnp.argmax(min_d)
+    j = jnp.argmin(jnp.where(min_d == jnp.max(min_d), ties, jnp.inf))  # ties: at random
     d_new = jnp.sum(jnp.square(points - points[j]), axis=1)
     min_d = jnp.minimum(min_d, d_new).at[j].set(-jnp.inf)  # never picked twice
     return min_d, picks.at[i].set(j)
@@ -117,8 +129,8 @@ def _greedy(points: jax.Array, min_d: jax.Array, num_points: jax.Array, k: int) 
 
 
 def k_center_greedy(points: jax.Array, centres: jax.Array, k: int, block_size: int,
-                    num_points: int | None = None, num_centres: int | None = None
-                    ) -> np.ndarray:
+                    key: jax.Array, num_points: int | None = None,
+                    num_centres: int | None = None) -> np.ndarray:
   """Greedy k-center (Sener & Savarese): k positions into `points`, in the order chosen.
 
   Args:
@@ -127,10 +139,12 @@ def k_center_greedy(points: jax.Array, centres: jax.Array, k: int, block_size: i
       first `num_centres` (default M) count.
     k: how many to pick, k <= num_points.
     block_size: centres per block in the initial distance pass (memory N x block_size).
+    key: a jax key; equal distances go to the point of lowest `tie_break(key, N)` number.
 
   Each pick is argmax_u min_c ||f_u - f_c|| over the current centres, which it then joins.
   Memory: a running (N,) min-distance vector, no N x N or N x M matrix. Cost: O(N M D) for
-  the initial pass (matmuls) plus O(k N D) for the picks. Ties go to the lower position.
+  the initial pass (matmuls) plus O(k N D) for the picks. Ties are broken at random (with no
+  centre every point ties: the first pick is a random point), the same for the same key.
   Padding (rows past the counts) is never picked and covers nothing: arrays padded to a
   run's capacity compile once for all its cycles.
   """
@@ -139,4 +153,4 @@ def k_center_greedy(points: jax.Array, centres: jax.Array, k: int, block_size: i
   if k > num_points:
     raise ValueError(f"cannot pick {k} of {num_points} points")
   min_d = min_sq_distances(points, centres, block_size, np.int32(num_centres))
-  return sharding.fetch(_greedy(points, min_d, np.int32(num_points), k)).astype(np.int64)
+  return sharding.fetch(_greedy(points, min_d, np.int32(num_points), k, key)).astype(np.int64)

@@ -23,6 +23,11 @@ resumed cycle therefore reads the same previous model. Cycle 0 has no previous c
 the reference, it is compared with an untrained model (`tod.first_cycle='untrained'`, an
 independent initialisation), or with the EMA teacher ('teacher').
 
+Selection: from cycle 1 on, the highest discrepancies. In cycle 0 the reference (main_TOD.py:
+`subset[arg][:ADDENDUM]` in the first cycle, `[-ADDENDUM:]` after it) takes the LOWEST ones,
+as `tod.first_cycle_picks='lowest'` (the default) does; 'highest' takes the highest in every
+cycle. The scores handed on stay the discrepancies either way.
+
 The reference trains one model through all cycles (warm start); under the default cold start
 (train.warm_start=False, the protocol every strategy of a comparison shares) f_{c-1} is the
 previous cycle's independently trained model.
@@ -43,8 +48,8 @@ import numpy as np
 
 from disal_jax import distributed
 from disal_jax.config import check_value
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
-                                       batched_pool_scores)
+from disal_jax.strategies.base import (ConfigSection, ReferenceProtocol, ScoringContext,
+                                       Strategy, batched_pool_scores, select_top_k)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 
@@ -185,6 +190,14 @@ def score(ctx: ScoringContext) -> np.ndarray:
   return scores
 
 
+def select(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
+  """The k candidates of highest discrepancy (scores: (P,) float); in cycle 0 under
+  tod.first_cycle_picks='lowest', the k of lowest (the reference's). Ties at random."""
+  if ctx.cycle == 0 and ctx.config.tod.first_cycle_picks == "lowest":
+    return select_top_k(-np.asarray(scores, np.float64), ctx, k)
+  return select_top_k(scores, ctx, k)
+
+
 def defaults() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
   # Weight of the auxiliary loss (means over batch x classes, as the reference): 0.02
@@ -195,6 +208,9 @@ def defaults() -> ml_collections.ConfigDict:
   # Cycle 0's earlier model: 'untrained' (an independent initialisation, the reference's) or
   # 'teacher' (the EMA teacher).
   s.first_cycle = "untrained"
+  # Cycle 0's picks: the 'lowest' discrepancies (the reference's, main_TOD.py) or the
+  # 'highest' (as in every later cycle).
+  s.first_cycle_picks = "lowest"
   return s
 
 
@@ -204,6 +220,8 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   check_value(0 <= s.ema_decay < 1, "tod.ema_decay", s.ema_decay, "in [0, 1)")
   check_value(s.first_cycle in ("untrained", "teacher"), "tod.first_cycle", s.first_cycle,
               "'untrained' or 'teacher'")
+  check_value(s.first_cycle_picks in ("lowest", "highest"), "tod.first_cycle_picks",
+              s.first_cycle_picks, "'lowest' or 'highest'")
   check_value(s.pool_batch_size >= 1 and s.pool_batch_size % num_devices == 0,
               "tod.pool_batch_size", s.pool_batch_size,
               f"a positive multiple of the device count ({num_devices})")
@@ -215,7 +233,7 @@ REFERENCE = ReferenceProtocol(
     source=("siyuhuang/TOD config/cifar10.py:8 (SUBSET = 25000), main_TOD.py:290-303 (models "
             "built before the cycle loop), main_TOD.py:324-330"))
 
-STRATEGY = Strategy(name="tod", record="none", score=score, make_hook=make_hook,
+STRATEGY = Strategy(name="tod", record="none", score=score, select=select, make_hook=make_hook,
                     description="TOD: output discrepancy between this and the previous "
                                 "cycle's model, COD loss with an EMA teacher",
                     config_section=ConfigSection("tod", defaults, check),

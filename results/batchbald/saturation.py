@@ -36,7 +36,8 @@ def main() -> None:
     logits = 2.0 * rng.normal(size=(POOL, 1, CLASSES)) + rng.normal(size=(POOL, passes, CLASSES))
     probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
     configurations = 100 * passes  # the greedy's own table, a multiple of K
-    picks = batchbald.greedy(probs, PICKS, configurations, 256, jax.random.key(0))
+    picks = batchbald.greedy(probs, PICKS, configurations, 256, jax.random.key(0),
+                             ties=np.zeros(POOL))  # continuous scores: no ties
     conditional = np.asarray(batchbald.entropy(probs).mean(axis=1))
     bald = np.asarray(batchbald.entropy(probs.mean(axis=1))) - conditional
     values = [f"n={n}: {batch_information(probs, picks[:n], conditional, jax.random.key(1)):.2f}"
