@@ -214,6 +214,10 @@ def test_stale_train_branch_targets_count_zero_in_the_loss():
   p = np.exp(logits[0]) / np.exp(logits[0]).sum()
   expected = np.mean((p - 1 / 3) ** 2)
   np.testing.assert_allclose(value, [expected, expected, 0, 0], rtol=1e-6)
+  peaked = np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2]], np.float32)
+  kept = disal.fresh_targets(jnp.asarray(peaked), jnp.zeros(2), np.float32(1.0),
+                             np.float32(5.0), 0.6)  # disal.target_min_confidence
+  np.testing.assert_array_equal(np.asarray(kept), [peaked[0], [0, 0, 0]])
   hook = disal.DynamicLossHook(1.0, 0, 2, "mse", epochs=4, target_source="train_branch",
                                target_max_age=0.25)
   inputs = hook.epoch_inputs(np.random.default_rng(0), 2, 5, 10, 4, (0, 0))

@@ -132,16 +132,18 @@ def weight_schedule(lam: float, schedule: str, rampup_fraction: float, start_epo
 
 
 def fresh_targets(target: jax.Array, folded_at: jax.Array, step: jax.Array,
-                  max_age: jax.Array) -> jax.Array:
+                  max_age: jax.Array, min_confidence: float = 0.0) -> jax.Array:
   """The train-branch targets (B, C) of drawn rows, zeroed (no target: the row counts 0 in
-  the loss) where the last fold `folded_at` (B,) is more than `max_age` steps before `step`.
+  the loss) where the last fold `folded_at` (B,) is more than `max_age` steps before `step`,
+  or where the target's largest probability is below `min_confidence`.
 
   Why: a row drawn once early and again late in a cycle (a pool much larger than the cycle's
   draws) would be pulled toward a prediction the model made with a fraction of its training,
-  at the ramp's full weight and the final low learning rate (docs/disal.md).
+  at the ramp's full weight and the final low learning rate; a flat target (predictions that
+  disagree across draws, or a model near chance) pulls toward noise (docs/disal.md).
   """
-  fresh = (step - folded_at) <= max_age
-  return jnp.where(fresh[:, None], target, 0.0)
+  counted = ((step - folded_at) <= max_age) & (jnp.max(target, axis=-1) >= min_confidence)
+  return jnp.where(counted[:, None], target, 0.0)
 
 
 # Seeds the pool draws' passes apart from the cycle's other host random streams.
@@ -185,6 +187,8 @@ class DynamicLossHook:
   # Train branch: a target last folded more than this fraction of the cycle's steps ago
   # counts 0 in the loss (see `fresh_targets`); 1 = every target counts.
   target_max_age: float = 1.0
+  # Train branch: a target whose largest probability is below this counts 0; 0 = off.
+  target_min_confidence: float = 0.0
   extras_per_cycle: ClassVar[bool] = True  # the train-branch target describes one cycle
 
   @property
@@ -219,7 +223,8 @@ class DynamicLossHook:
     rows = aux["pool_index"][position]
     if self.train_branch:
       target = fresh_targets(state.extras[TARGET_MEAN][rows], state.extras[TARGET_STEP][rows],
-                             batch["cycle_step"], batch["target_max_age"])
+                             batch["cycle_step"], batch["target_max_age"],
+                             self.target_min_confidence)
     else:
       target = aux["target"][position]
     if joint_outputs is not None:
@@ -300,7 +305,8 @@ def make_hook(config: ml_collections.ConfigDict) -> Optional[DynamicLossHook]:
                          s.weight_scale, config.record.weighting,
                          float(config.record.ema_decay), record_start,
                          int(config.record.pixel_stride), s.branch, start,
-                         target_max_age=float(s.target_max_age))
+                         target_max_age=float(s.target_max_age),
+                         target_min_confidence=float(s.target_min_confidence))
 
 
 def branch_start_epoch(config: ml_collections.ConfigDict) -> int:
@@ -433,6 +439,9 @@ def defaults() -> ml_collections.ConfigDict:
   # Train branch: a target last folded more than this fraction of the cycle's steps before
   # a draw counts 0 in the loss (a stale prediction); 1 = every target counts.
   s.target_max_age = 1.0
+  # Train branch: a target whose largest probability is below this counts 0 in the loss (a
+  # flat, uninformative p_bar); 0 = every target counts.
+  s.target_min_confidence = 0.0
   # 'separate': the pool batch has its own forward pass (its BatchNorm statistics dropped);
   # 'joint': it is appended to the labeled batch's pass (one pass, shared BatchNorm
   # statistics; cheaper); classification only.
@@ -469,6 +478,8 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
               f">= 0, starting the branch before the last of the {t.epochs} epochs")
   check_value(0 < s.rampup_fraction <= 1, "disal.rampup_fraction", s.rampup_fraction,
               "in (0, 1]")
+  check_value(0 <= s.target_min_confidence < 1, "disal.target_min_confidence",
+              s.target_min_confidence, "in [0, 1) (0 = off)")
   check_value(0 < s.target_max_age <= 1, "disal.target_max_age", s.target_max_age,
               "in (0, 1] (a fraction of the cycle's steps; 1 = every target counts)")
   check_value(s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
