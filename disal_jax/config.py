@@ -41,8 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
   d.test_fraction = 0.2  # for datasets without a test split (digits, caltech101)
   d.split_seed = 0  # fixed train/test split of those datasets, and of the validation split
   # Carve this stratified fraction of the training split out as a labeled validation set
-  # (before max_train): never in the pool, evaluated every cycle beside the test set. Choose
-  # hyper-parameters on it, never on the test set. 0 = no validation set.
+  # (before imbalance_ratio and max_train): never in the pool, evaluated every cycle beside the
+  # test set. Choose hyper-parameters on it, never on the test set. 0 = no validation set.
   d.val_fraction = 0.0
   d.max_train = 0  # keep a random N training images (seeded by split_seed); 0 = all
   d.max_test = 0  # likewise for the test split

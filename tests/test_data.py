@@ -58,6 +58,23 @@ def test_imbalance_ratio_applies_through_the_registry():
   assert counts[0] / counts[-1] == pytest.approx(10, rel=0.1)
 
 
+def test_a_long_tailed_set_keeps_a_balanced_validation_split_out_of_its_pool():
+  """Validation is carved before the tail: stratified over the balanced set (as the test
+  split is balanced), its rows never in training, and the tail's profile holds on the rest."""
+  full = registry.load_dataset(_data_config(name="digits"))
+  ds = registry.load_dataset(_data_config(name="digits", imbalance_ratio=10.0,
+                                          val_fraction=0.2))
+  full_counts = np.bincount(full.train_labels, minlength=10)
+  np.testing.assert_array_equal(np.bincount(ds.val_labels, minlength=10),
+                                np.round(0.2 * full_counts).astype(int))
+  remaining = full_counts - np.round(0.2 * full_counts).astype(int)
+  n_max = remaining.min()
+  expected = np.floor(n_max * 0.1 ** (np.arange(10) / 9) + 1e-9).astype(int)
+  np.testing.assert_array_equal(np.bincount(ds.train_labels, minlength=10), expected)
+  as_bytes = lambda images: {image.tobytes() for image in images}
+  assert not as_bytes(ds.val_images) & as_bytes(ds.train_images)
+
+
 @pytest.mark.slow
 def test_image_folder_reads_the_real_cifar10_jpegs(cifar10_archive, cache_dir):
   ds = registry.load_dataset(_data_config(name="image_folder", data_dir=cifar10_archive,
@@ -74,6 +91,19 @@ def test_image_folder_reads_the_real_cifar10_jpegs(cifar10_archive, cache_dir):
                                              cache_dir=cache_dir))
   assert time.perf_counter() - t0 < 10  # served from the decoded cache
   np.testing.assert_array_equal(again.train_labels, ds.train_labels)
+
+
+@pytest.mark.slow
+def test_the_cifar10_ir100_cpu_config_loads_the_papers_tail_and_a_balanced_validation(
+    cifar10_archive, cache_dir):
+  from tests.helpers import load_config
+  data = load_config("cifar10_ir100_cpu").data
+  data.data_dir, data.cache_dir = cifar10_archive, cache_dir
+  ds = registry.load_dataset(data)
+  assert np.bincount(ds.val_labels).tolist() == [200] * 10
+  expected = np.floor(4800 * 0.01 ** (np.arange(10) / 9) + 1e-9).astype(int)
+  assert np.bincount(ds.train_labels).tolist() == expected.tolist()
+  assert expected[0] / expected[-1] == 100 and len(ds.test_labels) == 2000
 
 
 def _folder(tmp_path, layout):

@@ -88,10 +88,13 @@ def load_dataset(cfg: ml_collections.ConfigDict) -> Dataset:
 
 def _load(cfg: ml_collections.ConfigDict) -> Dataset:
   dataset = get_loader(cfg.name)(cfg)
-  if cfg.imbalance_ratio:
-    dataset = long_tail.make_long_tailed(dataset, cfg.imbalance_ratio)
+  # Validation first: from a balanced training set it stays balanced, like the test split
+  # a long-tailed set is evaluated on (carved after the tail, the rarest classes would keep a
+  # handful of validation images).
   if cfg.val_fraction:
     dataset = carve_validation(dataset, cfg.val_fraction, [cfg.split_seed, VAL_SPLIT_STREAM])
+  if cfg.imbalance_ratio:
+    dataset = long_tail.make_long_tailed(dataset, cfg.imbalance_ratio)
   if cfg.max_train or cfg.max_test:
     rng = np.random.default_rng(cfg.split_seed)
     dataset = take(dataset, _subset(rng, dataset.num_train, cfg.max_train),

@@ -1,0 +1,51 @@
+"""CIFAR10-IR100 (the paper's imbalanced setting) on the real CIFAR-10 JPEGs of ../shared/data,
+scaled to 2 CPU cores.
+
+  python -m disal_jax.sweep --config=configs/cifar10_ir100_cpu.py \\
+      --strategies=random,coreset,margin --seeds=0,1,2 --workdir=workdirs/cifar10_ir100_cpu
+  python -m disal_jax.report workdirs/cifar10_ir100_cpu
+
+The archive is looked for beside the repository (shared/data/cifar10-jpeg.tar.gz); point
+--config.data.data_dir at another copy. What is kept from the paper, and what is scaled:
+- validation: a stratified 2,000 of the 50,000 balanced training images (data.val_fraction),
+  carved before the tail so that it is balanced like the test split, never in the pool;
+- training pool: the remaining 4,800 images per class made long-tailed with imbalance ratio
+  100 (the exponential profile of data.imbalance_ratio: 4,800 -> 48 per class, 11,909 in all);
+- budgets: the paper's, 1,000 -> 4,000 labeled by +500 (7 cycles);
+- test set: a fixed random 2,000 of the 10,000 balanced test images;
+- model and training: configs/cifar10_cpu.py's recipe (ResNet-18 at width 8, 15 epochs of at
+  least 300 SGD steps per cycle, lr x0.1 after 80% of the epochs), chosen there on validation;
+  at 4,000 labels 15 epochs are 469 steps;
+- everything else (SGD 0.1, momentum 0.9, weight decay 5e-4, batch 128, crop + flip, the
+  whole pool scored) is the paper's.
+Variant 'quick': two cycles (1,000 -> 1,500), no step floor, for smoke runs.
+"""
+
+import pathlib
+
+from disal_jax.config import base_config
+
+ARCHIVE = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpeg.tar.gz"
+
+
+def get_config(variant: str = ""):
+  config = base_config()
+  config.data.name = "image_folder"
+  config.data.data_dir = str(ARCHIVE)
+  config.data.val_fraction = 0.04
+  config.data.imbalance_ratio = 100.0
+  config.data.max_test = 2_000
+  config.al.initial_count = 1_000
+  config.al.step_count = 500
+  config.al.final_count = 4_000
+  config.model.width = 8
+  config.train.epochs = 15
+  config.train.min_steps = 300
+  config.checkpoint.every_epochs = 5
+  if variant == "quick":
+    config.train.min_steps = 0
+    config.al.final_count = 1_500
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r} of configs/cifar10_ir100_cpu.py; known: "
+                     "'quick'")
+  return config
