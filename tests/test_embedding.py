@@ -1,7 +1,7 @@
 """The shared `embedding` section: a user's file of embeddings drives TypiClust's, ProbCover's
 and CoreSet's picks (checked against brute-force numpy on hand-made embeddings), a bad file
-is one ConfigError before any training, and a change of it blocks resuming only the runs
-that read it."""
+is one ConfigError before any training, and runs saved with the earlier per-strategy keys
+resume."""
 
 import io
 import json
@@ -206,6 +206,16 @@ def test_a_wrong_row_count_stops_the_run_before_any_training(tmp_path):
   assert not (tmp_path / "work").exists()
 
 
+def _saved_before_the_section(**old):
+  """A run config as saved before the shared section: per-strategy keys, no `embedding`."""
+  saved = tiny_config().to_dict()
+  del saved["embedding"]
+  for name in ("typiclust", "probcover"):
+    saved[name]["embedding"] = old.get(f"{name}_embedding", "model")
+    saved[name]["embedding_file"] = old.get(f"{name}_file", "")
+  return saved
+
+
 def _resume_problems(tmp_path, name, saved, **overrides):
   path = tmp_path / f"{name}.json"
   path.write_text(json.dumps(saved))
@@ -215,6 +225,31 @@ def _resume_problems(tmp_path, name, saved, **overrides):
   except checkpoint.ConfigMismatchError as e:
     return [line.strip() for line in str(e).splitlines() if line.startswith("  ")]
   return []
+
+
+def test_a_run_saved_with_the_earlier_keys_resumes_and_names_the_new_ones(tmp_path):
+  old = _saved_before_the_section()
+  for name in ("typiclust", "probcover", "coreset", "random"):
+    assert _resume_problems(tmp_path, name, old) == []
+  now_file = {"embedding.source": "file", "embedding.file": "/e.npy"}
+  assert _resume_problems(tmp_path, "typiclust", old, **now_file) == [
+      "embedding.file: '' -> '/e.npy'", "embedding.source: 'model' -> 'file'"]
+  assert _resume_problems(tmp_path, "coreset", old, **now_file) == [
+      "embedding.file: '<absent>' -> '/e.npy'", "embedding.source: '<absent>' -> 'file'"]
+  assert _resume_problems(tmp_path, "random", old, **now_file) == []  # never read it
+  # a ProbCover run on a file resumes with the same file in the new keys, not with another
+  on_file = _saved_before_the_section(probcover_embedding="file", probcover_file="/e.npy")
+  assert _resume_problems(tmp_path, "probcover", on_file, **now_file) == []
+  assert _resume_problems(tmp_path, "typiclust", on_file, **now_file) != []
+  assert _resume_problems(tmp_path, "probcover", on_file) == [
+      "embedding.file: '/e.npy' -> ''", "embedding.source: 'file' -> 'model'"]
+
+
+def test_an_override_of_an_earlier_key_names_the_key_that_holds_it_now():
+  from disal_jax import cli
+  assert cli.moved_key_hint(["main", "--config=c.py", "--config.probcover.embedding_file=e"]) \
+      == "; config.probcover.embedding_file is now config.embedding.file"
+  assert cli.moved_key_hint(["main", "--config.train.epocs=3"]) == ""
 
 
 def test_a_new_file_blocks_resuming_only_the_runs_that_read_it(tmp_path):
