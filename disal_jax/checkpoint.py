@@ -38,6 +38,14 @@ RESUMABLE_KEYS = ("strategies", "full_training", "train.log_every_epochs",
                   "data.manual_dir", "data.cache_dir", "data.placement",
                   "data.device_budget_mb", "vaal.max_loss")
 
+# Keys an earlier version had, and the key that holds their setting now: a saved run config
+# is compared as if it held the new key (config_differences), so resuming an earlier run with
+# the same settings finds no difference, and one whose setting changed names the new key.
+MOVED_KEYS = {"typiclust.embedding": "embedding.source",
+              "typiclust.embedding_file": "embedding.file",
+              "probcover.embedding": "embedding.source",
+              "probcover.embedding_file": "embedding.file"}
+
 
 def quiet_orbax_info_logs() -> None:
   """orbax logs every checkpoint's internals at INFO through absl; keep its warnings only."""
@@ -195,10 +203,19 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
 
   A key absent from `saved` but holding its value in `defaults` is a key the library added
   after the run was saved; a new key's default keeps the earlier behaviour, so it is no
-  difference.
+  difference. A saved key of MOVED_KEYS counts as its new key (when its old section is not
+  ignored); two that disagree leave the new key holding both values, a difference.
   """
   a, b = ({key: value for key, value in _flatten(d).items()
            if key.split(".", 1)[0] not in ignored_sections} for d in (saved, current))
+  moved: dict[str, list[Any]] = {}
+  for old in sorted(set(a) & set(MOVED_KEYS)):
+    value, values = a.pop(old), moved.setdefault(MOVED_KEYS[old], [])
+    if value not in values:
+      values.append(value)
+  for key, values in moved.items():
+    if key.split(".", 1)[0] not in ignored_sections:
+      a.setdefault(key, values[0] if len(values) == 1 else tuple(values))
   added_at_default = {key for key, value in _flatten(defaults or {}).items()
                       if key not in a and b.get(key) == value}
   diffs = []

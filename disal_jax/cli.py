@@ -19,7 +19,7 @@ from absl import app, flags
 from disal_jax import platform_settings
 from disal_jax.annotate.labels_file import LabelFileError
 from disal_jax.annotate.project import ProjectError
-from disal_jax.checkpoint import CheckpointError, ConfigMismatchError
+from disal_jax.checkpoint import MOVED_KEYS, CheckpointError, ConfigMismatchError
 from disal_jax.config import ConfigError
 from disal_jax.data.image_folder import ImageFolderError
 from disal_jax.data.tfds_source import DatasetNotPreparedError
@@ -48,6 +48,16 @@ def _unknown_key(error: Exception) -> str:
   return f"no config key {key.strip(chr(39))!r}" + (f"; {hint.strip()}" if hint else "")
 
 
+def moved_key_hint(argv: list[str]) -> str:
+  """'; config.<old> is now config.<new>' for the first override in argv of a key that has
+  moved (checkpoint.MOVED_KEYS), else ''."""
+  for arg in argv:
+    key = arg.split("=", 1)[0].removeprefix("--config.")
+    if key in MOVED_KEYS:
+      return f"; config.{key} is now config.{MOVED_KEYS[key]}"
+  return ""
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing; a config override naming no key, or of the wrong type, fails
   with one line (ml_collections raises them as plain Python errors)."""
@@ -56,7 +66,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     fail(f"{e} (see --helpfull)")
   except (AttributeError, KeyError) as e:
-    fail(f"bad config override: {_unknown_key(e)}")
+    fail(f"bad config override: {_unknown_key(e)}{moved_key_hint(argv)}")
   except (TypeError, ValueError) as e:
     fail(f"bad config override: {e}")
 

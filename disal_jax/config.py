@@ -159,10 +159,12 @@ def validate_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
 
   segmentation = dataset.is_segmentation
   task = "segmentation" if segmentation else "classification"
-  for name in strategy_names(config):  # the strategies' own checks of the dataset
-    section = strategy_registry.get_strategy(name).config_section
-    if section is not None and section.check_for_dataset is not None:
-      section.check_for_dataset(config, dataset)
+  checked = set()  # a section several strategies read (`embedding`) is checked once
+  for name in strategy_names(config):  # the checks of the dataset by the sections they read
+    for section in strategy_registry.dataset_checks(name):
+      if section.check_for_dataset is not None and section.name not in checked:
+        section.check_for_dataset(config, dataset)
+        checked.add(section.name)
   _check(model_registry.is_segmentation(config.model.name) == segmentation, "model.name",
          config.model.name, f"a {task} model for the {task} dataset {dataset.name!r} (one of "
          f"{model_registry.names(segmentation=segmentation)})")

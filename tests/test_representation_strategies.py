@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from sklearn.cluster import KMeans
 
 from disal_jax.strategies import embedding, probcover, typiclust
@@ -147,24 +146,3 @@ def test_probcover_breaks_equal_gains_at_random_with_the_cycle_key():
     firsts.add(int(picks[0]))
     batches.add(tuple(picks.tolist()))
   assert len(firsts) >= 4 and (200, 204, 208) not in batches
-
-
-@pytest.mark.parametrize("source", ["model", "file"])
-def test_embedding_rows_are_normalised_and_a_bad_file_is_named(tmp_path, source):
-  import types
-  from disal_jax.config import ConfigError
-  table = np.arange(12, dtype=np.float32).reshape(4, 3) + 1
-  np.save(tmp_path / "emb.npy", table)
-  if source == "file":
-    ctx = types.SimpleNamespace(data=types.SimpleNamespace(
-        dataset=types.SimpleNamespace(train_labels=np.zeros(4))))
-    got = np.asarray(embedding.rows(ctx, "file", str(tmp_path / "emb.npy"), np.array([2, 0])))
-    np.testing.assert_allclose(got, table[[2, 0]] / np.linalg.norm(table[[2, 0]], axis=1,
-                                                                    keepdims=True), rtol=1e-6)
-    ctx.data.dataset.train_labels = np.zeros(5)
-    embedding._read.cache_clear()
-    with pytest.raises(ConfigError, match=r"\(5, D\)"):
-      embedding.rows(ctx, "file", str(tmp_path / "emb.npy"), np.array([0]))
-  else:
-    np.testing.assert_allclose(np.linalg.norm(embedding.normalised(jnp.asarray(table)), axis=1),
-                               1.0, rtol=1e-6)

@@ -191,8 +191,9 @@ class Strategy:
     segmentation: whether it scores segmentation pools (a per-image score from per-pixel
       quantities at the record's resolution; its docstring says which reduction).
     config_section: its own config keys, or None (several strategies may share one).
-    reads_sections: the names of other strategies' sections it also reads. A run's resume
-      check compares only the sections its strategy owns or reads (registry.sections_read).
+    reads_sections: the names of the other sections it also reads: another strategy's, or
+      one no strategy owns (`embedding`). A run's resume check compares only the sections
+      its strategy owns or reads (registry.sections_read).
     reference: how its published code runs a cycle (subset scored, warm start), for
       config.al.protocol='reference'; None where that is the unified protocol.
   """

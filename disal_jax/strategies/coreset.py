@@ -6,6 +6,9 @@ with the cycle's key (with no labeled sample, the first pick is a random candida
 are computed on device in eval mode and stay there; the selection keeps a running (P,)
 min-distance vector, so a 50,000-sample pool never builds a P x P (or P x L) matrix
 (`selectors.k_center_greedy`).
+The features are the shared `embedding` section's (disal_jax/strategies/embedding.py): the
+task model's by default, as published, or a user's file of embeddings
+(`embedding.source='file'`), taken as they are (not normalised).
 Segmentation: an image's feature is the spatial mean of DRN's 1/8 feature map.
 """
 
@@ -18,28 +21,24 @@ import ml_collections
 import numpy as np
 
 from disal_jax.config import check_value
-from disal_jax.strategies import selectors
+from disal_jax.strategies import embedding, selectors
 from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
-                                       map_rows, pool_outputs)
-from disal_jax.training.augment import Preprocess
-
-
-@functools.partial(jax.jit, static_argnames=("preprocess",))
-def features(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
-  """(B, D) float32 penultimate features of rows `batch['index']`, eval mode."""
-  images = preprocess.normalise(data.images_at(batch["index"]))
-  return state.apply_fn(state.variables(), images, train=False)["features"]
+                                       pool_capacity, pool_outputs)
+from disal_jax.strategies.embedding import features  # also CoreGCN's backbone features
 
 
 def score(ctx: ScoringContext) -> dict[str, jax.Array]:
-  """The selector's evidence: {'candidates': (P_pad, D), 'labeled': (L_pad, D)} features on
-  device, padded to the run's pool capacity and to the training set's size, so every cycle
-  has the same shapes (the first P and L rows count)."""
+  """The selector's evidence: {'candidates': (P_pad, D), 'labeled': (L_pad, D)} float32
+  features on device, padded to the run's pool capacity and to the training set's size, so
+  every cycle has the same shapes (the first P and L rows count)."""
+  source, path = ctx.config.embedding.source, ctx.config.embedding.file
+  num_train = len(ctx.data.dataset.train_labels)
+  labeled = embedding.rows(ctx, source, path, ctx.labeled, capacity=num_train)
+  if source == "file":
+    return {"candidates": embedding.rows(ctx, source, path, ctx.candidates,
+                                         capacity=pool_capacity(ctx)), "labeled": labeled}
   fn = functools.partial(features, preprocess=ctx.data.preprocess)
-  state = ctx.result.state
-  return {"candidates": pool_outputs(ctx, fn, state),
-          "labeled": map_rows(ctx, fn, state, ctx.labeled,
-                              capacity=len(ctx.data.dataset.train_labels))}
+  return {"candidates": pool_outputs(ctx, fn, ctx.result.state), "labeled": labeled}
 
 
 def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.ndarray:
@@ -65,5 +64,7 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 
 STRATEGY = Strategy(name="coreset", record="none", score=score, select=select,
-                    description="greedy k-center on penultimate features", segmentation=True,
-                    config_section=ConfigSection("coreset", defaults, check))
+                    description="greedy k-center on penultimate features (or a file's "
+                                "embeddings)", segmentation=True,
+                    config_section=ConfigSection("coreset", defaults, check),
+                    reads_sections=("embedding",))

@@ -1,14 +1,25 @@
-"""Embeddings for the representation-based strategies (TypiClust, ProbCover) and k-means.
+"""The embedding of the representation strategies (TypiClust, ProbCover, CoreSet), and k-means.
 
-`embedding='model'`: the task model's penultimate features (eval mode); `'file'`: a user's
-.npy of self-supervised features with one row per training sample (the references use SimCLR
-features; a model trained on a few hundred labels embeds poorly). Rows are L2-normalised, as
-the references do.
+One config section, `embedding`, shared by the strategies that declare it in
+`reads_sections` (a change of it blocks resuming their runs only):
+- `embedding.source='model'`: the task model's penultimate features (eval mode), the
+  features CoreSet was published on;
+- `embedding.source='file'`: the rows of `embedding.file`, a .npy of a user's (N, D)
+  embeddings from any self-supervised or foundation model, one row per training-set row in
+  the order the loaded dataset holds them. TypiClust and ProbCover were published on
+  self-supervised (SimCLR) features: on the task model's features (a model trained on a few
+  hundred labels embeds poorly) they are not the published methods.
+The file is checked once the dataset is loaded (its shape against the training set's rows),
+before any training, and read once per process. What a strategy does with the rows is its
+own: TypiClust and ProbCover L2-normalise them, as their references do; CoreSet takes them as
+they are. BADGE does not read this section: its gradient embedding is made of the task
+model's own prediction and features (docs/strategies.md).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import pathlib
 
 import jax
@@ -17,57 +28,115 @@ import ml_collections
 import numpy as np
 
 from disal_jax.config import ConfigError, check_value
-from disal_jax.strategies.base import ScoringContext, map_rows
-from disal_jax.strategies.coreset import features
+from disal_jax.strategies.base import ConfigSection, ScoringContext, map_rows
+from disal_jax.training.augment import Preprocess
+
+SOURCES = ("model", "file")
 
 
-@functools.lru_cache(maxsize=4)
-def _read(path: str, num_train: int) -> np.ndarray:
-  file = pathlib.Path(path).expanduser()
+def defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  # 'model': the task model's penultimate features; 'file': the rows of embedding.file (read
+  # by typiclust, probcover and coreset; see docs/strategies.md).
+  s.source = "model"
+  # .npy of (N, D) embeddings, one row per training-set row in the loaded dataset's order
+  # (e.g. SimCLR or a foundation model's features); read when source='file'.
+  s.file = ""
+  return s
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  del num_devices
+  s = config.embedding
+  check_value(s.source in SOURCES, "embedding.source", s.source, f"one of {SOURCES}")
+  check_value(s.source != "file" or bool(s.file), "embedding.file", s.file,
+              "the path of a .npy of (N, D) embeddings when embedding.source='file'")
+
+
+def check_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
+  """With source='file': the file holds one row per training row of `dataset` (ConfigError
+  naming the file, the shape found and the shape needed otherwise). Reads the file."""
+  if config.embedding.source == "file":
+    table(config.embedding.file, dataset.num_train)
+
+
+SECTION = ConfigSection("embedding", defaults, check, check_for_dataset)
+
+
+def _invalid(path: str, problem: str, num_train: int) -> ConfigError:
+  return ConfigError(
+      f"config.embedding.file={path!r} is invalid: {problem}; embedding.source='file' needs "
+      f"a .npy of shape ({num_train}, D), one row per training-set row in the order the "
+      "loaded dataset holds them (embed the train_images of "
+      "disal_jax.data.registry.load_dataset(config.data)), or set embedding.source='model'.")
+
+
+def table(path: str, num_train: int) -> np.ndarray:
+  """(num_train, D) float32 rows of the .npy at `path`; ConfigError naming the file, what is
+  wrong with it (missing, unreadable, its shape, non-finite values) and the shape needed."""
+  file = pathlib.Path(path).expanduser().resolve()
   try:
-    table = np.load(file, mmap_mode="r")
+    stat = os.stat(file)
+    header = np.load(file, mmap_mode="r")  # the shape, without reading the rows
+  except FileNotFoundError:
+    raise _invalid(path, f"there is no file {file}", num_train) from None
   except (OSError, ValueError) as e:
-    raise ConfigError(f"embedding file {file}: cannot read it as .npy ({e}); give a (N, D) "
-                      "float array with one row per training sample") from e
-  if table.ndim != 2 or table.shape[0] != num_train:
-    raise ConfigError(f"embedding file {file} holds shape {table.shape}; this training set "
-                      f"needs ({num_train}, D): one row per training sample, in its order")
-  return np.asarray(table, np.float32)
+    raise _invalid(path, f"{file} cannot be read as .npy ({e})", num_train) from e
+  if not isinstance(header, np.ndarray):  # an .npz archive
+    raise _invalid(path, f"{file} holds no single array ({type(header).__name__})", num_train)
+  if header.ndim != 2 or header.shape[0] != num_train:
+    raise _invalid(path, f"it holds shape {header.shape}", num_train)
+  rows, bad = _load(str(file), stat.st_mtime_ns, stat.st_size)
+  if bad:
+    raise _invalid(path, f"{bad} of its rows hold NaN or infinite values", num_train)
+  return rows
 
 
-def check_keys(config: ml_collections.ConfigDict, name: str) -> None:
-  """Checks the `embedding` and `embedding_file` keys of config.<name>."""
-  s = config[name]
-  check_value(s.embedding in ("model", "file"), f"{name}.embedding", s.embedding,
-              "'model' or 'file'")
-  check_value(s.embedding == "model" or bool(s.embedding_file), f"{name}.embedding_file",
-              s.embedding_file, "the .npy path for embedding='file'")
+@functools.lru_cache(maxsize=2)  # a run's file, read once (two: a sweep that switches files)
+def _load(file: str, mtime_ns: int, size: int) -> tuple[np.ndarray, int]:
+  """The whole file as float32 and its count of rows with a non-finite value, read once per
+  (file, modification time, size)."""
+  del mtime_ns, size  # the cache key: a file written again is read again
+  rows = np.asarray(np.load(file), np.float32)
+  return rows, int(np.sum(~np.all(np.isfinite(rows), axis=1)))
+
+
+@functools.partial(jax.jit, static_argnames=("preprocess",))
+def features(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
+  """(B, D) float32 penultimate features of rows `batch['index']`, eval mode."""
+  images = preprocess.normalise(data.images_at(batch["index"]))
+  return state.apply_fn(state.variables(), images, train=False)["features"]
 
 
 def normalised(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def rows(ctx: ScoringContext, source: str, path: str, index: np.ndarray) -> jax.Array:
-  """(len(index), D) float32 L2-normalised embeddings of training rows `index`, on device."""
+def rows(ctx: ScoringContext, source: str, path: str, index: np.ndarray, capacity: int = 0
+         ) -> jax.Array:
+  """(len(index), D) float32 embeddings of training rows `index` on device, as the source
+  gives them (not normalised): the model's features, or the file's rows.
+
+  With `capacity` > 0 the result keeps at least `capacity` rows (those from len(index) on
+  are padding), so that a run's cycles share one shape (map_rows' capacity; the model's
+  features are also rounded up to whole eval batches).
+  """
+  index = np.asarray(index)
   if source == "file":
-    if not path:
-      raise ConfigError("embedding='file' needs the .npy path (embedding_file)")
-    table = _read(path, len(ctx.data.dataset.train_labels))
-    return normalised(jnp.asarray(table[np.asarray(index)]))
+    picked = table(path, len(ctx.data.dataset.train_labels))[index]
+    return jnp.asarray(np.pad(picked, [(0, max(capacity - len(index), 0)), (0, 0)]))
   fn = functools.partial(features, preprocess=ctx.data.preprocess)
-  return normalised(map_rows(ctx, fn, ctx.result.state, np.asarray(index)).astype(jnp.float32))
+  return map_rows(ctx, fn, ctx.result.state, index, capacity=capacity).astype(jnp.float32)
 
 
-def labeled_and_candidates(ctx: ScoringContext, section: str) -> dict[str, object]:
-  """Evidence of a representation strategy (config section `section` with `embedding` and
-  `embedding_file`): {'x': (L + P, D) embeddings of [labeled; candidates] on device,
+def labeled_and_candidates(ctx: ScoringContext, source: str, path: str) -> dict[str, object]:
+  """Evidence of TypiClust and ProbCover (their `embedding.source` and `embedding.file`):
+  {'x': (L + P, D) float32 L2-normalised embeddings of [labeled; candidates] on device,
   'labeled': (L + P,) bool, True on the first L rows}."""
-  c = ctx.config[section]
   index = np.concatenate([ctx.labeled, ctx.candidates])
   labeled = np.zeros(len(index), bool)
   labeled[:len(ctx.labeled)] = True
-  return {"x": rows(ctx, c.embedding, c.embedding_file, index), "labeled": labeled}
+  return {"x": normalised(rows(ctx, source, path, index)), "labeled": labeled}
 
 
 def kmeans_pp_init(x: jax.Array, uniforms: jax.Array, k: jax.Array | int) -> jax.Array:

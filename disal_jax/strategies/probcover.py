@@ -94,7 +94,8 @@ def pick(sources: np.ndarray, targets: np.ndarray, n: int, labeled: np.ndarray, 
 
 def score(ctx: ScoringContext) -> dict[str, object]:
   """The selector's evidence: embeddings of [labeled; candidates] on device."""
-  return embedding.labeled_and_candidates(ctx, "probcover")
+  return embedding.labeled_and_candidates(ctx, ctx.config.embedding.source,
+                                         ctx.config.embedding.file)
 
 
 def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
@@ -112,8 +113,6 @@ def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarr
 
 def defaults() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
-  s.embedding = "model"  # 'model': penultimate features; 'file': embedding_file's rows
-  s.embedding_file = ""  # .npy (N, D), one row per training sample (e.g. SimCLR features)
   # Ball radius on L2-normalised embeddings; the reference's CIFAR-10 value for SimCLR
   # features. Choose it for your embedding (ball purity ~0.95 under k-means labels).
   s.delta = 0.75
@@ -123,7 +122,6 @@ def defaults() -> ml_collections.ConfigDict:
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   del num_devices
-  embedding.check_keys(config, "probcover")
   s = config.probcover
   check_value(s.delta > 0, "probcover.delta", s.delta, "> 0")
   check_value(s.block_size >= 1, "probcover.block_size", s.block_size, ">= 1")
@@ -131,4 +129,5 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 STRATEGY = Strategy(name="probcover", record="none", score=score, select=select,
                     description="ProbCover: greedy max coverage of delta-balls in an embedding",
-                    config_section=ConfigSection("probcover", defaults, check))
+                    config_section=ConfigSection("probcover", defaults, check),
+                    reads_sections=("embedding",))

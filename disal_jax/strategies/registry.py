@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from disal_jax.strategies import (badge, batchbald, coregcn, coreset, disal, gradnorm,
-                                  learning_loss, mc_dropout, probcover, random, random_dynamic,
-                                  tidal, tod, tracin, typiclust, uncertainty, vaal)
+from disal_jax.strategies import (badge, batchbald, coregcn, coreset, disal, embedding,
+                                  gradnorm, learning_loss, mc_dropout, probcover, random,
+                                  random_dynamic, tidal, tod, tracin, typiclust, uncertainty,
+                                  vaal)
 from disal_jax.strategies.base import ConfigSection, Strategy
 
 _STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
@@ -13,6 +14,9 @@ _STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     coregcn.CORE, coregcn.UNCERTAIN, tod.STRATEGY, vaal.STRATEGY, uncertainty.ENTROPY,
     uncertainty.MARGIN, uncertainty.LEAST_CONFIDENCE, badge.STRATEGY, typiclust.STRATEGY,
     probcover.STRATEGY, batchbald.STRATEGY, random_dynamic.STRATEGY)}
+
+# Sections that no strategy owns, each read by the strategies that name it in reads_sections.
+_SHARED_SECTIONS: tuple[ConfigSection, ...] = (embedding.SECTION,)
 
 
 def names(segmentation: bool = False) -> list[str]:
@@ -27,15 +31,23 @@ def get_strategy(name: str) -> Strategy:
 
 
 def sections() -> dict[str, ConfigSection]:
-  """The registered strategies' own config sections by name (shared ones once)."""
+  """The registered strategies' config sections by name: their own (shared ones once) and
+  those no strategy owns (the `embedding` section)."""
   out: dict[str, ConfigSection] = {}
-  for strategy in _STRATEGIES.values():
-    section = strategy.config_section
-    if section is None:
-      continue
+  owned = [s.config_section for s in _STRATEGIES.values() if s.config_section is not None]
+  for section in owned + list(_SHARED_SECTIONS):
     if out.setdefault(section.name, section) is not section:
       raise ValueError(f"two config sections named {section.name!r}")
   return out
+
+
+def dataset_checks(name: str) -> list[ConfigSection]:
+  """The sections whose `check_for_dataset` a run of strategy `name` needs: its own and the
+  unowned ones it reads (another strategy's section is checked for that strategy's runs)."""
+  strategy = get_strategy(name)
+  shared = {s.name: s for s in _SHARED_SECTIONS}
+  own = [strategy.config_section] if strategy.config_section is not None else []
+  return own + [shared[s] for s in strategy.reads_sections if s in shared]
 
 
 def sections_read(name: str) -> set[str]:

@@ -68,7 +68,8 @@ def pick(x: np.ndarray, clusters: np.ndarray, labeled: np.ndarray, k: int, knn: 
 
 def score(ctx: ScoringContext) -> dict[str, object]:
   """The selector's evidence: embeddings of [labeled; candidates] on device."""
-  return embedding.labeled_and_candidates(ctx, "typiclust")
+  return embedding.labeled_and_candidates(ctx, ctx.config.embedding.source,
+                                         ctx.config.embedding.file)
 
 
 def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
@@ -86,8 +87,6 @@ def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarr
 
 def defaults() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
-  s.embedding = "model"  # 'model': penultimate features; 'file': embedding_file's rows
-  s.embedding_file = ""  # .npy (N, D), one row per training sample (e.g. SimCLR features)
   s.max_clusters = 500  # k-means clusters: min(labeled + budget, this), as the reference
   s.min_cluster_size = 5  # clusters of at most this many rows are never visited
   s.knn = 20  # neighbours in the typicality (at most half the cluster)
@@ -97,7 +96,6 @@ def defaults() -> ml_collections.ConfigDict:
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   del num_devices
-  embedding.check_keys(config, "typiclust")
   s = config.typiclust
   for key in ("max_clusters", "knn"):
     check_value(s[key] >= 1, f"typiclust.{key}", s[key], ">= 1")
@@ -107,4 +105,5 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 STRATEGY = Strategy(name="typiclust", record="none", score=score, select=select,
                     description="TypiClust: most typical samples of uncovered k-means clusters",
-                    config_section=ConfigSection("typiclust", defaults, check))
+                    config_section=ConfigSection("typiclust", defaults, check),
+                    reads_sections=("embedding",))
