@@ -216,3 +216,23 @@ def test_bad_folders_and_workdirs_are_named(tmp_path, image_folder):
     project_lib.init_project(str(lone), str(tmp_path / "w"), load_config("annotate", "quick"))
   with pytest.raises(project_lib.ProjectError, match="not an annotation project"):
     project_lib.load_project(str(tmp_path / "w"))
+
+
+def test_a_project_saved_by_an_earlier_version_opens_on_todays_keys():
+  """A project's config.json from before a section existed (and with a key since moved):
+  today's defaults fill the gaps, the moved key lands in its new place, JSON lists become
+  tuples, every other saved value is kept, and the result validates."""
+  from disal_jax.config import validate
+  current = load_config("annotate").to_dict()
+  saved = json.loads(json.dumps(current))  # as written to config.json: tuples become lists
+  del saved["embedding"]
+  saved["typiclust"].update(embedding="file", embedding_file="features.npy")
+  saved["train"]["learning_rate"] = 0.025
+  saved["gone"] = {"key": 1}  # a section since removed
+  config = project_lib.config_on_defaults(saved)
+  validate(config)
+  assert (config.embedding.source, config.embedding.file) == ("file", "features.npy")
+  assert config.train.learning_rate == 0.025 and "gone" not in config
+  assert config.augment.crop_size == current["augment"]["crop_size"]
+  assert isinstance(config.augment.crop_size, tuple)
+  assert config.to_dict()["data"] == current["data"]

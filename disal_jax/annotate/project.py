@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from disal_jax import checkpoint
+from disal_jax.config import base_config
 from disal_jax.data import image_folder
 from disal_jax.data.dataset import Dataset
 
@@ -148,6 +149,35 @@ def init_project(images: str, workdir: str, config: ml_collections.ConfigDict) -
   return project
 
 
+def config_on_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A project's saved config over today's defaults: a key or section added since the project
+  was made keeps its default, a moved key (checkpoint.MOVED_KEYS) goes to its new place, a
+  key since removed is dropped, and JSON's lists become tuples where the default is one. So a
+  project made by an earlier version still opens and validates."""
+  config = base_config()
+
+  def put(key: str, value: Any) -> None:
+    *path, last = checkpoint.MOVED_KEYS.get(key, key).split(".")
+    node = config
+    for part in path:
+      if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+        return
+      node = node[part]
+    if last not in node or isinstance(node[last], ml_collections.ConfigDict):
+      return
+    node[last] = tuple(value) if isinstance(node[last], tuple) else value
+
+  def walk(values: dict[str, Any], prefix: str) -> None:
+    for key, value in values.items():
+      if isinstance(value, dict):
+        walk(value, f"{prefix}{key}.")
+      else:
+        put(prefix + key, value)
+
+  walk(saved, "")
+  return config
+
+
 def load_project(workdir: str) -> Project:
   work = pathlib.Path(workdir)
   if not (work / PROJECT_FILE).exists():
@@ -160,7 +190,7 @@ def load_project(workdir: str) -> Project:
   paths = tuple(r["path"] for r in rows)
   labels = np.array([classes.index(r["initial_label"]) if r["initial_label"] else -1
                      for r in rows], np.int32)
-  config = ml_collections.ConfigDict(json.loads((work / CONFIG_FILE).read_text()))
+  config = config_on_defaults(json.loads((work / CONFIG_FILE).read_text()))
   return Project(work, pathlib.Path(meta["images"]), classes, paths, labels,
                  tuple(p for p, _ in meta["test"]),
                  np.array([classes.index(c) for _, c in meta["test"]], np.int32), config)
