@@ -39,8 +39,19 @@ def test_kmeans_held_for_more_clusters_equals_kmeans_and_compiles_once():
   assert compiles.count == 0
 
 
+def _reference_typicality(x, knn):
+  """The reference's calculate_typicality: faiss' IndexFlatL2 (squared L2) search for knn + 1
+  neighbours, the first (the row itself) dropped, 1 / (mean + 1e-5); one row at a time."""
+  out = []
+  for row in x:
+    squared = sorted(float(np.sum((row - other) ** 2)) for other in x)
+    out.append(1.0 / (np.mean(squared[1:knn + 1]) + 1e-5))
+  return np.asarray(out)
+
+
 def _typiclust_reference(x, clusters, labeled, k, knn, min_size):
-  """TypiClust's selection written as the reference's loop, with explicit per-row distances."""
+  """The reference's select_samples loop (clusters by fewest labeled, then largest; each pick
+  the most typical of the cluster's remaining unlabeled rows, knn = min(knn, members // 2))."""
   ids = sorted(set(clusters.tolist()))
   table = []
   for c in ids:
@@ -52,13 +63,8 @@ def _typiclust_reference(x, clusters, labeled, k, knn, min_size):
   picks = []
   for i in range(k):
     members = [j for j in range(len(x)) if free[j] and clusters[j] == order[i % len(order)]]
-    m = max(1, min(knn, len(members) // 2))
-    best, best_typ = None, -1.0
-    for j in members:
-      dists = sorted(float(np.linalg.norm(x[j] - x[o])) for o in members if o != j)
-      typ = 1.0 / (np.mean(dists[:m]) + 1e-5)
-      if typ > best_typ:
-        best, best_typ = j, typ
+    typ = _reference_typicality(x[members], min(knn, len(members) // 2))
+    best = members[int(np.argmax(typ))]
     picks.append(best)
     free[best] = False
   return picks
@@ -71,10 +77,47 @@ def test_typiclust_picks_as_the_reference_loop_does():
   clusters = np.concatenate([np.repeat(np.arange(5), 16), [5, 5, 5]])
   labeled = np.zeros(len(x), bool)
   labeled[[0, 1, 16]] = True  # clusters 0 (two) and 1 (one) hold labeled rows
-  got = typiclust.pick(x.astype(np.float64), clusters, labeled, 8, knn=5, min_cluster_size=5)
-  assert got.tolist() == _typiclust_reference(x.astype(np.float64), clusters, labeled, 8, 5, 5)
+  x = x.astype(np.float64)
+  want = _typiclust_reference(x, clusters, labeled, 8, 5, 5)
+  got = typiclust.pick(x, clusters, labeled, 8, knn=5, min_cluster_size=5, block_size=7)
+  assert got.tolist() == want
   # the uncovered clusters (2, 3, 4) come first, cluster 5 (3 rows) never
   assert set(clusters[got[:3]].tolist()) == {2, 3, 4} and 5 not in clusters[got].tolist()
+  # plain distances (the paper's equation) rank these clusters differently
+  plain = typiclust.pick(x, clusters, labeled, 8, knn=5, min_cluster_size=5, block_size=7,
+                         distance="euclidean")
+  assert plain.tolist() != want
+
+
+def test_typicality_averages_squared_distances_as_the_reference_does():
+  # knn = 2. Row 0's neighbours lie at 1 and 1 (squared mean 1, plain mean 1); row 1's at 0.1
+  # and 1.8 (squared mean 1.625, plain mean 0.95): squared distances rank row 0 first.
+  x = np.array([[0.0, 0.0], [3.0, 0.0], [3.1, 0.0], [4.8, 0.0], [0.0, 1.0], [0.0, -1.0]])
+  x[1:4, 1] = 10.0  # far from rows 0, 4 and 5
+  squared = typiclust.typicality(x, 2, block_size=4)
+  np.testing.assert_allclose(squared, _reference_typicality(x, 2), rtol=1e-12)
+  assert squared[0] > squared[1]
+  plain = typiclust.typicality(x, 2, block_size=4, distance="euclidean")
+  assert plain[1] > plain[0]
+
+
+def test_typicality_of_a_large_cluster_holds_blocks_and_equals_brute_force():
+  import tracemalloc
+  # 3,000 rows of 64: a (rows, rows, D) float64 difference array would take 4.6 GB; a
+  # 256-row block of distances takes 6 MB.
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(3000, 64))
+  tracemalloc.start()
+  try:
+    got = typiclust.typicality(x, 20, block_size=256)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 4 * 256 * 3000 * 8  # a few blocks' worth, not rows^2 (72 MB), let alone rows^2 D
+  subset = rng.choice(3000, 40, replace=False)
+  squared = np.sum((x[subset, None, :] - x[None, :, :]) ** 2, axis=-1)  # (40, 3000)
+  want = 1.0 / (np.sort(squared, axis=1)[:, 1:21].mean(axis=1) + 1e-5)
+  np.testing.assert_allclose(got[subset], want, rtol=1e-10)
 
 
 def _probcover_reference(x, delta, labeled, k, ties):

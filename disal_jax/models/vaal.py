@@ -20,46 +20,51 @@ class VAE(nn.Module):
   latent_dim: int = 32
   width: int = 128
 
-  def _norm(self, train: bool):
+  def _norm(self, x: jax.Array, train: bool, mask: jax.Array | None) -> jax.Array:
     # PyTorch BatchNorm2d's running statistics: momentum 0.1 there is 0.9 here.
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    norm = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    return norm(x, mask=None if mask is None else mask[:, None, None, None])
 
-  def encode(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-    """(B, S, S, C) float32 -> (mu, logvar), each (B, latent_dim)."""
+  def encode(self, x: jax.Array, train: bool, mask: jax.Array | None = None
+             ) -> tuple[jax.Array, jax.Array]:
+    """(B, S, S, C) float32 -> (mu, logvar), each (B, latent_dim); mask as in __call__."""
     for i in range(4):
       x = nn.Conv(self.width * 2 ** i, (4, 4), (2, 2), padding=((1, 1), (1, 1)),
                   use_bias=False, name=f"enc_conv{i}")(x)
-      x = nn.relu(self._norm(train)(x))
+      x = nn.relu(self._norm(x, train, mask))
     x = x.reshape(x.shape[0], -1)
     return (nn.Dense(self.latent_dim, name="fc_mu")(x),
             nn.Dense(self.latent_dim, name="fc_logvar")(x))
 
-  def decode(self, z: jax.Array, size: int, channels: int, train: bool) -> jax.Array:
-    """(B, latent_dim) -> (B, size, size, channels) reconstruction."""
+  def decode(self, z: jax.Array, size: int, channels: int, train: bool,
+             mask: jax.Array | None = None) -> jax.Array:
+    """(B, latent_dim) -> (B, size, size, channels) reconstruction; mask as in __call__."""
     side = size // 8
     x = nn.Dense(side * side * self.width * 8, name="fc_dec")(z)
     x = x.reshape(z.shape[0], side, side, self.width * 8)
     for i in range(3):
       x = nn.ConvTranspose(self.width * 2 ** (2 - i), (4, 4), (2, 2), padding="SAME",
                            use_bias=False, name=f"dec_conv{i}")(x)
-      x = nn.relu(self._norm(train)(x))
+      x = nn.relu(self._norm(x, train, mask))
     return nn.Conv(channels, (1, 1), name="dec_out")(x)
 
   @nn.compact
-  def __call__(self, x: jax.Array, rng: jax.Array | None = None, train: bool = False
-               ) -> dict[str, jax.Array]:
+  def __call__(self, x: jax.Array, rng: jax.Array | None = None, train: bool = False,
+               mask: jax.Array | None = None) -> dict[str, jax.Array]:
     """x (B, S, S, C) -> {'mu', 'logvar': (B, latent_dim), 'reconstruction': (B, S, S, C)}.
 
     The reconstruction decodes z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) drawn from
-    `rng`; without `rng` only the encoder runs (scoring needs mu alone).
+    `rng`; without `rng` only the encoder runs (scoring needs mu alone). In train mode
+    BatchNorm standardises by the batch's statistics, over the rows where the (B,) bool
+    `mask` is True when it is given (a padded batch's real rows).
     """
     if x.shape[1] != x.shape[2] or x.shape[1] % 16:
       raise ValueError(f"VAE input {x.shape[1:3]}: needs a square size divisible by 16")
-    mu, logvar = self.encode(x, train)
+    mu, logvar = self.encode(x, train, mask)
     out = {"mu": mu, "logvar": logvar}
     if rng is not None:
       z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape, mu.dtype)
-      out["reconstruction"] = self.decode(z, x.shape[1], x.shape[3], train)
+      out["reconstruction"] = self.decode(z, x.shape[1], x.shape[3], train, mask)
     return out
 
 

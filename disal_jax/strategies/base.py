@@ -355,18 +355,27 @@ def per_sample_batch_size(ctx: ScoringContext, batch_fn: Callable[..., jax.Array
 
 
 def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
-             rows: np.ndarray, capacity: int = 0) -> jax.Array:
-  """Runs `batch_fn(scoring_state, data, {'index': (B,)}) -> (B, ...)` over training rows.
+             rows: np.ndarray, capacity: int = 0, batch_size: Optional[int] = None,
+             extra: Optional[dict[str, np.ndarray]] = None) -> jax.Array:
+  """Runs `batch_fn(scoring_state, data, {'index': (B,), **extra}) -> (B, ...)` over rows.
 
-  Rows are padded to whole eval batches and split over the devices; the result (N, ...)
-  stays on device. With `capacity` > 0 the result keeps max(N, capacity) rows rounded up to
-  whole batches (rows from N on are padding), the same shape for every N up to capacity.
+  Rows (N,) of the training set are padded to whole batches of `batch_size` (default: the
+  eval batch) and split over the devices; each array of `extra` (N, ...), aligned with
+  `rows`, is padded with zeros (False) alike and gives the batch its rows. The result
+  (N, ...) stays on device. With `capacity` > 0 the result keeps max(N, capacity) rows
+  rounded up to whole batches (rows from N on are padding), the same shape for every N up to
+  capacity.
   """
-  padded, _ = pad_to_multiple(np.asarray(rows), ctx.config.train.eval_batch_size)
+  batch_size = batch_size or ctx.config.train.eval_batch_size
+  padded, _ = pad_to_multiple(np.asarray(rows), batch_size)
   if capacity > len(padded):
     padded = np.pad(padded, (0, capacity - len(padded)))
-  index = jax.device_put(padded, sharding.along_data(ctx.data.mesh))
-  outputs = _map_batches(batch_fn, scoring_state, ctx, index, len(rows), None)
+  split = sharding.along_data(ctx.data.mesh)
+  index = jax.device_put(padded, split)
+  extra = {key: jax.device_put(np.pad(value, [(0, len(padded) - len(value))]
+                                      + [(0, 0)] * (value.ndim - 1)), split)
+           for key, value in (extra or {}).items()}
+  outputs = _map_batches(batch_fn, scoring_state, ctx, index, len(rows), extra, batch_size)
   return outputs if capacity else jax.tree.map(lambda x: x[:len(rows)], outputs)
 
 

@@ -11,14 +11,28 @@ steps on
 one discriminator step on BCE(D(mu_L), 1) + BCE(D(mu_U), 0); Adam for both. The selection is
 the K unlabeled samples the discriminator finds least "labeled": the lowest D(mu).
 
+As the reference code (sinhasam/vaal), by default: the labeled and the unlabeled batch go
+through the VAE in separate passes, each standardised by its own BatchNorm batch statistics,
+in training and in the discriminator's step; scoring keeps the VAE in train mode (its
+`AdversarySampler.sample` never calls eval()), so each scoring batch of `batch_size` pool
+samples, in random order, is standardised by its own statistics and a sample's score depends
+on the batch it falls in; images are scaled to [-1, 1] ((x - 0.5) / 0.5) and flipped at random,
+scoring's too (its training set's transform flips whatever it serves).
+
 Choices, each a config key (`vaal.*`):
-- Images are normalised as for the task model and resized on device to `image_size` (32):
-  the networks are the reference's 32 px ones, and the reference's NaN on large images
-  (exp(logvar) overflowing in the KL) does not arise from the resolution.
+- `batch_norm`: 'separate' (the reference) or 'joint': both batches in one pass, with one
+  set of statistics (see `_iteration` for when that matters).
+- `score_batch_norm`: 'batch' (the reference) or 'running': eval mode, the running
+  statistics, so a sample's score does not depend on its batch.
+- `normalise`: 'half' (the reference's (x - 0.5) / 0.5) or 'task': the task model's mean
+  and std. `flip`: 'all' (the reference), 'train' (training batches only: deterministic
+  scores given the batches) or 'none'.
+- Images are resized on device to `image_size` (32): the networks are the reference's 32 px
+  ones, and the reference's NaN on large images (exp(logvar) overflowing in the KL) does not
+  arise from the resolution.
 - KL summed over latent dimensions and over the batch, as the reference (`kl_reduction='sum'`;
   'mean' averages over the batch instead, so beta does not scale with the batch size).
-- No augmentation for either set: labeled and unlabeled images differ only in content, so the
-  discriminator cannot key on augmentation.
+- Both sets get the same augmentation (flips at most), so the discriminator cannot key on it.
 - Length (`num_iterations`): `epochs` passes of `batch_size` over the whole training set, as
   the reference (`iterations_per='train_set'`), or over the labeled set ('labeled', about 10x
   fewer at the first budgets), rounded up to whole jitted calls of `steps_per_call`
@@ -46,11 +60,15 @@ import optax
 
 from disal_jax.models import vaal as vaal_models
 from disal_jax.config import check_value
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
-                                       batched_pool_scores)
+from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, map_rows,
+                                       pool_capacity)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.trainer import epoch_batches
+
+# Folded into the cycle's key for the scoring batches' order and flips.
+SCORE_STREAM = 0x5C0
+
 
 class VaalDiverged(FloatingPointError):
   """VAAL's VAE or discriminator diverged; the message names where and what to change."""
@@ -67,6 +85,10 @@ class Settings:
   learning_rate: float
   vae_steps: int
   kl_reduction: str
+  batch_norm: str
+  score_batch_norm: str
+  normalise: str
+  flip: str
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Settings":
@@ -74,7 +96,8 @@ class Settings:
     return cls(vaal_models.VAE(latent_dim=int(v.latent_dim), width=int(v.width)),
                vaal_models.Discriminator(hidden=int(v.discriminator_hidden)),
                int(v.image_size), float(v.beta), float(v.adversary_weight),
-               float(v.learning_rate), int(v.vae_steps), str(v.kl_reduction))
+               float(v.learning_rate), int(v.vae_steps), str(v.kl_reduction),
+               str(v.batch_norm), str(v.score_batch_norm), str(v.normalise), str(v.flip))
 
   def optimizer(self) -> optax.GradientTransformation:
     return optax.adam(self.learning_rate)
@@ -113,9 +136,18 @@ def discriminator_loss(logits_labeled: jax.Array, logits_unlabeled: jax.Array) -
   return bce(logits_labeled, 1.0) + bce(logits_unlabeled, 0.0)
 
 
-def vae_images(data, index: jax.Array, preprocess: Preprocess, size: int) -> jax.Array:
-  """(B, size, size, C) float32: rows `index` normalised, resized bilinearly if needed."""
-  x = preprocess.normalise(data.images_at(index))
+def vae_images(data, index: jax.Array, preprocess: Preprocess, settings: Settings,
+               flip: jax.Array | None = None) -> jax.Array:
+  """(B, size, size, C) float32: rows `index` (B,) normalised as `settings.normalise` says,
+  mirrored left-right where the (B,) bool `flip` is True, resized bilinearly if needed."""
+  images = data.images_at(index)
+  if settings.normalise == "task":
+    x = preprocess.normalise(images)
+  else:  # the reference's Normalize(mean=0.5, std=0.5) of x in [0, 1]
+    x = (images.astype(jnp.float32) / 255.0 - 0.5) / 0.5
+  if flip is not None:
+    x = jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
+  size = settings.image_size
   if x.shape[1:3] != (size, size):
     x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "bilinear")
   return x
@@ -136,29 +168,55 @@ def init_state(rng: jax.Array, settings: Settings, channels: int) -> VaalState:
                      tx.init(variables["params"]), tx.init(disc_params))
 
 
-def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settings: Settings):
-  """One VAAL iteration: `vae_steps` VAE updates, then one discriminator update.
+def random_flips(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """bool `shape`: each True with probability 1/2, one key per entry (so a batch's draws do
+  not depend on how it is split over the devices)."""
+  keys = jax.random.split(rng, math.prod(shape))
+  return jax.vmap(jax.random.bernoulli)(keys).reshape(shape)
 
-  The labeled and unlabeled batches go through the VAE together, as one batch with one set of
-  batch statistics. The reference code passes them separately, so each set is standardised
-  on its own while training, which hides any difference in the sets' means from the
-  discriminator; scoring then uses the running statistics (so a sample's score does not depend
-  on its batch), which mix both sets. With separate statistics the discriminator's ranking of
-  a trivially separable labeled/unlabeled pair of sets (tests/test_vaal.py) had an AUC
-  anywhere from 0.0 to 1.0 over four seeds; with joint statistics 0.99-1.0.
+
+def vae_passes(vae: vaal_models.VAE, params, stats, x_l: jax.Array, x_u: jax.Array,
+               rng: jax.Array | None, batch_norm: str):
+  """The VAE in train mode on a labeled and an unlabeled batch (B, S, S, C) each.
+
+  'separate': one pass per batch, each standardised by its own statistics (the reference);
+  'joint': one pass over both, one set of statistics. Returns (out_l, out_u, batch_stats):
+  the VAE's outputs (reconstructions only with `rng`) and the updated running statistics.
   """
-  labeled_index, unlabeled_index, rng = inputs  # (vae_steps, B) rows: a batch per VAE step
-  vae, disc, tx = settings.vae, settings.discriminator, settings.optimizer()
-
-  def encode_decode(params, stats, x, key):
+  def run(x, key, stats):
     out, updates = vae.apply({"params": params, "batch_stats": stats}, x, key, train=True,
                              mutable=["batch_stats"])
     return out, updates["batch_stats"]
 
+  key_l, key_u = (None, None) if rng is None else jax.random.split(rng)
+  if batch_norm == "joint":
+    out, stats = run(jnp.concatenate([x_l, x_u]), key_l, stats)
+    split = x_l.shape[0]
+    return (jax.tree.map(lambda v: v[:split], out), jax.tree.map(lambda v: v[split:], out),
+            stats)
+  out_l, stats = run(x_l, key_l, stats)  # running statistics: labeled, then unlabeled
+  out_u, stats = run(x_u, key_u, stats)
+  return out_l, out_u, stats
+
+
+def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settings: Settings):
+  """One VAAL iteration: `vae_steps` VAE updates, then one discriminator update.
+
+  With `batch_norm='separate'` (the reference) each set is standardised on its own, which
+  hides any difference in the sets' per-channel means and scales from the discriminator;
+  'joint' standardises both together and keeps it. Scoring in train mode (the reference)
+  standardises each scoring batch on its own as well. On a trivially separable pair of sets
+  (tests/test_vaal.py, each set scored in its own batches) the discriminator's
+  labeled-vs-unlabeled AUC was 0.60-0.81 over four seeds with the reference's settings, and
+  1.0 for every seed when scoring used the running statistics (`score_batch_norm='running'`,
+  with separate or joint statistics in training).
+  """
+  # (vae_steps, B) rows and flips: a batch per VAE step
+  labeled_index, unlabeled_index, flip_l, flip_u, rng = inputs
+  vae, disc, tx = settings.vae, settings.discriminator, settings.optimizer()
+
   def vae_objective(params, stats, key, x_l, x_u):
-    out, stats = encode_decode(params, stats, jnp.concatenate([x_l, x_u]), key)
-    out_l, out_u = (jax.tree.map(lambda v: v[:x_l.shape[0]], out),
-                    jax.tree.map(lambda v: v[x_l.shape[0]:], out))
+    out_l, out_u, stats = vae_passes(vae, params, stats, x_l, x_u, key, settings.batch_norm)
     loss_l, mse_l, kl_l = vae_loss(x_l, out_l["reconstruction"], out_l["mu"], out_l["logvar"],
                                    settings.beta, settings.kl_reduction)
     loss_u, mse_u, kl_u = vae_loss(x_u, out_u["reconstruction"], out_u["mu"], out_u["logvar"],
@@ -171,9 +229,9 @@ def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settin
 
   def vae_step(carry, step_inputs):
     params, stats, opt = carry
-    key, rows_l, rows_u = step_inputs
-    x_l = vae_images(data, rows_l, preprocess, settings.image_size)
-    x_u = vae_images(data, rows_u, preprocess, settings.image_size)
+    key, rows_l, rows_u, fl_l, fl_u = step_inputs
+    x_l = vae_images(data, rows_l, preprocess, settings, fl_l)
+    x_u = vae_images(data, rows_u, preprocess, settings, fl_u)
     (_, (stats, metrics)), grads = jax.value_and_grad(vae_objective, has_aux=True)(
         params, stats, key, x_l, x_u)
     updates, opt = tx.update(grads, opt, params)
@@ -182,19 +240,15 @@ def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settin
   # A scan, not a Python loop: the step compiles once, not vae_steps times.
   (params, stats, opt), metrics = jax.lax.scan(
       vae_step, (state.vae_params, state.vae_stats, state.vae_opt),
-      (jax.random.split(rng, settings.vae_steps), labeled_index, unlabeled_index))
+      (jax.random.split(rng, settings.vae_steps), labeled_index, unlabeled_index, flip_l,
+       flip_u))
   metrics = jax.tree.map(lambda x: x[-1], metrics)
-  # the discriminator learns on the last VAE step's batch, as the reference's loop leaves it
-  x_l = vae_images(data, labeled_index[-1], preprocess, settings.image_size)
-  x_u = vae_images(data, unlabeled_index[-1], preprocess, settings.image_size)
-
-  def encode(x, stats):
-    out, updates = vae.apply({"params": params, "batch_stats": stats}, x, train=True,
-                             mutable=["batch_stats"])
-    return jax.lax.stop_gradient(out["mu"]), updates["batch_stats"]
-
-  mu, stats = encode(jnp.concatenate([x_l, x_u]), stats)
-  mu_l, mu_u = mu[:x_l.shape[0]], mu[x_l.shape[0]:]
+  # the discriminator learns on the last VAE step's images (flips included), as the
+  # reference's loop leaves them, encoded in train mode as there
+  x_l = vae_images(data, labeled_index[-1], preprocess, settings, flip_l[-1])
+  x_u = vae_images(data, unlabeled_index[-1], preprocess, settings, flip_u[-1])
+  out_l, out_u, stats = vae_passes(vae, params, stats, x_l, x_u, None, settings.batch_norm)
+  mu_l, mu_u = jax.lax.stop_gradient(out_l["mu"]), jax.lax.stop_gradient(out_u["mu"])
   d_loss, d_grads = jax.value_and_grad(
       lambda p: discriminator_loss(disc.apply({"params": p}, mu_l),
                                    disc.apply({"params": p}, mu_u)))(state.disc_params)
@@ -214,20 +268,60 @@ def train_chunk(state: VaalState, data, labeled_index: jax.Array, unlabeled_inde
   Returns the new state and a dict of (T,) float32 losses per iteration.
   """
   step = functools.partial(_iteration, data=data, preprocess=preprocess, settings=settings)
+  flip_rng, rng = jax.random.split(rng)
   keys = jax.random.split(rng, labeled_index.shape[0])
+  if settings.flip == "none":
+    flip_l = flip_u = jnp.zeros(labeled_index.shape, bool)
+  else:
+    flip_l, flip_u = random_flips(flip_rng, (2,) + labeled_index.shape)
   # optax's Adam mixes Python scalars with int32 step counts, which the strict dtype-promotion
   # mode (our tests run in it) refuses; standard promotion is what it is written for.
   with jax.numpy_dtype_promotion("standard"):
-    return jax.lax.scan(step, state, (labeled_index, unlabeled_index, keys))
+    return jax.lax.scan(step, state, (labeled_index, unlabeled_index, flip_l, flip_u, keys))
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "settings"))
 def discriminator_logits(state: VaalState, data, batch, *, preprocess: Preprocess,
                          settings: Settings) -> jax.Array:
-  """(B,) float32 logits of D(mu(x)) for rows `batch['index']`, both networks in eval mode."""
-  x = vae_images(data, batch["index"], preprocess, settings.image_size)
-  out = settings.vae.apply({"params": state.vae_params, "batch_stats": state.vae_stats}, x)
+  """(B,) float32 logits of D(mu(x)) for rows `batch['index']` (B,) int32.
+
+  `batch` may hold 'flip' (B,) bool (images to mirror) and 'valid' (B,) bool (the real rows
+  of a padded batch). With `score_batch_norm='batch'` the VAE runs in train mode, as the
+  reference's scoring: BatchNorm standardises by the statistics of the batch's valid rows
+  (all rows without 'valid'); with 'running', in eval mode.
+  """
+  x = vae_images(data, batch["index"], preprocess, settings, batch.get("flip"))
+  variables = {"params": state.vae_params, "batch_stats": state.vae_stats}
+  if settings.score_batch_norm == "batch":
+    out, _ = settings.vae.apply(variables, x, train=True, mask=batch.get("valid"),
+                                mutable=["batch_stats"])
+  else:
+    out = settings.vae.apply(variables, x)
   return settings.discriminator.apply({"params": state.disc_params}, out["mu"])
+
+
+def pool_logits(ctx: ScoringContext, state: VaalState) -> np.ndarray:
+  """(P,) float64 logits D(mu(x)) of ctx.candidates.
+
+  As the reference's scoring loader: the candidates in a random order, in batches of
+  `vaal.batch_size` (the last one shorter: its padding is masked out of BatchNorm's
+  statistics), each image flipped at random with `vaal.flip='all'`.
+  """
+  settings = Settings.from_config(ctx.config)
+  draw = np.random.default_rng(np.asarray(jax.random.key_data(
+      jax.random.fold_in(ctx.rng, SCORE_STREAM))))
+  count = len(ctx.candidates)
+  order = draw.permutation(count)
+  extra = {"valid": np.ones(count, bool)}
+  if settings.flip == "all":
+    extra["flip"] = draw.random(count) < 0.5
+  fn = functools.partial(discriminator_logits, preprocess=ctx.data.preprocess, settings=settings)
+  # the run's pool capacity: the same shapes every cycle, so nothing compiles again
+  shuffled = sharding.fetch(map_rows(ctx, fn, state, ctx.candidates[order], pool_capacity(ctx),
+                                     batch_size=int(ctx.config.vaal.batch_size), extra=extra))
+  logits = np.empty(count)
+  logits[order] = shuffled[:count]
+  return logits
 
 
 def iteration_batches(rng: np.random.Generator, rows: np.ndarray, batch_size: int,
@@ -308,11 +402,8 @@ def train(ctx: ScoringContext) -> tuple[VaalState, dict[str, np.ndarray]]:
 
 def score(ctx: ScoringContext) -> np.ndarray:
   """(P,) float64 -logit D(mu(x)) of ctx.candidates: the top-k are the least "labeled"."""
-  settings = Settings.from_config(ctx.config)
   state, _ = train(ctx)
-  fn = functools.partial(discriminator_logits, preprocess=ctx.data.preprocess,
-                         settings=settings)
-  logits = batched_pool_scores(ctx, fn, state).astype(np.float64)
+  logits = pool_logits(ctx, state)
   if not np.all(np.isfinite(logits)):
     raise VaalDiverged(f"VAAL's discriminator gave {int(np.sum(~np.isfinite(logits)))} "
                        f"non-finite scores in cycle {ctx.cycle}; lower vaal.learning_rate "
@@ -321,6 +412,10 @@ def score(ctx: ScoringContext) -> np.ndarray:
 
 
 KL_REDUCTIONS = ("sum", "mean")
+BATCH_NORMS = ("separate", "joint")
+SCORE_BATCH_NORMS = ("batch", "running")
+NORMALISATIONS = ("half", "task")
+FLIPS = ("all", "train", "none")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -332,13 +427,17 @@ def defaults() -> ml_collections.ConfigDict:
   s.beta = 1.0  # of the KL term
   s.adversary_weight = 1.0  # of the VAE's "fool the discriminator" term
   s.kl_reduction = "sum"  # over the batch: 'sum' (the reference) or 'mean'
+  s.batch_norm = "separate"  # training: a pass (statistics) per set, the reference's; 'joint'
+  s.score_batch_norm = "batch"  # scoring: each batch's statistics (the reference); 'running'
+  s.normalise = "half"  # 'half': (x - 0.5) / 0.5, the reference's; 'task': the task model's
+  s.flip = "all"  # random flips of 'all' images (the reference: scoring's too), 'train', 'none'
   s.learning_rate = 5e-4  # Adam, VAE and discriminator
   s.vae_steps = 2  # VAE steps per discriminator step
   s.epochs = 100  # passes of batch_size over the set below
   # 'train_set': iterations = epochs x training-set size / batch_size (the reference's);
   # 'labeled': epochs x labeled-set size / batch_size (about 10x fewer at small budgets).
   s.iterations_per = "train_set"
-  s.batch_size = 128  # labeled and unlabeled images per iteration, each
+  s.batch_size = 128  # labeled and unlabeled images per iteration, each; pool per scoring batch
   s.steps_per_call = 50  # iterations per jitted call; the losses are checked between calls
   s.max_loss = 1e4  # a reconstruction error above it counts as divergence
   return s
@@ -353,8 +452,10 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
     check_value(va[key] >= 1, f"vaal.{key}", va[key], "an integer >= 1")
   check_value(va.image_size >= 16 and va.image_size % 16 == 0, "vaal.image_size", va.image_size,
               "a positive multiple of 16 (four stride-2 convolutions)")
-  check_value(va.kl_reduction in KL_REDUCTIONS, "vaal.kl_reduction", va.kl_reduction,
-              f"one of {KL_REDUCTIONS}")
+  for key, allowed in (("kl_reduction", KL_REDUCTIONS), ("batch_norm", BATCH_NORMS),
+                       ("score_batch_norm", SCORE_BATCH_NORMS), ("normalise", NORMALISATIONS),
+                       ("flip", FLIPS)):
+    check_value(va[key] in allowed, f"vaal.{key}", va[key], f"one of {allowed}")
   for key in ("beta", "adversary_weight"):
     check_value(va[key] >= 0, f"vaal.{key}", va[key], ">= 0")
   check_value(va.learning_rate > 0, "vaal.learning_rate", va.learning_rate, "> 0")
