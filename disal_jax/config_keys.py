@@ -10,14 +10,13 @@ end, so this listing cannot drift from the code.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 
 from absl import app, flags
 
 from disal_jax import config as config_lib
-
-_PREFIX = flags.DEFINE_string("prefix", "", "Only keys starting with this (e.g. 'disal.').")
 
 _SECTION = re.compile(r"^\s*(?P<parent>\w+)\.(?P<name>\w+) = (?P<alias>\w+) = "
                       r"ml_collections\.ConfigDict\(\)")
@@ -90,10 +89,16 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
   return out
 
 
-def main(argv):
+def define_flags() -> flags.FlagHolder:
+  """Defines --prefix on absl's FLAGS (when the command runs: importing this module, as the
+  tests do, defines no flag)."""
+  return flags.DEFINE_string("prefix", "", "Only keys starting with this (e.g. 'disal.').")
+
+
+def main(argv: list[str], prefix: flags.FlagHolder) -> None:
   del argv
-  print(describe(_PREFIX.value))
+  print(describe(prefix.value))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(functools.partial(main, prefix=define_flags()))

@@ -11,6 +11,8 @@ Several hosts: start the same command on every host with --distributed (docs/mul
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 
 from absl import app, flags
@@ -18,23 +20,38 @@ from ml_collections import config_flags
 
 from disal_jax import checkpoint, cli, distributed, loop
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/default", "Output directory.")
-_FORCE = flags.DEFINE_bool("force", False, "Discard this config's runs already in --workdir "
-                           "and start over (needed when their config differs).")
-_DISTRIBUTED = distributed.define_flags()
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """This command's flags (`define_flags`)."""
+  config: flags.FlagHolder
+  workdir: flags.FlagHolder
+  force: flags.FlagHolder
+  distributed: distributed.Flags
 
 
-def main(argv):
+def define_flags() -> Flags:
+  """Defines this command's flags on absl's FLAGS. Called when the command runs, never at
+  import: importing this module defines no flag, so entry modules can share a process."""
+  defined = Flags(
+      config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                      lock_config=True),
+      flags.DEFINE_string("workdir", "workdirs/default", "Output directory."),
+      flags.DEFINE_bool("force", False, "Discard this config's runs already in --workdir "
+                        "and start over (needed when their config differs)."),
+      distributed.define_flags())
+  flags.mark_flags_as_required(["config"])
+  return defined
+
+
+def main(argv: list[str], args: Flags) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
   checkpoint.quiet_orbax_info_logs()
-  _DISTRIBUTED.initialize()
-  loop.run_experiment(_CONFIG.value, _WORKDIR.value, force=_FORCE.value)
+  args.distributed.initialize()
+  loop.run_experiment(args.config.value, args.workdir.value, force=args.force.value)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  cli.run(main)
+  cli.run(functools.partial(main, args=define_flags()))

@@ -20,7 +20,9 @@ one job, as for disal_jax.main (not with --workers).
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import functools
 import logging
 import os
 import pathlib
@@ -35,18 +37,37 @@ from disal_jax import checkpoint, cli, distributed, loop, run_lock
 from disal_jax.data.registry import load_dataset
 from disal_jax.report import sweep_report
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_STRATEGIES = flags.DEFINE_list("strategies", None,
-                                "Strategies to run (default: the config's).")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep folder.")
-_FORCE = flags.DEFINE_bool("force", False, "Discard existing runs of these pairs first.")
-_WORKERS = flags.DEFINE_integer("workers", 1, "Worker processes sharing the sweep.")
-_DEVICES_PER_WORKER = flags.DEFINE_integer(
-    "devices_per_worker", 0, "With --workers: give worker i GPUs i*k .. i*k+k-1 "
-    "(CUDA_VISIBLE_DEVICES); 0 = every worker sees every device.")
-_DISTRIBUTED = distributed.define_flags()
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """This command's flags (`define_flags`)."""
+  config: flags.FlagHolder
+  strategies: flags.FlagHolder
+  seeds: flags.FlagHolder
+  workdir: flags.FlagHolder
+  force: flags.FlagHolder
+  workers: flags.FlagHolder
+  devices_per_worker: flags.FlagHolder
+  distributed: distributed.Flags
+
+
+def define_flags() -> Flags:
+  """Defines this command's flags on absl's FLAGS. Called when the command runs, never at
+  import: importing this module (`run_sweep` and the rest) defines no flag."""
+  defined = Flags(
+      config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                      lock_config=True),
+      flags.DEFINE_list("strategies", None, "Strategies to run (default: the config's)."),
+      flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run."),
+      flags.DEFINE_string("workdir", None, "The sweep folder."),
+      flags.DEFINE_bool("force", False, "Discard existing runs of these pairs first."),
+      flags.DEFINE_integer("workers", 1, "Worker processes sharing the sweep."),
+      flags.DEFINE_integer(
+          "devices_per_worker", 0, "With --workers: give worker i GPUs i*k .. i*k+k-1 "
+          "(CUDA_VISIBLE_DEVICES); 0 = every worker sees every device."),
+      distributed.define_flags())
+  flags.mark_flags_as_required(["config", "workdir"])
+  return defined
 
 
 def parse_seeds(values: list[str]) -> list[int]:
@@ -150,28 +171,29 @@ def _spawn_workers(count: int, devices_per_worker: int) -> int:
   return max(p.wait() for p in procs)
 
 
-def main(argv):
+def main(argv: list[str], args: Flags) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
   checkpoint.quiet_orbax_info_logs()
-  seeds = parse_seeds(_SEEDS.value)
-  if _WORKERS.value < 1:
-    raise app.UsageError(f"--workers={_WORKERS.value}: give 1 or more")
-  if _WORKERS.value > 1:
-    if _DISTRIBUTED.distributed.value:
+  seeds = parse_seeds(args.seeds.value)
+  workers = args.workers.value
+  if workers < 1:
+    raise app.UsageError(f"--workers={workers}: give 1 or more")
+  if workers > 1:
+    if args.distributed.distributed.value:
       raise app.UsageError("--workers runs independent processes; --distributed runs one "
                            "job over several hosts: use one or the other")
-    if _FORCE.value:  # once, before any worker starts
-      discard(_CONFIG.value, _STRATEGIES.value, seeds, _WORKDIR.value)
-    status = _spawn_workers(_WORKERS.value, _DEVICES_PER_WORKER.value)
+    if args.force.value:  # once, before any worker starts
+      discard(args.config.value, args.strategies.value, seeds, args.workdir.value)
+    status = _spawn_workers(workers, args.devices_per_worker.value)
     if status:
       sys.exit(status)
     return
-  _DISTRIBUTED.initialize()
-  run_sweep(_CONFIG.value, _STRATEGIES.value, seeds, _WORKDIR.value, _FORCE.value)
+  args.distributed.initialize()
+  run_sweep(args.config.value, args.strategies.value, seeds, args.workdir.value,
+            args.force.value)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  cli.run(main)
+  cli.run(functools.partial(main, args=define_flags()))

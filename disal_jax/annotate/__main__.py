@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 
 from absl import app, flags
@@ -22,34 +24,53 @@ from disal_jax.annotate import rounds
 
 COMMANDS = ("init", "next", "import", "undo", "status")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (init only).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The project's folder.")
-_IMAGES = flags.DEFINE_string("images", None, "init: the image folder.")
-_BUDGET = flags.DEFINE_integer("budget", None, "next: images to select.")
-_STRATEGY = flags.DEFINE_string("strategy", "disal", "next: a registered strategy name.")
-_REPLACE = flags.DEFINE_bool("replace", False, "next: replace an open query.")
-_LABELS = flags.DEFINE_string("labels", None, "import: the answers, a CSV with id,label.")
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """This command's flags (`define_flags`)."""
+  config: flags.FlagHolder
+  workdir: flags.FlagHolder
+  images: flags.FlagHolder
+  budget: flags.FlagHolder
+  strategy: flags.FlagHolder
+  replace: flags.FlagHolder
+  labels: flags.FlagHolder
 
 
-def run(command: str) -> str:
+def define_flags() -> Flags:
+  """Defines this command's flags on absl's FLAGS. Called when the command runs, never at
+  import: importing this module defines no flag."""
+  return Flags(
+      config_flags.DEFINE_config_file("config", None, "Config file (init only).",
+                                      lock_config=True),
+      flags.DEFINE_string("workdir", None, "The project's folder."),
+      flags.DEFINE_string("images", None, "init: the image folder."),
+      flags.DEFINE_integer("budget", None, "next: images to select."),
+      flags.DEFINE_string("strategy", "disal", "next: a registered strategy name."),
+      flags.DEFINE_bool("replace", False, "next: replace an open query."),
+      flags.DEFINE_string("labels", None, "import: the answers, a CSV with id,label."))
+
+
+def run(command: str, args: Flags) -> str:
   """Runs one command with the parsed flags; returns what it prints."""
   if command == "init":
-    if not _IMAGES.value or _CONFIG.value is None:
+    if not args.images.value or args.config.value is None:
       raise app.UsageError("init needs --images=DIR and --config=FILE")
-    project = project_lib.init_project(_IMAGES.value, _WORKDIR.value, _CONFIG.value)
+    project = project_lib.init_project(args.images.value, args.workdir.value,
+                                       args.config.value)
     return (f"registered {project.num_images} images ({int((project.initial_labels >= 0).sum())}"
             f" labeled, classes {list(project.class_names)}) in {project.workdir}")
-  project = project_lib.load_project(_WORKDIR.value)
+  project = project_lib.load_project(args.workdir.value)
   if command == "next":
-    if _BUDGET.value is None:
+    if args.budget.value is None:
       raise app.UsageError("next needs --budget=N")
-    out = rounds.next_query(project, _STRATEGY.value, _BUDGET.value, _REPLACE.value)
+    out = rounds.next_query(project, args.strategy.value, args.budget.value,
+                            args.replace.value)
     return f"query written to {out} (query.csv, query.json, contact_sheet.png)"
   if command == "import":
-    if not _LABELS.value:
+    if not args.labels.value:
       raise app.UsageError("import needs --labels=FILE")
-    done = rounds.import_answers(project, _LABELS.value)
+    done = rounds.import_answers(project, args.labels.value)
     return (f"merged {done['merged']} labels ({done['unanswered']} unanswered stay unlabeled);"
             f" now at round {done['round']}")
   if command == "undo":
@@ -58,16 +79,16 @@ def run(command: str) -> str:
   return rounds.status(project)
 
 
-def main(argv):
+def main(argv: list[str], args: Flags) -> None:
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: python -m disal_jax.annotate {{{'|'.join(COMMANDS)}}} "
                          "--workdir=W [flags]")
-  if not _WORKDIR.value:
+  if not args.workdir.value:
     raise app.UsageError("--workdir is required")
   logging.getLogger().setLevel(logging.INFO)
   checkpoint.quiet_orbax_info_logs()
-  print(run(argv[1]), flush=True)
+  print(run(argv[1], args), flush=True)
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(functools.partial(main, args=define_flags()))

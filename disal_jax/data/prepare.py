@@ -8,6 +8,8 @@ offline machine fails in seconds instead of after tfds' minutes of retries.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import socket
 import urllib.parse
 
@@ -15,10 +17,26 @@ from absl import app, flags
 
 from disal_jax.data import tfds_source
 
-_DATASET = flags.DEFINE_enum("dataset", None, sorted(tfds_source.SPECS), "Dataset to prepare.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "tfds data_dir ('' = ~/tensorflow_datasets).")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "Folder with manually downloaded archives.")
-_PROBE_TIMEOUT_S = flags.DEFINE_float("probe_timeout_s", 5.0, "Network check timeout.")
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """This command's flags (`define_flags`)."""
+  dataset: flags.FlagHolder
+  data_dir: flags.FlagHolder
+  manual_dir: flags.FlagHolder
+  probe_timeout_s: flags.FlagHolder
+
+
+def define_flags() -> Flags:
+  """Defines this command's flags on absl's FLAGS. Called when the command runs, never at
+  import: importing this module defines no flag."""
+  defined = Flags(
+      flags.DEFINE_enum("dataset", None, sorted(tfds_source.SPECS), "Dataset to prepare."),
+      flags.DEFINE_string("data_dir", "", "tfds data_dir ('' = ~/tensorflow_datasets)."),
+      flags.DEFINE_string("manual_dir", "", "Folder with manually downloaded archives."),
+      flags.DEFINE_float("probe_timeout_s", 5.0, "Network check timeout."))
+  flags.mark_flag_as_required("dataset")
+  return defined
 
 
 def network_reachable(url: str, timeout_s: float) -> bool:
@@ -32,21 +50,20 @@ def network_reachable(url: str, timeout_s: float) -> bool:
     return False
 
 
-def main(argv):
+def main(argv: list[str], args: Flags) -> None:
   del argv
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  name = _DATASET.value
-  builder = tfds_source.builder_for(name, _DATA_DIR.value)
+  name = args.dataset.value
+  builder = tfds_source.builder_for(name, args.data_dir.value)
   if not tfds_source.SPECS[name].manual and not network_reachable(
-      builder.info.homepage, _PROBE_TIMEOUT_S.value):
+      builder.info.homepage, args.probe_timeout_s.value):
     raise SystemExit(f"No network: cannot reach {builder.info.homepage} to download {name!r}. "
                      "Prepare it on a machine with network access and copy the data_dir here.")
   builder.download_and_prepare(
       file_format="array_record",
-      download_config=tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value or None))
+      download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir.value or None))
   print(f"Prepared {name!r} in {builder.data_dir}")
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("dataset")
-  app.run(main)
+  app.run(functools.partial(main, args=define_flags()))

@@ -64,6 +64,10 @@ class TrainHook(Protocol):
     outputs as the keyword `joint_outputs`.
   active(epoch) -> bool: whether the hook takes part in `epoch`; the epochs it sits out run
     the plain train step (state.extras pass through unchanged).
+
+  A hook is static configuration: a frozen dataclass of its settings, hashed and compared by
+  value and holding no arrays. Equal hooks (the same config's, run after run) share one entry
+  of `jitted_steps`' cache.
   """
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess): ...
@@ -197,14 +201,28 @@ class JittedSteps:
   predict: Callable
 
 
-@functools.lru_cache(maxsize=None)
 def jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook],
                  pixel_stride: int = 1) -> JittedSteps:
   """The jitted steps for one (mesh, preprocessing, hook), shared by every Trainer.
 
   Sharing them lets JAX reuse compiled executables across strategies, seeds and cycles of
   one process (a sweep, the tests): a new jit wrapper per Trainer would compile again.
+
+  Raises:
+    TypeError: `hook` is hashed by identity (a plain class). Each run builds its own hook,
+      so such a key would add an entry, compiled steps included, with every Trainer.
   """
+  if hook is not None and type(hook).__hash__ is object.__hash__:
+    raise TypeError(f"{type(hook).__name__}: a train hook is static configuration, hashed "
+                    "by value; make it a frozen dataclass of its settings, so that equal "
+                    "configs share one entry of the compiled-steps cache")
+  return _jitted_steps(mesh, preprocess, hook, pixel_stride)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook],
+                  pixel_stride: int) -> JittedSteps:
+  """`jitted_steps`, cached on its arguments: static settings, none of them holding arrays."""
   replicated = sharding.replicated(mesh)
   extra_loss = None if hook is None else functools.partial(hook.loss, preprocess=preprocess)
   joint_images = getattr(hook, "joint_images", None)
@@ -219,6 +237,21 @@ def jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook],
       predict=jax.jit(functools.partial(steps.predict_probs, preprocess=preprocess,
                                         pixel_stride=pixel_stride),
                       out_shardings=sharding.along_data(mesh)))
+
+
+@functools.lru_cache(maxsize=None)
+def record_update(weighting: str, ema_decay: float, record_sharding: record_lib.PoolRecord
+                  ) -> Callable:
+  """The jitted `record_lib.update_record` for one (weighting, decay, record layout), shared
+  by every Trainer (compiled once per layout in a process).
+
+  `record_sharding` is a PoolRecord of NamedShardings (`record_lib.record_shardings`). The key
+  is static configuration only: a cache that held a Trainer would keep it, and the splits it
+  holds on device, alive for the rest of the process.
+  """
+  return jax.jit(functools.partial(record_lib.update_record, weighting=weighting,
+                                   ema_decay=ema_decay),
+                 donate_argnums=0, out_shardings=record_sharding)
 
 
 class Trainer:
@@ -255,14 +288,6 @@ class Trainer:
   def _plain_step(self) -> Callable:
     """The plain train step, for the epochs a hook sits out (compiled on first use)."""
     return jitted_steps(self.mesh, self.preprocess, None, self.pixel_stride).train
-
-  @functools.cache
-  def _update_record(self, record_sharding: record_lib.PoolRecord):
-    """The jitted record update for one record layout (cached: compiled once per layout)."""
-    return jax.jit(functools.partial(record_lib.update_record,
-                                     weighting=self.config.record.weighting,
-                                     ema_decay=self.config.record.ema_decay),
-                   donate_argnums=0, out_shardings=record_sharding)
 
   @property
   def prob_shape(self) -> tuple[int, ...]:
@@ -426,8 +451,9 @@ class Trainer:
     else:
       progress = resume
     if progress.record is not None:
-      update_record = self._update_record(record_lib.record_shardings(progress.record,
-                                                                      self.mesh))
+      update_record = record_update(self.config.record.weighting,
+                                    self.config.record.ema_decay,
+                                    record_lib.record_shardings(progress.record, self.mesh))
     state, record = progress.state, progress.record
     epochs = list(progress.epochs)
     train_seconds, record_seconds = progress.train_seconds, progress.record_seconds
