@@ -1,21 +1,15 @@
 """Interruption, resume and fault handling: orbax checkpoints, SIGKILL, corruption, bad config."""
 
-import errno
-import inspect
 import json
 import pathlib
-import re
 import signal
 import subprocess
 import sys
-from unittest import mock
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from disal_jax import checkpoint, loop
-from disal_jax.strategies import registry
 from disal_jax.training.trainer import TrainingDiverged
 
 from tests.helpers import REPO, subprocess_env, tiny_config
@@ -161,97 +155,3 @@ def _template_for(config, tmp_path, meta):
   assert meta["has_progress"]
   return {"labeled_round": jax.ShapeDtypeStruct((400,), np.int32),
           "progress": {"state": p.state, "start_params": p.start_params, "record": None}}
-
-
-# -- the checkpointer alone -------------------------------------------------------------
-def _tree(v):
-  return {"a": jnp.full((3,), v, jnp.float32), "b": {"c": jnp.arange(4) + int(v)}}
-
-
-def _template(meta):
-  return {"a": np.zeros(3, np.float32), "b": {"c": np.zeros(4, np.int32)}}
-
-
-def test_a_full_disk_fails_the_save_clearly_and_keeps_earlier_checkpoints(tmp_path):
-  ckpt = checkpoint.RunCheckpointer(tmp_path, keep=3)
-  ckpt.save(1, _tree(1.0), {"n": 1})
-  full = OSError(errno.ENOSPC, "No space left on device")
-  with mock.patch.object(ckpt.manager, "save", side_effect=full):
-    with pytest.raises(checkpoint.CheckpointError, match=r"the disk is full.*\[1\] are intact"):
-      ckpt.save(2, _tree(2.0), {"n": 2})
-  step, tree, meta = ckpt.restore_newest(_template)
-  assert step == 1 and meta["n"] == 1
-  np.testing.assert_array_equal(tree["a"], [1.0, 1.0, 1.0])
-  ckpt.close()
-
-
-def test_every_checkpoint_corrupt_is_an_error_not_a_silent_restart(tmp_path):
-  ckpt = checkpoint.RunCheckpointer(tmp_path, keep=3)
-  ckpt.save(1, _tree(1.0), {})
-  ckpt.save(2, _tree(2.0), {})
-  ckpt.close()
-  for step in (1, 2):
-    _corrupt_arrays(tmp_path / str(step))
-  ckpt = checkpoint.RunCheckpointer(tmp_path, keep=3)
-  with pytest.raises(checkpoint.CheckpointError,
-                     match=r"none of the checkpoints \[1, 2\].*--force"):
-    ckpt.restore_newest(_template)
-  ckpt.close()
-
-
-def _corrupt_arrays(step_dir: pathlib.Path):
-  for path in (step_dir / "arrays").rglob("*"):
-    if path.is_file() and path.parent.name == "d":
-      path.write_bytes(b"\0" * 16)
-
-
-def test_a_checkpoint_of_another_structure_is_rejected(tmp_path):
-  ckpt = checkpoint.RunCheckpointer(tmp_path, keep=3)
-  ckpt.save(1, _tree(1.0), {})
-  wrong = lambda meta: {"a": np.zeros(5, np.float32), "b": {"c": np.zeros(4, np.int32)}}
-  with pytest.raises(checkpoint.CheckpointError):
-    ckpt.restore_newest(wrong)
-  ckpt.close()
-
-
-def test_config_differences_ignore_only_resumable_keys():
-  a = tiny_config().to_dict()
-  b = tiny_config(**{"strategies": "random", "data.cache_dir": "/x", "seed": 4}).to_dict()
-  assert checkpoint.config_differences(a, b) == ["seed: 0 -> 4"]
-
-
-def test_only_the_sections_a_strategy_reads_are_compared():
-  saved = tiny_config().to_dict()
-  current = tiny_config(**{"disal.branch_start_fraction": 0.25, "mc_dropout.passes": 3,
-                           "coreset.block_size": 7}).to_dict()
-  every = set(registry.sections())
-  differences = lambda name: checkpoint.config_differences(
-      saved, current, ignored_sections=every - registry.sections_read(name))
-  assert differences("random") == [] and differences("full_training") == []
-  assert differences("disal") == ["disal.branch_start_fraction: 0.0 -> 0.25"]
-  assert differences("batchbald") == ["mc_dropout.passes: 10 -> 3"]  # BatchBALD's model
-  assert [d.split(":")[0] for d in differences("coregcn")] == ["coreset.block_size"]
-
-
-def test_every_strategy_declares_the_other_sections_its_module_reads():
-  # a static check: a module that names config.<section> of another strategy must declare it,
-  # or a change of that key would resume a run that read it
-  every = set(registry.sections())
-  for name in registry.names():
-    strategy = registry.get_strategy(name)
-    source = inspect.getsource(inspect.getmodule(strategy.score))
-    named = set(re.findall(r"config\.(\w+)\.", source)) & every
-    assert named <= registry.sections_read(name), (name, named)
-
-
-def test_a_key_added_since_the_run_is_no_difference_at_its_default():
-  defaults = tiny_config().to_dict()
-  saved = tiny_config().to_dict()
-  del saved["disal"]["selection"]
-  current = tiny_config().to_dict()
-  assert checkpoint.config_differences(saved, current, defaults) == []
-  current["disal"]["selection"] = "class_balanced"
-  assert checkpoint.config_differences(saved, current, defaults) == [
-      "disal.selection: '<absent>' -> 'class_balanced'"]
-  assert checkpoint.config_differences(saved, tiny_config().to_dict()) == [
-      "disal.selection: '<absent>' -> 'top_k'"]
