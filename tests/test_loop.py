@@ -6,40 +6,9 @@ import numpy as np
 import pytest
 
 from disal_jax import loop, pool
-from disal_jax.config import ConfigError, base_config
+from disal_jax.config import ConfigError
 
 from tests.helpers import tiny_config
-
-
-def test_budget_schedule_follows_the_protocol():
-  al = base_config().al
-  assert pool.budget_schedule(al, 50_000) == [5000, 7500, 10000, 12500, 15000, 17500, 20000]
-  al.initial_count, al.step_count, al.final_count = 1000, 500, 4000  # CIFAR10-IR100
-  assert pool.budget_schedule(al, 12_406) == [1000, 1500, 2000, 2500, 3000, 3500, 4000]
-  with pytest.raises(ConfigError, match="al.final_count asks for 4000"):
-    pool.budget_schedule(al, 3000)
-
-
-def test_add_labels_rejects_bad_selections():
-  labeled_round = pool.initial_labeled(20, 4, seed=0)
-  unlabeled = pool.unlabeled_indices(labeled_round)
-  grown = pool.add_labels(labeled_round, unlabeled[:3], 1, 3)
-  assert (grown[unlabeled[:3]] == 1).all() and (grown >= 0).sum() == 7
-  with pytest.raises(ValueError, match="duplicate"):
-    pool.add_labels(labeled_round, np.array([unlabeled[0]] * 3), 1, 3)
-  with pytest.raises(ValueError, match="already-labeled"):
-    pool.add_labels(labeled_round, pool.labeled_indices(labeled_round)[:3], 1, 3)
-  with pytest.raises(ValueError, match="expected"):
-    pool.add_labels(labeled_round, unlabeled[:2], 1, 3)
-
-
-def test_scoring_subset_is_seeded_and_unlabeled():
-  labeled_round = pool.initial_labeled(100, 10, seed=0)
-  a = pool.scoring_candidates(labeled_round, 30, seed=0, cycle=1)
-  b = pool.scoring_candidates(labeled_round, 30, seed=0, cycle=1)
-  assert len(a) == 30 and np.array_equal(a, b)
-  assert (labeled_round[a] == pool.UNLABELED).all()
-  assert len(pool.scoring_candidates(labeled_round, 0, seed=0, cycle=1)) == 90
 
 
 @pytest.fixture(scope="module")
