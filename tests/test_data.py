@@ -1,3 +1,4 @@
+import decimal
 import time
 
 import ml_collections
@@ -38,18 +39,58 @@ def test_long_tail_counts_match_the_published_profiles():
   assert counts.sum() == 19573
 
 
-def test_make_long_tailed_keeps_exact_counts_and_the_test_set():
-  rng = np.random.default_rng(0)
-  labels = np.repeat(np.arange(10, dtype=np.int32), 100)
-  rng.shuffle(labels)
-  images = rng.integers(0, 255, (1000, 4, 4, 3), dtype=np.uint8)
-  ds = Dataset("toy", images, labels, images[:20], labels[:20], tuple("abcdefghij"))
-  lt = long_tail.make_long_tailed(ds, 10)
-  assert np.bincount(lt.train_labels).tolist() == long_tail.long_tail_counts(100, 10, 10).tolist()
-  assert len(lt.test_labels) == 20
-  # the first n_c of each class, in dataset order
-  kept_class0 = np.flatnonzero(labels == 0)[:100]
-  assert np.isin(kept_class0, np.flatnonzero(np.isin(np.arange(1000), kept_class0))).all()
+def _profile(n_max: int, num_classes: int, ratio: float) -> list[int]:
+  """floor(n_max * (1/ratio)^(c/(C-1))) in 50-digit decimals (exact where it is an integer)."""
+  decimal.getcontext().prec = 50
+  return [int((decimal.Decimal(n_max) * (1 / decimal.Decimal(ratio)) ** (
+      decimal.Decimal(c) / (num_classes - 1))).to_integral_value(decimal.ROUND_FLOOR))
+          for c in range(num_classes)]
+
+
+def _numbered(n: int, first: int = 0) -> np.ndarray:
+  """(n, 2, 2, 1) uint8 images whose first two pixels spell their number, first + row."""
+  images = np.zeros((n, 2, 2, 1), np.uint8)
+  images[:, 0, 0, 0], images[:, 0, 1, 0] = np.divmod(np.arange(first, first + n), 256)
+  return images
+
+
+def _numbers(images: np.ndarray) -> np.ndarray:
+  return images[:, 0, 0, 0].astype(np.int64) * 256 + images[:, 0, 1, 0]
+
+
+def _first_of_each_class(labels, counts) -> list[int]:
+  """The rows a pass in dataset order keeps: each class's first counts[c]."""
+  seen, kept = [0] * len(counts), []
+  for row, c in enumerate(labels):
+    if seen[c] < counts[c]:
+      seen[c] += 1
+      kept.append(row)
+  return kept
+
+
+def _toy_long_tail_source(sizes=(130, 100, 120, 105, 110), seed=0) -> Dataset:
+  """Classes of unequal sizes in shuffled order (the smallest is class 1), numbered rows."""
+  labels = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+  np.random.default_rng(seed).shuffle(labels)
+  return Dataset("toy", _numbered(len(labels)), labels, _numbered(20, first=1000),
+                 np.arange(20, dtype=np.int32) % len(sizes), tuple("abcde")[:len(sizes)])
+
+
+def test_make_long_tailed_keeps_the_first_rows_of_each_class_in_the_profiles_counts():
+  ds = _toy_long_tail_source()
+  expected_counts = _profile(100, 5, 4.0)  # n_max: the smallest class
+  assert expected_counts == [100, 70, 50, 35, 25]
+  lt = long_tail.make_long_tailed(ds, 4.0)
+  assert np.bincount(lt.train_labels).tolist() == expected_counts
+  kept = _first_of_each_class(ds.train_labels, expected_counts)
+  np.testing.assert_array_equal(_numbers(lt.train_images), kept)  # those rows, in order
+  np.testing.assert_array_equal(lt.train_labels, ds.train_labels[kept])
+  np.testing.assert_array_equal(lt.test_images, ds.test_images)  # the test set stays
+  np.testing.assert_array_equal(lt.test_labels, ds.test_labels)
+  assert long_tail.long_tail_counts(100, 10, 10).tolist() == _profile(100, 10, 10.0)
+  # (1/32)^(c/5) = 2^-c: 40 x 2^-2 is 10 exactly, 9.999... in floating point
+  assert long_tail.long_tail_counts(40, 6, 32).tolist() == _profile(40, 6, 32.0) == [
+      40, 20, 10, 5, 2, 1]
 
 
 def test_imbalance_ratio_applies_through_the_registry():
@@ -269,3 +310,56 @@ def test_validation_split_is_stratified_disjoint_and_fixed():
   assert len(val_ids) == 10 and not set(train_ids) & set(val_ids)
   assert sorted([*train_ids, *val_ids]) == list(range(50))
   assert (np.bincount(split.val_labels) == 2).all()
+
+
+@pytest.fixture
+def toy_source(monkeypatch):
+  """A dataset 'toy' in the registry: _toy_long_tail_source, whatever the config asks."""
+  monkeypatch.setitem(registry._LOADERS, "toy", lambda cfg: _toy_long_tail_source())
+  return _toy_long_tail_source()
+
+
+def _toy_config(**kw):
+  return _data_config(name="toy", placement="device", **kw)  # no row store: the arrays
+
+
+def test_validation_then_long_tail_then_max_train_through_the_registry(toy_source):
+  labels = toy_source.train_labels
+  long_tailed = registry.load_dataset(_toy_config(imbalance_ratio=4.0))
+  np.testing.assert_array_equal(_numbers(long_tailed.train_images),
+                                _first_of_each_class(labels, _profile(100, 5, 4.0)))
+  assert long_tailed.val_images is None
+
+  balanced = registry.load_dataset(_toy_config(val_fraction=0.24))
+  val = _numbers(balanced.val_images)
+  # stratified over the whole (balanced) training split: 24% of 130, 100, 120, 105, 110,
+  # rounded (31.2 -> 31, 28.8 -> 29; no ties)
+  assert np.bincount(balanced.val_labels, minlength=5).tolist() == [31, 24, 29, 25, 26]
+  np.testing.assert_array_equal(balanced.val_labels, labels[val])
+  carved = registry.load_dataset(_toy_config(imbalance_ratio=4.0, val_fraction=0.24))
+  np.testing.assert_array_equal(_numbers(carved.val_images), val)  # carved before the tail
+  # the tail then keeps the first rows of each class among the rest (99, 76, 91, 80, 84)
+  rest = np.setdiff1d(np.arange(len(labels)), val)
+  counts = _profile(76, 5, 4.0)
+  train = rest[_first_of_each_class(labels[rest], counts)]
+  np.testing.assert_array_equal(_numbers(carved.train_images), train)  # in order
+  np.testing.assert_array_equal(carved.train_labels, labels[train])
+  assert np.bincount(carved.train_labels).tolist() == counts and not set(train) & set(val)
+  np.testing.assert_array_equal(carved.test_images, toy_source.test_images)
+  other_seed = registry.load_dataset(_toy_config(imbalance_ratio=4.0, val_fraction=0.24,
+                                                 split_seed=1))
+  assert not np.array_equal(_numbers(other_seed.val_images), val)
+
+  cut = registry.load_dataset(_toy_config(imbalance_ratio=4.0, val_fraction=0.24,
+                                          max_train=150, max_test=7))
+  # the cut comes last: the same validation rows, none of them in the pool
+  np.testing.assert_array_equal(_numbers(cut.val_images), val)
+  cut_train = _numbers(cut.train_images)
+  assert len(cut_train) == 150 and (np.diff(cut_train) > 0).all()
+  assert set(cut_train) <= set(train)
+  assert len(cut.test_labels) == 7 and set(_numbers(cut.test_images)) <= set(range(1000, 1020))
+  # a uniform draw over the long-tailed training rows, not its first 150
+  assert cut_train.max() > train[149]
+  again = registry.load_dataset(_toy_config(imbalance_ratio=4.0, val_fraction=0.24,
+                                            max_train=150, max_test=7))
+  np.testing.assert_array_equal(_numbers(again.train_images), cut_train)
