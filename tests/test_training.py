@@ -4,13 +4,16 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
 from disal_jax.strategies import disal
 from disal_jax.training import schedule, sharding
+from disal_jax.training.state import make_optimizer
 from disal_jax.training.trainer import (Trainer, epoch_batches, pad_to_multiple,
                                         steps_per_epoch)
 
@@ -49,6 +52,35 @@ def test_step_schedule_decays_after_80_percent_of_epochs():
   cfg.epochs, cfg.learning_rate = 200, 0.1
   assert schedule.learning_rate(cfg, 159) == pytest.approx(0.1)
   assert schedule.learning_rate(cfg, 160) == pytest.approx(0.01)
+
+
+def test_step_schedule_decays_at_the_configured_fraction_by_the_configured_factor():
+  cfg = tiny_config(**{"train.epochs": 10, "train.learning_rate": 0.2,
+                       "train.lr_decay_at": 0.3, "train.lr_decay_factor": 0.5}).train
+  np.testing.assert_allclose([schedule.learning_rate(cfg, e) for e in range(10)],
+                             [0.2] * 3 + [0.1] * 7, rtol=1e-6)
+
+
+def test_sgd_is_pytorchs_weight_decay_then_momentum_at_the_injected_lr():
+  """Three steps of the configured SGD against PyTorch's update written in numpy:
+  d = g + wd * p; buf = momentum * buf + d; p -= lr * buf; the lr set per step."""
+  cfg = tiny_config(**{"train.optimizer": "sgd", "train.momentum": 0.8,
+                       "train.weight_decay": 0.05, "train.learning_rate": 0.3}).train
+  tx = make_optimizer(cfg)
+  rng = np.random.default_rng(0)
+  params = {"w": rng.normal(size=(3, 2)).astype(np.float32)}
+  grads = [rng.normal(size=(3, 2)).astype(np.float32) for _ in range(3)]
+  lrs = [0.3, 0.3, 0.03]
+  p, buf = params["w"].astype(np.float64), np.zeros((3, 2))
+  opt_state, got = tx.init(params), params
+  for g, lr in zip(grads, lrs):
+    d = g + 0.05 * p
+    buf = 0.8 * buf + d
+    p = p - lr * buf
+    opt_state.hyperparams["learning_rate"] = jnp.float32(lr)
+    updates, opt_state = tx.update({"w": jnp.asarray(g)}, opt_state, got)
+    got = optax.apply_updates(got, updates)
+  np.testing.assert_allclose(got["w"], p, rtol=1e-5)
 
 
 def _train(config, hook=None, epochs_seed=(0, 0)):
@@ -141,11 +173,14 @@ def test_one_device_and_eight_devices_give_the_same_training():
   np.testing.assert_array_equal(one["augmented"], eight["augmented"])
 
 
-@pytest.mark.parametrize("weighting", [pytest.param("mean", marks=pytest.mark.slow), "lr"])
-def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting):
-  """record.mean[i] = the (lr-weighted) mean over epochs of softmax(f_theta_e(x_i)), eval mode,
-  with theta_e each epoch's end state, computed here by an independent forward pass."""
+@pytest.mark.parametrize("weighting, start_epoch, decay", [
+    ("mean", 0, 0.6), ("lr", 0, 0.6), ("ema", 2, 0.3)])
+def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting, start_epoch, decay):
+  """record.mean[i] = the (lr-weighted, or bias-corrected EMA) mean over the epochs from
+  record.start_epoch on of softmax(f_theta_e(x_i)), eval mode, with theta_e each epoch's end
+  state, computed here by an independent forward pass."""
   config = tiny_config(**{"data.max_train": 120, "record.weighting": weighting,
+                          "record.start_epoch": start_epoch, "record.ema_decay": decay,
                           "train.epochs": 4})
   dataset = load_dataset(config.data)
   model = build_model(config.model, dataset.num_classes)
@@ -160,11 +195,20 @@ def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting):
 
   result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
                                record_level="mean", cycle=0, on_epoch_end=on_epoch_end)
-  probs = np.stack([p for p, _ in seen])
-  weights = np.ones(len(seen)) if weighting == "mean" else np.array([lr for _, lr in seen])
-  expected = np.tensordot(weights / weights.sum(), probs, axes=1)
+  lrs = np.array([lr for _, lr in seen])
+  assert len(set(lrs)) == 2  # the lr decays within the cycle: 'lr' is not 'mean'
+  probs = np.stack([p for p, _ in seen])[start_epoch:]
+  if weighting == "ema":  # Laine & Aila: Z <- a Z + (1 - a) z from Z = 0, then Z / (1 - a^n)
+    expected = np.zeros_like(probs[0])
+    for p in probs:
+      expected = decay * expected + (1 - decay) * p
+    expected /= 1 - decay ** len(probs)
+  else:
+    weights = np.ones(len(probs)) if weighting == "mean" else lrs[start_epoch:]
+    expected = np.tensordot(weights / weights.sum(), probs, axes=1)
   got = np.asarray(result.record.mean)[:len(pool)]
   np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-6)
+  assert int(result.record.count) == len(probs)
   assert np.abs(probs[0] - probs[-1]).max() > 1e-3  # the epochs really differ
 
 
@@ -231,3 +275,43 @@ def test_a_terminal_gets_one_bar_per_cycle_and_no_epoch_lines(monkeypatch, caplo
   assert not progress_bar.on_terminal()
   _train(config)
   assert len([r for r in caplog.records if " epoch " in r.getMessage()]) == 3
+
+
+def _crops(image: np.ndarray, padding: int, flip: bool) -> list[np.ndarray]:
+  """Every output augment may give for `image` (H, W, C) in [0, 1]: each window of the
+  zero-padded image, mirrored left-right too when flipping."""
+  height, width = image.shape[:2]
+  padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+  windows = [padded[dy:dy + height, dx:dx + width]
+             for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)]
+  return windows + ([w[:, ::-1] for w in windows] if flip else [])
+
+
+@pytest.mark.parametrize("padding, flip", [(0, False), (0, True), (2, False), (2, True)])
+def test_augment_crops_within_the_padding_and_flips_left_right_only_when_asked(padding, flip):
+  from disal_jax.training.augment import Preprocess
+  images = np.random.default_rng(0).integers(0, 256, (16, 6, 5, 2), dtype=np.uint8)
+  out = np.asarray(Preprocess((0.0, 0.0), (1.0, 1.0), padding, flip).augment(
+      jnp.asarray(images), jax.random.key(3)))
+  shifts, flips = set(), set()
+  for image, got in zip(images.astype(np.float32) / 255, out):
+    matches = [i for i, c in enumerate(_crops(image, padding, flip))
+               if np.allclose(got, c, atol=1e-6)]
+    assert matches, "not a crop of the padded image (or its mirror)"
+    window = matches[0] % (2 * padding + 1) ** 2
+    shifts.add(window)
+    flips.add(matches[0] >= (2 * padding + 1) ** 2)
+  # with 16 images every option shows up: some shifted and some not, some flipped and some not
+  assert len(shifts) > 1 if padding else shifts == {0}
+  assert flips == ({False, True} if flip else {False})
+
+
+def test_the_trainer_augments_as_the_augment_section_says():
+  images = load_dataset(tiny_config().data).train_images[:16]
+  for padding, flip in ((0, False), (3, True)):
+    config = tiny_config(**{"augment.crop_padding": padding, "augment.flip": flip})
+    preprocess = Trainer(config, build_model(config.model, 10), load_dataset(config.data),
+                         sharding.make_mesh()).preprocess
+    augmented = preprocess.augment(jnp.asarray(images), jax.random.key(0))
+    same = np.allclose(augmented, preprocess.normalise(jnp.asarray(images)))
+    assert same == (padding == 0 and not flip)
