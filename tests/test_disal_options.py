@@ -1,0 +1,92 @@
+"""DISAL's config keys reach what the train step reads: the hook's per-epoch inputs (loss
+weight, pool draws, recording switch) and its train-branch fold, built by make_hook."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from disal_jax.strategies import disal
+
+from tests.helpers import tiny_config
+
+STEPS, POOL, LABELED = 4, 300, 100
+
+
+def _hook(**overrides):
+  return disal.make_hook(tiny_config(**{"disal.target_source": "train_branch",
+                                        "disal.branch_start_fraction": 0.0, **overrides}))
+
+
+def _weights(hook, epochs):
+  return np.concatenate([hook.epoch_inputs(None, e, STEPS, POOL, LABELED, (0, 0))[
+      "dynamic_weight"] for e in range(epochs)])
+
+
+@pytest.mark.parametrize("scale, factor", [("none", 1.0), ("labeled_fraction", 0.25)])
+def test_weight_scale_multiplies_lambda_by_the_labeled_fraction(scale, factor):
+  hook = _hook(**{"disal.weight_scale": scale, "disal.weight_schedule": "constant",
+                  "disal.dynamic_weight": 2.0, "disal.dynamic_warmup_epochs": 0})
+  # 100 labeled, 300 in the pool: 100 / (100 + 300)
+  np.testing.assert_allclose(_weights(hook, 2), 2.0 * factor, rtol=1e-6)
+
+
+def test_the_rampup_runs_over_its_fraction_of_the_cycle_from_the_warmup_epoch():
+  hook = _hook(**{"disal.weight_schedule": "rampup", "disal.rampup_fraction": 0.25,
+                  "disal.dynamic_weight": 3.0, "disal.dynamic_warmup_epochs": 2,
+                  "train.epochs": 8})
+  step = np.arange(8 * STEPS)
+  t = np.clip((step - 2 * STEPS) / (0.25 * 8 * STEPS), 0, 1)  # 0 -> 1 over 8 steps
+  expected = np.where(step >= 2 * STEPS, 3.0 * np.exp(-5 * (1 - t) ** 2), 0.0)
+  np.testing.assert_allclose(_weights(hook, 8), expected, rtol=1e-6)
+
+
+def test_constant_weight_starts_at_the_warmup_epoch():
+  hook = _hook(**{"disal.weight_schedule": "constant", "disal.dynamic_weight": 0.5,
+                  "disal.dynamic_warmup_epochs": 3, "train.epochs": 5})
+  np.testing.assert_array_equal(_weights(hook, 5), [0.0] * 3 * STEPS + [0.5] * 2 * STEPS)
+
+
+def test_dynamic_batch_size_pool_draws_per_step():
+  hook = _hook(**{"disal.dynamic_batch_size": 7})
+  draws = hook.epoch_inputs(None, 0, STEPS, POOL, LABELED, (0, 0))["pool_position_index"]
+  assert draws.shape == (STEPS, 7) and len(np.unique(draws)) == STEPS * 7
+  assert draws.min() >= 0 and draws.max() < POOL
+
+
+@pytest.mark.parametrize("record_start, branch_fraction, first", [(2, 0.0, 2), (1, 0.5, 3)])
+def test_the_train_branch_records_from_record_start_epoch_and_the_branch(record_start,
+                                                                         branch_fraction, first):
+  hook = _hook(**{"record.start_epoch": record_start, "train.epochs": 6,
+                  "disal.branch_start_fraction": branch_fraction})
+  on = [hook.epoch_inputs(None, e, STEPS, POOL, LABELED, (0, 0))["record_on"] for e in range(6)]
+  assert [bool(o.all()) for o in on] == [e >= first for e in range(6)]
+  assert not any(o.any() for o in on[:first])
+
+
+def _softmax(z):
+  z = np.exp(z - z.max(-1, keepdims=True))
+  return z / z.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("weighting, decay", [("mean", 0.6), ("lr", 0.6), ("ema", 0.3)])
+def test_the_train_branch_folds_as_record_weighting_and_ema_decay_say(weighting, decay):
+  hook = _hook(**{"record.weighting": weighting, "record.ema_decay": decay})
+  extras = hook.init_extras(4, 3, None)
+  rows = jnp.asarray([0, 2])
+  logits = np.random.default_rng(0).normal(size=(3, 2, 3)).astype(np.float32)
+  lrs = [0.1, 0.1, 0.02]  # the lr changes between folds: 'lr' is not 'mean'
+  for step, (z, lr) in enumerate(zip(logits, lrs)):
+    extras = hook._fold(extras, rows, jnp.asarray(z),  # pylint: disable=protected-access
+                        {"lr": np.float32(lr), "record_on": np.float32(1),
+                         "cycle_step": np.float32(step)})
+  probs = _softmax(logits.astype(np.float64))
+  if weighting == "ema":
+    expected = np.zeros_like(probs[0])
+    for p in probs:
+      expected = decay * expected + (1 - decay) * p
+    expected /= 1 - decay ** 3
+  else:
+    expected = np.average(probs, axis=0, weights=None if weighting == "mean" else lrs)
+  np.testing.assert_allclose(np.asarray(extras[disal.TARGET_MEAN])[[0, 2]], expected,
+                             rtol=1e-5)
+  assert not np.asarray(extras[disal.TARGET_MEAN])[[1, 3]].any()
