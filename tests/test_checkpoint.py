@@ -72,6 +72,16 @@ def test_a_checkpoint_restores_every_leaf_and_its_prng_key(tmp_path):
   ckpt.close()
 
 
+@pytest.mark.parametrize("keep", [2, 3])
+def test_only_the_newest_keep_checkpoints_stay(tmp_path, keep):
+  ckpt = checkpoint.RunCheckpointer(tmp_path, keep=keep)
+  for step in (1, 2, 3, 4):
+    ckpt.save(step, _tree(step), {"n": step})
+  assert ckpt.steps() == list(range(5 - keep, 5))
+  assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == ckpt.steps()
+  ckpt.close()
+
+
 def test_a_flipped_byte_fails_the_checksum_naming_the_step_and_the_array(tmp_path):
   ckpt = _saved(tmp_path)
   _flip_one_byte_of(tmp_path / "2", _random_bits(2))

@@ -30,6 +30,20 @@ def test_digits_is_real_offline_and_split_by_class():
   assert ds.train_images.max() == 255  # scaled from 0..16 grey levels
 
 
+def test_digits_follows_test_fraction_and_split_seed():
+  def rows(ds):  # the images as a set of byte strings (digits holds few duplicates)
+    return {image.tobytes() for image in ds.test_images}
+
+  base = registry.load_dataset(_data_config(name="digits"))
+  larger = registry.load_dataset(_data_config(name="digits", test_fraction=0.3))
+  total = np.bincount(base.train_labels) + np.bincount(base.test_labels)
+  assert np.all(np.abs(np.bincount(larger.test_labels) - 0.3 * total) <= 0.5)
+  reseeded = registry.load_dataset(_data_config(name="digits", split_seed=1))
+  assert len(reseeded.test_labels) == len(base.test_labels)
+  assert rows(reseeded) != rows(base)
+  assert rows(registry.load_dataset(_data_config(name="digits"))) == rows(base)
+
+
 def test_long_tail_counts_match_the_published_profiles():
   assert long_tail.long_tail_counts(5000, 10, 100).tolist() == [
       5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
@@ -244,6 +258,21 @@ def test_tfds_loader_reads_through_the_data_source(tmp_path, cache_dir):
                                split_seed=0)
   assert ds.train_images.shape == (12, 32, 32, 3) and ds.train_images.dtype == np.uint8
   assert len(ds.test_labels) == 12 and ds.num_classes == 10
+
+
+def test_tfds_loader_keeps_at_most_max_train_per_class(tmp_path):
+  # a cache of its own: the mock's builder reports one data_dir for every test's data
+  kwargs = dict(data_dir=str(tmp_path), manual_dir="", cache_dir=str(tmp_path / "cache"),
+                image_size=0, test_fraction=0.2, split_seed=0)
+  with _mock_tfds(40):
+    whole = tfds_source.load_tfds("cifar10", **kwargs)
+    capped = registry.load_dataset(_data_config(  # through the config key
+        name="cifar10", max_train_per_class=2, placement="device",
+        **{k: v for k, v in kwargs.items() if k != "image_size"}))
+  assert np.bincount(whole.train_labels).max() > 2  # 40 images over 10 classes
+  expected = np.minimum(np.bincount(whole.train_labels, minlength=10), 2)
+  assert np.bincount(capped.train_labels, minlength=10).tolist() == expected.tolist()
+  assert len(capped.test_labels) == len(whole.test_labels)  # the test split is not capped
 
 
 def test_caltech101_drops_the_background_class(tmp_path, cache_dir):
