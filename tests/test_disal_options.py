@@ -1,11 +1,14 @@
-"""DISAL's config keys reach what the train step reads: the hook's per-epoch inputs (loss
-weight, pool draws, recording switch) and its train-branch fold, built by make_hook."""
+"""DISAL's config keys reach what they steer: the hook's per-epoch inputs (loss weight, pool
+draws, recording switch) and its train-branch fold, built by make_hook; the score's direction."""
+
+import types
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from disal_jax.strategies import disal
+from disal_jax.training.state import make_optimizer
 
 from tests.helpers import tiny_config
 
@@ -90,3 +93,26 @@ def test_the_train_branch_folds_as_record_weighting_and_ema_decay_say(weighting,
   np.testing.assert_allclose(np.asarray(extras[disal.TARGET_MEAN])[[0, 2]], expected,
                              rtol=1e-5)
   assert not np.asarray(extras[disal.TARGET_MEAN])[[1, 3]].any()
+
+
+@pytest.mark.parametrize("name", ["delta", "momentum"])
+def test_direction_is_start_minus_end_or_the_sgd_momentum_buffer(name):
+  config = tiny_config(**{"disal.direction": name, "train.optimizer": "sgd",
+                          "train.momentum": 0.7, "train.weight_decay": 0.0})
+  rng = np.random.default_rng(0)
+  start = {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}
+  grads = [rng.normal(size=(3, 2)).astype(np.float32) for _ in range(2)]
+  tx = make_optimizer(config.train)
+  params, opt_state = start, tx.init(start)
+  for g in grads:
+    updates, opt_state = tx.update({"w": jnp.asarray(g)}, opt_state, params)
+    params = {"w": params["w"] + updates["w"]}
+  state = types.SimpleNamespace(params=params, opt_state=opt_state)
+  ctx = types.SimpleNamespace(config=config, result=types.SimpleNamespace(
+      state=state, start_params=start))
+  got = np.asarray(disal.direction(ctx)["w"])
+  if name == "momentum":  # PyTorch's buffer: buf = momentum * buf + g
+    np.testing.assert_allclose(got, 0.7 * grads[0] + grads[1], rtol=1e-6)
+  else:
+    np.testing.assert_allclose(got, np.asarray(start["w"]) - np.asarray(params["w"]),
+                               rtol=1e-6)
