@@ -179,3 +179,37 @@ def test_warm_start_runs_carry_the_weights_and_restart_the_cycle_state(tmp_path,
           assert not np.asarray(value).any(), name  # this cycle's statistics start at zero
           checked.add(name)
   assert {"tidal_count", "disal_target_mean"} <= checked
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_each_cycle_scores_its_own_subset_and_starts_as_warm_start_says(tmp_path, monkeypatch,
+                                                                         warm_start):
+  """al.subset_size and train.warm_start as the loop reads them: each cycle trains (and
+  scores) its own seeded subset of the unlabeled rows, and starts from the previous cycle's
+  weights exactly when warm_start is set."""
+  from disal_jax.training.trainer import Trainer
+  seen = []
+  original = Trainer.train_cycle
+
+  def spy(self, state, labeled, pool_rows, cycle_seed, **kw):
+    started = jax.device_get(state.params)  # before the cycle donates the state
+    result = original(self, state, labeled, pool_rows, cycle_seed, **kw)
+    seen.append((np.asarray(pool_rows), started, jax.device_get(result.state.params)))
+    return result
+
+  monkeypatch.setattr(Trainer, "train_cycle", spy)
+  config = tiny_config(**{"strategies": "random", "data.max_train": 200, "train.epochs": 1,
+                          "al.final_fraction": 0.2, "al.subset_size": 30,
+                          "train.warm_start": warm_start})
+  loop.run_experiment(config, str(tmp_path))
+  labeled_round = np.load(tmp_path / "random/seed_0/labeled_round.npy")
+  assert len(seen) == 3  # 20, 30, 40 labeled
+  for cycle, (rows, _, _) in enumerate(seen):
+    before = np.where(labeled_round <= cycle, labeled_round, pool.UNLABELED)  # at cycle
+    assert len(rows) == 30 and (before[rows] == pool.UNLABELED).all()
+    np.testing.assert_array_equal(rows, pool.scoring_candidates(before, 30, config.seed, cycle))
+  assert not np.array_equal(seen[0][0], seen[1][0])
+  for (_, _, ended), (_, started, _) in zip(seen, seen[1:]):
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(started),
+                                                    jax.tree.leaves(ended)))
+    assert same == warm_start
