@@ -61,26 +61,33 @@ def test_step_schedule_decays_at_the_configured_fraction_by_the_configured_facto
                              [0.2] * 3 + [0.1] * 7, rtol=1e-6)
 
 
-def test_sgd_is_pytorchs_weight_decay_then_momentum_at_the_injected_lr():
-  """Three steps of the configured SGD against PyTorch's update written in numpy:
-  d = g + wd * p; buf = momentum * buf + d; p -= lr * buf; the lr set per step."""
-  cfg = tiny_config(**{"train.optimizer": "sgd", "train.momentum": 0.8,
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_optimiser_is_pytorchs_with_weight_decay_in_the_gradient(optimizer):
+  """Three steps of the configured optimiser against PyTorch's update written in numpy, the
+  lr set per step: d = g + wd * p, then SGD (buf = momentum * buf + d; p -= lr * buf) or
+  Adam (its L2 form, not AdamW: bias-corrected moments of d)."""
+  cfg = tiny_config(**{"train.optimizer": optimizer, "train.momentum": 0.8,
                        "train.weight_decay": 0.05, "train.learning_rate": 0.3}).train
   tx = make_optimizer(cfg)
   rng = np.random.default_rng(0)
   params = {"w": rng.normal(size=(3, 2)).astype(np.float32)}
   grads = [rng.normal(size=(3, 2)).astype(np.float32) for _ in range(3)]
   lrs = [0.3, 0.3, 0.03]
-  p, buf = params["w"].astype(np.float64), np.zeros((3, 2))
+  p, buf, m, v = params["w"].astype(np.float64), np.zeros((3, 2)), 0.0, 0.0
   opt_state, got = tx.init(params), params
-  for g, lr in zip(grads, lrs):
+  for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
     d = g + 0.05 * p
-    buf = 0.8 * buf + d
-    p = p - lr * buf
+    if optimizer == "sgd":
+      buf = 0.8 * buf + d
+      p = p - lr * buf
+    else:
+      m, v = 0.9 * m + 0.1 * d, 0.999 * v + 0.001 * d ** 2
+      p = p - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
     opt_state.hyperparams["learning_rate"] = jnp.float32(lr)
     updates, opt_state = tx.update({"w": jnp.asarray(g)}, opt_state, got)
     got = optax.apply_updates(got, updates)
-  np.testing.assert_allclose(got["w"], p, rtol=1e-5)
+  # atol: Adam's 1 - 0.999^t in float32 (0.999 rounds up by 1.3e-8) is 1.3e-5 off
+  np.testing.assert_allclose(got["w"], p, rtol=1e-5, atol=2e-5)
 
 
 def _train(config, hook=None, epochs_seed=(0, 0)):
