@@ -6,6 +6,8 @@ import pytest
 
 from disal_jax.models import registry, resnet
 
+from tests.helpers import tiny_config
+
 
 def _param_count(model, shape):
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape)))
@@ -72,7 +74,6 @@ def test_init_from_loads_matching_arrays_and_keeps_another_heads_fresh(tmp_path)
   from disal_jax.models.registry import build_model
   from disal_jax.training import sharding
   from disal_jax.training.trainer import Trainer
-  from tests.helpers import tiny_config
 
   config = tiny_config()
   dataset = load_dataset(config.data)
@@ -109,3 +110,25 @@ def test_init_from_loads_matching_arrays_and_keeps_another_heads_fresh(tmp_path)
   config.model.init_from = str(tmp_path / "missing.msgpack")
   with pytest.raises(ConfigError, match="cannot read"):
     Trainer(config, trainer.model, dataset, trainer.mesh).init_state(jax.random.key(0))
+
+
+def test_model_dtype_sets_the_compute_dtype_and_keeps_float32_parameters():
+  """model.dtype='bfloat16' through the registry: the convolutions run in bfloat16 (their
+  outputs round), the parameters and the returned logits stay float32."""
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+  outputs = {}
+  for dtype in ("float32", "bfloat16"):
+    config = tiny_config(**{"model.dtype": dtype, "model.width": 4})
+    model = registry.build_model(config.model, 5)
+    # flax's BatchNorm mixes its float32 statistics with bfloat16 inputs: standard promotion,
+    # as outside the tests
+    with jax.numpy_dtype_promotion("standard"):
+      variables = jax.jit(lambda v, m=model: m.init(jax.random.key(0), v))(x)
+      out = jax.jit(lambda v, i, m=model: m.apply(v, i, train=False))(variables, x)
+    assert {p.dtype for p in jax.tree.leaves(variables["params"])} == {jnp.dtype("float32")}
+    assert out["logits"].dtype == jnp.float32
+    assert {s.dtype for s in out["stages"]} == {jnp.dtype(dtype)}
+    outputs[dtype] = np.asarray(out["logits"])
+  diff = np.abs(outputs["bfloat16"] - outputs["float32"])
+  scale = np.abs(outputs["float32"]).max()
+  assert 1e-4 * scale < diff.max() < 0.1 * scale  # bfloat16's rounding: close, not equal
