@@ -116,3 +116,18 @@ def test_direction_is_start_minus_end_or_the_sgd_momentum_buffer(name):
   else:
     np.testing.assert_allclose(got, np.asarray(start["w"]) - np.asarray(params["w"]),
                                rtol=1e-6)
+
+
+def test_target_source_decides_where_p_bar_lives():
+  record = types.SimpleNamespace(mean=jnp.ones((6, 3)))
+  eval_pass = {"disal.target_source": "eval_pass", "disal.dynamic_warmup_epochs": 1}
+  assert _hook(**eval_pass, **{"disal.dynamic_weight": 0.0}) is None  # plain steps
+  hook = _hook(**eval_pass)
+  assert disal.record_level(tiny_config(**eval_pass)) == "mean"
+  assert hook.init_extras(6, 3, None) == {}
+  assert hook.aux(record, jnp.arange(6))["target"] is record.mean  # the eval pass's record
+  branch = _hook(**{"disal.target_source": "train_branch"})
+  assert disal.record_level(tiny_config(**{"disal.target_source": "train_branch"})) == "none"
+  extras = branch.init_extras(6, 3, None)
+  assert extras[disal.TARGET_MEAN].shape == (6, 3) and "target" not in branch.aux(
+      None, jnp.arange(6))
