@@ -131,3 +131,18 @@ def test_target_source_decides_where_p_bar_lives():
   extras = branch.init_extras(6, 3, None)
   assert extras[disal.TARGET_MEAN].shape == (6, 3) and "target" not in branch.aux(
       None, jnp.arange(6))
+
+
+def test_target_max_age_and_min_confidence_reach_the_hooks_loss():
+  """make_hook passes disal.target_max_age (as steps of the cycle) and
+  disal.target_min_confidence to what the loss masks with."""
+  hook = _hook(**{"disal.target_max_age": 0.25, "disal.target_min_confidence": 0.7,
+                  "train.epochs": 8})
+  inputs = hook.epoch_inputs(None, 1, STEPS, POOL, LABELED, (0, 0))
+  np.testing.assert_array_equal(inputs["target_max_age"], [0.25 * 8 * STEPS] * STEPS)
+  np.testing.assert_array_equal(inputs["cycle_step"], STEPS + np.arange(STEPS))
+  assert hook.target_min_confidence == 0.7
+  off = _hook(**{"train.epochs": 8})  # the defaults count every target
+  assert off.epoch_inputs(None, 1, STEPS, POOL, LABELED, (0, 0))["target_max_age"][0] >= \
+      8 * STEPS
+  assert off.target_min_confidence == 0.0
