@@ -238,7 +238,7 @@ SEGMENTATION_STRATEGIES = strategy_registry.names(segmentation=True)
 def test_the_segmentation_strategies_of_the_issue_are_registered():
   assert set(SEGMENTATION_STRATEGIES) == {"disal", "random", "mc_dropout", "coreset", "vaal",
                                           "learning_loss", "gradnorm_entropy", "entropy",
-                                          "margin", "least_confidence"}
+                                          "margin", "least_confidence", "random_dynamic"}
 
 
 @pytest.mark.slow
