@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from disal_jax import config as config_lib
+from disal_jax.errors import CheckpointError, ConfigMismatchError
 from disal_jax.training import sharding
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,6 @@ def quiet_orbax_info_logs() -> None:
   """orbax logs every checkpoint's internals at INFO through absl; keep its warnings only."""
   logging.getLogger("absl").addFilter(
       lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint cannot be written, or no valid one can be read; the message says what to do."""
-
-
-class ConfigMismatchError(ValueError):
-  """The workdir holds a run made with another config; the message lists the keys."""
 
 
 def _is_key(x) -> bool:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import ml_collections
 
+# Also importable from here, where config files and callers look for them.
+from disal_jax.errors import ConfigError as ConfigError
+from disal_jax.errors import check_value as check_value
+
 RECORD_KEEPS = ("auto", "none", "mean", "last2", "all")
 RECORD_WEIGHTINGS = ("mean", "ema", "lr")
 OPTIMIZERS = ("sgd", "adam")
@@ -183,16 +187,6 @@ def validate_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
 
 def strategy_names(config: ml_collections.ConfigDict) -> list[str]:
   return [s.strip() for s in config.strategies.split(",") if s.strip()]
-
-
-class ConfigError(ValueError):
-  """A config value is out of range; the message names the key and the allowed values."""
-
-
-def check_value(ok: bool, key: str, value, allowed: str) -> None:
-  """Raises ConfigError naming config.<key>, its value and what is allowed, unless ok."""
-  if not ok:
-    raise ConfigError(f"config.{key}={value!r} is invalid: {allowed}.")
 
 
 _check = check_value
