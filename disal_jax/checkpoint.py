@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from disal_jax import config as config_lib
+from disal_jax import experiment
 from disal_jax.errors import CheckpointError, ConfigMismatchError
 from disal_jax.training import sharding
 
@@ -227,7 +227,7 @@ def check_resumable(run_config_path: pathlib.Path, config: ml_collections.Config
     return
   saved = json.loads(run_config_path.read_text())
   current = json.loads(config.to_json_best_effort())
-  defaults = json.loads(config_lib.base_config().to_json_best_effort())
+  defaults = json.loads(experiment.base_config().to_json_best_effort())
   diffs = config_differences(saved, current, defaults, ignored_sections)
   if diffs:
     raise ConfigMismatchError(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from disal_jax import loop, pool
-from disal_jax.config import ConfigError, base_config
+from disal_jax.errors import ConfigError
+from disal_jax.experiment import base_config
 
 from tests.helpers import tiny_config
 

@@ -26,10 +26,10 @@ import ml_collections
 import numpy as np
 
 from disal_jax import checkpoint
-from disal_jax.config import base_config
 from disal_jax.data import image_folder
 from disal_jax.data.dataset import Dataset
 from disal_jax.errors import ProjectError
+from disal_jax.experiment import base_config
 
 UNLABELED_DIR = "unlabeled"
 TEST_DIR = "test"
