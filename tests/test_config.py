@@ -78,6 +78,20 @@ def test_a_bad_value_or_a_missing_dataset_is_one_message_without_traceback(tmp_p
   assert "Unable to initialize backend" not in out.stderr
 
 
+def test_the_entry_point_prints_any_user_error_as_one_line_with_status_2():
+  """cli.run catches the base class: a UserError it has never heard of gets the same treatment
+  as ConfigError above."""
+  script = ("from disal_jax import cli, errors\n"
+            "class NewError(errors.UserError): pass\n"
+            "def main(argv): raise NewError('the input is wrong; do this instead')\n"
+            "cli.run(main)\n")
+  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1] == "error: the input is wrong; do this instead"
+  assert "Traceback" not in out.stderr
+
+
 def test_every_key_has_a_default_and_a_comment_where_it_is_defined():
   from disal_jax import config_keys
   defaults = config_keys._flatten(base_config().to_dict())
