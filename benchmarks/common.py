@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from absl import flags
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 from disal_jax.loop import model_config
 from disal_jax.models.registry import build_model
 from disal_jax.strategies.base import ScoringContext, scoring_data

@@ -30,7 +30,7 @@ import numpy as np
 
 from benchmarks import common
 from disal_jax import platform_settings
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 8192, "N: training images of the small set.")
 _LABELED = flags.DEFINE_integer("labeled", 1280, "Labeled images trained on each epoch.")

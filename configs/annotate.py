@@ -7,7 +7,7 @@ per round.
 The config is read once, at init, and kept in W/config.json. Variants: `:quick` for tests.
 """
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 
 def get_config(variant: str = ""):

@@ -11,7 +11,7 @@ weights: give a Flax checkpoint of this ResNet-18 with --config.model.init_from=
 is downloaded).
 """
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 
 def get_config():

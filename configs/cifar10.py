@@ -5,7 +5,7 @@
 Needs the prepared tfds dataset: python -m disal_jax.data.prepare --dataset=cifar10
 """
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 
 def get_config():

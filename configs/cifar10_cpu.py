@@ -23,7 +23,7 @@ The archive is looked for beside the repository (shared/data/cifar10-jpeg.tar.gz
 
 import pathlib
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 ARCHIVE = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpeg.tar.gz"
 

@@ -23,7 +23,7 @@ Variant 'quick': two cycles (1,000 -> 1,500), no step floor, for smoke runs.
 
 import pathlib
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 ARCHIVE = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpeg.tar.gz"
 

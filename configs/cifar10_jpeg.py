@@ -10,7 +10,7 @@ run: a random 5,000-image training set, all labeled, a width-32 ResNet-18, 15 ep
 
 import pathlib
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 ARCHIVE = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpeg.tar.gz"
 

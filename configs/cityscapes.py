@@ -13,7 +13,7 @@ then 344 x 344 to keep their share of the image). The DRN-D-22 reference starts 
 ImageNet weights; nothing here downloads weights, so this trains from scratch.
 """
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 
 def get_config():

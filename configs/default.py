@@ -8,7 +8,7 @@ cores with a width-16 ResNet-18:
 Variants: --config=configs/default.py:quick shrinks it to seconds (tests, smoke runs).
 """
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 
 def get_config(variant: str = ""):

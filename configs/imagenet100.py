@@ -8,7 +8,7 @@ Needs imagenet2012 prepared from the manual download:
 The test split is ImageNet's validation images of those classes (50 per class).
 """
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 
 def get_config():

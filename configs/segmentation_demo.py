@@ -11,7 +11,7 @@ about ten minutes (40 -> 160 labeled, 15 epochs per cycle, DISAL, Random, Full T
 Variants: --config=configs/segmentation_demo.py:quick shrinks it to seconds (tests).
 """
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 
 def get_config(variant: str = ""):

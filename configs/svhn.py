@@ -7,7 +7,7 @@ Augmentation as the TOD reference's SVHN: random crop (padding 4) and horizontal
 house numbers are not mirror-symmetric (--config.augment.flip=False turns the flip off).
 """
 
-from disal_jax.config import base_config
+from disal_jax.experiment import base_config
 
 
 def get_config():

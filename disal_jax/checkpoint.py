@@ -23,7 +23,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from disal_jax import config as config_lib
+from disal_jax import experiment
+from disal_jax.errors import CheckpointError, ConfigMismatchError
 from disal_jax.training import sharding
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,6 @@ def quiet_orbax_info_logs() -> None:
   """orbax logs every checkpoint's internals at INFO through absl; keep its warnings only."""
   logging.getLogger("absl").addFilter(
       lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint cannot be written, or no valid one can be read; the message says what to do."""
-
-
-class ConfigMismatchError(ValueError):
-  """The workdir holds a run made with another config; the message lists the keys."""
 
 
 def _is_key(x) -> bool:
@@ -234,7 +227,7 @@ def check_resumable(run_config_path: pathlib.Path, config: ml_collections.Config
     return
   saved = json.loads(run_config_path.read_text())
   current = json.loads(config.to_json_best_effort())
-  defaults = json.loads(config_lib.base_config().to_json_best_effort())
+  defaults = json.loads(experiment.base_config().to_json_best_effort())
   diffs = config_differences(saved, current, defaults, ignored_sections)
   if diffs:
     raise ConfigMismatchError(

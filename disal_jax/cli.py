@@ -1,9 +1,10 @@
 """What every command-line entry point shares: a bad flag, config key or input is one message.
 
-The project's own errors name the problem and the fix; a Python traceback in front of them
-only hides that line. `run(main)` parses the flags (a mistyped `--config.train.epoch=3`
-included) and prints such errors as `error: ...` with exit status 2 (DISAL_JAX_DEBUG=1 shows
-their traceback); any other exception keeps its traceback (it is a bug to report).
+The project's own errors (`disal_jax.errors.UserError`) name the problem and the fix; a
+Python traceback in front of them only hides that line. `run(main)` parses the flags (a
+mistyped `--config.train.epoch=3` included) and prints such errors as `error: ...` with exit
+status 2 (DISAL_JAX_DEBUG=1 shows their traceback); any other exception keeps its traceback
+(it is a bug to report).
 """
 
 from __future__ import annotations
@@ -17,20 +18,9 @@ from typing import Callable, NoReturn
 from absl import app, flags
 
 from disal_jax import platform_settings
-from disal_jax.annotate.labels_file import LabelFileError
-from disal_jax.annotate.project import ProjectError
-from disal_jax.checkpoint import MOVED_KEYS, CheckpointError, ConfigMismatchError
-from disal_jax.config import ConfigError
-from disal_jax.data.image_folder import ImageFolderError
-from disal_jax.data.tfds_source import DatasetNotPreparedError
-from disal_jax.run_lock import RunLocked
-from disal_jax.strategies.vaal import VaalDiverged
-from disal_jax.training.trainer import TrainingDiverged
+from disal_jax.checkpoint import MOVED_KEYS
+from disal_jax.errors import UserError
 
-# Errors whose message says what is wrong and what to do.
-USER_ERRORS = (ConfigError, ConfigMismatchError, CheckpointError, ImageFolderError,
-               DatasetNotPreparedError, ProjectError, LabelFileError, TrainingDiverged,
-               VaalDiverged, RunLocked)
 USAGE_STATUS = 2
 DEBUG_ENV = "DISAL_JAX_DEBUG"  # set to 1 for the traceback behind such an error
 
@@ -82,7 +72,7 @@ def run(main: Callable[[list[str]], object]) -> None:
   def guarded(argv):
     try:
       return main(argv)
-    except USER_ERRORS as e:
+    except UserError as e:  # its message says what is wrong and what to do
       if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
         raise
       fail(str(e))

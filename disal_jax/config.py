@@ -1,12 +1,19 @@
-"""Every knob of an experiment, with its default, and the checks run before any work.
+"""The experiment-wide knobs, with their defaults, and their checks.
 
-Config files in `configs/` start from `base_config()` and override what their protocol
-says (see docs/method.md). Every key is documented here, once.
+Every key an experiment has whichever strategies it runs (seed, data, model, train, augment,
+checkpoint, al, record, per_sample) is defined here, once, with its comment; each strategy's
+own section is defined in its module. `disal_jax.experiment` builds the whole config from
+both (`base_config()`, where config files in `configs/` start) and checks it (`validate()`).
+This module sits below the strategies, models and data registries and imports none of them.
 """
 
 from __future__ import annotations
 
 import ml_collections
+
+# Also importable from here, where config files and callers look for them.
+from disal_jax.errors import ConfigError as ConfigError
+from disal_jax.errors import check_value as check_value
 
 RECORD_KEEPS = ("auto", "none", "mean", "last2", "all")
 RECORD_WEIGHTINGS = ("mean", "ema", "lr")
@@ -16,8 +23,10 @@ PER_SAMPLE_ENGINES = ("one_pass", "vmap")
 AL_PROTOCOLS = ("unified", "reference")  # disal_jax.protocol
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """Defaults: the paper's CIFAR protocol on ResNet-18 (docs/method.md), DISAL vs Random."""
+def common_config() -> ml_collections.ConfigDict:
+  """The experiment-wide keys at their defaults: the paper's CIFAR protocol on ResNet-18
+  (docs/method.md), DISAL vs Random. No strategy's section: `experiment.base_config()` adds
+  them."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # the initial labeled set, weights, batch order and scoring randomness
   # Comma-separated strategy names (see `disal_jax.strategies.registry.names()`); each
@@ -144,77 +153,21 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: samples per call are instead the most whose compiled memory (XLA's temporaries and
   # outputs, per device) fits this many MiB, measured for each scorer (base.fit_batch_size).
   ps.memory_budget_mb = 0.0
-
-  # Imported here: the registry imports the strategies, which import jax and this module.
-  from disal_jax.strategies import registry as strategy_registry
-  for name, section in strategy_registry.sections().items():  # the strategies' own keys
-    c[name] = section.defaults()
   return c
 
 
-def validate_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
-  """The checks that need the loaded dataset (task, image size); ConfigError names the key."""
-  from disal_jax.models import registry as model_registry
-  from disal_jax.strategies import registry as strategy_registry
-
-  segmentation = dataset.is_segmentation
-  task = "segmentation" if segmentation else "classification"
-  checked = set()  # a section several strategies read (`embedding`) is checked once
-  for name in strategy_names(config):  # the checks of the dataset by the sections they read
-    for section in strategy_registry.dataset_checks(name):
-      if section.check_for_dataset is not None and section.name not in checked:
-        section.check_for_dataset(config, dataset)
-        checked.add(section.name)
-  _check(model_registry.is_segmentation(config.model.name) == segmentation, "model.name",
-         config.model.name, f"a {task} model for the {task} dataset {dataset.name!r} (one of "
-         f"{model_registry.names(segmentation=segmentation)})")
-  if not segmentation:
-    return
-  height, width = dataset.image_shape[:2]
-  crop = tuple(config.augment.crop_size)
-  _check(crop == (0, 0) or (crop[0] <= height and crop[1] <= width), "augment.crop_size", crop,
-         f"at most the image size ({height}, {width})")
-  _check(config.record.pixel_stride <= min(height, width), "record.pixel_stride",
-         config.record.pixel_stride, f"at most the image side ({min(height, width)})")
-  for name in strategy_names(config):
-    _check(strategy_registry.get_strategy(name).segmentation, "strategies", name,
-           f"one of the segmentation strategies {strategy_registry.names(segmentation=True)}")
-
-
 def strategy_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The names in config.strategies, in order ('disal, random' -> ['disal', 'random'])."""
   return [s.strip() for s in config.strategies.split(",") if s.strip()]
-
-
-class ConfigError(ValueError):
-  """A config value is out of range; the message names the key and the allowed values."""
-
-
-def check_value(ok: bool, key: str, value, allowed: str) -> None:
-  """Raises ConfigError naming config.<key>, its value and what is allowed, unless ok."""
-  if not ok:
-    raise ConfigError(f"config.{key}={value!r} is invalid: {allowed}.")
 
 
 _check = check_value
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
-  """Checks values before any work; raises ConfigError naming the key and what is allowed."""
-  # Imported here: the registries import models and strategies, which import jax.
-  from disal_jax.data import registry as data_registry
-  from disal_jax.models import registry as model_registry
-  from disal_jax.strategies import registry as strategy_registry
-
-  _check(config.data.name in data_registry.names(), "data.name", config.data.name,
-         f"one of {data_registry.names()}")
-  _check(config.model.name in model_registry.names(), "model.name", config.model.name,
-         f"one of {model_registry.names()}")
-  names = strategy_names(config)
-  _check(bool(names), "strategies", config.strategies, "at least one strategy name")
-  for name in names:
-    _check(name in strategy_registry.names(), "strategies", name,
-           f"comma-separated names from {strategy_registry.names()}")
-  _check(len(set(names)) == len(names), "strategies", config.strategies, "no name twice")
+def validate_common(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
+  """Checks the experiment-wide values (not the names the registries resolve, nor the
+  strategies' sections: `experiment.validate` checks all); raises ConfigError naming the key
+  and what is allowed."""
   _check(config.model.stem in ("cifar", "imagenet"), "model.stem", config.model.stem,
          "'cifar' or 'imagenet'")
   _check(config.model.width > 0, "model.width", config.model.width, "a positive integer")
@@ -288,6 +241,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check(ps.samples_per_step >= 1, "per_sample.samples_per_step", ps.samples_per_step, ">= 1")
   _check(ps.memory_budget_mb >= 0, "per_sample.memory_budget_mb", ps.memory_budget_mb,
          "0 (fixed chunk sizes) or a positive number of MiB")
-  for section in strategy_registry.sections().values():  # the strategies' own checks
-    if section.check is not None:
-      section.check(config, num_devices)
+
+
+# The names that moved to disal_jax.experiment (they need the registries, which sit above this
+# module): importing one from here says where it is now, instead of a bare ImportError.
+_MOVED = ("base_config", "validate", "validate_for_dataset")
+
+
+def __getattr__(name: str):
+  if name in _MOVED:
+    raise ImportError(f"disal_jax.config.{name} is now disal_jax.experiment.{name} (it adds the "
+                      f"strategies' sections); use `from disal_jax.experiment import {name}`",
+                      name=__name__)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

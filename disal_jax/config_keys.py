@@ -1,4 +1,4 @@
-"""Every config key with its default and the comment that defines it, read from base_config.
+"""Every config key with its default and the comment that defines it (experiment.base_config).
 
   python -m disal_jax.config_keys [--prefix=disal.]
 
@@ -17,6 +17,7 @@ import re
 from absl import app, flags
 
 from disal_jax import config as config_lib
+from disal_jax import experiment
 
 _SECTION = re.compile(r"^\s*(?P<parent>\w+)\.(?P<name>\w+) = (?P<alias>\w+) = "
                       r"ml_collections\.ConfigDict\(\)")
@@ -25,10 +26,11 @@ _COMMENT = re.compile(r"^\s*#\s?(?P<text>.*)$")
 
 
 def key_comments() -> dict[str, str]:
-  """{dotted key: its comment text} for every key base_config assigns: the experiment-wide
-  ones in disal_jax/config.py, then each strategy section's, in its module's `defaults`."""
+  """{dotted key: its comment text} for every key experiment.base_config assigns: the
+  experiment-wide ones in disal_jax/config.py, then each strategy section's, in its module's
+  `defaults`."""
   from disal_jax.strategies import registry  # pylint: disable=import-outside-toplevel
-  comments = _comments(inspect.getsource(config_lib.base_config), {"c": ""})
+  comments = _comments(inspect.getsource(config_lib.common_config), {"c": ""})
   for name, section in registry.sections().items():
     comments.update(_comments(inspect.getsource(section.defaults), {"s": f"{name}."}))
   return comments
@@ -71,7 +73,7 @@ def _comments(source: str, paths: dict[str, str]) -> dict[str, str]:
 
 def describe(prefix: str = "") -> str:
   """One line per key: `key = default  # comment`, in definition order."""
-  defaults = _flatten(config_lib.base_config().to_dict())
+  defaults = _flatten(experiment.base_config().to_dict())
   lines = []
   for key, note in key_comments().items():
     if key in defaults and key.startswith(prefix):

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from disal_jax import checkpoint
-from disal_jax import config as config_lib
+from disal_jax import experiment as config_lib
 from disal_jax import distributed, faults, pool, protocol, run_lock
 from disal_jax.data import row_store
 from disal_jax.data.dataset import Dataset

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import ml_collections
 
-from disal_jax.config import ConfigError
+from disal_jax.errors import ConfigError
 
 UNLABELED = -1
 

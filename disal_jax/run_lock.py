@@ -26,13 +26,11 @@ import pathlib
 import socket
 from typing import Iterator, Optional
 
+from disal_jax.errors import RunLocked
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".lock"
-
-
-class RunLocked(Exception):
-  """Another live process holds the run; the message names it and what to do."""
 
 
 def lock_path(run_dir: pathlib.Path) -> pathlib.Path:

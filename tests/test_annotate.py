@@ -222,7 +222,7 @@ def test_a_project_saved_by_an_earlier_version_opens_on_todays_keys():
   """A project's config.json from before a section existed (and with a key since moved):
   today's defaults fill the gaps, the moved key lands in its new place, JSON lists become
   tuples, every other saved value is kept, and the result validates."""
-  from disal_jax.config import validate
+  from disal_jax.experiment import validate
   current = load_config("annotate").to_dict()
   saved = json.loads(json.dumps(current))  # as written to config.json: tuples become lists
   del saved["embedding"]

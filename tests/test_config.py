@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from disal_jax.config import ConfigError, base_config, strategy_names, validate
+from disal_jax.errors import ConfigError
+from disal_jax.experiment import base_config, strategy_names, validate
 from disal_jax.data import registry as data_registry
 from disal_jax.models import registry as model_registry
 from disal_jax.strategies import registry as strategy_registry
@@ -77,6 +78,20 @@ def test_a_bad_value_or_a_missing_dataset_is_one_message_without_traceback(tmp_p
   assert "Unable to initialize backend" not in out.stderr
 
 
+def test_the_entry_point_prints_any_user_error_as_one_line_with_status_2():
+  """cli.run catches the base class: a UserError it has never heard of gets the same treatment
+  as ConfigError above."""
+  script = ("from disal_jax import cli, errors\n"
+            "class NewError(errors.UserError): pass\n"
+            "def main(argv): raise NewError('the input is wrong; do this instead')\n"
+            "cli.run(main)\n")
+  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1] == "error: the input is wrong; do this instead"
+  assert "Traceback" not in out.stderr
+
+
 def test_every_key_has_a_default_and_a_comment_where_it_is_defined():
   from disal_jax import config_keys
   defaults = config_keys._flatten(base_config().to_dict())
@@ -93,7 +108,7 @@ def test_a_strategy_brings_its_own_config_section(monkeypatch):
   join config_keys; nothing in disal_jax/config.py names it."""
   import ml_collections
   from disal_jax import config_keys
-  from disal_jax.config import check_value, validate
+  from disal_jax.errors import check_value
   from disal_jax.strategies import base, random, registry
 
   def defaults():
@@ -119,3 +134,20 @@ def test_a_strategy_brings_its_own_config_section(monkeypatch):
   with pytest.raises(ConfigError, match="toy.temperature"):
     validate(config)
   assert config_keys.key_comments()["toy.temperature"] == "softmax temperature of the toy score"
+
+
+@pytest.mark.parametrize("name", ["base_config", "validate", "validate_for_dataset"])
+def test_a_name_that_moved_to_experiment_says_where_it_is_now(name):
+  """disal_jax.config sits below the registries; a config file that still imports the whole
+  config's builder from there learns the new import instead of a bare ImportError."""
+  with pytest.raises(ImportError, match=rf"from disal_jax\.experiment import {name}`"):
+    exec(f"from disal_jax.config import {name}", {})
+
+
+def test_the_experiment_wide_keys_and_the_strategy_sections_make_the_whole_config():
+  from disal_jax import config as config_lib
+  whole, common = base_config(), config_lib.common_config()
+  sections = set(strategy_registry.sections())
+  assert sections and not sections & set(common)
+  assert set(whole) == set(common) | sections
+  assert whole.train.to_dict() == common.train.to_dict()

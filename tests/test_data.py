@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from disal_jax.config import base_config
 from disal_jax.data import (cityscapes, image_folder, long_tail, registry, resize,
                              tfds_source)
 from disal_jax.data.dataset import Dataset, carve_validation
+from disal_jax.experiment import base_config
 
 
 def _data_config(**kw) -> ml_collections.ConfigDict:

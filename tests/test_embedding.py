@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from disal_jax import checkpoint, loop, pool
-from disal_jax.config import ConfigError, validate, validate_for_dataset
+from disal_jax.errors import ConfigError
+from disal_jax.experiment import validate, validate_for_dataset
 from disal_jax.strategies import coreset, embedding, probcover, registry, typiclust
 
 from tests.helpers import tiny_config

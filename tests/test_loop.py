@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from disal_jax import loop, pool
-from disal_jax.config import ConfigError
+from disal_jax.errors import ConfigError
 
 from tests.helpers import tiny_config
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from disal_jax import pool
-from disal_jax.config import ConfigError, base_config
+from disal_jax.errors import ConfigError
+from disal_jax.experiment import base_config
 
 
 def test_budget_schedule_follows_the_protocol():

@@ -13,11 +13,9 @@ import pathlib
 
 import numpy as np
 
+from disal_jax.errors import LabelFileError
+
 REQUIRED_COLUMNS = ("id", "label")
-
-
-class LabelFileError(ValueError):
-  """The labels file is invalid; the message lists every problem with its line number."""
 
 
 def read_answers(path: str, class_names: tuple[str, ...], num_images: int,

@@ -26,9 +26,10 @@ import ml_collections
 import numpy as np
 
 from disal_jax import checkpoint
-from disal_jax.config import base_config
 from disal_jax.data import image_folder
 from disal_jax.data.dataset import Dataset
+from disal_jax.errors import ProjectError
+from disal_jax.experiment import base_config
 
 UNLABELED_DIR = "unlabeled"
 TEST_DIR = "test"
@@ -37,10 +38,6 @@ IMAGES_FILE = "images.csv"
 CONFIG_FILE = "config.json"
 STATE_DIR = "state"
 KEEP_STATES = 1000  # every change stays undoable
-
-
-class ProjectError(ValueError):
-  """The folder or workdir is not a valid project; the message names the path and the fix."""
 
 
 def _images_under(folder: pathlib.Path) -> list[pathlib.Path]:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from disal_jax import checkpoint
-from disal_jax import config as config_lib
+from disal_jax import experiment as config_lib
 from disal_jax import loop
 from disal_jax.annotate import labels_file
 from disal_jax.annotate.project import Project, ProjectError, State, StateStore

@@ -15,13 +15,10 @@ from PIL import Image
 
 from disal_jax.data import cache, resize
 from disal_jax.data.dataset import Dataset
+from disal_jax.errors import ImageFolderError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "test")
-
-
-class ImageFolderError(ValueError):
-  """The folder does not have the expected layout, or an image cannot be read."""
 
 
 def _find_root(root: pathlib.Path) -> pathlib.Path:

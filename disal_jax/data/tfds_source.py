@@ -15,10 +15,7 @@ import numpy as np
 
 from disal_jax.data import cache, resize
 from disal_jax.data.dataset import Dataset, stratified_split
-
-
-class DatasetNotPreparedError(RuntimeError):
-  """The tfds dataset is not in data_dir; the message says how to prepare it."""
+from disal_jax.errors import DatasetNotPreparedError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import flax
 import numpy as np
 
-from disal_jax.config import ConfigError
+from disal_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

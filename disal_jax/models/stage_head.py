@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from disal_jax.errors import check_value
+
 PARAMS_KEY = "stage_head"
 
 
@@ -75,7 +77,6 @@ class DetachingHeadHook:
 
 def check_keys(config, name: str) -> None:
   """Checks weight, hidden and detach_fraction of config.<name> (Learning Loss, TiDAL)."""
-  from disal_jax.config import check_value  # pylint: disable=import-outside-toplevel
   s = config[name]
   check_value(s.weight >= 0, f"{name}.weight", s.weight, ">= 0")
   check_value(s.hidden >= 1, f"{name}.hidden", s.hidden, ">= 1")

@@ -149,8 +149,9 @@ def score_and_select(strategy: "Strategy", ctx: ScoringContext, k: int
 class ConfigSection:
   """A strategy's own keys, config.<name>: `defaults()` builds them (each key with a one-line
   comment where it is assigned: `python -m disal_jax.config_keys` prints it), `check(config,
-  num_devices)` raises ConfigError naming a bad value. base_config and validate collect the
-  registered strategies' sections, so a new strategy's keys live in its own module.
+  num_devices)` raises ConfigError naming a bad value (`disal_jax.errors.check_value`).
+  `experiment.base_config` and `experiment.validate` collect the registered strategies'
+  sections, so a new strategy's keys live in its own module.
   `check_for_dataset(config, dataset)`, if given, runs once the dataset is loaded, for the
   strategies a config runs (what depends on the task or the image size)."""
   name: str

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.config import check_value
+from disal_jax.errors import check_value
 from disal_jax.strategies import selectors
 from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
                                        entropy, pool_capacity, pool_outputs)

@@ -27,9 +27,9 @@ import ml_collections
 import numpy as np
 import optax
 
+from disal_jax.errors import check_value
 from disal_jax.models import gcn as gcn_lib
 from disal_jax.strategies import selectors
-from disal_jax.config import check_value
 from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ReferenceProtocol,
                                        ScoringContext, Strategy, map_rows, pool_capacity)
 from disal_jax.strategies.coreset import features as backbone_features

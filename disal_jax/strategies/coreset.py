@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from disal_jax.config import check_value
+from disal_jax.errors import check_value
 from disal_jax.strategies import embedding, selectors
 from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
                                        pool_capacity, pool_outputs)

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.config import check_value
+from disal_jax.errors import check_value
 from disal_jax.strategies import per_sample, selectors
 from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext,
                                        Strategy, batch_logits, pool_capacity, select_top_k,

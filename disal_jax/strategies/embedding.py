@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.config import ConfigError, check_value
+from disal_jax.errors import ConfigError, check_value
 from disal_jax.strategies.base import ConfigSection, ScoringContext, map_rows
 from disal_jax.training.augment import Preprocess
 

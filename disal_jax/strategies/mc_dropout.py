@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.config import check_value
+from disal_jax.errors import check_value
 from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
                                        batched_pool_scores, entropy)
 from disal_jax.training import pixels

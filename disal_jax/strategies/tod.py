@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 
 from disal_jax import distributed
-from disal_jax.config import check_value
+from disal_jax.errors import check_value
 from disal_jax.strategies.base import (ConfigSection, ReferenceProtocol, ScoringContext,
                                        Strategy, batched_pool_scores, select_top_k)
 from disal_jax.training import sharding

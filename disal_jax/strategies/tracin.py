@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.config import check_value
+from disal_jax.errors import check_value
 from disal_jax.strategies import per_sample
 from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, batch_logits,
                                        per_sample_batch_size, pool_outputs)

@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from disal_jax.config import check_value
+from disal_jax.errors import check_value
 from disal_jax.strategies import embedding
 from disal_jax.strategies.base import ConfigSection, ScoringContext, Strategy
 from disal_jax.training import sharding

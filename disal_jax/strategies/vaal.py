@@ -58,8 +58,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from disal_jax.errors import VaalDiverged, check_value
 from disal_jax.models import vaal as vaal_models
-from disal_jax.config import check_value
 from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, map_rows,
                                        pool_capacity)
 from disal_jax.training import sharding
@@ -68,10 +68,6 @@ from disal_jax.training.trainer import epoch_batches
 
 # Folded into the cycle's key for the scoring batches' order and flips.
 SCORE_STREAM = 0x5C0
-
-
-class VaalDiverged(FloatingPointError):
-  """VAAL's VAE or discriminator diverged; the message names where and what to change."""
 
 
 @dataclasses.dataclass(frozen=True)

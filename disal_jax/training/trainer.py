@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 from disal_jax import faults
 from disal_jax.data import row_store
 from disal_jax.data.dataset import Dataset
+from disal_jax.errors import TrainingDiverged
 from disal_jax.models import pretrained
 from disal_jax.training import record as record_lib
 from disal_jax.training import (placement, progress_bar, schedule, segmentation_metrics,
@@ -29,10 +30,6 @@ from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import TrainState, create_state, make_optimizer
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(FloatingPointError):
-  """A non-finite training loss; the message names where."""
 
 
 POSITION_SUFFIX = "_position_index"
