@@ -21,27 +21,27 @@ The archive is looked for beside the repository (shared/data/cifar10-jpeg.tar.gz
 Variant 'quick': two cycles (1,000 -> 1,500), no step floor, for smoke runs.
 """
 
+import importlib.util
 import pathlib
 
-from disal_jax.experiment import base_config
 
-ARCHIVE = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpeg.tar.gz"
+def _cifar10_cpu():
+  """configs/cifar10_cpu.py, the recipe this config keeps (loaded by path, as config_flags
+  loads config files: configs/ is not a package)."""
+  path = pathlib.Path(__file__).with_name("cifar10_cpu.py")
+  spec = importlib.util.spec_from_file_location("configs_cifar10_cpu", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def get_config(variant: str = ""):
-  config = base_config()
-  config.data.name = "image_folder"
-  config.data.data_dir = str(ARCHIVE)
-  config.data.val_fraction = 0.04
+  config = _cifar10_cpu().get_config()  # the archive, validation, test subset, model, steps
+  config.data.max_train = 0  # the whole long-tailed pool
   config.data.imbalance_ratio = 100.0
-  config.data.max_test = 2_000
   config.al.initial_count = 1_000
   config.al.step_count = 500
   config.al.final_count = 4_000
-  config.model.width = 8
-  config.train.epochs = 15
-  config.train.min_steps = 300
-  config.checkpoint.every_epochs = 5
   if variant == "quick":
     config.train.min_steps = 0
     config.al.final_count = 1_500
