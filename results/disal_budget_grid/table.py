@@ -3,9 +3,9 @@
 
   python results/disal_budget_grid/table.py workdirs/disal_budget_grid \\
       --write_csv=results/disal_budget_grid/runs.csv
-  python results/disal_budget_grid/table.py results/disal_budget_grid/runs.csv
+  python results/disal_budget_grid/table.py workdirs/disal_budget_grid results/disal_budget_grid/before_runs.csv
 
-The source is a grid workdir (<workdir>/l<labeled>_r<ratio>_<variant>/<strategy>/seed_<s>/
+Each source is a grid workdir (<workdir>/l<labeled>_r<ratio>_<variant>/<strategy>/seed_<s>/
 results.json, as grid.sh writes them) or a CSV of its runs (one row per run, what
 --write_csv writes). Prints a markdown table. A difference whose |mean| is inside one std of
 the paired differences is a tie; the issue's bar is DISAL's validation mean at least Random's
@@ -89,12 +89,19 @@ def table(rows: list[dict], draws: int, baseline: str = "random") -> str:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("source", type=pathlib.Path, help="a grid workdir or a runs CSV")
+  parser.add_argument("sources", type=pathlib.Path, nargs="+",
+                      help="grid workdirs or runs CSVs (a run in several: the first's)")
   # configs/cifar10_cpu.py: 300 steps (train.min_steps) x 32 pool rows (disal.dynamic_batch_size)
   parser.add_argument("--draws", type=int, default=300 * 32, help="pool draws per cycle")
   parser.add_argument("--write_csv", type=pathlib.Path, help="also write the runs as a CSV")
   args = parser.parse_args()
-  rows = read_csv(args.source) if args.source.suffix == ".csv" else collect(args.source)
+  rows, seen = [], set()
+  for source in args.sources:
+    for row in read_csv(source) if source.suffix == ".csv" else collect(source):
+      key = (row["labeled"], row["ratio"], row["variant"], row["seed"])
+      if key not in seen:
+        seen.add(key)
+        rows.append(row)
   if args.write_csv:
     with open(args.write_csv, "w", newline="") as f:
       writer = csv.DictWriter(f, COLUMNS)
