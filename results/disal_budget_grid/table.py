@@ -3,7 +3,8 @@
 
   python results/disal_budget_grid/table.py workdirs/disal_budget_grid \\
       --write_csv=results/disal_budget_grid/runs.csv
-  python results/disal_budget_grid/table.py workdirs/disal_budget_grid results/disal_budget_grid/before_runs.csv
+  python results/disal_budget_grid/table.py workdirs/disal_budget_grid \\
+      results/disal_budget_grid/before_runs.csv
 
 Each source is a grid workdir (<workdir>/l<labeled>_r<ratio>_<variant>/<strategy>/seed_<s>/
 results.json, as grid.sh writes them) or a CSV of its runs (one row per run, what
