@@ -2,12 +2,13 @@
 
   python -m benchmarks.device_check [--json=PATH] [--sections=train,cycle,scoring]
   timeout 540 python -m benchmarks.device_check     # on the GPU machine (docs/performance.md)
-  python -m benchmarks.device_check --smoke         # the same code paths in seconds, on CPU
+  python -m benchmarks.device_check --smoke         # the same code paths, toy sizes, on CPU
 
 Sized for about 8 minutes on one H100/H200-class GPU. Three sections, each printed as a
-table when it ends and written to the JSON at once (so a run cut short keeps what it
-measured); the JSON goes to --json, else $OUT/device_check.json when $OUT is set, else
-./device_check.json.
+table when it ends; the JSON is rewritten after every row, so a run cut short keeps what it
+measured, and a section that fails is recorded with its error while the others still run
+(the exit status is then 1). The JSON goes to --json, else $OUT/device_check.json when $OUT
+is set, else ./device_check.json; "complete" is true once every section ran.
 
 train: the trainer's train step (CIFAR ResNet-18 at --width, batch --batch_size, 32x32
   synthetic images: throughput does not depend on the pixels) in float32 and bfloat16
@@ -39,23 +40,28 @@ cycle: --cycles cycles of the paper's CIFAR-10 protocol (10% labeled, +5% per cy
   and peak RSS, and the XLA compilations (common.CompileLog) in the cycles after the first,
   with their names: 0 means nothing retraced as the labeled set grew. The images are the real
   CIFAR-10 JPEG archive at --data_dir when it is there, else synthetic ones of its shape.
+  The children allocate device memory as they need it (XLA_PYTHON_CLIENT_PREALLOCATE=false
+  unless set), since this process may hold the GPU's default preallocation.
   Three cycles by default: the last cycle does not score, so cycle 1 is the one full cycle
   (train, record, score) that runs compiled.
 
 --smoke runs every section at toy sizes (SMOKE: width 4, 16x16 images, a 64-image pool, one
-epoch) on whatever device there is; the size flags are then ignored.
+epoch) on whatever device there is, in about two minutes on a 2-core CPU (compiling); the
+size flags are then ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import pathlib
 import sys
 import tempfile
 import time
-from typing import Any, Optional
+import traceback
+from typing import Any, Callable, Optional
 
 from absl import app, flags
 import jax
@@ -65,6 +71,7 @@ from benchmarks import common
 from disal_jax import platform_settings
 from disal_jax.config import base_config
 from disal_jax.strategies import disal
+from disal_jax.strategies import registry as strategy_registry
 from disal_jax.training import sharding
 from disal_jax.training import trainer as trainer_lib
 
@@ -107,6 +114,7 @@ FLOPS_MISMATCH = 2.0
 TRAIN_EPOCHS = 3  # the first compiles; the faster of the other two is kept
 PICK_FRACTION = 20  # scorers pick 1/20 (5%) of the candidates, the protocol's step
 MIB = 2 ** 20
+Save = Callable[[dict[str, Any]], None]  # writes a section's figures so far to the JSON
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,13 +237,17 @@ def _device_timing(trainer: trainer_lib.Trainer, state, labeled: np.ndarray, cal
           "dispatch_seconds_per_step": (t1 - t0) / calls}
 
 
-def train_section(s: Settings, mesh) -> dict[str, Any]:
+def train_section(s: Settings, mesh, save: Save) -> dict[str, Any]:
   labeled_count = s.batch_size * s.steps  # one pass is one timed epoch
   dataset = common.synthetic_dataset(2 * labeled_count, s.eval_batch_size, s.image_size)
   labeled = np.arange(labeled_count)
   pool = np.arange(labeled_count, 2 * labeled_count)  # DISAL's pool batches come from it
   kind = jax.devices()[0].device_kind
   figures: dict[str, Any] = {}
+  section = {"device_kind": kind, "labeled": labeled_count, "figures": figures,
+             # None: the backend's default (float32 may run as TF32 on NVIDIA GPUs)
+             "default_matmul_precision": getattr(jax.config, "jax_default_matmul_precision",
+                                                 None)}
   for dtype in ("float32", "bfloat16"):
     config = _config(s, dtype)
     config.train.epochs = TRAIN_EPOCHS
@@ -250,6 +262,7 @@ def train_section(s: Settings, mesh) -> dict[str, Any]:
     row["mfu"] = (None if peak is None else
                   row["flops_per_step"] / row["device_seconds_per_step"] / (peak * 1e12))
     figures[f"plain {dtype}"] = row
+    save(section)
   config = common.disal_branch_config(_config(s))
   config.train.epochs = TRAIN_EPOCHS
   _, result = common.train_cycle(config, dataset, mesh, labeled, pool, disal.make_hook(config))
@@ -258,8 +271,7 @@ def train_section(s: Settings, mesh) -> dict[str, Any]:
   figures["disal branch float32"] = {"loop_images_per_second": rate,
                                      "loop_seconds_per_step": s.batch_size / rate,
                                      "step_time_vs_plain": plain / rate}
-  return {"device_kind": kind, "labeled": labeled_count, "figures": figures,
-          "default_matmul_precision": jax.config.jax_default_matmul_precision}
+  return section
 
 
 def _num(value: Any) -> Any:
@@ -300,13 +312,14 @@ def train_table(section: dict[str, Any]) -> str:
 
 
 # -- scoring --------------------------------------------------------------------------------
-def scoring_section(s: Settings, mesh) -> dict[str, Any]:
+def scoring_section(s: Settings, mesh, save: Save) -> dict[str, Any]:
   dataset = common.synthetic_dataset(s.labeled + s.pool, s.eval_batch_size, s.image_size)
   config = _config(s)
   labeled = np.arange(s.labeled)
   candidates = np.arange(s.labeled, s.labeled + s.pool)
   k = max(1, s.pool // PICK_FRACTION)
-  figures = {}
+  figures: dict[str, Any] = {}
+  section = {"pool": s.pool, "picks": k, "figures": figures}
   with tempfile.TemporaryDirectory(prefix="disal_jax_device_check_") as workdir:
     forward = common.forward_seconds(config, dataset, mesh, labeled, candidates, workdir)
     figures["forward"] = {"seconds": forward, "samples_per_second": s.pool / forward,
@@ -317,7 +330,8 @@ def scoring_section(s: Settings, mesh) -> dict[str, Any]:
       figures[name] = {"seconds": seconds, "samples_per_second": s.pool / seconds,
                        "x_forward": seconds / forward}
       print(f"scoring {name}: {seconds:.2f} s", flush=True)
-  return {"pool": s.pool, "picks": k, "figures": figures}
+      save(section)
+  return section
 
 
 def scoring_table(section: dict[str, Any]) -> str:
@@ -395,23 +409,21 @@ def cycle_child(strategy: str, s: Settings) -> dict[str, Any]:
           "compiles_after_first_cycle": len(later), "compiled_after_first_cycle": later}
 
 
-def cycle_section(s: Settings) -> dict[str, Any]:
-  if s.cycles < 2:
-    raise app.UsageError("--cycles must be at least 2: the compilations counted are the "
-                         "later cycles'")
+def cycle_section(s: Settings, save: Save) -> dict[str, Any]:
   env = dict(os.environ)
   # the parent may hold the GPU's default preallocation (75%): the child takes what it uses
   env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   args = [a for a in sys.argv[1:] if not a.startswith(("--child", "--json", "--sections"))]
-  figures = {}
+  figures: dict[str, Any] = {}
+  section = {"epochs": s.epochs, "cycles": s.cycles, "figures": figures}
   for strategy in ("random", "disal"):
     figures[strategy] = common.run_child("benchmarks.device_check",
                                          [*args, f"--child={strategy}"], env)
+    figures[strategy]["cycle1_x_random"] = (figures[strategy]["cycle1_seconds"]
+                                            / figures["random"]["cycle1_seconds"])
     print(f"cycle {strategy}: {figures[strategy]['run_seconds']:.1f} s", flush=True)
-  base = figures["random"]["cycle1_seconds"]
-  for f in figures.values():
-    f["cycle1_x_random"] = f["cycle1_seconds"] / base
-  return {"epochs": s.epochs, "cycles": s.cycles, "figures": figures}
+    save(section)
+  return section
 
 
 def cycle_table(section: dict[str, Any]) -> str:
@@ -446,12 +458,19 @@ def main(argv):
   unknown = sorted(set(_SECTIONS.value) - set(SECTIONS))
   if unknown:
     raise app.UsageError(f"unknown sections {unknown}; known: {SECTIONS}")
+  unknown = sorted(set(s.scorers) - set(strategy_registry.names()))
+  if unknown:
+    raise app.UsageError(f"unknown scorers {unknown}; known: {strategy_registry.names()}")
+  if "cycle" in _SECTIONS.value and s.cycles < 2:
+    raise app.UsageError("--cycles must be at least 2: the compilations counted are the "
+                         "later cycles'")
   path = json_path()
   payload: dict[str, Any] = {"smoke": _SMOKE.value, "settings": dataclasses.asdict(s),
                              "sections": {}, "complete": False}
   mesh = sharding.make_mesh()
-  run = {"train": lambda: train_section(s, mesh), "cycle": lambda: cycle_section(s),
-         "scoring": lambda: scoring_section(s, mesh)}
+  run = {"train": functools.partial(train_section, s, mesh),
+         "cycle": functools.partial(cycle_section, s),
+         "scoring": functools.partial(scoring_section, s, mesh)}
   tables = {"train": train_table, "cycle": cycle_table, "scoring": scoring_table}
   titles = {"train": f"Train step: CIFAR ResNet-18 width {s.width}, batch {s.batch_size}, "
                      f"{s.image_size}x{s.image_size} images, {s.steps} steps per timing",
@@ -460,17 +479,33 @@ def main(argv):
             "scoring": f"Scoring {s.pool} candidates, ResNet-18 width {s.width}"}
   print(f"{jax.device_count()} {jax.default_backend()} device(s): "
         f"{jax.devices()[0].device_kind}", flush=True)
+  failed = []
   for name in SECTIONS:
     if name not in _SECTIONS.value:
       continue
+
+    def save(section, name=name):
+      payload["sections"][name] = section
+      common.write_json_to(path, payload)
+
     t0 = time.perf_counter()
-    payload["sections"][name] = run[name]()
-    payload["sections"][name]["section_seconds"] = time.perf_counter() - t0
-    common.write_json_to(path, payload)
-    print(f"\n{titles[name]}\n\n{tables[name](payload['sections'][name])}\n", flush=True)
-  payload["complete"] = True
+    try:
+      section = run[name](save)
+    except Exception:  # pylint: disable=broad-except
+      # one section's failure must not cost a rare device run the others' figures
+      failed.append(name)
+      error = traceback.format_exc()
+      save({**payload["sections"].get(name, {}), "error": error[-3000:]})
+      print(f"\nsection {name} failed:\n{error}", flush=True)
+      continue
+    section["section_seconds"] = time.perf_counter() - t0
+    save(section)
+    print(f"\n{titles[name]}\n\n{tables[name](section)}\n", flush=True)
+  payload["complete"] = not failed
   common.write_json_to(path, payload)
   print(f"wrote {path}")
+  if failed:
+    raise SystemExit(f"sections failed: {failed} (their errors are in {path})")
 
 
 if __name__ == "__main__":
