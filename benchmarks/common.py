@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
 import platform
 import resource
+import subprocess
+import sys
 import time
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 import optax
 from absl import flags
 
+from disal_jax.data.dataset import Dataset
 from disal_jax.experiment import base_config
 from disal_jax.loop import model_config
 from disal_jax.models.registry import build_model
+from disal_jax.strategies import disal
+from disal_jax.strategies import registry as strategy_registry
 from disal_jax.strategies.base import ScoringContext, scoring_data
 from disal_jax.training import record as record_lib
 from disal_jax.training import sharding
@@ -31,6 +37,12 @@ CIFAR10_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", str(CIFAR10_ARCHIVE),
     "Image folder (root/<split>/<class>/<image>) or its .tar.gz the benchmarks read.")
+
+
+def data_dir() -> str:
+  """--data_dir: the image folder or archive the benchmarks read (the real CIFAR-10 JPEGs by
+  default)."""
+  return _DATA_DIR.value
 
 
 def cifar_config(num_train: int, width: int, cache_dir: str):
@@ -68,6 +80,118 @@ def scoring_context(config, dataset, mesh, strategy, labeled, candidates, key, w
     callback(state, 0, 0.1)
   return trainer, ScoringContext(config, scoring_data(trainer), result, candidates, labeled, key, 0,
                                  callback)
+
+
+def synthetic_dataset(num_train: int, num_test: int, image_size: int = 32,
+                      num_classes: int = 10, seed: int = 0) -> Dataset:
+  """Uniform random uint8 images (image_size x image_size x 3) with random labels: CIFAR's
+  shapes where only throughput, memory and compilations are measured (they do not depend on
+  the pixel values)."""
+  rng = np.random.default_rng(seed)
+  shape = (image_size, image_size, 3)
+  return Dataset("synthetic", rng.integers(0, 256, (num_train, *shape), np.uint8),
+                 rng.integers(0, num_classes, num_train).astype(np.int32),
+                 rng.integers(0, 256, (num_test, *shape), np.uint8),
+                 rng.integers(0, num_classes, num_test).astype(np.int32),
+                 tuple(str(c) for c in range(num_classes)))
+
+
+def disal_branch_config(config, **overrides):
+  """`config` with DISAL's branch in every epoch (the timed ones included) and the given
+  config.disal overrides."""
+  config = config.copy_and_resolve_references()
+  config.disal.branch_start_fraction = 0.0
+  for key, value in overrides.items():
+    config.disal[key] = value
+  return config
+
+
+def train_cycle(config, dataset, mesh, labeled, pool, hook=None) -> tuple[Trainer, CycleResult]:
+  """One cycle of the real trainer from fresh weights: config.train.epochs epochs on the
+  `labeled` rows (L,), recording the `pool` rows (P,) as `hook` needs (DISAL's hook or None).
+  Returns the trainer and its result; the first epoch compiles."""
+  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset, mesh,
+                    hook=hook)
+  level = "none" if hook is None else disal.record_level(config)
+  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
+                               record_level=level, cycle=0)
+  return trainer, result
+
+
+def steady_images_per_second(result: CycleResult) -> float:
+  """The fastest epoch's labeled images/s after the first (which compiles): the trainer's
+  wall time over the steps (host work included, the recording pass excluded)."""
+  return max(e["images_per_second"] for e in result.epochs[1:])
+
+
+def forward_seconds(config, dataset, mesh, labeled, candidates, workdir) -> float:
+  """Seconds of one forward pass (softmax outputs) over the `candidates` rows, compiled
+  beforehand on one batch: the floor every scorer is compared with."""
+  trainer, ctx = scoring_context(config, dataset, mesh, strategy_registry.get_strategy("random"),
+                                 labeled, candidates, jax.random.key(1), workdir)
+  length = trainer.padded_pool_length(len(candidates), 0)
+  batch = config.train.eval_batch_size
+  trainer.pool_probs(ctx.result.state, candidates[:batch], length)  # compile
+  return best_time(lambda: trainer.pool_probs(ctx.result.state, candidates, length))
+
+
+def scorer_seconds(config, dataset, mesh, name: str, labeled, candidates, k: int,
+                   workdir: str) -> float:
+  """Seconds of strategy `name`'s real scoring path (score + select of k) over the
+  `candidates` rows after a stand-in cycle (`scoring_context`), compiled beforehand on one
+  batch of config.train.eval_batch_size candidates."""
+  strategy = strategy_registry.get_strategy(name)
+  _, ctx = scoring_context(config, dataset, mesh, strategy, labeled, candidates,
+                           jax.random.key(1), workdir)
+  small = dataclasses.replace(ctx, candidates=candidates[:config.train.eval_batch_size])
+  strategy.select(strategy.score(small), small, 1)  # compile on one batch
+  return best_time(lambda: strategy.select(strategy.score(ctx), ctx, k))
+
+
+class CompileLog:
+  """Records XLA compilations while active (jit's cache misses, eager ops included; a hit in
+  the persistent compilation cache counts too): the compiled functions' names in order, and
+  the count at marks the caller sets (`mark(name)`)."""
+
+  EVENT = "/jax/core/compile/backend_compile_duration"
+
+  def __init__(self):
+    self.names: list[str] = []
+    self.marks: dict[str, int] = {}
+
+  def _listen(self, event: str, _seconds: float, **kwargs) -> None:
+    if event == self.EVENT:
+      self.names.append(str(kwargs.get("fun_name", "?")))
+
+  def mark(self, name: str) -> None:
+    self.marks[name] = len(self.names)
+
+  def __enter__(self) -> "CompileLog":
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+FIGURES_PREFIX = "FIGURES "  # a child process's last line of this prefix holds its JSON
+
+
+def print_figures(figures: dict[str, Any]) -> None:
+  """A child process's figures, as `run_child` reads them."""
+  print(FIGURES_PREFIX + json.dumps(figures), flush=True)
+
+
+def run_child(module: str, args: list[str], env: Optional[dict[str, str]] = None
+              ) -> dict[str, Any]:
+  """Runs `python -m module *args` (its peak memory and compilations its own) and returns
+  the figures it printed with `print_figures`; raises with its stderr's end if it failed."""
+  out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                       check=False, env=env)
+  lines = [line for line in out.stdout.splitlines() if line.startswith(FIGURES_PREFIX)]
+  if out.returncode != 0 or not lines:
+    raise RuntimeError(f"{module} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+  return json.loads(lines[-1][len(FIGURES_PREFIX):])
 
 
 def plain_train_step(net, tx):
@@ -118,7 +242,11 @@ def peak_rss_mib() -> float:
 
 
 def write_json(name: str, payload: dict[str, Any], out_dir: str) -> pathlib.Path:
-  path = pathlib.Path(out_dir) / f"{name}.json"
+  return write_json_to(pathlib.Path(out_dir) / f"{name}.json", payload)
+
+
+def write_json_to(path: pathlib.Path, payload: dict[str, Any]) -> pathlib.Path:
+  """Writes {'machine': machine(), **payload} to `path` (its folder made if needed)."""
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps({"machine": machine(), **payload}, indent=1))
   return path

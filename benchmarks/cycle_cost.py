@@ -18,8 +18,6 @@ Prints a table; writes <out>/cycle_cost.json.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import tempfile
 
@@ -71,18 +69,13 @@ def _child(entry: str) -> dict:
 def main(argv):
   del argv
   if _CHILD.value:
-    print("FIGURES " + json.dumps(_child(_CHILD.value)), flush=True)
+    common.print_figures(_child(_CHILD.value))
     return
   figures = {}
   for entry in [*_STRATEGIES.value, *_VARIANTS.value]:
     strategy = entry.partition(":")[0]
     args = [a for a in sys.argv[1:] if not a.startswith(("--child", "--variant"))]
-    out = subprocess.run([sys.executable, "-m", "benchmarks.cycle_cost", *args,
-                          f"--child={entry}"], capture_output=True, text=True, check=False)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("FIGURES ")]
-    if out.returncode != 0 or not lines:
-      raise RuntimeError(f"{strategy} failed:\n{out.stderr[-3000:]}")
-    figures[strategy] = json.loads(lines[-1][len("FIGURES "):])
+    figures[strategy] = common.run_child("benchmarks.cycle_cost", [*args, f"--child={entry}"])
     print(f"{strategy}: {figures[strategy]['cycle_seconds']:.1f} s", flush=True)
   base = figures.get("random", next(iter(figures.values())))
   rows = [[s, f["train_seconds"], f["record_seconds"], f["scoring_seconds"], f["cycle_seconds"],

@@ -14,7 +14,6 @@ gradnorm code and torch.func's vmap(grad), at the same thread count. Prints a ta
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 
@@ -53,23 +52,15 @@ def main(argv):
   rows, figures = [], {}
   workdir = tempfile.mkdtemp()
 
-  trainer, ctx = common.scoring_context(config, dataset, mesh,
-                                        registry.get_strategy("random"), labeled,
-                          candidates, jax.random.key(1), workdir)
-  length = trainer.padded_pool_length(len(candidates), 0)
-  trainer.pool_probs(ctx.result.state, candidates[:_BATCH.value], length)  # compile
-  forward = common.best_time(lambda: trainer.pool_probs(ctx.result.state, candidates, length))
+  forward = common.forward_seconds(config, dataset, mesh, labeled, candidates, workdir)
   figures["jax_forward"] = {"seconds": forward, "samples_per_second": _POOL.value / forward}
   rows.append(["jax forward (floor)", forward, _POOL.value / forward, 1.0])
 
   for name in names:
-    strategy = registry.get_strategy(name)
-    _, ctx = common.scoring_context(config, dataset, mesh, strategy, labeled, candidates,
-                      jax.random.key(1), workdir)
-    small = dataclasses.replace(ctx, candidates=candidates[:_BATCH.value])
-    strategy.select(strategy.score(small), small, 1)  # compile on one batch
-    seconds = common.best_time(lambda: strategy.select(strategy.score(ctx), ctx, k))
-    label = name + (" (1 checkpoint)" if strategy.make_epoch_callback else "")
+    seconds = common.scorer_seconds(config, dataset, mesh, name, labeled, candidates, k,
+                                    workdir)
+    label = name + (" (1 checkpoint)" if registry.get_strategy(name).make_epoch_callback
+                    else "")
     figures[name] = {"seconds": seconds, "samples_per_second": _POOL.value / seconds,
                      "x_forward": seconds / forward}
     rows.append([label, seconds, _POOL.value / seconds, seconds / forward])

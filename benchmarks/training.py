@@ -24,10 +24,8 @@ import numpy as np
 from disal_jax import platform_settings
 from benchmarks import common
 from disal_jax.data.registry import load_dataset
-from disal_jax.models.registry import build_model
 from disal_jax.strategies import disal
 from disal_jax.training import sharding
-from disal_jax.training.trainer import Trainer
 
 _LABELED = flags.DEFINE_integer("labeled", 2560, "Labeled images per epoch.")
 _POOL = flags.DEFINE_integer("pool", 5000, "Pool images recorded each epoch.")
@@ -40,20 +38,8 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write training
 
 
 def _images_per_second(config, dataset, mesh, labeled, pool, hook) -> float:
-  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset, mesh,
-                    hook=hook)
-  level = "none" if hook is None else disal.record_level(config)
-  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               record_level=level, cycle=0)
-  return max(e["images_per_second"] for e in result.epochs[1:])
-
-
-def _disal_config(config, **overrides):
-  config = config.copy_and_resolve_references()
-  config.disal.branch_start_fraction = 0.0  # the branch in every (timed) epoch
-  for key, value in overrides.items():
-    config.disal[key] = value
-  return config
+  _, result = common.train_cycle(config, dataset, mesh, labeled, pool, hook)
+  return common.steady_images_per_second(result)
 
 
 def main(argv):
@@ -68,10 +54,11 @@ def main(argv):
   pool_batch = config.disal.dynamic_batch_size
   variants = {
       "plain": (config, None),
-      f"disal branch, pool batch {pool_batch} (default)": _disal_config(config),
+      f"disal branch, pool batch {pool_batch} (default)": common.disal_branch_config(config),
       f"disal branch, pool batch {pool_batch // 2}":
-          _disal_config(config, dynamic_batch_size=pool_batch // 2),
-      f"disal joint branch, pool batch {pool_batch}": _disal_config(config, branch="joint"),
+          common.disal_branch_config(config, dynamic_batch_size=pool_batch // 2),
+      f"disal joint branch, pool batch {pool_batch}":
+          common.disal_branch_config(config, branch="joint"),
   }
   variants = {name: v if isinstance(v, tuple) else (v, disal.make_hook(v))
               for name, v in variants.items()}

@@ -1,6 +1,9 @@
 """The benchmark scripts still run (tiny sizes, no PyTorch) and write their JSON record."""
 
 import json
+import math
+import os
+import re
 import subprocess
 import sys
 
@@ -90,3 +93,62 @@ def test_input_scaling_benchmark_streams_with_flat_device_bytes(tmp_path):
   assert grown >= 3 * 512 * 32 * 32 * 3
   assert payload["device_bytes_ratio"] < 1.05
   assert figures["stream N=2048"]["device_bytes"] < figures["device N=2048"]["device_bytes"]
+
+
+def _finite_positive(value) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_device_check_smoke_measures_every_section(tmp_path, cache_dir):
+  # the JSON's default place: $OUT/device_check.json, as on the device machine
+  out = subprocess.run([sys.executable, "-m", "benchmarks.device_check", "--smoke",
+                        f"--cache_dir={cache_dir}"], cwd=REPO, capture_output=True, text=True,
+                       timeout=900, env={**os.environ, "OUT": str(tmp_path)})
+  assert out.returncode == 0, out.stderr[-3000:]
+  payload = json.loads((tmp_path / "device_check.json").read_text())
+  assert payload["complete"] and set(payload["sections"]) == {"train", "cycle", "scoring"}
+
+  train = payload["sections"]["train"]["figures"]
+  assert set(train) == {"plain float32", "plain bfloat16", "disal branch float32"}
+  for dtype in ("float32", "bfloat16"):
+    row = train[f"plain {dtype}"]
+    for key in ("loop_images_per_second", "device_images_per_second", "loop_seconds_per_step",
+                "device_seconds_per_step", "dispatch_seconds_per_step", "flops_per_step",
+                "flops_per_step_lowered"):
+      assert _finite_positive(row[key]), (dtype, key, row[key])
+    assert row["mfu"] is None  # no peak is known for a CPU: omitted, and said so below
+  assert _finite_positive(train["disal branch float32"]["step_time_vs_plain"])
+
+  scoring = payload["sections"]["scoring"]["figures"]
+  assert set(scoring) == {"forward", "entropy", "disal", "mc_dropout", "gradnorm_entropy",
+                          "badge"}
+  assert all(_finite_positive(f["samples_per_second"]) for f in scoring.values())
+
+  cycle = payload["sections"]["cycle"]["figures"]
+  assert set(cycle) == {"random", "disal"}
+  for name, f in cycle.items():
+    assert len(f["cycles"]) == 3 and f["labeled"][1] > f["labeled"][0]
+    for key in ("cycle1_seconds", "run_seconds", "peak_rss_mib", "cycle1_x_random"):
+      assert _finite_positive(f[key]), (name, key, f[key])
+    assert f["peak_device_bytes"] is None  # a CPU device reports no memory stats
+    assert f["compiles_through_first_cycle"] > 0
+    # the later cycles' larger labeled sets and smaller pools reuse cycle 0's programs
+    assert f["compiles_after_first_cycle"] == 0, f["compiled_after_first_cycle"]
+
+  for first_column in ("train step", "scorer", "strategy"):  # each section's table
+    assert re.search(rf"^\|\s*{first_column} \|", out.stdout, re.MULTILINE), first_column
+  assert "MFU omitted for plain float32, plain bfloat16" in out.stdout
+  assert out.stdout.strip().endswith(f"wrote {tmp_path / 'device_check.json'}")
+
+
+def test_device_check_peaks_match_the_device_kinds_jax_reports():
+  from benchmarks import device_check  # pylint: disable=import-outside-toplevel
+  assert device_check.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
+  assert device_check.peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+  assert device_check.peak_tflops("NVIDIA H200", "float32") == 67.0
+  assert device_check.peak_tflops("NVIDIA A100-SXM4-80GB", "float32") == 19.5
+  assert device_check.peak_tflops("TPU v5 lite", "bfloat16") == 197.0  # v5e, not v5p
+  assert device_check.peak_tflops("TPU v5", "bfloat16") == 459.0  # v5p
+  assert device_check.peak_tflops("TPU v4 lite", "bfloat16") is None
+  assert device_check.peak_tflops("TPU v4", "float32") is None
+  assert device_check.peak_tflops("cpu", "float32") is None
