@@ -2,6 +2,7 @@
 pixel scores against a per-sample loop, and short runs through the loop."""
 
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -249,7 +250,7 @@ def test_every_segmentation_strategy_selects_whole_unlabeled_images_and_reports_
                           "data.shapes.size": 32, "augment.crop_size": (24, 24),
                           "record.pixel_stride": 4, "train.epochs": 2})
   results = loop.run_experiment(config, str(tmp_path))
-  picks = set()
+  picks = {}
   for name in SEGMENTATION_STRATEGIES:
     rows = results[name]
     assert [r.labeled for r in rows] == [20, 30]
@@ -260,8 +261,10 @@ def test_every_segmentation_strategy_selects_whole_unlabeled_images_and_reports_
     assert np.all(labeled_round[selected] == 1)  # labeled in round 1, not before
     payload = json.loads((tmp_path / name / "seed_0" / "results.json").read_text())
     assert payload["cycles"][0]["test_miou"] == rows[0].test_miou
-    picks.add(frozenset(selected.tolist()))
-  assert len(picks) == len(SEGMENTATION_STRATEGIES)
+    picks[name] = frozenset(selected.tolist())
+  assert picks["random_dynamic"] == picks["random"]  # the control: Random's rows
+  del picks["random_dynamic"]
+  assert len(set(picks.values())) == len(picks)
   assert "test mIoU" in (tmp_path / "summary.md").read_text()
 
 
@@ -288,3 +291,14 @@ def test_segmentation_config_errors_name_the_key(tmp_path, overrides, key):
   with pytest.raises(config_lib.ConfigError, match=f"config.{key}="):
     loop.run_experiment(_seg_config(**overrides), str(tmp_path))
   assert not (tmp_path / "random").exists()
+
+
+@pytest.mark.parametrize("name", ["disal", "random_dynamic"])
+def test_the_train_branch_target_is_refused_for_segmentation_by_every_run_of_disals_hook(name):
+  """random_dynamic trains with DISAL's hook, so DISAL's checks of the dataset hold for it."""
+  from disal_jax.errors import ConfigError
+  from disal_jax.experiment import validate_for_dataset
+  config = _seg_config(**{"strategies": name, "disal.target_source": "train_branch"})
+  dataset = types.SimpleNamespace(is_segmentation=True, image_shape=(32, 32, 3), name="shapes")
+  with pytest.raises(ConfigError, match="disal.target_source='train_branch' is invalid"):
+    validate_for_dataset(config, dataset)

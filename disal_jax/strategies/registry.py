@@ -42,12 +42,13 @@ def sections() -> dict[str, ConfigSection]:
 
 
 def dataset_checks(name: str) -> list[ConfigSection]:
-  """The sections whose `check_for_dataset` a run of strategy `name` needs: its own and the
-  unowned ones it reads (another strategy's section is checked for that strategy's runs)."""
+  """The sections whose `check_for_dataset` a run of strategy `name` needs: its own and every
+  one it reads (random_dynamic trains with DISAL's hook, so DISAL's checks of the dataset
+  hold for it too)."""
   strategy = get_strategy(name)
-  shared = {s.name: s for s in _SHARED_SECTIONS}
+  every = sections()
   own = [strategy.config_section] if strategy.config_section is not None else []
-  return own + [shared[s] for s in strategy.reads_sections if s in shared]
+  return own + [every[s] for s in strategy.reads_sections if s in every]
 
 
 def sections_read(name: str) -> set[str]:
