@@ -27,7 +27,7 @@ from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
 from disal_jax.strategies import disal
 from disal_jax.training import sharding
-from disal_jax.training.trainer import Trainer
+from disal_jax.training.trainer import Recording, Trainer
 
 _LABELED = flags.DEFINE_integer("labeled", 2560, "Labeled images per epoch.")
 _POOL = flags.DEFINE_integer("pool", 5000, "Pool images recorded each epoch.")
@@ -44,7 +44,7 @@ def _images_per_second(config, dataset, mesh, labeled, pool, hook) -> float:
                     hook=hook)
   level = "none" if hook is None else disal.record_level(config)
   result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               record_level=level, cycle=0)
+                               cycle=0, recording=Recording(level))
   return max(e["images_per_second"] for e in result.epochs[1:])
 
 

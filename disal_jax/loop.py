@@ -33,8 +33,8 @@ from disal_jax.strategies import registry as strategy_registry
 from disal_jax.strategies.base import ScoringContext, Strategy, score_and_select, scoring_data
 from disal_jax.training import record as record_lib
 from disal_jax.training import sharding
-from disal_jax.training.trainer import (CycleProgress, Trainer, progress_from, progress_meta,
-                                       progress_tree)
+from disal_jax.training.trainer import (Checkpointing, CycleProgress, Recording, Trainer,
+                                       progress_from, progress_meta, progress_tree)
 
 log = logging.getLogger(__name__)
 
@@ -236,10 +236,12 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
       callback = (strategy.make_epoch_callback(config, out / f"cycle{cycle}")
                   if strategy.make_epoch_callback and cycle + 1 < len(counts) else None)
       result = trainer.train_cycle(
-          state, labeled, candidates, (seed, cycle), record_level=level, cycle=cycle,
-          pool_capacity=pool_capacity, tag=tag, on_epoch_end=callback, resume=progress,
-          on_progress=lambda p: save(cycle, p.epoch, progress=p),  # called within the cycle
-          progress_every=config.checkpoint.every_epochs)
+          state, labeled, candidates, (seed, cycle), cycle=cycle,
+          recording=Recording(level, pool_capacity),
+          checkpointing=Checkpointing(
+              progress, lambda p: save(cycle, p.epoch, progress=p),  # called within the cycle
+              config.checkpoint.every_epochs),
+          tag=tag, on_epoch_end=callback)
       selected, scoring_seconds = np.zeros((0,), np.int64), 0.0
       strategy_metrics = {} if callback is None else callback.metrics()
       if cycle + 1 < len(counts):

@@ -32,7 +32,8 @@ from disal_jax.data.dataset import Dataset
 from disal_jax.strategies import registry as strategy_registry
 from disal_jax.strategies.base import ScoringContext, score_and_select, scoring_data
 from disal_jax.training import sharding
-from disal_jax.training.trainer import CycleProgress, progress_from, progress_meta, progress_tree
+from disal_jax.training.trainer import (Checkpointing, CycleProgress, Recording, progress_from,
+                                       progress_meta, progress_tree)
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,11 @@ def train_and_select(project: Project, dataset: Dataset, labels: np.ndarray, str
                 {"labeled": fingerprint, "round": round_, "epoch": progress.epoch,
                  **progress_meta(progress)})
   try:
-    result = trainer.train_cycle(state, labeled, candidates, (config.seed, round_),
-                                 record_level=level, cycle=round_,
-                                 tag=f"annotate round {round_}", on_epoch_end=callback,
-                                 resume=saved,
-                                 on_progress=keep if saved is None and callback is None else None)
+    result = trainer.train_cycle(
+        state, labeled, candidates, (config.seed, round_), cycle=round_,
+        recording=Recording(level),
+        checkpointing=Checkpointing(saved, keep if saved is None and callback is None else None),
+        tag=f"annotate round {round_}", on_epoch_end=callback)
   finally:
     models.close()
   ctx = ScoringContext(config, scoring_data(trainer), result, candidates, labeled,
