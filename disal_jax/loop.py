@@ -245,6 +245,7 @@ def _open_run(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
 
 
 def _cycle_record(run: _Run, cycle: int, outcome: CycleOutcome) -> CycleRecord:
+  """The results row of `cycle`: its metrics, timings and selection."""
   result = outcome.result
   return CycleRecord(run.name, run.setup.config.seed, cycle, run.counts[cycle],
                      result.test["accuracy"], result.test["loss"], result.train_seconds,
