@@ -29,7 +29,7 @@ from disal_jax.strategies.base import ScoringContext, scoring_data
 from disal_jax.training import record as record_lib
 from disal_jax.training import sharding
 from disal_jax.training.snapshots import SnapshotStore
-from disal_jax.training.trainer import CycleResult, Trainer
+from disal_jax.training.trainer import CycleResult, Recording, Trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The real CIFAR-10 as an image-folder archive, where this project's machines keep it.
@@ -114,7 +114,7 @@ def train_cycle(config, dataset, mesh, labeled, pool, hook=None) -> tuple[Traine
                     hook=hook)
   level = "none" if hook is None else disal.record_level(config)
   result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               record_level=level, cycle=0)
+                               cycle=0, recording=Recording(level))
   return trainer, result
 
 

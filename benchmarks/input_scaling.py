@@ -106,8 +106,7 @@ def _child(placement: str, num_train: int, cache_dir: str) -> dict:
   assert trainer.streamed == (placement == "stream")
   labeled = np.arange(_LABELED.value)
   result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled,
-                               np.arange(_LABELED.value, num_train), (0, 0),
-                               record_level="none", cycle=0)
+                               np.arange(_LABELED.value, num_train), (0, 0), cycle=0)
   jax.block_until_ready(result.state)
   device = jax.devices()[0]
   held = sum(shard.data.nbytes for array in jax.live_arrays()

@@ -1,9 +1,10 @@
-"""The active-learning loop: the one place that owns the cycle.
+"""The active-learning loop: every cycle of every run, checkpointed, with its results.
 
 labeled set -> train (+ record the pool) -> evaluate -> score -> select top-K -> grow the
 labeled set, from the first budget of `pool.budget_schedule` to the last; then Full Training
 (100% of the labels) once per seed as the upper line. Every run checkpoints as it goes and
-resumes where it stopped.
+resumes where it stopped. One cycle's training and selection is `disal_jax.cycle.run_cycle`,
+which the annotation rounds run too; this module keeps the run's bookkeeping around it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import logging
 import pathlib
 import shutil
-import time
 from typing import Any, Optional
 
 import jax
@@ -22,7 +22,8 @@ import numpy as np
 
 from disal_jax import checkpoint
 from disal_jax import experiment as config_lib
-from disal_jax import distributed, faults, pool, protocol, run_lock
+from disal_jax import distributed, pool, protocol, run_lock
+from disal_jax.cycle import CycleOutcome, CycleSetup, run_cycle
 from disal_jax.data import row_store
 from disal_jax.data.dataset import Dataset
 from disal_jax.data.registry import load_dataset
@@ -30,11 +31,11 @@ from disal_jax.models.registry import build_model
 from disal_jax.report import tables
 from disal_jax.report.writers import MetricWriter, NullWriter
 from disal_jax.strategies import registry as strategy_registry
-from disal_jax.strategies.base import ScoringContext, Strategy, score_and_select, scoring_data
+from disal_jax.strategies.base import Strategy
 from disal_jax.training import record as record_lib
 from disal_jax.training import sharding
-from disal_jax.training.trainer import (CycleProgress, Trainer, progress_from, progress_meta,
-                                       progress_tree)
+from disal_jax.training.trainer import (Checkpointing, CycleProgress, Recording, Trainer,
+                                       progress_from, progress_meta, progress_tree)
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,150 @@ def _restore(ckpt: checkpoint.RunCheckpointer, trainer: Trainer, level: str, poo
                   [CycleRecord(**r) for r in meta["rows"]], progress, warm, meta["done"])
 
 
+@dataclasses.dataclass
+class _Run:
+  """One (strategy, seed) run: what its cycles share, and where it stands.
+
+  `labeled_round` ((num_train,) int32: pool.UNLABELED, or the cycle a row was labeled in),
+  `rows` and `warm_state` (the last trained state under train.warm_start, else None) change
+  as cycles end; `save` checkpoints them.
+  """
+  name: str
+  setup: CycleSetup
+  counts: list[int]  # labeled rows per cycle
+  out: pathlib.Path
+  primary: bool  # only process 0 of a multi-host run writes files
+  ckpt: checkpoint.RunCheckpointer
+  writer: MetricWriter
+  header: dict[str, Any]  # results.json's fields besides its cycles
+  labeled_round: np.ndarray
+  rows: list[CycleRecord]
+  warm_state: Any
+
+  def save(self, cycle: int, epoch: int, progress: Optional[CycleProgress] = None,
+           done: bool = False) -> None:
+    """Checkpoints the run `epoch` epochs into `cycle`: mid-cycle with its `progress`,
+    between cycles with the warm state (if any)."""
+    tree = {"labeled_round": self.labeled_round}
+    if progress is not None:
+      tree["progress"] = progress_tree(progress)
+    if self.warm_state is not None and progress is None:
+      tree["warm"] = self.warm_state
+    meta = {"cycle": cycle, "epoch": epoch, "done": done,
+            "has_progress": progress is not None, "has_warm": "warm" in tree,
+            "rows": [dataclasses.asdict(r) for r in self.rows], **progress_meta(progress)}
+    self.ckpt.save(cycle * (self.setup.config.train.epochs + 1) + epoch, tree, meta)
+
+  def close(self) -> None:
+    self.ckpt.close()
+    self.writer.close()
+
+
+def _pool_capacity(config: ml_collections.ConfigDict, num_train: int, first_count: int) -> int:
+  """The most candidates any cycle of a run scores: the first cycle's pool, or the subset."""
+  capacity = num_train - first_count
+  return min(capacity, config.al.subset_size) if config.al.subset_size else capacity
+
+
+def _open_run(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
+              workdir: pathlib.Path, mesh) -> tuple[_Run, _Resumed]:
+  """Builds a run's trainer, writer and checkpointer, and finds where the run stands: its
+  newest valid checkpoint, or the seeded first labeled set."""
+  strategy, level, counts = _plan(config, name, dataset.num_train)
+  out = run_dir(workdir, name, config.seed)
+  primary = distributed.is_primary()
+  out.mkdir(parents=True, exist_ok=True)
+  if primary:
+    (out / RUN_CONFIG).write_text(config.to_json_best_effort(indent=1))
+  writer = MetricWriter(out) if primary else NullWriter()
+  trainer = strategy_trainer(config, dataset, strategy, mesh, writer)
+  tag = f"{name} seed {config.seed}"
+  if trainer.streamed:
+    log.info("[%s] data placement 'stream': %.1f MiB of splits stay on the host "
+             "(data.placement=%r, data.device_budget_mb=%s)", tag,
+             row_store.split_bytes(dataset) / 2 ** 20, config.data.placement,
+             config.data.device_budget_mb)
+  recording = Recording(level, _pool_capacity(config, dataset.num_train, counts[0]))
+  ckpt = checkpoint.RunCheckpointer(out / "checkpoints", config.checkpoint.keep)
+  resumed = _restore(ckpt, trainer, level, trainer.padded_pool_length(0, recording.pool_capacity),
+                     dataset.num_train)
+  if resumed is None:
+    resumed = _Resumed(0, pool.initial_labeled(dataset.num_train, counts[0], config.seed), [],
+                       None, None, False)
+  if resumed.progress is not None and strategy.make_epoch_callback is not None:
+    log.info("[%s] restarting cycle %d from its first epoch: %s replays every epoch's "
+             "checkpoint", tag, resumed.cycle, name)
+    resumed.progress = None
+  header = {"strategy": name, "seed": config.seed, "record": level,
+            "num_train": dataset.num_train, "config": config.to_dict()}
+  run = _Run(name, CycleSetup(config, trainer, strategy, recording, out, tag), counts, out,
+             primary, ckpt, writer, header, resumed.labeled_round, resumed.rows,
+             resumed.warm_state)
+  return run, resumed
+
+
+def _cycle_record(run: _Run, cycle: int, outcome: CycleOutcome) -> CycleRecord:
+  """The results row of `cycle`: its metrics, timings and selection."""
+  result = outcome.result
+  return CycleRecord(run.name, run.setup.config.seed, cycle, run.counts[cycle],
+                     result.test["accuracy"], result.test["loss"], result.train_seconds,
+                     result.record_seconds, outcome.scoring_seconds,
+                     [int(i) for i in outcome.selected], outcome.strategy_metrics,
+                     result.test.get("miou"), result.val.get("accuracy"),
+                     result.val.get("loss"), result.val.get("miou"))
+
+
+def _report(run: _Run, row: CycleRecord) -> None:
+  """Writes a cycle's metrics (metrics.jsonl, TensorBoard) and logs its line."""
+  metrics = {"test/accuracy": row.test_accuracy, "test/loss": row.test_loss}
+  if row.test_miou is not None:
+    metrics["test/miou"] = row.test_miou
+  for key in ("accuracy", "loss", "miou"):
+    if getattr(row, f"val_{key}") is not None:
+      metrics[f"val/{key}"] = getattr(row, f"val_{key}")
+  run.writer.write(row.cycle, {**metrics,
+                               "time/train_seconds": row.train_seconds,
+                               "time/record_seconds": row.record_seconds,
+                               "time/scoring_seconds": row.scoring_seconds,
+                               **{f"strategy/{k}": v for k, v in row.strategy_metrics.items()}},
+                   cycle=row.cycle, labeled=row.labeled)
+  miou = "" if row.test_miou is None else f", mIoU {row.test_miou:.4f}"
+  val = "" if row.val_accuracy is None else f", val accuracy {row.val_accuracy:.4f}"
+  log.info("[%s] cycle %d: %d labeled, test accuracy %.4f%s%s (train %.1fs, record %.1fs, "
+           "scoring %.1fs)", run.setup.tag, row.cycle, row.labeled, row.test_accuracy, miou,
+           val, row.train_seconds, row.record_seconds, row.scoring_seconds)
+
+
+def _next_cycle(run: _Run, cycle: int, progress: Optional[CycleProgress]) -> None:
+  """Runs cycle `cycle` (continuing its restored `progress`, if any), labels its selection,
+  writes the run's results and checkpoints the run at the next cycle's start."""
+  config, counts = run.setup.config, run.counts
+  labeled = pool.labeled_indices(run.labeled_round)
+  assert len(labeled) == counts[cycle], (len(labeled), counts[cycle])
+  candidates = pool.scoring_candidates(run.labeled_round, config.al.subset_size, config.seed,
+                                       cycle)
+  k = counts[cycle + 1] - counts[cycle] if cycle + 1 < len(counts) else 0
+  if k > len(candidates):
+    raise config_lib.ConfigError(
+        f"config.al.subset_size={config.al.subset_size} leaves {len(candidates)} "
+        f"candidates but cycle {cycle} must select {k}; raise it or set it to 0")
+  checkpointing = Checkpointing(progress, lambda p: run.save(cycle, p.epoch, progress=p),
+                                config.checkpoint.every_epochs)
+  outcome = run_cycle(run.setup, labeled, candidates, k, cycle=cycle, warm=run.warm_state,
+                      checkpointing=checkpointing, callback_dir=run.out / f"cycle{cycle}")
+  if k:
+    run.labeled_round = pool.add_labels(run.labeled_round, outcome.selected, cycle + 1, k)
+    if run.primary:
+      np.save(run.out / f"selected_cycle{cycle}.npy", np.asarray(outcome.selected, np.int64))
+  run.rows.append(_cycle_record(run, cycle, outcome))
+  _report(run, run.rows[-1])
+  if run.primary:
+    np.save(run.out / "labeled_round.npy", run.labeled_round)
+    _write_results(run.out, run.rows, run.header)
+  run.warm_state = outcome.result.state if config.train.warm_start else None
+  run.save(cycle + 1, 0, done=cycle + 1 == len(counts))
+
+
 def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
                  workdir: pathlib.Path, mesh) -> list[CycleRecord]:
   """Runs (or resumes) every cycle of one strategy for config.seed under workdir.
@@ -169,130 +314,22 @@ def run_strategy(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
   a cycle's training ends, and when its selection is made; a rerun continues from the newest
   valid one and makes the same selections as an uninterrupted run.
   """
-  strategy, level, counts = _plan(config, name, dataset.num_train)
-  seed, epochs = config.seed, config.train.epochs
-  out = run_dir(workdir, name, seed)
-  primary = distributed.is_primary()  # only process 0 of a multi-host run writes files
-  out.mkdir(parents=True, exist_ok=True)
-  if primary:
-    (out / RUN_CONFIG).write_text(config.to_json_best_effort(indent=1))
-  writer = MetricWriter(out) if primary else NullWriter()
-  trainer = strategy_trainer(config, dataset, strategy, mesh, writer)
-  init_key, score_key = jax.random.split(jax.random.key(seed))
-  tag = f"{name} seed {seed}"
-  if trainer.streamed:
-    log.info("[%s] data placement 'stream': %.1f MiB of splits stay on the host "
-             "(data.placement=%r, data.device_budget_mb=%s)", tag,
-             row_store.split_bytes(dataset) / 2 ** 20, config.data.placement,
-             config.data.device_budget_mb)
-  pool_capacity = dataset.num_train - counts[0]
-  if config.al.subset_size:
-    pool_capacity = min(pool_capacity, config.al.subset_size)
-  pool_length = trainer.padded_pool_length(0, pool_capacity)
-  ckpt = checkpoint.RunCheckpointer(out / "checkpoints", config.checkpoint.keep)
-  extra = {"strategy": name, "seed": seed, "record": level, "num_train": dataset.num_train,
-           "config": config.to_dict()}
-
-  resumed = _restore(ckpt, trainer, level, pool_length, dataset.num_train)
-  if resumed is None:
-    resumed = _Resumed(0, pool.initial_labeled(dataset.num_train, counts[0], seed), [], None,
-                       None, False)
-  labeled_round, rows, warm_state = resumed.labeled_round, resumed.rows, resumed.warm_state
-  if resumed.done:
-    log.info("[%s] already complete (%d cycles); nothing to do", tag, len(rows))
-    ckpt.close()
-    writer.close()
-    return rows
-  if resumed.progress is not None and strategy.make_epoch_callback is not None:
-    log.info("[%s] restarting cycle %d from its first epoch: %s replays every epoch's "
-             "checkpoint", tag, resumed.cycle, name)
-    resumed.progress = None
-
-  def save(cycle: int, epoch: int, progress: Optional[CycleProgress] = None,
-           done: bool = False) -> None:
-    tree = {"labeled_round": labeled_round}
-    if progress is not None:
-      tree["progress"] = progress_tree(progress)
-    if warm_state is not None and progress is None:
-      tree["warm"] = warm_state
-    meta = {"cycle": cycle, "epoch": epoch, "done": done,
-            "has_progress": progress is not None, "has_warm": "warm" in tree,
-            "rows": [dataclasses.asdict(r) for r in rows], **progress_meta(progress)}
-    ckpt.save(cycle * (epochs + 1) + epoch, tree, meta)
-
+  run, resumed = _open_run(config, dataset, name, workdir, mesh)
   try:
-    for cycle in range(resumed.cycle, len(counts)):
-      count = counts[cycle]
-      labeled = pool.labeled_indices(labeled_round)
-      assert len(labeled) == count, (len(labeled), count)
-      candidates = pool.scoring_candidates(labeled_round, config.al.subset_size, seed, cycle)
-      progress = resumed.progress if cycle == resumed.cycle else None
-      state = None
-      if progress is None:
-        if warm_state is None or not config.train.warm_start:
-          state = trainer.init_state(jax.random.fold_in(init_key, cycle))
-        else:
-          state = trainer.reset_optimizer(warm_state, jax.random.fold_in(init_key, cycle))
-      callback = (strategy.make_epoch_callback(config, out / f"cycle{cycle}")
-                  if strategy.make_epoch_callback and cycle + 1 < len(counts) else None)
-      result = trainer.train_cycle(
-          state, labeled, candidates, (seed, cycle), record_level=level, cycle=cycle,
-          pool_capacity=pool_capacity, tag=tag, on_epoch_end=callback, resume=progress,
-          on_progress=lambda p: save(cycle, p.epoch, progress=p),  # called within the cycle
-          progress_every=config.checkpoint.every_epochs)
-      selected, scoring_seconds = np.zeros((0,), np.int64), 0.0
-      strategy_metrics = {} if callback is None else callback.metrics()
-      if cycle + 1 < len(counts):
-        k = counts[cycle + 1] - count
-        if k > len(candidates):
-          raise config_lib.ConfigError(
-              f"config.al.subset_size={config.al.subset_size} leaves {len(candidates)} "
-              f"candidates but cycle {cycle} must select {k}; raise it or set it to 0")
-        faults.point(f"select:{tag}:{cycle}")
-        t0 = time.perf_counter()
-        ctx = ScoringContext(config, scoring_data(trainer), result, candidates, labeled,
-                             jax.random.fold_in(score_key, cycle), cycle, callback, out)
-        _, selected = score_and_select(strategy, ctx, k)
-        scoring_seconds = time.perf_counter() - t0
-        labeled_round = pool.add_labels(labeled_round, selected, cycle + 1, k)
-        if primary:
-          np.save(out / f"selected_cycle{cycle}.npy", np.asarray(selected, np.int64))
-      row = CycleRecord(name, seed, cycle, count, result.test["accuracy"], result.test["loss"],
-                        result.train_seconds, result.record_seconds, scoring_seconds,
-                        [int(i) for i in selected], strategy_metrics,
-                        result.test.get("miou"), result.val.get("accuracy"),
-                        result.val.get("loss"), result.val.get("miou"))
-      rows.append(row)
-      test_metrics = {"test/accuracy": row.test_accuracy, "test/loss": row.test_loss}
-      if row.test_miou is not None:
-        test_metrics["test/miou"] = row.test_miou
-      for key in ("accuracy", "loss", "miou"):
-        if result.val.get(key) is not None:
-          test_metrics[f"val/{key}"] = result.val[key]
-      writer.write(cycle, {**test_metrics,
-                           "time/train_seconds": row.train_seconds,
-                           "time/record_seconds": row.record_seconds,
-                           "time/scoring_seconds": row.scoring_seconds,
-                           **{f"strategy/{k}": v for k, v in strategy_metrics.items()}},
-                   cycle=cycle, labeled=count)
-      miou = "" if row.test_miou is None else f", mIoU {row.test_miou:.4f}"
-      val = "" if row.val_accuracy is None else f", val accuracy {row.val_accuracy:.4f}"
-      log.info("[%s] cycle %d: %d labeled, test accuracy %.4f%s%s (train %.1fs, record %.1fs, "
-               "scoring %.1fs)", tag, cycle, count, row.test_accuracy, miou, val,
-               row.train_seconds, row.record_seconds, row.scoring_seconds)
-      if primary:
-        np.save(out / "labeled_round.npy", labeled_round)
-        _write_results(out, rows, extra)
-      warm_state = result.state if config.train.warm_start else None
-      save(cycle + 1, 0, done=cycle + 1 == len(counts))
+    if resumed.done:
+      log.info("[%s] already complete (%d cycles); nothing to do", run.setup.tag,
+               len(run.rows))
+      return run.rows
+    for cycle in range(resumed.cycle, len(run.counts)):
+      _next_cycle(run, cycle, resumed.progress if cycle == resumed.cycle else None)
   finally:
-    ckpt.close()
-    writer.close()
+    run.close()
+  trainer = run.setup.trainer
   if trainer.streamed:
     log.info("[%s] streamed the training split: process %d read %d of the %d rows its "
-             "windows held", tag, jax.process_index(), trainer.train_data.rows_read,
+             "windows held", run.setup.tag, jax.process_index(), trainer.train_data.rows_read,
              trainer.train_data.rows_windowed)
-  return rows
+  return run.rows
 
 
 def run_names(config: ml_collections.ConfigDict) -> list[str]:

@@ -23,7 +23,7 @@ from disal_jax import platform_settings
 from disal_jax.data.registry import load_dataset
 from disal_jax.models.registry import build_model
 from disal_jax.training import sharding
-from disal_jax.training.trainer import Trainer
+from disal_jax.training.trainer import Recording, Trainer
 from tests.helpers import tiny_config
 
 
@@ -37,7 +37,7 @@ def main():
   labeled = np.arange(0, 128 * 10, 10)
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
   result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               record_level="mean", cycle=0)
+                               cycle=0, recording=Recording("mean"))
   assert result.record.mean.sharding.spec[0] == sharding.DATA_AXIS
   augment = dataclasses.replace(trainer.preprocess, crop_padding=2, flip=True)
   index = jax.device_put(np.arange(64, dtype=np.int32), sharding.along_data(mesh))

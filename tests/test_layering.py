@@ -27,6 +27,7 @@ LAYERS = (
     ("training",),
     ("strategies",),
     ("experiment", "protocol", "checkpoint", "config_keys", "report"),  # read the registries
+    ("cycle",),  # one AL cycle: the loop's and the annotation rounds' path
     ("loop",),
     ("variants", "cli", "annotate", "main", "sweep", "ablation"),  # the command line
 )

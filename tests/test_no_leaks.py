@@ -14,7 +14,7 @@ from disal_jax.models.registry import build_model
 from disal_jax.strategies import registry
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
-from disal_jax.training.trainer import Trainer, jitted_steps
+from disal_jax.training.trainer import Recording, Trainer, jitted_steps
 
 from tests.helpers import tiny_config
 
@@ -32,7 +32,7 @@ def _recorded_cycle(config, dataset, model) -> weakref.ref:
   labeled = np.arange(0, dataset.num_train, 3)
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
   result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               record_level="mean", cycle=0)
+                               cycle=0, recording=Recording("mean"))
   assert result.record is not None  # the jitted record update ran
   return weakref.ref(trainer)
 

@@ -124,8 +124,7 @@ def _train(config, hook, epochs=None):
   labeled = np.arange(0, dataset.num_train, 4)
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
   state = trainer.init_state(jax.random.key(0))
-  return trainer, labeled, state, trainer.train_cycle(state, labeled, pool, (0, 0),
-                                                      record_level="none", cycle=0)
+  return trainer, labeled, state, trainer.train_cycle(state, labeled, pool, (0, 0), cycle=0)
 
 
 @pytest.mark.slow
@@ -157,7 +156,7 @@ def test_tidal_warm_start_restarts_the_running_means_and_the_random_stream():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not np.array_equal(jax.random.key_data(warm.rng), jax.random.key_data(state.rng))
   next_cycle = trainer.train_cycle(warm, labeled, np.setdiff1d(np.arange(200), labeled),
-                                   (0, 1), record_level="none", cycle=1)
+                                   (0, 1), cycle=1)
   assert np.asarray(next_cycle.state.extras[tidal.COUNT]).max() == 2  # this cycle's epochs only
 
 

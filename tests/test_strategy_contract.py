@@ -19,6 +19,7 @@ from disal_jax.data.registry import load_dataset
 from disal_jax.strategies import registry
 from disal_jax.strategies.base import SCORING_PRECISION, ScoringContext, scoring_data
 from disal_jax.training import placement, sharding
+from disal_jax.training.trainer import Recording
 
 from tests.helpers import CompileCounter, tiny_config
 
@@ -62,8 +63,8 @@ def _trained(make_hook, model_overrides, make_epoch_callback, level, tmp_root):
     callback = (None if make_epoch_callback is None
                 else make_epoch_callback(config, tmp_root / f"{strategy.name}{cycle}"))
     result = trainer.train_cycle(trainer.init_state(jax.random.key(cycle)), labeled,
-                                 candidates, (0, cycle), record_level=level, cycle=cycle,
-                                 pool_capacity=capacity, on_epoch_end=callback)
+                                 candidates, (0, cycle), cycle=cycle,
+                                 recording=Recording(level, capacity), on_epoch_end=callback)
     cycles.append((result, callback))
   return scoring_data(trainer), cycles
 

@@ -14,7 +14,7 @@ from disal_jax.models.registry import build_model
 from disal_jax.strategies import disal
 from disal_jax.training import schedule, sharding
 from disal_jax.training.state import make_optimizer
-from disal_jax.training.trainer import (Trainer, epoch_batches, pad_to_multiple,
+from disal_jax.training.trainer import (Recording, Trainer, epoch_batches, pad_to_multiple,
                                         steps_per_epoch)
 
 from tests.helpers import REPO, subprocess_env, tiny_config, with_overrides, xla_flags
@@ -98,7 +98,7 @@ def _train(config, hook=None, epochs_seed=(0, 0)):
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
   level = disal.record_level(config) if hook is not None else "none"
   result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool,
-                               epochs_seed, record_level=level, cycle=0)
+                               epochs_seed, cycle=0, recording=Recording(level))
   return result
 
 
@@ -201,7 +201,7 @@ def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting, sta
     seen.append((np.asarray(jax.nn.softmax(logits), np.float64), lr))
 
   result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               record_level="mean", cycle=0, on_epoch_end=on_epoch_end)
+                               cycle=0, recording=Recording("mean"), on_epoch_end=on_epoch_end)
   lrs = np.array([lr for _, lr in seen])
   assert len(set(lrs)) == 2  # the lr decays within the cycle: 'lr' is not 'mean'
   probs = np.stack([p for p, _ in seen])[start_epoch:]
@@ -237,8 +237,7 @@ def test_epochs_before_the_branch_starts_are_plain_steps():
                           sharding.make_mesh())
   for name, t in (("plain", plain_trainer), ("disal", trainer)):
     seen[name] = []
-    t.train_cycle(t.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                  record_level="none", cycle=0,
+    t.train_cycle(t.init_state(jax.random.key(0)), labeled, pool, (0, 0), cycle=0,
                   on_epoch_end=lambda state, epoch, lr, n=name: seen[n].append(
                       jax.device_get(state.params)))
   for a, b in zip(jax.tree.leaves(seen["plain"][0]), jax.tree.leaves(seen["disal"][0])):

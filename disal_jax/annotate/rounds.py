@@ -18,7 +18,6 @@ import pathlib
 import time
 from typing import Any, Optional
 
-import jax
 import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
@@ -28,11 +27,12 @@ from disal_jax import experiment as config_lib
 from disal_jax import loop
 from disal_jax.annotate import labels_file
 from disal_jax.annotate.project import Project, ProjectError, State, StateStore
+from disal_jax.cycle import CycleSetup, run_cycle
 from disal_jax.data.dataset import Dataset
 from disal_jax.strategies import registry as strategy_registry
-from disal_jax.strategies.base import ScoringContext, score_and_select, scoring_data
 from disal_jax.training import sharding
-from disal_jax.training.trainer import CycleProgress, progress_from, progress_meta, progress_tree
+from disal_jax.training.trainer import (Checkpointing, CycleProgress, Recording, Trainer,
+                                       progress_from, progress_meta, progress_tree)
 
 log = logging.getLogger(__name__)
 
@@ -68,48 +68,55 @@ def train_and_select(project: Project, dataset: Dataset, labels: np.ndarray, str
   candidates = np.flatnonzero(labels < 0)
   if budget > len(candidates):
     raise ProjectError(f"--budget={budget} is more than the {len(candidates)} unlabeled images")
-  trainer = loop.strategy_trainer(config, dataset, strategy, mesh)
-  init_key, score_key = jax.random.split(jax.random.key(config.seed))
-  state = trainer.init_state(jax.random.fold_in(init_key, round_))
-  callback = (strategy.make_epoch_callback(config, out / "strategy_state")
-              if strategy.make_epoch_callback else None)
+  setup = CycleSetup(config, loop.strategy_trainer(config, dataset, strategy, mesh), strategy,
+                     Recording(level), project.workdir / "strategy_state",
+                     f"annotate round {round_}")
   # The round's model, kept for a second `next` of the same round and strategy (--replace):
   # a strategy that replays per-epoch checkpoints (TracInCP) trains again.
+  keeps_model = strategy.make_epoch_callback is None
   models = checkpoint.RunCheckpointer(project.workdir / MODELS_DIR / f"{strategy_name}", 1)
   fingerprint = hashlib.sha256(labeled.astype(np.int64).tobytes()).hexdigest()
-  saved = None
-  if callback is None and models.steps():
-    pool_length = trainer.padded_pool_length(len(candidates), 0)
-
-    def template(meta):
-      del meta
-      return progress_tree(trainer.progress_template(level, pool_length))
-    _, tree, meta = models.restore_newest(template)
-    if meta["labeled"] == fingerprint and meta["round"] == round_:
-      saved = trainer.place_progress(progress_from(tree, meta))
-      log.info("round %d: reusing the model trained for %s on these %d labeled images",
-               round_, strategy_name, len(labeled))
 
   def keep(progress: CycleProgress) -> None:  # called once, after the last epoch
     models.save(round_, progress_tree(progress),
                 {"labeled": fingerprint, "round": round_, "epoch": progress.epoch,
                  **progress_meta(progress)})
   try:
-    result = trainer.train_cycle(state, labeled, candidates, (config.seed, round_),
-                                 record_level=level, cycle=round_,
-                                 tag=f"annotate round {round_}", on_epoch_end=callback,
-                                 resume=saved,
-                                 on_progress=keep if saved is None and callback is None else None)
+    saved = (_kept_model(models, setup.trainer, level, len(candidates), fingerprint, round_)
+             if keeps_model else None)
+    if saved is not None:
+      log.info("round %d: reusing the model trained for %s on these %d labeled images",
+               round_, strategy_name, len(labeled))
+    outcome = run_cycle(
+        setup, labeled, candidates, budget, cycle=round_,
+        checkpointing=Checkpointing(saved, keep if saved is None and keeps_model else None),
+        callback_dir=out / "strategy_state")
   finally:
     models.close()
-  ctx = ScoringContext(config, scoring_data(trainer), result, candidates, labeled,
-                       jax.random.fold_in(score_key, round_), round_, callback,
-                       project.workdir / "strategy_state")
-  evidence, selected = score_and_select(strategy, ctx, budget)
   scores = None
+  evidence = outcome.evidence
   if isinstance(evidence, np.ndarray) and evidence.shape == candidates.shape:
-    scores = evidence[np.searchsorted(candidates, selected)]
-  return selected, scores, dict(result.test, reused_model=saved is not None)
+    scores = evidence[np.searchsorted(candidates, outcome.selected)]
+  return (outcome.selected, scores,
+          dict(outcome.result.test, reused_model=saved is not None))
+
+
+def _kept_model(models: checkpoint.RunCheckpointer, trainer: Trainer, level: str,
+                num_candidates: int, fingerprint: str, round_: int
+                ) -> Optional[CycleProgress]:
+  """The model kept for this round and labeled set (its training's last progress, placed on
+  the mesh), or None: none kept, or one of another round or labeled set."""
+  if not models.steps():
+    return None
+  pool_length = trainer.padded_pool_length(num_candidates, 0)
+
+  def template(meta):
+    del meta
+    return progress_tree(trainer.progress_template(level, pool_length))
+  _, tree, meta = models.restore_newest(template)
+  if meta["labeled"] != fingerprint or meta["round"] != round_:
+    return None
+  return trainer.place_progress(progress_from(tree, meta))
 
 
 def contact_sheet(project: Project, ids: np.ndarray, scores: Optional[np.ndarray],

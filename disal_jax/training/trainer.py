@@ -121,6 +121,36 @@ class CycleProgress:
   record_seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Recording:
+  """What a cycle records of its pool (`train_cycle`'s `recording`).
+
+  Attributes:
+    level: one of record.LEVELS; 'none' records nothing (`CycleResult.record` is None).
+    pool_capacity: the largest pool of the run; the record is padded to it so that every
+      cycle has the same shapes (nothing compiles again in later cycles). 0: this pool's size.
+  """
+  level: str = "none"
+  pool_capacity: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpointing:
+  """Where a cycle's training starts and when it hands out its progress to be saved
+  (`train_cycle`'s `checkpointing`).
+
+  Attributes:
+    resume: progress restored from a checkpoint: training continues after its epoch (the
+      starting state given to `train_cycle` is then ignored). None: from the first epoch.
+    on_progress: called with the cycle's CycleProgress every `every` epochs and after the
+      last one (the loop checkpoints it); None: never.
+    every: epochs between `on_progress` calls; 0: only after the last epoch.
+  """
+  resume: Optional[CycleProgress] = None
+  on_progress: Optional[Callable[[CycleProgress], None]] = None
+  every: int = 0
+
+
 def progress_tree(progress: CycleProgress) -> dict[str, Any]:
   """The arrays of `progress` as a checkpoint tree (its counters: `progress_meta`)."""
   return {"state": progress.state, "start_params": progress.start_params,
@@ -401,34 +431,31 @@ class Trainer:
         start_params=sharding.put_replicated(progress.start_params, self.mesh), record=record)
 
   def train_cycle(self, state: TrainState, labeled: np.ndarray, pool: np.ndarray,
-                  seed: tuple[int, ...], *, record_level: str, cycle: int,
-                  pool_capacity: int = 0, tag: str = "",
-                  on_epoch_end: Optional[Callable[[TrainState, int, float], None]] = None,
-                  resume: Optional["CycleProgress"] = None,
-                  on_progress: Optional[Callable[["CycleProgress"], None]] = None,
-                  progress_every: int = 0) -> CycleResult:
+                  seed: tuple[int, ...], *, cycle: int, recording: Recording = Recording(),
+                  checkpointing: Checkpointing = Checkpointing(), tag: str = "",
+                  on_epoch_end: Optional[Callable[[TrainState, int, float], None]] = None
+                  ) -> CycleResult:
     """Trains `config.train.epochs` epochs on `labeled` rows, recording `pool` rows' outputs.
 
     Args:
       state: the starting state (fresh or warm); ignored when resuming.
-      labeled: (L,) training-set rows with labels.
-      pool: (P,) training-set rows to record (the unlabeled pool or its scoring subset).
+      labeled: (L,) int training-set rows with labels.
+      pool: (P,) int training-set rows to record (the unlabeled pool or its scoring subset).
       seed: entropy for the host generators of batch order and of hook inputs. Each epoch
         draws from its own generators, derived from (seed, epoch), so a cycle resumed at any
         epoch continues exactly as it would have.
-      record_level: one of record.LEVELS.
-      cycle: cycle number, for logs.
-      pool_capacity: the largest pool of the run; the record is padded to it so that every
-        cycle has the same shapes (nothing compiles again in later cycles).
+      cycle: cycle number, for logs, the metric writer's steps and fault points.
+      recording: what is recorded of `pool` (Recording; by default nothing).
+      checkpointing: the progress to resume from and the callback that saves it
+        (Checkpointing; by default from the first epoch, saving nothing).
       tag: a label for the progress lines (strategy and seed).
       on_epoch_end: called as on_epoch_end(state, epoch, lr) after each epoch (TracInCP's
         checkpoints); it must copy what it keeps, since the state is donated to the next step.
-      resume: progress restored from a checkpoint: training continues after its epoch.
-      on_progress: called with the cycle's progress every `progress_every` epochs and after
-        the last one (the loop checkpoints it).
     Raises:
       TrainingDiverged: a non-finite loss, naming the cycle, epoch and step.
     """
+    record_level, pool_capacity = recording.level, recording.pool_capacity
+    resume, on_progress = checkpointing.resume, checkpointing.on_progress
     cfg = self.config.train
     if len(labeled) == 0:
       raise ValueError("cannot train on an empty labeled set")
@@ -515,7 +542,7 @@ class Trainer:
       self._log_epoch(cycle, epoch, epoch_metrics, train_seconds + record_seconds, tag, bar)
       done = epoch + 1
       if on_progress is not None and (done == cfg.epochs or
-                                      (progress_every and done % progress_every == 0)):
+                                      (checkpointing.every and done % checkpointing.every == 0)):
         on_progress(CycleProgress(state, progress.start_params, record, done, epochs,
                                   train_seconds, record_seconds))
     if bar is not None:
