@@ -15,7 +15,9 @@ python -m disal_jax.ablation $COMMON \
 # batch's mutual information is bounded by log 10 nats, which a 150-sample batch exhausts.
 python -m disal_jax.ablation $COMMON --variant=batchbald_k100:strategies=batchbald,batchbald.passes=100
 # The committed table (results/disal_dynamic_loss/cifar10_cpu_al.md), with Random's runs of
-# results/disal_dynamic_loss/cifar10_cpu_al.sh and each strategy paired with them by seed.
+# results/disal_dynamic_loss/cifar10_cpu_al.sh and each strategy paired with them by seed; every
+# cycle of every run is in cifar10_cpu_al_runs.csv beside it (runs_csv.py, cifar10_cpu_al.sh's
+# last command).
 python -m disal_jax.ablation $COMMON --table_only --baseline=random \
  --variant=random:strategies=random,full_training=True \
  --variant=entropy:strategies=entropy --variant=margin:strategies=margin \

@@ -2,8 +2,10 @@
 # (second sitting: the dynamic branch from half the epochs), DISAL at lambda = 0, Random, then
 # the baselines. Every DISAL variant names its keys, so the script reproduces the table
 # whatever the defaults become. Run from the repository root; it resumes, and a run whose
-# results.json holds every cycle is skipped (copy committed ones in to skip them).
-# About 10 minutes per (variant, seed) on 2 CPU cores.
+# results.json holds every cycle is skipped. About 10 minutes per (variant, seed) on 2 CPU
+# cores. Committed: cifar10_cpu_al.md (the tables) and cifar10_cpu_al_runs.csv (every cycle of
+# every run, written by runs_csv.py, last command); the runs' own results.json files are in
+# commit 86ba949's tree (results/disal_dynamic_loss/cifar10_cpu_al/).
 DISAL=strategies=disal,disal.target_source=train_branch,disal.dynamic_loss=mse,record.weighting=ema,record.ema_decay=0.6,disal.weight_schedule=rampup,disal.rampup_fraction=0.5,disal.dynamic_weight=10.0,disal.dynamic_batch_size=32,disal.branch=separate
 COMMON="--config=configs/cifar10_cpu.py --workdir=workdirs/cifar10_cpu_al --seeds=0,1,2 --config.full_training=False"
 # The paper's strategies (second command, and the committed table below).
@@ -55,3 +57,5 @@ python -m disal_jax.ablation $COMMON --table_only --baseline=random \
  --variant=disal_balanced:$DISAL,disal.branch_start_fraction=0.5,disal.selection=class_balanced \
  --variant=disal_start0_balanced:$DISAL,disal.branch_start_fraction=0.0,disal.selection=class_balanced
 cp workdirs/cifar10_cpu_al/ablation_val.png workdirs/cifar10_cpu_al/plots/disal_variants_val.png
+python results/disal_dynamic_loss/runs_csv.py workdirs/cifar10_cpu_al > \
+ results/disal_dynamic_loss/cifar10_cpu_al_runs.csv
