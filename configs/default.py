@@ -22,7 +22,7 @@ def get_config(variant: str = ""):
   config.augment.crop_padding = 1
   config.augment.flip = False  # digits are not mirror-symmetric
   config.train.min_steps = 600  # 84% -> 92% at the first budget; 2,000 steps: 92.5%
-  config.data.val_fraction = 0.1  # 144 labeled validation images, never in the pool
+  config.data.val_fraction = 0.1  # 143 labeled validation images, never in the pool
   config.disal.dynamic_batch_size = 32
   if variant == "quick":
     config.model.width = 8
