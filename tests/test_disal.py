@@ -167,7 +167,8 @@ def test_pool_draws_cover_the_pool_before_repeating_across_epochs():
 @pytest.mark.parametrize("weighting", ["mean", "ema", "lr"])
 def test_train_branch_fold_equals_a_per_sample_numpy_loop(weighting):
   """Each drawn row's target folds that row's predictions as the record folds epochs."""
-  hook = disal.DynamicLossHook(1.0, 0, 3, "mse", epochs=4, target_source="train_branch",
+  hook = disal.DynamicLossHook(weight=1.0, warmup_epochs=0, batch_size=3, kind="mse",
+                               epochs=4, target_source="train_branch",
                                weighting=weighting, ema_decay=0.6)
   extras = hook.init_extras(5, 3, None)
   rng = np.random.default_rng(0)
@@ -218,8 +219,8 @@ def test_stale_train_branch_targets_count_zero_in_the_loss():
   kept = disal.fresh_targets(jnp.asarray(peaked), jnp.zeros(2), np.float32(1.0),
                              np.float32(5.0), 0.6)  # disal.target_min_confidence
   np.testing.assert_array_equal(np.asarray(kept), [peaked[0], [0, 0, 0]])
-  hook = disal.DynamicLossHook(1.0, 0, 2, "mse", epochs=4, target_source="train_branch",
-                               target_max_age=0.25)
+  hook = disal.DynamicLossHook(weight=1.0, warmup_epochs=0, batch_size=2, kind="mse",
+                               epochs=4, target_source="train_branch", target_max_age=0.25)
   inputs = hook.epoch_inputs(np.random.default_rng(0), 2, 5, 10, 4, (0, 0))
   np.testing.assert_array_equal(inputs["cycle_step"], [10, 11, 12, 13, 14])
   np.testing.assert_array_equal(inputs["target_max_age"], [5.0] * 5)  # 0.25 x 4 epochs x 5
@@ -251,8 +252,8 @@ def test_joint_branch_is_one_forward_pass_over_both_batches():
   state = TrainState.create(apply_fn=model.apply, params=variables["params"],
                             batch_stats=variables["batch_stats"],
                             tx=make_optimizer(tiny_config().train), rng=jax.random.key(4))
-  hook = disal.DynamicLossHook(2.0, 0, 3, "mse", epochs=2, target_source="eval_pass",
-                               branch="joint")
+  hook = disal.DynamicLossHook(weight=2.0, warmup_epochs=0, batch_size=3, kind="mse",
+                               epochs=2, target_source="eval_pass", branch="joint")
   target = jax.nn.softmax(jax.random.normal(jax.random.key(5), (6, 5)))
   aux = {"pool_index": jnp.arange(6, 12), "target": target}
   drawn = np.array([0, 2, 5])
@@ -344,8 +345,8 @@ def test_separate_branch_step_adds_weight_times_the_dynamic_gradient():
   labels = rng.integers(0, 5, 12).astype(np.int32)
   data = DeviceData(jnp.asarray(images), jnp.asarray(labels))
   variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-  hook = disal.DynamicLossHook(2.5, 0, 3, "mse", epochs=2, target_source="train_branch",
-                               weighting="mean")
+  hook = disal.DynamicLossHook(weight=2.5, warmup_epochs=0, batch_size=3, kind="mse",
+                               epochs=2, target_source="train_branch", weighting="mean")
   table = np.zeros((12, 5), np.float32)
   table[6:] = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(5), (6, 5))))
   folded_at = np.where(table.sum(-1) > 0, 3.0, disal.NEVER_FOLDED).astype(np.float32)

@@ -64,7 +64,12 @@ def detach_inputs(epoch: int, num_steps: int, detach_from_epoch: int) -> dict[st
 
 class DetachingHeadHook:
   """What the train hooks of a stage-map module share (Learning Loss, TiDAL): per-step
-  `detach_head` flags from `detach_from_epoch` on (a field of the hook), and no aux inputs."""
+  `detach_head` flags from `detach_from_epoch` on (a field of the hook), and no aux inputs.
+
+  A mixin listed before training.trainer.TrainHook among a hook's bases (models sit below
+  training, so it cannot subclass TrainHook itself). 'detach_head' is one flag per step,
+  replicated on every device (declared neither batch-like nor a pool position).
+  """
 
   def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
     del rng, pool_size, labeled_size, cycle_seed

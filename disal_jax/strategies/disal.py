@@ -62,6 +62,7 @@ from disal_jax.training import pixels
 from disal_jax.training import record as record_lib
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import momentum_trace
+from disal_jax.training.trainer import TrainHook
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,8 @@ def pool_draws(cycle_seed: tuple[int, ...], pool_size: int, epoch: int, num_step
   return order[offset:offset + total].reshape(num_steps, batch_size).astype(np.int32)
 
 
-@dataclasses.dataclass(frozen=True)
-class DynamicLossHook:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DynamicLossHook(TrainHook):
   """DISAL's addition to the train step (see disal_jax.training.trainer.TrainHook)."""
   weight: float
   warmup_epochs: int
@@ -190,6 +191,8 @@ class DynamicLossHook:
   # Train branch: a target whose largest probability is below this counts 0; 0 = off.
   target_min_confidence: float = 0.0
   extras_per_cycle: ClassVar[bool] = True  # the train-branch target describes one cycle
+  # each step's pool draws: positions in the padded pool index, whose rows the step reads
+  pool_position_inputs: ClassVar[tuple[str, ...]] = ("pool_position_index",)
 
   @property
   def train_branch(self) -> bool:
@@ -299,14 +302,17 @@ def make_hook(config: ml_collections.ConfigDict) -> Optional[DynamicLossHook]:
   record_start = int(config.record.start_epoch)
   if s.target_source == "train_branch":
     record_start = max(record_start, start)
-  return DynamicLossHook(float(s.dynamic_weight), max(int(s.dynamic_warmup_epochs), start),
-                         int(s.dynamic_batch_size), s.dynamic_loss, int(config.train.epochs),
-                         s.target_source, s.weight_schedule, float(s.rampup_fraction),
-                         s.weight_scale, config.record.weighting,
-                         float(config.record.ema_decay), record_start,
-                         int(config.record.pixel_stride), s.branch, start,
-                         target_max_age=float(s.target_max_age),
-                         target_min_confidence=float(s.target_min_confidence))
+  return DynamicLossHook(
+      weight=float(s.dynamic_weight),
+      warmup_epochs=max(int(s.dynamic_warmup_epochs), start),
+      batch_size=int(s.dynamic_batch_size), kind=s.dynamic_loss,
+      epochs=int(config.train.epochs), target_source=s.target_source,
+      schedule=s.weight_schedule, rampup_fraction=float(s.rampup_fraction),
+      scale=s.weight_scale, weighting=config.record.weighting,
+      ema_decay=float(config.record.ema_decay), record_start_epoch=record_start,
+      pixel_stride=int(config.record.pixel_stride), branch=s.branch, first_epoch=start,
+      target_max_age=float(s.target_max_age),
+      target_min_confidence=float(s.target_min_confidence))
 
 
 def branch_start_epoch(config: ml_collections.ConfigDict) -> int:

@@ -30,6 +30,7 @@ from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceP
                                        batched_pool_scores)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
+from disal_jax.training.trainer import TrainHook
 
 
 def ranking_loss(predicted: jax.Array, target: jax.Array, margin: float) -> jax.Array:
@@ -40,8 +41,8 @@ def ranking_loss(predicted: jax.Array, target: jax.Array, margin: float) -> jax.
   return jnp.mean(jnp.maximum(0.0, margin - sign * diff))
 
 
-@dataclasses.dataclass(frozen=True)
-class LossPredictionHook(stage_head.DetachingHeadHook):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LossPredictionHook(stage_head.DetachingHeadHook, TrainHook):
   """Learning Loss's addition to the train step (see training.trainer.TrainHook)."""
   weight: float
   margin: float
@@ -67,9 +68,10 @@ class LossPredictionHook(stage_head.DetachingHeadHook):
 
 def make_hook(config: ml_collections.ConfigDict) -> LossPredictionHook:
   ll = config.learning_loss
-  return LossPredictionHook(float(ll.weight), float(ll.margin), int(ll.hidden),
-                            stage_head.detach_epoch(config.train.epochs,
-                                                    float(ll.detach_fraction)))
+  return LossPredictionHook(
+      weight=float(ll.weight), margin=float(ll.margin), hidden=int(ll.hidden),
+      detach_from_epoch=stage_head.detach_epoch(config.train.epochs,
+                                                float(ll.detach_fraction)))
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "head"))

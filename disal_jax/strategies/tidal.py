@@ -33,6 +33,7 @@ from disal_jax.models import stage_head
 from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
                                        batched_pool_scores, entropy)
 from disal_jax.training.augment import Preprocess
+from disal_jax.training.trainer import TrainHook
 
 MEAN, COUNT = "tidal_mean", "tidal_count"
 
@@ -58,8 +59,8 @@ def kl_to_module(target: jax.Array, module_logits: jax.Array) -> jax.Array:
   return jnp.sum(jax.scipy.special.xlogy(target, target) - target * log_q, axis=-1)
 
 
-@dataclasses.dataclass(frozen=True)
-class DynamicsHook(stage_head.DetachingHeadHook):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DynamicsHook(stage_head.DetachingHeadHook, TrainHook):
   """TiDAL's addition to the train step (see training.trainer.TrainHook)."""
   weight: float
   hidden: int
@@ -94,8 +95,9 @@ class DynamicsHook(stage_head.DetachingHeadHook):
 
 def make_hook(config: ml_collections.ConfigDict) -> DynamicsHook:
   t = config.tidal
-  return DynamicsHook(float(t.weight), int(t.hidden),
-                      stage_head.detach_epoch(config.train.epochs, float(t.detach_fraction)))
+  return DynamicsHook(weight=float(t.weight), hidden=int(t.hidden),
+                      detach_from_epoch=stage_head.detach_epoch(config.train.epochs,
+                                                                float(t.detach_fraction)))
 
 
 def uncertainty(module_logits: jax.Array, kind: str) -> jax.Array:

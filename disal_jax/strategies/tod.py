@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+from typing import ClassVar
 
 import flax.linen as nn
 import flax.serialization
@@ -52,6 +53,7 @@ from disal_jax.strategies.base import (ConfigSection, ReferenceProtocol, Scoring
                                        Strategy, batched_pool_scores, select_top_k)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
+from disal_jax.training.trainer import TrainHook
 
 TEACHER = "ema_teacher"
 TEACHER_STEP = "ema_teacher_step"
@@ -82,12 +84,14 @@ def output_discrepancy(logits_a: jax.Array, logits_b: jax.Array) -> jax.Array:
   return 0.5 * jnp.sum(jnp.square(pa - pb), axis=-1)
 
 
-@dataclasses.dataclass(frozen=True)
-class CodHook:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CodHook(TrainHook):
   """TOD's addition to the train step (see training.trainer.TrainHook)."""
   weight: float
   ema_decay: float
   batch_size: int
+  # each step's pool batch: positions in the padded pool index, whose rows the step reads
+  pool_position_inputs: ClassVar[tuple[str, ...]] = ("pool_position_index",)
 
   def init_params(self, rng, params, sample_outputs):
     head = nn.Dense(sample_outputs["logits"].shape[-1])
@@ -135,7 +139,8 @@ class CodHook:
 
 def make_hook(config: ml_collections.ConfigDict) -> CodHook:
   t = config.tod
-  return CodHook(float(t.cod_weight), float(t.ema_decay), int(t.pool_batch_size))
+  return CodHook(weight=float(t.cod_weight), ema_decay=float(t.ema_decay),
+                 batch_size=int(t.pool_batch_size))
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess",))

@@ -66,9 +66,10 @@ class DeviceData(NamedTuple):
 # keep them.
 ExtraLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
-# joint_images(state, data, batch, aux, rng) -> (Bj, H, W, C) float32: images a hook has
-# appended to the labeled batch's forward pass, so both are one BatchNorm batch and one
+# joint_images(state, data, batch, aux, rng) -> (Bj, H, W, C) float32 or None: images a hook
+# has appended to the labeled batch's forward pass, so both are one BatchNorm batch and one
 # (larger, more efficient) pass; the hook's loss then gets their outputs as `joint_outputs`.
+# None (decided while tracing): the labeled batch alone.
 JointImages = Callable[..., jax.Array]
 
 

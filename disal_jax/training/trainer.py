@@ -11,7 +11,7 @@ import functools
 import logging
 import math
 import time
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, ClassVar, Optional
 
 import jax
 import ml_collections
@@ -32,49 +32,113 @@ from disal_jax.training.state import TrainState, create_state, make_optimizer
 log = logging.getLogger(__name__)
 
 
-POSITION_SUFFIX = "_position_index"
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CycleShape:
+  """The sizes of one cycle's training, which `TrainHook.for_cycle` may adapt a hook to.
 
-
-class TrainHook(Protocol):
-  """What a strategy adds to the train step (see disal_jax.strategies.disal for one).
-
-  loss: the extra loss (steps.ExtraLoss).
-  epoch_inputs(rng, epoch, num_steps, pool_size, labeled_size, cycle_seed): per-step host
-    arrays for an epoch, each with leading axis `num_steps`; keys ending in '_index' are
-    batch-like and split over devices. Keys ending in POSITION_SUFFIX hold positions in the
-    padded pool index (aux's 'pool_index' in DISAL's and TOD's hooks): a step reads those
-    rows of the split (`data.images_at`) and batch['index'], no others (a streamed split's
-    window holds no others). `rng` is the epoch's own generator; `cycle_seed` (a
-    tuple of ints) seeds what must continue across the cycle's epochs (a resumed epoch
-    derives it again).
-  aux: on-device arrays the loss reads, rebuilt from the record after each recording pass.
-  Optional (see `init_params` / `init_extras` below for the defaults):
-  init_params(rng, params, sample_outputs) -> params: adds a module's parameters (trained by
-    the same optimiser as the backbone) to a fresh model's; `sample_outputs` are the model's
-    outputs for one zero image.
-  init_extras(num_train, num_classes, params) -> dict: the state.extras a fresh state starts
-    with (`params`: the fresh model's, e.g. for an EMA teacher).
-  extras_per_cycle: bool attribute; True: a warm-started cycle also starts from fresh extras
-    (they describe one cycle's training, as DISAL's train-branch target does).
-  joint_images(state, data, batch, aux, rng, *, preprocess) -> images or None: images to run
-    in the labeled batch's forward pass (steps.JointImages); the loss then receives their
-    outputs as the keyword `joint_outputs`.
-  active(epoch) -> bool: whether the hook takes part in `epoch`; the epochs it sits out run
-    the plain train step (state.extras pass through unchanged).
-
-  A hook is static configuration: a frozen dataclass of its settings, hashed and compared by
-  value and holding no arrays. Equal hooks (the same config's, run after run) share one entry
-  of `jitted_steps`' cache.
+  Attributes:
+    labeled_size: labeled rows the cycle trains on (L).
+    pool_size: pool rows it records and a hook draws from (P, before padding).
+    num_classes: the dataset's classes (C).
+    steps_per_epoch: optimizer steps in each epoch (`steps_per_epoch`).
+    epochs: epochs in the cycle (config.train.epochs).
   """
+  labeled_size: int
+  pool_size: int
+  num_classes: int
+  steps_per_epoch: int
+  epochs: int
 
-  def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess): ...
+
+class TrainHook:
+  """What a strategy adds to the train step (disal_jax.strategies.disal's DynamicLossHook is
+  one). A hook subclasses this as a frozen dataclass of its settings, built with keywords
+  (`@dataclasses.dataclass(frozen=True, kw_only=True)`).
+
+  A hook is static configuration, hashed and compared by value and holding no arrays: equal
+  hooks (the same config's, run after run) share one entry of `jitted_steps`' cache, and each
+  distinct hook compiles its own train step.
+
+  Required (the base raises NotImplementedError): `loss`, `epoch_inputs` and `aux`.
+  Declared step inputs (class attributes naming keys of `epoch_inputs`; every other input is
+  replicated on every device):
+    batch_inputs: per-sample inputs, split over the devices along their batch axis as
+      batch['index'] is.
+    pool_position_inputs: positions in the padded pool index (aux's 'pool_index' in DISAL's
+      and TOD's hooks), split over the devices too. The trainer puts their pool rows in the
+      step's data window: a step reads those rows of the split (`data.images_at`) and
+      batch['index']'s, no others (a streamed split's window holds no others).
+  Optional, with defaults that add nothing: `extras_per_cycle`, `init_params`, `init_extras`,
+  `joint_images`, `active` and `for_cycle`.
+  """
+  batch_inputs: ClassVar[tuple[str, ...]] = ()
+  pool_position_inputs: ClassVar[tuple[str, ...]] = ()
+  # True: a warm-started cycle also starts from fresh extras (they describe one cycle's
+  # training, as DISAL's train-branch target does); False: they carry over.
+  extras_per_cycle: ClassVar[bool] = False
+
+  def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
+    """The extra loss (steps.ExtraLoss): (scalar loss, {name: scalar metric}, new extras).
+
+    With `joint_images`, it also receives the joined images' outputs as the keyword
+    `joint_outputs`.
+    """
+    raise NotImplementedError(f"{type(self).__name__} defines no loss")
 
   def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
                    pool_size: int, labeled_size: int, cycle_seed: tuple[int, ...]
-                   ) -> dict[str, np.ndarray]: ...
+                   ) -> dict[str, np.ndarray]:
+    """Per-step host arrays of `epoch`, each with leading axis `num_steps`; step s gets
+    row s of each in its batch, under the same key (see the declared inputs above).
+
+    `rng` is the epoch's own generator; `cycle_seed` (a tuple of ints) seeds what must
+    continue across the cycle's epochs (a resumed epoch derives it again).
+    """
+    raise NotImplementedError(f"{type(self).__name__} defines no epoch_inputs")
 
   def aux(self, record: Optional[record_lib.PoolRecord],
-          pool_index: jax.Array) -> dict[str, jax.Array]: ...
+          pool_index: jax.Array) -> dict[str, jax.Array]:
+    """On-device arrays the loss reads, rebuilt from the record after each recording pass;
+    `pool_index` (P_pad,) int32 is the padded pool index."""
+    raise NotImplementedError(f"{type(self).__name__} defines no aux")
+
+  def init_params(self, rng: jax.Array, params: Any, sample_outputs: dict) -> Any:
+    """A fresh model's params with a module's added (trained by the same optimiser as the
+    backbone); `sample_outputs` are the model's outputs for one zero image. Default: none."""
+    del rng, sample_outputs
+    return params
+
+  def init_extras(self, num_train: int, num_classes: int, params: Any) -> dict:
+    """The state.extras a fresh state starts with (`params`: the fresh model's, e.g. for an
+    EMA teacher). Default: none."""
+    del num_train, num_classes, params
+    return {}
+
+  def joint_images(self, state, data, batch, aux, rng, *, preprocess: Preprocess
+                   ) -> Optional[jax.Array]:
+    """Images (Bj, H, W, C) to run in the labeled batch's forward pass (steps.JointImages),
+    or None. Default: None (the labeled batch alone)."""
+    del state, data, batch, aux, rng, preprocess
+    return None
+
+  def active(self, epoch: int) -> bool:
+    """Whether the hook takes part in `epoch`; the epochs it sits out run the plain train
+    step (state.extras pass through unchanged). Default: every epoch."""
+    del epoch
+    return True
+
+  def for_cycle(self, shape: CycleShape) -> TrainHook:
+    """The hook this cycle trains with: a hook may adapt its static settings to the cycle's
+    sizes (and log why); the default trains as configured.
+
+    The trainer asks once per cycle, before its first epoch; the answer must depend on
+    `shape` alone, so that a resumed cycle trains with the same hook. The returned hook's
+    `loss`, `joint_images`, `active`, `epoch_inputs`, `aux` and declared inputs serve the
+    cycle's epochs; the state's structure stays the configured hook's (`init_params`,
+    `init_extras` and `extras_per_cycle` build the state before the cycle).
+    """
+    del shape
+    return self
 
 
 @dataclasses.dataclass
@@ -252,9 +316,8 @@ def _jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook],
   """`jitted_steps`, cached on its arguments: static settings, none of them holding arrays."""
   replicated = sharding.replicated(mesh)
   extra_loss = None if hook is None else functools.partial(hook.loss, preprocess=preprocess)
-  joint_images = getattr(hook, "joint_images", None)
-  if joint_images is not None:
-    joint_images = functools.partial(joint_images, preprocess=preprocess)
+  joint_images = (None if hook is None else
+                  functools.partial(hook.joint_images, preprocess=preprocess))
   return JittedSteps(
       train=jax.jit(functools.partial(steps.train_step, preprocess=preprocess,
                                       extra_loss=extra_loss, joint_images=joint_images),
@@ -281,11 +344,32 @@ def record_update(weighting: str, ema_decay: float, record_sharding: record_lib.
                  donate_argnums=0, out_shardings=record_sharding)
 
 
+def declared_inputs(hook: TrainHook, inputs: dict[str, np.ndarray]
+                    ) -> tuple[frozenset[str], frozenset[str]]:
+  """The names of `inputs` (hook.epoch_inputs') to split over the devices and those holding
+  pool positions, as `hook` declares them (TrainHook.batch_inputs, pool_position_inputs).
+
+  Raises:
+    ValueError: a declared input is missing from `inputs` (a misspelt declaration would
+      otherwise replicate the input and leave its rows out of a streamed step's window).
+  """
+  positions = frozenset(hook.pool_position_inputs)
+  split = frozenset(hook.batch_inputs) | positions
+  missing = sorted(split - inputs.keys())
+  if missing:
+    raise ValueError(f"{type(hook).__name__} declares the step inputs {missing}, which its "
+                     f"epoch_inputs did not return (it returned {sorted(inputs)})")
+  return split, positions
+
+
 class Trainer:
   """Jitted steps over one dataset on one mesh; `train_cycle` runs a cycle."""
 
   def __init__(self, config: ml_collections.ConfigDict, model, dataset: Dataset, mesh: Mesh,
                hook: Optional[TrainHook] = None, writer=None):
+    if hook is not None and not isinstance(hook, TrainHook):
+      raise TypeError(f"{type(hook).__name__}: a train hook subclasses "
+                      "disal_jax.training.trainer.TrainHook")
     self.config = config
     self.model = model
     self.dataset = dataset
@@ -308,9 +392,7 @@ class Trainer:
     self.val_data = placement.place_split(dataset.val_images, dataset.val_labels, mesh,
                                           self.streamed)
     compiled = jitted_steps(mesh, self.preprocess, hook, self.pixel_stride)
-    self._train_step, self._eval_step, self._predict = (compiled.train, compiled.eval,
-                                                        compiled.predict)
-
+    self._eval_step, self._predict = compiled.eval, compiled.predict
 
   def _plain_step(self) -> Callable:
     """The plain train step, for the epochs a hook sits out (compiled on first use)."""
@@ -327,7 +409,7 @@ class Trainer:
 
   def _fresh_state(self, rng: jax.Array) -> TrainState:
     """A fresh state with the hook's module parameters and extras (host or traced)."""
-    extend = getattr(self.hook, "init_params", None)
+    extend = None if self.hook is None else self.hook.init_params
     state = create_state(self.model, self.tx, rng, self.dataset.image_shape, extend)
     if self.config.model.init_from:
       params, batch_stats = pretrained.initialise(state.params, state.batch_stats,
@@ -336,10 +418,10 @@ class Trainer:
     return state.replace(extras=self._fresh_extras(state.params))
 
   def _fresh_extras(self, params) -> dict:
-    init_extras = getattr(self.hook, "init_extras", None)
-    if init_extras is None:
+    if self.hook is None:
       return {}
-    return init_extras(len(self.dataset.train_labels), self.dataset.num_classes, params)
+    return self.hook.init_extras(len(self.dataset.train_labels), self.dataset.num_classes,
+                                 params)
 
   def init_state(self, rng: jax.Array) -> TrainState:
     return sharding.put_replicated(self._fresh_state(rng), self.mesh)
@@ -351,7 +433,7 @@ class Trainer:
     cycle's rng with the step count restarted would replay its augmentations."""
     fresh = state.tx.init(state.params)
     state = state.replace(step=0, opt_state=fresh, rng=rng)
-    if getattr(self.hook, "extras_per_cycle", False):
+    if self.hook is not None and self.hook.extras_per_cycle:
       state = state.replace(extras=self._fresh_extras(state.params))
     return sharding.put_replicated(state, self.mesh)
 
@@ -437,6 +519,9 @@ class Trainer:
                   ) -> CycleResult:
     """Trains `config.train.epochs` epochs on `labeled` rows, recording `pool` rows' outputs.
 
+    The trainer's hook trains the cycle as `hook.for_cycle` returns it for the cycle's sizes
+    (CycleShape).
+
     Args:
       state: the starting state (fresh or warm); ignored when resuming.
       labeled: (L,) int training-set rows with labels.
@@ -483,6 +568,11 @@ class Trainer:
     train_seconds, record_seconds = progress.train_seconds, progress.record_seconds
     along, replicated = sharding.along_data(self.mesh), sharding.replicated(self.mesh)
     num_steps = steps_per_epoch(len(labeled), cfg.batch_size, cfg.epochs, cfg.min_steps)
+    hook = None if self.hook is None else self.hook.for_cycle(CycleShape(
+        labeled_size=len(labeled), pool_size=len(pool), num_classes=self.dataset.num_classes,
+        steps_per_epoch=num_steps, epochs=cfg.epochs))
+    hooked_step = (None if hook is None else
+                   jitted_steps(self.mesh, self.preprocess, hook, self.pixel_stride).train)
     # on a terminal, one bar per cycle; a failure below leaves it for tqdm to close
     bar = (progress_bar.CycleBar(tag, cycle, cfg.epochs, progress.epoch)
            if progress_bar.on_terminal() else None)
@@ -492,23 +582,24 @@ class Trainer:
       lr = np.float32(schedule.learning_rate(cfg, epoch))
       lr_on_device = sharding.put_host(lr, replicated)
       batches, fresh = epoch_batches(batch_rng, labeled, cfg.batch_size, num_steps)
-      hooked = self.hook is not None and getattr(self.hook, "active", lambda e: True)(epoch)
-      hook_inputs = ({} if not hooked else
-                     self.hook.epoch_inputs(hook_rng, epoch, num_steps, len(pool),
-                                            len(labeled), tuple(seed)))
-      aux = {} if not hooked else self.hook.aux(record, pool_index)
-      train_step = self._train_step if hooked or self.hook is None else self._plain_step()
+      hooked = hook is not None and hook.active(epoch)
+      hook_inputs, split, positions = {}, frozenset(), frozenset()
+      if hooked:
+        hook_inputs = hook.epoch_inputs(hook_rng, epoch, num_steps, len(pool), len(labeled),
+                                        tuple(seed))
+        split, positions = declared_inputs(hook, hook_inputs)
+      aux = {} if not hooked else hook.aux(record, pool_index)
+      train_step = hooked_step if hooked else self._plain_step()
 
       def step_inputs(s: int, batches=batches, fresh=fresh, hook_inputs=hook_inputs,
-                      lr=lr_on_device):
+                      split=split, positions=positions, lr=lr_on_device):
         """Step s's batch on device and the data holding the rows it reads."""
         batch = {"index": sharding.put_host(batches[s], along),
                  "fresh": sharding.put_host(fresh[s], along), "lr": lr}
         rows = [batches[s]]
         for key, value in hook_inputs.items():
-          batch[key] = sharding.put_host(value[s], along if key.endswith("_index")
-                                         else replicated)
-          if key.endswith(POSITION_SUFFIX):
+          batch[key] = sharding.put_host(value[s], along if key in split else replicated)
+          if key in positions:
             rows.append(pool_index_np[value[s]])
         return batch, self.train_data.window(np.concatenate([r.ravel() for r in rows]))
 
