@@ -46,7 +46,7 @@ CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "test_accuracy", "test_mi
                "scoring_seconds")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class CycleRecord:
   """One row of results.csv; `selected` is the rows labeled after this cycle's scoring.
 
@@ -247,12 +247,14 @@ def _open_run(config: ml_collections.ConfigDict, dataset: Dataset, name: str,
 def _cycle_record(run: _Run, cycle: int, outcome: CycleOutcome) -> CycleRecord:
   """The results row of `cycle`: its metrics, timings and selection."""
   result = outcome.result
-  return CycleRecord(run.name, run.setup.config.seed, cycle, run.counts[cycle],
-                     result.test["accuracy"], result.test["loss"], result.train_seconds,
-                     result.record_seconds, outcome.scoring_seconds,
-                     [int(i) for i in outcome.selected], outcome.strategy_metrics,
-                     result.test.get("miou"), result.val.get("accuracy"),
-                     result.val.get("loss"), result.val.get("miou"))
+  return CycleRecord(
+      strategy=run.name, seed=run.setup.config.seed, cycle=cycle, labeled=run.counts[cycle],
+      test_accuracy=result.test["accuracy"], test_loss=result.test["loss"],
+      train_seconds=result.train_seconds, record_seconds=result.record_seconds,
+      scoring_seconds=outcome.scoring_seconds, selected=[int(i) for i in outcome.selected],
+      strategy_metrics=outcome.strategy_metrics, test_miou=result.test.get("miou"),
+      val_accuracy=result.val.get("accuracy"), val_loss=result.val.get("loss"),
+      val_miou=result.val.get("miou"))
 
 
 def _report(run: _Run, row: CycleRecord) -> None:
