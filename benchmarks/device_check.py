@@ -211,13 +211,12 @@ def _device_timing(trainer: trainer_lib.Trainer, state, labeled: np.ndarray, cal
   """
   step = trainer_lib.jitted_steps(trainer.mesh, trainer.preprocess, None,
                                   trainer.pixel_stride).train
-  along, replicated = sharding.along_data(trainer.mesh), sharding.replicated(trainer.mesh)
+  along = sharding.along_data(trainer.mesh)
   rows, fresh = trainer_lib.epoch_batches(np.random.default_rng(0), labeled,
                                           trainer.config.train.batch_size)
-  # a small rate: the chained steps stay finite however many there are
+  # the rate is the state's schedule's, past the cycle's end: its last (decayed) value
   batch = {"index": sharding.put_host(rows[0], along),
-           "fresh": sharding.put_host(fresh[0], along),
-           "lr": sharding.put_host(np.float32(1e-3), replicated)}
+           "fresh": sharding.put_host(fresh[0], along)}
   data, aux = trainer.train_data, {}
   lowered = step.lower(state, data, batch, aux)
   # the loop's executable (same function, shapes and shardings): jit's cache, no compile

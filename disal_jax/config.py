@@ -18,6 +18,7 @@ from disal_jax.errors import check_value as check_value
 RECORD_KEEPS = ("auto", "none", "mean", "last2", "all")
 RECORD_WEIGHTINGS = ("mean", "ema", "lr")
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "cosine")  # disal_jax.training.schedule
 DTYPES = ("float32", "bfloat16")
 PER_SAMPLE_ENGINES = ("one_pass", "vmap")
 AL_PROTOCOLS = ("unified", "reference")  # disal_jax.protocol
@@ -89,11 +90,18 @@ def common_config() -> ml_collections.ConfigDict:
   t.batch_size = 128  # labeled images per step
   t.eval_batch_size = 500  # images per evaluation, recording and scoring call
   t.optimizer = "sgd"  # or 'adam'
-  t.learning_rate = 0.1  # initial
+  t.learning_rate = 0.1  # initial (after a warmup: its peak)
   t.momentum = 0.9  # SGD
   t.weight_decay = 5e-4  # added to the gradient (PyTorch's SGD semantics)
-  t.lr_decay_at = 0.8  # fraction of the epochs after which lr is multiplied by lr_decay_factor
-  t.lr_decay_factor = 0.1  # lr multiplier after lr_decay_at
+  # The learning rate over a cycle's optimizer steps (disal_jax.training.schedule): 'step'
+  # (learning_rate, times lr_decay_factor from epoch int(lr_decay_at * epochs) on) or 'cosine'
+  # (from learning_rate down to 0 at the cycle's end).
+  t.lr_schedule = "step"
+  t.lr_decay_at = 0.8  # 'step': fraction of the epochs after which lr is x lr_decay_factor
+  t.lr_decay_factor = 0.1  # 'step': lr multiplier after lr_decay_at
+  # Linear warmup from 0 to learning_rate over this fraction of a cycle's steps; the schedule
+  # takes over after it ('step' at its own epochs, 'cosine' over the rest). 0 = none.
+  t.warmup_fraction = 0.0
   t.warm_start = False  # start each cycle from the previous cycle's model
   t.log_every_epochs = 1  # a progress line every this many epochs
 
@@ -131,7 +139,8 @@ def common_config() -> ml_collections.ConfigDict:
   r.keep = "auto"
   # How DISAL's target p_bar folds a sample's predictions: 'mean' (arithmetic), 'ema'
   # (decay below, bias-corrected as in temporal ensembling: sum_k (1-a) a^(n-k) p_k / (1-a^n)),
-  # 'lr' (weighted by the epoch's learning rate, TracIn's eta_t).
+  # 'lr' (weighted by the learning rate, TracIn's eta_t: an epoch's, that of its last step;
+  # a train-branch fold's, that of its step).
   r.weighting = "ema"
   r.ema_decay = 0.6  # temporal ensembling's
   # Epochs before this one are not folded into p_bar (the first, near-random predictions).
@@ -198,7 +207,11 @@ def validate_common(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
   _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
   _check(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
   _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
+  _check(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", t.lr_schedule,
+         f"one of {LR_SCHEDULES}")
   _check(0 < t.lr_decay_at <= 1, "train.lr_decay_at", t.lr_decay_at, "in (0, 1]")
+  _check(0 <= t.warmup_fraction < 1, "train.warmup_fraction", t.warmup_fraction,
+         "in [0, 1) (0 = no warmup)")
   _check(t.log_every_epochs >= 1, "train.log_every_epochs", t.log_every_epochs, ">= 1")
   _check(config.checkpoint.every_epochs >= 0, "checkpoint.every_epochs",
          config.checkpoint.every_epochs, "0 (only at cycle ends) or a positive integer")

@@ -12,6 +12,7 @@ from disal_jax.cycle import CycleSetup, run_cycle, start_state
 from disal_jax.data.registry import load_dataset
 from disal_jax.strategies import registry
 from disal_jax.training import sharding
+from disal_jax.training.state import learning_rate
 from disal_jax.training.trainer import Checkpointing, Recording, Trainer
 
 from tests.helpers import tiny_config
@@ -34,9 +35,11 @@ def _setup(name: str = "margin", **overrides) -> tuple[CycleSetup, np.ndarray, n
 
 
 def _on_host(progress):
-  """A copy of a CycleProgress off the device: the next train step donates its state."""
-  return dataclasses.replace(progress, **{f: jax.device_get(getattr(progress, f))
-                                          for f in ("state", "start_params", "record")})
+  """A copy of a CycleProgress off the device: the next train step donates its state, and
+  the trainer appends the next epochs' metrics to its list."""
+  return dataclasses.replace(progress, epochs=list(progress.epochs),
+                             **{f: jax.device_get(getattr(progress, f))
+                                for f in ("state", "start_params", "record")})
 
 
 def _leaves_equal(a, b) -> bool:
@@ -45,8 +48,13 @@ def _leaves_equal(a, b) -> bool:
 
 
 @pytest.mark.slow
-def test_a_cycle_resumed_mid_training_trains_and_selects_as_an_uninterrupted_one():
-  setup, labeled, candidates = _setup()
+@pytest.mark.parametrize("schedule", [{}, {"train.lr_schedule": "cosine",
+                                           "train.warmup_fraction": 0.25}])
+def test_a_cycle_resumed_mid_training_trains_and_selects_as_an_uninterrupted_one(schedule):
+  """The resumed epochs continue the learning-rate schedule where it stopped (the optimiser's
+  count is in the checkpointed state): 'step' decays at epoch 1 of 2, 'cosine' moves at
+  every step."""
+  setup, labeled, candidates = _setup(**schedule)
   saved = []
   whole = run_cycle(setup, labeled, candidates, K, cycle=1, checkpointing=Checkpointing(
       on_progress=lambda p: saved.append(_on_host(p)), every=1))
@@ -61,6 +69,8 @@ def test_a_cycle_resumed_mid_training_trains_and_selects_as_an_uninterrupted_one
   assert resumed.result.test == whole.result.test
   assert _leaves_equal(resumed.result.record, whole.result.record)
   assert _leaves_equal(resumed.result.state.params, whole.result.state.params)
+  assert [e["lr"] for e in resumed.result.epochs] == [e["lr"] for e in whole.result.epochs]
+  assert len({e["lr"] for e in whole.result.epochs}) == 2
   other = run_cycle(setup, labeled, candidates, K, cycle=2)  # another cycle's keys and seeds
   assert not np.array_equal(other.selected, whole.selected)
 
@@ -72,6 +82,9 @@ def test_a_warm_cycle_starts_from_the_weights_with_a_fresh_optimiser_and_stream(
   started = start_state(setup, 1, warm)
   assert _leaves_equal(started.params, warm.params)
   assert int(started.step) == 0 and int(warm.step) > 0
+  # the schedule starts afresh: train.learning_rate, not the decayed rate the cycle ended at
+  lr = setup.config.train.learning_rate
+  assert float(learning_rate(started)) == np.float32(lr) > float(learning_rate(warm))
   assert not np.array_equal(jax.random.key_data(started.rng), jax.random.key_data(warm.rng))
   cold = start_state(dataclasses.replace(setup, config=tiny_config(
       **{"data.max_train": 400, "train.warm_start": False})), 1, warm)

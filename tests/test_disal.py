@@ -13,7 +13,7 @@ from disal_jax.models import resnet
 from disal_jax.strategies import disal, per_sample
 from disal_jax.training.augment import Preprocess
 from disal_jax.training import steps
-from disal_jax.training.state import TrainState, make_optimizer, with_learning_rate
+from disal_jax.training.state import TrainState, learning_rate, make_optimizer
 from disal_jax.training.steps import DeviceData
 
 from tests.helpers import tiny_config
@@ -228,16 +228,49 @@ def test_stale_train_branch_targets_count_zero_in_the_loss():
 
 @pytest.mark.slow
 def _assert_step_equals(state, new_state, metrics, grads, updates, ce, dyn):
-  """The train step's new state and metrics are one SGD step (lr 0.1) on the hand-written
-  gradient `grads`, with its BatchNorm `updates`, CE `ce` and dynamic loss `dyn`."""
-  expected = with_learning_rate(state, 0.1).apply_gradients(
-      grads=grads, batch_stats=updates["batch_stats"])
+  """The train step's new state and metrics are one SGD step (at the optimiser's rate) on the
+  hand-written gradient `grads`, with its BatchNorm `updates`, CE `ce` and dynamic loss
+  `dyn`."""
+  expected = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
   metrics = steps.compute_metrics(metrics)
   assert metrics["loss"] == pytest.approx(float(ce), rel=1e-5)
   assert metrics["dynamic_loss"] == pytest.approx(float(dyn), rel=1e-5)
   for a, b in zip(jax.tree.leaves((new_state.params, new_state.batch_stats)),
                   jax.tree.leaves((expected.params, expected.batch_stats))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_the_hook_and_the_metrics_see_the_rate_the_update_applies():
+  """batch['lr'] in a hook and the step's 'lr' metric are the optimiser's rate at its count,
+  and the update applies it: decayed from the first step (epoch int(0.3 * 2) = 0), one
+  step's change is lr_decay_factor times that of the undecayed schedule's."""
+  model = resnet.ResNet18(num_classes=5, width=4)
+  images = np.random.default_rng(0).integers(0, 255, (4, 8, 8, 3), dtype=np.uint8)
+  data = DeviceData(jnp.asarray(images), jnp.arange(4, dtype=jnp.int32))
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+
+  def hook_loss(params, state, data, batch, aux, rng, outputs):
+    del params, data, aux, rng, outputs
+    return jnp.float32(0.0), {}, {**state.extras, "lr": batch["lr"]}
+
+  changes, rates = [], []
+  for decay_at in (0.3, 1.0):
+    cfg = tiny_config(**{"train.lr_decay_at": decay_at, "train.lr_decay_factor": 0.1}).train
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                              batch_stats=variables["batch_stats"], tx=make_optimizer(cfg),
+                              rng=jax.random.key(4))
+    rate = float(learning_rate(state))
+    new_state, metrics = steps.train_step(state, data, {"index": jnp.arange(4)}, {},
+                                          preprocess=PRE, extra_loss=hook_loss)
+    assert float(new_state.extras["lr"]) == rate == steps.compute_metrics(metrics)["lr"]
+    rates.append(rate)
+    changes.append(jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), new_state.params,
+                                state.params))
+  lr = tiny_config().train.learning_rate
+  assert rates == [np.float32(lr * 0.1), np.float32(lr)]
+  for decayed, plain in zip(jax.tree.leaves(changes[0]), jax.tree.leaves(changes[1])):
+    # atol: a change read as new - old parameters is rounded at the parameters' scale
+    np.testing.assert_allclose(decayed, 0.1 * plain, rtol=1e-4, atol=1e-7)
 
 
 def test_joint_branch_is_one_forward_pass_over_both_batches():
@@ -257,7 +290,7 @@ def test_joint_branch_is_one_forward_pass_over_both_batches():
   target = jax.nn.softmax(jax.random.normal(jax.random.key(5), (6, 5)))
   aux = {"pool_index": jnp.arange(6, 12), "target": target}
   drawn = np.array([0, 2, 5])
-  batch = {"index": jnp.arange(4), "lr": jnp.float32(0.1),
+  batch = {"index": jnp.arange(4),
            "pool_position_index": jnp.asarray(drawn), "dynamic_weight": jnp.float32(2.0),
            "record_on": jnp.float32(1.0), "cycle_step": jnp.float32(7.0),
            "target_max_age": jnp.float32(4.0)}  # folded at step 3: fresh
@@ -360,7 +393,7 @@ def test_separate_branch_step_adds_weight_times_the_dynamic_gradient():
   aux = {"pool_index": jnp.arange(6, 12)}
   drawn = np.array([4, 0, 2])
   weight = 2.5 * 0.4  # a ramp's value at this step
-  batch = {"index": jnp.arange(4), "lr": jnp.float32(0.1),
+  batch = {"index": jnp.arange(4),
            "pool_position_index": jnp.asarray(drawn), "dynamic_weight": jnp.float32(weight),
            "record_on": jnp.float32(1.0), "cycle_step": jnp.float32(7.0),
            "target_max_age": jnp.float32(4.0)}  # folded at step 3: fresh
@@ -385,8 +418,7 @@ def test_separate_branch_step_adds_weight_times_the_dynamic_gradient():
   grads, (updates, ce, dyn, probs) = jax.grad(reference_loss, has_aux=True)(state.params)
   _assert_step_equals(state, new_state, metrics, grads, updates, ce, dyn)
   # the dynamic term really moved the weights: without it the step differs
-  plain = with_learning_rate(state, 0.1).apply_gradients(
-      grads=jax.grad(lambda p: reference_loss(p)[1][1])(state.params),
+  plain = state.apply_gradients(grads=jax.grad(lambda p: reference_loss(p)[1][1])(state.params),
       batch_stats=updates["batch_stats"])
   assert max(float(jnp.abs(a - b).max()) for a, b in
              zip(jax.tree.leaves(plain.params), jax.tree.leaves(new_state.params))) > 1e-6

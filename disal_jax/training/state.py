@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import struct
 from flax.training import train_state
+
+from disal_jax.training import schedule
 
 
 class TrainState(train_state.TrainState):
@@ -29,28 +32,61 @@ class TrainState(train_state.TrainState):
             "batch_stats": self.batch_stats}
 
 
-def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """SGD (PyTorch semantics: weight decay added to the gradient, then momentum) or Adam.
+class Optimizer(NamedTuple):
+  """An optax GradientTransformation whose learning rate follows the cycle's schedule.
 
-  The learning rate is an injected hyper-parameter, set per epoch by the trainer. Equal
-  settings give the same object: it is static structure of the TrainState, so sharing it
-  lets jitted steps be reused across runs of one process.
+  init / update: optax's (flax's TrainState calls them). The learning rate is an optax
+  schedule inside the update (disal_jax.training.schedule), evaluated at the optimiser's
+  step count; nothing rewrites the state between steps.
+  learning_rate(opt_state) -> () float32: the rate the next update applies, for what must
+  see the update's own rate (DISAL's 'lr' fold, the epoch's logged and recorded rate).
   """
-  return _optimizer(train_cfg.optimizer, float(train_cfg.learning_rate),
+  init: optax.TransformInitFn
+  update: optax.TransformUpdateFn
+  learning_rate: Callable[[optax.OptState], jax.Array]
+
+
+def make_optimizer(train_cfg: ml_collections.ConfigDict) -> Optimizer:
+  """SGD (PyTorch semantics: weight decay added to the gradient, then momentum) or Adam, at
+  the learning rate of `schedule.cycle_schedule(train_cfg)`.
+
+  The schedule's length is a cycle's (its steps per epoch follow from the labeled count), a
+  value only known when the cycle starts. It is data, not structure: the optimiser state
+  holds it (an injected hyper-parameter, `with_steps_per_epoch`), so a new cycle length
+  compiles nothing again; the count is the optimiser's own, so a checkpoint of the state
+  resumes the schedule where it stopped and `tx.init` (a warm start's reset) starts it
+  afresh. Chosen over an optimiser built per cycle with the length as a constant (a new
+  optimiser is new static structure of the TrainState: every cycle would compile its steps
+  again) and over a rate sent with each batch (a rewrite of the optimiser state at every
+  step). Equal settings give the same object: it is static structure of the TrainState, so
+  sharing it lets jitted steps be reused across runs of one process.
+  """
+  return _optimizer(train_cfg.optimizer, schedule.cycle_schedule(train_cfg),
                     float(train_cfg.momentum), float(train_cfg.weight_decay))
 
 
+STEPS_PER_EPOCH = "steps_per_epoch"  # the optimiser state's hyper-parameter: the cycle's
+
+
 @functools.lru_cache(maxsize=None)
-def _optimizer(name: str, learning_rate: float, momentum: float, weight_decay: float
-               ) -> optax.GradientTransformation:
-  def build(learning_rate):
+def _optimizer(name: str, lr_schedule: schedule.CycleSchedule, momentum: float,
+               weight_decay: float) -> Optimizer:
+  def build(steps_per_epoch):
+    learning_rate = lr_schedule.at(steps_per_epoch)
     decay = optax.add_decayed_weights(weight_decay)
     if name == "sgd":
       inner = optax.sgd(learning_rate, momentum=momentum or None)
     else:
       inner = _standard_promotion(optax.adam(learning_rate))
     return optax.chain(decay, inner)
-  return optax.inject_hyperparams(build)(learning_rate=learning_rate)
+  # 1 until the trainer sets the cycle's (a 0-d array: inject_hyperparams keeps it as data)
+  tx = optax.inject_hyperparams(build)(**{STEPS_PER_EPOCH: np.ones((), np.int32)})
+
+  def learning_rate(opt_state) -> jax.Array:
+    # inject_hyperparams' count steps with the inner schedule's: both start at 0 (init) and
+    # add 1 per update
+    return lr_schedule.at(opt_state.hyperparams[STEPS_PER_EPOCH])(opt_state.count)
+  return Optimizer(tx.init, tx.update, learning_rate)
 
 
 def _standard_promotion(tx: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -62,7 +98,7 @@ def _standard_promotion(tx: optax.GradientTransformation) -> optax.GradientTrans
   return optax.GradientTransformation(tx.init, update)
 
 
-def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+def create_state(model: nn.Module, tx: Optimizer, rng: jax.Array,
                  image_shape: tuple[int, int, int],
                  extend_params: Optional[Callable[..., Any]] = None) -> TrainState:
   """A fresh state. Pass the same `tx` object every time: it is part of the state's static
@@ -90,9 +126,17 @@ def apply_fn_of(model: nn.Module):
   return model.apply
 
 
-def with_learning_rate(state: TrainState, lr: jax.Array) -> TrainState:
-  hyper = dict(state.opt_state.hyperparams, learning_rate=jnp.asarray(lr, jnp.float32))
+def with_steps_per_epoch(state: TrainState, steps_per_epoch: jax.Array) -> TrainState:
+  """`state` with its optimiser's schedule set to a cycle of `steps_per_epoch` (() int32)
+  steps per epoch: once per cycle, before its first step (the step count is untouched)."""
+  hyper = dict(state.opt_state.hyperparams,
+               **{STEPS_PER_EPOCH: jnp.asarray(steps_per_epoch, jnp.int32)})
   return state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+
+
+def learning_rate(state: TrainState) -> jax.Array:
+  """() float32: the learning rate of `state`'s next update (its optimiser's schedule)."""
+  return state.tx.learning_rate(state.opt_state)
 
 
 def momentum_trace(state: TrainState):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
 
+import flax
 import jax
 import jax.numpy as jnp
 from clu import metrics as clu_metrics
@@ -18,7 +19,7 @@ from clu import metrics as clu_metrics
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.segmentation_metrics import ConfusionMatrix
-from disal_jax.training.state import TrainState, with_learning_rate
+from disal_jax.training.state import TrainState, learning_rate
 
 Metrics = dict[str, clu_metrics.Metric]
 
@@ -60,7 +61,8 @@ class DeviceData(NamedTuple):
 # extra_loss(params, state, data, batch, aux, rng, outputs)
 #   -> (scalar loss, {name: scalar}, new state.extras).
 # `batch` also holds 'images' and 'labels': the labeled batch as the model saw it (augmented;
-# segmentation crops and their label maps).
+# segmentation crops and their label maps), and 'lr': () float32, the learning rate of this
+# step's update.
 # A strategy's training hook (DISAL's dynamic loss, the baselines' modules). The returned
 # extras replace state.extras after the step (TiDAL's running means); return state.extras to
 # keep them.
@@ -71,6 +73,23 @@ ExtraLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 # (larger, more efficient) pass; the hook's loss then gets their outputs as `joint_outputs`.
 # None (decided while tracing): the labeled batch alone.
 JointImages = Callable[..., jax.Array]
+
+
+@flax.struct.dataclass
+class LastValue(clu_metrics.Metric):
+  """A scalar of the last merged step (an epoch's learning rate: its last update's), kept as
+  it is: clu's LastValue divides a total by a count at every merge."""
+  value: jax.Array
+
+  @classmethod
+  def from_model_output(cls, value: jax.Array, **_) -> "LastValue":
+    return cls(value)
+
+  def merge(self, other: "LastValue") -> "LastValue":
+    return other
+
+  def compute(self) -> jax.Array:
+    return self.value
 
 
 def merge_metrics(a: Optional[Metrics], b: Metrics) -> Metrics:
@@ -102,7 +121,7 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
                aux: dict[str, Any], *, preprocess: Preprocess,
                extra_loss: Optional[ExtraLoss] = None,
                joint_images: Optional[JointImages] = None) -> tuple[TrainState, Metrics]:
-  """One SGD step on the labeled batch `batch['index']` (B,) at learning rate `batch['lr']`.
+  """One SGD step on the labeled batch `batch['index']` (B,) at the optimiser's learning rate.
 
   Segmentation batches are cropped and flipped with their label maps, and the loss is the
   mean over the batch's labeled pixels (IGNORE_LABEL excluded). The augmentation and dropout
@@ -111,7 +130,12 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
   built with a dropout rate (MC-Dropout's). With `joint_images`, the hook's images join the
   labeled ones in one forward pass (one set of BatchNorm batch statistics over both); the
   supervised loss, its metrics and the hook's `outputs` cover the labeled rows only.
+
+  The learning rate is the optimiser's schedule at its step count (state.Optimizer): the hook
+  gets it as batch['lr'] and the metrics as 'lr' (the last step's, per epoch), the very
+  value the update applies.
   """
+  lr = learning_rate(state)  # () float32, this update's
   step_rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, extra_rng, dropout_rng = jax.random.split(step_rng, 3)
   index = batch["index"]
@@ -139,7 +163,7 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
     loss, extra_metrics, extras = ce, {}, state.extras
     if extra_loss is not None:
       # the hook sees the images the model saw (augmented) and their labels (cropped with them)
-      hook_batch = {**batch, "labels": labels, "images": labeled_images}
+      hook_batch = {**batch, "labels": labels, "images": labeled_images, "lr": lr}
       extra, extra_metrics, extras = extra_loss(params, state, data, hook_batch, aux, extra_rng,
                                                 outputs, **hook_kwargs)
       loss = loss + extra
@@ -147,11 +171,11 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
 
   grads, (outputs, updates, ce, extra_metrics, extras) = jax.grad(loss_fn, has_aux=True)(
       state.params)
-  state = with_learning_rate(state, batch["lr"])
   state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"],
                                 extras=extras)
   metrics = {"loss": clu_metrics.Average.from_model_output(ce),
-             "accuracy": _accuracy(outputs["logits"], labels, _valid(labels, None))}
+             "accuracy": _accuracy(outputs["logits"], labels, _valid(labels, None)),
+             "lr": LastValue.from_model_output(lr)}
   metrics.update({k: clu_metrics.Average.from_model_output(v) for k, v in extra_metrics.items()})
   return state, metrics
 

@@ -24,10 +24,11 @@ from disal_jax.data.dataset import Dataset
 from disal_jax.errors import TrainingDiverged
 from disal_jax.models import pretrained
 from disal_jax.training import record as record_lib
-from disal_jax.training import (placement, progress_bar, schedule, segmentation_metrics,
-                                sharding, steps)
+from disal_jax.training import (placement, progress_bar, segmentation_metrics, sharding,
+                                steps)
 from disal_jax.training.augment import Preprocess
-from disal_jax.training.state import TrainState, create_state, make_optimizer
+from disal_jax.training.state import (TrainState, create_state, make_optimizer,
+                                      with_steps_per_epoch)
 
 log = logging.getLogger(__name__)
 
@@ -535,7 +536,8 @@ class Trainer:
         (Checkpointing; by default from the first epoch, saving nothing).
       tag: a label for the progress lines (strategy and seed).
       on_epoch_end: called as on_epoch_end(state, epoch, lr) after each epoch (TracInCP's
-        checkpoints); it must copy what it keeps, since the state is donated to the next step.
+        checkpoints), lr the rate of the epoch's last update; it must copy what it keeps,
+        since the state is donated to the next step.
     Raises:
       TrainingDiverged: a non-finite loss, naming the cycle, epoch and step.
     """
@@ -568,6 +570,8 @@ class Trainer:
     train_seconds, record_seconds = progress.train_seconds, progress.record_seconds
     along, replicated = sharding.along_data(self.mesh), sharding.replicated(self.mesh)
     num_steps = steps_per_epoch(len(labeled), cfg.batch_size, cfg.epochs, cfg.min_steps)
+    # the optimiser's schedule spans this cycle's steps (a resumed state holds the same value)
+    state = with_steps_per_epoch(state, sharding.put_host(np.int32(num_steps), replicated))
     hook = None if self.hook is None else self.hook.for_cycle(CycleShape(
         labeled_size=len(labeled), pool_size=len(pool), num_classes=self.dataset.num_classes,
         steps_per_epoch=num_steps, epochs=cfg.epochs))
@@ -579,8 +583,6 @@ class Trainer:
     for epoch in range(progress.epoch, cfg.epochs):
       batch_rng, hook_rng = map(np.random.default_rng,
                                 np.random.SeedSequence([*seed, epoch]).spawn(2))
-      lr = np.float32(schedule.learning_rate(cfg, epoch))
-      lr_on_device = sharding.put_host(lr, replicated)
       batches, fresh = epoch_batches(batch_rng, labeled, cfg.batch_size, num_steps)
       hooked = hook is not None and hook.active(epoch)
       hook_inputs, split, positions = {}, frozenset(), frozenset()
@@ -592,10 +594,10 @@ class Trainer:
       train_step = hooked_step if hooked else self._plain_step()
 
       def step_inputs(s: int, batches=batches, fresh=fresh, hook_inputs=hook_inputs,
-                      split=split, positions=positions, lr=lr_on_device):
+                      split=split, positions=positions):
         """Step s's batch on device and the data holding the rows it reads."""
         batch = {"index": sharding.put_host(batches[s], along),
-                 "fresh": sharding.put_host(fresh[s], along), "lr": lr}
+                 "fresh": sharding.put_host(fresh[s], along)}
         rows = [batches[s]]
         for key, value in hook_inputs.items():
           batch[key] = sharding.put_host(value[s], along if key in split else replicated)
@@ -620,15 +622,16 @@ class Trainer:
             f"non-finite training loss ({losses[bad]}) in cycle {cycle}, epoch {epoch + 1}, "
             f"step {bad + 1} of {len(batches)} ({tag}). Nothing of this epoch was saved; the "
             "last checkpoint is intact. Lower train.learning_rate or check the data.")
+      lr = epoch_metrics["lr"]  # the rate of the epoch's last update (steps.train_step)
       if record is not None and epoch >= self.config.record.start_epoch:
         t1 = time.perf_counter()
         probs = self.pool_probs(state, pool, pool_length)
-        record = update_record(record, probs, lr_on_device)
+        record = update_record(record, probs, sharding.put_host(np.float32(lr), replicated))
         jax.block_until_ready(record)
         record_seconds += time.perf_counter() - t1
       if on_epoch_end is not None:
-        on_epoch_end(state, epoch, float(lr))
-      epoch_metrics.update(lr=float(lr), images_per_second=batches.size / step_seconds)
+        on_epoch_end(state, epoch, lr)
+      epoch_metrics.update(images_per_second=batches.size / step_seconds)
       epochs.append(epoch_metrics)
       self._log_epoch(cycle, epoch, epoch_metrics, train_seconds + record_seconds, tag, bar)
       done = epoch + 1
