@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -153,11 +153,23 @@ class ConfigSection:
   `experiment.base_config` and `experiment.validate` collect the registered strategies'
   sections, so a new strategy's keys live in its own module.
   `check_for_dataset(config, dataset)`, if given, runs once the dataset is loaded, for the
-  strategies a config runs (what depends on the task or the image size)."""
+  strategies a config runs (what depends on the task or the image size).
+
+  Resuming a run compares its saved config with the new one (disal_jax.checkpoint):
+  `resume_safe` names the keys of this section that may differ without invalidating the saved
+  run, because they change nothing it computed (a guard's limit that only decides whether to
+  stop: vaal's `max_loss`); every other key that differs refuses the resume. `moved_keys`
+  maps a key this section had in an earlier version to the dotted key that holds its setting
+  now ({'embedding': 'embedding.source'}): a saved run config is compared, and an annotation
+  project's config read, as if it held the new key.
+  """
   name: str
   defaults: Callable[[], ml_collections.ConfigDict]
   check: Optional[Callable[[ml_collections.ConfigDict, int], None]] = None
   check_for_dataset: Optional[Callable[[ml_collections.ConfigDict, Dataset], None]] = None
+  resume_safe: tuple[str, ...] = ()
+  # Not hashed (a dict): a section stays hashable, as a frozen dataclass is.
+  moved_keys: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)
