@@ -25,27 +25,34 @@ import orbax.checkpoint as ocp
 
 from disal_jax import experiment
 from disal_jax.errors import CheckpointError, ConfigMismatchError
+from disal_jax.strategies import registry as strategy_registry
 from disal_jax.training import sharding
 
 log = logging.getLogger(__name__)
 
 ARRAYS, META = "arrays", "meta"
 
-# Keys that may change between a run and its resumption: they do not change what is
-# computed (which runs to do, logging, where files live, how often to checkpoint, a guard's
-# limit that only decides whether to stop).
+# Experiment-wide keys that may change between a run and its resumption: they do not change
+# what is computed (which runs to do, logging, where files live, how often to checkpoint).
+# A strategy declares its own in its section (ConfigSection.resume_safe; resumable_keys()).
 RESUMABLE_KEYS = ("strategies", "full_training", "train.log_every_epochs",
                   "checkpoint.every_epochs", "checkpoint.keep", "data.data_dir",
                   "data.manual_dir", "data.cache_dir", "data.placement",
-                  "data.device_budget_mb", "vaal.max_loss")
+                  "data.device_budget_mb")
 
-# Keys an earlier version had, and the key that holds their setting now: a saved run config
-# is compared as if it held the new key (config_differences), so resuming an earlier run with
-# the same settings finds no difference, and one whose setting changed names the new key.
-MOVED_KEYS = {"typiclust.embedding": "embedding.source",
-              "typiclust.embedding_file": "embedding.file",
-              "probcover.embedding": "embedding.source",
-              "probcover.embedding_file": "embedding.file"}
+
+def resumable_keys() -> set[str]:
+  """Every dotted key that may change on resumption: RESUMABLE_KEYS and the registered
+  strategy sections' `resume_safe` keys."""
+  return set(RESUMABLE_KEYS) | strategy_registry.resume_safe_keys()
+
+
+def moved_keys() -> dict[str, str]:
+  """{a key an earlier version had: the dotted key that holds its setting now}, as the
+  registered strategy sections declare them (ConfigSection.moved_keys). A saved run config is
+  compared as if it held the new key (config_differences), so resuming an earlier run with
+  the same settings finds no difference, and one whose setting changed names the new key."""
+  return strategy_registry.moved_keys()
 
 
 def quiet_orbax_info_logs() -> None:
@@ -191,19 +198,21 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(saved: dict[str, Any], current: dict[str, Any],
                        defaults: Optional[dict[str, Any]] = None,
                        ignored_sections: Collection[str] = ()) -> list[str]:
-  """'key: saved -> current' for every key (dotted) that differs, RESUMABLE_KEYS and the keys
-  of `ignored_sections` (other strategies' sections, which the run never reads) aside.
+  """'key: saved -> current' for every key (dotted) that differs, the resumable keys
+  (resumable_keys()) and the keys of `ignored_sections` (other strategies' sections, which
+  the run never reads) aside.
 
   A key absent from `saved` but holding its value in `defaults` is a key the library added
   after the run was saved; a new key's default keeps the earlier behaviour, so it is no
-  difference. A saved key of MOVED_KEYS counts as its new key (when its old section is not
+  difference. A saved key of moved_keys() counts as its new key (when its old section is not
   ignored); two that disagree leave the new key holding both values, a difference.
   """
   a, b = ({key: value for key, value in _flatten(d).items()
            if key.split(".", 1)[0] not in ignored_sections} for d in (saved, current))
+  renamed, resumable = moved_keys(), resumable_keys()
   moved: dict[str, list[Any]] = {}
-  for old in sorted(set(a) & set(MOVED_KEYS)):
-    value, values = a.pop(old), moved.setdefault(MOVED_KEYS[old], [])
+  for old in sorted(set(a) & set(renamed)):
+    value, values = a.pop(old), moved.setdefault(renamed[old], [])
     if value not in values:
       values.append(value)
   for key, values in moved.items():
@@ -213,7 +222,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
                       if key not in a and b.get(key) == value}
   diffs = []
   for key in sorted(set(a) | set(b)):
-    if key in RESUMABLE_KEYS or key in added_at_default or a.get(key) == b.get(key):
+    if key in resumable or key in added_at_default or a.get(key) == b.get(key):
       continue
     diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
   return diffs

@@ -18,7 +18,7 @@ from typing import Callable, NoReturn
 from absl import app, flags
 
 from disal_jax import platform_settings
-from disal_jax.checkpoint import MOVED_KEYS
+from disal_jax.checkpoint import moved_keys
 from disal_jax.errors import UserError
 
 USAGE_STATUS = 2
@@ -40,11 +40,12 @@ def _unknown_key(error: Exception) -> str:
 
 def moved_key_hint(argv: list[str]) -> str:
   """'; config.<old> is now config.<new>' for the first override in argv of a key that has
-  moved (checkpoint.MOVED_KEYS), else ''."""
+  moved (checkpoint.moved_keys()), else ''."""
+  moved = moved_keys()
   for arg in argv:
     key = arg.split("=", 1)[0].removeprefix("--config.")
-    if key in MOVED_KEYS:
-      return f"; config.{key} is now config.{MOVED_KEYS[key]}"
+    if key in moved:
+      return f"; config.{key} is now config.{moved[key]}"
   return ""
 
 

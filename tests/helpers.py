@@ -10,6 +10,9 @@ import pathlib
 import jax
 import numpy as np
 
+# Counts XLA compilations while active; the strategy contract's check uses it too.
+from disal_jax.strategies.testing import CompileCounter as CompileCounter
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 SHARED_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -88,26 +91,6 @@ def write_image_folder(root: pathlib.Path, classes: tuple[str, ...], train_per_c
         pixels = np.clip(colour + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
   return root
-
-
-class CompileCounter:
-  """Counts XLA backend compilations while active (jit's cache misses, eager ops included)."""
-
-  EVENT = "/jax/core/compile/backend_compile_duration"
-
-  def __init__(self):
-    self.count = 0
-
-  def _listen(self, event: str, _seconds: float, **_kwargs) -> None:
-    if event == self.EVENT:
-      self.count += 1
-
-  def __enter__(self) -> "CompileCounter":
-    jax.monitoring.register_event_duration_secs_listener(self._listen)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
 def write_results(root: pathlib.Path, strategy: str, seed: int, accuracies, counts,

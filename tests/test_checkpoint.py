@@ -215,3 +215,84 @@ def test_a_key_added_since_the_run_is_no_difference_at_its_default():
       "disal.selection: '<absent>' -> 'class_balanced'"]
   assert checkpoint.config_differences(saved, tiny_config().to_dict()) == [
       "disal.selection: '<absent>' -> 'top_k'"]
+
+
+# -- what a strategy declares about resuming (ConfigSection.resume_safe, .moved_keys) --------
+
+
+def _toy_section_strategy(name, **section_fields):
+  """A strategy `name` with one section of two keys, `limit` and `scale`, and `section_fields`
+  (resume_safe=..., moved_keys=...) on its ConfigSection."""
+  import ml_collections
+
+  from disal_jax.strategies import base, random
+
+  def defaults():
+    s = ml_collections.ConfigDict()
+    s.limit = 10.0  # a guard's limit: it only decides whether to stop
+    s.scale = 1.0  # changes the scores
+    return s
+
+  return base.Strategy(name=name, record="none", score=random.random_scores,
+                       config_section=base.ConfigSection(name, defaults, **section_fields))
+
+
+def _resume_diffs(tmp_path, name, saved, current):
+  """The lines ConfigMismatchError lists when run `name` (saved with `saved`) resumes with
+  `current`, as the loop checks it (only the sections the run reads); [] if it resumes."""
+  path = tmp_path / f"{name}.json"
+  path.write_text(saved.to_json_best_effort())
+  ignored = set(registry.sections()) - registry.sections_read(name)
+  try:
+    checkpoint.check_resumable(path, current, name, ignored)
+  except checkpoint.ConfigMismatchError as e:
+    return [line.strip() for line in str(e).splitlines() if line.startswith("  ")]
+  return []
+
+
+def test_a_key_a_strategy_declares_resume_safe_may_change_on_resume_and_no_other(tmp_path):
+  from disal_jax import experiment
+  guarded = _toy_section_strategy("guarded", resume_safe=("limit",))
+  plain = _toy_section_strategy("plain")
+  with registry.registered(guarded, plain):
+    saved = experiment.base_config()
+    changed = experiment.base_config()
+    changed.guarded.limit = changed.plain.limit = 99.0
+    assert _resume_diffs(tmp_path, "guarded", saved, changed) == []
+    assert _resume_diffs(tmp_path, "plain", saved, changed) == ["plain.limit: 10.0 -> 99.0"]
+    changed.guarded.scale = 2.0  # a key the strategy did not declare safe still refuses
+    assert _resume_diffs(tmp_path, "guarded", saved, changed) == [
+        "guarded.scale: 1.0 -> 2.0"]
+    assert "guarded.limit" in checkpoint.resumable_keys()
+  assert "guarded.limit" not in checkpoint.resumable_keys()  # gone with the strategy
+
+
+def test_the_built_in_resume_safe_and_moved_keys_come_from_their_sections():
+  # what checkpoint.py listed by hand before the strategies declared them
+  assert registry.resume_safe_keys() == {"vaal.max_loss"}
+  assert "vaal.max_loss" in checkpoint.resumable_keys()
+  assert checkpoint.moved_keys() == {"typiclust.embedding": "embedding.source",
+                                     "typiclust.embedding_file": "embedding.file",
+                                     "probcover.embedding": "embedding.source",
+                                     "probcover.embedding_file": "embedding.file"}
+
+
+def test_a_resume_safe_key_the_section_lacks_is_refused():
+  with registry.registered(_toy_section_strategy("misspelt", resume_safe=("limt",))):
+    with pytest.raises(ValueError, match=r"'misspelt'.*\['limt'\]"):
+      checkpoint.resumable_keys()
+
+
+def test_a_key_a_strategy_declares_moved_is_compared_as_its_new_key(tmp_path):
+  from disal_jax import cli, experiment
+  renamed = _toy_section_strategy("renamed", moved_keys={"old_limit": "renamed.limit"})
+  with registry.registered(renamed):
+    saved = experiment.base_config().to_dict()
+    del saved["renamed"]["limit"]
+    saved["renamed"]["old_limit"] = 10.0  # as an earlier version saved it
+    current = experiment.base_config().to_dict()
+    assert checkpoint.config_differences(saved, current) == []
+    current["renamed"]["limit"] = 5.0
+    assert checkpoint.config_differences(saved, current) == ["renamed.limit: 10.0 -> 5.0"]
+    assert cli.moved_key_hint(["main", "--config.renamed.old_limit=3"]) == (
+        "; config.renamed.old_limit is now config.renamed.limit")

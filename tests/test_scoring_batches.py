@@ -1,9 +1,19 @@
-"""strategies/base.py: scoring batches are split over the devices (not replicated on each)."""
+"""strategies/base.py: scoring batches are split over the devices (not replicated on each),
+and each batch gets its own key, batch['rng'], from the cycle's scoring key."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import subprocess
 import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from disal_jax.strategies import base, testing
 
 from tests.helpers import REPO, subprocess_env, xla_flags
 
@@ -51,3 +61,64 @@ def test_scoring_batches_are_split_over_the_devices():
   done = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=REPO, capture_output=True,
                         text=True, timeout=300, env=env)
   assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+# -- batch['rng'] ---------------------------------------------------------------------------
+
+
+@jax.jit
+def _draws(state, data, batch):
+  """(B,) float32: one uniform draw from the batch's key, the same for each of its rows."""
+  del state, data
+  return jnp.broadcast_to(jax.random.uniform(batch["rng"]), batch["index"].shape)
+
+
+def _expected_draws(key, batches, batch_size):
+  """The draws written out: batch b's key is fold_in(fold_in(key, BATCH_KEY_STREAM), b)."""
+  stream = jax.random.fold_in(key, base.BATCH_KEY_STREAM)
+  return np.repeat([float(jax.random.uniform(jax.random.fold_in(stream, b)))
+                    for b in range(batches)], batch_size)
+
+
+@pytest.fixture(scope="module")
+def ctx():
+  return testing.tiny_context(strategy="random", rng=jax.random.key(7))  # 12 rows, batches of 4
+
+
+def test_each_scoring_batch_draws_from_its_own_key_of_the_cycles_key(ctx):
+  scores = base.batched_pool_scores(ctx, _draws, None)
+  batch_size = ctx.config.train.eval_batch_size
+  batches = len(ctx.candidates) // batch_size
+  assert batches == 3
+  np.testing.assert_array_equal(scores, _expected_draws(ctx.rng, batches, batch_size))
+  assert len(np.unique(scores)) == batches  # every batch its own key
+  other = base.batched_pool_scores(dataclasses.replace(ctx, rng=jax.random.key(8)), _draws,
+                                   None)
+  assert not np.intersect1d(other, scores).size  # another cycle, other keys
+  given = base.batched_pool_scores(ctx, _draws, None, rng=jax.random.key(8))
+  np.testing.assert_array_equal(given, other)  # a key given in place of the cycle's
+  np.testing.assert_array_equal(base.batched_pool_scores(ctx, _draws, None), scores)
+
+
+def test_map_rows_batches_get_their_keys_too(ctx):
+  rows = ctx.candidates[:6]
+  out = np.asarray(base.map_rows(ctx, _draws, None, rows, batch_size=2))
+  np.testing.assert_array_equal(out, _expected_draws(ctx.rng, 3, 2))
+
+
+def test_a_draw_depends_on_where_the_batches_fall_a_score_that_ignores_it_does_not(ctx):
+  """As pool_outputs documents: batch keys follow the batching; a score without draws is the
+  same in any batching (a strategy that reads no batch['rng'] is unaffected by it)."""
+  by_four = base.batched_pool_scores(ctx, _draws, None)
+  by_six = base.batched_pool_scores(ctx, _draws, None, batch_size=6)
+  assert not np.array_equal(by_four, by_six)
+
+  @functools.partial(jax.jit, static_argnames=("preprocess",))
+  def confidence(state, data, batch, *, preprocess):
+    images = preprocess.normalise(data.images_at(batch["index"]))
+    return jnp.max(state.apply_fn(state.variables(), images, train=False)["logits"], axis=-1)
+
+  fn = functools.partial(confidence, preprocess=ctx.data.preprocess)
+  np.testing.assert_allclose(base.batched_pool_scores(ctx, fn, ctx.result.state),
+                             base.batched_pool_scores(ctx, fn, ctx.result.state, batch_size=6),
+                             rtol=1e-6)

@@ -3,8 +3,9 @@
 One tiny model per distinct training setup (plain, each train-step hook, MC-Dropout's model,
 TracInCP's checkpoints) is trained twice, as the loop's cycles 0 and 1 would (the pool padded
 to the run's capacity); every strategy is then scored on both contexts, and on the first with
-the split streamed. What the loop adds (resume, files, warm starts) stays in
-tests/test_strategies.py.
+the split streamed. The checks are strategies.testing's (`check_picks`, `check_streamed`,
+`check_next_cycle`), which `testing.check_contract` runs on an untrained tiny model in the
+fast tier. What the loop adds (resume, files, warm starts) stays in tests/test_strategies.py.
 """
 
 import dataclasses
@@ -16,12 +17,12 @@ import pytest
 
 from disal_jax import loop, pool
 from disal_jax.data.registry import load_dataset
-from disal_jax.strategies import registry
-from disal_jax.strategies.base import SCORING_PRECISION, ScoringContext, scoring_data
-from disal_jax.training import placement, sharding
+from disal_jax.strategies import registry, testing
+from disal_jax.strategies.base import ScoringContext, scoring_data
+from disal_jax.training import sharding
 from disal_jax.training.trainer import Recording
 
-from tests.helpers import CompileCounter, tiny_config
+from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow  # trains one model per training setup: not in the quick tier
 
@@ -86,9 +87,7 @@ def _contexts(name, tmp_root, key=0):
 def _pick(strategy, ctx):
   """(evidence, picks) as score_and_select computes them, the epoch callback kept open so
   that the same context can be scored again."""
-  with jax.default_matmul_precision(SCORING_PRECISION):
-    evidence = strategy.score(ctx)
-    return evidence, np.asarray(strategy.select(evidence, ctx, BUDGET))
+  return testing.pick(strategy, ctx, BUDGET)
 
 
 FIRST_PICKS: dict[str, frozenset] = {}  # each strategy's cycle-0 picks, filled as it is tested
@@ -102,37 +101,20 @@ def tmp_root(tmp_path_factory):
 @pytest.mark.parametrize("name", NAMES)
 def test_strategy_contract(name, tmp_root):
   strategy, (first, second) = _contexts(name, tmp_root)
-  evidence, picks = _pick(strategy, first)
-  assert picks.shape == (BUDGET,) and len(np.unique(picks)) == BUDGET
-  assert np.isin(picks, first.candidates).all() and not np.isin(picks, first.labeled).any()
-  for leaf in jax.tree.leaves(evidence):
-    leaf = np.asarray(leaf)
-    if np.issubdtype(leaf.dtype, np.floating):
-      assert np.isfinite(leaf).all(), f"{name}: non-finite evidence"
-  _, again = _pick(strategy, first)
-  np.testing.assert_array_equal(again, picks)  # same key, same picks
+  # K distinct unlabeled candidates, finite evidence, the same key the same picks
+  picks = testing.check_picks(strategy, first, BUDGET)
   # Ties (or a bug) falling to the lowest rows would pick one or two classes of an image
   # folder, which stores its rows class by class.
   assert not set(picks.tolist()) <= set(first.candidates[:3 * BUDGET].tolist())
   FIRST_PICKS[name] = frozenset(picks.tolist())
   # Streaming placement: every batch reads its rows from a window of the split (the strategy
   # reads them through data.images_at); the same picks.
-  dataset = _dataset()
-  streamed_split = placement.place_split(dataset.train_images, dataset.train_labels,
-                                         first.data.mesh, stream=True)
-  streamed = dataclasses.replace(first, data=dataclasses.replace(first.data,
-                                                                train_data=streamed_split))
-  np.testing.assert_array_equal(_pick(strategy, streamed)[1], picks)
-
-  # The next cycle's pool: other rows, the same padded shapes. Nothing may compile again
-  # (on a TPU each compile costs seconds to tens of seconds, every cycle): device outputs
-  # keep the run's pool capacity, counts are traced, k-means holds typiclust.max_clusters.
-  # A program shared by several strategies is charged to the first one tested (`-k name`
-  # tests one alone).
-  with CompileCounter() as compiles:
-    _, later = _pick(strategy, second)
-  assert compiles.count == 0, f"{name} compiled {compiles.count} program(s) for a new pool"
-  assert np.isin(later, second.candidates).all() and len(np.unique(later)) == BUDGET
+  testing.check_streamed(strategy, first, picks)
+  # The next cycle's pool: other rows, the same padded shapes. Nothing may compile again:
+  # device outputs keep the run's pool capacity, counts are traced, k-means holds
+  # typiclust.max_clusters. A program shared by several strategies is charged to the first
+  # one tested (`-k name` tests one alone).
+  testing.check_next_cycle(strategy, second, BUDGET)
 
 
 def test_strategies_do_not_all_choose_alike(tmp_root):

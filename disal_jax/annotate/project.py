@@ -148,13 +148,14 @@ def init_project(images: str, workdir: str, config: ml_collections.ConfigDict) -
 
 def config_on_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
   """A project's saved config over today's defaults: a key or section added since the project
-  was made keeps its default, a moved key (checkpoint.MOVED_KEYS) goes to its new place, a
+  was made keeps its default, a moved key (checkpoint.moved_keys()) goes to its new place, a
   key since removed is dropped, and JSON's lists become tuples where the default is one. So a
   project made by an earlier version still opens and validates."""
   config = base_config()
+  moved = checkpoint.moved_keys()
 
   def put(key: str, value: Any) -> None:
-    *path, last = checkpoint.MOVED_KEYS.get(key, key).split(".")
+    *path, last = moved.get(key, key).split(".")
     node = config
     for part in path:
       if part not in node or not isinstance(node[part], ml_collections.ConfigDict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -103,6 +103,8 @@ SelectFn = Callable[[Any, ScoringContext, int], np.ndarray]
 
 # Folded into a cycle's scoring key for the order among tied scores.
 TIE_BREAK_STREAM = 0x71E
+# Folded into a cycle's scoring key for the keys of the scoring batches (batch['rng']).
+BATCH_KEY_STREAM = 0xBA7C
 
 
 def pool_capacity(ctx: ScoringContext) -> int:
@@ -153,11 +155,23 @@ class ConfigSection:
   `experiment.base_config` and `experiment.validate` collect the registered strategies'
   sections, so a new strategy's keys live in its own module.
   `check_for_dataset(config, dataset)`, if given, runs once the dataset is loaded, for the
-  strategies a config runs (what depends on the task or the image size)."""
+  strategies a config runs (what depends on the task or the image size).
+
+  Resuming a run compares its saved config with the new one (disal_jax.checkpoint):
+  `resume_safe` names the keys of this section that may differ without invalidating the saved
+  run, because they change nothing it computed (a guard's limit that only decides whether to
+  stop: vaal's `max_loss`); every other key that differs refuses the resume. `moved_keys`
+  maps a key this section had in an earlier version to the dotted key that holds its setting
+  now ({'embedding': 'embedding.source'}): a saved run config is compared, and an annotation
+  project's config read, as if it held the new key.
+  """
   name: str
   defaults: Callable[[], ml_collections.ConfigDict]
   check: Optional[Callable[[ml_collections.ConfigDict, int], None]] = None
   check_for_dataset: Optional[Callable[[ml_collections.ConfigDict, Dataset], None]] = None
+  resume_safe: tuple[str, ...] = ()
+  # Not hashed (a dict): a section stays hashable, as a frozen dataclass is.
+  moved_keys: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +234,28 @@ def _batch_slicer(batch_size: int, split: jax.sharding.Sharding):
                  out_shardings=split)
 
 
+def _batches_key(ctx: ScoringContext, rng: Optional[jax.Array]) -> Optional[jax.Array]:
+  """The key the scoring batches' keys come from: `rng`, else the cycle's, ctx.rng; None for a
+  stand-in context that has no key (a test's namespace): its batches then get none."""
+  return rng if rng is not None else getattr(ctx, "rng", None)
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_key_maker(replicated: jax.sharding.Sharding):
+  """jitted (key, number) -> the key of scoring batch `number`, replicated over the mesh."""
+  return jax.jit(lambda key, number: jax.random.fold_in(
+      jax.random.fold_in(key, BATCH_KEY_STREAM), number), out_shardings=replicated)
+
+
 def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: ScoringContext,
                  index: jax.Array, count: int, extra: Optional[dict[str, jax.Array]],
-                 batch_size: Optional[int] = None) -> jax.Array:
+                 batch_size: Optional[int] = None, rng: Optional[jax.Array] = None
+                 ) -> jax.Array:
   """Runs `batch_fn(scoring_state, data, batch)` over the first `count` rows of `index`, in
   batches of `batch_size` (default: config.train.eval_batch_size).
+
+  With `rng`, batch['rng'] is batch number b's key (b = 0, 1, ... within this call),
+  fold_in(fold_in(rng, BATCH_KEY_STREAM), b), a replicated scalar key.
 
   Returns the outputs of every row of `index` rounded up to whole batches, (N_pad, ...) on
   device; rows from `count` on are padding (whole batches past it are zeros, not computed).
@@ -259,11 +290,14 @@ def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: Sc
   def window(start):  # transfers only: the programs stay on this thread, one at a time
     return source.window(None if host_index is None else host_index[start:start + batch_size])
 
+  batch_key = _batch_key_maker(sharding.replicated(mesh))
   starts = range(0, batches * batch_size, batch_size)
   parts = []
   for start, data in zip(starts, placement.prefetched(window, starts)):
+    keys = {} if rng is None else {"rng": batch_key(rng, np.int32(start // batch_size))}
     start = np.int32(start)
-    batch = {"index": take(index, start), **{k: take(v, start) for k, v in extra.items()}}
+    batch = {"index": take(index, start), **{k: take(v, start) for k, v in extra.items()},
+             **keys}
     parts.append(jax.block_until_ready(batch_fn(scoring_state, data, batch)))
   parts += [jax.tree.map(jnp.zeros_like, parts[0])] * (slots - batches)
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
@@ -271,11 +305,20 @@ def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: Sc
 
 def pool_outputs(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
                  extra: Optional[dict[str, jax.Array]] = None,
-                 batch_size: Optional[int] = None) -> jax.Array:
+                 batch_size: Optional[int] = None, rng: Optional[jax.Array] = None
+                 ) -> jax.Array:
   """Runs a jitted `batch_fn(scoring_state, data, batch) -> (B, ...)` over the recorded pool.
 
-  `batch` holds 'index' (B,) training-set rows and, for each key of `extra` (arrays aligned
-  with the padded pool index, e.g. the record's mean), that array's rows for the batch.
+  `batch` holds 'index' (B,) int32 training-set rows; 'rng', a key of its own for each batch
+  (a replicated scalar key: fold_in of the batch's number into `rng`, default the cycle's
+  key ctx.rng, in its own stream BATCH_KEY_STREAM); and, for each key of `extra` (arrays
+  aligned with the padded pool index, e.g. the record's mean), that array's rows for the
+  batch. A scorer that ignores batch['rng'] computes what it did before there was one. One
+  that draws from it draws per batch: its scores then depend on where the batches fall (the
+  eval batch size, the candidates' order); a draw that must not (a sample's dropout masks)
+  folds the row into a key that does not depend on the batch (mc_dropout.py's, from its
+  scoring state). Two calls in one score draw the same keys unless given different `rng`.
+
   Only the batches that hold candidates are computed. `batch_size` (default: the eval batch)
   bounds what one call holds in memory (per-sample gradients). Returns the (P_pad, ...)
   outputs on device, P_pad the run's padded pool length: the first P = len(ctx.candidates)
@@ -284,14 +327,16 @@ def pool_outputs(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scorin
   consumer (as selectors.k_center_greedy takes it).
   """
   return _map_batches(batch_fn, scoring_state, ctx, ctx.result.pool_index,
-                      len(ctx.candidates), extra, batch_size)
+                      len(ctx.candidates), extra, batch_size, _batches_key(ctx, rng))
 
 
 def batched_pool_scores(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
                         scoring_state: Any, extra: Optional[dict[str, jax.Array]] = None,
-                        batch_size: Optional[int] = None) -> np.ndarray:
-  """`pool_outputs` fetched to the host: the (P,) scores of ctx.candidates as numpy."""
-  outputs = pool_outputs(ctx, batch_fn, scoring_state, extra, batch_size)
+                        batch_size: Optional[int] = None, rng: Optional[jax.Array] = None
+                        ) -> np.ndarray:
+  """`pool_outputs` fetched to the host: the (P,) scores of ctx.candidates as numpy (each
+  batch gets its key, batch['rng'], as there)."""
+  outputs = pool_outputs(ctx, batch_fn, scoring_state, extra, batch_size, rng)
   return sharding.fetch(outputs)[:len(ctx.candidates)]
 
 
@@ -301,6 +346,10 @@ def compiled_bytes(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: 
   compiled temporaries plus outputs, per device (the batch split as in `pool_outputs`)."""
   split = sharding.along_data(ctx.data.mesh)
   batch = {"index": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
+  key = _batches_key(ctx, None)
+  if key is not None:  # as pool_outputs hands it
+    batch["rng"] = jax.ShapeDtypeStruct(key.shape, key.dtype,
+                                        sharding=sharding.replicated(ctx.data.mesh))
   for key, value in (extra or {}).items():
     batch[key] = jax.ShapeDtypeStruct((batch_size,) + value.shape[1:], value.dtype,
                                       sharding=split)
@@ -357,11 +406,14 @@ def per_sample_batch_size(ctx: ScoringContext, batch_fn: Callable[..., jax.Array
 
 def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
              rows: np.ndarray, capacity: int = 0, batch_size: Optional[int] = None,
-             extra: Optional[dict[str, np.ndarray]] = None) -> jax.Array:
-  """Runs `batch_fn(scoring_state, data, {'index': (B,), **extra}) -> (B, ...)` over rows.
+             extra: Optional[dict[str, np.ndarray]] = None, rng: Optional[jax.Array] = None
+             ) -> jax.Array:
+  """Runs `batch_fn(scoring_state, data, {'index': (B,), 'rng': key, **extra}) -> (B, ...)`
+  over rows.
 
   Rows (N,) of the training set are padded to whole batches of `batch_size` (default: the
-  eval batch) and split over the devices; each array of `extra` (N, ...), aligned with
+  eval batch) and split over the devices; each batch has its key as in `pool_outputs` (from
+  `rng`, default ctx.rng); each array of `extra` (N, ...), aligned with
   `rows`, is padded with zeros (False) alike and gives the batch its rows. The result
   (N, ...) stays on device. With `capacity` > 0 the result keeps max(N, capacity) rows
   rounded up to whole batches (rows from N on are padding), the same shape for every N up to
@@ -376,7 +428,8 @@ def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_st
   extra = {key: jax.device_put(np.pad(value, [(0, len(padded) - len(value))]
                                       + [(0, 0)] * (value.ndim - 1)), split)
            for key, value in (extra or {}).items()}
-  outputs = _map_batches(batch_fn, scoring_state, ctx, index, len(rows), extra, batch_size)
+  outputs = _map_batches(batch_fn, scoring_state, ctx, index, len(rows), extra, batch_size,
+                         _batches_key(ctx, rng))
   return outputs if capacity else jax.tree.map(lambda x: x[:len(rows)], outputs)
 
 

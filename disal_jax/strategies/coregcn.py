@@ -198,3 +198,4 @@ UNCERTAIN = Strategy(name="uncertaingcn", record="none", score=score, select=sel
                      description="UncertainGCN: GCN scores closest to the margin",
                      config_section=SECTION, reads_sections=("coreset",),
                      reference=REFERENCE)
+STRATEGIES = (CORE, UNCERTAIN)

@@ -62,6 +62,10 @@ def check_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
 
 SECTION = ConfigSection("embedding", defaults, check, check_for_dataset)
 
+# TypiClust's and ProbCover's keys (section-relative) from before this section held them: their
+# sections' moved_keys, so that a run saved then resumes and a project made then opens.
+MOVED_KEYS = {"embedding": "embedding.source", "embedding_file": "embedding.file"}
+
 
 def _invalid(path: str, problem: str, num_train: int) -> ConfigError:
   return ConfigError(

@@ -139,3 +139,4 @@ EXPECTED = Strategy(name="gradnorm_expected", record="none", score=score_expecte
                     description="Boosting: expected gradient norm over predicted classes",
                     config_section=SECTION,
                     reference=REFERENCE)
+STRATEGIES = (ENTROPY, EXPECTED)

@@ -129,5 +129,6 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 STRATEGY = Strategy(name="probcover", record="none", score=score, select=select,
                     description="ProbCover: greedy max coverage of delta-balls in an embedding",
-                    config_section=ConfigSection("probcover", defaults, check),
+                    config_section=ConfigSection("probcover", defaults, check,
+                                                 moved_keys=embedding.MOVED_KEYS),
                     reads_sections=("embedding",))

@@ -130,3 +130,4 @@ LAST = Strategy(name="tracincp_last", record="none", score=score,
                 make_epoch_callback=_store_factory(second_half_only=True),
                 description="TracInCP: expected self-influence over the second half's "
                             "checkpoints", config_section=SECTION)
+STRATEGIES = (FULL, LAST)

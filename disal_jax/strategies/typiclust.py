@@ -141,5 +141,6 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 STRATEGY = Strategy(name="typiclust", record="none", score=score, select=select,
                     description="TypiClust: most typical samples of uncovered k-means clusters",
-                    config_section=ConfigSection("typiclust", defaults, check),
+                    config_section=ConfigSection("typiclust", defaults, check,
+                                                 moved_keys=embedding.MOVED_KEYS),
                     reads_sections=("embedding",))

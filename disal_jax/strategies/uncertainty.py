@@ -60,3 +60,4 @@ LEAST_CONFIDENCE = Strategy(name="least_confidence", record="none",
                             score=_scorer("least_confidence"),
                             description="lowest top softmax probability (one eval pass)",
                             segmentation=True)
+STRATEGIES = (ENTROPY, MARGIN, LEAST_CONFIDENCE)

@@ -42,7 +42,7 @@ Choices, each a config key (`vaal.*`):
   `max_loss` (the images are standardised, so a healthy one stays near 1), stops the run with
   `VaalDiverged`, naming the cycle and iteration. The cycle's trained model is already
   checkpointed by then; nothing labeled or trained is lost, and `max_loss` may change on
-  resumption (checkpoint.RESUMABLE_KEYS).
+  resumption (the section's `resume_safe`).
 """
 
 from __future__ import annotations
@@ -463,4 +463,6 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 STRATEGY = Strategy(name="vaal", record="none", score=score,
                     description="VAAL: the unlabeled samples a VAE-latent discriminator finds "
                                 "least like the labeled set", segmentation=True,
-                    config_section=ConfigSection("vaal", defaults, check))
+                    # max_loss only decides whether to stop: a run resumes with it raised
+                    config_section=ConfigSection("vaal", defaults, check,
+                                                 resume_safe=("max_loss",)))
