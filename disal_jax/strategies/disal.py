@@ -52,8 +52,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from disal_jax.errors import check_value
+from disal_jax import pool as pool_lib
+from disal_jax.errors import ConfigError, check_value
 from disal_jax.strategies import per_sample, selectors
+from disal_jax.strategies import random as random_strategy
 from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext,
                                        Strategy, batch_logits, pool_capacity, select_top_k,
                                        batched_pool_scores, entropy_of_logits,
@@ -62,7 +64,7 @@ from disal_jax.training import pixels
 from disal_jax.training import record as record_lib
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import momentum_trace
-from disal_jax.training.trainer import TrainHook
+from disal_jax.training.trainer import CycleShape, TrainHook, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ WEIGHT_SCHEDULES = ("constant", "rampup")
 WEIGHT_SCALES = ("none", "labeled_fraction")
 DIRECTIONS = ("delta", "momentum")
 SCORE_TARGETS = ("dynamic", "expected")
+LOSS_GUARDS = ("adapt", "refuse", "off")
 
 def score_losses(logits: jax.Array, target: jax.Array, kind: str, score_target: str
                  ) -> jax.Array:
@@ -167,6 +170,53 @@ def pool_draws(cycle_seed: tuple[int, ...], pool_size: int, epoch: int, num_step
   return order[offset:offset + total].reshape(num_steps, batch_size).astype(np.int32)
 
 
+def unsafe_loss_reason(pool_size: int, branch_steps: int, batch_size: int, target_source: str,
+                       min_pool_draws: float) -> Optional[str]:
+  """Why the dynamic loss would pull toward stale targets in a cycle of these sizes, or None
+  (docs/disal.md, "Few labels in a large pool").
+
+  A train-branch target counts from a row's second draw, and a row's draws are
+  1 / draws-per-row of the cycle apart: under 2 draws per row most pulls come late in the
+  cycle, at the ramp's full weight and the low learning rate, toward predictions made with a
+  fraction of the training (on digits the labeled accuracy then drops when they start).
+
+  Args:
+    pool_size: the cycle's pool rows.
+    branch_steps: the cycle's train steps with the dynamic branch on.
+    batch_size: pool samples drawn per step (disal.dynamic_batch_size).
+    target_source: disal.target_source; the eval pass refreshes every target each epoch.
+    min_pool_draws: the bound (disal.guard_min_pool_draws); 0 turns the guard off.
+
+  Returns:
+    One clause naming the sizes and the keys to change, or None.
+  """
+  draws = branch_steps * batch_size / max(1, pool_size)
+  if target_source == "train_branch" and draws < min_pool_draws:
+    return (f"the cycle draws each of its {pool_size} pool samples {draws:.2f} times, under "
+            f"disal.guard_min_pool_draws={min_pool_draws:g} (raise train.min_steps or "
+            "disal.dynamic_batch_size)")
+  return None
+
+
+def cycle_guard_reasons(config: ml_collections.ConfigDict, num_train: int
+                        ) -> list[tuple[int, Optional[str]]]:
+  """(labeled count, `unsafe_loss_reason` or None) of every cycle of a run of `config` on a
+  training split of `num_train` rows: what the guard decides, known before training
+  (disal.loss_guard='refuse' checks it up front)."""
+  s, t = config.disal, config.train
+  branch_epochs = t.epochs - branch_start_epoch(config)
+  reasons = []
+  for labeled in pool_lib.budget_schedule(config.al, num_train):
+    pool_size = num_train - labeled
+    if config.al.subset_size:
+      pool_size = min(pool_size, config.al.subset_size)
+    steps = steps_per_epoch(labeled, t.batch_size, t.epochs, t.min_steps)
+    reasons.append((labeled, unsafe_loss_reason(
+        pool_size, branch_epochs * steps, s.dynamic_batch_size, s.target_source,
+        s.guard_min_pool_draws)))
+  return reasons
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DynamicLossHook(TrainHook):
   """DISAL's addition to the train step (see disal_jax.training.trainer.TrainHook)."""
@@ -190,6 +240,11 @@ class DynamicLossHook(TrainHook):
   target_max_age: float = 1.0
   # Train branch: a target whose largest probability is below this counts 0; 0 = off.
   target_min_confidence: float = 0.0
+  # What a cycle outside the safe regime does (`unsafe_loss_reason`): 'adapt' trains it with
+  # lambda = 0 (plain training; the branch still records the target the score reads),
+  # 'refuse' stops before training, 'off' trains as configured.
+  loss_guard: str = "off"
+  guard_min_pool_draws: float = 0.0
   extras_per_cycle: ClassVar[bool] = True  # the train-branch target describes one cycle
   # each step's pool draws: positions in the padded pool index, whose rows the step reads
   pool_position_inputs: ClassVar[tuple[str, ...]] = ("pool_position_index",)
@@ -268,18 +323,30 @@ class DynamicLossHook(TrainHook):
     weights = weight_schedule(lam, self.schedule, self.rampup_fraction, self.warmup_epochs,
                               self.epochs, epoch, num_steps)
     recording = np.float32(epoch >= self.record_start_epoch)
-    draws_per_sample = self.epochs * num_steps * self.batch_size / max(1, pool_size)
-    if self.train_branch and epoch == 0 and draws_per_sample < 2:
-      log.warning("DISAL: this cycle draws each pool sample %.1f times; the train-branch "
-                  "target pulls a sample only from its second draw on. Raise "
-                  "train.min_steps or disal.dynamic_batch_size, or use "
-                  "disal.target_source='eval_pass'", draws_per_sample)
     draws = pool_draws(cycle_seed, pool_size, epoch, num_steps, self.batch_size)
     cycle_step = (epoch * num_steps + np.arange(num_steps)).astype(np.float32)
     max_age = np.float32(self.target_max_age * self.epochs * num_steps)
     return {"pool_position_index": draws, "dynamic_weight": weights,
             "record_on": np.full((num_steps,), recording),
             "cycle_step": cycle_step, "target_max_age": np.full((num_steps,), max_age)}
+
+  def for_cycle(self, shape: CycleShape) -> "DynamicLossHook":
+    """The hook a cycle of `shape`'s sizes trains with: itself, or under disal.loss_guard=
+    'adapt' outside the safe regime the same hook at lambda = 0 (logged)."""
+    if self.loss_guard == "off" or self.weight == 0:
+      return self
+    reason = unsafe_loss_reason(
+        shape.pool_size, (shape.epochs - self.first_epoch) * shape.steps_per_epoch,
+        self.batch_size, self.target_source, self.guard_min_pool_draws)
+    if reason is None:
+      return self
+    if self.loss_guard == "refuse":
+      raise ConfigError(f"DISAL's dynamic loss is unsafe for this cycle: {reason}; change that "
+                        "key, or set disal.loss_guard='adapt' (train such cycles without it)")
+    log.warning("DISAL: this cycle trains without the dynamic loss (lambda 0; the branch still "
+                "records the target the score reads): %s. disal.loss_guard='off' keeps it.",
+                reason)
+    return dataclasses.replace(self, weight=0.0)
 
   def active(self, epoch: int) -> bool:
     """Whether `epoch` runs the branch; the trainer runs plain steps in the others."""
@@ -312,7 +379,8 @@ def make_hook(config: ml_collections.ConfigDict) -> Optional[DynamicLossHook]:
       ema_decay=float(config.record.ema_decay), record_start_epoch=record_start,
       pixel_stride=int(config.record.pixel_stride), branch=s.branch, first_epoch=start,
       target_max_age=float(s.target_max_age),
-      target_min_confidence=float(s.target_min_confidence))
+      target_min_confidence=float(s.target_min_confidence),
+      loss_guard=s.loss_guard, guard_min_pool_draws=float(s.guard_min_pool_draws))
 
 
 def branch_start_epoch(config: ml_collections.ConfigDict) -> int:
@@ -387,7 +455,7 @@ def _gather_rows(table: jax.Array, rows: jax.Array) -> jax.Array:
 def select(evidence, ctx: ScoringContext, k: int) -> np.ndarray:
   """Top-K of the scores, or with disal.selection='class_balanced' the same number per class
   the trained model predicts (selectors.balanced_top_k; one eval-mode pass over the pool)."""
-  if ctx.config.disal.selection == "top_k":
+  if ctx.config.disal.selection == "top_k" or cold_start(ctx):
     return select_top_k(evidence, ctx, k)
   ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
                              len(ctx.candidates), pool_capacity(ctx))
@@ -404,7 +472,29 @@ def predicted_classes(state, data, batch, *, preprocess: Preprocess) -> jax.Arra
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
+def cold_start(ctx: ScoringContext) -> bool:
+  """Whether the cycle's labeled set averages fewer labels per class than
+  disal.cold_start_labels_per_class (classification; 0 = never).
+
+  Why: with a few labels per class the influence scores rank a model near its first guesses,
+  and their top-K crowds into a few classes; Random's picks with DISAL's training label better
+  (results/disal_budget_grid/, digits at 2-6 labels per class)."""
+  bound = float(ctx.config.disal.cold_start_labels_per_class)
+  dataset = ctx.data.dataset
+  if bound == 0 or dataset.is_segmentation:
+    return False
+  return len(ctx.labeled) / dataset.num_classes < bound
+
+
 def disal_scores(ctx: ScoringContext) -> np.ndarray:
+  """(P,) float scores of the candidates (docs/disal.md), or in a cold start (`cold_start`)
+  Random's, from the same key: the picks are then Random's, and the training DISAL's."""
+  if cold_start(ctx):
+    log.info("DISAL: %d labels for %d classes is a cold start (under "
+             "disal.cold_start_labels_per_class=%g): cycle %d picks at random",
+             len(ctx.labeled), ctx.data.dataset.num_classes,
+             ctx.config.disal.cold_start_labels_per_class, ctx.cycle)
+    return random_strategy.random_scores(ctx)
   s = ctx.config.disal
   scoring = {"state": ctx.result.state, "direction": direction(ctx)}
   extra = {"target": pool_target(ctx)}
@@ -448,6 +538,13 @@ def defaults() -> ml_collections.ConfigDict:
   # Train branch: a target whose largest probability is below this counts 0 in the loss (a
   # flat, uninformative p_bar); 0 = every target counts.
   s.target_min_confidence = 0.0
+  # A cycle (train branch) drawing each pool sample fewer than guard_min_pool_draws times:
+  # 'adapt' trains it without the dynamic loss (lambda 0, logged; the score still reads the
+  # recorded target), 'refuse' stops before training, 'off' trains as configured.
+  s.loss_guard = "adapt"
+  # Pool draws per row and cycle (branch steps x dynamic_batch_size / pool) the dynamic loss
+  # needs: under 2 most targets are pulled late, toward stale predictions; 0 = no guard.
+  s.guard_min_pool_draws = 2.0
   # 'separate': the pool batch has its own forward pass (its BatchNorm statistics dropped);
   # 'joint': it is appended to the labeled batch's pass (one pass, shared BatchNorm
   # statistics; cheaper); classification only.
@@ -461,6 +558,10 @@ def defaults() -> ml_collections.ConfigDict:
   # 'top_k' (the paper's), or 'class_balanced': the same number of picks per class the
   # trained model predicts, each class's highest scores first (classification only).
   s.selection = "top_k"
+  # A cycle whose labeled set averages fewer labels per class than this picks as Random does
+  # (the same rows; training stays DISAL's): a cold start, where the influence ranking is
+  # worse than chance (docs/disal.md). 0 = always DISAL's ranking, as in the paper.
+  s.cold_start_labels_per_class = 10.0
   return s
 
 
@@ -469,7 +570,8 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   for key, allowed in (("dynamic_loss", LOSSES), ("target_source", TARGET_SOURCES),
                        ("weight_schedule", WEIGHT_SCHEDULES), ("weight_scale", WEIGHT_SCALES),
                        ("branch", BRANCHES), ("direction", DIRECTIONS), ("score", SCORES),
-                       ("score_target", SCORE_TARGETS), ("selection", SELECTIONS)):
+                       ("score_target", SCORE_TARGETS), ("selection", SELECTIONS),
+                       ("loss_guard", LOSS_GUARDS)):
     check_value(s[key] in allowed, f"disal.{key}", s[key], f"one of {allowed}")
   check_value(s.dynamic_weight >= 0, "disal.dynamic_weight", s.dynamic_weight, ">= 0")
   # eval_pass: p_bar exists once an epoch from record.start_epoch has been recorded;
@@ -491,6 +593,8 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   check_value(s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
               "disal.dynamic_batch_size", s.dynamic_batch_size,
               f"a positive multiple of the device count ({num_devices})")
+  for key in ("guard_min_pool_draws", "cold_start_labels_per_class"):
+    check_value(s[key] >= 0, f"disal.{key}", s[key], ">= 0 (0 = off)")
   check_value(s.norm_chunk_size >= 1, "disal.norm_chunk_size", s.norm_chunk_size, ">= 1")
   if s.direction == "momentum":
     check_value(t.optimizer == "sgd" and t.momentum > 0, "disal.direction", s.direction,
@@ -498,7 +602,15 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 
 def check_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
-  """Segmentation: the eval-pass target and a separate branch (ConfigError otherwise)."""
+  """Segmentation: the eval-pass target and a separate branch; disal.loss_guard='refuse':
+  every cycle inside the safe regime (ConfigError otherwise)."""
+  s = config.disal
+  if s.loss_guard == "refuse" and s.dynamic_weight > 0:
+    for labeled, reason in cycle_guard_reasons(config, dataset.num_train):
+      if reason is not None:
+        raise ConfigError(f"DISAL's dynamic loss is unsafe at {labeled} labels: {reason}; "
+                          "change that key, or set disal.loss_guard='adapt' (train such "
+                          "cycles without it)")
   if not dataset.is_segmentation:
     return
   check_value(config.disal.target_source == "eval_pass", "disal.target_source",
