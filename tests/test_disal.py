@@ -335,7 +335,8 @@ def test_disal_scores_project_on_start_minus_end_through_the_strategy_itself():
   table = np.zeros((6, 5), np.float32)
   table[pool_rows] = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(9), (4, 5))))
   end = end.replace(extras={disal.TARGET_MEAN: jnp.asarray(table)})
-  config = tiny_config(**{"disal.dynamic_loss": "mse"})
+  # (no labeled rows here: the cold start's random picks are tested in test_disal_guard.py)
+  config = tiny_config(**{"disal.dynamic_loss": "mse", "disal.cold_start_labels_per_class": 0})
   mesh = sharding.make_mesh()
   trainer = types.SimpleNamespace(preprocess=PRE, pixel_stride=1, mesh=mesh, train_data=data,
                                   config=config)

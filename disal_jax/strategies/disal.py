@@ -480,10 +480,9 @@ def cold_start(ctx: ScoringContext) -> bool:
   and their top-K crowds into a few classes; Random's picks with DISAL's training label better
   (results/disal_budget_grid/, digits at 2-6 labels per class)."""
   bound = float(ctx.config.disal.cold_start_labels_per_class)
-  dataset = ctx.data.dataset
-  if bound == 0 or dataset.is_segmentation:
+  if bound == 0 or ctx.data.dataset.is_segmentation:
     return False
-  return len(ctx.labeled) / dataset.num_classes < bound
+  return len(ctx.labeled) / ctx.data.dataset.num_classes < bound
 
 
 def disal_scores(ctx: ScoringContext) -> np.ndarray:
