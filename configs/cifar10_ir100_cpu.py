@@ -16,6 +16,10 @@ The archive is looked for beside the repository (shared/data/cifar10-jpeg.tar.gz
 - model and training: configs/cifar10_cpu.py's recipe (ResNet-18 at width 8, 15 epochs of at
   least 300 SGD steps per cycle, lr x0.1 after 80% of the epochs), chosen there on validation;
   at 4,000 labels 15 epochs are 469 steps;
+- DISAL's pool batch: 80 rows per step (disal.dynamic_batch_size; 32 elsewhere), so that
+  each cycle draws every pool sample at least twice (300 steps x 80 = 24,000 draws of the
+  10,909-row pool at 1,000 labels): with 32, every cycle is under disal.guard_min_pool_draws
+  and DISAL would train without its dynamic loss (docs/disal.md, "Few labels in a large pool");
 - everything else (SGD 0.1, momentum 0.9, weight decay 5e-4, batch 128, crop + flip, the
   whole pool scored) is the paper's.
 Variant 'quick': two cycles (1,000 -> 1,500), no step floor, for smoke runs.
@@ -42,6 +46,7 @@ def get_config(variant: str = ""):
   config.al.initial_count = 1_000
   config.al.step_count = 500
   config.al.final_count = 4_000
+  config.disal.dynamic_batch_size = 80  # >= 2 draws per pool sample in every cycle
   if variant == "quick":
     config.train.min_steps = 0
     config.al.final_count = 1_500

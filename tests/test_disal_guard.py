@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from disal_jax.data import long_tail
 from disal_jax.data import registry as data_registry
 from disal_jax.errors import ConfigError
 from disal_jax.strategies import disal, random as random_strategy
@@ -103,12 +104,16 @@ def test_refuse_stops_before_training_naming_the_first_unsafe_cycle():
 
 
 def test_the_shipped_configs_cycles_are_all_inside_the_guard():
-  """The offline default (digits, loaded) and CIFAR-10 on CPU (its pool is max_train rows):
-  the guard changes no cycle, so their published tables hold."""
+  """The offline default (digits, loaded), CIFAR-10 on CPU (its pool is max_train rows) and
+  CIFAR10-IR100 on CPU: the guard changes no cycle (their published tables hold)."""
   default = load_config("default")
   digits = data_registry.load_dataset(default.data)
   cifar = load_config("cifar10_cpu")
-  for config, num_train in ((default, digits.num_train), (cifar, cifar.data.max_train)):
+  # CIFAR10-IR100 on CPU: 4,800 -> 48 rows per class after the validation split (11,909)
+  ir100 = load_config("cifar10_ir100_cpu")
+  ir100_rows = int(long_tail.long_tail_counts(4800, 10, ir100.data.imbalance_ratio).sum())
+  for config, num_train in ((default, digits.num_train), (cifar, cifar.data.max_train),
+                            (ir100, ir100_rows)):
     reasons = disal.cycle_guard_reasons(config, num_train)
     assert len(reasons) == 7 and all(reason is None for _, reason in reasons), reasons
 
