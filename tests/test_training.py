@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 
@@ -116,6 +117,28 @@ def test_lambda_zero_trains_exactly_like_plain_training(source):
     weight = np.asarray(with_branch.state.extras[disal.TARGET_WEIGHT])
     pool = np.setdiff1d(np.arange(len(weight)), np.arange(0, len(weight), 4))
     assert (weight[pool] > 0).all() and (weight[::4] == 0).all()
+
+
+@pytest.mark.slow
+def test_a_cycle_under_the_pool_draws_guard_trains_exactly_like_plain_training(caplog):
+  """disal.loss_guard='adapt' on a cycle drawing each pool row under twice: the trainer takes
+  the hook for_cycle returns (lambda 0), so the parameters are plain training's, bit for bit;
+  with the guard off the same cycle trains differently."""
+  config = tiny_config(**{"disal.dynamic_weight": 1.0, "disal.target_source": "train_branch",
+                          "disal.branch_start_fraction": 0.0, "disal.loss_guard": "adapt",
+                          "disal.guard_min_pool_draws": 2.0, "disal.dynamic_warmup_epochs": 0,
+                          "disal.weight_schedule": "constant",
+                          "train.min_steps": 36})  # 1,152 pool draws: the pool is 1,078
+  plain = _train(config)
+  with caplog.at_level(logging.WARNING):
+    guarded = _train(config, hook=disal.make_hook(config))
+  assert "trains without the dynamic loss" in caplog.text
+  for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(guarded.state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  unguarded = _train(config, hook=disal.make_hook(with_overrides(
+      config.copy_and_resolve_references(), **{"disal.loss_guard": "off"})))
+  assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+             zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(unguarded.state.params)))
 
 
 def test_min_steps_trains_more_steps_with_the_same_epochs():
