@@ -176,10 +176,6 @@ class RunCheckpointer:
       out.append(leaf)
     return jax.tree.unflatten(treedef, out), meta
 
-  def delete_all(self) -> None:
-    for step in self.steps():
-      self.manager.delete(step)
-
   def close(self) -> None:
     self.manager.close()
 

@@ -15,7 +15,7 @@ import ml_collections
 from disal_jax.errors import ConfigError as ConfigError
 from disal_jax.errors import check_value as check_value
 
-RECORD_KEEPS = ("auto", "none", "mean", "last2", "all")
+RECORD_KEEPS = ("auto", "none", "mean")
 RECORD_WEIGHTINGS = ("mean", "ema", "lr")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("step", "cosine")  # disal_jax.training.schedule

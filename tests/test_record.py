@@ -11,8 +11,8 @@ def _history(epochs=5, pool=6, classes=3, seed=0):
   return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
 
 
-def _run(history, weighting, lrs, level="all", decay=0.9):
-  rec = record.init_record(level, history.shape[1], history.shape[2:], history.shape[0])
+def _run(history, weighting, lrs, level="mean", decay=0.9):
+  rec = record.init_record(level, history.shape[1], history.shape[2:])
   for probs, lr in zip(history, lrs):
     rec = record.update_record(rec, jnp.asarray(probs, jnp.float32), jnp.float32(lr),
                                weighting=weighting, ema_decay=decay)
@@ -44,17 +44,7 @@ def test_ema_is_temporal_ensemblings_bias_corrected_average():
   assert float(rec.weight) == pytest.approx(1 - 0.6 ** 5, rel=1e-6)
 
 
-def test_last_two_and_all_epochs_are_kept_in_order():
-  history = _history()
-  rec = _run(history, "mean", [1.0] * 5)
-  np.testing.assert_allclose(rec.last, history[-2:], rtol=1e-6)
-  np.testing.assert_allclose(rec.history, history, rtol=1e-6)
-
-
-@pytest.mark.parametrize("level,fields", [
-    ("none", ()), ("mean", ("mean",)), ("last2", ("mean", "last")),
-    ("all", ("mean", "last", "history"))])
+@pytest.mark.parametrize("level,fields", [("none", ()), ("mean", ("mean",))])
 def test_levels_allocate_only_what_is_asked(level, fields):
-  rec = record.init_record(level, 8, (3,), 4)
-  for name in ("mean", "last", "history"):
-    assert (getattr(rec, name) is not None) == (name in fields)
+  rec = record.init_record(level, 8, (3,))
+  assert (rec.mean is not None) == ("mean" in fields)

@@ -114,10 +114,6 @@ def carve_validation(dataset: Dataset, fraction: float, seed) -> Dataset:
       channel_mean_std=None)
 
 
-def counts_per_class(labels: np.ndarray, num_classes: int) -> np.ndarray:
-  return np.bincount(labels, minlength=num_classes)
-
-
 def stratified_split(labels: np.ndarray, test_fraction: float, seed
                      ) -> tuple[np.ndarray, np.ndarray]:
   """Splits indices per class: round(test_fraction * n_c) of each class go to the test side.

@@ -150,21 +150,19 @@ def mean_record(mean: np.ndarray) -> record_lib.PoolRecord:
   """A PoolRecord holding only `mean` (P_pad, ...) aligned with the padded pool index, as the
   trainer's eval-pass record at level 'mean' (one epoch recorded)."""
   return record_lib.PoolRecord(jax.numpy.asarray(mean, jax.numpy.float32),
-                               jax.numpy.float32(1.0), jax.numpy.int32(1), None, None)
+                               jax.numpy.float32(1.0), jax.numpy.int32(1))
 
 
 def random_record(level: str, pool_length: int, num_classes: int, epochs: int,
                   key: jax.Array) -> record_lib.PoolRecord:
   """A PoolRecord at `level` (record.LEVELS) of `epochs` epochs of random softmax
   probabilities, (pool_length, num_classes) float32 per epoch, aligned with the padded pool
-  index: the mean of the epochs, the last two, every one, as the level keeps them."""
+  index: the mean of the epochs, as the level keeps it."""
   history = jax.nn.softmax(jax.random.normal(key, (epochs, pool_length, num_classes)), axis=-1)
   keeps = lambda needed: record_lib.level_at_least(level, needed)
   return record_lib.PoolRecord(
       mean=history.mean(axis=0) if keeps("mean") else None,
-      weight=jax.numpy.float32(epochs), count=jax.numpy.int32(epochs),
-      last=history[-2:] if keeps("last2") else None,
-      history=history if keeps("all") else None)
+      weight=jax.numpy.float32(epochs), count=jax.numpy.int32(epochs))
 
 
 def needed_record_level(config: ml_collections.ConfigDict, strategy: Strategy) -> str:

@@ -3,8 +3,6 @@
 Levels (each keeps what the one before keeps, and more):
   'none'  - nothing.
   'mean'  - the running mean p_bar (weighted per config.record.weighting) and its weight.
-  'last2' - also the last two epochs' probabilities (previous, latest).
-  'all'   - also every epoch's probabilities, (epochs, P, C).
 Arrays are split over the 'data' axis along the pool axis P. A sample's probabilities have
 shape (C,) for classification and (h, w, C), at the reduced resolution of
 disal_jax.training.pixels, for segmentation; `...` below stands for that shape.
@@ -20,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from disal_jax.training.sharding import DATA_AXIS
 
-LEVELS = ("none", "mean", "last2", "all")
+LEVELS = ("none", "mean")
 
 
 class PoolRecord(NamedTuple):
@@ -28,40 +26,30 @@ class PoolRecord(NamedTuple):
     mean: (P, ...) float32 running mean of the recorded epochs, or None.
     weight: () float32, the sum of the epochs' weights folded into `mean`.
     count: () int32, the number of epochs recorded.
-    last: (2, P, ...) float32 [previous, latest] epoch, or None.
-    history: (E, P, ...) float32, epoch e at row e, or None.
   """
   mean: Optional[jax.Array]
   weight: jax.Array
   count: jax.Array
-  last: Optional[jax.Array]
-  history: Optional[jax.Array]
 
 
 def level_at_least(level: str, needed: str) -> bool:
   return LEVELS.index(level) >= LEVELS.index(needed)
 
 
-def init_record(level: str, pool_size: int, prob_shape: tuple[int, ...], epochs: int
-                ) -> PoolRecord:
+def init_record(level: str, pool_size: int, prob_shape: tuple[int, ...]) -> PoolRecord:
   """An empty record; pool_size is the padded pool length, prob_shape one sample's (C,) or
   (h, w, C)."""
-  zeros = lambda *shape: jnp.zeros(shape + tuple(prob_shape), jnp.float32)
   return PoolRecord(
-      mean=zeros(pool_size) if level_at_least(level, "mean") else None,
-      weight=jnp.zeros((), jnp.float32), count=jnp.zeros((), jnp.int32),
-      last=zeros(2, pool_size) if level_at_least(level, "last2") else None,
-      history=zeros(epochs, pool_size) if level_at_least(level, "all") else None)
+      mean=(jnp.zeros((pool_size, *prob_shape), jnp.float32)
+            if level_at_least(level, "mean") else None),
+      weight=jnp.zeros((), jnp.float32), count=jnp.zeros((), jnp.int32))
 
 
 def record_shardings(record: PoolRecord, mesh: Mesh) -> PoolRecord:
   """The pool axis of every buffer split over 'data'; the counters replicated."""
   pool_major = NamedSharding(mesh, P(DATA_AXIS))
-  epoch_major = NamedSharding(mesh, P(None, DATA_AXIS))
   scalar = NamedSharding(mesh, P())
-  return PoolRecord(None if record.mean is None else pool_major, scalar, scalar,
-                    None if record.last is None else epoch_major,
-                    None if record.history is None else epoch_major)
+  return PoolRecord(None if record.mean is None else pool_major, scalar, scalar)
 
 
 def fold_factors(weighting: str, ema_decay: float, epoch_weight) -> tuple[jax.Array, jax.Array]:
@@ -94,6 +82,4 @@ def update_record(record: PoolRecord, probs: jax.Array, epoch_weight: jax.Array,
   mean, weight = record.mean, g * record.weight + w
   if mean is not None:
     mean, weight = fold(mean, record.weight, probs, g, w)
-  last = None if record.last is None else jnp.stack([record.last[1], probs])
-  history = None if record.history is None else record.history.at[record.count].set(probs)
-  return PoolRecord(mean, weight, record.count + 1, last, history)
+  return PoolRecord(mean, weight, record.count + 1)

@@ -36,10 +36,6 @@ def put_replicated(tree, mesh: Mesh):
   return _put(tree, replicated(mesh))
 
 
-def put_along_data(tree, mesh: Mesh):
-  return _put(tree, along_data(mesh))
-
-
 def _put(tree, target: NamedSharding):
   """device_put onto a sharding of the mesh. With several processes, arrays held on this
   host's devices go through host memory first (device_put accepts only host values, equal on

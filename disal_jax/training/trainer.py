@@ -501,7 +501,7 @@ class Trainer:
     record = None
     if record_level != "none":
       record = jax.eval_shape(lambda: record_lib.init_record(
-          record_level, pool_length, self.prob_shape, self.config.train.epochs))
+          record_level, pool_length, self.prob_shape))
     return CycleProgress(state, state.params, record, 0, [], 0.0, 0.0)
 
   def place_progress(self, progress: "CycleProgress") -> "CycleProgress":
@@ -554,8 +554,7 @@ class Trainer:
     if resume is None:
       record = None
       if record_level != "none":
-        record = record_lib.init_record(record_level, pool_length, self.prob_shape,
-                                        cfg.epochs)
+        record = record_lib.init_record(record_level, pool_length, self.prob_shape)
         record = jax.device_put(record, record_lib.record_shardings(record, self.mesh))
       start_params = jax.tree.map(lambda x: x.copy(), state.params)
       progress = CycleProgress(state, start_params, record, 0, [], 0.0, 0.0)
