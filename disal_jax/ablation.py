@@ -63,6 +63,7 @@ def define_flags() -> Flags:
 
 
 def main(argv: list[str], args: Flags) -> None:
+  """Runs each --variant over --seeds (finished runs skipped) and writes the comparison table."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)

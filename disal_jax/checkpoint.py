@@ -80,6 +80,7 @@ class RunCheckpointer:
                                          item_names=(ARRAYS, META))
 
   def steps(self) -> list[int]:
+    """The saved steps, oldest first."""
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, tree: Any, meta: dict[str, Any]) -> None:
@@ -136,6 +137,7 @@ class RunCheckpointer:
 
   @property
   def corrupt_directory(self) -> pathlib.Path:
+    """Where checkpoints that failed to restore are moved: <directory>_corrupt."""
     return self.directory.parent / f"{self.directory.name}_corrupt"
 
   def _set_aside(self, step: int) -> None:
@@ -177,6 +179,7 @@ class RunCheckpointer:
     return jax.tree.unflatten(treedef, out), meta
 
   def close(self) -> None:
+    """Waits for pending saves and closes the manager."""
     self.manager.close()
 
 

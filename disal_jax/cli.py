@@ -26,6 +26,7 @@ DEBUG_ENV = "DISAL_JAX_DEBUG"  # set to 1 for the traceback behind such an error
 
 
 def fail(message: str) -> NoReturn:
+  """Prints `message` to stderr and exits with the usage status; never returns."""
   print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(USAGE_STATUS)
 

@@ -98,6 +98,7 @@ def define_flags() -> flags.FlagHolder:
 
 
 def main(argv: list[str], prefix: flags.FlagHolder) -> None:
+  """Prints the config keys (those starting with --prefix) and what each means."""
   del argv
   print(describe(prefix.value))
 

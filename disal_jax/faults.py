@@ -15,5 +15,6 @@ _KILL_AT = os.environ.get("DISAL_JAX_KILL_AT", "")
 
 
 def point(name: str) -> None:
+  """Kills the process with SIGKILL if DISAL_JAX_KILL_AT names this point; else nothing."""
   if _KILL_AT and name == _KILL_AT:
     os.kill(os.getpid(), signal.SIGKILL)

@@ -76,6 +76,7 @@ def keep_freed_memory() -> bool:
 
 
 def is_kept() -> bool:
+  """Whether `apply` has set glibc to keep freed memory in this process."""
   return _kept
 
 

@@ -74,6 +74,8 @@ class CycleRecord:
 
 
 def record_level(config: ml_collections.ConfigDict, strategy: Strategy) -> str:
+  """The record level to keep for `strategy`: what it needs, or config.record.keep;
+  ConfigError where that keeps less than the strategy needs."""
   needed = strategy.record(config) if callable(strategy.record) else strategy.record
   keep = config.record.keep
   if keep == "auto":
@@ -104,6 +106,7 @@ def strategy_trainer(config: ml_collections.ConfigDict, dataset: Dataset, strate
 
 
 def run_dir(workdir: pathlib.Path, name: str, seed: int) -> pathlib.Path:
+  """The folder of one run: <workdir>/<name>/seed_<seed>."""
   return workdir / name / f"seed_{seed}"
 
 

@@ -45,6 +45,7 @@ def define_flags() -> Flags:
 
 
 def main(argv: list[str], args: Flags) -> None:
+  """Runs the experiment that --config describes in --workdir (absl's app.run entry point)."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)

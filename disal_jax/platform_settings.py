@@ -15,5 +15,6 @@ from disal_jax import host_memory, xla_cpu
 
 
 def apply() -> None:
+  """Applies the XLA:CPU and host memory settings (call before JAX starts a backend)."""
   xla_cpu.apply()
   host_memory.apply()

@@ -44,10 +44,12 @@ def initial_labeled(num_train: int, count: int, seed: int) -> np.ndarray:
 
 
 def labeled_indices(labeled_round: np.ndarray) -> np.ndarray:
+  """The (L,) int64 indices of the labeled rows, ascending."""
   return np.flatnonzero(labeled_round != UNLABELED)
 
 
 def unlabeled_indices(labeled_round: np.ndarray) -> np.ndarray:
+  """The (P,) int64 indices of the unlabeled rows, ascending."""
   return np.flatnonzero(labeled_round == UNLABELED)
 
 

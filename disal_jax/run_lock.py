@@ -34,6 +34,7 @@ SUFFIX = ".lock"
 
 
 def lock_path(run_dir: pathlib.Path) -> pathlib.Path:
+  """The lock file beside `run_dir`: <run_dir>.lock."""
   return run_dir.with_name(run_dir.name + SUFFIX)
 
 

@@ -71,6 +71,7 @@ def define_flags() -> Flags:
 
 
 def parse_seeds(values: list[str]) -> list[int]:
+  """The --seeds values as integers; UsageError for a non-integer or a repeated seed."""
   try:
     seeds = [int(v) for v in values]
   except ValueError as e:
@@ -172,6 +173,7 @@ def _spawn_workers(count: int, devices_per_worker: int) -> int:
 
 
 def main(argv: list[str], args: Flags) -> None:
+  """Runs the sweep: every strategy and seed, on --workers processes."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)

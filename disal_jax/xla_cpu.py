@@ -53,6 +53,7 @@ def compiler_options(fusions: tuple[str, ...]) -> dict[str, str]:
 
 
 def backends_started() -> bool:
+  """Whether this process's JAX has started a backend (then XLA_FLAGS no longer apply)."""
   try:
     from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
     return xla_bridge.backends_are_initialized()

@@ -80,6 +80,7 @@ def run(command: str, args: Flags) -> str:
 
 
 def main(argv: list[str], args: Flags) -> None:
+  """Runs one annotation command, argv[1] (one of COMMANDS), and prints its summary."""
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: python -m disal_jax.annotate {{{'|'.join(COMMANDS)}}} "
                          "--workdir=W [flags]")

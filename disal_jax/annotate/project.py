@@ -102,6 +102,7 @@ class Project:
 
   @property
   def num_images(self) -> int:
+    """The number of images N in the project."""
     return len(self.paths)
 
   def load_dataset(self) -> Dataset:
@@ -177,6 +178,7 @@ def config_on_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
 
 
 def load_project(workdir: str) -> Project:
+  """The Project that `init` wrote in `workdir`; ProjectError where there is none."""
   work = pathlib.Path(workdir)
   if not (work / PROJECT_FILE).exists():
     raise ProjectError(f"{work}: not an annotation project (no {PROJECT_FILE}); create one "
@@ -216,9 +218,11 @@ class State:
   parent: Optional[int] = None
 
   def arrays(self) -> dict[str, np.ndarray]:
+    """The state's (N,) arrays, by name, as the checkpoint stores them."""
     return {"labels": self.labels, "labeled_round": self.labeled_round, "query": self.query}
 
   def meta(self) -> dict[str, Any]:
+    """The state's JSON metadata: round, history, event and parent."""
     return {"round": self.round, "history": self.history, "event": self.event,
             "parent": self.parent}
 
@@ -241,6 +245,7 @@ class StateStore:
                  meta["history"], meta["event"], meta["parent"])
 
   def latest(self) -> tuple[int, State]:
+    """(step, State) of the newest saved state; ProjectError where none is."""
     restored = self.ckpt.restore_newest(self._template)
     if restored is None:
       raise ProjectError(f"{self.ckpt.directory}: the project has no state; run init again "
@@ -249,13 +254,16 @@ class StateStore:
     return step, self._state(tree, meta)
 
   def at(self, step: int) -> State:
+    """The State saved at `step`."""
     return self._state(*self.ckpt.restore(step, self._template))
 
   def save(self, state: State) -> int:
+    """Saves `state` as the next step and returns that step."""
     steps = self.ckpt.steps()
     step = steps[-1] + 1 if steps else 0
     self.ckpt.save(step, state.arrays(), state.meta())
     return step
 
   def close(self) -> None:
+    """Waits for pending writes and closes the checkpoint manager."""
     self.ckpt.close()

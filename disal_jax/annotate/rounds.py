@@ -44,6 +44,7 @@ SHEET_CAPTION = 14  # pixels of caption under each image
 
 
 def query_dir(project: Project, round_: int) -> pathlib.Path:
+  """The folder of round `round_`'s query: <workdir>/queries/round_<round_>."""
   return project.workdir / QUERIES_DIR / f"round_{round_}"
 
 
@@ -144,6 +145,8 @@ def contact_sheet(project: Project, ids: np.ndarray, scores: Optional[np.ndarray
 
 def write_query(project: Project, round_: int, strategy_name: str, ids: np.ndarray,
                 scores: Optional[np.ndarray]) -> pathlib.Path:
+  """Writes the query of `ids` (ranked, with their scores where given) as query.json,
+  query.csv and a contact sheet; returns the query's folder."""
   out = query_dir(project, round_)
   out.mkdir(parents=True, exist_ok=True)
   entries = [{"id": int(i), "path": project.paths[i], "rank": rank + 1,

@@ -13,6 +13,8 @@ _COMPLETE = ".complete"
 
 
 def cache_root(cache_dir: str) -> pathlib.Path:
+  """The cache folder (`cache_dir`, else $DISAL_JAX_CACHE, else ~/.cache/disal_jax),
+  created if missing."""
   root = pathlib.Path(cache_dir or os.environ.get("DISAL_JAX_CACHE", "~/.cache/disal_jax"))
   root = root.expanduser()
   root.mkdir(parents=True, exist_ok=True)
@@ -20,6 +22,7 @@ def cache_root(cache_dir: str) -> pathlib.Path:
 
 
 def key_of(*parts) -> str:
+  """A 16-hex-digit key naming the cache entry of `parts` (their repr hashed)."""
   return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 
@@ -43,6 +46,7 @@ def extract_archive(archive: str, cache_dir: str) -> pathlib.Path:
 
 
 def load_arrays(path: pathlib.Path) -> dict[str, np.ndarray] | None:
+  """The arrays of the .npz at `path`, by name; None where it is missing or unreadable."""
   if not path.exists():
     return None
   try:

@@ -71,14 +71,17 @@ class Dataset:
 
   @property
   def num_classes(self) -> int:
+    """The number of classes C."""
     return len(self.class_names)
 
   @property
   def num_train(self) -> int:
+    """The number of training rows N."""
     return int(self.train_labels.shape[0])
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
+    """One image's (H, W, channels)."""
     return tuple(self.train_images.shape[1:])
 
   def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:

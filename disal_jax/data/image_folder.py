@@ -75,6 +75,8 @@ def read_all(files: list[tuple[str, int]], image_size: int, crop_from: int = 0) 
 
 def load_image_folder(root: str, image_size: int, cache_dir: str, crop_from: int = 0
                       ) -> Dataset:
+  """The Dataset of the image folder (root/<split>/<class>/<image>, or a .tar.gz of it) at
+  `image_size` pixels, decoded once, then read from the cache."""
   if not root:
     raise ImageFolderError("config.data.data_dir is empty: set it to the image folder "
                            "(root/<split>/<class>/<image>) or a .tar.gz of it")

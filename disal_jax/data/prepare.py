@@ -40,6 +40,8 @@ def define_flags() -> Flags:
 
 
 def network_reachable(url: str, timeout_s: float) -> bool:
+  """Whether `url`'s host accepts a TCP connection within `timeout_s` (True where
+  `url` names no host)."""
   parsed = urllib.parse.urlparse(url)
   if not parsed.hostname:
     return True  # nothing to probe; let tfds try
@@ -51,6 +53,7 @@ def network_reachable(url: str, timeout_s: float) -> bool:
 
 
 def main(argv: list[str], args: Flags) -> None:
+  """Downloads and prepares --dataset with tfds (array_record files) in --data_dir."""
   del argv
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   name = args.dataset.value

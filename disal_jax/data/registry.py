@@ -43,10 +43,12 @@ _LOADERS: dict[str, Loader] = {
 
 
 def names() -> list[str]:
+  """The registered dataset names, sorted."""
   return sorted(_LOADERS)
 
 
 def get_loader(name: str) -> Loader:
+  """The loader of dataset `name`; KeyError naming the known ones otherwise."""
   if name not in _LOADERS:
     raise KeyError(f"Unknown dataset {name!r}; known datasets: {names()}")
   return _LOADERS[name]

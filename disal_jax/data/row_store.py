@@ -60,6 +60,7 @@ def write_meta(folder: pathlib.Path, name: str, class_names, splits: list[str],
 
 
 def exists(folder: pathlib.Path) -> bool:
+  """Whether `folder` holds a complete row store (its metadata file is written last)."""
   return (folder / META).exists()
 
 

@@ -63,6 +63,7 @@ SPECS = {
 
 
 def prepare_command(name: str, data_dir: str, manual_dir: str) -> str:
+  """The `python -m disal_jax.data.prepare` command line that prepares dataset `name`."""
   cmd = f"python -m disal_jax.data.prepare --dataset={name}"
   if data_dir:
     cmd += f" --data_dir={data_dir}"
@@ -72,11 +73,14 @@ def prepare_command(name: str, data_dir: str, manual_dir: str) -> str:
 
 
 def builder_for(name: str, data_dir: str):
+  """The tfds builder of dataset `name` (SPECS) in `data_dir` (tfds's default if empty)."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   return tfds.builder(SPECS[name].tfds_name, data_dir=data_dir or None)
 
 
 def class_list(filename: str) -> list[str]:
+  """The class names listed in the package data file `filename`, one a line; '#' lines
+  are comments."""
   text = importlib.resources.files("disal_jax.data").joinpath(filename).read_text()
   return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 

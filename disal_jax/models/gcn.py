@@ -18,6 +18,7 @@ def _uniform_fan_out(key, shape, dtype=jnp.float32):
 
 
 class GraphConv(nn.Module):
+  """One graph convolution, adjacency @ (x @ W) + b."""
   features: int
 
   @nn.compact
@@ -29,6 +30,8 @@ class GraphConv(nn.Module):
 
 
 class GCN(nn.Module):
+  """Two graph convolutions: (N, D) node features -> one logit per node, and the hidden
+  features (N, hidden)."""
   hidden: int = 128
   dropout_rate: float = 0.3
 

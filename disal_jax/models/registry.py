@@ -42,6 +42,7 @@ def names(segmentation: bool | None = None) -> list[str]:
 
 
 def build_model(cfg: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  """The linen model `cfg.name` with `num_classes` outputs; KeyError for an unknown name."""
   if cfg.name not in _MODELS:
     raise KeyError(f"Unknown model {cfg.name!r}; known models: {names()}")
   return _MODELS[cfg.name](cfg, num_classes)

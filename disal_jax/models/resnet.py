@@ -23,6 +23,7 @@ BN_EPSILON = 1e-5
 
 
 class BasicBlock(nn.Module):
+  """ResNet's basic block: two 3x3 convolutions with BatchNorm, and the shortcut."""
   filters: int
   strides: int
   dtype: jnp.dtype = jnp.float32

@@ -22,6 +22,8 @@ PARAMS_KEY = "stage_head"
 
 
 class StageHead(nn.Module):
+  """A head over the backbone's four stage maps: each pooled and projected to `hidden`,
+  concatenated, then a Dense to `outputs`."""
   outputs: int
   hidden: int = 128
 
@@ -72,10 +74,12 @@ class DetachingHeadHook:
   """
 
   def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
+    """Per-step 'detach_head' flags, (num_steps,) bool: set from `detach_from_epoch` on."""
     del rng, pool_size, labeled_size, cycle_seed
     return detach_inputs(epoch, num_steps, self.detach_from_epoch)
 
   def aux(self, record, pool_index):
+    """Nothing: the module reads no record."""
     del record, pool_index
     return {}
 

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 
 
 class VAE(nn.Module):
+  """VAAL's convolutional VAE: (B, S, S, C) images -> reconstruction, latent mean and
+  log-variance."""
   latent_dim: int = 32
   width: int = 128
 
@@ -69,6 +71,7 @@ class VAE(nn.Module):
 
 
 class Discriminator(nn.Module):
+  """VAAL's discriminator: (B, latent_dim) -> (B,) logits of "labeled"."""
   hidden: int = 512
 
   @nn.compact

@@ -36,6 +36,7 @@ CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "labeled_percent", "test_
 
 @dataclasses.dataclass(frozen=True)
 class Row:
+  """One run's metrics after one cycle, as the report reads them from its metrics file."""
   strategy: str
   seed: int
   cycle: int
@@ -70,6 +71,7 @@ def on_split(rows: list[Row], split: str) -> list[Row]:
 
 
 def metric_name(rows: Iterable[Row]) -> str:
+  """'accuracy', or 'mIoU' where the rows have segmentation metrics."""
   return "accuracy" if all(math.isnan(r.test_miou) for r in rows) else "mIoU"
 
 
@@ -95,6 +97,7 @@ def collect(sweep: pathlib.Path) -> list[Row]:
 
 
 def strategies_of(rows: Iterable[Row]) -> list[str]:
+  """The strategy names among `rows`, sorted, without full training."""
   return sorted({r.strategy for r in rows if r.strategy != FULL_TRAINING})
 
 
@@ -201,6 +204,8 @@ def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
 
 
 def times_markdown(rows: list[Row]) -> str:
+  """A markdown table of each strategy's mean seconds per cycle: training, recording,
+  scoring."""
   strategies = strategies_of(rows)
   lines = ["| strategy | cycle | labeled | train s | record s | scoring s |",
            "|---|---:|---:|---:|---:|---:|"]

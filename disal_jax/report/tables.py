@@ -10,6 +10,7 @@ import numpy as np
 
 
 def write_csv(path: pathlib.Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]):
+  """Writes `rows` to `path` as CSV with the given `columns` (other keys ignored)."""
   with open(path, "w", newline="", encoding="utf-8") as f:
     writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()

@@ -17,9 +17,11 @@ class NullWriter:
   """What a non-primary process of a multi-host run writes: nothing (disal_jax.distributed)."""
 
   def write(self, step: int, scalars: dict[str, Any], **context) -> None:
+    """Writes nothing."""
     del step, scalars, context
 
   def close(self) -> None:
+    """Nothing to close."""
     pass
 
 
@@ -36,6 +38,8 @@ class MetricWriter:
       self._tb = SummaryWriter(str(self.directory / "tb"))
 
   def write(self, step: int, scalars: dict[str, Any], **context) -> None:
+    """Appends one JSON line of `scalars` (and `context`) at `step`; TensorBoard too where
+    enabled."""
     row = {"step": int(step), "time": time.time(), **context,
            **{k: _plain(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(row) + "\n")
@@ -46,6 +50,7 @@ class MetricWriter:
           self._tb.add_scalar(key, value, int(step))
 
   def close(self) -> None:
+    """Closes the JSON lines file and the TensorBoard writer."""
     self._jsonl.close()
     if self._tb is not None:
       self._tb.close()

@@ -97,6 +97,7 @@ def score(ctx: ScoringContext) -> dict[str, jax.Array]:
 
 
 def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.ndarray:
+  """BADGE's k picks: k-means++ seeding over the gradient embeddings; (k,) pool indices."""
   if k > len(ctx.candidates):
     raise ValueError(f"BADGE: {k} picks from {len(ctx.candidates)} candidates")
   picks = kmeans_pp(evidence["u"], evidence["a"], draw_uniforms(ctx.rng, k), k,
@@ -105,6 +106,7 @@ def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.nd
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The badge config section's defaults."""
   s = ml_collections.ConfigDict()
   # Embed the head's bias gradient too (True: g = (p - e_yhat) x [a, 1]); False: the
   # kernel's only (g = (p - e_yhat) x a), as the BADGE reference code.

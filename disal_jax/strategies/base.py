@@ -35,9 +35,11 @@ class EpochCallback(Protocol):
 
   def __call__(self, state: TrainState, epoch: int, lr: float) -> None: ...
 
-  def metrics(self) -> dict[str, float]: ...
+  def metrics(self) -> dict[str, float]:
+    """Scalars about what the callback kept (logged with the cycle's metrics)."""
 
-  def close(self) -> None: ...
+  def close(self) -> None:
+    """Releases what the callback kept."""
 
 
 @dataclasses.dataclass(frozen=True)

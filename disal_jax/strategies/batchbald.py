@@ -161,6 +161,7 @@ def score(ctx: ScoringContext) -> jax.Array:
 
 
 def select(probs: jax.Array, ctx: ScoringContext, k: int) -> np.ndarray:
+  """BatchBALD's greedy batch of k from the MC-Dropout probabilities; (k,) pool indices."""
   c = ctx.config.batchbald
   probs = jnp.asarray(sharding.fetch(probs))
   ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(ctx.candidates),
@@ -178,6 +179,7 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float | bool
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The batchbald config section's defaults."""
   s = ml_collections.ConfigDict()
   s.passes = 10  # K MC-Dropout passes (masks shared by every candidate); mc_dropout's model
   # Rows of the joint table: exact while C^|batch| fits, then this many sampled configurations
@@ -191,6 +193,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the batchbald section's values are invalid."""
   del num_devices
   s = config.batchbald
   check_value(s.passes >= 2, "batchbald.passes", s.passes, ">= 2")

@@ -127,6 +127,8 @@ def _check_subset(evidence: dict, ctx: ScoringContext, k: int) -> None:
 
 
 def select_core(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
+  """CoreGCN's k picks: k-center greedy over the GCN's features of the subset; (k,) pool
+  indices."""
   _check_subset(evidence, ctx, k)
   size = len(evidence["subset"])
   features = evidence["features"]
@@ -144,6 +146,8 @@ def _labeled_first(features: jax.Array, subset_size: int) -> jax.Array:
 
 
 def select_uncertain(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
+  """UncertainGCN's k picks: the subset's nodes whose score is nearest the margin; (k,)
+  pool indices."""
   _check_subset(evidence, ctx, k)
   scores = sharding.fetch(evidence["scores"])[:len(evidence["subset"])]
   closeness = -np.abs(scores - float(ctx.config.coregcn.margin))
@@ -153,6 +157,7 @@ def select_uncertain(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The coregcn config section's defaults."""
   s = ml_collections.ConfigDict()
   s.subset_size = 10_000  # pool nodes (0 = all); the adjacency is dense: (subset + L)^2
   s.hidden = 128  # GCN hidden width
@@ -169,6 +174,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the coregcn section's values are invalid."""
   del num_devices
   gc = config.coregcn
   check_value(gc.subset_size >= 0, "coregcn.subset_size", gc.subset_size, ">= 0 (0 = whole pool)")

@@ -42,6 +42,7 @@ def score(ctx: ScoringContext) -> dict[str, jax.Array]:
 
 
 def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.ndarray:
+  """Core-set's k picks: k-center greedy from the labeled centres; (k,) pool indices."""
   picks = selectors.k_center_greedy(evidence["candidates"], evidence["labeled"], k,
                                     block_size=int(ctx.config.coreset.block_size),
                                     key=jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
@@ -51,6 +52,7 @@ def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.nd
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The coreset config section's defaults."""
   s = ml_collections.ConfigDict()
   # Labeled centres per block in the first distance pass: memory is pool x block_size floats.
   s.block_size = 1024
@@ -58,6 +60,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the coreset section's values are invalid."""
   del num_devices
   check_value(config.coreset.block_size >= 1, "coreset.block_size",
               config.coreset.block_size, ">= 1")

@@ -251,9 +251,12 @@ class DynamicLossHook(TrainHook):
 
   @property
   def train_branch(self) -> bool:
+    """Whether the targets are folded from the training branch's predictions."""
     return self.target_source == "train_branch"
 
   def init_extras(self, num_train: int, num_classes: int, params) -> dict:
+    """The train-branch targets: (num_train, C) float32 mean, (num_train,) float32 weight
+    and step; {} for the eval-pass target."""
     del params
     if not self.train_branch:
       return {}
@@ -276,6 +279,7 @@ class DynamicLossHook(TrainHook):
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess,
            joint_outputs=None):
+    """(weight x dynamic loss of the pool batch against its targets, metrics, extras)."""
     del outputs
     position = batch["pool_position_index"]  # (Bp,) positions in the recorded pool
     rows = aux["pool_index"][position]
@@ -316,6 +320,8 @@ class DynamicLossHook(TrainHook):
   def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
                    pool_size: int, labeled_size: int, cycle_seed: tuple[int, ...]
                    ) -> dict[str, np.ndarray]:
+    """The epoch's per-step inputs, (num_steps, ...) each: the pool positions drawn, the loss
+    weight, whether the target records, the cycle step and the target's largest age."""
     del rng  # the draws continue across epochs: from cycle_seed
     lam = self.weight
     if self.scale == "labeled_fraction":
@@ -353,6 +359,8 @@ class DynamicLossHook(TrainHook):
     return epoch >= self.first_epoch
 
   def aux(self, record, pool_index):
+    """The pool index, and the record's mean p_bar (P, ...) as the target unless it comes
+    from the train branch."""
     if self.train_branch:
       return {"pool_index": pool_index}
     return {"pool_index": pool_index, "target": record.mean}
@@ -512,6 +520,7 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The disal config section's defaults."""
   s = ml_collections.ConfigDict()
   # Defaults chosen on validation splits (docs/results.md, "DISAL's dynamic loss").
   s.dynamic_weight = 10.0  # lambda (the most it reaches); 0 trains exactly like plain training
@@ -565,6 +574,8 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the disal section's values, or the record and train keys
+  it reads, are invalid."""
   s, r, t = config.disal, config.record, config.train
   for key, allowed in (("dynamic_loss", LOSSES), ("target_source", TARGET_SOURCES),
                        ("weight_schedule", WEIGHT_SCHEDULES), ("weight_scale", WEIGHT_SCALES),

@@ -35,6 +35,7 @@ SOURCES = ("model", "file")
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The embedding config section's defaults."""
   s = ml_collections.ConfigDict()
   # 'model': the task model's penultimate features; 'file': the rows of embedding.file (read
   # by typiclust, probcover and coreset; see docs/strategies.md).
@@ -46,6 +47,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the embedding section's values are invalid."""
   del num_devices
   s = config.embedding
   check_value(s.source in SOURCES, "embedding.source", s.source, f"one of {SOURCES}")
@@ -113,6 +115,7 @@ def features(state, data, batch, *, preprocess: Preprocess) -> jax.Array:
 
 
 def normalised(x: jax.Array) -> jax.Array:
+  """`x` (..., D) scaled to unit L2 norm along the last axis."""
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 

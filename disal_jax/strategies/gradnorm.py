@@ -87,6 +87,7 @@ def expected_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
 
 
 def score_entropy(ctx: ScoringContext) -> np.ndarray:
+  """(P,) float32 norms of the entropy's per-sample gradients (gradnorm.norm)."""
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
   fn = functools.partial(entropy_gradnorm_scores, preprocess=ctx.data.preprocess,
                          engine=engine, pixel_stride=ctx.data.pixel_stride,
@@ -97,6 +98,7 @@ def score_entropy(ctx: ScoringContext) -> np.ndarray:
 
 
 def score_expected(ctx: ScoringContext) -> np.ndarray:
+  """(P,) float32 expected gradient norms over the predicted classes."""
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
   fn = functools.partial(expected_gradnorm_scores, preprocess=ctx.data.preprocess,
                          engine=engine, norm=ctx.config.gradnorm.norm)
@@ -106,6 +108,7 @@ def score_expected(ctx: ScoringContext) -> np.ndarray:
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The gradnorm config section's defaults."""
   s = ml_collections.ConfigDict()
   # vmap engine: per-sample gradients held in memory at once (over all parameters). The
   # expected scheme holds C per sample (one per class), so it processes max(1, chunk_size // C).
@@ -117,6 +120,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the gradnorm section's values are invalid."""
   del num_devices
   s = config.gradnorm
   check_value(s.chunk_size >= 1, "gradnorm.chunk_size", s.chunk_size, ">= 1")

@@ -51,12 +51,15 @@ class LossPredictionHook(stage_head.DetachingHeadHook, TrainHook):
 
   @property
   def head(self) -> stage_head.StageHead:
+    """The loss prediction module: the stage maps -> (B, 1)."""
     return stage_head.StageHead(outputs=1, hidden=self.hidden)
 
   def init_params(self, rng, params, sample_outputs):
+    """`params` with the loss prediction module's parameters added."""
     return stage_head.init_params(self.head, rng, params, sample_outputs)
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
+    """(weight x ranking loss of the predicted per-sample losses, metrics, extras)."""
     del aux, rng, preprocess
     true_loss = jax.lax.stop_gradient(
         pixels.per_sample_cross_entropy(outputs["logits"], batch["labels"]))
@@ -67,6 +70,7 @@ class LossPredictionHook(stage_head.DetachingHeadHook, TrainHook):
 
 
 def make_hook(config: ml_collections.ConfigDict) -> LossPredictionHook:
+  """The LossPredictionHook of the learning_loss config section."""
   ll = config.learning_loss
   return LossPredictionHook(
       weight=float(ll.weight), margin=float(ll.margin), hidden=int(ll.hidden),
@@ -84,12 +88,14 @@ def predicted_losses(state, data, batch, *, preprocess: Preprocess,
 
 
 def score(ctx: ScoringContext) -> np.ndarray:
+  """(P,) float32 predicted losses of the pool."""
   head = make_hook(ctx.config).head
   fn = functools.partial(predicted_losses, preprocess=ctx.data.preprocess, head=head)
   return batched_pool_scores(ctx, fn, ctx.result.state)
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The learning_loss config section's defaults."""
   s = ml_collections.ConfigDict()
   s.weight = 1.0  # of the ranking loss
   s.margin = 1.0  # of the ranking loss
@@ -101,6 +107,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the learning_loss section's values are invalid."""
   del num_devices
   stage_head.check_keys(config, "learning_loss")
   check_value(config.learning_loss.margin >= 0, "learning_loss.margin",

@@ -85,6 +85,8 @@ def mc_dropout_scores(scoring, data, batch, *, preprocess: Preprocess, passes: i
 
 
 def score(ctx: ScoringContext) -> np.ndarray:
+  """(P,) float32 scores of the MC-Dropout passes (mc_dropout.score: BALD, entropy or
+  variation ratio)."""
   mc = ctx.config.mc_dropout
   fn = functools.partial(mc_dropout_scores, preprocess=ctx.data.preprocess,
                          passes=int(mc.passes), kind=mc.score,
@@ -93,11 +95,13 @@ def score(ctx: ScoringContext) -> np.ndarray:
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float | bool]:
+  """The model keys MC-Dropout sets: its dropout rate and whether training uses it."""
   return {"dropout_rate": float(config.mc_dropout.dropout_rate),
           "train_dropout": bool(config.mc_dropout.train_dropout)}
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The mc_dropout config section's defaults."""
   s = ml_collections.ConfigDict()
   s.dropout_rate = 0.5  # on the pooled 512-d feature in the passes (and training, below)
   # Dropout while training too (Gal et al.'s Bayesian CNN) or only at query time (False, the
@@ -109,6 +113,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the mc_dropout section's values are invalid."""
   del num_devices
   s = config.mc_dropout
   check_value(0 < s.dropout_rate < 1, "mc_dropout.dropout_rate", s.dropout_rate, "in (0, 1)")

@@ -99,6 +99,7 @@ def score(ctx: ScoringContext) -> dict[str, object]:
 
 
 def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
+  """ProbCover's k picks: greedy max coverage of the delta-ball graph; (k,) pool indices."""
   c = ctx.config.probcover
   x, labeled = evidence["x"], evidence["labeled"]
   num_labeled = int(labeled.sum())
@@ -112,6 +113,7 @@ def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarr
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The probcover config section's defaults."""
   s = ml_collections.ConfigDict()
   # Ball radius on L2-normalised embeddings; the reference's CIFAR-10 value for SimCLR
   # features. Choose it for your embedding (ball purity ~0.95 under k-means labels).
@@ -121,6 +123,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the probcover section's values are invalid."""
   del num_devices
   s = config.probcover
   check_value(s.delta > 0, "probcover.delta", s.delta, "> 0")

@@ -73,6 +73,7 @@ def names(segmentation: bool = False) -> list[str]:
 
 
 def get_strategy(name: str) -> Strategy:
+  """The registered Strategy `name`; KeyError naming the known ones otherwise."""
   if name not in _STRATEGIES:
     raise KeyError(f"Unknown strategy {name!r}; known strategies: {names()}")
   return _STRATEGIES[name]

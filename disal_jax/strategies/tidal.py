@@ -68,18 +68,23 @@ class DynamicsHook(stage_head.DetachingHeadHook, TrainHook):
   extras_per_cycle: ClassVar[bool] = True  # the running means restart every cycle
 
   def head(self, num_classes: int) -> stage_head.StageHead:
+    """The training-dynamics module: the stage maps -> (B, num_classes) logits."""
     return stage_head.StageHead(outputs=num_classes, hidden=self.hidden)
 
   def init_params(self, rng, params, sample_outputs):
+    """`params` with the training-dynamics module's parameters added."""
     head = self.head(sample_outputs["logits"].shape[-1])
     return stage_head.init_params(head, rng, params, sample_outputs)
 
   def init_extras(self, num_train: int, num_classes: int, params) -> dict:
+    """The running mean of each training row's predictions: (num_train, C) float32 and
+    its (num_train,) float32 count."""
     del params
     return {MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
             COUNT: jnp.zeros((num_train,), jnp.float32)}
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
+    """(weight x KL(running mean || module), metrics, extras with the mean updated)."""
     del data, aux, rng, preprocess
     rows = batch["index"]
     probs = jax.nn.softmax(jax.lax.stop_gradient(outputs["logits"]).astype(jnp.float32))
@@ -94,6 +99,7 @@ class DynamicsHook(stage_head.DetachingHeadHook, TrainHook):
 
 
 def make_hook(config: ml_collections.ConfigDict) -> DynamicsHook:
+  """The DynamicsHook of the tidal config section."""
   t = config.tidal
   return DynamicsHook(weight=float(t.weight), hidden=int(t.hidden),
                       detach_from_epoch=stage_head.detach_epoch(config.train.epochs,
@@ -119,6 +125,7 @@ def dynamics_scores(state, data, batch, *, preprocess: Preprocess, head: stage_h
 
 
 def score(ctx: ScoringContext) -> np.ndarray:
+  """(P,) float32 entropy or margin of the module's predictions (tidal.score)."""
   head = make_hook(ctx.config).head(ctx.data.dataset.num_classes)
   fn = functools.partial(dynamics_scores, preprocess=ctx.data.preprocess, head=head,
                          kind=ctx.config.tidal.score)
@@ -129,6 +136,7 @@ SCORES = ("entropy", "margin")
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The tidal config section's defaults."""
   s = ml_collections.ConfigDict()
   s.weight = 1.0  # of KL(p_bar || module)
   s.hidden = 128  # per-stage width of the module
@@ -140,6 +148,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the tidal section's values are invalid."""
   del num_devices
   stage_head.check_keys(config, "tidal")
   check_value(config.tidal.score in SCORES, "tidal.score", config.tidal.score,

@@ -68,6 +68,7 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
 
 
 def ema(teacher, params, decay):
+  """The teacher's parameters after one EMA step towards `params` (same tree)."""
   return jax.tree.map(lambda t, p: decay * t + (1.0 - decay) * jax.lax.stop_gradient(p),
                       teacher, params)
 
@@ -94,14 +95,18 @@ class CodHook(TrainHook):
   pool_position_inputs: ClassVar[tuple[str, ...]] = ("pool_position_index",)
 
   def init_params(self, rng, params, sample_outputs):
+    """`params` with the consistency head's Dense parameters added."""
     head = nn.Dense(sample_outputs["logits"].shape[-1])
     return {**params, CONSISTENCY_KEY: head.init(rng, sample_outputs["features"])["params"]}
 
   def init_extras(self, num_train: int, num_classes: int, params) -> dict:
+    """The EMA teacher: a copy of `params`, and its () int32 step."""
     del num_train, num_classes
     return {TEACHER: jax.tree.map(jnp.array, params), TEACHER_STEP: jnp.zeros((), jnp.int32)}
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
+    """(weight x the pool batch's consistency loss against the teacher, metrics, extras
+    with the teacher updated)."""
     head = nn.Dense(outputs["logits"].shape[-1])
     consistency = lambda features: head.apply({"params": params[CONSISTENCY_KEY]}, features)
     rows = aux["pool_index"][batch["pool_position_index"]]
@@ -124,6 +129,7 @@ class CodHook(TrainHook):
     return self.weight * (residual + cod), {"cod_loss": cod, "residual_loss": residual}, extras
 
   def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
+    """The pool positions each step draws: (num_steps, batch_size) int64."""
     del epoch, labeled_size, cycle_seed
     # a fresh random batch each step, distinct rows within it (the reference's new iterator
     # over a random sampler per step)
@@ -133,11 +139,13 @@ class CodHook(TrainHook):
     ]).astype(np.int32)}
 
   def aux(self, record, pool_index):
+    """The pool index (the record is not read)."""
     del record
     return {"pool_index": pool_index}
 
 
 def make_hook(config: ml_collections.ConfigDict) -> CodHook:
+  """The CodHook of the tod config section."""
   t = config.tod
   return CodHook(weight=float(t.cod_weight), ema_decay=float(t.ema_decay),
                  batch_size=int(t.pool_batch_size))
@@ -155,6 +163,7 @@ def discrepancy_scores(scoring, data, batch, *, preprocess: Preprocess) -> jax.A
 
 
 def variables_path(run_dir: pathlib.Path, cycle: int) -> pathlib.Path:
+  """Where the cycle's model variables are kept for the next cycle's discrepancy."""
   return run_dir / f"tod_variables_cycle{cycle}.msgpack"
 
 
@@ -177,6 +186,7 @@ def _earlier_variables(ctx: ScoringContext):
 
 
 def score(ctx: ScoringContext) -> np.ndarray:
+  """(P,) float32 discrepancy between this cycle's model and the previous one's."""
   if ctx.run_dir is None:
     raise RuntimeError("TOD keeps the previous cycle's model in the run folder; the loop did "
                        "not give one")
@@ -204,6 +214,7 @@ def select(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The tod config section's defaults."""
   s = ml_collections.ConfigDict()
   # Weight of the auxiliary loss (means over batch x classes, as the reference): 0.02
   # CIFAR-10, 0.05 CIFAR-100, 0.005 SVHN, 0.1 Caltech101.
@@ -220,6 +231,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the tod section's values are invalid."""
   s = config.tod
   check_value(s.cod_weight >= 0, "tod.cod_weight", s.cod_weight, ">= 0")
   check_value(0 <= s.ema_decay < 1, "tod.ema_decay", s.ema_decay, "in [0, 1)")

@@ -70,6 +70,7 @@ def checkpoint_scores(scoring, data, batch, *, preprocess: Preprocess, scope: st
 
 
 def score(ctx: ScoringContext) -> np.ndarray:
+  """(P,) float32 TracIn self-influence over the epochs' snapshots."""
   store: SnapshotStore = ctx.epoch_callback
   if store is None or not len(store):
     raise RuntimeError("TracInCP has no checkpoints: the trainer did not call its store")
@@ -103,6 +104,7 @@ STORES = ("device", "host", "disk")
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The tracin config section's defaults."""
   s = ml_collections.ConfigDict()
   s.params = "all"  # gradients over 'all' parameters, or the 'last_layer' closed form
   # Where the per-epoch checkpoints live: 'device' memory, 'host' memory, or 'disk' (under
@@ -113,6 +115,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the tracin section's values are invalid."""
   del num_devices
   tr = config.tracin
   check_value(tr.params in PARAMS, "tracin.params", tr.params, f"one of {PARAMS}")

@@ -106,6 +106,8 @@ def score(ctx: ScoringContext) -> dict[str, object]:
 
 
 def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
+  """TypiClust's k picks: the most typical row of each large uncovered cluster; (k,) pool
+  indices."""
   c = ctx.config.typiclust
   x, labeled = evidence["x"], evidence["labeled"]
   most = min(int(c.max_clusters), x.shape[0])  # held every cycle: one compiled k-means
@@ -119,6 +121,7 @@ def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarr
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The typiclust config section's defaults."""
   s = ml_collections.ConfigDict()
   s.max_clusters = 500  # k-means clusters: min(labeled + budget, this), as the reference
   s.min_cluster_size = 5  # clusters of at most this many rows are never visited
@@ -130,6 +133,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the typiclust section's values are invalid."""
   del num_devices
   s = config.typiclust
   check_value(s.distance in DISTANCES, "typiclust.distance", s.distance, f"one of {DISTANCES}")

@@ -88,6 +88,7 @@ class Settings:
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Settings":
+    """The Settings of the vaal config section."""
     v = config.vaal
     return cls(vaal_models.VAE(latent_dim=int(v.latent_dim), width=int(v.width)),
                vaal_models.Discriminator(hidden=int(v.discriminator_hidden)),
@@ -96,10 +97,12 @@ class Settings:
                str(v.batch_norm), str(v.score_batch_norm), str(v.normalise), str(v.flip))
 
   def optimizer(self) -> optax.GradientTransformation:
+    """Adam at the learning rate, for both the VAE and the discriminator."""
     return optax.adam(self.learning_rate)
 
 
 class VaalState(flax.struct.PyTreeNode):
+  """The VAE's and the discriminator's parameters, batch statistics and optimizer states."""
   vae_params: dict
   vae_stats: dict
   disc_params: dict
@@ -415,6 +418,7 @@ FLIPS = ("all", "train", "none")
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The vaal config section's defaults."""
   s = ml_collections.ConfigDict()
   s.latent_dim = 32  # VAE latent size
   s.width = 128  # encoder channels width, 2, 4, 8 x width (the reference's 128 ... 1024)
@@ -440,6 +444,7 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the vaal section's values are invalid."""
   va = config.vaal
   check_value(va.iterations_per in ("train_set", "labeled"), "vaal.iterations_per",
               va.iterations_per, "'train_set' or 'labeled'")

@@ -19,6 +19,7 @@ from disal_jax.data.dataset import IGNORE_LABEL
 
 
 def is_pixelwise(logits: jax.Array) -> bool:
+  """Whether `logits` are per pixel, (B, h, w, C), rather than (B, C)."""
   return logits.ndim == 4
 
 

@@ -44,6 +44,7 @@ class ArrayRows:
     return self.shape[0]
 
   def read(self, rows: np.ndarray) -> np.ndarray:
+    """The array's `rows`, (len(rows), ...) as stored."""
     self.rows_read += len(rows)
     return self.array[rows]
 
@@ -71,6 +72,7 @@ class StreamedSplit:
 
   @property
   def num_rows(self) -> int:
+    """The number of rows in the split."""
     return len(self.labels)
 
   @property

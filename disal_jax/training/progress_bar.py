@@ -33,10 +33,12 @@ class CycleBar:
                      dynamic_ncols=True, leave=True)
 
   def update(self, metrics: dict[str, float]) -> None:
+    """Advances the bar one epoch, showing its loss, accuracy and images per second."""
     postfix = {"loss": f"{metrics['loss']:.4f}", "acc": f"{metrics['accuracy']:.3f}",
                "img/s": f"{metrics['images_per_second']:.0f}"}
     self._bar.set_postfix(postfix, refresh=False)
     self._bar.update(1)
 
   def close(self) -> None:
+    """Closes the bar."""
     self._bar.close()

@@ -33,6 +33,7 @@ class PoolRecord(NamedTuple):
 
 
 def level_at_least(level: str, needed: str) -> bool:
+  """Whether record level `level` keeps all that `needed` keeps."""
   return LEVELS.index(level) >= LEVELS.index(needed)
 
 

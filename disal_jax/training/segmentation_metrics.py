@@ -44,11 +44,14 @@ def iou_per_class(matrix: np.ndarray) -> np.ndarray:
 
 
 def mean_iou(matrix: np.ndarray) -> float:
+  """The mean over classes of the IoU of the (C, C) confusion matrix, classes absent from
+  both ignored; nan if none is present."""
   iou = iou_per_class(matrix)
   return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
 def pixel_accuracy(matrix: np.ndarray) -> float:
+  """The fraction of pixels on the (C, C) confusion matrix's diagonal; nan if it is empty."""
   matrix = np.asarray(matrix, np.float64)
   total = matrix.sum()
   return float(np.trace(matrix) / total) if total else float("nan")
@@ -62,12 +65,15 @@ class ConfusionMatrix(clu_metrics.Metric):
   @classmethod
   def from_model_output(cls, logits: jax.Array, labels: jax.Array,
                         mask: jax.Array | None = None, **_) -> "ConfusionMatrix":
+    """The (C, C) int32 confusion matrix of one batch's argmax predictions."""
     num_classes = logits.shape[-1]
     predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     return cls(confusion_matrix(labels, predictions, num_classes, mask))
 
   def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    """The sum of the two matrices."""
     return type(self)(self.matrix + other.matrix)
 
   def compute(self) -> jax.Array:
+    """The (C, C) int32 confusion matrix (rows: label, columns: prediction)."""
     return self.matrix

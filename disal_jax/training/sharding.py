@@ -24,6 +24,7 @@ def _mesh(devices: tuple) -> Mesh:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """The sharding that puts a whole copy on every device of `mesh`."""
   return NamedSharding(mesh, P())
 
 
@@ -33,6 +34,7 @@ def along_data(mesh: Mesh) -> NamedSharding:
 
 
 def put_replicated(tree, mesh: Mesh):
+  """`tree` placed on every device of `mesh`, replicated."""
   return _put(tree, replicated(mesh))
 
 

@@ -77,10 +77,12 @@ class SnapshotStore:
     return sharding.put_replicated(jax.tree.unflatten(self._treedef, item), mesh)
 
   def metrics(self) -> dict[str, float]:
+    """The snapshots' count, bytes and seconds spent storing them."""
     return {"snapshots": float(len(self)), "snapshot_bytes": float(self.nbytes),
             "snapshot_seconds": self.seconds}
 
   def close(self) -> None:
+    """Drops the snapshots (and their folder, when stored on disk)."""
     self._items.clear()
     if self.where == "disk" and self.directory.exists():
       shutil.rmtree(self.directory)

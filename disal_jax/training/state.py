@@ -28,6 +28,7 @@ class TrainState(train_state.TrainState):
   extras: Any = struct.field(default_factory=dict)
 
   def variables(self, params=None) -> dict:
+    """The model's variables: `params` (default: the state's) and the batch statistics."""
     return {"params": self.params if params is None else params,
             "batch_stats": self.batch_stats}
 

@@ -50,6 +50,7 @@ class DeviceData(NamedTuple):
 
   @property
   def num_rows(self) -> int:
+    """The number of rows N."""
     return int(self.labels.shape[0])
 
   def window(self, rows) -> "DeviceData":
@@ -83,16 +84,20 @@ class LastValue(clu_metrics.Metric):
 
   @classmethod
   def from_model_output(cls, value: jax.Array, **_) -> "LastValue":
+    """The metric holding `value`."""
     return cls(value)
 
   def merge(self, other: "LastValue") -> "LastValue":
+    """`other`: the later value wins."""
     return other
 
   def compute(self) -> jax.Array:
+    """The value last seen."""
     return self.value
 
 
 def merge_metrics(a: Optional[Metrics], b: Metrics) -> Metrics:
+  """`b` merged into `a` key by key (`b` alone when `a` is None)."""
   return b if a is None else {k: a[k].merge(b[k]) for k in a}
 
 

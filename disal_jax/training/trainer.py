@@ -281,6 +281,7 @@ def epoch_batches(rng: np.random.Generator, labeled: np.ndarray, batch_size: int
 
 
 def format_seconds(seconds: float) -> str:
+  """`seconds` as '1h02m' from an hour on, else '3m05s'."""
   seconds = int(seconds)
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
       f"{seconds // 60}m{seconds % 60:02d}s"
@@ -288,6 +289,7 @@ def format_seconds(seconds: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class JittedSteps:
+  """The jitted train, eval and predict step functions of one model and mesh."""
   train: Callable
   eval: Callable
   predict: Callable
@@ -425,6 +427,7 @@ class Trainer:
                                  params)
 
   def init_state(self, rng: jax.Array) -> TrainState:
+    """A fresh TrainState from `rng`, replicated over the mesh."""
     return sharding.put_replicated(self._fresh_state(rng), self.mesh)
 
   def reset_optimizer(self, state: TrainState, rng: jax.Array) -> TrainState:

@@ -46,12 +46,14 @@ def score(ctx: ScoringContext) -> np.ndarray:
 
 
 def defaults() -> ml_collections.ConfigDict:
+  """The tempered_confidence config section's defaults."""
   s = ml_collections.ConfigDict()
   s.temperature = 2.0  # softmax temperature T of the score; 1 = least_confidence
   return s
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError where the temperature is not positive."""
   del num_devices  # nothing here is split over the devices
   t = config.tempered_confidence.temperature
   check_value(t > 0, "tempered_confidence.temperature", t, "> 0")
