@@ -1,4 +1,5 @@
-"""The repository passes its own linter (pyproject.toml [tool.ruff]), as pre-commit checks."""
+"""The repository passes its own linter and formatter (pyproject.toml [tool.ruff]), as
+pre-commit checks."""
 
 import pathlib
 import subprocess
@@ -12,4 +13,11 @@ def test_ruff_finds_nothing():
   ruff = pathlib.Path(sys.executable).with_name("ruff")
   out = subprocess.run([str(ruff), "check", "--no-cache", "."], cwd=REPO, capture_output=True,
                        text=True, check=False)
+  assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_format_changes_nothing():
+  ruff = pathlib.Path(sys.executable).with_name("ruff")
+  out = subprocess.run([str(ruff), "format", "--check", "--no-cache", "."], cwd=REPO,
+                       capture_output=True, text=True, check=False)
   assert out.returncode == 0, out.stdout + out.stderr
