@@ -12,12 +12,12 @@ materialised size; writes <out>/badge.json.
 
 from __future__ import annotations
 
-from absl import app, flags
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
-from disal_jax import platform_settings
 from benchmarks import common
+from disal_jax import platform_settings
 from disal_jax.strategies import badge
 
 _POOL = flags.DEFINE_integer("pool", 50_000, "Candidates P.")
@@ -41,20 +41,35 @@ def main(argv):
   seconds = common.timed(lambda: compiled(u, a, uniforms))
   factor_bytes = (u.size + a.size) * 4
   materialised = pool * classes * dim * 4
-  figures = {"factor_bytes": factor_bytes, "selection_temp_bytes": temp,
-             "materialised_bytes": materialised, "peak_rss_mib": common.peak_rss_mib(),
-             "seconds": seconds}
-  print(f"\nBADGE selection: P={pool}, C={classes}, D'={dim}, k={k}, "
-        f"{jax.device_count()} {jax.default_backend()} device(s)\n")
-  print(common.table(["quantity", "value"], [
-      ["factors u, a on device (MiB)", factor_bytes / 2**20],
-      ["selection temporaries (MiB)", temp / 2**20],
-      ["process peak RSS (MiB)", figures["peak_rss_mib"]],
-      ["materialised embeddings (MiB)", materialised / 2**20],
-      [f"{k} picks (s)", seconds]]))
+  figures = {
+    "factor_bytes": factor_bytes,
+    "selection_temp_bytes": temp,
+    "materialised_bytes": materialised,
+    "peak_rss_mib": common.peak_rss_mib(),
+    "seconds": seconds,
+  }
+  print(
+    f"\nBADGE selection: P={pool}, C={classes}, D'={dim}, k={k}, "
+    f"{jax.device_count()} {jax.default_backend()} device(s)\n"
+  )
+  print(
+    common.table(
+      ["quantity", "value"],
+      [
+        ["factors u, a on device (MiB)", factor_bytes / 2**20],
+        ["selection temporaries (MiB)", temp / 2**20],
+        ["process peak RSS (MiB)", figures["peak_rss_mib"]],
+        ["materialised embeddings (MiB)", materialised / 2**20],
+        [f"{k} picks (s)", seconds],
+      ],
+    )
+  )
   print(f"\nmaterialised / held = {materialised / (factor_bytes + temp):.0f}x")
-  path = common.write_json("badge", {"pool": pool, "classes": classes, "dim": dim, "picks": k,
-                                     "figures": {"kmeans_pp": figures}}, _OUT.value)
+  path = common.write_json(
+    "badge",
+    {"pool": pool, "classes": classes, "dim": dim, "picks": k, "figures": {"kmeans_pp": figures}},
+    _OUT.value,
+  )
   print(f"wrote {path}")
 
 

@@ -35,8 +35,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # The real CIFAR-10 as an image-folder archive, where this project's machines keep it.
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", str(CIFAR10_ARCHIVE),
-    "Image folder (root/<split>/<class>/<image>) or its .tar.gz the benchmarks read.")
+  "data_dir",
+  str(CIFAR10_ARCHIVE),
+  "Image folder (root/<split>/<class>/<image>) or its .tar.gz the benchmarks read.",
+)
 
 
 def data_dir() -> str:
@@ -58,42 +60,49 @@ def cifar_config(num_train: int, width: int, cache_dir: str):
   return config
 
 
-def scoring_context(config, dataset, mesh, strategy, labeled, candidates, key, workdir
-                    ) -> tuple[Trainer, ScoringContext]:
+def scoring_context(
+  config, dataset, mesh, strategy, labeled, candidates, key, workdir
+) -> tuple[Trainer, ScoringContext]:
   """A strategy's ScoringContext after a stand-in cycle: random weights, start parameters
   0.01 away, one recorded epoch, one TracInCP checkpoint (throughput does not depend on the
   values)."""
-  trainer = Trainer(config, build_model(model_config(config, strategy), dataset.num_classes),
-                    dataset, mesh)
+  trainer = Trainer(
+    config, build_model(model_config(config, strategy), dataset.num_classes), dataset, mesh
+  )
   state = trainer.init_state(jax.random.key(0))
   start = jax.tree.map(lambda x: x + 0.01 * jax.random.normal(key, x.shape), state.params)
   pool_length = trainer.padded_pool_length(len(candidates), 0)
   probs = trainer.pool_probs(state, candidates, pool_length)
   record = record_lib.PoolRecord(probs, np.float32(1), np.int32(1), None, None)
   padded = np.zeros(pool_length, np.int32)
-  padded[:len(candidates)] = candidates
+  padded[: len(candidates)] = candidates
   pool_index = jax.device_put(padded, sharding.along_data(mesh))
   result = CycleResult(state, start, record, pool_index, {}, [], 0.0, 0.0)
   callback = None
   if strategy.make_epoch_callback is not None:
     callback = SnapshotStore("device", workdir)
     callback(state, 0, 0.1)
-  return trainer, ScoringContext(config, scoring_data(trainer), result, candidates, labeled, key, 0,
-                                 callback)
+  return trainer, ScoringContext(
+    config, scoring_data(trainer), result, candidates, labeled, key, 0, callback
+  )
 
 
-def synthetic_dataset(num_train: int, num_test: int, image_size: int = 32,
-                      num_classes: int = 10, seed: int = 0) -> Dataset:
+def synthetic_dataset(
+  num_train: int, num_test: int, image_size: int = 32, num_classes: int = 10, seed: int = 0
+) -> Dataset:
   """Uniform random uint8 images (image_size x image_size x 3) with random labels: CIFAR's
   shapes where only throughput, memory and compilations are measured (they do not depend on
   the pixel values)."""
   rng = np.random.default_rng(seed)
   shape = (image_size, image_size, 3)
-  return Dataset("synthetic", rng.integers(0, 256, (num_train, *shape), np.uint8),
-                 rng.integers(0, num_classes, num_train).astype(np.int32),
-                 rng.integers(0, 256, (num_test, *shape), np.uint8),
-                 rng.integers(0, num_classes, num_test).astype(np.int32),
-                 tuple(str(c) for c in range(num_classes)))
+  return Dataset(
+    "synthetic",
+    rng.integers(0, 256, (num_train, *shape), np.uint8),
+    rng.integers(0, num_classes, num_train).astype(np.int32),
+    rng.integers(0, 256, (num_test, *shape), np.uint8),
+    rng.integers(0, num_classes, num_test).astype(np.int32),
+    tuple(str(c) for c in range(num_classes)),
+  )
 
 
 def disal_branch_config(config, **overrides):
@@ -110,11 +119,18 @@ def train_cycle(config, dataset, mesh, labeled, pool, hook=None) -> tuple[Traine
   """One cycle of the real trainer from fresh weights: config.train.epochs epochs on the
   `labeled` rows (L,), recording the `pool` rows (P,) as `hook` needs (DISAL's hook or None).
   Returns the trainer and its result; the first epoch compiles."""
-  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset, mesh,
-                    hook=hook)
+  trainer = Trainer(
+    config, build_model(config.model, dataset.num_classes), dataset, mesh, hook=hook
+  )
   level = "none" if hook is None else disal.record_level(config)
-  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               cycle=0, recording=Recording(level))
+  result = trainer.train_cycle(
+    trainer.init_state(jax.random.key(0)),
+    labeled,
+    pool,
+    (0, 0),
+    cycle=0,
+    recording=Recording(level),
+  )
   return trainer, result
 
 
@@ -127,23 +143,33 @@ def steady_images_per_second(result: CycleResult) -> float:
 def forward_seconds(config, dataset, mesh, labeled, candidates, workdir) -> float:
   """Seconds of one forward pass (softmax outputs) over the `candidates` rows, compiled
   beforehand on one batch: the floor every scorer is compared with."""
-  trainer, ctx = scoring_context(config, dataset, mesh, strategy_registry.get_strategy("random"),
-                                 labeled, candidates, jax.random.key(1), workdir)
+  trainer, ctx = scoring_context(
+    config,
+    dataset,
+    mesh,
+    strategy_registry.get_strategy("random"),
+    labeled,
+    candidates,
+    jax.random.key(1),
+    workdir,
+  )
   length = trainer.padded_pool_length(len(candidates), 0)
   batch = config.train.eval_batch_size
   trainer.pool_probs(ctx.result.state, candidates[:batch], length)  # compile
   return best_time(lambda: trainer.pool_probs(ctx.result.state, candidates, length))
 
 
-def scorer_seconds(config, dataset, mesh, name: str, labeled, candidates, k: int,
-                   workdir: str) -> float:
+def scorer_seconds(
+  config, dataset, mesh, name: str, labeled, candidates, k: int, workdir: str
+) -> float:
   """Seconds of strategy `name`'s real scoring path (score + select of k) over the
   `candidates` rows after a stand-in cycle (`scoring_context`), compiled beforehand on one
   batch of config.train.eval_batch_size candidates."""
   strategy = strategy_registry.get_strategy(name)
-  _, ctx = scoring_context(config, dataset, mesh, strategy, labeled, candidates,
-                           jax.random.key(1), workdir)
-  small = dataclasses.replace(ctx, candidates=candidates[:config.train.eval_batch_size])
+  _, ctx = scoring_context(
+    config, dataset, mesh, strategy, labeled, candidates, jax.random.key(1), workdir
+  )
+  small = dataclasses.replace(ctx, candidates=candidates[: config.train.eval_batch_size])
   strategy.select(strategy.score(small), small, 1)  # compile on one batch
   return best_time(lambda: strategy.select(strategy.score(ctx), ctx, k))
 
@@ -182,29 +208,33 @@ def print_figures(figures: dict[str, Any]) -> None:
   print(FIGURES_PREFIX + json.dumps(figures), flush=True)
 
 
-def run_child(module: str, args: list[str], env: Optional[dict[str, str]] = None
-              ) -> dict[str, Any]:
+def run_child(module: str, args: list[str], env: Optional[dict[str, str]] = None) -> dict[str, Any]:
   """Runs `python -m module *args` (its peak memory and compilations its own) and returns
   the figures it printed with `print_figures`; raises with its stderr's end if it failed."""
-  out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                       check=False, env=env)
+  out = subprocess.run(
+    [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False, env=env
+  )
   lines = [line for line in out.stdout.splitlines() if line.startswith(FIGURES_PREFIX)]
   if out.returncode != 0 or not lines:
     raise RuntimeError(f"{module} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
-  return json.loads(lines[-1][len(FIGURES_PREFIX):])
+  return json.loads(lines[-1][len(FIGURES_PREFIX) :])
 
 
 def plain_train_step(net, tx):
   """(params, batch_stats, opt_state, images, labels) -> the three updated: one cross-entropy
   step of a linen classifier with BatchNorm in train mode (the yardstick the benchmarks share)."""
+
   def train_step(params, batch_stats, opt_state, inputs, y):
     def objective(p):
-      out, updates = net.apply({"params": p, "batch_stats": batch_stats}, inputs, train=True,
-                               mutable=["batch_stats"])
+      out, updates = net.apply(
+        {"params": p, "batch_stats": batch_stats}, inputs, train=True, mutable=["batch_stats"]
+      )
       return optax.softmax_cross_entropy_with_integer_labels(out["logits"], y).mean(), updates
+
     grads, updates = jax.grad(objective, has_aux=True)(params)
     new_updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, new_updates), updates["batch_stats"], opt_state
+
   return train_step
 
 
@@ -215,11 +245,17 @@ def machine() -> dict[str, Any]:
       versions[package] = metadata.version(package)
     except metadata.PackageNotFoundError:
       versions[package] = None
-  return {"platform": platform.platform(), "python": platform.python_version(),
-          "cpu_count": os.cpu_count(), "jax_backend": jax.default_backend(),
-          "devices": [str(d) for d in jax.devices()], "device_count": jax.device_count(),
-          "versions": versions, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+  return {
+    "platform": platform.platform(),
+    "python": platform.python_version(),
+    "cpu_count": os.cpu_count(),
+    "jax_backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "device_count": jax.device_count(),
+    "versions": versions,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+  }
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -255,8 +291,10 @@ def write_json_to(path: pathlib.Path, payload: dict[str, Any]) -> pathlib.Path:
 def table(headers: list[str], rows: list[list[Any]]) -> str:
   def fmt(v):
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
   cells = [[fmt(v) for v in row] for row in rows]
   widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
   line = lambda r: "| " + " | ".join(v.rjust(w) for v, w in zip(r, widths)) + " |"
-  return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                    *map(line, cells)])
+  return "\n".join(
+    [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)]
+  )

@@ -23,16 +23,21 @@ import tempfile
 
 from absl import app, flags
 
-from disal_jax import platform_settings
 from benchmarks import common
+from disal_jax import platform_settings
 
-_STRATEGIES = flags.DEFINE_list("strategies", ["random", "disal", "tracincp_full"],
-                                "Strategies to compare.")
+_STRATEGIES = flags.DEFINE_list(
+  "strategies", ["random", "disal", "tracincp_full"], "Strategies to compare."
+)
 _VARIANTS = flags.DEFINE_multi_string(
-    "variant", [], "name:key=value,... one more run with config overrides, as in "
-    "disal_jax.ablation (strategies=<strategy> when the name is not one); repeatable.")
-_LABELED = flags.DEFINE_integer("labeled", 1000,
-                                "Labeled images in cycle 0 (cycle 1 has 5% of the pool more).")
+  "variant",
+  [],
+  "name:key=value,... one more run with config overrides, as in "
+  "disal_jax.ablation (strategies=<strategy> when the name is not one); repeatable.",
+)
+_LABELED = flags.DEFINE_integer(
+  "labeled", 1000, "Labeled images in cycle 0 (cycle 1 has 5% of the pool more)."
+)
 _POOL = flags.DEFINE_integer("pool", 4000, "Unlabeled pool images.")
 _WIDTH = flags.DEFINE_integer("width", 32, "ResNet-18 width.")
 _EPOCHS = flags.DEFINE_integer("epochs", 4, "Epochs per cycle.")
@@ -45,6 +50,7 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write cycle_co
 def _child(entry: str) -> dict:
   # pylint: disable=import-outside-toplevel
   from disal_jax import loop, variants
+
   name, overrides = variants.parse_variant(entry)
   strategy = str(overrides.pop("strategies", name))
   num_train = _LABELED.value + _POOL.value
@@ -60,10 +66,14 @@ def _child(entry: str) -> dict:
   config.al.final_count = _LABELED.value + 2 * config.al.step_count
   with tempfile.TemporaryDirectory() as workdir:
     row = loop.run_experiment(config, workdir)[strategy][1]
-  return {"train_seconds": row.train_seconds, "record_seconds": row.record_seconds,
-          "scoring_seconds": row.scoring_seconds,
-          "cycle_seconds": row.train_seconds + row.record_seconds + row.scoring_seconds,
-          "peak_rss_mib": common.peak_rss_mib(), **row.strategy_metrics}
+  return {
+    "train_seconds": row.train_seconds,
+    "record_seconds": row.record_seconds,
+    "scoring_seconds": row.scoring_seconds,
+    "cycle_seconds": row.train_seconds + row.record_seconds + row.scoring_seconds,
+    "peak_rss_mib": common.peak_rss_mib(),
+    **row.strategy_metrics,
+  }
 
 
 def main(argv):
@@ -78,17 +88,50 @@ def main(argv):
     figures[strategy] = common.run_child("benchmarks.cycle_cost", [*args, f"--child={entry}"])
     print(f"{strategy}: {figures[strategy]['cycle_seconds']:.1f} s", flush=True)
   base = figures.get("random", next(iter(figures.values())))
-  rows = [[s, f["train_seconds"], f["record_seconds"], f["scoring_seconds"], f["cycle_seconds"],
-           f["cycle_seconds"] / base["cycle_seconds"], f["peak_rss_mib"],
-           f.get("snapshot_bytes", 0.0) / 2**20] for s, f in figures.items()]
-  print(f"\nCycle 1 of 3: {_LABELED.value}+ labeled, {_POOL.value} pool, {_EPOCHS.value} epochs "
-        f"(at least {_MIN_STEPS.value} steps), ResNet-18 width {_WIDTH.value}\n")
-  print(common.table(["strategy", "train s", "record s", "scoring s", "cycle s",
-                      "x random", "peak RSS MiB", "checkpoints MiB"], rows))
-  path = common.write_json("cycle_cost", {"labeled": _LABELED.value, "pool": _POOL.value,
-                                          "width": _WIDTH.value, "epochs": _EPOCHS.value,
-                                          "min_steps": _MIN_STEPS.value,
-                                          "figures": figures}, _OUT.value)
+  rows = [
+    [
+      s,
+      f["train_seconds"],
+      f["record_seconds"],
+      f["scoring_seconds"],
+      f["cycle_seconds"],
+      f["cycle_seconds"] / base["cycle_seconds"],
+      f["peak_rss_mib"],
+      f.get("snapshot_bytes", 0.0) / 2**20,
+    ]
+    for s, f in figures.items()
+  ]
+  print(
+    f"\nCycle 1 of 3: {_LABELED.value}+ labeled, {_POOL.value} pool, {_EPOCHS.value} epochs "
+    f"(at least {_MIN_STEPS.value} steps), ResNet-18 width {_WIDTH.value}\n"
+  )
+  print(
+    common.table(
+      [
+        "strategy",
+        "train s",
+        "record s",
+        "scoring s",
+        "cycle s",
+        "x random",
+        "peak RSS MiB",
+        "checkpoints MiB",
+      ],
+      rows,
+    )
+  )
+  path = common.write_json(
+    "cycle_cost",
+    {
+      "labeled": _LABELED.value,
+      "pool": _POOL.value,
+      "width": _WIDTH.value,
+      "epochs": _EPOCHS.value,
+      "min_steps": _MIN_STEPS.value,
+      "figures": figures,
+    },
+    _OUT.value,
+  )
   print(f"\nwrote {path}")
 
 

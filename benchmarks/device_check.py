@@ -63,9 +63,9 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
-from absl import app, flags
 import jax
 import numpy as np
+from absl import app, flags
 
 from benchmarks import common
 from disal_jax import platform_settings
@@ -77,15 +77,22 @@ from disal_jax.training import trainer as trainer_lib
 
 SECTIONS = ("train", "cycle", "scoring")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Toy sizes (SMOKE), seconds on a CPU.")
-_JSON = flags.DEFINE_string("json", "", "Where to write the JSON; '' = $OUT/device_check.json "
-                            "when $OUT is set, else ./device_check.json.")
+_JSON = flags.DEFINE_string(
+  "json",
+  "",
+  "Where to write the JSON; '' = $OUT/device_check.json "
+  "when $OUT is set, else ./device_check.json.",
+)
 _SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"Sections to run, of {SECTIONS}.")
 _WIDTH = flags.DEFINE_integer("width", 64, "ResNet-18 width (64 = the standard model).")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Train steps per timed epoch and per device timing.")
 _POOL = flags.DEFINE_integer("pool", 10_000, "Candidates each scorer scores.")
-_SCORERS = flags.DEFINE_list("scorers", ["entropy", "disal", "mc_dropout", "gradnorm_entropy",
-                                         "badge"], "Strategies whose scoring is timed.")
+_SCORERS = flags.DEFINE_list(
+  "scorers",
+  ["entropy", "disal", "mc_dropout", "gradnorm_entropy", "badge"],
+  "Strategies whose scoring is timed.",
+)
 _EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs per cycle in the cycle section.")
 _CYCLES = flags.DEFINE_integer("cycles", 3, "Cycles per run in the cycle section (>= 2).")
 _CACHE = flags.DEFINE_string("cache_dir", "", "Decoded-image cache (config.data.cache_dir).")
@@ -97,23 +104,23 @@ _CHILD = flags.DEFINE_string("child", "", "Internal: run the cycle section for t
 # TF32 tensor cores (jax_default_matmul_precision), so float32 MFU can exceed 1. TPUs have no
 # float32 units (their float32 runs as several bfloat16 passes): omitted.
 PEAK_TFLOPS: tuple[tuple[str, Optional[dict[str, float]]], ...] = (
-    ("h100 pcie", {"bfloat16": 756.0, "float32": 51.0}),
-    ("h100", {"bfloat16": 989.0, "float32": 67.0}),  # SXM
-    ("h200", {"bfloat16": 989.0, "float32": 67.0}),  # SXM (the H100's chip, more memory)
-    ("a100", {"bfloat16": 312.0, "float32": 19.5}),
-    ("tpu v4 lite", None),  # v4i: not in the table
-    ("tpu v4", {"bfloat16": 275.0}),
-    ("tpu v5 lite", {"bfloat16": 197.0}),  # v5e
-    ("tpu v5e", {"bfloat16": 197.0}),
-    ("tpu v5p", {"bfloat16": 459.0}),
-    ("tpu v5", {"bfloat16": 459.0}),  # v5p's device_kind
+  ("h100 pcie", {"bfloat16": 756.0, "float32": 51.0}),
+  ("h100", {"bfloat16": 989.0, "float32": 67.0}),  # SXM
+  ("h200", {"bfloat16": 989.0, "float32": 67.0}),  # SXM (the H100's chip, more memory)
+  ("a100", {"bfloat16": 312.0, "float32": 19.5}),
+  ("tpu v4 lite", None),  # v4i: not in the table
+  ("tpu v4", {"bfloat16": 275.0}),
+  ("tpu v5 lite", {"bfloat16": 197.0}),  # v5e
+  ("tpu v5e", {"bfloat16": 197.0}),
+  ("tpu v5p", {"bfloat16": 459.0}),
+  ("tpu v5", {"bfloat16": 459.0}),  # v5p's device_kind
 )
 # Compiled and pre-pass flop counts further apart than this factor are reported: a backend's
 # cost analysis may not count work inside its library calls (cuDNN convolutions, say).
 FLOPS_MISMATCH = 2.0
 TRAIN_EPOCHS = 3  # the first compiles; the faster of the other two is kept
 PICK_FRACTION = 20  # scorers pick 1/20 (5%) of the candidates, the protocol's step
-MIB = 2 ** 20
+MIB = 2**20
 Save = Callable[[dict[str, Any]], None]  # writes a section's figures so far to the JSON
 
 
@@ -131,6 +138,7 @@ class Settings:
     cycle_train, cycle_test: the synthetic set's sizes when the archive is not used.
     use_archive: read the real CIFAR-10 archive at --data_dir when it exists.
   """
+
   width: int
   batch_size: int
   image_size: int
@@ -147,18 +155,41 @@ class Settings:
 
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
-SMOKE = Settings(width=4, batch_size=8, image_size=16, steps=2, pool=64, labeled=16,
-                 eval_batch_size=32, scorers=tuple(_SCORERS.default), epochs=1, cycles=3,
-                 cycle_train=200, cycle_test=32, use_archive=False)
+SMOKE = Settings(
+  width=4,
+  batch_size=8,
+  image_size=16,
+  steps=2,
+  pool=64,
+  labeled=16,
+  eval_batch_size=32,
+  scorers=tuple(_SCORERS.default),
+  epochs=1,
+  cycles=3,
+  cycle_train=200,
+  cycle_test=32,
+  use_archive=False,
+)
 
 
 def settings() -> Settings:
   if _SMOKE.value:
     return SMOKE
-  return Settings(width=_WIDTH.value, batch_size=_BATCH.value, image_size=32,
-                  steps=_STEPS.value, pool=_POOL.value, labeled=1_000, eval_batch_size=500,
-                  scorers=tuple(_SCORERS.value), epochs=_EPOCHS.value, cycles=_CYCLES.value,
-                  cycle_train=CIFAR10_TRAIN, cycle_test=CIFAR10_TEST, use_archive=True)
+  return Settings(
+    width=_WIDTH.value,
+    batch_size=_BATCH.value,
+    image_size=32,
+    steps=_STEPS.value,
+    pool=_POOL.value,
+    labeled=1_000,
+    eval_batch_size=500,
+    scorers=tuple(_SCORERS.value),
+    epochs=_EPOCHS.value,
+    cycles=_CYCLES.value,
+    cycle_train=CIFAR10_TRAIN,
+    cycle_test=CIFAR10_TEST,
+    use_archive=True,
+  )
 
 
 def peak_tflops(device_kind: str, dtype: str) -> Optional[float]:
@@ -195,8 +226,9 @@ def _config(s: Settings, dtype: str = "float32"):
 
 
 # -- train ----------------------------------------------------------------------------------
-def _device_timing(trainer: trainer_lib.Trainer, state, labeled: np.ndarray, calls: int
-                   ) -> dict[str, float]:
+def _device_timing(
+  trainer: trainer_lib.Trainer, state, labeled: np.ndarray, calls: int
+) -> dict[str, float]:
   """The plain train step of `trainer` (the loop's own jitted function) on one pre-staged
   batch: XLA's flops per step, and seconds per step on the device and to dispatch.
 
@@ -209,14 +241,15 @@ def _device_timing(trainer: trainer_lib.Trainer, state, labeled: np.ndarray, cal
     {'flops_per_step' (the compiled step's), 'flops_per_step_lowered' (before XLA's
     passes), 'device_seconds_per_step', 'dispatch_seconds_per_step'}.
   """
-  step = trainer_lib.jitted_steps(trainer.mesh, trainer.preprocess, None,
-                                  trainer.pixel_stride).train
+  step = trainer_lib.jitted_steps(
+    trainer.mesh, trainer.preprocess, None, trainer.pixel_stride
+  ).train
   along = sharding.along_data(trainer.mesh)
-  rows, fresh = trainer_lib.epoch_batches(np.random.default_rng(0), labeled,
-                                          trainer.config.train.batch_size)
+  rows, fresh = trainer_lib.epoch_batches(
+    np.random.default_rng(0), labeled, trainer.config.train.batch_size
+  )
   # the rate is the state's schedule's, past the cycle's end: its last (decayed) value
-  batch = {"index": sharding.put_host(rows[0], along),
-           "fresh": sharding.put_host(fresh[0], along)}
+  batch = {"index": sharding.put_host(rows[0], along), "fresh": sharding.put_host(fresh[0], along)}
   data, aux = trainer.train_data, {}
   lowered = step.lower(state, data, batch, aux)
   # the loop's executable (same function, shapes and shardings): jit's cache, no compile
@@ -231,9 +264,12 @@ def _device_timing(trainer: trainer_lib.Trainer, state, labeled: np.ndarray, cal
   t1 = time.perf_counter()
   jax.block_until_ready(state)
   t2 = time.perf_counter()
-  return {"flops_per_step": flops, "flops_per_step_lowered": flops_lowered,
-          "device_seconds_per_step": (t2 - t0) / calls,
-          "dispatch_seconds_per_step": (t1 - t0) / calls}
+  return {
+    "flops_per_step": flops,
+    "flops_per_step_lowered": flops_lowered,
+    "device_seconds_per_step": (t2 - t0) / calls,
+    "dispatch_seconds_per_step": (t1 - t0) / calls,
+  }
 
 
 def train_section(s: Settings, mesh, save: Save) -> dict[str, Any]:
@@ -243,23 +279,31 @@ def train_section(s: Settings, mesh, save: Save) -> dict[str, Any]:
   pool = np.arange(labeled_count, 2 * labeled_count)  # DISAL's pool batches come from it
   kind = jax.devices()[0].device_kind
   figures: dict[str, Any] = {}
-  section = {"device_kind": kind, "labeled": labeled_count, "figures": figures,
-             # None: the backend's default (float32 may run as TF32 on NVIDIA GPUs)
-             "default_matmul_precision": getattr(jax.config, "jax_default_matmul_precision",
-                                                 None)}
+  section = {
+    "device_kind": kind,
+    "labeled": labeled_count,
+    "figures": figures,
+    # None: the backend's default (float32 may run as TF32 on NVIDIA GPUs)
+    "default_matmul_precision": getattr(jax.config, "jax_default_matmul_precision", None),
+  }
   for dtype in ("float32", "bfloat16"):
     config = _config(s, dtype)
     config.train.epochs = TRAIN_EPOCHS
     trainer, result = common.train_cycle(config, dataset, mesh, labeled, pool)
     loop_rate = common.steady_images_per_second(result)
-    row = {"loop_images_per_second": loop_rate,
-           "loop_seconds_per_step": s.batch_size / loop_rate,
-           **_device_timing(trainer, result.state, labeled, s.steps)}
+    row = {
+      "loop_images_per_second": loop_rate,
+      "loop_seconds_per_step": s.batch_size / loop_rate,
+      **_device_timing(trainer, result.state, labeled, s.steps),
+    }
     row["device_images_per_second"] = s.batch_size / row["device_seconds_per_step"]
     peak = peak_tflops(kind, dtype)
     row["peak_tflops"] = peak
-    row["mfu"] = (None if peak is None else
-                  row["flops_per_step"] / row["device_seconds_per_step"] / (peak * 1e12))
+    row["mfu"] = (
+      None
+      if peak is None
+      else row["flops_per_step"] / row["device_seconds_per_step"] / (peak * 1e12)
+    )
     figures[f"plain {dtype}"] = row
     save(section)
   config = common.disal_branch_config(_config(s))
@@ -267,9 +311,11 @@ def train_section(s: Settings, mesh, save: Save) -> dict[str, Any]:
   _, result = common.train_cycle(config, dataset, mesh, labeled, pool, disal.make_hook(config))
   rate = common.steady_images_per_second(result)
   plain = figures["plain float32"]["loop_images_per_second"]
-  figures["disal branch float32"] = {"loop_images_per_second": rate,
-                                     "loop_seconds_per_step": s.batch_size / rate,
-                                     "step_time_vs_plain": plain / rate}
+  figures["disal branch float32"] = {
+    "loop_images_per_second": rate,
+    "loop_seconds_per_step": s.batch_size / rate,
+    "step_time_vs_plain": plain / rate,
+  }
   return section
 
 
@@ -288,25 +334,50 @@ def train_table(section: dict[str, Any]) -> str:
   rows = []
   for name, f in section["figures"].items():
     mfu = f.get("mfu")
-    rows.append([name, _num(f["loop_images_per_second"]), _ms(f, "loop_seconds_per_step"),
-                 _num(f.get("device_images_per_second", "-")),
-                 _ms(f, "device_seconds_per_step"), _ms(f, "dispatch_seconds_per_step"),
-                 f["flops_per_step"] / 1e9 if "flops_per_step" in f else "-",
-                 "-" if mfu is None else f"{100 * mfu:.1f}%",
-                 f.get("step_time_vs_plain", 1.0)])
-  lines = [common.table(["train step", "loop img/s", "loop ms/step", "device img/s",
-                         "device ms/step", "dispatch ms/step", "GFLOP/step", "MFU",
-                         "time x plain"], rows)]
+    rows.append(
+      [
+        name,
+        _num(f["loop_images_per_second"]),
+        _ms(f, "loop_seconds_per_step"),
+        _num(f.get("device_images_per_second", "-")),
+        _ms(f, "device_seconds_per_step"),
+        _ms(f, "dispatch_seconds_per_step"),
+        f["flops_per_step"] / 1e9 if "flops_per_step" in f else "-",
+        "-" if mfu is None else f"{100 * mfu:.1f}%",
+        f.get("step_time_vs_plain", 1.0),
+      ]
+    )
+  lines = [
+    common.table(
+      [
+        "train step",
+        "loop img/s",
+        "loop ms/step",
+        "device img/s",
+        "device ms/step",
+        "dispatch ms/step",
+        "GFLOP/step",
+        "MFU",
+        "time x plain",
+      ],
+      rows,
+    )
+  ]
   unknown = [n for n, f in section["figures"].items() if "mfu" in f and f["mfu"] is None]
   if unknown:
-    lines.append(f"MFU omitted for {', '.join(unknown)}: no peak for device kind "
-                 f"{section['device_kind']!r} and that dtype in PEAK_TFLOPS.")
+    lines.append(
+      f"MFU omitted for {', '.join(unknown)}: no peak for device kind "
+      f"{section['device_kind']!r} and that dtype in PEAK_TFLOPS."
+    )
   for name, f in section["figures"].items():
     if "flops_per_step" in f and not (
-        1 / FLOPS_MISMATCH < f["flops_per_step"] / f["flops_per_step_lowered"] < FLOPS_MISMATCH):
-      lines.append(f"{name}: the compiled step's cost analysis counts "
-                   f"{f['flops_per_step'] / 1e9:.3g} GFLOP, the program before XLA's passes "
-                   f"{f['flops_per_step_lowered'] / 1e9:.3g}: read its MFU with care.")
+      1 / FLOPS_MISMATCH < f["flops_per_step"] / f["flops_per_step_lowered"] < FLOPS_MISMATCH
+    ):
+      lines.append(
+        f"{name}: the compiled step's cost analysis counts "
+        f"{f['flops_per_step'] / 1e9:.3g} GFLOP, the program before XLA's passes "
+        f"{f['flops_per_step_lowered'] / 1e9:.3g}: read its MFU with care."
+      )
   return "\n".join(lines)
 
 
@@ -321,22 +392,31 @@ def scoring_section(s: Settings, mesh, save: Save) -> dict[str, Any]:
   section = {"pool": s.pool, "picks": k, "figures": figures}
   with tempfile.TemporaryDirectory(prefix="disal_jax_device_check_") as workdir:
     forward = common.forward_seconds(config, dataset, mesh, labeled, candidates, workdir)
-    figures["forward"] = {"seconds": forward, "samples_per_second": s.pool / forward,
-                          "x_forward": 1.0}
+    figures["forward"] = {
+      "seconds": forward,
+      "samples_per_second": s.pool / forward,
+      "x_forward": 1.0,
+    }
     for name in s.scorers:
-      seconds = common.scorer_seconds(config, dataset, mesh, name, labeled, candidates, k,
-                                      workdir)
-      figures[name] = {"seconds": seconds, "samples_per_second": s.pool / seconds,
-                       "x_forward": seconds / forward}
+      seconds = common.scorer_seconds(config, dataset, mesh, name, labeled, candidates, k, workdir)
+      figures[name] = {
+        "seconds": seconds,
+        "samples_per_second": s.pool / seconds,
+        "x_forward": seconds / forward,
+      }
       print(f"scoring {name}: {seconds:.2f} s", flush=True)
       save(section)
   return section
 
 
 def scoring_table(section: dict[str, Any]) -> str:
-  return common.table(["scorer", "seconds", "samples/s", "x forward time"],
-                      [[n, f["seconds"], _num(f["samples_per_second"]), f["x_forward"]]
-                       for n, f in section["figures"].items()])
+  return common.table(
+    ["scorer", "seconds", "samples/s", "x forward time"],
+    [
+      [n, f["seconds"], _num(f["samples_per_second"]), f["x_forward"]]
+      for n, f in section["figures"].items()
+    ],
+  )
 
 
 # -- cycle ----------------------------------------------------------------------------------
@@ -358,6 +438,7 @@ class _CycleMarks(logging.Handler):
 def cycle_child(strategy: str, s: Settings) -> dict[str, Any]:
   """Runs the protocol's first s.cycles cycles of `strategy` through the loop; its figures."""
   from disal_jax import loop  # pylint: disable=import-outside-toplevel
+
   config = _config(s)
   config.data.placement = "auto"  # as a run would
   config.strategies = strategy
@@ -374,12 +455,16 @@ def cycle_child(strategy: str, s: Settings) -> dict[str, Any]:
     source = f"CIFAR-10 archive {archive}"
   else:
     dataset = common.synthetic_dataset(s.cycle_train, s.cycle_test, s.image_size)
-    source = (f"synthetic {s.cycle_train} + {s.cycle_test} images "
-              f"{s.image_size}x{s.image_size}x3, 10 classes")
+    source = (
+      f"synthetic {s.cycle_train} + {s.cycle_test} images "
+      f"{s.image_size}x{s.image_size}x3, 10 classes"
+    )
   loop_log = logging.getLogger(loop.__name__)
   loop_log.setLevel(logging.INFO)
-  with tempfile.TemporaryDirectory(prefix="disal_jax_device_check_") as workdir, \
-       common.CompileLog() as compiles:
+  with (
+    tempfile.TemporaryDirectory(prefix="disal_jax_device_check_") as workdir,
+    common.CompileLog() as compiles,
+  ):
     marks = _CycleMarks(compiles)
     loop_log.addHandler(marks)
     try:
@@ -390,22 +475,33 @@ def cycle_child(strategy: str, s: Settings) -> dict[str, Any]:
       loop_log.removeHandler(marks)
   last = f"cycle{len(rows) - 1}"
   if "cycle0" not in compiles.marks or last not in compiles.marks:
-    raise RuntimeError(f"the loop's end-of-cycle lines {_CycleMarks.END_OF_CYCLE!r} were not "
-                       f"seen (marks {compiles.marks}): the compile count needs them")
-  later = compiles.names[compiles.marks["cycle0"]:compiles.marks[last]]
+    raise RuntimeError(
+      f"the loop's end-of-cycle lines {_CycleMarks.END_OF_CYCLE!r} were not "
+      f"seen (marks {compiles.marks}): the compile count needs them"
+    )
+  later = compiles.names[compiles.marks["cycle0"] : compiles.marks[last]]
   stats = jax.devices()[0].memory_stats() or {}
   steady = rows[1]
-  return {"data": source, "labeled": [r.labeled for r in rows], "run_seconds": wall,
-          "cycles": [{"train_seconds": r.train_seconds, "record_seconds": r.record_seconds,
-                      "scoring_seconds": r.scoring_seconds,
-                      "cycle_seconds": r.train_seconds + r.record_seconds + r.scoring_seconds}
-                     for r in rows],
-          "cycle1_seconds": steady.train_seconds + steady.record_seconds
-          + steady.scoring_seconds,
-          "peak_device_bytes": stats.get("peak_bytes_in_use"),
-          "peak_rss_mib": common.peak_rss_mib(),
-          "compiles_through_first_cycle": compiles.marks["cycle0"],
-          "compiles_after_first_cycle": len(later), "compiled_after_first_cycle": later}
+  return {
+    "data": source,
+    "labeled": [r.labeled for r in rows],
+    "run_seconds": wall,
+    "cycles": [
+      {
+        "train_seconds": r.train_seconds,
+        "record_seconds": r.record_seconds,
+        "scoring_seconds": r.scoring_seconds,
+        "cycle_seconds": r.train_seconds + r.record_seconds + r.scoring_seconds,
+      }
+      for r in rows
+    ],
+    "cycle1_seconds": steady.train_seconds + steady.record_seconds + steady.scoring_seconds,
+    "peak_device_bytes": stats.get("peak_bytes_in_use"),
+    "peak_rss_mib": common.peak_rss_mib(),
+    "compiles_through_first_cycle": compiles.marks["cycle0"],
+    "compiles_after_first_cycle": len(later),
+    "compiled_after_first_cycle": later,
+  }
 
 
 def cycle_section(s: Settings, save: Save) -> dict[str, Any]:
@@ -416,10 +512,12 @@ def cycle_section(s: Settings, save: Save) -> dict[str, Any]:
   figures: dict[str, Any] = {}
   section = {"epochs": s.epochs, "cycles": s.cycles, "figures": figures}
   for strategy in ("random", "disal"):
-    figures[strategy] = common.run_child("benchmarks.device_check",
-                                         [*args, f"--child={strategy}"], env)
-    figures[strategy]["cycle1_x_random"] = (figures[strategy]["cycle1_seconds"]
-                                            / figures["random"]["cycle1_seconds"])
+    figures[strategy] = common.run_child(
+      "benchmarks.device_check", [*args, f"--child={strategy}"], env
+    )
+    figures[strategy]["cycle1_x_random"] = (
+      figures[strategy]["cycle1_seconds"] / figures["random"]["cycle1_seconds"]
+    )
     print(f"cycle {strategy}: {figures[strategy]['run_seconds']:.1f} s", flush=True)
     save(section)
   return section
@@ -430,17 +528,42 @@ def cycle_table(section: dict[str, Any]) -> str:
   for name, f in section["figures"].items():
     steady = f["cycles"][1]
     peak = f["peak_device_bytes"]
-    rows.append([name, steady["train_seconds"], steady["record_seconds"],
-                 steady["scoring_seconds"], f["cycle1_seconds"], f["cycle1_x_random"],
-                 f["run_seconds"], "n/a" if peak is None else _num(peak / MIB),
-                 _num(f["peak_rss_mib"]),
-                 f["compiles_after_first_cycle"]])
-  lines = [common.table(["strategy", "train s", "record s", "scoring s", "cycle 1 s",
-                         "x random", "run s", "peak device MiB", "peak RSS MiB",
-                         "compiles after cycle 0"], rows)]
+    rows.append(
+      [
+        name,
+        steady["train_seconds"],
+        steady["record_seconds"],
+        steady["scoring_seconds"],
+        f["cycle1_seconds"],
+        f["cycle1_x_random"],
+        f["run_seconds"],
+        "n/a" if peak is None else _num(peak / MIB),
+        _num(f["peak_rss_mib"]),
+        f["compiles_after_first_cycle"],
+      ]
+    )
+  lines = [
+    common.table(
+      [
+        "strategy",
+        "train s",
+        "record s",
+        "scoring s",
+        "cycle 1 s",
+        "x random",
+        "run s",
+        "peak device MiB",
+        "peak RSS MiB",
+        "compiles after cycle 0",
+      ],
+      rows,
+    )
+  ]
   first = next(iter(section["figures"].values()))
-  lines.append(f"data: {first['data']}; labeled per cycle {first['labeled']}, "
-               f"{section['epochs']} epoch(s) each")
+  lines.append(
+    f"data: {first['data']}; labeled per cycle {first['labeled']}, "
+    f"{section['epochs']} epoch(s) each"
+  )
   for name, f in section["figures"].items():
     if f["compiles_after_first_cycle"]:
       lines.append(f"{name} compiled after cycle 0: {', '.join(f['compiled_after_first_cycle'])}")
@@ -461,23 +584,34 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"unknown scorers {unknown}; known: {strategy_registry.names()}")
   if "cycle" in _SECTIONS.value and s.cycles < 2:
-    raise app.UsageError("--cycles must be at least 2: the compilations counted are the "
-                         "later cycles'")
+    raise app.UsageError(
+      "--cycles must be at least 2: the compilations counted are the later cycles'"
+    )
   path = json_path()
-  payload: dict[str, Any] = {"smoke": _SMOKE.value, "settings": dataclasses.asdict(s),
-                             "sections": {}, "complete": False}
+  payload: dict[str, Any] = {
+    "smoke": _SMOKE.value,
+    "settings": dataclasses.asdict(s),
+    "sections": {},
+    "complete": False,
+  }
   mesh = sharding.make_mesh()
-  run = {"train": functools.partial(train_section, s, mesh),
-         "cycle": functools.partial(cycle_section, s),
-         "scoring": functools.partial(scoring_section, s, mesh)}
+  run = {
+    "train": functools.partial(train_section, s, mesh),
+    "cycle": functools.partial(cycle_section, s),
+    "scoring": functools.partial(scoring_section, s, mesh),
+  }
   tables = {"train": train_table, "cycle": cycle_table, "scoring": scoring_table}
-  titles = {"train": f"Train step: CIFAR ResNet-18 width {s.width}, batch {s.batch_size}, "
-                     f"{s.image_size}x{s.image_size} images, {s.steps} steps per timing",
-            "cycle": f"AL cycles through disal_jax.loop, {s.epochs} epoch(s) per cycle: "
-                     "cycle 1's seconds (compiled in cycle 0)",
-            "scoring": f"Scoring {s.pool} candidates, ResNet-18 width {s.width}"}
-  print(f"{jax.device_count()} {jax.default_backend()} device(s): "
-        f"{jax.devices()[0].device_kind}", flush=True)
+  titles = {
+    "train": f"Train step: CIFAR ResNet-18 width {s.width}, batch {s.batch_size}, "
+    f"{s.image_size}x{s.image_size} images, {s.steps} steps per timing",
+    "cycle": f"AL cycles through disal_jax.loop, {s.epochs} epoch(s) per cycle: "
+    "cycle 1's seconds (compiled in cycle 0)",
+    "scoring": f"Scoring {s.pool} candidates, ResNet-18 width {s.width}",
+  }
+  print(
+    f"{jax.device_count()} {jax.default_backend()} device(s): {jax.devices()[0].device_kind}",
+    flush=True,
+  )
   failed = []
   for name in SECTIONS:
     if name not in _SECTIONS.value:

@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
 import numpy as np
+from absl import app, flags
 
 from benchmarks import common
 from disal_jax import platform_settings
@@ -61,6 +61,7 @@ def _config(num_train: int, cache_dir: str, placement: str):
 def write_synthetic_store(num_train: int, cache_dir: str) -> None:
   """The synthetic set as the row store `_config(num_train, ...)` opens, in chunks."""
   from disal_jax.data import registry, row_store
+
   folder = registry.store_folder(_config(num_train, cache_dir, "stream").data)
   if row_store.exists(folder):
     return
@@ -71,28 +72,29 @@ def write_synthetic_store(num_train: int, cache_dir: str) -> None:
   squares = np.zeros(3)
   for split, count in (("train", num_train), ("test", NUM_TEST)):
     image_file, label_file = row_store.array_files(split)
-    images = np.lib.format.open_memmap(tmp / image_file, "w+", np.uint8,
-                                       (count,) + IMAGE_SHAPE)
+    images = np.lib.format.open_memmap(tmp / image_file, "w+", np.uint8, (count,) + IMAGE_SHAPE)
     for start in range(0, count, _CHUNK):
       chunk = rng.integers(0, 256, (min(_CHUNK, count - start),) + IMAGE_SHAPE, np.uint8)
-      images[start:start + len(chunk)] = chunk
+      images[start : start + len(chunk)] = chunk
       if split == "train":
         pixels = chunk.reshape(-1, 3) / 255.0
         sums += pixels.sum(0)
-        squares += (pixels ** 2).sum(0)
+        squares += (pixels**2).sum(0)
     images.flush()
     del images
     np.save(tmp / label_file, rng.integers(0, NUM_CLASSES, count).astype(np.int32))
   n = num_train * IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
   mean = sums / n
-  std = np.sqrt(squares / n - mean ** 2)
-  row_store.write_meta(tmp, "synthetic", [str(c) for c in range(NUM_CLASSES)],
-                       ["train", "test"], mean, std)
+  std = np.sqrt(squares / n - mean**2)
+  row_store.write_meta(
+    tmp, "synthetic", [str(c) for c in range(NUM_CLASSES)], ["train", "test"], mean, std
+  )
   tmp.rename(folder)
 
 
 def _child(placement: str, num_train: int, cache_dir: str) -> dict:
   import jax
+
   from disal_jax.data import registry, row_store
   from disal_jax.models.registry import build_model
   from disal_jax.training import sharding
@@ -105,14 +107,26 @@ def _child(placement: str, num_train: int, cache_dir: str) -> dict:
   trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset, mesh)
   assert trainer.streamed == (placement == "stream")
   labeled = np.arange(_LABELED.value)
-  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled,
-                               np.arange(_LABELED.value, num_train), (0, 0), cycle=0)
+  result = trainer.train_cycle(
+    trainer.init_state(jax.random.key(0)),
+    labeled,
+    np.arange(_LABELED.value, num_train),
+    (0, 0),
+    cycle=0,
+  )
   jax.block_until_ready(result.state)
   device = jax.devices()[0]
-  held = sum(shard.data.nbytes for array in jax.live_arrays()
-             for shard in array.addressable_shards if shard.device == device)
-  return {"device_bytes": int(held), "host_peak_rss_mib": common.peak_rss_mib(),
-          "train_images_per_second": max(e["images_per_second"] for e in result.epochs[1:])}
+  held = sum(
+    shard.data.nbytes
+    for array in jax.live_arrays()
+    for shard in array.addressable_shards
+    if shard.device == device
+  )
+  return {
+    "device_bytes": int(held),
+    "host_peak_rss_mib": common.peak_rss_mib(),
+    "train_images_per_second": max(e["images_per_second"] for e in result.epochs[1:]),
+  }
 
 
 def main(argv):
@@ -131,41 +145,73 @@ def main(argv):
     for _ in range(_ROUNDS.value):
       for placement, n in runs:
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.input_scaling", f"--width={_WIDTH.value}",
-             f"--labeled={_LABELED.value}", f"--epochs={_EPOCHS.value}",
-             f"--child={placement},{n},{cache_dir}"],
-            capture_output=True, text=True, check=False)
+          [
+            sys.executable,
+            "-m",
+            "benchmarks.input_scaling",
+            f"--width={_WIDTH.value}",
+            f"--labeled={_LABELED.value}",
+            f"--epochs={_EPOCHS.value}",
+            f"--child={placement},{n},{cache_dir}",
+          ],
+          capture_output=True,
+          text=True,
+          check=False,
+        )
         if out.returncode:
           raise RuntimeError(f"child {placement} {n} failed:\n{out.stderr[-3000:]}")
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         if (placement, n) in best:
           old = best[(placement, n)]
-          figures = {"device_bytes": min(old["device_bytes"], figures["device_bytes"]),
-                     "host_peak_rss_mib": min(old["host_peak_rss_mib"],
-                                              figures["host_peak_rss_mib"]),
-                     "train_images_per_second": max(old["train_images_per_second"],
-                                                    figures["train_images_per_second"])}
+          figures = {
+            "device_bytes": min(old["device_bytes"], figures["device_bytes"]),
+            "host_peak_rss_mib": min(old["host_peak_rss_mib"], figures["host_peak_rss_mib"]),
+            "train_images_per_second": max(
+              old["train_images_per_second"], figures["train_images_per_second"]
+            ),
+          }
         best[(placement, n)] = figures
-  split_mib = {n: (n * int(np.prod(IMAGE_SHAPE)) + 4 * n) / 2 ** 20 for n in sizes}
+  split_mib = {n: (n * int(np.prod(IMAGE_SHAPE)) + 4 * n) / 2**20 for n in sizes}
   rows = []
   for placement, n in runs:
     f = best[(placement, n)]
-    rows.append([placement, n, round(split_mib[n], 1), round(f["device_bytes"] / 2 ** 20, 1),
-                 int(round(f["host_peak_rss_mib"])), round(f["train_images_per_second"], 1)])
-  print(common.table(["placement", "N", "split MiB", "device MiB held", "host peak RSS MiB",
-                      "train img/s"], rows))
+    rows.append(
+      [
+        placement,
+        n,
+        round(split_mib[n], 1),
+        round(f["device_bytes"] / 2**20, 1),
+        int(round(f["host_peak_rss_mib"])),
+        round(f["train_images_per_second"], 1),
+      ]
+    )
+  print(
+    common.table(
+      ["placement", "N", "split MiB", "device MiB held", "host peak RSS MiB", "train img/s"], rows
+    )
+  )
   small, large = best[("stream", sizes[0])], best[("stream", sizes[1])]
   ratio_device = large["device_bytes"] / small["device_bytes"]
   ratio_rss = large["host_peak_rss_mib"] / small["host_peak_rss_mib"]
-  throughput = {n: best[("stream", n)]["train_images_per_second"] /
-                best[("device", n)]["train_images_per_second"] for n in sizes}
-  print("streaming / device-resident train throughput: "
-        + ", ".join(f"N={n}: {r:.2f}x" for n, r in throughput.items()))
-  common.write_json("input_scaling", {
+  throughput = {
+    n: best[("stream", n)]["train_images_per_second"]
+    / best[("device", n)]["train_images_per_second"]
+    for n in sizes
+  }
+  print(
+    "streaming / device-resident train throughput: "
+    + ", ".join(f"N={n}: {r:.2f}x" for n, r in throughput.items())
+  )
+  common.write_json(
+    "input_scaling",
+    {
       "figures": {f"{p} N={n}": best[(p, n)] for p, n in runs},
-      "device_bytes_ratio": ratio_device, "host_rss_ratio": ratio_rss,
-      "stream_over_device_throughput": {str(n): r for n, r in throughput.items()}},
-      _OUT.value)
+      "device_bytes_ratio": ratio_device,
+      "host_rss_ratio": ratio_rss,
+      "stream_over_device_throughput": {str(n): r for n, r in throughput.items()},
+    },
+    _OUT.value,
+  )
   print(f"device_bytes_ratio={ratio_device:.3f} host_rss_ratio={ratio_rss:.3f}")
 
 

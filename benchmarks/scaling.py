@@ -28,12 +28,12 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
 import jax
 import numpy as np
+from absl import app, flags
 
-from disal_jax import platform_settings
 from benchmarks import common
+from disal_jax import platform_settings
 from disal_jax.data.registry import load_dataset
 from disal_jax.strategies import base, gradnorm, per_sample, registry
 from disal_jax.training import sharding
@@ -41,8 +41,11 @@ from disal_jax.training import sharding
 _POOLS = flags.DEFINE_list("pools", ["10000", "20000", "50000"], "Pool sizes.")
 _DEVICES = flags.DEFINE_list("devices", ["1", "2", "4", "8"], "Forced host device counts.")
 _SECTIONS = flags.DEFINE_list("sections", ["pool", "devices", "memory"], "What to measure.")
-_SCORERS = flags.DEFINE_list("scorers", ["disal", "coreset", "gradnorm_entropy"],
-                             "Strategies timed per pool size (beside one forward pass).")
+_SCORERS = flags.DEFINE_list(
+  "scorers",
+  ["disal", "coreset", "gradnorm_entropy"],
+  "Strategies timed per pool size (beside one forward pass).",
+)
 _LABELED = flags.DEFINE_integer("labeled", 1000, "Labeled images (CoreSet's centres).")
 _WIDTH = flags.DEFINE_integer("width", 16, "ResNet-18 width.")
 _BATCH = flags.DEFINE_integer("eval_batch_size", 256, "Scoring batch size.")
@@ -63,18 +66,27 @@ def _pool_section(dataset, config, pools: list[int]) -> dict:
     candidates = np.arange(_LABELED.value, _LABELED.value + pool)
     k = max(1, pool // 20)
     row = {}
-    trainer, ctx = common.scoring_context(config, dataset, mesh,
-                                          registry.get_strategy("random"), labeled,
-                                          candidates, jax.random.key(1), workdir)
+    trainer, ctx = common.scoring_context(
+      config,
+      dataset,
+      mesh,
+      registry.get_strategy("random"),
+      labeled,
+      candidates,
+      jax.random.key(1),
+      workdir,
+    )
     length = trainer.padded_pool_length(pool, 0)
-    trainer.pool_probs(ctx.result.state, candidates[:_BATCH.value], length)  # compile
+    trainer.pool_probs(ctx.result.state, candidates[: _BATCH.value], length)  # compile
     row["forward"] = common.best_time(
-        lambda: trainer.pool_probs(ctx.result.state, candidates, length))
+      lambda: trainer.pool_probs(ctx.result.state, candidates, length)
+    )
     for name in _SCORERS.value:
       strategy = registry.get_strategy(name)
-      _, ctx = common.scoring_context(config, dataset, mesh, strategy, labeled, candidates,
-                                      jax.random.key(1), workdir)
-      small = dataclasses.replace(ctx, candidates=candidates[:_BATCH.value])
+      _, ctx = common.scoring_context(
+        config, dataset, mesh, strategy, labeled, candidates, jax.random.key(1), workdir
+      )
+      small = dataclasses.replace(ctx, candidates=candidates[: _BATCH.value])
       strategy.select(strategy.score(small), small, 1)  # compile on one batch
       row[name] = common.best_time(lambda: strategy.select(strategy.score(ctx), ctx, k))
     figures[str(pool)] = row
@@ -89,14 +101,27 @@ def _devices_section(pool: int) -> dict:
     # Forced host devices run their programs asynchronously on the same cores and may drift
     # apart by more than XLA:CPU's 40 s collective rendezvous timeout (seen here: an abort
     # at 2 devices); the timeout is raised for these runs.
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count} "
-               "--xla_cpu_collective_call_terminate_timeout_seconds=3600")
-    args = [sys.executable, "-m", "benchmarks.scaling", "--sections=pool", f"--pools={pool}",
-            f"--scorers={','.join(_SCORERS.value)}", f"--labeled={_LABELED.value}",
-            f"--width={_WIDTH.value}", f"--eval_batch_size={_BATCH.value}",
-            f"--cache_dir={_CACHE.value}", f"--out={out}"]
-    done = subprocess.run(args, env=env, capture_output=True, text=True,
-                          cwd=pathlib.Path(__file__).resolve().parents[1])
+    env = dict(
+      os.environ,
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={count} "
+      "--xla_cpu_collective_call_terminate_timeout_seconds=3600",
+    )
+    args = [
+      sys.executable,
+      "-m",
+      "benchmarks.scaling",
+      "--sections=pool",
+      f"--pools={pool}",
+      f"--scorers={','.join(_SCORERS.value)}",
+      f"--labeled={_LABELED.value}",
+      f"--width={_WIDTH.value}",
+      f"--eval_batch_size={_BATCH.value}",
+      f"--cache_dir={_CACHE.value}",
+      f"--out={out}",
+    ]
+    done = subprocess.run(
+      args, env=env, capture_output=True, text=True, cwd=pathlib.Path(__file__).resolve().parents[1]
+    )
     if done.returncode:
       raise RuntimeError(f"{count}-device run failed:\n{done.stderr[-3000:]}")
     payload = json.loads((pathlib.Path(out) / "scaling.json").read_text())
@@ -115,21 +140,34 @@ def _memory_section(dataset, config) -> dict:
   rows = []
   for engine_name in _ENGINES.value:
     config.per_sample.engine = engine_name
-    _, ctx = common.scoring_context(config, dataset, mesh, strategy,
-                                    np.arange(_LABELED.value), candidates, jax.random.key(1),
-                                    workdir)
+    _, ctx = common.scoring_context(
+      config,
+      dataset,
+      mesh,
+      strategy,
+      np.arange(_LABELED.value),
+      candidates,
+      jax.random.key(1),
+      workdir,
+    )
     engine = per_sample.engine_from_config(config, config.gradnorm.chunk_size)
-    fn = functools.partial(gradnorm.entropy_gradnorm_scores, preprocess=ctx.data.preprocess,
-                           engine=engine)
+    fn = functools.partial(
+      gradnorm.entropy_gradnorm_scores, preprocess=ctx.data.preprocess, engine=engine
+    )
     state = ctx.result.state
     for chunk in map(int, _CHUNKS.value):
       mib = base.compiled_bytes(fn, state, ctx, chunk) / 2**20
       run = lambda c=chunk: base.batched_pool_scores(ctx, fn, state, batch_size=c)
       seconds = common.best_time(run)
-      rows.append({"engine": engine_name, "chunk": chunk, "compiled_mib": mib,
-                   "samples_per_second": n / seconds})
-      print(f"{engine_name} chunk {chunk}: {mib:.1f} MiB, {n / seconds:.1f} samples/s",
-            flush=True)
+      rows.append(
+        {
+          "engine": engine_name,
+          "chunk": chunk,
+          "compiled_mib": mib,
+          "samples_per_second": n / seconds,
+        }
+      )
+      print(f"{engine_name} chunk {chunk}: {mib:.1f} MiB, {n / seconds:.1f} samples/s", flush=True)
     for budget in map(float, _BUDGETS.value):
       config.per_sample.memory_budget_mb = budget
       try:
@@ -137,8 +175,9 @@ def _memory_section(dataset, config) -> dict:
         mib = base.compiled_bytes(fn, state, ctx, chosen) / 2**20
       except MemoryError:
         chosen, mib = 0, float("nan")
-      rows.append({"engine": engine_name, "budget_mib": budget, "chosen_chunk": chosen,
-                   "compiled_mib": mib})
+      rows.append(
+        {"engine": engine_name, "budget_mib": budget, "chosen_chunk": chosen, "compiled_mib": mib}
+      )
       print(f"{engine_name} budget {budget:g} MiB: chunk {chosen} ({mib:.1f} MiB)", flush=True)
     config.per_sample.memory_budget_mb = 0.0
   return {"rows": rows}
@@ -153,33 +192,55 @@ def main(argv):
   config.train.eval_batch_size = _BATCH.value
   payload = {"width": _WIDTH.value, "labeled": _LABELED.value, "pools": pools}
   dataset = load_dataset(config.data) if sections & {"pool", "memory"} else None
-  header = (f"CIFAR ResNet-18 width {_WIDTH.value}, {jax.device_count()} "
-            f"{jax.default_backend()} device(s), {os.cpu_count()} cores")
+  header = (
+    f"CIFAR ResNet-18 width {_WIDTH.value}, {jax.device_count()} "
+    f"{jax.default_backend()} device(s), {os.cpu_count()} cores"
+  )
 
   if "pool" in sections:
     figures = payload["pool"] = _pool_section(dataset, config, pools)
     smallest = figures[str(pools[0])]
-    rows = [[f"{name} @ {pool}", s, pool / s, s / (smallest[name] * pool / pools[0])]
-            for pool in pools for name, s in figures[str(pool)].items()]
+    rows = [
+      [f"{name} @ {pool}", s, pool / s, s / (smallest[name] * pool / pools[0])]
+      for pool in pools
+      for name, s in figures[str(pool)].items()
+    ]
     print(f"\nScoring time per pool size, {header}\n")
     print(common.table(["scorer @ pool", "seconds", "samples/s", "x linear"], rows))
   if "devices" in sections:
     figures = payload["devices"] = _devices_section(pools[0])
     one = figures[min(figures, key=int)]
-    rows = [[f"{name} @ {count} dev", s, s / one[name]]
-            for count, row in figures.items() for name, s in row.items()]
+    rows = [
+      [f"{name} @ {count} dev", s, s / one[name]]
+      for count, row in figures.items()
+      for name, s in row.items()
+    ]
     print(f"\nScoring {pools[0]} samples per device count (forced host devices)\n")
     print(common.table(["scorer @ devices", "seconds", "x 1 device"], rows))
   if "memory" in sections:
     payload["memory"] = _memory_section(dataset, config)
     print(f"\nEntropy gradnorm memory per call, {header}\n")
-    print(common.table(["engine", "chunk", "compiled MiB", "samples/s"],
-                       [[r["engine"], r["chunk"], r["compiled_mib"], r["samples_per_second"]]
-                        for r in payload["memory"]["rows"] if "chunk" in r]))
+    print(
+      common.table(
+        ["engine", "chunk", "compiled MiB", "samples/s"],
+        [
+          [r["engine"], r["chunk"], r["compiled_mib"], r["samples_per_second"]]
+          for r in payload["memory"]["rows"]
+          if "chunk" in r
+        ],
+      )
+    )
     print()
-    print(common.table(["engine", "budget MiB", "chosen chunk", "its MiB"],
-                       [[r["engine"], r["budget_mib"], r["chosen_chunk"], r["compiled_mib"]]
-                        for r in payload["memory"]["rows"] if "budget_mib" in r]))
+    print(
+      common.table(
+        ["engine", "budget MiB", "chosen chunk", "its MiB"],
+        [
+          [r["engine"], r["budget_mib"], r["chosen_chunk"], r["compiled_mib"]]
+          for r in payload["memory"]["rows"]
+          if "budget_mib" in r
+        ],
+      )
+    )
   path = common.write_json("scaling", payload, _OUT.value)
   print(f"\nwrote {path}")
 

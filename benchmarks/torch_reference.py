@@ -20,8 +20,9 @@ class BasicBlock(nn.Module):
     self.bn2 = nn.BatchNorm2d(cout)
     self.shortcut = nn.Sequential()
     if stride != 1 or cin != cout:
-      self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                    nn.BatchNorm2d(cout))
+      self.shortcut = nn.Sequential(
+        nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+      )
 
   def forward(self, x):
     y = F.relu(self.bn1(self.conv1(x)))
@@ -62,14 +63,15 @@ def gradnorm_loop(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
   norms = []
   for i in range(images.shape[0]):
     model.zero_grad(set_to_none=True)
-    entropy_loss(model(images[i:i + 1])).backward()
-    norms.append(torch.sqrt(sum((p.grad ** 2).sum() for p in params)))
+    entropy_loss(model(images[i : i + 1])).backward()
+    norms.append(torch.sqrt(sum((p.grad**2).sum() for p in params)))
   return torch.stack(norms)
 
 
 def gradnorm_vmap(model: nn.Module, images: torch.Tensor, chunk: int) -> torch.Tensor:
   """The same norms by torch.func.vmap(grad) over chunks of samples."""
   from torch.func import functional_call, grad, vmap  # pylint: disable=import-outside-toplevel
+
   model.eval()
   params = {k: v.detach() for k, v in model.named_parameters()}
   buffers = {k: v.detach() for k, v in model.named_buffers()}
@@ -80,7 +82,7 @@ def gradnorm_vmap(model: nn.Module, images: torch.Tensor, chunk: int) -> torch.T
   per_sample = vmap(grad(loss), in_dims=(None, 0))
   out = []
   for start in range(0, images.shape[0], chunk):
-    g = per_sample(params, images[start:start + chunk])
+    g = per_sample(params, images[start : start + chunk])
     out.append(torch.sqrt(sum((v.reshape(v.shape[0], -1) ** 2).sum(1) for v in g.values())))
   return torch.cat(out)
 
@@ -88,16 +90,18 @@ def gradnorm_vmap(model: nn.Module, images: torch.Tensor, chunk: int) -> torch.T
 @torch.no_grad()
 def forward(model: nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
   model.eval()
-  return torch.cat([F.softmax(model(images[s:s + batch]), -1)
-                    for s in range(0, images.shape[0], batch)])
+  return torch.cat(
+    [F.softmax(model(images[s : s + batch]), -1) for s in range(0, images.shape[0], batch)]
+  )
 
 
-def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int,
-                lr: float = 0.1) -> None:
+def train_steps(
+  model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int, lr: float = 0.1
+) -> None:
   """Eager SGD steps (momentum 0.9, weight decay 5e-4) over the images in batches."""
   model.train()
   opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
   for s in range(0, images.shape[0] - batch + 1, batch):
     opt.zero_grad(set_to_none=True)
-    F.cross_entropy(model(images[s:s + batch]), labels[s:s + batch]).backward()
+    F.cross_entropy(model(images[s : s + batch]), labels[s : s + batch]).backward()
     opt.step()

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
 import jax
 import numpy as np
+from absl import app, flags
 
-from disal_jax import platform_settings
 from benchmarks import common
+from disal_jax import platform_settings
 from disal_jax.data.registry import load_dataset
 from disal_jax.strategies import disal
 from disal_jax.training import sharding
@@ -53,50 +53,68 @@ def main(argv):
   pool = np.arange(_LABELED.value, _LABELED.value + _POOL.value)
   pool_batch = config.disal.dynamic_batch_size
   variants = {
-      "plain": (config, None),
-      f"disal branch, pool batch {pool_batch} (default)": common.disal_branch_config(config),
-      f"disal branch, pool batch {pool_batch // 2}":
-          common.disal_branch_config(config, dynamic_batch_size=pool_batch // 2),
-      f"disal joint branch, pool batch {pool_batch}":
-          common.disal_branch_config(config, branch="joint"),
+    "plain": (config, None),
+    f"disal branch, pool batch {pool_batch} (default)": common.disal_branch_config(config),
+    f"disal branch, pool batch {pool_batch // 2}": common.disal_branch_config(
+      config, dynamic_batch_size=pool_batch // 2
+    ),
+    f"disal joint branch, pool batch {pool_batch}": common.disal_branch_config(
+      config, branch="joint"
+    ),
   }
-  variants = {name: v if isinstance(v, tuple) else (v, disal.make_hook(v))
-              for name, v in variants.items()}
+  variants = {
+    name: v if isinstance(v, tuple) else (v, disal.make_hook(v)) for name, v in variants.items()
+  }
   best: dict[str, float] = {}
   for _ in range(_ROUNDS.value):
     for name, (cfg, hook) in variants.items():
       rate = _images_per_second(cfg, dataset, mesh, labeled, pool, hook)
       best[name] = max(best.get(name, 0.0), rate)
   plain = best["plain"]
-  figures = {name: {"train_images_per_second": rate, "step_time_vs_plain": plain / rate}
-             for name, rate in best.items()}
-  rows = [[name, f["train_images_per_second"], f["step_time_vs_plain"]]
-          for name, f in figures.items()]
+  figures = {
+    name: {"train_images_per_second": rate, "step_time_vs_plain": plain / rate}
+    for name, rate in best.items()
+  }
+  rows = [
+    [name, f["train_images_per_second"], f["step_time_vs_plain"]] for name, f in figures.items()
+  ]
   if _TORCH.value:
     import torch  # pylint: disable=import-outside-toplevel
+
     from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
+
     torch.set_num_threads(os.cpu_count() or 1)
     mean, std = dataset.channel_stats()
     x = (dataset.train_images[labeled].astype(np.float32) / 255.0 - mean) / std
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     labels = torch.from_numpy(dataset.train_labels[labeled].astype(np.int64))
     model = torch_reference.ResNet18(dataset.num_classes, _WIDTH.value)
-    torch_reference.train_steps(model, images[:2 * _BATCH.value], labels[:2 * _BATCH.value],
-                                _BATCH.value)
-    seconds = common.timed(lambda: torch_reference.train_steps(model, images, labels,
-                                                               _BATCH.value))
+    torch_reference.train_steps(
+      model, images[: 2 * _BATCH.value], labels[: 2 * _BATCH.value], _BATCH.value
+    )
+    seconds = common.timed(lambda: torch_reference.train_steps(model, images, labels, _BATCH.value))
     steps = len(labeled) // _BATCH.value
     rate = steps * _BATCH.value / seconds
     figures["torch eager"] = {"train_images_per_second": rate, "step_time_vs_plain": plain / rate}
     rows.append(["torch eager", rate, plain / rate])
-  print(f"\nTraining on {_LABELED.value} CIFAR-10 images (batch {_BATCH.value}), pool "
-        f"{_POOL.value}, ResNet-18 width {_WIDTH.value}, {jax.device_count()} "
-        f"{jax.default_backend()} device(s), {os.cpu_count()} cores, best of "
-        f"{_ROUNDS.value} round(s)\n")
+  print(
+    f"\nTraining on {_LABELED.value} CIFAR-10 images (batch {_BATCH.value}), pool "
+    f"{_POOL.value}, ResNet-18 width {_WIDTH.value}, {jax.device_count()} "
+    f"{jax.default_backend()} device(s), {os.cpu_count()} cores, best of "
+    f"{_ROUNDS.value} round(s)\n"
+  )
   print(common.table(["train step", "labeled img/s", "step time x plain"], rows))
-  path = common.write_json("training", {"labeled": _LABELED.value, "pool": _POOL.value,
-                                        "width": _WIDTH.value, "rounds": _ROUNDS.value,
-                                        "figures": figures}, _OUT.value)
+  path = common.write_json(
+    "training",
+    {
+      "labeled": _LABELED.value,
+      "pool": _POOL.value,
+      "width": _WIDTH.value,
+      "rounds": _ROUNDS.value,
+      "figures": figures,
+    },
+    _OUT.value,
+  )
   print(f"wrote {path}")
 
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 import functools
 import os
 
-from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import app, flags
 
-from disal_jax import platform_settings
 from benchmarks import common
-from disal_jax import xla_cpu
+from disal_jax import platform_settings, xla_cpu
 from disal_jax.data.registry import load_dataset
 from disal_jax.models import resnet
 from disal_jax.strategies import one_pass
@@ -34,17 +33,18 @@ from disal_jax.strategies.base import entropy_of_logits
 _WIDTH = flags.DEFINE_integer("width", 64, "ResNet-18 width (64 = the standard model).")
 _BATCH = flags.DEFINE_integer("batch", 64, "Images per call.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Turns through all settings.")
-_PROGRAMS = flags.DEFINE_list("programs", ["forward", "train_step", "one_pass_gradnorm"],
-                              "Which programs to time.")
+_PROGRAMS = flags.DEFINE_list(
+  "programs", ["forward", "train_step", "one_pass_gradnorm"], "Which programs to time."
+)
 _CACHE = flags.DEFINE_string("cache_dir", "", "Decoded-image cache (config.data.cache_dir).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where to write the JSON.")
 
 SETTINGS = {
-    "xla_default": xla_cpu.XLA_DEFAULT_FUSIONS,
-    "xla_default_without_convolutions": xla_cpu.WITHOUT_CONVOLUTIONS,
-    "disal_jax (fusions, no stand-alone convolutions)": xla_cpu.FUSIONS,
-    "ynnpack_dots_only": ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",),
-    "no_ynnpack": (),
+  "xla_default": xla_cpu.XLA_DEFAULT_FUSIONS,
+  "xla_default_without_convolutions": xla_cpu.WITHOUT_CONVOLUTIONS,
+  "disal_jax (fusions, no stand-alone convolutions)": xla_cpu.FUSIONS,
+  "ynnpack_dots_only": ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",),
+  "no_ynnpack": (),
 }
 
 
@@ -64,11 +64,15 @@ def main(argv):
   train_step = common.plain_train_step(net, tx)
 
   programs = {
-      "forward": (lambda inputs: model(variables, inputs), (x,)),
-      "train_step": (train_step, (variables["params"], variables["batch_stats"], opt_state, x,
-                                  labels)),
-      "one_pass_gradnorm": (lambda inputs: one_pass.grad_sq_norms(
-          model, variables, inputs, entropy_of_logits), (x,)),
+    "forward": (lambda inputs: model(variables, inputs), (x,)),
+    "train_step": (
+      train_step,
+      (variables["params"], variables["batch_stats"], opt_state, x, labels),
+    ),
+    "one_pass_gradnorm": (
+      lambda inputs: one_pass.grad_sq_norms(model, variables, inputs, entropy_of_logits),
+      (x,),
+    ),
   }
   unknown = set(_PROGRAMS.value) - set(programs)
   if unknown:
@@ -91,17 +95,30 @@ def main(argv):
     for setting in SETTINGS:
       rate = batch / seconds[setting, program]
       ratio = seconds[setting, program] / seconds["xla_default", program]
-      figures[f"{program} @ {setting}"] = {"program": program, "setting": setting,
-                                           "samples_per_second": rate,
-                                           "time_x_xla_default": ratio}
+      figures[f"{program} @ {setting}"] = {
+        "program": program,
+        "setting": setting,
+        "samples_per_second": rate,
+        "time_x_xla_default": ratio,
+      }
       rows.append([f"{program} @ {setting}", rate, ratio])
-  print(f"\nYNNPACK fusion settings, CIFAR ResNet-18 width {_WIDTH.value}, batch {batch}, "
-        f"{jax.device_count()} {jax.default_backend()} device(s), {os.cpu_count()} cores, "
-        f"fastest of {_ROUNDS.value} rounds\n")
+  print(
+    f"\nYNNPACK fusion settings, CIFAR ResNet-18 width {_WIDTH.value}, batch {batch}, "
+    f"{jax.device_count()} {jax.default_backend()} device(s), {os.cpu_count()} cores, "
+    f"fastest of {_ROUNDS.value} rounds\n"
+  )
   print(common.table(["program @ setting", "samples/s", "time x xla_default"], rows))
-  path = common.write_json("xla_cpu", {
-      "width": _WIDTH.value, "batch": batch, "rounds": _ROUNDS.value,
-      "settings": {k: list(v) for k, v in SETTINGS.items()}, "figures": figures}, _OUT.value)
+  path = common.write_json(
+    "xla_cpu",
+    {
+      "width": _WIDTH.value,
+      "batch": batch,
+      "rounds": _ROUNDS.value,
+      "settings": {k: list(v) for k, v in SETTINGS.items()},
+      "figures": figures,
+    },
+    _OUT.value,
+  )
   print(f"\nwrote {path}")
 
 

@@ -51,6 +51,5 @@ def get_config(variant: str = ""):
     config.train.min_steps = 0
     config.al.final_count = 1_500
   elif variant:
-    raise ValueError(f"unknown variant {variant!r} of configs/cifar10_ir100_cpu.py; known: "
-                     "'quick'")
+    raise ValueError(f"unknown variant {variant!r} of configs/cifar10_ir100_cpu.py; known: 'quick'")
   return config

@@ -41,6 +41,5 @@ def get_config(variant: str = ""):
     config.train.eval_batch_size = 20
     config.al.final_fraction = 0.20
   elif variant:
-    raise ValueError(f"unknown variant {variant!r} of configs/segmentation_demo.py; known: "
-                     "'quick'")
+    raise ValueError(f"unknown variant {variant!r} of configs/segmentation_demo.py; known: 'quick'")
   return config

@@ -35,6 +35,7 @@ from disal_jax.variants import finished, parse_variant, variant_config
 @dataclasses.dataclass(frozen=True)
 class Flags:
   """This command's flags (`define_flags`)."""
+
   config: flags.FlagHolder
   variants: flags.FlagHolder
   seeds: flags.FlagHolder
@@ -47,17 +48,22 @@ def define_flags() -> Flags:
   """Defines this command's flags on absl's FLAGS. Called when the command runs, never at
   import: importing this module defines no flag."""
   defined = Flags(
-      config_flags.DEFINE_config_file("config", None, "Base experiment config file.",
-                                      lock_config=True),
-      flags.DEFINE_multi_string(
-          "variant", [],
-          "name:key=value,key=value (dotted config keys); repeat for each variant."),
-      flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run."),
-      flags.DEFINE_string("workdir", None, "The ablation folder."),
-      flags.DEFINE_bool("table_only", False, "Only (re)write ablation.md and its plots."),
-      flags.DEFINE_string(
-          "baseline", None, "A variant (one strategy, e.g. random) to pair the others' AULC "
-          "with, seed by seed, in a second table of ablation.md."))
+    config_flags.DEFINE_config_file(
+      "config", None, "Base experiment config file.", lock_config=True
+    ),
+    flags.DEFINE_multi_string(
+      "variant", [], "name:key=value,key=value (dotted config keys); repeat for each variant."
+    ),
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run."),
+    flags.DEFINE_string("workdir", None, "The ablation folder."),
+    flags.DEFINE_bool("table_only", False, "Only (re)write ablation.md and its plots."),
+    flags.DEFINE_string(
+      "baseline",
+      None,
+      "A variant (one strategy, e.g. random) to pair the others' AULC "
+      "with, seed by seed, in a second table of ablation.md.",
+    ),
+  )
   flags.mark_flags_as_required(["config", "workdir"])
   return defined
 

@@ -35,10 +35,18 @@ ARRAYS, META = "arrays", "meta"
 # Experiment-wide keys that may change between a run and its resumption: they do not change
 # what is computed (which runs to do, logging, where files live, how often to checkpoint).
 # A strategy declares its own in its section (ConfigSection.resume_safe; resumable_keys()).
-RESUMABLE_KEYS = ("strategies", "full_training", "train.log_every_epochs",
-                  "checkpoint.every_epochs", "checkpoint.keep", "data.data_dir",
-                  "data.manual_dir", "data.cache_dir", "data.placement",
-                  "data.device_budget_mb")
+RESUMABLE_KEYS = (
+  "strategies",
+  "full_training",
+  "train.log_every_epochs",
+  "checkpoint.every_epochs",
+  "checkpoint.keep",
+  "data.data_dir",
+  "data.manual_dir",
+  "data.cache_dir",
+  "data.placement",
+  "data.device_budget_mb",
+)
 
 
 def resumable_keys() -> set[str]:
@@ -58,7 +66,8 @@ def moved_keys() -> dict[str, str]:
 def quiet_orbax_info_logs() -> None:
   """orbax logs every checkpoint's internals at INFO through absl; keep its warnings only."""
   logging.getLogger("absl").addFilter(
-      lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
+    lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname
+  )
 
 
 def _is_key(x) -> bool:
@@ -74,10 +83,10 @@ class RunCheckpointer:
 
   def __init__(self, directory: pathlib.Path, keep: int):
     self.directory = pathlib.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
-                                           create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=(ARRAYS, META))
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, enable_async_checkpointing=False, create=True
+    )
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=(ARRAYS, META))
 
   def steps(self) -> list[int]:
     """The saved steps, oldest first."""
@@ -90,20 +99,25 @@ class RunCheckpointer:
     arrays = {f"{i:05d}": x for i, x in enumerate(host)}
     meta = dict(meta, num_leaves=len(host), crc32=[_crc(x) for x in host])
     try:
-      self.manager.save(step, args=ocp.args.Composite(
-          **{ARRAYS: ocp.args.StandardSave(arrays), META: ocp.args.JsonSave(meta)}),
-                        force=True)
+      self.manager.save(
+        step,
+        args=ocp.args.Composite(
+          **{ARRAYS: ocp.args.StandardSave(arrays), META: ocp.args.JsonSave(meta)}
+        ),
+        force=True,
+      )
     except OSError as e:
       previous = [s for s in self.steps() if s != step]
       full = "the disk is full; " if e.errno == errno.ENOSPC else ""
       raise CheckpointError(
-          f"could not write checkpoint {step} in {self.directory}: {full}{e}. Free space or "
-          f"choose another --workdir. The earlier checkpoints "
-          f"{previous or '(none)'} are intact: the same command resumes from the newest."
+        f"could not write checkpoint {step} in {self.directory}: {full}{e}. Free space or "
+        f"choose another --workdir. The earlier checkpoints "
+        f"{previous or '(none)'} are intact: the same command resumes from the newest."
       ) from e
 
-  def restore_newest(self, template_for: Callable[[dict[str, Any]], Any]
-                     ) -> Optional[tuple[int, Any, dict[str, Any]]]:
+  def restore_newest(
+    self, template_for: Callable[[dict[str, Any]], Any]
+  ) -> Optional[tuple[int, Any, dict[str, Any]]]:
     """(step, pytree, meta) of the newest valid checkpoint, or None if there is none.
 
     `template_for(meta)` returns a pytree (arrays or ShapeDtypeStructs) with the structure,
@@ -115,25 +129,34 @@ class RunCheckpointer:
       try:
         return (step, *self._restore(step, template_for))
       except Exception as e:  # pylint: disable=broad-except  # any corruption: try older
-        log.warning("checkpoint %d in %s is unreadable or corrupt (%s: %s); trying the one "
-                    "before it", step, self.directory, type(e).__name__, e)
+        log.warning(
+          "checkpoint %d in %s is unreadable or corrupt (%s: %s); trying the one before it",
+          step,
+          self.directory,
+          type(e).__name__,
+          e,
+        )
         self._set_aside(step)
     if steps:
       raise CheckpointError(
-          f"none of the checkpoints {steps} in {self.directory} is readable (moved to "
-          f"{self.corrupt_directory}). Rerun with --force to start this run over (its "
-          "results so far stay in results.json).")
+        f"none of the checkpoints {steps} in {self.directory} is readable (moved to "
+        f"{self.corrupt_directory}). Rerun with --force to start this run over (its "
+        "results so far stay in results.json)."
+      )
     return None
 
-  def restore(self, step: int, template_for: Callable[[dict[str, Any]], Any]
-              ) -> tuple[Any, dict[str, Any]]:
+  def restore(
+    self, step: int, template_for: Callable[[dict[str, Any]], Any]
+  ) -> tuple[Any, dict[str, Any]]:
     """(pytree, meta) of checkpoint `step`, checked as `restore_newest` checks it; raises
     CheckpointError naming the step when it is missing or invalid."""
     try:
       return self._restore(step, template_for)
     except Exception as e:  # pylint: disable=broad-except  # any corruption
-      raise CheckpointError(f"checkpoint {step} in {self.directory} is missing, unreadable or "
-                            f"corrupt ({type(e).__name__}: {e})") from e
+      raise CheckpointError(
+        f"checkpoint {step} in {self.directory} is missing, unreadable or "
+        f"corrupt ({type(e).__name__}: {e})"
+      ) from e
 
   @property
   def corrupt_directory(self) -> pathlib.Path:
@@ -152,10 +175,12 @@ class RunCheckpointer:
 
   def _restore(self, step: int, template_for) -> tuple[Any, dict[str, Any]]:
     # The metadata first: it says which structure the arrays have.
-    meta = self.manager.restore(step, args=ocp.args.Composite(
-        **{META: ocp.args.JsonRestore()}))[META]
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        **{ARRAYS: ocp.args.StandardRestore()}))[ARRAYS]
+    meta = self.manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[
+      META
+    ]
+    restored = self.manager.restore(
+      step, args=ocp.args.Composite(**{ARRAYS: ocp.args.StandardRestore()})
+    )[ARRAYS]
     leaves = [np.asarray(restored[k]) for k in sorted(restored)]
     if len(leaves) != meta["num_leaves"]:
       raise ValueError(f"{len(leaves)} arrays, the metadata lists {meta['num_leaves']}")
@@ -173,8 +198,10 @@ class RunCheckpointer:
       else:
         ok = leaf.shape == tuple(want.shape) and leaf.dtype == want.dtype
       if not ok:
-        raise ValueError(f"array {i} is {leaf.dtype}{list(leaf.shape)}, this config expects "
-                         f"{want.dtype}{list(want.shape)}")
+        raise ValueError(
+          f"array {i} is {leaf.dtype}{list(leaf.shape)}, this config expects "
+          f"{want.dtype}{list(want.shape)}"
+        )
       out.append(leaf)
     return jax.tree.unflatten(treedef, out), meta
 
@@ -194,9 +221,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any],
-                       defaults: Optional[dict[str, Any]] = None,
-                       ignored_sections: Collection[str] = ()) -> list[str]:
+def config_differences(
+  saved: dict[str, Any],
+  current: dict[str, Any],
+  defaults: Optional[dict[str, Any]] = None,
+  ignored_sections: Collection[str] = (),
+) -> list[str]:
   """'key: saved -> current' for every key (dotted) that differs, the resumable keys
   (resumable_keys()) and the keys of `ignored_sections` (other strategies' sections, which
   the run never reads) aside.
@@ -206,8 +236,14 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
   difference. A saved key of moved_keys() counts as its new key (when its old section is not
   ignored); two that disagree leave the new key holding both values, a difference.
   """
-  a, b = ({key: value for key, value in _flatten(d).items()
-           if key.split(".", 1)[0] not in ignored_sections} for d in (saved, current))
+  a, b = (
+    {
+      key: value
+      for key, value in _flatten(d).items()
+      if key.split(".", 1)[0] not in ignored_sections
+    }
+    for d in (saved, current)
+  )
   renamed, resumable = moved_keys(), resumable_keys()
   moved: dict[str, list[Any]] = {}
   for old in sorted(set(a) & set(renamed)):
@@ -217,8 +253,9 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
   for key, values in moved.items():
     if key.split(".", 1)[0] not in ignored_sections:
       a.setdefault(key, values[0] if len(values) == 1 else tuple(values))
-  added_at_default = {key for key, value in _flatten(defaults or {}).items()
-                      if key not in a and b.get(key) == value}
+  added_at_default = {
+    key for key, value in _flatten(defaults or {}).items() if key not in a and b.get(key) == value
+  }
   diffs = []
   for key in sorted(set(a) | set(b)):
     if key in resumable or key in added_at_default or a.get(key) == b.get(key):
@@ -227,8 +264,12 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
   return diffs
 
 
-def check_resumable(run_config_path: pathlib.Path, config: ml_collections.ConfigDict,
-                    run_name: str, ignored_sections: Collection[str] = ()) -> None:
+def check_resumable(
+  run_config_path: pathlib.Path,
+  config: ml_collections.ConfigDict,
+  run_name: str,
+  ignored_sections: Collection[str] = (),
+) -> None:
   """Raises ConfigMismatchError if the run's saved config differs in result-changing keys
   (`ignored_sections`: the strategy sections the run does not read)."""
   if not run_config_path.exists():
@@ -239,7 +280,8 @@ def check_resumable(run_config_path: pathlib.Path, config: ml_collections.Config
   diffs = config_differences(saved, current, defaults, ignored_sections)
   if diffs:
     raise ConfigMismatchError(
-        f"{run_config_path.parent} holds a {run_name} run made with another config; these "
-        "keys differ (saved -> now):\n  " + "\n  ".join(diffs) + "\nRerun with the saved "
-        "values to resume it, choose another --workdir, or pass --force to discard that run "
-        "and start over.")
+      f"{run_config_path.parent} holds a {run_name} run made with another config; these "
+      "keys differ (saved -> now):\n  " + "\n  ".join(diffs) + "\nRerun with the saved "
+      "values to resume it, choose another --workdir, or pass --force to discard that run "
+      "and start over."
+    )

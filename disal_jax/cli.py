@@ -78,4 +78,5 @@ def run(main: Callable[[list[str]], object]) -> None:
       if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
         raise
       fail(str(e))
+
   app.run(guarded, flags_parser=parse_flags)

@@ -177,83 +177,148 @@ def validate_common(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
   """Checks the experiment-wide values (not the names the registries resolve, nor the
   strategies' sections: `experiment.validate` checks all); raises ConfigError naming the key
   and what is allowed."""
-  _check(config.model.stem in ("cifar", "imagenet"), "model.stem", config.model.stem,
-         "'cifar' or 'imagenet'")
+  _check(
+    config.model.stem in ("cifar", "imagenet"),
+    "model.stem",
+    config.model.stem,
+    "'cifar' or 'imagenet'",
+  )
   _check(config.model.width > 0, "model.width", config.model.width, "a positive integer")
   _check(config.model.dtype in DTYPES, "model.dtype", config.model.dtype, f"one of {DTYPES}")
-  _check(config.data.imbalance_ratio == 0 or config.data.imbalance_ratio >= 1,
-         "data.imbalance_ratio", config.data.imbalance_ratio, "0 (off) or >= 1")
-  _check(0 < config.data.test_fraction < 1, "data.test_fraction", config.data.test_fraction,
-         "in (0, 1)")
+  _check(
+    config.data.imbalance_ratio == 0 or config.data.imbalance_ratio >= 1,
+    "data.imbalance_ratio",
+    config.data.imbalance_ratio,
+    "0 (off) or >= 1",
+  )
+  _check(
+    0 < config.data.test_fraction < 1, "data.test_fraction", config.data.test_fraction, "in (0, 1)"
+  )
   _check(config.data.downscale >= 1, "data.downscale", config.data.downscale, "an integer >= 1")
-  _check(config.data.crop_from == 0 or config.data.crop_from >= config.data.image_size > 0,
-         "data.crop_from", config.data.crop_from,
-         "0 (stretch), or at least data.image_size (which must then be set)")
+  _check(
+    config.data.crop_from == 0 or config.data.crop_from >= config.data.image_size > 0,
+    "data.crop_from",
+    config.data.crop_from,
+    "0 (stretch), or at least data.image_size (which must then be set)",
+  )
 
   t = config.train
   _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
   _check(t.min_steps >= 0, "train.min_steps", t.min_steps, "0 (off) or a positive count")
-  _check(config.data.placement in ("auto", "device", "stream"), "data.placement",
-         config.data.placement, "'auto', 'device' or 'stream'")
-  _check(config.data.device_budget_mb > 0, "data.device_budget_mb",
-         config.data.device_budget_mb, "a positive number of MiB")
-  _check(0 <= config.data.val_fraction < 1, "data.val_fraction", config.data.val_fraction,
-         "in [0, 1) (0 = no validation split)")
+  _check(
+    config.data.placement in ("auto", "device", "stream"),
+    "data.placement",
+    config.data.placement,
+    "'auto', 'device' or 'stream'",
+  )
+  _check(
+    config.data.device_budget_mb > 0,
+    "data.device_budget_mb",
+    config.data.device_budget_mb,
+    "a positive number of MiB",
+  )
+  _check(
+    0 <= config.data.val_fraction < 1,
+    "data.val_fraction",
+    config.data.val_fraction,
+    "in [0, 1) (0 = no validation split)",
+  )
   for key in ("batch_size", "eval_batch_size"):
     value = t[key]
-    _check(value >= 1 and value % num_devices == 0, f"train.{key}", value,
-           f"a positive multiple of the device count ({num_devices})")
+    _check(
+      value >= 1 and value % num_devices == 0,
+      f"train.{key}",
+      value,
+      f"a positive multiple of the device count ({num_devices})",
+    )
   _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {OPTIMIZERS}")
   _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
   _check(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
   _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
-  _check(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", t.lr_schedule,
-         f"one of {LR_SCHEDULES}")
+  _check(
+    t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", t.lr_schedule, f"one of {LR_SCHEDULES}"
+  )
   _check(0 < t.lr_decay_at <= 1, "train.lr_decay_at", t.lr_decay_at, "in (0, 1]")
-  _check(0 <= t.warmup_fraction < 1, "train.warmup_fraction", t.warmup_fraction,
-         "in [0, 1) (0 = no warmup)")
+  _check(
+    0 <= t.warmup_fraction < 1,
+    "train.warmup_fraction",
+    t.warmup_fraction,
+    "in [0, 1) (0 = no warmup)",
+  )
   _check(t.log_every_epochs >= 1, "train.log_every_epochs", t.log_every_epochs, ">= 1")
-  _check(config.checkpoint.every_epochs >= 0, "checkpoint.every_epochs",
-         config.checkpoint.every_epochs, "0 (only at cycle ends) or a positive integer")
-  _check(config.checkpoint.keep >= 2, "checkpoint.keep", config.checkpoint.keep,
-         ">= 2 (a corrupt newest checkpoint falls back to the one before)")
-  _check(config.augment.crop_padding >= 0, "augment.crop_padding", config.augment.crop_padding,
-         ">= 0")
+  _check(
+    config.checkpoint.every_epochs >= 0,
+    "checkpoint.every_epochs",
+    config.checkpoint.every_epochs,
+    "0 (only at cycle ends) or a positive integer",
+  )
+  _check(
+    config.checkpoint.keep >= 2,
+    "checkpoint.keep",
+    config.checkpoint.keep,
+    ">= 2 (a corrupt newest checkpoint falls back to the one before)",
+  )
+  _check(
+    config.augment.crop_padding >= 0, "augment.crop_padding", config.augment.crop_padding, ">= 0"
+  )
   crop = tuple(config.augment.crop_size)
-  _check(len(crop) == 2 and (crop == (0, 0) or min(crop) > 0), "augment.crop_size", crop,
-         "(height, width) of positive integers, or (0, 0) for whole images")
+  _check(
+    len(crop) == 2 and (crop == (0, 0) or min(crop) > 0),
+    "augment.crop_size",
+    crop,
+    "(height, width) of positive integers, or (0, 0) for whole images",
+  )
 
   al = config.al
   if al.initial_count > 0:
     _check(al.step_count > 0, "al.step_count", al.step_count, "> 0 when al.initial_count is set")
-    _check(al.final_count >= al.initial_count, "al.final_count", al.final_count,
-           f">= al.initial_count ({al.initial_count})")
+    _check(
+      al.final_count >= al.initial_count,
+      "al.final_count",
+      al.final_count,
+      f">= al.initial_count ({al.initial_count})",
+    )
   else:
     for key in ("initial_fraction", "step_fraction", "final_fraction"):
       _check(0 < al[key] <= 1, f"al.{key}", al[key], "a fraction in (0, 1]")
-    _check(al.final_fraction >= al.initial_fraction, "al.final_fraction", al.final_fraction,
-           f">= al.initial_fraction ({al.initial_fraction})")
+    _check(
+      al.final_fraction >= al.initial_fraction,
+      "al.final_fraction",
+      al.final_fraction,
+      f">= al.initial_fraction ({al.initial_fraction})",
+    )
   _check(al.subset_size >= 0, "al.subset_size", al.subset_size, "0 (off) or a positive count")
   _check(al.protocol in AL_PROTOCOLS, "al.protocol", al.protocol, f"one of {AL_PROTOCOLS}")
 
   r = config.record
   _check(r.keep in RECORD_KEEPS, "record.keep", r.keep, f"one of {RECORD_KEEPS}")
-  _check(r.weighting in RECORD_WEIGHTINGS, "record.weighting", r.weighting,
-         f"one of {RECORD_WEIGHTINGS}")
+  _check(
+    r.weighting in RECORD_WEIGHTINGS, "record.weighting", r.weighting, f"one of {RECORD_WEIGHTINGS}"
+  )
   _check(0 <= r.ema_decay < 1, "record.ema_decay", r.ema_decay, "in [0, 1)")
   _check(r.pixel_stride >= 1, "record.pixel_stride", r.pixel_stride, "an integer >= 1")
-  _check(0 <= r.start_epoch < t.epochs, "record.start_epoch", r.start_epoch,
-         f"in [0, train.epochs) = [0, {t.epochs})")
+  _check(
+    0 <= r.start_epoch < t.epochs,
+    "record.start_epoch",
+    r.start_epoch,
+    f"in [0, train.epochs) = [0, {t.epochs})",
+  )
 
-  _check(0 <= config.model.dropout_rate < 1, "model.dropout_rate", config.model.dropout_rate,
-         "in [0, 1)")
+  _check(
+    0 <= config.model.dropout_rate < 1, "model.dropout_rate", config.model.dropout_rate, "in [0, 1)"
+  )
   ps = config.per_sample
-  _check(ps.engine in PER_SAMPLE_ENGINES, "per_sample.engine", ps.engine,
-         f"one of {PER_SAMPLE_ENGINES}")
+  _check(
+    ps.engine in PER_SAMPLE_ENGINES, "per_sample.engine", ps.engine, f"one of {PER_SAMPLE_ENGINES}"
+  )
   _check(ps.batch_size >= 1, "per_sample.batch_size", ps.batch_size, ">= 1")
   _check(ps.samples_per_step >= 1, "per_sample.samples_per_step", ps.samples_per_step, ">= 1")
-  _check(ps.memory_budget_mb >= 0, "per_sample.memory_budget_mb", ps.memory_budget_mb,
-         "0 (fixed chunk sizes) or a positive number of MiB")
+  _check(
+    ps.memory_budget_mb >= 0,
+    "per_sample.memory_budget_mb",
+    ps.memory_budget_mb,
+    "0 (fixed chunk sizes) or a positive number of MiB",
+  )
 
 
 # The names that moved to disal_jax.experiment (they need the registries, which sit above this
@@ -263,7 +328,9 @@ _MOVED = ("base_config", "validate", "validate_for_dataset")
 
 def __getattr__(name: str):
   if name in _MOVED:
-    raise ImportError(f"disal_jax.config.{name} is now disal_jax.experiment.{name} (it adds the "
-                      f"strategies' sections); use `from disal_jax.experiment import {name}`",
-                      name=__name__)
+    raise ImportError(
+      f"disal_jax.config.{name} is now disal_jax.experiment.{name} (it adds the "
+      f"strategies' sections); use `from disal_jax.experiment import {name}`",
+      name=__name__,
+    )
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

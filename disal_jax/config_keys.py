@@ -19,8 +19,10 @@ from absl import app, flags
 from disal_jax import config as config_lib
 from disal_jax import experiment
 
-_SECTION = re.compile(r"^\s*(?P<parent>\w+)\.(?P<name>\w+) = (?P<alias>\w+) = "
-                      r"ml_collections\.ConfigDict\(\)")
+_SECTION = re.compile(
+  r"^\s*(?P<parent>\w+)\.(?P<name>\w+) = (?P<alias>\w+) = "
+  r"ml_collections\.ConfigDict\(\)"
+)
 _ASSIGN = re.compile(r"^\s*(?P<owner>\w+)\.(?P<name>\w+) = (?P<value>.*?)\s*(#\s*(?P<note>.*))?$")
 _COMMENT = re.compile(r"^\s*#\s?(?P<text>.*)$")
 
@@ -30,6 +32,7 @@ def key_comments() -> dict[str, str]:
   experiment-wide ones in disal_jax/config.py, then each strategy section's, in its module's
   `defaults`."""
   from disal_jax.strategies import registry  # pylint: disable=import-outside-toplevel
+
   comments = _comments(inspect.getsource(config_lib.common_config), {"c": ""})
   for name, section in registry.sections().items():
     comments.update(_comments(inspect.getsource(section.defaults), {"s": f"{name}."}))

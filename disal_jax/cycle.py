@@ -35,6 +35,7 @@ class CycleSetup:
     run_dir: the folder a strategy keeps things in between cycles (ScoringContext.run_dir).
     tag: a label for log lines and fault points (strategy and seed).
   """
+
   config: ml_collections.ConfigDict
   trainer: Trainer
   strategy: Strategy
@@ -59,6 +60,7 @@ class CycleOutcome:
     strategy_metrics: what the strategy's epoch callback reports of its cost (TracInCP's
       checkpoint bytes and seconds); {} without one.
   """
+
   result: CycleResult
   selected: np.ndarray
   evidence: Any
@@ -83,10 +85,17 @@ def start_state(setup: CycleSetup, cycle: int, warm: Optional[TrainState]) -> Tr
   return setup.trainer.reset_optimizer(warm, rng)
 
 
-def run_cycle(setup: CycleSetup, labeled: np.ndarray, candidates: np.ndarray, k: int, *,
-              cycle: int, warm: Optional[TrainState] = None,
-              checkpointing: Optional[Checkpointing] = None,
-              callback_dir: Optional[pathlib.Path] = None) -> CycleOutcome:
+def run_cycle(
+  setup: CycleSetup,
+  labeled: np.ndarray,
+  candidates: np.ndarray,
+  k: int,
+  *,
+  cycle: int,
+  warm: Optional[TrainState] = None,
+  checkpointing: Optional[Checkpointing] = None,
+  callback_dir: Optional[pathlib.Path] = None,
+) -> CycleOutcome:
   """Trains on `labeled` (recording `candidates`), then selects k of `candidates`.
 
   Args:
@@ -120,15 +129,32 @@ def run_cycle(setup: CycleSetup, labeled: np.ndarray, candidates: np.ndarray, k:
       raise ValueError(f"strategy {strategy.name!r} keeps files per cycle: give callback_dir")
     callback = strategy.make_epoch_callback(config, callback_dir)
   state = None if checkpointing.resume is not None else start_state(setup, cycle, warm)
-  result = trainer.train_cycle(state, labeled, candidates, (config.seed, cycle), cycle=cycle,
-                               recording=setup.recording, checkpointing=checkpointing,
-                               tag=setup.tag, on_epoch_end=callback)
+  result = trainer.train_cycle(
+    state,
+    labeled,
+    candidates,
+    (config.seed, cycle),
+    cycle=cycle,
+    recording=setup.recording,
+    checkpointing=checkpointing,
+    tag=setup.tag,
+    on_epoch_end=callback,
+  )
   strategy_metrics = {} if callback is None else callback.metrics()
   if k == 0:
     return CycleOutcome(result, np.zeros((0,), np.int64), None, 0.0, strategy_metrics)
   faults.point(f"select:{setup.tag}:{cycle}")
   t0 = time.perf_counter()
-  ctx = ScoringContext(config, scoring_data(trainer), result, candidates, labeled,
-                       cycle_keys(config.seed, cycle)[1], cycle, callback, setup.run_dir)
+  ctx = ScoringContext(
+    config,
+    scoring_data(trainer),
+    result,
+    candidates,
+    labeled,
+    cycle_keys(config.seed, cycle)[1],
+    cycle,
+    callback,
+    setup.run_dir,
+  )
   evidence, selected = score_and_select(strategy, ctx, k)
   return CycleOutcome(result, selected, evidence, time.perf_counter() - t0, strategy_metrics)

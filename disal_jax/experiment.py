@@ -54,15 +54,27 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   from disal_jax.models import registry as model_registry
   from disal_jax.strategies import registry as strategy_registry
 
-  check_value(config.data.name in data_registry.names(), "data.name", config.data.name,
-              f"one of {data_registry.names()}")
-  check_value(config.model.name in model_registry.names(), "model.name", config.model.name,
-              f"one of {model_registry.names()}")
+  check_value(
+    config.data.name in data_registry.names(),
+    "data.name",
+    config.data.name,
+    f"one of {data_registry.names()}",
+  )
+  check_value(
+    config.model.name in model_registry.names(),
+    "model.name",
+    config.model.name,
+    f"one of {model_registry.names()}",
+  )
   names = strategy_names(config)
   check_value(bool(names), "strategies", config.strategies, "at least one strategy name")
   for name in names:
-    check_value(name in strategy_registry.names(), "strategies", name,
-                f"comma-separated names from {strategy_registry.names()}")
+    check_value(
+      name in strategy_registry.names(),
+      "strategies",
+      name,
+      f"comma-separated names from {strategy_registry.names()}",
+    )
   check_value(len(set(names)) == len(names), "strategies", config.strategies, "no name twice")
   config_lib.validate_common(config, num_devices)
   for section in strategy_registry.sections().values():  # the strategies' own checks
@@ -83,17 +95,33 @@ def validate_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
       if section.check_for_dataset is not None and section.name not in checked:
         section.check_for_dataset(config, dataset)
         checked.add(section.name)
-  check_value(model_registry.is_segmentation(config.model.name) == segmentation, "model.name",
-              config.model.name, f"a {task} model for the {task} dataset {dataset.name!r} (one "
-              f"of {model_registry.names(segmentation=segmentation)})")
+  check_value(
+    model_registry.is_segmentation(config.model.name) == segmentation,
+    "model.name",
+    config.model.name,
+    f"a {task} model for the {task} dataset {dataset.name!r} (one "
+    f"of {model_registry.names(segmentation=segmentation)})",
+  )
   if not segmentation:
     return
   height, width = dataset.image_shape[:2]
   crop = tuple(config.augment.crop_size)
-  check_value(crop == (0, 0) or (crop[0] <= height and crop[1] <= width), "augment.crop_size",
-              crop, f"at most the image size ({height}, {width})")
-  check_value(config.record.pixel_stride <= min(height, width), "record.pixel_stride",
-              config.record.pixel_stride, f"at most the image side ({min(height, width)})")
+  check_value(
+    crop == (0, 0) or (crop[0] <= height and crop[1] <= width),
+    "augment.crop_size",
+    crop,
+    f"at most the image size ({height}, {width})",
+  )
+  check_value(
+    config.record.pixel_stride <= min(height, width),
+    "record.pixel_stride",
+    config.record.pixel_stride,
+    f"at most the image side ({min(height, width)})",
+  )
   for name in strategy_names(config):
-    check_value(strategy_registry.get_strategy(name).segmentation, "strategies", name,
-                f"one of the segmentation strategies {strategy_registry.names(segmentation=True)}")
+    check_value(
+      strategy_registry.get_strategy(name).segmentation,
+      "strategies",
+      name,
+      f"one of the segmentation strategies {strategy_registry.names(segmentation=True)}",
+    )

@@ -49,8 +49,10 @@ def requested(environ=None) -> bool:
   """Whether the environment asks for `keep_freed_memory()` (DISAL_JAX_HOST_MEMORY=keep)."""
   value = (os.environ if environ is None else environ).get(ENV, "default").strip().lower()
   if value not in ENV_VALUES:
-    raise ValueError(f"{ENV}={value!r}: expected one of {ENV_VALUES} (keep: glibc keeps "
-                     "freed host memory for reuse; see disal_jax/host_memory.py)")
+    raise ValueError(
+      f"{ENV}={value!r}: expected one of {ENV_VALUES} (keep: glibc keeps "
+      "freed host memory for reuse; see disal_jax/host_memory.py)"
+    )
   return value == "keep"
 
 
@@ -66,8 +68,10 @@ def keep_freed_memory() -> bool:
     logging.info("disal_jax: %s=keep needs glibc's mallopt; host malloc left as it is", ENV)
     return False
   if xla_cpu.backends_started():
-    logging.warning("disal_jax: JAX's backends started before host_memory.keep_freed_memory(); "
-                    "threads that already allocated keep their own arenas (partly in force)")
+    logging.warning(
+      "disal_jax: JAX's backends started before host_memory.keep_freed_memory(); "
+      "threads that already allocated keep their own arenas (partly in force)"
+    )
   for param, value in SETTINGS:
     if mallopt(ctypes.c_int(param), ctypes.c_int(value)) != 1:
       raise RuntimeError(f"glibc refused mallopt({param}, {value})")

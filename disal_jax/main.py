@@ -24,6 +24,7 @@ from disal_jax import checkpoint, cli, distributed, loop
 @dataclasses.dataclass(frozen=True)
 class Flags:
   """This command's flags (`define_flags`)."""
+
   config: flags.FlagHolder
   workdir: flags.FlagHolder
   force: flags.FlagHolder
@@ -34,12 +35,16 @@ def define_flags() -> Flags:
   """Defines this command's flags on absl's FLAGS. Called when the command runs, never at
   import: importing this module defines no flag, so entry modules can share a process."""
   defined = Flags(
-      config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                      lock_config=True),
-      flags.DEFINE_string("workdir", "workdirs/default", "Output directory."),
-      flags.DEFINE_bool("force", False, "Discard this config's runs already in --workdir "
-                        "and start over (needed when their config differs)."),
-      distributed.define_flags())
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True),
+    flags.DEFINE_string("workdir", "workdirs/default", "Output directory."),
+    flags.DEFINE_bool(
+      "force",
+      False,
+      "Discard this config's runs already in --workdir "
+      "and start over (needed when their config differs).",
+    ),
+    distributed.define_flags(),
+  )
   flags.mark_flags_as_required(["config"])
   return defined
 

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import ml_collections
+import numpy as np
 
 from disal_jax.errors import ConfigError
 
@@ -24,12 +24,15 @@ def budget_schedule(al: ml_collections.ConfigDict, num_train: int) -> list[int]:
     key = "al.final_count"
   else:
     num_steps = int(round((al.final_fraction - al.initial_fraction) / al.step_fraction))
-    counts = [int(round((al.initial_fraction + i * al.step_fraction) * num_train))
-              for i in range(num_steps + 1)]
+    counts = [
+      int(round((al.initial_fraction + i * al.step_fraction) * num_train))
+      for i in range(num_steps + 1)
+    ]
     key = "al.final_fraction"
   if counts[-1] > num_train:
-    raise ConfigError(f"config.{key} asks for {counts[-1]} labeled samples but the training "
-                      f"set holds {num_train}")
+    raise ConfigError(
+      f"config.{key} asks for {counts[-1]} labeled samples but the training set holds {num_train}"
+    )
   if counts[0] < 1 or any(b <= a for a, b in zip(counts, counts[1:])):
     raise ConfigError(f"config.al gives labeled counts {counts}: they must start >= 1 and grow")
   return counts
@@ -53,8 +56,9 @@ def unlabeled_indices(labeled_round: np.ndarray) -> np.ndarray:
   return np.flatnonzero(labeled_round == UNLABELED)
 
 
-def scoring_candidates(labeled_round: np.ndarray, subset_size: int, seed: int,
-                       cycle: int) -> np.ndarray:
+def scoring_candidates(
+  labeled_round: np.ndarray, subset_size: int, seed: int, cycle: int
+) -> np.ndarray:
   """The unlabeled rows to score this cycle: all, or a seeded random subset (sorted)."""
   unlabeled = unlabeled_indices(labeled_round)
   if not subset_size or subset_size >= len(unlabeled):
@@ -63,13 +67,13 @@ def scoring_candidates(labeled_round: np.ndarray, subset_size: int, seed: int,
   return np.sort(rng.choice(unlabeled, subset_size, replace=False))
 
 
-def add_labels(labeled_round: np.ndarray, selected: np.ndarray, cycle: int, k: int
-               ) -> np.ndarray:
+def add_labels(labeled_round: np.ndarray, selected: np.ndarray, cycle: int, k: int) -> np.ndarray:
   """Marks `selected` as labeled in `cycle` after checking it is k new distinct rows."""
   selected = np.asarray(selected)
   if selected.shape != (k,):
-    raise ValueError(f"cycle {cycle}: the strategy returned {selected.shape} indices, "
-                     f"expected ({k},)")
+    raise ValueError(
+      f"cycle {cycle}: the strategy returned {selected.shape} indices, expected ({k},)"
+    )
   if len(np.unique(selected)) != k:
     raise ValueError(f"cycle {cycle}: the strategy returned duplicate indices")
   if selected.min() < 0 or selected.max() >= len(labeled_round):

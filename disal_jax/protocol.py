@@ -19,8 +19,7 @@ from disal_jax.strategies.base import Strategy
 log = logging.getLogger(__name__)
 
 
-def run_config(config: ml_collections.ConfigDict, strategy: Strategy
-               ) -> ml_collections.ConfigDict:
+def run_config(config: ml_collections.ConfigDict, strategy: Strategy) -> ml_collections.ConfigDict:
   """The config a run of `strategy` follows: `config` itself under the unified protocol (or
   for a strategy without a reference protocol), else a copy with al.subset_size and
   train.warm_start set to the strategy's reference values."""
@@ -30,6 +29,11 @@ def run_config(config: ml_collections.ConfigDict, strategy: Strategy
   changed = config.copy_and_resolve_references()
   changed.al.subset_size = reference.subset_size
   changed.train.warm_start = reference.warm_start
-  log.info("%s under al.protocol='reference': al.subset_size=%d, train.warm_start=%s (%s)",
-           strategy.name, reference.subset_size, reference.warm_start, reference.source)
+  log.info(
+    "%s under al.protocol='reference': al.subset_size=%d, train.warm_start=%s (%s)",
+    strategy.name,
+    reference.subset_size,
+    reference.warm_start,
+    reference.source,
+  )
   return changed

@@ -41,8 +41,7 @@ def lock_path(run_dir: pathlib.Path) -> pathlib.Path:
 def _holder_text(record: Optional[dict]) -> str:
   if not record:
     return "another process (no record of it)"
-  return (f"process {record.get('pid')} on host {record.get('host')} (since "
-          f"{record.get('started')})")
+  return f"process {record.get('pid')} on host {record.get('host')} (since {record.get('started')})"
 
 
 def _read_record(fd: int) -> Optional[dict]:
@@ -70,16 +69,26 @@ def try_acquire(run_dir: pathlib.Path) -> Optional[int]:
   except OSError as e:
     os.close(fd)
     if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-      log.warning("%s: this filesystem does not support file locks (%s); running without "
-                  "one, so start only one process on this run", path, e.strerror)
+      log.warning(
+        "%s: this filesystem does not support file locks (%s); running without "
+        "one, so start only one process on this run",
+        path,
+        e.strerror,
+      )
       return -1
     raise
   stale = _read_record(fd)
   if stale:
-    log.warning("%s: %s ended without releasing the run (killed or crashed); taking it over",
-                run_dir, _holder_text(stale))
-  record = {"host": socket.gethostname(), "pid": os.getpid(),
-            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    log.warning(
+      "%s: %s ended without releasing the run (killed or crashed); taking it over",
+      run_dir,
+      _holder_text(stale),
+    )
+  record = {
+    "host": socket.gethostname(),
+    "pid": os.getpid(),
+    "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+  }
   os.ftruncate(fd, 0)
   os.lseek(fd, 0, os.SEEK_SET)
   os.write(fd, json.dumps(record).encode())
@@ -119,9 +128,10 @@ def hold(run_dirs: list[pathlib.Path]) -> Iterator[None]:
       fd = try_acquire(run_dir)
       if fd is None:
         raise RunLocked(
-            f"{run_dir} is in use by {holder(run_dir)}. Two processes on one run would "
-            "overwrite each other's checkpoints: wait for it to finish (a rerun then resumes "
-            "or skips the finished run), stop it, or give this one another --workdir.")
+          f"{run_dir} is in use by {holder(run_dir)}. Two processes on one run would "
+          "overwrite each other's checkpoints: wait for it to finish (a rerun then resumes "
+          "or skips the finished run), stop it, or give this one another --workdir."
+        )
       held.append(fd)
     yield
   finally:

@@ -41,6 +41,7 @@ from disal_jax.report import sweep_report
 @dataclasses.dataclass(frozen=True)
 class Flags:
   """This command's flags (`define_flags`)."""
+
   config: flags.FlagHolder
   strategies: flags.FlagHolder
   seeds: flags.FlagHolder
@@ -55,17 +56,20 @@ def define_flags() -> Flags:
   """Defines this command's flags on absl's FLAGS. Called when the command runs, never at
   import: importing this module (`run_sweep` and the rest) defines no flag."""
   defined = Flags(
-      config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                      lock_config=True),
-      flags.DEFINE_list("strategies", None, "Strategies to run (default: the config's)."),
-      flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run."),
-      flags.DEFINE_string("workdir", None, "The sweep folder."),
-      flags.DEFINE_bool("force", False, "Discard existing runs of these pairs first."),
-      flags.DEFINE_integer("workers", 1, "Worker processes sharing the sweep."),
-      flags.DEFINE_integer(
-          "devices_per_worker", 0, "With --workers: give worker i GPUs i*k .. i*k+k-1 "
-          "(CUDA_VISIBLE_DEVICES); 0 = every worker sees every device."),
-      distributed.define_flags())
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True),
+    flags.DEFINE_list("strategies", None, "Strategies to run (default: the config's)."),
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run."),
+    flags.DEFINE_string("workdir", None, "The sweep folder."),
+    flags.DEFINE_bool("force", False, "Discard existing runs of these pairs first."),
+    flags.DEFINE_integer("workers", 1, "Worker processes sharing the sweep."),
+    flags.DEFINE_integer(
+      "devices_per_worker",
+      0,
+      "With --workers: give worker i GPUs i*k .. i*k+k-1 "
+      "(CUDA_VISIBLE_DEVICES); 0 = every worker sees every device.",
+    ),
+    distributed.define_flags(),
+  )
   flags.mark_flags_as_required(["config", "workdir"])
   return defined
 
@@ -89,8 +93,7 @@ def _seed_config(config, seed: int, strategies: list[str] | None):
   return seed_config
 
 
-def pairs(config, strategies: list[str] | None, seeds: list[int]
-          ) -> list[tuple[object, str]]:
+def pairs(config, strategies: list[str] | None, seeds: list[int]) -> list[tuple[object, str]]:
   """(seed config, run name) of every pair of the sweep, seed by seed."""
   out = []
   for seed in seeds:
@@ -110,8 +113,9 @@ def discard(config, strategies: list[str] | None, seeds: list[int], workdir: str
         shutil.rmtree(folder)
 
 
-def run_sweep(config, strategies: list[str] | None, seeds: list[int], workdir: str,
-              force: bool = False) -> dict[int, dict[str, list]]:
+def run_sweep(
+  config, strategies: list[str] | None, seeds: list[int], workdir: str, force: bool = False
+) -> dict[int, dict[str, list]]:
   """One worker's pass over the sweep; returns {seed: {name: records}} of the pairs it ran.
 
   Pairs already finished, or run by another process (their lock is held), are skipped; when
@@ -132,15 +136,23 @@ def run_sweep(config, strategies: list[str] | None, seeds: list[int], workdir: s
     try:
       ran = loop.run_experiment(seed_config, workdir, dataset=dataset, only=[name])
     except run_lock.RunLocked:
-      logging.info("sweep: %s seed %d is being run by %s; skipped", name, seed,
-                   run_lock.holder(loop.run_dir(workdir_path, name, seed)))
+      logging.info(
+        "sweep: %s seed %d is being run by %s; skipped",
+        name,
+        seed,
+        run_lock.holder(loop.run_dir(workdir_path, name, seed)),
+      )
       continue
     results.setdefault(seed, {}).update(ran)
-  left = [(c.seed, name) for c, name in pairs(config, strategies, seeds)
-          if not loop.run_finished(c, workdir_path, name)]
+  left = [
+    (c.seed, name)
+    for c, name in pairs(config, strategies, seeds)
+    if not loop.run_finished(c, workdir_path, name)
+  ]
   if left:
-    logging.info("sweep: %d pair(s) not finished, held by other workers or stopped: %s",
-                 len(left), left)
+    logging.info(
+      "sweep: %d pair(s) not finished, held by other workers or stopped: %s", len(left), left
+    )
   elif distributed.is_primary():
     _write_report_once(workdir_path)
   return results
@@ -159,16 +171,19 @@ def _write_report_once(workdir: pathlib.Path) -> None:
 
 def _spawn_workers(count: int, devices_per_worker: int) -> int:
   """Starts `count` copies of this command as single workers; the worst exit status."""
-  argv = [a for a in sys.argv[1:] if not a.startswith(("--workers", "--force",
-                                                        "--devices_per_worker"))]
+  argv = [
+    a for a in sys.argv[1:] if not a.startswith(("--workers", "--force", "--devices_per_worker"))
+  ]
   procs = []
   for i in range(count):
     env = dict(os.environ)
     if devices_per_worker:
       env["CUDA_VISIBLE_DEVICES"] = ",".join(
-          str(d) for d in range(i * devices_per_worker, (i + 1) * devices_per_worker))
-    procs.append(subprocess.Popen([sys.executable, "-m", "disal_jax.sweep", *argv,
-                                   "--workers=1"], env=env))
+        str(d) for d in range(i * devices_per_worker, (i + 1) * devices_per_worker)
+      )
+    procs.append(
+      subprocess.Popen([sys.executable, "-m", "disal_jax.sweep", *argv, "--workers=1"], env=env)
+    )
   return max(p.wait() for p in procs)
 
 
@@ -184,8 +199,10 @@ def main(argv: list[str], args: Flags) -> None:
     raise app.UsageError(f"--workers={workers}: give 1 or more")
   if workers > 1:
     if args.distributed.distributed.value:
-      raise app.UsageError("--workers runs independent processes; --distributed runs one "
-                           "job over several hosts: use one or the other")
+      raise app.UsageError(
+        "--workers runs independent processes; --distributed runs one "
+        "job over several hosts: use one or the other"
+      )
     if args.force.value:  # once, before any worker starts
       discard(args.config.value, args.strategies.value, seeds, args.workdir.value)
     status = _spawn_workers(workers, args.devices_per_worker.value)
@@ -193,8 +210,7 @@ def main(argv: list[str], args: Flags) -> None:
       sys.exit(status)
     return
   args.distributed.initialize()
-  run_sweep(args.config.value, args.strategies.value, seeds, args.workdir.value,
-            args.force.value)
+  run_sweep(args.config.value, args.strategies.value, seeds, args.workdir.value, args.force.value)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, object]]:
   return name, overrides
 
 
-def variant_config(base: ml_collections.ConfigDict, overrides: dict[str, object]
-                   ) -> ml_collections.ConfigDict:
+def variant_config(
+  base: ml_collections.ConfigDict, overrides: dict[str, object]
+) -> ml_collections.ConfigDict:
   """A copy of `base` with dotted overrides; an unknown key is an error naming it."""
   config = base.copy_and_resolve_references()
   for key, value in overrides.items():

@@ -31,12 +31,20 @@ FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 # elementwise ops (a convolution followed by elementwise ops is taken into those)
 # (train step 0.88-0.90x the time of XLA's own list minus convolutions, one-pass engine
 # 1.04-1.08x, in two runs of `benchmarks.xla_cpu`; training dominates a cycle).
-XLA_DEFAULT_FUSIONS = ("LIBRARY_FUSION_TYPE_REDUCE", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
-                       "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
-FUSIONS = ("LIBRARY_FUSION_TYPE_DOT", "LIBRARY_FUSION_TYPE_ELTWISE",
-           "LIBRARY_FUSION_TYPE_REDUCE", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
-WITHOUT_CONVOLUTIONS = tuple(fusion for fusion in XLA_DEFAULT_FUSIONS
-                             if fusion != "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
+XLA_DEFAULT_FUSIONS = (
+  "LIBRARY_FUSION_TYPE_REDUCE",
+  "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+  "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
+)
+FUSIONS = (
+  "LIBRARY_FUSION_TYPE_DOT",
+  "LIBRARY_FUSION_TYPE_ELTWISE",
+  "LIBRARY_FUSION_TYPE_REDUCE",
+  "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+)
+WITHOUT_CONVOLUTIONS = tuple(
+  fusion for fusion in XLA_DEFAULT_FUSIONS if fusion != "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+)
 
 
 def with_setting(xla_flags: str) -> str:
@@ -56,6 +64,7 @@ def backends_started() -> bool:
   """Whether this process's JAX has started a backend (then XLA_FLAGS no longer apply)."""
   try:
     from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+
     return xla_bridge.backends_are_initialized()
   except (ImportError, AttributeError):  # another jax: assume not started (the flag is inert then)
     return False
@@ -68,7 +77,9 @@ def apply() -> None:
   if wanted == current:
     return
   if backends_started():
-    logging.info("disal_jax: JAX's backends started before the platform settings; XLA:CPU "
-                 "keeps YNNPACK's convolutions (slower here; see disal_jax/xla_cpu.py)")
+    logging.info(
+      "disal_jax: JAX's backends started before the platform settings; XLA:CPU "
+      "keeps YNNPACK's convolutions (slower here; see disal_jax/xla_cpu.py)"
+    )
     return
   os.environ["XLA_FLAGS"] = wanted

@@ -13,11 +13,15 @@ import pytest
 
 from disal_jax import platform_settings
 from tests.helpers import (  # imports jax, starts no backend
-    FAST_COMPILE_XLA_FLAG, SHARED_DATA, write_image_folder)
+  FAST_COMPILE_XLA_FLAG,
+  SHARED_DATA,
+  write_image_folder,
+)
 
 if FAST_COMPILE_XLA_FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):  # yours stands
-  os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
-                                                   FAST_COMPILE_XLA_FLAG]))
+  os.environ["XLA_FLAGS"] = " ".join(
+    filter(None, [os.environ.get("XLA_FLAGS", ""), FAST_COMPILE_XLA_FLAG])
+  )
 
 # The settings every entry point applies before JAX starts (XLA:CPU kernels; opt-in malloc).
 platform_settings.apply()
@@ -30,9 +34,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   # use it: within one process jit's own cache already shares the compiled programs, and one
   # full run aborted inside the cache's executable write in this process (jax 0.10.2, CPU).
   _OWN_CACHE = tempfile.mkdtemp(prefix="disal_jax_xla_cache_")
-  os.environ.update({"JAX_COMPILATION_CACHE_DIR": _OWN_CACHE,
-                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+  os.environ.update(
+    {
+      "JAX_COMPILATION_CACHE_DIR": _OWN_CACHE,
+      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+  )
 
 
 def pytest_unconfigure(config):
@@ -74,8 +82,18 @@ def cifar10_archive():
   return str(SHARED_DATA)
 
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
+CIFAR10_CLASSES = (
+  "airplane",
+  "automobile",
+  "bird",
+  "cat",
+  "deer",
+  "dog",
+  "frog",
+  "horse",
+  "ship",
+  "truck",
+)
 
 
 @pytest.fixture(scope="session")

@@ -44,9 +44,16 @@ def tiny_config(**overrides):
 
 
 # VAAL's networks at toy size (the reference's are 128-1024 channels wide at 32 px).
-TOY_VAAL = {"vaal.width": 8, "vaal.latent_dim": 8, "vaal.discriminator_hidden": 32,
-            "vaal.image_size": 16, "vaal.batch_size": 16, "vaal.epochs": 2,
-            "vaal.steps_per_call": 5, "vaal.iterations_per": "labeled"}
+TOY_VAAL = {
+  "vaal.width": 8,
+  "vaal.latent_dim": 8,
+  "vaal.discriminator_hidden": 32,
+  "vaal.image_size": 16,
+  "vaal.batch_size": 16,
+  "vaal.epochs": 2,
+  "vaal.steps_per_call": 5,
+  "vaal.iterations_per": "labeled",
+}
 
 
 def with_overrides(config, **overrides):
@@ -78,11 +85,18 @@ def subprocess_env(**extra) -> dict[str, str]:
   return env
 
 
-def write_image_folder(root: pathlib.Path, classes: tuple[str, ...], train_per_class: int,
-                       test_per_class: int, size: int = 32, seed: int = 0) -> pathlib.Path:
+def write_image_folder(
+  root: pathlib.Path,
+  classes: tuple[str, ...],
+  train_per_class: int,
+  test_per_class: int,
+  size: int = 32,
+  seed: int = 0,
+) -> pathlib.Path:
   """A small image folder root/<split>/<class>/<i>.jpg of synthetic JPEGs: each class its own
   mean colour plus noise, so a model can tell them apart. Returns root."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   rng = np.random.default_rng(seed)
   for split, count in (("train", train_per_class), ("test", test_per_class)):
     for c, name in enumerate(classes):
@@ -95,19 +109,37 @@ def write_image_folder(root: pathlib.Path, classes: tuple[str, ...], train_per_c
   return root
 
 
-def write_results(root: pathlib.Path, strategy: str, seed: int, accuracies, counts,
-                  num_train: int = 100, mious=None, val_accuracies=None) -> None:
+def write_results(
+  root: pathlib.Path,
+  strategy: str,
+  seed: int,
+  accuracies,
+  counts,
+  num_train: int = 100,
+  mious=None,
+  val_accuracies=None,
+) -> None:
   """A hand-built `<root>/<strategy>/seed_<seed>/results.json` as the loop writes it: test
   accuracy (and mIoU, validation accuracy) per labeled count; seconds train 2(i + 1), record
   0.5, scoring the seed."""
   run = root / strategy / f"seed_{seed}"
   run.mkdir(parents=True)
-  cycles = [{"cycle": i, "labeled": n, "test_accuracy": a, "test_loss": 1.0 - a,
-             "train_seconds": 2.0 * (i + 1), "record_seconds": 0.5, "scoring_seconds": seed}
-            for i, (n, a) in enumerate(zip(counts, accuracies))]
+  cycles = [
+    {
+      "cycle": i,
+      "labeled": n,
+      "test_accuracy": a,
+      "test_loss": 1.0 - a,
+      "train_seconds": 2.0 * (i + 1),
+      "record_seconds": 0.5,
+      "scoring_seconds": seed,
+    }
+    for i, (n, a) in enumerate(zip(counts, accuracies))
+  ]
   for cycle, miou in zip(cycles, mious or []):
     cycle["test_miou"] = miou
   for cycle, val in zip(cycles, val_accuracies or []):
     cycle["val_accuracy"] = val
-  (run / "results.json").write_text(json.dumps({"strategy": strategy, "seed": seed,
-                                                "num_train": num_train, "cycles": cycles}))
+  (run / "results.json").write_text(
+    json.dumps({"strategy": strategy, "seed": seed, "num_train": num_train, "cycles": cycles})
+  )

@@ -28,26 +28,44 @@ from tests.helpers import tiny_config
 
 
 def main():
-  config = tiny_config(**{"train.batch_size": 128, "train.eval_batch_size": 64,
-                          "model.width": 16, "train.learning_rate": 0.01,
-                          "augment.crop_padding": 1, "augment.flip": True})
+  config = tiny_config(
+    **{
+      "train.batch_size": 128,
+      "train.eval_batch_size": 64,
+      "model.width": 16,
+      "train.learning_rate": 0.01,
+      "augment.crop_padding": 1,
+      "augment.flip": True,
+    }
+  )
   dataset = load_dataset(config.data)
   mesh = sharding.make_mesh()
   trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset, mesh)
   labeled = np.arange(0, 128 * 10, 10)
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
-  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               cycle=0, recording=Recording("mean"))
+  result = trainer.train_cycle(
+    trainer.init_state(jax.random.key(0)),
+    labeled,
+    pool,
+    (0, 0),
+    cycle=0,
+    recording=Recording("mean"),
+  )
   assert result.record.mean.sharding.spec[0] == sharding.DATA_AXIS
   augment = dataclasses.replace(trainer.preprocess, crop_padding=2, flip=True)
   index = jax.device_put(np.arange(64, dtype=np.int32), sharding.along_data(mesh))
   augmented = jax.jit(augment.augment)(trainer.train_data.images[index], jax.random.key(5))
-  print(json.dumps({
-      "devices": mesh.size,
-      "losses": [e["loss"] for e in result.epochs],
-      "record_mean": np.asarray(result.record.mean[:len(pool)]).ravel().tolist(),
-      "test_accuracy": result.test["accuracy"],
-      "augmented": np.asarray(augmented).ravel().tolist()}))
+  print(
+    json.dumps(
+      {
+        "devices": mesh.size,
+        "losses": [e["loss"] for e in result.epochs],
+        "record_mean": np.asarray(result.record.mean[: len(pool)]).ravel().tolist(),
+        "test_accuracy": result.test["accuracy"],
+        "augmented": np.asarray(augmented).ravel().tolist(),
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from PIL import Image
 
 from disal_jax import loop, pool, variants
 from disal_jax.report import ablation_report, sweep_report
-
 from tests.helpers import tiny_config, write_results
 
 
@@ -31,8 +30,8 @@ def test_only_runs_with_every_cycle_in_results_json_count_as_finished(tmp_path):
   def write(name, count):
     run = loop.run_dir(tmp_path, name, config.seed)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "results.json").write_text(json.dumps({"num_train": 100,
-                                                  "cycles": [{}] * count}))
+    (run / "results.json").write_text(json.dumps({"num_train": 100, "cycles": [{}] * count}))
+
   assert not variants.finished(config, tmp_path)
   write("random", cycles - 1)
   write(loop.FULL_TRAINING, 1)
@@ -50,8 +49,13 @@ def test_the_learning_curves_name_each_variant_and_draw_both_splits(tmp_path):
   write_results(tmp_path / "both", "disal", 0, [0.3, 0.7], (10, 20), val_accuracies=[0.2, 0.6])
   write_results(tmp_path / "both", "margin", 1, [0.1, 0.2], (10, 20), val_accuracies=[0.3, 0.4])
   rows = ablation_report.learning_curve_rows(tmp_path, ["random", "lam0", "both", "not_started"])
-  assert sorted({r.strategy for r in rows}) == ["both/disal", "both/margin", loop.FULL_TRAINING,
-                                                "lam0", "random"]
+  assert sorted({r.strategy for r in rows}) == [
+    "both/disal",
+    "both/margin",
+    loop.FULL_TRAINING,
+    "lam0",
+    "random",
+  ]
   val = sweep_report.on_split(rows, "val")
   assert [r.test_accuracy for r in val if r.strategy == "lam0"] == [0.2, 0.6]
   written = ablation_report.write_plots(tmp_path, ["random", "lam0", "both"])
@@ -70,13 +74,17 @@ def test_the_paired_table_differences_each_seed_against_the_baseline(tmp_path):
   ahead = {s: [a + 0.02 * (s + 2), b + 0.02 * (s + 2)] for s, (a, b) in base.items()}
   mixed = {0: [0.41, 0.51], 1: [0.29, 0.49], 2: [0.52, 0.62]}
   for seed in base:
-    write_results(tmp_path / "ahead", "disal", seed, ahead[seed], (10, 20),
-                  val_accuracies=mixed[seed])
+    write_results(
+      tmp_path / "ahead", "disal", seed, ahead[seed], (10, 20), val_accuracies=mixed[seed]
+    )
   write_results(tmp_path / "short", "margin", 0, [0.1, 0.1], (10, 20))
   write_results(tmp_path / "short", "margin", 1, [0.9, 0.9], (10, 30))  # other counts: unpaired
   table = ablation_report.paired(tmp_path, ["random", "ahead", "short"], "random")
-  rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()
-          if line.startswith("| ahead") or line.startswith("| short")}
+  rows = {
+    line.split(" | ")[0].strip("| "): line.split(" | ")
+    for line in table.splitlines()
+    if line.startswith("| ahead") or line.startswith("| short")
+  }
   # validation: +1, −1, +2 points: mean +0.67, std 1.25 -> a tie
   assert rows["ahead"][3] == "+1.00, −1.00, +2.00"
   assert rows["ahead"][4] == f"+0.67 ± {100 * np.std([0.01, -0.01, 0.02]):.2f} (tie)"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from disal_jax.annotate import labels_file, project as project_lib, rounds
-
+from disal_jax.annotate import labels_file, rounds
+from disal_jax.annotate import project as project_lib
 from tests.helpers import REPO, load_config, write_image_folder
 
 pytestmark = pytest.mark.slow  # whole runs or subprocesses: not in the quick tier
@@ -69,9 +69,19 @@ def test_three_rounds_with_partial_answers_and_undo(tmp_path, image_folder):
   root, truth = image_folder
   workdir = tmp_path / "project"
   cli = [sys.executable, "-m", "disal_jax.annotate"]
-  done = subprocess.run(cli + ["init", f"--images={root}", f"--workdir={workdir}",
-                               f"--config={REPO / 'configs/annotate.py'}:quick"],
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  done = subprocess.run(
+    cli
+    + [
+      "init",
+      f"--images={root}",
+      f"--workdir={workdir}",
+      f"--config={REPO / 'configs/annotate.py'}:quick",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   assert "registered 114 images (24 labeled" in done.stdout
   project, state = _state(workdir)
@@ -79,12 +89,15 @@ def test_three_rounds_with_partial_answers_and_undo(tmp_path, image_folder):
   assert (state.labels >= 0).sum() == 24 and not state.query.any()
 
   labeled_counts = [24]
-  for round_, (strategy, keep) in enumerate([("disal", None), ("coreset", 6),
-                                             ("random", None)]):
+  for round_, (strategy, keep) in enumerate([("disal", None), ("coreset", 6), ("random", None)]):
     if round_ == 0:  # through the command line once
-      done = subprocess.run(cli + ["next", f"--workdir={workdir}", "--budget=10",
-                                   f"--strategy={strategy}"], cwd=REPO, capture_output=True,
-                            text=True, timeout=600)
+      done = subprocess.run(
+        cli + ["next", f"--workdir={workdir}", "--budget=10", f"--strategy={strategy}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+      )
       assert done.returncode == 0, done.stderr[-3000:]
       out = rounds.query_dir(project, 0)
       assert str(out) in done.stdout
@@ -114,14 +127,22 @@ def test_three_rounds_with_partial_answers_and_undo(tmp_path, image_folder):
       assert json.loads((out / "query.json").read_text()) == query  # same model, same picks
     labels_path, answered = _answer(out / "query.csv", truth, keep)
     if round_ == 0:
-      done = subprocess.run(cli + ["import", f"--workdir={workdir}", f"--labels={labels_path}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+      done = subprocess.run(
+        cli + ["import", f"--workdir={workdir}", f"--labels={labels_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+      )
       assert done.returncode == 0, done.stderr[-3000:]
       assert "merged 10 labels (0 unanswered" in done.stdout
     else:
       done = rounds.import_answers(project, str(labels_path))
-      assert done == {"merged": len(answered), "unanswered": 10 - len(answered),
-                      "round": round_ + 1}
+      assert done == {
+        "merged": len(answered),
+        "unanswered": 10 - len(answered),
+        "round": round_ + 1,
+      }
     _, state = _state(workdir)
     for i in answered:
       assert project.class_names[state.labels[i]] == truth[project.paths[i]]
@@ -130,8 +151,9 @@ def test_three_rounds_with_partial_answers_and_undo(tmp_path, image_folder):
     labeled_counts.append(labeled_counts[-1] + len(answered))
     assert (state.labels >= 0).sum() == labeled_counts[-1]
 
-  done = subprocess.run(cli + ["status", f"--workdir={workdir}"], cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
+  done = subprocess.run(
+    cli + ["status", f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=300
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   report = done.stdout
   assert "round 3: 50 labeled, 64 unlabeled" in report
@@ -157,7 +179,9 @@ def open_query():
   return query
 
 
-@pytest.mark.parametrize("body,problems", [
+@pytest.mark.parametrize(
+  "body,problems",
+  [
     ("id,label\n3,cat\n99,cat\n", ["line 3: unknown id 99"]),
     ("id,label\n3,cat\n7,cat\n", ["line 3: id 7 is not in the open query"]),
     ("id,label\n3,dog\n", ["line 2: unknown class 'dog' for id 3"]),
@@ -167,7 +191,8 @@ def open_query():
     ("image,label\n3,cat\n", ["line 1: missing column(s) ['id']"]),
     ("id,label\n3,cat\n5\n", ["line 3: 1 field(s)"]),
     ("id,label\n3,dog\n4,cat\n4,ship\n", ["line 2: unknown class", "line 4: id 4 labeled"]),
-])
+  ],
+)
 def test_every_invalid_labels_file_is_reported_by_line(tmp_path, open_query, body, problems):
   path = tmp_path / "labels.csv"
   path.write_text(body)
@@ -185,8 +210,9 @@ def test_a_valid_file_with_a_bom_blank_lines_and_extra_columns(tmp_path, open_qu
 
 def test_an_invalid_import_merges_nothing(tmp_path, image_folder):
   root, _ = image_folder
-  project = project_lib.init_project(str(root), str(tmp_path / "p"),
-                                     load_config("annotate", "quick"))
+  project = project_lib.init_project(
+    str(root), str(tmp_path / "p"), load_config("annotate", "quick")
+  )
   store = project_lib.StateStore(project)
   step, state = store.latest()
   query = state.query.copy()
@@ -208,8 +234,9 @@ def test_an_invalid_import_merges_nothing(tmp_path, image_folder):
 def test_bad_folders_and_workdirs_are_named(tmp_path, image_folder):
   root, _ = image_folder
   with pytest.raises(project_lib.ProjectError, match="no such folder"):
-    project_lib.init_project(str(tmp_path / "nope"), str(tmp_path / "w"),
-                             load_config("annotate", "quick"))
+    project_lib.init_project(
+      str(tmp_path / "nope"), str(tmp_path / "w"), load_config("annotate", "quick")
+    )
   lone = tmp_path / "lone"
   (lone / "cat").mkdir(parents=True)
   with pytest.raises(project_lib.ProjectError, match="at least two class folders"):
@@ -223,6 +250,7 @@ def test_a_project_saved_by_an_earlier_version_opens_on_todays_keys():
   today's defaults fill the gaps, the moved key lands in its new place, JSON lists become
   tuples, every other saved value is kept, and the result validates."""
   from disal_jax.experiment import validate
+
   current = load_config("annotate").to_dict()
   saved = json.loads(json.dumps(current))  # as written to config.json: tuples become lists
   del saved["embedding"]

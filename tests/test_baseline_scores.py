@@ -13,7 +13,6 @@ from disal_jax.training.augment import Preprocess
 from disal_jax.training.snapshots import SnapshotStore
 from disal_jax.training.state import TrainState
 from disal_jax.training.steps import DeviceData
-
 from tests.helpers import tiny_config
 
 PRE = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -22,9 +21,13 @@ ONE_PASS = per_sample.Engine("one_pass")
 ENGINES = [ONE_PASS, per_sample.Engine("vmap")]
 # the one-pass engine compiles slowly: its cases here are slow (tests/test_one_pass.py keeps a
 # fast one)
-engines = pytest.mark.parametrize("engine", [
+engines = pytest.mark.parametrize(
+  "engine",
+  [
     pytest.param(ONE_PASS, id="one_pass", marks=pytest.mark.slow),
-    pytest.param(ENGINES[1], id="vmap")])
+    pytest.param(ENGINES[1], id="vmap"),
+  ],
+)
 # The vmap engine's Gram is held to the one-pass engine's in tests/test_one_pass.py.
 one_pass_only = pytest.mark.parametrize("engine", [ONE_PASS], ids=lambda e: e.name)
 
@@ -36,10 +39,12 @@ def _state(batch=16, head_bias=None, dropout_rate=0.0):
   params = variables["params"]
   if head_bias is not None:
     params = dict(params, head=dict(params["head"], bias=jnp.asarray(head_bias, jnp.float32)))
-  stats = jax.tree.map(lambda x: x + 0.1 * jax.random.uniform(jax.random.key(1), x.shape),
-                       variables["batch_stats"])
-  state = TrainState.create(apply_fn=model.apply, params=params, batch_stats=stats,
-                            tx=optax.sgd(0.1), rng=jax.random.key(0))
+  stats = jax.tree.map(
+    lambda x: x + 0.1 * jax.random.uniform(jax.random.key(1), x.shape), variables["batch_stats"]
+  )
+  state = TrainState.create(
+    apply_fn=model.apply, params=params, batch_stats=stats, tx=optax.sgd(0.1), rng=jax.random.key(0)
+  )
   images = np.random.default_rng(0).integers(0, 255, (batch, 8, 8, 3), dtype=np.uint8)
   data = DeviceData(jnp.asarray(images), jnp.zeros((batch,), jnp.int32))
   return model, state, data, {"index": jnp.arange(batch, dtype=jnp.int32)}
@@ -48,10 +53,13 @@ def _state(batch=16, head_bias=None, dropout_rate=0.0):
 def _per_sample_loop(state, data, loss_of_logits, params_filter=None):
   """Slow reference: one jax.grad call per sample (a Python loop over samples), returning
   each sample's gradient pytree. The one-sample gradient is jitted once to keep it quick."""
+
   def loss(params, image):
-    logits = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
-                            PRE.normalise(image[None]), train=False)["logits"][0]
+    logits = state.apply_fn(
+      {"params": params, "batch_stats": state.batch_stats}, PRE.normalise(image[None]), train=False
+    )["logits"][0]
     return loss_of_logits(logits)
+
   grad = jax.jit(jax.grad(loss))
   grads = []
   for i in range(data.images.shape[0]):
@@ -84,8 +92,9 @@ def _probs(state, data):
 @engines
 def test_entropy_gradnorm_equals_a_per_sample_grad_loop(engine, norm):
   _, state, data, batch = _state()
-  fast = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE,
-                                                     engine=engine, norm=norm))
+  fast = np.asarray(
+    gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE, engine=engine, norm=norm)
+  )
   entropy = lambda logits: -jnp.sum(jax.nn.softmax(logits) * jax.nn.log_softmax(logits))
   slow = [_norm(g, norm) for g in _per_sample_loop(state, data, entropy)]
   np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-7)  # one sample is saturated
@@ -94,27 +103,44 @@ def test_entropy_gradnorm_equals_a_per_sample_grad_loop(engine, norm):
 @pytest.mark.slow
 def test_tensor_sum_and_global_norms_rank_samples_differently():
   _, state, data, batch = _state(batch=32)
-  ranks = [np.argsort(np.asarray(gradnorm.entropy_gradnorm_scores(
-      state, data, batch, preprocess=PRE, engine=ONE_PASS, norm=norm))) for norm in gradnorm.NORMS]
+  ranks = [
+    np.argsort(
+      np.asarray(
+        gradnorm.entropy_gradnorm_scores(
+          state, data, batch, preprocess=PRE, engine=ONE_PASS, norm=norm
+        )
+      )
+    )
+    for norm in gradnorm.NORMS
+  ]
   assert not np.array_equal(ranks[0], ranks[1])
 
 
 @pytest.mark.slow
 @norms
 @engines
-def test_expected_gradnorm_equals_a_per_sample_per_class_loop_and_differs_from_entropy(engine,
-                                                                                       norm):
+def test_expected_gradnorm_equals_a_per_sample_per_class_loop_and_differs_from_entropy(
+  engine, norm
+):
   _, state, data, batch = _state(batch=8)
-  fast = np.asarray(gradnorm.expected_gradnorm_scores(state, data, batch, preprocess=PRE,
-                                                      engine=engine, norm=norm))
+  fast = np.asarray(
+    gradnorm.expected_gradnorm_scores(state, data, batch, preprocess=PRE, engine=engine, norm=norm)
+  )
   probs = _probs(state, data)
-  norms = np.stack([
-      [_norm(g, norm) for g in _per_sample_loop(
-          state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c])]
-      for c in range(CLASSES)], axis=1)  # (B, C)
+  norms = np.stack(
+    [
+      [
+        _norm(g, norm)
+        for g in _per_sample_loop(state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c])
+      ]
+      for c in range(CLASSES)
+    ],
+    axis=1,
+  )  # (B, C)
   np.testing.assert_allclose(fast, (probs * norms).sum(1), rtol=1e-5)
-  entropy = np.asarray(gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE,
-                                                        engine=engine, norm=norm))
+  entropy = np.asarray(
+    gradnorm.entropy_gradnorm_scores(state, data, batch, preprocess=PRE, engine=engine, norm=norm)
+  )
   assert np.abs(fast - entropy).max() > 0.1 * np.abs(entropy).max()
 
 
@@ -134,25 +160,45 @@ def test_gradnorms_vanish_on_samples_the_model_is_certain_about(engine):
 def test_expected_self_influence_all_params_equals_a_per_class_loop(engine):
   _, state, data, batch = _state(batch=6)
   scoring = {"state": state, "variables": state.variables()}
-  fast = np.asarray(tracin.checkpoint_scores(scoring, data, batch, preprocess=PRE,
-                                             scope="all", engine=engine))
+  fast = np.asarray(
+    tracin.checkpoint_scores(scoring, data, batch, preprocess=PRE, scope="all", engine=engine)
+  )
   probs = _probs(state, data)
-  sq = np.stack([[_sq_norm(g) for g in _per_sample_loop(
-      state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c])]
-      for c in range(CLASSES)], axis=1)
+  sq = np.stack(
+    [
+      [
+        _sq_norm(g)
+        for g in _per_sample_loop(state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c])
+      ]
+      for c in range(CLASSES)
+    ],
+    axis=1,
+  )
   np.testing.assert_allclose(fast, (probs * sq).sum(1), rtol=1e-5)
 
 
 def test_last_layer_closed_form_equals_autodiff_over_the_head():
   _, state, data, batch = _state(batch=6)
   scoring = {"state": state, "variables": state.variables()}
-  fast = np.asarray(tracin.checkpoint_scores(scoring, data, batch, preprocess=PRE,
-                                             scope="last_layer", engine=ONE_PASS))
+  fast = np.asarray(
+    tracin.checkpoint_scores(
+      scoring, data, batch, preprocess=PRE, scope="last_layer", engine=ONE_PASS
+    )
+  )
   probs = _probs(state, data)
   head_only = lambda g: g["head"]
-  sq = np.stack([[_sq_norm(g) for g in _per_sample_loop(
-      state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c], head_only)]
-      for c in range(CLASSES)], axis=1)
+  sq = np.stack(
+    [
+      [
+        _sq_norm(g)
+        for g in _per_sample_loop(
+          state, data, lambda logits, c=c: -jax.nn.log_softmax(logits)[c], head_only
+        )
+      ]
+      for c in range(CLASSES)
+    ],
+    axis=1,
+  )
   np.testing.assert_allclose(fast, (probs * sq).sum(1), rtol=1e-5)
 
 
@@ -163,28 +209,57 @@ def test_tracin_weights_checkpoints_by_learning_rate(tmp_path):
   store(state, 0, 0.1)
   moved = state.replace(params=jax.tree.map(lambda x: 1.1 * x, state.params))
   store(moved, 1, 0.01)
-  per_checkpoint = [np.asarray(tracin.checkpoint_scores(
-      {"state": state, "variables": v}, data, batch, preprocess=PRE, scope="last_layer",
-      engine=ONE_PASS)) for v in (state.variables(), moved.variables())]
+  per_checkpoint = [
+    np.asarray(
+      tracin.checkpoint_scores(
+        {"state": state, "variables": v},
+        data,
+        batch,
+        preprocess=PRE,
+        scope="last_layer",
+        engine=ONE_PASS,
+      )
+    )
+    for v in (state.variables(), moved.variables())
+  ]
   assert store.learning_rates == [0.1, 0.01]
   assert np.abs(per_checkpoint[0] - per_checkpoint[1]).max() > 1e-3
   from disal_jax.training import sharding
-  replay = [np.asarray(tracin.checkpoint_scores(
-      {"state": state, "variables": store.variables(i, sharding.make_mesh())}, data, batch,
-      preprocess=PRE, scope="last_layer", engine=ONE_PASS))
-      for i in range(len(store))]
+
+  replay = [
+    np.asarray(
+      tracin.checkpoint_scores(
+        {"state": state, "variables": store.variables(i, sharding.make_mesh())},
+        data,
+        batch,
+        preprocess=PRE,
+        scope="last_layer",
+        engine=ONE_PASS,
+      )
+    )
+    for i in range(len(store))
+  ]
   np.testing.assert_allclose(replay, per_checkpoint, rtol=1e-6)
   # ... and the strategy's own entry point sums them weighted by the learning rates
   import types
+
   config = tiny_config(**{"tracin.params": "last_layer"})
   mesh = sharding.make_mesh()
-  trainer = types.SimpleNamespace(preprocess=PRE, mesh=mesh, train_data=data, config=config,
-                                  dataset=types.SimpleNamespace(num_classes=CLASSES))
+  trainer = types.SimpleNamespace(
+    preprocess=PRE,
+    mesh=mesh,
+    train_data=data,
+    config=config,
+    dataset=types.SimpleNamespace(num_classes=CLASSES),
+  )
   rows = np.array([4, 0, 2], np.int32)
-  ctx = types.SimpleNamespace(config=config, data=trainer, epoch_callback=store,
-                              candidates=rows,
-                              result=types.SimpleNamespace(state=state,
-                                                           pool_index=jnp.asarray(rows)))
+  ctx = types.SimpleNamespace(
+    config=config,
+    data=trainer,
+    epoch_callback=store,
+    candidates=rows,
+    result=types.SimpleNamespace(state=state, pool_index=jnp.asarray(rows)),
+  )
   expected = 0.1 * per_checkpoint[0][rows] + 0.01 * per_checkpoint[1][rows]
   np.testing.assert_allclose(tracin.score(ctx), expected, rtol=1e-5)
 
@@ -199,6 +274,7 @@ def test_snapshot_store_returns_what_it_kept_and_counts_it(tmp_path, where):
   store(later, 2, 0.01)
   assert len(store) == 2 and store.epochs == [1, 2]
   from disal_jax.training import sharding
+
   got = store.variables(1, sharding.make_mesh())
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(later.variables())):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -217,8 +293,10 @@ def test_top_k_orders_ties_by_the_tie_break_and_otherwise_by_score():
   expected = sorted(range(6), key=lambda i: (-scores[i], ties[i]))
   assert selectors.top_k(scores, 6, ties).tolist() == expected == [5, 1, 2, 4, 0, 3]
   assert selectors.top_k(scores, 3).tolist() == [1, 5, 0]  # without: by position
-  draws = [selectors.top_k(np.zeros(50), 5, selectors.tie_break(jax.random.key(s), 50)).tolist()
-           for s in range(3)]
+  draws = [
+    selectors.top_k(np.zeros(50), 5, selectors.tie_break(jax.random.key(s), 50)).tolist()
+    for s in range(3)
+  ]
   assert draws[0] != list(range(5)) and len({tuple(d) for d in draws}) == 3
 
 
@@ -229,8 +307,9 @@ def test_balanced_top_k_equals_a_round_robin_over_the_groups():
   groups[np.flatnonzero(groups == 1)[1:]] = 0  # group 1 holds one member: it runs out
   for k in (1, 3, 7, 40):
     # reference: rounds of every group's next best, each round by score
-    queues = {g: sorted(np.flatnonzero(groups == g), key=lambda i: -scores[i])
-              for g in np.unique(groups)}
+    queues = {
+      g: sorted(np.flatnonzero(groups == g), key=lambda i: -scores[i]) for g in np.unique(groups)
+    }
     expected = []
     while len(expected) < k:
       round_ = [q.pop(0) for q in queues.values() if q]
@@ -269,16 +348,24 @@ def test_bald_ignores_certain_samples_and_picks_disagreement():
 def test_mc_dropout_passes_are_stochastic_and_independent_of_batching():
   _, state, data, batch = _state(batch=8, dropout_rate=0.5)
   scoring = {"state": state, "key": jax.random.key(3)}
-  whole = np.asarray(mc_dropout.mc_dropout_scores(scoring, data, batch, preprocess=PRE,
-                                                  passes=10, kind="bald"))
+  whole = np.asarray(
+    mc_dropout.mc_dropout_scores(scoring, data, batch, preprocess=PRE, passes=10, kind="bald")
+  )
   assert whole.min() >= 0 and whole.max() > 1e-4  # the passes differ
-  halves = [np.asarray(mc_dropout.mc_dropout_scores(
-      scoring, data, {"index": batch["index"][s]}, preprocess=PRE, passes=10, kind="bald"))
-      for s in (slice(0, 4), slice(4, 8))]
+  halves = [
+    np.asarray(
+      mc_dropout.mc_dropout_scores(
+        scoring, data, {"index": batch["index"][s]}, preprocess=PRE, passes=10, kind="bald"
+      )
+    )
+    for s in (slice(0, 4), slice(4, 8))
+  ]
   np.testing.assert_allclose(np.concatenate(halves), whole, rtol=1e-6)
-  other_key = np.asarray(mc_dropout.mc_dropout_scores(
-      dict(scoring, key=jax.random.key(4)), data, batch, preprocess=PRE, passes=10,
-      kind="bald"))
+  other_key = np.asarray(
+    mc_dropout.mc_dropout_scores(
+      dict(scoring, key=jax.random.key(4)), data, batch, preprocess=PRE, passes=10, kind="bald"
+    )
+  )
   assert not np.allclose(other_key, whole)
 
 
@@ -308,12 +395,12 @@ def test_k_center_greedy_matches_brute_force(num_centres, block):
   centres = rng.normal(size=(num_centres, 16)).astype(np.float32)
   key = jax.random.key(3)
   picks = selectors.k_center_greedy(jnp.asarray(points), jnp.asarray(centres), 40, block, key)
-  assert picks.tolist() == _brute_force_k_center(points, centres, 40,
-                                                 selectors.tie_break(key, 500))
+  assert picks.tolist() == _brute_force_k_center(points, centres, 40, selectors.tie_break(key, 500))
 
 
 def test_k_center_greedy_ignores_padding_and_compiles_once_for_every_count():
   from tests.helpers import CompileCounter
+
   rng = np.random.default_rng(1)
   points = rng.normal(size=(64, 8)).astype(np.float32)
   centres = rng.normal(size=(48, 8)).astype(np.float32)
@@ -322,9 +409,15 @@ def test_k_center_greedy_ignores_padding_and_compiles_once_for_every_count():
   padded_centres = np.concatenate([centres, np.zeros((80, 8), np.float32)])
 
   def check(count, covered, key):
-    picks = selectors.k_center_greedy(jnp.asarray(padded_points), jnp.asarray(padded_centres),
-                                      12, 16, jax.random.key(key), num_points=count,
-                                      num_centres=covered)
+    picks = selectors.k_center_greedy(
+      jnp.asarray(padded_points),
+      jnp.asarray(padded_centres),
+      12,
+      16,
+      jax.random.key(key),
+      num_points=count,
+      num_centres=covered,
+    )
     ties = selectors.tie_break(jax.random.key(key), len(padded_points))[:count]
     assert picks.tolist() == _brute_force_k_center(points[:count], centres[:covered], 12, ties)
 
@@ -337,8 +430,7 @@ def test_k_center_greedy_ignores_padding_and_compiles_once_for_every_count():
 
 def test_k_center_never_picks_twice_even_among_duplicates():
   points = jnp.zeros((10, 3), jnp.float32)
-  picks = selectors.k_center_greedy(points, jnp.ones((1, 3), jnp.float32), 10, 4,
-                                    jax.random.key(0))
+  picks = selectors.k_center_greedy(points, jnp.ones((1, 3), jnp.float32), 10, 4, jax.random.key(0))
   assert sorted(picks.tolist()) == list(range(10))
 
 
@@ -346,8 +438,7 @@ def test_k_center_picks_the_far_cluster_first():
   near = np.random.default_rng(0).normal(0, 0.1, (50, 2))
   far = np.random.default_rng(1).normal(10, 0.1, (5, 2))
   points = jnp.asarray(np.concatenate([near, far]), jnp.float32)
-  picks = selectors.k_center_greedy(points, jnp.zeros((1, 2), jnp.float32), 1, 8,
-                                    jax.random.key(0))
+  picks = selectors.k_center_greedy(points, jnp.zeros((1, 2), jnp.float32), 1, 8, jax.random.key(0))
   assert picks[0] >= 50
 
 
@@ -363,8 +454,7 @@ def test_k_center_breaks_exact_ties_at_random_per_key():
     picks = selectors.k_center_greedy(jnp.asarray(points), jnp.asarray(centres), 5, 4, key)
     again = selectors.k_center_greedy(jnp.asarray(points), jnp.asarray(centres), 5, 4, key)
     assert picks.tolist() == again.tolist()  # the same key, the same picks
-    assert picks.tolist() == _brute_force_k_center(points, centres, 5,
-                                                   selectors.tie_break(key, 12))
+    assert picks.tolist() == _brute_force_k_center(points, centres, 5, selectors.tie_break(key, 12))
     assert sorted(picks[:3] // 4) == [0, 1, 2]  # one copy of each point first
     firsts.add(int(picks[0]))
     groups.add(tuple(picks[:3].tolist()))
@@ -373,16 +463,21 @@ def test_k_center_breaks_exact_ties_at_random_per_key():
 
 def test_coreset_without_labeled_rows_starts_from_a_random_candidate():
   import types
+
   from disal_jax.strategies import coreset
+
   rng = np.random.default_rng(0)
   candidates = np.arange(100, 140)
-  evidence = {"candidates": jnp.asarray(rng.normal(size=(48, 4)), jnp.float32),
-              "labeled": jnp.zeros((8, 4), jnp.float32)}  # padding only: no labeled row
+  evidence = {
+    "candidates": jnp.asarray(rng.normal(size=(48, 4)), jnp.float32),
+    "labeled": jnp.zeros((8, 4), jnp.float32),
+  }  # padding only: no labeled row
   config = tiny_config()
   firsts = set()
   for seed in range(6):
-    ctx = types.SimpleNamespace(config=config, candidates=candidates, labeled=np.zeros(0, int),
-                                rng=jax.random.key(seed))
+    ctx = types.SimpleNamespace(
+      config=config, candidates=candidates, labeled=np.zeros(0, int), rng=jax.random.key(seed)
+    )
     picks = coreset.select(evidence, ctx, 3)
     assert picks.tolist() == coreset.select(evidence, ctx, 3).tolist()
     firsts.add(int(picks[0]))
@@ -400,19 +495,20 @@ def test_chunk_batch_bounds_the_gradients_in_memory():
 def test_pool_scores_do_not_depend_on_the_chunk_size():
   """Strategy-level chunking (host loop, padded last chunk) gives the unchunked scores."""
   import types
+
   from disal_jax.strategies.base import batched_pool_scores
+
   _, state, data, _ = _state(batch=10)
-  ctx = types.SimpleNamespace(data=types.SimpleNamespace(train_data=data,
-                                                        mesh=sharding.make_mesh()),
-                              config=types.SimpleNamespace(train=types.SimpleNamespace(
-                                  eval_batch_size=16)),
-                              candidates=np.arange(10),
-                              result=types.SimpleNamespace(pool_index=jnp.arange(16,
-                                                                               dtype=jnp.int32)))
-  fn = lambda s, d, b: gradnorm.entropy_gradnorm_scores(s, d, b, preprocess=PRE,
-                                                        engine=ONE_PASS)
+  ctx = types.SimpleNamespace(
+    data=types.SimpleNamespace(train_data=data, mesh=sharding.make_mesh()),
+    config=types.SimpleNamespace(train=types.SimpleNamespace(eval_batch_size=16)),
+    candidates=np.arange(10),
+    result=types.SimpleNamespace(pool_index=jnp.arange(16, dtype=jnp.int32)),
+  )
+  fn = lambda s, d, b: gradnorm.entropy_gradnorm_scores(s, d, b, preprocess=PRE, engine=ONE_PASS)
   whole = batched_pool_scores(ctx, fn, state)
   for size in (1, 3, 4):
-    np.testing.assert_allclose(batched_pool_scores(ctx, fn, state, batch_size=size), whole,
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+      batched_pool_scores(ctx, fn, state, batch_size=size), whole, rtol=1e-5, atol=1e-7
+    )
   assert whole.shape == (10,)

@@ -15,34 +15,37 @@ import pytest
 
 from disal_jax import checkpoint
 from disal_jax.strategies import registry
-
 from tests.helpers import tiny_config
 
 
 def _random_bits(seed: int, n: int = 512) -> np.ndarray:
   """float32 values from random bits: incompressible, so orbax stores their bytes as they are
   (compressible arrays are stored compressed, and a flipped byte there fails in orbax)."""
-  bits = np.random.default_rng(seed).integers(0, 2 ** 32, n, dtype=np.uint64)
+  bits = np.random.default_rng(seed).integers(0, 2**32, n, dtype=np.uint64)
   return bits.astype(np.uint32).view(np.float32)
 
 
 def _tree(seed: int):
-  return {"a": jnp.asarray(_random_bits(seed)), "b": {"c": jnp.arange(4, dtype=jnp.int32) + seed},
-          "key": jax.random.key(seed)}
+  return {
+    "a": jnp.asarray(_random_bits(seed)),
+    "b": {"c": jnp.arange(4, dtype=jnp.int32) + seed},
+    "key": jax.random.key(seed),
+  }
 
 
 def _template(meta):
   del meta
-  return {"a": jax.ShapeDtypeStruct((512,), np.float32),
-          "b": {"c": jax.ShapeDtypeStruct((4,), np.int32)},
-          "key": jax.eval_shape(lambda: jax.random.key(0))}
+  return {
+    "a": jax.ShapeDtypeStruct((512,), np.float32),
+    "b": {"c": jax.ShapeDtypeStruct((4,), np.int32)},
+    "key": jax.eval_shape(lambda: jax.random.key(0)),
+  }
 
 
 def _flip_one_byte_of(step_dir: pathlib.Path, array: np.ndarray) -> pathlib.Path:
   """Flips one bit of one byte inside `array`'s bytes where a file of the step stores them."""
   raw = np.ascontiguousarray(array).tobytes()
-  holders = [p for p in sorted(step_dir.rglob("*"))
-             if p.is_file() and raw in p.read_bytes()]
+  holders = [p for p in sorted(step_dir.rglob("*")) if p.is_file() and raw in p.read_bytes()]
   assert holders, f"no file under {step_dir} holds the array's bytes as they are"
   for path in holders:
     blob = bytearray(path.read_bytes())
@@ -63,12 +66,14 @@ def test_a_checkpoint_restores_every_leaf_and_its_prng_key(tmp_path):
   ckpt = _saved(tmp_path, steps=(1,))
   tree, meta = ckpt.restore(1, _template)
   assert meta["n"] == 1
-  np.testing.assert_array_equal(np.asarray(tree["a"]).view(np.uint32),
-                                _random_bits(1).view(np.uint32))
+  np.testing.assert_array_equal(
+    np.asarray(tree["a"]).view(np.uint32), _random_bits(1).view(np.uint32)
+  )
   np.testing.assert_array_equal(tree["b"]["c"], [1, 2, 3, 4])
   assert jax.dtypes.issubdtype(tree["key"].dtype, jax.dtypes.prng_key)
-  np.testing.assert_array_equal(jax.random.key_data(tree["key"]),
-                                jax.random.key_data(jax.random.key(1)))
+  np.testing.assert_array_equal(
+    jax.random.key_data(tree["key"]), jax.random.key_data(jax.random.key(1))
+  )
   ckpt.close()
 
 
@@ -85,8 +90,10 @@ def test_only_the_newest_keep_checkpoints_stay(tmp_path, keep):
 def test_a_flipped_byte_fails_the_checksum_naming_the_step_and_the_array(tmp_path):
   ckpt = _saved(tmp_path)
   _flip_one_byte_of(tmp_path / "2", _random_bits(2))
-  with pytest.raises(checkpoint.CheckpointError,
-                     match=r"checkpoint 2 in .* corrupt \(ValueError: array 0 fails its checksum"):
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"checkpoint 2 in .* corrupt \(ValueError: array 0 fails its checksum",
+  ):
     ckpt.restore(2, _template)
   ckpt.close()
 
@@ -97,8 +104,9 @@ def test_a_flipped_byte_in_the_newest_falls_back_to_the_one_before(tmp_path, cap
   with caplog.at_level(logging.WARNING, logger="disal_jax.checkpoint"):
     step, tree, meta = ckpt.restore_newest(_template)
   assert step == 1 and meta["n"] == 1
-  np.testing.assert_array_equal(np.asarray(tree["a"]).view(np.uint32),
-                                _random_bits(1).view(np.uint32))
+  np.testing.assert_array_equal(
+    np.asarray(tree["a"]).view(np.uint32), _random_bits(1).view(np.uint32)
+  )
   warnings = [r.getMessage() for r in caplog.records]
   assert len(warnings) == 1 and "checkpoint 2 in" in warnings[0]
   assert "array 0 fails its checksum" in warnings[0] and "the one before" in warnings[0]
@@ -117,8 +125,9 @@ def test_a_template_of_another_dtype_is_rejected_naming_both(tmp_path):
     template["b"]["c"] = jax.ShapeDtypeStruct((4,), np.uint32)
     return template
 
-  with pytest.raises(checkpoint.CheckpointError,
-                     match=r"array 1 is int32\[4\], this config expects uint32\[4\]"):
+  with pytest.raises(
+    checkpoint.CheckpointError, match=r"array 1 is int32\[4\], this config expects uint32\[4\]"
+  ):
     ckpt.restore(1, unsigned_counts)
   ckpt.close()
 
@@ -131,8 +140,10 @@ def test_a_template_of_another_shape_is_rejected_naming_both(tmp_path):
     template["a"] = jax.ShapeDtypeStruct((513,), np.float32)
     return template
 
-  with pytest.raises(checkpoint.CheckpointError,
-                     match=r"array 0 is float32\[512\], this config expects float32\[513\]"):
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"array 0 is float32\[512\], this config expects float32\[513\]",
+  ):
     ckpt.restore(1, longer)
   with pytest.raises(checkpoint.CheckpointError, match=r"3 arrays where this config has 2"):
     ckpt.restore(1, lambda meta: {"a": _template(meta)["a"], "b": _template(meta)["b"]})
@@ -149,8 +160,9 @@ def test_a_full_disk_fails_the_save_clearly_and_keeps_earlier_checkpoints(tmp_pa
       ckpt.save(2, _tree(2), {"n": 2})
   step, tree, meta = ckpt.restore_newest(_template)
   assert step == 1 and meta["n"] == 1
-  np.testing.assert_array_equal(np.asarray(tree["a"]).view(np.uint32),
-                                _random_bits(1).view(np.uint32))
+  np.testing.assert_array_equal(
+    np.asarray(tree["a"]).view(np.uint32), _random_bits(1).view(np.uint32)
+  )
   ckpt.close()
 
 
@@ -162,8 +174,9 @@ def test_every_checkpoint_corrupt_is_an_error_not_a_silent_restart(tmp_path):
   for step in (1, 2):
     _corrupt_arrays(tmp_path / str(step))
   ckpt = checkpoint.RunCheckpointer(tmp_path, keep=3)
-  with pytest.raises(checkpoint.CheckpointError,
-                     match=r"none of the checkpoints \[1, 2\].*--force"):
+  with pytest.raises(
+    checkpoint.CheckpointError, match=r"none of the checkpoints \[1, 2\].*--force"
+  ):
     ckpt.restore_newest(_template)
   ckpt.close()
 
@@ -182,11 +195,13 @@ def test_config_differences_ignore_only_resumable_keys():
 
 def test_only_the_sections_a_strategy_reads_are_compared():
   saved = tiny_config().to_dict()
-  current = tiny_config(**{"disal.branch_start_fraction": 0.25, "mc_dropout.passes": 3,
-                           "coreset.block_size": 7}).to_dict()
+  current = tiny_config(
+    **{"disal.branch_start_fraction": 0.25, "mc_dropout.passes": 3, "coreset.block_size": 7}
+  ).to_dict()
   every = set(registry.sections())
   differences = lambda name: checkpoint.config_differences(
-      saved, current, ignored_sections=every - registry.sections_read(name))
+    saved, current, ignored_sections=every - registry.sections_read(name)
+  )
   assert differences("random") == [] and differences("full_training") == []
   assert differences("disal") == ["disal.branch_start_fraction: 0.0 -> 0.25"]
   assert differences("batchbald") == ["mc_dropout.passes: 10 -> 3"]  # BatchBALD's model
@@ -212,9 +227,11 @@ def test_a_key_added_since_the_run_is_no_difference_at_its_default():
   assert checkpoint.config_differences(saved, current, defaults) == []
   current["disal"]["selection"] = "class_balanced"
   assert checkpoint.config_differences(saved, current, defaults) == [
-      "disal.selection: '<absent>' -> 'class_balanced'"]
+    "disal.selection: '<absent>' -> 'class_balanced'"
+  ]
   assert checkpoint.config_differences(saved, tiny_config().to_dict()) == [
-      "disal.selection: '<absent>' -> 'top_k'"]
+    "disal.selection: '<absent>' -> 'top_k'"
+  ]
 
 
 # -- what a strategy declares about resuming (ConfigSection.resume_safe, .moved_keys) --------
@@ -233,8 +250,12 @@ def _toy_section_strategy(name, **section_fields):
     s.scale = 1.0  # changes the scores
     return s
 
-  return base.Strategy(name=name, record="none", score=random.random_scores,
-                       config_section=base.ConfigSection(name, defaults, **section_fields))
+  return base.Strategy(
+    name=name,
+    record="none",
+    score=random.random_scores,
+    config_section=base.ConfigSection(name, defaults, **section_fields),
+  )
 
 
 def _resume_diffs(tmp_path, name, saved, current):
@@ -252,6 +273,7 @@ def _resume_diffs(tmp_path, name, saved, current):
 
 def test_a_key_a_strategy_declares_resume_safe_may_change_on_resume_and_no_other(tmp_path):
   from disal_jax import experiment
+
   guarded = _toy_section_strategy("guarded", resume_safe=("limit",))
   plain = _toy_section_strategy("plain")
   with registry.registered(guarded, plain):
@@ -261,8 +283,7 @@ def test_a_key_a_strategy_declares_resume_safe_may_change_on_resume_and_no_other
     assert _resume_diffs(tmp_path, "guarded", saved, changed) == []
     assert _resume_diffs(tmp_path, "plain", saved, changed) == ["plain.limit: 10.0 -> 99.0"]
     changed.guarded.scale = 2.0  # a key the strategy did not declare safe still refuses
-    assert _resume_diffs(tmp_path, "guarded", saved, changed) == [
-        "guarded.scale: 1.0 -> 2.0"]
+    assert _resume_diffs(tmp_path, "guarded", saved, changed) == ["guarded.scale: 1.0 -> 2.0"]
     assert "guarded.limit" in checkpoint.resumable_keys()
   assert "guarded.limit" not in checkpoint.resumable_keys()  # gone with the strategy
 
@@ -271,10 +292,12 @@ def test_the_built_in_resume_safe_and_moved_keys_come_from_their_sections():
   # what checkpoint.py listed by hand before the strategies declared them
   assert registry.resume_safe_keys() == {"vaal.max_loss"}
   assert "vaal.max_loss" in checkpoint.resumable_keys()
-  assert checkpoint.moved_keys() == {"typiclust.embedding": "embedding.source",
-                                     "typiclust.embedding_file": "embedding.file",
-                                     "probcover.embedding": "embedding.source",
-                                     "probcover.embedding_file": "embedding.file"}
+  assert checkpoint.moved_keys() == {
+    "typiclust.embedding": "embedding.source",
+    "typiclust.embedding_file": "embedding.file",
+    "probcover.embedding": "embedding.source",
+    "probcover.embedding_file": "embedding.file",
+  }
 
 
 def test_a_resume_safe_key_the_section_lacks_is_refused():
@@ -285,6 +308,7 @@ def test_a_resume_safe_key_the_section_lacks_is_refused():
 
 def test_a_key_a_strategy_declares_moved_is_compared_as_its_new_key(tmp_path):
   from disal_jax import cli, experiment
+
   renamed = _toy_section_strategy("renamed", moved_keys={"old_limit": "renamed.limit"})
   with registry.registered(renamed):
     saved = experiment.base_config().to_dict()
@@ -295,4 +319,5 @@ def test_a_key_a_strategy_declares_moved_is_compared_as_its_new_key(tmp_path):
     current["renamed"]["limit"] = 5.0
     assert checkpoint.config_differences(saved, current) == ["renamed.limit: 10.0 -> 5.0"]
     assert cli.moved_key_hint(["main", "--config.renamed.old_limit=3"]) == (
-        "; config.renamed.old_limit is now config.renamed.limit")
+      "; config.renamed.old_limit is now config.renamed.limit"
+    )

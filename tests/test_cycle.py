@@ -14,7 +14,6 @@ from disal_jax.strategies import registry
 from disal_jax.training import sharding
 from disal_jax.training.state import learning_rate
 from disal_jax.training.trainer import Checkpointing, Recording, Trainer
-
 from tests.helpers import tiny_config
 
 K = 20
@@ -37,33 +36,52 @@ def _setup(name: str = "margin", **overrides) -> tuple[CycleSetup, np.ndarray, n
 def _on_host(progress):
   """A copy of a CycleProgress off the device: the next train step donates its state, and
   the trainer appends the next epochs' metrics to its list."""
-  return dataclasses.replace(progress, epochs=list(progress.epochs),
-                             **{f: jax.device_get(getattr(progress, f))
-                                for f in ("state", "start_params", "record")})
+  return dataclasses.replace(
+    progress,
+    epochs=list(progress.epochs),
+    **{f: jax.device_get(getattr(progress, f)) for f in ("state", "start_params", "record")},
+  )
 
 
 def _leaves_equal(a, b) -> bool:
-  return all(np.array_equal(x, y) for x, y in
-             zip(jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b))))
+  return all(
+    np.array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b)))
+  )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("schedule", [{}, {"train.lr_schedule": "cosine",
-                                           "train.warmup_fraction": 0.25}])
+@pytest.mark.parametrize(
+  "schedule", [{}, {"train.lr_schedule": "cosine", "train.warmup_fraction": 0.25}]
+)
 def test_a_cycle_resumed_mid_training_trains_and_selects_as_an_uninterrupted_one(schedule):
   """The resumed epochs continue the learning-rate schedule where it stopped (the optimiser's
   count is in the checkpointed state): 'step' decays at epoch 1 of 2, 'cosine' moves at
   every step."""
   setup, labeled, candidates = _setup(**schedule)
   saved = []
-  whole = run_cycle(setup, labeled, candidates, K, cycle=1, checkpointing=Checkpointing(
-      on_progress=lambda p: saved.append(_on_host(p)), every=1))
+  whole = run_cycle(
+    setup,
+    labeled,
+    candidates,
+    K,
+    cycle=1,
+    checkpointing=Checkpointing(on_progress=lambda p: saved.append(_on_host(p)), every=1),
+  )
   assert [p.epoch for p in saved] == [1, 2]
   assert len(set(whole.selected.tolist())) == K and set(whole.selected) <= set(candidates)
   assert whole.evidence.shape == candidates.shape and whole.scoring_seconds > 0
   again = []
-  resumed = run_cycle(setup, labeled, candidates, K, cycle=1, checkpointing=Checkpointing(
-      setup.trainer.place_progress(saved[0]), lambda p: again.append(p.epoch), every=1))
+  resumed = run_cycle(
+    setup,
+    labeled,
+    candidates,
+    K,
+    cycle=1,
+    checkpointing=Checkpointing(
+      setup.trainer.place_progress(saved[0]), lambda p: again.append(p.epoch), every=1
+    ),
+  )
   assert again == [2]  # epoch 1 was not trained again
   np.testing.assert_array_equal(resumed.selected, whole.selected)
   assert resumed.result.test == whole.result.test
@@ -86,13 +104,19 @@ def test_a_warm_cycle_starts_from_the_weights_with_a_fresh_optimiser_and_stream(
   lr = setup.config.train.learning_rate
   assert float(learning_rate(started)) == np.float32(lr) > float(learning_rate(warm))
   assert not np.array_equal(jax.random.key_data(started.rng), jax.random.key_data(warm.rng))
-  cold = start_state(dataclasses.replace(setup, config=tiny_config(
-      **{"data.max_train": 400, "train.warm_start": False})), 1, warm)
+  cold = start_state(
+    dataclasses.replace(
+      setup, config=tiny_config(**{"data.max_train": 400, "train.warm_start": False})
+    ),
+    1,
+    warm,
+  )
   assert not _leaves_equal(cold.params, warm.params)  # warm_start off: a fresh model
 
 
-def test_a_last_cycle_selects_nothing_and_too_large_a_k_fails_before_training(monkeypatch,
-                                                                               tmp_path):
+def test_a_last_cycle_selects_nothing_and_too_large_a_k_fails_before_training(
+  monkeypatch, tmp_path
+):
   """k == 0 makes no epoch callback (TracInCP's checkpoints) and selects nothing; k above the
   candidates raises before any epoch is trained."""
   setup, labeled, candidates = _setup("tracincp_last")

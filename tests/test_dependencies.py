@@ -31,5 +31,6 @@ def test_every_dependency_is_a_range_the_lock_satisfies():
     if name != "ruff":  # the linter stays exact: a new release changes what it reports
       assert ">=" in operators and "<" in operators, f"{requirement} is not a range"
     assert name in pins, f"{name} is not in requirements/lock.txt"
-    assert requirement.specifier.contains(pins[name]), f"lock {name}=={pins[name]} outside " \
-                                                      f"{requirement}"
+    assert requirement.specifier.contains(pins[name]), (
+      f"lock {name}=={pins[name]} outside {requirement}"
+    )

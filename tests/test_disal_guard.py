@@ -13,10 +13,10 @@ import pytest
 from disal_jax.data import long_tail
 from disal_jax.data import registry as data_registry
 from disal_jax.errors import ConfigError
-from disal_jax.strategies import disal, random as random_strategy
+from disal_jax.strategies import disal
+from disal_jax.strategies import random as random_strategy
 from disal_jax.strategies.base import select_top_k
 from disal_jax.training.trainer import CycleShape
-
 from tests.helpers import load_config, tiny_config, with_overrides
 
 
@@ -32,14 +32,22 @@ def test_the_reason_names_the_draws_and_the_keys_and_none_from_two_draws_on():
 
 
 def _shape(pool, steps_per_epoch=10, epochs=4):
-  return CycleShape(labeled_size=100, pool_size=pool, num_classes=10,
-                    steps_per_epoch=steps_per_epoch, epochs=epochs)
+  return CycleShape(
+    labeled_size=100, pool_size=pool, num_classes=10, steps_per_epoch=steps_per_epoch, epochs=epochs
+  )
 
 
 def _hook(**overrides):
-  config = tiny_config(**{"disal.target_source": "train_branch", "disal.dynamic_weight": 10.0,
-                          "disal.dynamic_batch_size": 32, "disal.guard_min_pool_draws": 2.0,
-                          "train.epochs": 4, **overrides})
+  config = tiny_config(
+    **{
+      "disal.target_source": "train_branch",
+      "disal.dynamic_weight": 10.0,
+      "disal.dynamic_batch_size": 32,
+      "disal.guard_min_pool_draws": 2.0,
+      "train.epochs": 4,
+      **overrides,
+    }
+  )
   return disal.make_hook(config)
 
 
@@ -70,11 +78,21 @@ def test_off_and_lambda_zero_train_as_configured_and_refuse_raises():
 
 
 def _guard_config(**overrides):
-  return tiny_config(**{"al.initial_count": 50, "al.step_count": 100, "al.final_count": 250,
-                        "train.epochs": 2, "train.min_steps": 100, "train.batch_size": 32,
-                        "disal.dynamic_batch_size": 32, "disal.branch_start_fraction": 0.0,
-                        "disal.target_source": "train_branch",
-                        "disal.guard_min_pool_draws": 2.0, **overrides})
+  return tiny_config(
+    **{
+      "al.initial_count": 50,
+      "al.step_count": 100,
+      "al.final_count": 250,
+      "train.epochs": 2,
+      "train.min_steps": 100,
+      "train.batch_size": 32,
+      "disal.dynamic_batch_size": 32,
+      "disal.branch_start_fraction": 0.0,
+      "disal.target_source": "train_branch",
+      "disal.guard_min_pool_draws": 2.0,
+      **overrides,
+    }
+  )
 
 
 def test_each_cycles_decision_is_known_before_training():
@@ -90,8 +108,9 @@ def test_each_cycles_decision_is_known_before_training():
 
 
 def _dataset(num_train, num_classes=10, segmentation=False):
-  return types.SimpleNamespace(num_train=num_train, num_classes=num_classes,
-                               is_segmentation=segmentation)
+  return types.SimpleNamespace(
+    num_train=num_train, num_classes=num_classes, is_segmentation=segmentation
+  )
 
 
 def test_refuse_stops_before_training_naming_the_first_unsafe_cycle():
@@ -112,8 +131,11 @@ def test_the_shipped_configs_cycles_are_all_inside_the_guard():
   # CIFAR10-IR100 on CPU: 4,800 -> 48 rows per class after the validation split (11,909)
   ir100 = load_config("cifar10_ir100_cpu")
   ir100_rows = int(long_tail.long_tail_counts(4800, 10, ir100.data.imbalance_ratio).sum())
-  for config, num_train in ((default, digits.num_train), (cifar, cifar.data.max_train),
-                            (ir100, ir100_rows)):
+  for config, num_train in (
+    (default, digits.num_train),
+    (cifar, cifar.data.max_train),
+    (ir100, ir100_rows),
+  ):
     reasons = disal.cycle_guard_reasons(config, num_train)
     assert len(reasons) == 7 and all(reason is None for _, reason in reasons), reasons
 
@@ -122,9 +144,15 @@ def _context(labeled, num_classes=10, pool=50, bound=10.0, segmentation=False):
   config = tiny_config(**{"disal.cold_start_labels_per_class": bound})
   dataset = types.SimpleNamespace(num_classes=num_classes, is_segmentation=segmentation)
   candidates = np.arange(1000, 1000 + 3 * pool, 3)  # not 0..P-1: rows, not positions
-  return types.SimpleNamespace(config=config, data=types.SimpleNamespace(dataset=dataset),
-                               labeled=np.arange(labeled), candidates=candidates,
-                               rng=jax.random.key(7), cycle=1, result=None)
+  return types.SimpleNamespace(
+    config=config,
+    data=types.SimpleNamespace(dataset=dataset),
+    labeled=np.arange(labeled),
+    candidates=candidates,
+    rng=jax.random.key(7),
+    cycle=1,
+    result=None,
+  )
 
 
 def test_a_cold_start_is_fewer_labels_per_class_than_the_bound():

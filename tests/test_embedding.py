@@ -16,7 +16,6 @@ from disal_jax import checkpoint, loop, pool
 from disal_jax.errors import ConfigError
 from disal_jax.experiment import validate, validate_for_dataset
 from disal_jax.strategies import coreset, embedding, probcover, registry, typiclust
-
 from tests.helpers import tiny_config
 
 NUM_TRAIN = 40  # training rows of the hand-made embeddings
@@ -26,19 +25,25 @@ def _ctx(path, labeled, candidates, **overrides):
   """What the three strategies read of a cycle with embedding.source='file' (no model)."""
   config = tiny_config(**{"embedding.source": "file", "embedding.file": str(path), **overrides})
   return types.SimpleNamespace(
-      config=config, labeled=np.asarray(labeled), candidates=np.asarray(candidates),
-      rng=jax.random.key(0), result=None, data=types.SimpleNamespace(
-          dataset=types.SimpleNamespace(train_labels=np.zeros(NUM_TRAIN, np.int32))))
+    config=config,
+    labeled=np.asarray(labeled),
+    candidates=np.asarray(candidates),
+    rng=jax.random.key(0),
+    result=None,
+    data=types.SimpleNamespace(
+      dataset=types.SimpleNamespace(train_labels=np.zeros(NUM_TRAIN, np.int32))
+    ),
+  )
 
 
-def test_file_rows_are_taken_by_training_row_padded_and_normalised_for_the_clusterers(
-    tmp_path):
+def test_file_rows_are_taken_by_training_row_padded_and_normalised_for_the_clusterers(tmp_path):
   table = np.random.default_rng(5).normal(size=(NUM_TRAIN, 3)).astype(np.float32)
   np.save(tmp_path / "emb.npy", table)
   ctx = _ctx(tmp_path / "emb.npy", [3], [21, 0])
   rows = embedding.rows(ctx, "file", str(tmp_path / "emb.npy"), np.array([21, 0]), capacity=3)
-  np.testing.assert_array_equal(np.asarray(rows), np.concatenate([table[[21, 0]],
-                                                                  np.zeros((1, 3))]))
+  np.testing.assert_array_equal(
+    np.asarray(rows), np.concatenate([table[[21, 0]], np.zeros((1, 3))])
+  )
   evidence = embedding.labeled_and_candidates(ctx, "file", str(tmp_path / "emb.npy"))
   np.testing.assert_allclose(np.asarray(evidence["x"]), _unit(table[[3, 21, 0]]), rtol=1e-6)
   assert evidence["labeled"].tolist() == [True, False, False]
@@ -63,7 +68,8 @@ def _unit(x):
 
 @pytest.mark.parametrize("labeled_cluster", ["A", "B"])
 def test_typiclust_picks_the_most_typical_row_of_the_file_cluster_with_no_label(
-    tmp_path, labeled_cluster):
+  tmp_path, labeled_cluster
+):
   table, a, b = _two_clusters(0)
   np.save(tmp_path / "emb.npy", table)
   covered, uncovered = (a, b) if labeled_cluster == "A" else (b, a)
@@ -74,8 +80,9 @@ def test_typiclust_picks_the_most_typical_row_of_the_file_cluster_with_no_label(
   # brute force: with L + K = 2 clusters (the blobs), the one without a label is visited;
   # its most typical row has the least mean distance to its min(20, 12 // 2) nearest others
   x = _unit(table[uncovered].astype(np.float64))
-  mean_nearest = [np.mean(sorted(np.linalg.norm(x[i] - x[j]) for j in range(12) if j != i)[:6])
-                  for i in range(12)]
+  mean_nearest = [
+    np.mean(sorted(np.linalg.norm(x[i] - x[j]) for j in range(12) if j != i)[:6]) for i in range(12)
+  ]
   assert picks.tolist() == [int(uncovered[np.argmin(mean_nearest)])]
 
 
@@ -101,9 +108,13 @@ def test_probcover_covers_the_file_rows_greedily(tmp_path):
   rng = np.random.default_rng(7)  # a draw whose greedy gains are unique at each step
   # a tight labeled cluster A, and spread ones B and C whose balls cover different counts
   centres = np.eye(5)[:3]
-  x = np.concatenate([centres[0] + 0.02 * rng.normal(size=(6, 5)),
-                      centres[1] + 0.15 * rng.normal(size=(14, 5)),
-                      centres[2] + 0.15 * rng.normal(size=(10, 5))])
+  x = np.concatenate(
+    [
+      centres[0] + 0.02 * rng.normal(size=(6, 5)),
+      centres[1] + 0.15 * rng.normal(size=(14, 5)),
+      centres[2] + 0.15 * rng.normal(size=(10, 5)),
+    ]
+  )
   x *= rng.uniform(0.5, 3, (len(x), 1))
   rows = rng.choice(NUM_TRAIN, len(x), replace=False)  # the other 10 rows are no nodes
   table = rng.normal(size=(NUM_TRAIN, 5)).astype(np.float32)
@@ -121,8 +132,10 @@ def _k_center(points, centres, k):
   centres = list(centres)
   picks = []
   for _ in range(k):
-    far = [min(np.linalg.norm(p - c) for c in centres) if i not in picks else -1.0
-           for i, p in enumerate(points)]
+    far = [
+      min(np.linalg.norm(p - c) for c in centres) if i not in picks else -1.0
+      for i, p in enumerate(points)
+    ]
     picks.append(int(np.argmax(far)))
     centres.append(points[picks[-1]])
   return picks
@@ -152,21 +165,30 @@ def dataset():
   return types.SimpleNamespace(name="digits", num_train=NUM_TRAIN, is_segmentation=False)
 
 
-@pytest.mark.parametrize("write, problem", [
+@pytest.mark.parametrize(
+  "write, problem",
+  [
     (lambda path: np.save(path, np.zeros((NUM_TRAIN - 10, 5))), r"holds shape \(30, 5\)"),
     (lambda path: np.save(path, np.zeros(NUM_TRAIN)), r"holds shape \(40,\)"),
     (lambda path: None, "there is no file"),
     (lambda path: path.write_text("not an array"), "cannot be read as .npy"),
     (lambda path: path.write_bytes(_npz(np.zeros((NUM_TRAIN, 2)))), "holds no single array"),
-    (lambda path: np.save(path, np.where(np.arange(NUM_TRAIN * 2).reshape(NUM_TRAIN, 2) == 7,
-                                         np.nan, 1.0)), "1 of its rows hold NaN"),
-])
-def test_a_bad_file_is_one_line_naming_the_key_file_shapes_and_fix(tmp_path, dataset, write,
-                                                                   problem):
+    (
+      lambda path: np.save(
+        path, np.where(np.arange(NUM_TRAIN * 2).reshape(NUM_TRAIN, 2) == 7, np.nan, 1.0)
+      ),
+      "1 of its rows hold NaN",
+    ),
+  ],
+)
+def test_a_bad_file_is_one_line_naming_the_key_file_shapes_and_fix(
+  tmp_path, dataset, write, problem
+):
   path = tmp_path / "emb.npy"
   write(path)
-  config = tiny_config(**{"strategies": "random,coreset", "embedding.source": "file",
-                          "embedding.file": str(path)})
+  config = tiny_config(
+    **{"strategies": "random,coreset", "embedding.source": "file", "embedding.file": str(path)}
+  )
   validate(config)  # the path is set: the file is checked once the dataset is loaded
   with pytest.raises(ConfigError) as error:
     validate_for_dataset(config, dataset)
@@ -179,20 +201,38 @@ def test_a_bad_file_is_one_line_naming_the_key_file_shapes_and_fix(tmp_path, dat
 def test_only_the_runs_that_read_the_file_check_it(tmp_path, dataset):
   np.save(tmp_path / "emb.npy", np.zeros((3, 5)))
   for names in ("random", "badge", "coregcn"):  # BADGE and CoreGCN keep the model's features
-    validate_for_dataset(tiny_config(**{"strategies": names, "embedding.source": "file",
-                                        "embedding.file": str(tmp_path / "emb.npy")}), dataset)
+    validate_for_dataset(
+      tiny_config(
+        **{
+          "strategies": names,
+          "embedding.source": "file",
+          "embedding.file": str(tmp_path / "emb.npy"),
+        }
+      ),
+      dataset,
+    )
   for name in ("coreset", "typiclust", "probcover"):
     assert "embedding" in registry.sections_read(name)
     with pytest.raises(ConfigError, match=r"holds shape \(3, 5\)"):
-      validate_for_dataset(tiny_config(**{"strategies": name, "embedding.source": "file",
-                                          "embedding.file": str(tmp_path / "emb.npy")}),
-                           dataset)
+      validate_for_dataset(
+        tiny_config(
+          **{
+            "strategies": name,
+            "embedding.source": "file",
+            "embedding.file": str(tmp_path / "emb.npy"),
+          }
+        ),
+        dataset,
+      )
 
 
-@pytest.mark.parametrize("overrides, key", [
+@pytest.mark.parametrize(
+  "overrides, key",
+  [
     ({"embedding.source": "simclr"}, "embedding.source='simclr'"),
     ({"embedding.source": "file"}, "embedding.file=''"),
-])
+  ],
+)
 def test_bad_section_values_are_refused_before_loading_data(overrides, key):
   with pytest.raises(ConfigError, match=key):
     validate(tiny_config(**overrides))
@@ -200,8 +240,13 @@ def test_bad_section_values_are_refused_before_loading_data(overrides, key):
 
 def test_a_wrong_row_count_stops_the_run_before_any_training(tmp_path):
   np.save(tmp_path / "emb.npy", np.zeros((7, 4), np.float32))
-  config = tiny_config(**{"strategies": "probcover", "embedding.source": "file",
-                          "embedding.file": str(tmp_path / "emb.npy")})
+  config = tiny_config(
+    **{
+      "strategies": "probcover",
+      "embedding.source": "file",
+      "embedding.file": str(tmp_path / "emb.npy"),
+    }
+  )
   with pytest.raises(ConfigError, match=r"holds shape \(7, 4\)"):
     loop.run_experiment(config, str(tmp_path / "work"))
   assert not (tmp_path / "work").exists()
@@ -234,22 +279,31 @@ def test_a_run_saved_with_the_earlier_keys_resumes_and_names_the_new_ones(tmp_pa
     assert _resume_problems(tmp_path, name, old) == []
   now_file = {"embedding.source": "file", "embedding.file": "/e.npy"}
   assert _resume_problems(tmp_path, "typiclust", old, **now_file) == [
-      "embedding.file: '' -> '/e.npy'", "embedding.source: 'model' -> 'file'"]
+    "embedding.file: '' -> '/e.npy'",
+    "embedding.source: 'model' -> 'file'",
+  ]
   assert _resume_problems(tmp_path, "coreset", old, **now_file) == [
-      "embedding.file: '<absent>' -> '/e.npy'", "embedding.source: '<absent>' -> 'file'"]
+    "embedding.file: '<absent>' -> '/e.npy'",
+    "embedding.source: '<absent>' -> 'file'",
+  ]
   assert _resume_problems(tmp_path, "random", old, **now_file) == []  # never read it
   # a ProbCover run on a file resumes with the same file in the new keys, not with another
   on_file = _saved_before_the_section(probcover_embedding="file", probcover_file="/e.npy")
   assert _resume_problems(tmp_path, "probcover", on_file, **now_file) == []
   assert _resume_problems(tmp_path, "typiclust", on_file, **now_file) != []
   assert _resume_problems(tmp_path, "probcover", on_file) == [
-      "embedding.file: '/e.npy' -> ''", "embedding.source: 'file' -> 'model'"]
+    "embedding.file: '/e.npy' -> ''",
+    "embedding.source: 'file' -> 'model'",
+  ]
 
 
 def test_an_override_of_an_earlier_key_names_the_key_that_holds_it_now():
   from disal_jax import cli
-  assert cli.moved_key_hint(["main", "--config=c.py", "--config.probcover.embedding_file=e"]) \
-      == "; config.probcover.embedding_file is now config.embedding.file"
+
+  assert (
+    cli.moved_key_hint(["main", "--config=c.py", "--config.probcover.embedding_file=e"])
+    == "; config.probcover.embedding_file is now config.embedding.file"
+  )
   assert cli.moved_key_hint(["main", "--config.train.epocs=3"]) == ""
 
 
@@ -260,8 +314,9 @@ def test_a_new_file_blocks_resuming_only_the_runs_that_read_it(tmp_path):
   readers = {name for name in registry.names() if "embedding" in registry.sections_read(name)}
   assert {"coreset", "typiclust", "probcover"} <= readers and "badge" not in readers
   for name in registry.names():
-    problems = _resume_problems(tmp_path, name, saved, **{"embedding.source": "file",
-                                                          "embedding.file": "/b.npy"})
+    problems = _resume_problems(
+      tmp_path, name, saved, **{"embedding.source": "file", "embedding.file": "/b.npy"}
+    )
     reads = name in readers
     assert problems == (["embedding.file: '/a.npy' -> '/b.npy'"] if reads else []), name
 
@@ -269,10 +324,16 @@ def test_a_new_file_blocks_resuming_only_the_runs_that_read_it(tmp_path):
 @pytest.mark.slow
 def test_the_loop_runs_the_strategies_on_a_file_and_coreset_picks_its_k_center(tmp_path):
   # 200 digits, 20 labeled then +10; TypiClust with 4 clusters (its 500 would be singletons)
-  config = tiny_config(**{"strategies": "coreset,typiclust,probcover", "data.max_train": 200,
-                          "train.eval_batch_size": 64, "typiclust.max_clusters": 4,
-                          "embedding.source": "file",
-                          "embedding.file": str(tmp_path / "emb.npy")})
+  config = tiny_config(
+    **{
+      "strategies": "coreset,typiclust,probcover",
+      "data.max_train": 200,
+      "train.eval_batch_size": 64,
+      "typiclust.max_clusters": 4,
+      "embedding.source": "file",
+      "embedding.file": str(tmp_path / "emb.npy"),
+    }
+  )
   dataset = loop.load_dataset(config.data)
   table = np.random.default_rng(0).normal(size=(dataset.num_train, 8)).astype(np.float32)
   np.save(tmp_path / "emb.npy", table)
@@ -285,8 +346,7 @@ def test_the_loop_runs_the_strategies_on_a_file_and_coreset_picks_its_k_center(t
     selected = np.load(tmp_path / "work" / name / "seed_0" / "selected_cycle0.npy")
     assert len(set(selected.tolist())) == counts[1] - counts[0]
     assert set(selected.tolist()) <= set(candidates.tolist())
-  expected = _k_center(table[candidates].astype(np.float64), table[labeled],
-                       counts[1] - counts[0])
+  expected = _k_center(table[candidates].astype(np.float64), table[labeled], counts[1] - counts[0])
   np.testing.assert_array_equal(
-      np.load(tmp_path / "work" / "coreset" / "seed_0" / "selected_cycle0.npy"),
-      candidates[expected])
+    np.load(tmp_path / "work" / "coreset" / "seed_0" / "selected_cycle0.npy"), candidates[expected]
+  )

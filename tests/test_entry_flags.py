@@ -13,14 +13,20 @@ from tests.helpers import REPO, subprocess_env
 
 # python -m <module>: the flags its --help lists (those it defines itself).
 ENTRY_FLAGS = {
-    "disal_jax.main": {"config", "workdir", "force"},
-    "disal_jax.sweep": {"config", "strategies", "seeds", "workdir", "force", "workers",
-                        "devices_per_worker"},
-    "disal_jax.ablation": {"config", "variant", "seeds", "workdir", "table_only", "baseline"},
-    "disal_jax.annotate": {"config", "workdir", "images", "budget", "strategy", "replace",
-                           "labels"},
-    "disal_jax.config_keys": {"prefix"},
-    "disal_jax.data.prepare": {"dataset", "data_dir", "manual_dir", "probe_timeout_s"},
+  "disal_jax.main": {"config", "workdir", "force"},
+  "disal_jax.sweep": {
+    "config",
+    "strategies",
+    "seeds",
+    "workdir",
+    "force",
+    "workers",
+    "devices_per_worker",
+  },
+  "disal_jax.ablation": {"config", "variant", "seeds", "workdir", "table_only", "baseline"},
+  "disal_jax.annotate": {"config", "workdir", "images", "budget", "strategy", "replace", "labels"},
+  "disal_jax.config_keys": {"prefix"},
+  "disal_jax.data.prepare": {"dataset", "data_dir", "manual_dir", "probe_timeout_s"},
 }
 
 # Imports every module of the package, the entry modules first, and prints what it found.
@@ -45,8 +51,14 @@ _FLAG_LINE = re.compile(r"^\s+(?:-\w,)?--(?:\[no\])?(\w+):", re.MULTILINE)
 
 
 def test_the_library_and_every_entry_module_import_in_one_process_defining_no_flag():
-  done = subprocess.run([sys.executable, "-c", _IMPORT_EVERYTHING], cwd=REPO,
-                        env=subprocess_env(), capture_output=True, text=True, timeout=300)
+  done = subprocess.run(
+    [sys.executable, "-c", _IMPORT_EVERYTHING],
+    cwd=REPO,
+    env=subprocess_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   found = json.loads(done.stdout.splitlines()[-1])
   entries = {m + ".__main__" if m == "disal_jax.annotate" else m for m in ENTRY_FLAGS}
@@ -59,10 +71,18 @@ def test_the_library_and_every_entry_module_import_in_one_process_defining_no_fl
 _LIGHT = ("disal_jax.config_keys", "disal_jax.data.prepare")
 
 
-@pytest.mark.parametrize("module", [
-    pytest.param(m, marks=() if m in _LIGHT else pytest.mark.slow) for m in sorted(ENTRY_FLAGS)])
+@pytest.mark.parametrize(
+  "module",
+  [pytest.param(m, marks=() if m in _LIGHT else pytest.mark.slow) for m in sorted(ENTRY_FLAGS)],
+)
 def test_each_commands_help_lists_its_flags(module):
-  done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
-                        env=subprocess_env(), capture_output=True, text=True, timeout=300)
+  done = subprocess.run(
+    [sys.executable, "-m", module, "--help"],
+    cwd=REPO,
+    env=subprocess_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert "Traceback" not in done.stderr, done.stderr[-3000:]
   assert set(_FLAG_LINE.findall(done.stdout)) == ENTRY_FLAGS[module], done.stdout

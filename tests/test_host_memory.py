@@ -47,8 +47,14 @@ _BLOCK = 192 * 2**20
 
 
 def _run(setting: str) -> dict:
-  done = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True,
-                        cwd=REPO, env=subprocess_env(DISAL_JAX_HOST_MEMORY=setting), check=True)
+  done = subprocess.run(
+    [sys.executable, "-c", _SCRIPT],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    env=subprocess_env(DISAL_JAX_HOST_MEMORY=setting),
+    check=True,
+  )
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -20,16 +20,24 @@ PACKAGE = pathlib.Path(disal_jax.__file__).parent
 # Bottom to top: a top-level module or subpackage of disal_jax imports only its own layer or
 # the ones below (imports within a layer are free, the cycle test keeps them acyclic).
 LAYERS = (
-    ("errors",),  # user-facing errors and check_value
-    ("config", "faults", "xla_cpu", "host_memory", "platform_settings", "distributed",
-     "run_lock", "pool"),  # config values and process utilities
-    ("data", "models"),
-    ("training",),
-    ("strategies",),
-    ("experiment", "protocol", "checkpoint", "config_keys", "report"),  # read the registries
-    ("cycle",),  # one AL cycle: the loop's and the annotation rounds' path
-    ("loop",),
-    ("variants", "cli", "annotate", "main", "sweep", "ablation"),  # the command line
+  ("errors",),  # user-facing errors and check_value
+  (
+    "config",
+    "faults",
+    "xla_cpu",
+    "host_memory",
+    "platform_settings",
+    "distributed",
+    "run_lock",
+    "pool",
+  ),  # config values and process utilities
+  ("data", "models"),
+  ("training",),
+  ("strategies",),
+  ("experiment", "protocol", "checkpoint", "config_keys", "report"),  # read the registries
+  ("cycle",),  # one AL cycle: the loop's and the annotation rounds' path
+  ("loop",),
+  ("variants", "cli", "annotate", "main", "sweep", "ablation"),  # the command line
 )
 LAYER = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 LAYER[""] = 0  # disal_jax/__init__.py: a docstring, no code
@@ -65,8 +73,8 @@ def import_graph() -> dict[str, set[str]]:
       elif isinstance(node, ast.ImportFrom):
         base = node.module or ""
         if node.level:  # relative: anchored at the module's package
-          anchor = module.split(".")[:None if path.name == "__init__.py" else -1]
-          anchor = anchor[:len(anchor) - node.level + 1]
+          anchor = module.split(".")[: None if path.name == "__init__.py" else -1]
+          anchor = anchor[: len(anchor) - node.level + 1]
           base = ".".join(anchor + ([base] if base else []))
         names = [f"{base}.{alias.name}" for alias in node.names]
       else:
@@ -103,7 +111,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
     path.append(node)
     for target in sorted(graph.get(node, ())):
       if target in on_path:
-        return path[on_path[target]:] + [target]
+        return path[on_path[target] :] + [target]
       if target not in done:
         cycle = visit(target)
         if cycle:
@@ -148,7 +156,8 @@ def test_no_subpackage_imports_itself_back():
   graph = {}
   for module, targets in import_graph().items():
     graph.setdefault(unit(module), set()).update(
-        unit(t) for t in targets if unit(t) != unit(module))
+      unit(t) for t in targets if unit(t) != unit(module)
+    )
   assert find_cycle(graph) == []
 
 
@@ -156,8 +165,12 @@ def test_every_module_sits_in_a_layer_and_imports_none_above_it():
   graph = import_graph()
   assert sorted({unit(m) for m in graph} - set(LAYER)) == [], "place new modules in LAYERS"
   assert graph["disal_jax"] == set()
-  upward = sorted(f"{m} -> {t}" for m, targets in graph.items()
-                  for t in targets if LAYER[unit(t)] > LAYER[unit(m)])
+  upward = sorted(
+    f"{m} -> {t}"
+    for m, targets in graph.items()
+    for t in targets
+    if LAYER[unit(t)] > LAYER[unit(m)]
+  )
   assert upward == []
 
 
@@ -169,14 +182,16 @@ def _exception_classes() -> dict[str, str]:
   """{class name: module} of the classes the package defines whose bases name an Exception,
   an ...Error or one of disal_jax.errors' classes (read from the source)."""
   from disal_jax import errors
+
   ours = {name for name, value in vars(errors).items() if isinstance(value, type)}
   found = {}
   for module, path in _modules().items():
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
       if isinstance(node, ast.ClassDef):
         bases = {ast.unparse(b).rpartition(".")[2] for b in node.bases}
-        if any(b.endswith("Error") or b in ("Exception", "BaseException") or b in ours
-               for b in bases):
+        if any(
+          b.endswith("Error") or b in ("Exception", "BaseException") or b in ours for b in bases
+        ):
           found[node.name] = module
   return found
 
@@ -186,6 +201,7 @@ def test_every_error_the_package_defines_is_a_user_error_in_errors_py():
   elsewhere, or not derived from UserError, would reach the user as a traceback. (An
   exception that never reaches the user would need an exemption here.)"""
   from disal_jax import errors
+
   classes = _exception_classes()
   assert {"ConfigError", "CheckpointError", "RunLocked", "TrainingDiverged"} <= set(classes)
   assert {name: module for name, module in classes.items() if module != "disal_jax.errors"} == {}
@@ -193,16 +209,22 @@ def test_every_error_the_package_defines_is_a_user_error_in_errors_py():
     assert issubclass(getattr(errors, name), errors.UserError), name
 
 
-@pytest.mark.parametrize("module, name", [
-    ("disal_jax.config", "ConfigError"), ("disal_jax.checkpoint", "CheckpointError"),
-    ("disal_jax.checkpoint", "ConfigMismatchError"), ("disal_jax.run_lock", "RunLocked"),
+@pytest.mark.parametrize(
+  "module, name",
+  [
+    ("disal_jax.config", "ConfigError"),
+    ("disal_jax.checkpoint", "CheckpointError"),
+    ("disal_jax.checkpoint", "ConfigMismatchError"),
+    ("disal_jax.run_lock", "RunLocked"),
     ("disal_jax.data.image_folder", "ImageFolderError"),
     ("disal_jax.data.tfds_source", "DatasetNotPreparedError"),
     ("disal_jax.annotate.project", "ProjectError"),
     ("disal_jax.annotate.labels_file", "LabelFileError"),
     ("disal_jax.training.trainer", "TrainingDiverged"),
     ("disal_jax.strategies.vaal", "VaalDiverged"),
-])
+  ],
+)
 def test_each_error_is_still_importable_where_it_was_defined(module, name):
   from disal_jax import errors
+
   assert getattr(importlib.import_module(module), name) is getattr(errors, name)

@@ -7,7 +7,6 @@ import pytest
 
 from disal_jax import loop, pool
 from disal_jax.errors import ConfigError
-
 from tests.helpers import tiny_config
 
 
@@ -15,8 +14,14 @@ from tests.helpers import tiny_config
 def two_cycle_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   # 40 steps of 64 pool draws: every pool row is drawn twice, so the dynamic loss counts
-  config = tiny_config(**{"strategies": "disal,random,random_dynamic", "full_training": True,
-                          "train.min_steps": 40, "disal.dynamic_batch_size": 64})
+  config = tiny_config(
+    **{
+      "strategies": "disal,random,random_dynamic",
+      "full_training": True,
+      "train.min_steps": 40,
+      "disal.dynamic_batch_size": 64,
+    }
+  )
   return workdir, config, loop.run_experiment(config, str(workdir))
 
 
@@ -39,8 +44,10 @@ def test_two_cycles_of_disal_and_random_keep_every_selection_invariant(two_cycle
     assert set(np.flatnonzero(labeled_round == 1)) == set(selected.tolist())
     assert all(0.0 <= r.test_accuracy <= 1.0 for r in rows)
   # the strategies start from the same labeled set and choose differently
-  assert not np.array_equal(np.sort(np.load(workdir / "disal/seed_0/selected_cycle0.npy")),
-                            np.sort(np.load(workdir / "random/seed_0/selected_cycle0.npy")))
+  assert not np.array_equal(
+    np.sort(np.load(workdir / "disal/seed_0/selected_cycle0.npy")),
+    np.sort(np.load(workdir / "random/seed_0/selected_cycle0.npy")),
+  )
 
 
 @pytest.mark.slow
@@ -74,9 +81,11 @@ def test_run_writes_results_files_a_report_can_read(two_cycle_run):
 
 
 def test_random_selection_is_a_uniform_sample_without_replacement():
+  import jax
+
   from disal_jax.strategies.base import ScoringContext, select_top_k
   from disal_jax.strategies.random import random_scores
-  import jax
+
   candidates = np.arange(1000, 1100)
   counts = np.zeros(100)
   for s in range(200):
@@ -89,8 +98,9 @@ def test_random_selection_is_a_uniform_sample_without_replacement():
 
 
 def test_record_keep_below_the_strategy_need_is_refused(tmp_path):
-  config = tiny_config(**{"strategies": "disal", "record.keep": "none",
-                          "disal.target_source": "eval_pass"})
+  config = tiny_config(
+    **{"strategies": "disal", "record.keep": "none", "disal.target_source": "eval_pass"}
+  )
   with pytest.raises(ConfigError, match="record.keep='none' is invalid for strategy 'disal'"):
     loop.run_experiment(config, str(tmp_path))
 
@@ -98,22 +108,27 @@ def test_record_keep_below_the_strategy_need_is_refused(tmp_path):
 @pytest.mark.slow
 def test_the_default_config_twice_gives_bit_identical_selections(tmp_path):
   from tests.helpers import load_config
-  runs = [loop.run_experiment(load_config("default", "quick"), str(tmp_path / name))
-          for name in ("a", "b")]
+
+  runs = [
+    loop.run_experiment(load_config("default", "quick"), str(tmp_path / name))
+    for name in ("a", "b")
+  ]
   for name in ("disal", "random"):
     for cycle in range(len(runs[0][name]) - 1):
-      a, b = (np.load(tmp_path / w / name / "seed_0" / f"selected_cycle{cycle}.npy")
-              for w in ("a", "b"))
+      a, b = (
+        np.load(tmp_path / w / name / "seed_0" / f"selected_cycle{cycle}.npy") for w in ("a", "b")
+      )
       np.testing.assert_array_equal(a, b)
-    assert ([r.test_accuracy for r in runs[0][name]] ==
-            [r.test_accuracy for r in runs[1][name]])
+    assert [r.test_accuracy for r in runs[0][name]] == [r.test_accuracy for r in runs[1][name]]
 
 
 def test_scoring_and_selection_run_at_highest_matmul_precision():
   """On GPUs float32 matmuls default to TF32; score_and_select pins them to HIGHEST, and the
   epoch callback is closed even when scoring fails."""
   import types
+
   from disal_jax.strategies import base
+
   lowered = {}
 
   def score(ctx):
@@ -150,6 +165,7 @@ def test_warm_start_runs_carry_the_weights_and_restart_the_cycle_state(tmp_path,
   included), at step 0, with a fresh random stream and fresh per-cycle extras (TiDAL's
   running means, DISAL's train-branch targets)."""
   from disal_jax.training.trainer import Trainer
+
   seen = []
   original = Trainer.train_cycle
 
@@ -160,20 +176,25 @@ def test_warm_start_runs_carry_the_weights_and_restart_the_cycle_state(tmp_path,
     return result
 
   monkeypatch.setattr(Trainer, "train_cycle", spy)
-  config = tiny_config(**{"strategies": ",".join(STATEFUL), "data.max_train": 300,
-                          "train.warm_start": True, "tod.pool_batch_size": 16})
+  config = tiny_config(
+    **{
+      "strategies": ",".join(STATEFUL),
+      "data.max_train": 300,
+      "train.warm_start": True,
+      "tod.pool_batch_size": 16,
+    }
+  )
   results = loop.run_experiment(config, str(tmp_path))
   assert all(len(results[name]) == 2 for name in STATEFUL)
   assert [c for c, _, _ in seen] == [0, 1] * len(STATEFUL)
   checked = set()
   for run in range(len(STATEFUL)):
-    cycles = seen[2 * run:2 * run + 2]
+    cycles = seen[2 * run : 2 * run + 2]
     for (_, _, ended), (_, started, _) in zip(cycles, cycles[1:]):
       for a, b in zip(jax.tree.leaves(started.params), jax.tree.leaves(ended.params)):
         np.testing.assert_array_equal(a, b)
       assert int(started.step) == 0 and int(ended.step) > 0
-      assert not np.array_equal(jax.random.key_data(started.rng),
-                                jax.random.key_data(ended.rng))
+      assert not np.array_equal(jax.random.key_data(started.rng), jax.random.key_data(ended.rng))
       for name, value in started.extras.items():
         if name in ("tidal_count", "tidal_mean", "disal_target_mean", "disal_target_weight"):
           assert not np.asarray(value).any(), name  # this cycle's statistics start at zero
@@ -182,12 +203,14 @@ def test_warm_start_runs_carry_the_weights_and_restart_the_cycle_state(tmp_path,
 
 
 @pytest.mark.parametrize("warm_start", [False, True])
-def test_each_cycle_scores_its_own_subset_and_starts_as_warm_start_says(tmp_path, monkeypatch,
-                                                                         warm_start):
+def test_each_cycle_scores_its_own_subset_and_starts_as_warm_start_says(
+  tmp_path, monkeypatch, warm_start
+):
   """al.subset_size and train.warm_start as the loop reads them: each cycle trains (and
   scores) its own seeded subset of the unlabeled rows, and starts from the previous cycle's
   weights exactly when warm_start is set."""
   from disal_jax.training.trainer import Trainer
+
   seen = []
   original = Trainer.train_cycle
 
@@ -198,9 +221,16 @@ def test_each_cycle_scores_its_own_subset_and_starts_as_warm_start_says(tmp_path
     return result
 
   monkeypatch.setattr(Trainer, "train_cycle", spy)
-  config = tiny_config(**{"strategies": "random", "data.max_train": 200, "train.epochs": 1,
-                          "al.final_fraction": 0.2, "al.subset_size": 30,
-                          "train.warm_start": warm_start})
+  config = tiny_config(
+    **{
+      "strategies": "random",
+      "data.max_train": 200,
+      "train.epochs": 1,
+      "al.final_fraction": 0.2,
+      "al.subset_size": 30,
+      "train.warm_start": warm_start,
+    }
+  )
   loop.run_experiment(config, str(tmp_path))
   labeled_round = np.load(tmp_path / "random/seed_0/labeled_round.npy")
   assert len(seen) == 3  # 20, 30, 40 labeled
@@ -210,6 +240,7 @@ def test_each_cycle_scores_its_own_subset_and_starts_as_warm_start_says(tmp_path
     np.testing.assert_array_equal(rows, pool.scoring_candidates(before, 30, config.seed, cycle))
   assert not np.array_equal(seen[0][0], seen[1][0])
   for (_, _, ended), (_, started, _) in zip(seen, seen[1:]):
-    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(started),
-                                                    jax.tree.leaves(ended)))
+    same = all(
+      np.array_equal(a, b) for a, b in zip(jax.tree.leaves(started), jax.tree.leaves(ended))
+    )
     assert same == warm_start

@@ -8,7 +8,6 @@ import pytest
 
 from disal_jax.strategies import base, gradnorm, per_sample
 from disal_jax.training import sharding
-
 from tests.helpers import tiny_config
 from tests.test_baseline_scores import PRE, _state
 
@@ -44,11 +43,16 @@ def test_the_chosen_batch_fits_the_budget_of_a_real_scorer():
   _, state, data, _ = _state()
   config = tiny_config()
   mesh = sharding.make_mesh()
-  ctx = types.SimpleNamespace(config=config, candidates=np.arange(4096),
-                              data=types.SimpleNamespace(mesh=mesh, train_data=data))
-  fn = functools.partial(gradnorm.entropy_gradnorm_scores, preprocess=PRE,
-                         engine=per_sample.engine_from_config(
-                             config, config.gradnorm.chunk_size))
+  ctx = types.SimpleNamespace(
+    config=config,
+    candidates=np.arange(4096),
+    data=types.SimpleNamespace(mesh=mesh, train_data=data),
+  )
+  fn = functools.partial(
+    gradnorm.entropy_gradnorm_scores,
+    preprocess=PRE,
+    engine=per_sample.engine_from_config(config, config.gradnorm.chunk_size),
+  )
   bytes_at = functools.cache(lambda size: base.compiled_bytes(fn, state, ctx, size))
   per_8 = bytes_at(16) - bytes_at(8)  # the fitting rule's own probes
   assert per_8 > 0  # memory grows with the batch

@@ -1,11 +1,10 @@
 import jax
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
+import numpy as np
 import pytest
 
 from disal_jax.models import registry, resnet
-
 from tests.helpers import tiny_config
 
 
@@ -21,8 +20,9 @@ def test_cifar_resnet18_has_the_known_parameter_count():
 
 def test_imagenet_resnet18_matches_torchvision_count():
   # torchvision.models.resnet18() has 11,689,512 parameters.
-  assert _param_count(resnet.ResNet18(num_classes=1000, stem="imagenet"),
-                      (1, 224, 224, 3)) == 11_689_512
+  assert (
+    _param_count(resnet.ResNet18(num_classes=1000, stem="imagenet"), (1, 224, 224, 3)) == 11_689_512
+  )
 
 
 @pytest.mark.parametrize("stem,size,final", [("cifar", 32, 4), ("imagenet", 64, 2)])
@@ -39,9 +39,16 @@ def test_outputs_logits_features_and_stage_maps(stem, size, final):
 
 
 def test_registry_builds_by_name_and_rejects_unknown():
-  cfg = ml_collections.ConfigDict({"name": "resnet18", "width": 8, "stem": "cifar",
-                                   "dtype": "float32", "dropout_rate": 0.0,
-                                   "train_dropout": True})
+  cfg = ml_collections.ConfigDict(
+    {
+      "name": "resnet18",
+      "width": 8,
+      "stem": "cifar",
+      "dtype": "float32",
+      "dropout_rate": 0.0,
+      "train_dropout": True,
+    }
+  )
   assert isinstance(registry.build_model(cfg, 10), resnet.ResNet)
   cfg.name = "vgg"
   with pytest.raises(KeyError, match="resnet18"):
@@ -55,8 +62,14 @@ def test_dropout_acts_in_training_only_when_told_and_always_in_query_passes(trai
   variables = model.init(jax.random.key(1), x)
 
   def logits(train, key):
-    out = model.apply(variables, x, train=train, dropout=True, rngs={"dropout": key},
-                      mutable=["batch_stats"] if train else False)
+    out = model.apply(
+      variables,
+      x,
+      train=train,
+      dropout=True,
+      rngs={"dropout": key},
+      mutable=["batch_stats"] if train else False,
+    )
     return np.asarray((out[0] if train else out)["logits"])
 
   for train in (True, False):
@@ -69,6 +82,7 @@ def test_init_from_loads_matching_arrays_and_keeps_another_heads_fresh(tmp_path)
   BatchNorm statistics) comes from the file, the 10-class head stays as initialised; a
   corrupt or unrelated file is a ConfigError naming the key."""
   import flax
+
   from disal_jax.config import ConfigError
   from disal_jax.data.registry import load_dataset
   from disal_jax.models.registry import build_model
@@ -77,23 +91,27 @@ def test_init_from_loads_matching_arrays_and_keeps_another_heads_fresh(tmp_path)
 
   config = tiny_config()
   dataset = load_dataset(config.data)
-  other = build_model(config.model, 3).init(jax.random.key(5),
-                                            jnp.zeros((1, *dataset.image_shape)),
-                                            train=False)
+  other = build_model(config.model, 3).init(
+    jax.random.key(5), jnp.zeros((1, *dataset.image_shape)), train=False
+  )
   other = jax.tree.map(lambda x: x + 0.5, other)  # unlike any fresh initialisation
   path = tmp_path / "pretrained.msgpack"
   path.write_bytes(flax.serialization.to_bytes(other))
   config.model.init_from = str(path)
-  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
-                    sharding.make_mesh())
+  trainer = Trainer(
+    config, build_model(config.model, dataset.num_classes), dataset, sharding.make_mesh()
+  )
   state = jax.device_get(trainer.init_state(jax.random.key(0)))
-  fresh = jax.device_get(Trainer(tiny_config(), trainer.model, dataset, trainer.mesh)
-                         .init_state(jax.random.key(0)))
-  flat = flax.traverse_util.flatten_dict({"params": state.params,
-                                          "batch_stats": state.batch_stats}, sep="/")
+  fresh = jax.device_get(
+    Trainer(tiny_config(), trainer.model, dataset, trainer.mesh).init_state(jax.random.key(0))
+  )
+  flat = flax.traverse_util.flatten_dict(
+    {"params": state.params, "batch_stats": state.batch_stats}, sep="/"
+  )
   source = flax.traverse_util.flatten_dict(flax.core.unfreeze(other), sep="/")
-  fresh_flat = flax.traverse_util.flatten_dict({"params": fresh.params,
-                                                "batch_stats": fresh.batch_stats}, sep="/")
+  fresh_flat = flax.traverse_util.flatten_dict(
+    {"params": fresh.params, "batch_stats": fresh.batch_stats}, sep="/"
+  )
   head = [k for k in flat if np.shape(flat[k]) != np.shape(source.get(k))]
   assert head and all("params/" in k for k in head) and len(head) == 2  # kernel and bias
   for key, value in flat.items():
@@ -102,7 +120,8 @@ def test_init_from_loads_matching_arrays_and_keeps_another_heads_fresh(tmp_path)
   # the next cycle starts from the checkpoint again (the arrays were read once)
   again = jax.device_get(trainer.init_state(jax.random.key(1)))
   np.testing.assert_array_equal(
-      jax.tree.leaves(again.batch_stats)[0], jax.tree.leaves(state.batch_stats)[0])
+    jax.tree.leaves(again.batch_stats)[0], jax.tree.leaves(state.batch_stats)[0]
+  )
 
   path.write_bytes(b"\x00not msgpack")
   with pytest.raises(ConfigError, match="init_from"):

@@ -15,7 +15,6 @@ from disal_jax.strategies import registry
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.trainer import Recording, Trainer, jitted_steps
-
 from tests.helpers import tiny_config
 
 
@@ -31,8 +30,14 @@ def _recorded_cycle(config, dataset, model) -> weakref.ref:
   trainer = Trainer(config, model, dataset, sharding.make_mesh())
   labeled = np.arange(0, dataset.num_train, 3)
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
-  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               cycle=0, recording=Recording("mean"))
+  result = trainer.train_cycle(
+    trainer.init_state(jax.random.key(0)),
+    labeled,
+    pool,
+    (0, 0),
+    cycle=0,
+    recording=Recording("mean"),
+  )
   assert result.record is not None  # the jitted record update ran
   return weakref.ref(trainer)
 
@@ -58,8 +63,14 @@ def test_in_process_runs_leave_no_trainer_and_no_device_array_behind(tmp_path):
   before = sum(isinstance(o, Trainer) for o in gc.get_objects())
   live, trainers = [], []
   for run in range(4):
-    config = tiny_config(**{"data.max_train": 120, "strategies": "disal",
-                            "disal.target_source": "eval_pass", "seed": run})
+    config = tiny_config(
+      **{
+        "data.max_train": 120,
+        "strategies": "disal",
+        "disal.target_source": "eval_pass",
+        "seed": run,
+      }
+    )
     loop.run_experiment(config, str(tmp_path / f"run{run}"))
     live.append(_live_arrays())
     trainers.append(sum(isinstance(o, Trainer) for o in gc.get_objects()))
@@ -67,8 +78,9 @@ def test_in_process_runs_leave_no_trainer_and_no_device_array_behind(tmp_path):
   assert live[3][0] <= live[1][0] and live[3][1] <= live[1][1], live
 
 
-@pytest.mark.parametrize("name", [n for n in registry.names()
-                                  if registry.get_strategy(n).make_hook is not None])
+@pytest.mark.parametrize(
+  "name", [n for n in registry.names() if registry.get_strategy(n).make_hook is not None]
+)
 def test_equal_configs_give_equal_hooks_that_share_compiled_steps(name):
   """Each run builds its hook anew; equal configs must give one key of jitted_steps' cache."""
   config = tiny_config()

@@ -42,12 +42,23 @@ def _perturbed(variables, scale=0.2):
   def jitter(tree, fn):
     flat = flax.traverse_util.flatten_dict(jax.device_get(tree))
     return flax.traverse_util.unflatten_dict(
-        {k: jnp.asarray(fn(k, np.asarray(v)), jnp.float32) for k, v in sorted(flat.items())})
-  params = jitter(variables["params"], lambda k, v: (
-      v + scale * (v.std() + 1e-3) * rng.standard_normal(v.shape)
-      + (0.05 * rng.standard_normal(v.shape) if k[-1] in ("bias", "scale") else 0)))
-  stats = jitter(variables["batch_stats"], lambda k, v: (
-      rng.uniform(0.5, 2.0, v.shape) if k[-1] == "var" else 0.2 * rng.standard_normal(v.shape)))
+      {k: jnp.asarray(fn(k, np.asarray(v)), jnp.float32) for k, v in sorted(flat.items())}
+    )
+
+  params = jitter(
+    variables["params"],
+    lambda k, v: (
+      v
+      + scale * (v.std() + 1e-3) * rng.standard_normal(v.shape)
+      + (0.05 * rng.standard_normal(v.shape) if k[-1] in ("bias", "scale") else 0)
+    ),
+  )
+  stats = jitter(
+    variables["batch_stats"],
+    lambda k, v: (
+      rng.uniform(0.5, 2.0, v.shape) if k[-1] == "var" else 0.2 * rng.standard_normal(v.shape)
+    ),
+  )
   return {"params": params, "batch_stats": stats}
 
 
@@ -75,36 +86,48 @@ def _setup(net, batch, size):
 @functools.lru_cache(maxsize=None)
 def _sample_grad(model):
   """jax.grad of one sample's entropy, jitted once per model."""
+
   def one(variables, xi):
     return entropy_of_logits(model(variables, xi[None]))[0]
+
   return jax.jit(jax.grad(one))
 
 
 def _loop_sq_norms(model, variables, x):
   """Slow reference: one jax.grad per sample in a Python loop (entropy loss)."""
   grad = _sample_grad(model)
-  return np.array([sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(
-      grad(variables, x[i])["params"])) for i in range(x.shape[0])])
+  return np.array(
+    [
+      sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grad(variables, x[i])["params"]))
+      for i in range(x.shape[0])
+    ]
+  )
 
 
-NETS = {"resnet18": (resnet.ResNet18(num_classes=CLASSES, width=8), 16),
-        "drn_d_22": (drn.DRN_D_22(num_classes=CLASSES, width=2), 16),
-        "dilated": (DilatedNet(), 19)}
+NETS = {
+  "resnet18": (resnet.ResNet18(num_classes=CLASSES, width=8), 16),
+  "drn_d_22": (drn.DRN_D_22(num_classes=CLASSES, width=2), 16),
+  "dilated": (DilatedNet(), 19),
+}
 
 
 # ResNet-18 at batches 1, 7, 32 (the engine's step split and padding); DRN-D-22 and the small
 # dilated net (conv bias, 'SAME', non-square kernels) at 7.
-@pytest.mark.parametrize("name,batch", [pytest.param("resnet18", b, marks=pytest.mark.slow)
-                                        for b in (1, 7, 32)] +
-                         [pytest.param("drn_d_22", 7, marks=pytest.mark.slow), ("dilated", 7)])
+@pytest.mark.parametrize(
+  "name,batch",
+  [pytest.param("resnet18", b, marks=pytest.mark.slow) for b in (1, 7, 32)]
+  + [pytest.param("drn_d_22", 7, marks=pytest.mark.slow), ("dilated", 7)],
+)
 def test_entropy_grad_norms_equal_vmap_and_a_per_sample_loop(name, batch):
   net, size = NETS[name]
   model, variables, x = _setup(net, batch, size)
   loss = lambda logits, aux: entropy_of_logits(logits)
   fast = jax.jit(per_sample.Engine("one_pass").grad_sq_norms, static_argnums=(0, 3))(
-      model, variables, x, loss)
+    model, variables, x, loss
+  )
   vmap = jax.jit(per_sample.Engine("vmap").grad_sq_norms, static_argnums=(0, 3))(
-      model, variables, x, loss)
+    model, variables, x, loss
+  )
   loop = _loop_sq_norms(model, variables, x)
   assert loop.min() > 1e-6 * loop.max() > 0  # no sample trivially zero
   np.testing.assert_allclose(fast, loop, rtol=1e-4)
@@ -117,22 +140,27 @@ def test_both_conv_forms_and_any_step_size_agree(name):
   net, size = NETS[name]
   model, variables, x = _setup(net, 5, size)
   loss = lambda z: entropy_of_logits(z)
-  norms = jax.jit(one_pass.grad_sq_norms, static_argnums=(0, 3),
-                  static_argnames=("conv", "samples_per_step"))
-  results = [norms(model, variables, x, loss, conv=conv, samples_per_step=step)
-             for conv, step in (("direct", 1), ("ghost", 2), ("auto", 3))]
+  norms = jax.jit(
+    one_pass.grad_sq_norms, static_argnums=(0, 3), static_argnames=("conv", "samples_per_step")
+  )
+  results = [
+    norms(model, variables, x, loss, conv=conv, samples_per_step=step)
+    for conv, step in (("direct", 1), ("ghost", 2), ("auto", 3))
+  ]
   for r in results[1:]:
     np.testing.assert_allclose(r, results[0], rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", [n if n == "dilated" else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in sorted(NETS)])
+@pytest.mark.parametrize(
+  "name", [n if n == "dilated" else pytest.param(n, marks=pytest.mark.slow) for n in sorted(NETS)]
+)
 def test_logit_gram_equals_the_vmap_jacobian_gram(name):
   net, size = NETS[name]
   model, variables, x = _setup(net, 4, size)
   gram, logits = jax.jit(one_pass.logit_gram, static_argnums=0)(model, variables, x)
   ref, ref_logits = jax.jit(per_sample.Engine("vmap").logit_gram, static_argnums=0)(
-      model, variables, x)
+    model, variables, x
+  )
   assert gram.shape == (4, CLASSES, CLASSES)
   np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-6)
   scale = np.abs(np.asarray(ref)).max(axis=(1, 2), keepdims=True)
@@ -150,7 +178,8 @@ def test_per_sample_targets_reach_the_right_rows():
   fast_fn = jax.jit(per_sample.Engine("one_pass").grad_sq_norms, static_argnums=(0, 3))
   fast = fast_fn(model, variables, x, loss, target)
   vmap = jax.jit(per_sample.Engine("vmap").grad_sq_norms, static_argnums=(0, 3))(
-      model, variables, x, loss, target)
+    model, variables, x, loss, target
+  )
   np.testing.assert_allclose(fast, vmap, rtol=1e-4)
   flipped = fast_fn(model, variables, x, loss, target[::-1])
   assert not np.allclose(flipped, fast, rtol=1e-3)
@@ -185,18 +214,24 @@ class _BatchStats(nn.Module):
     return {"logits": nn.Dense(CLASSES)(x)}
 
 
-@pytest.mark.parametrize("net, message", [
+@pytest.mark.parametrize(
+  "net, message",
+  [
     (_SharedLayer(), "called more than once"),
     (_OwnParam(), "outside Conv/Dense/BatchNorm"),
     (_BatchStats(), "batch statistics"),
-])
+  ],
+)
 def test_models_the_engine_cannot_handle_are_refused_by_name(net, message):
   x = jnp.ones((3, 4))
   variables = net.init(jax.random.key(0), x)
-  model = lambda v, inputs: net.apply(v, inputs, mutable=["batch_stats"])[0]["logits"] \
-      if "batch_stats" in v else net.apply(v, inputs)["logits"]
+  model = lambda v, inputs: (
+    net.apply(v, inputs, mutable=["batch_stats"])[0]["logits"]
+    if "batch_stats" in v
+    else net.apply(v, inputs)["logits"]
+  )
   with pytest.raises(ValueError, match=message):
-    one_pass.grad_sq_norms(model, variables, x, lambda z: jnp.sum(z ** 2, axis=-1))
+    one_pass.grad_sq_norms(model, variables, x, lambda z: jnp.sum(z**2, axis=-1))
 
 
 def test_tiny_resnet_grad_norms_equal_vmap_of_grad():
@@ -211,9 +246,11 @@ def test_tiny_resnet_grad_norms_equal_vmap_of_grad():
     return entropy_of_logits(logits)[0]
 
   grads = jax.jit(jax.vmap(jax.grad(one), in_axes=(None, 0)))(variables["params"], x)
-  brute = np.asarray(sum(jnp.sum(g.reshape(x.shape[0], -1) ** 2, axis=1)
-                         for g in jax.tree.leaves(grads)))
+  brute = np.asarray(
+    sum(jnp.sum(g.reshape(x.shape[0], -1) ** 2, axis=1) for g in jax.tree.leaves(grads))
+  )
   fast = jax.jit(one_pass.grad_sq_norms, static_argnums=(0, 3))(
-      model, variables, x, entropy_of_logits)
+    model, variables, x, entropy_of_logits
+  )
   assert brute.min() > 1e-6 * brute.max() > 0  # no sample trivially zero
   np.testing.assert_allclose(fast, brute, rtol=1e-4)

@@ -13,7 +13,6 @@ from disal_jax.config import ConfigError
 from disal_jax.data import registry, row_store
 from disal_jax.training import placement, sharding
 from disal_jax.training.trainer import Trainer
-
 from tests.helpers import CompileCounter, tiny_config
 
 
@@ -35,8 +34,7 @@ def test_file_rows_read_what_numpy_indexing_reads(tmp_path):
 def test_a_window_holds_the_rows_a_step_reads():
   images, labels = _images(), np.arange(37, dtype=np.int32) * 3
   mesh = sharding.make_mesh()
-  streamed = placement.StreamedSplit(placement.ArrayRows(images), placement.ArrayRows(labels),
-                                     mesh)
+  streamed = placement.StreamedSplit(placement.ArrayRows(images), placement.ArrayRows(labels), mesh)
   index = np.asarray([30, 2, 2, 17, 0, 36], np.int32)
   pool_rows = np.asarray([5, 30, 11], np.int32)
   window = streamed.window(np.concatenate([index, pool_rows]))
@@ -51,8 +49,9 @@ def test_a_window_holds_the_rows_a_step_reads():
 
 
 def test_a_row_store_opens_without_decoding_again(tmp_path, monkeypatch):
-  config = tiny_config(**{"data.placement": "stream", "data.cache_dir": str(tmp_path),
-                          "data.val_fraction": 0.1})
+  config = tiny_config(
+    **{"data.placement": "stream", "data.cache_dir": str(tmp_path), "data.val_fraction": 0.1}
+  )
   loaded = registry.load_dataset(config.data)
   assert isinstance(loaded.train_images, np.memmap)  # streamed: the store, mapped
   folder = registry.store_folder(config.data)
@@ -60,42 +59,56 @@ def test_a_row_store_opens_without_decoding_again(tmp_path, monkeypatch):
 
   def no_loader(cfg):
     raise AssertionError("the store should have been opened")
+
   monkeypatch.setitem(registry._LOADERS, "digits", no_loader)
   again = registry.load_dataset(config.data)
-  for field in ("train_images", "train_labels", "val_images", "val_labels", "test_images",
-                "test_labels"):
+  for field in (
+    "train_images",
+    "train_labels",
+    "val_images",
+    "val_labels",
+    "test_images",
+    "test_labels",
+  ):
     np.testing.assert_array_equal(getattr(again, field), getattr(loaded, field))
   assert again.class_names == loaded.class_names
   monkeypatch.undo()
-  plain = registry.load_dataset(tiny_config(**{"data.val_fraction": 0.1,
-                                               "data.placement": "device"}).data)
-  for a, b in zip(again.channel_stats(), dataclasses.replace(
-      plain, channel_mean_std=None).channel_stats()):
+  plain = registry.load_dataset(
+    tiny_config(**{"data.val_fraction": 0.1, "data.placement": "device"}).data
+  )
+  for a, b in zip(
+    again.channel_stats(), dataclasses.replace(plain, channel_mean_std=None).channel_stats()
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-6)
   np.testing.assert_array_equal(np.asarray(again.train_images), plain.train_images)
 
 
 def test_auto_streams_past_the_device_budget():
   config = tiny_config()
-  assert not row_store.streams(config.data, 10 * 2 ** 20)
+  assert not row_store.streams(config.data, 10 * 2**20)
   config.data.device_budget_mb = 1
-  assert row_store.streams(config.data, 10 * 2 ** 20)
+  assert row_store.streams(config.data, 10 * 2**20)
   config.data.placement = "device"
-  assert not row_store.streams(config.data, 10 * 2 ** 20)
+  assert not row_store.streams(config.data, 10 * 2**20)
   config.data.placement = "disk"
   with pytest.raises(ConfigError, match="data.placement"):
     loop.run_experiment(config, "/nonexistent")
 
 
 def _run(tmp_path, placement_name, strategies, **overrides):
-  config = tiny_config(**{"strategies": strategies, "data.placement": placement_name,
-                          "data.cache_dir": str(tmp_path / "cache"), **overrides})
+  config = tiny_config(
+    **{
+      "strategies": strategies,
+      "data.placement": placement_name,
+      "data.cache_dir": str(tmp_path / "cache"),
+      **overrides,
+    }
+  )
   return loop.run_experiment(config, str(tmp_path / placement_name))
 
 
 @pytest.mark.slow
-def test_streamed_runs_compile_once_transfer_explicitly_and_match_device(tmp_path,
-                                                                        monkeypatch):
+def test_streamed_runs_compile_once_transfer_explicitly_and_match_device(tmp_path, monkeypatch):
   """Three cycles of a strategy of each family, streamed: nothing compiles from a strategy's
   cycle 1 on; a cycle's training (steps, record passes, evaluation) moves data between host
   and device only explicitly (device_put, device_get, a window's callback); and the
@@ -106,6 +119,7 @@ def test_streamed_runs_compile_once_transfer_explicitly_and_match_device(tmp_pat
   def guarded(*args, **kwargs):
     with jax.transfer_guard("disallow"):
       return train_cycle(*args, **kwargs)
+
   monkeypatch.setattr(Trainer, "train_cycle", guarded)
   cycle_one, ended = {}, {}  # compilations so far when a strategy's cycle 1 starts, it ends
   point = faults.point
@@ -120,6 +134,7 @@ def test_streamed_runs_compile_once_transfer_explicitly_and_match_device(tmp_pat
     rows = run_strategy(config, dataset, name, *args)
     ended[name] = counter.count
     return rows
+
   monkeypatch.setattr(faults, "point", mark)
   monkeypatch.setattr(loop, "run_strategy", run_and_mark)
   strategies = "random,disal,tracincp_last,mc_dropout,badge,typiclust,vaal"

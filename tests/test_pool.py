@@ -37,7 +37,7 @@ def test_initial_labeled_is_count_distinct_rows_of_round_0_fixed_by_the_seed():
 def _first_half_labeled(n=100):
   """Rows 0..n/2-1 labeled: a position among the unlabeled rows is never such a row."""
   labeled_round = np.full(n, pool.UNLABELED, np.int32)
-  labeled_round[:n // 2] = 0
+  labeled_round[: n // 2] = 0
   return labeled_round
 
 
@@ -51,16 +51,18 @@ def test_the_scoring_subset_is_distinct_unlabeled_rows_fixed_by_seed_and_cycle()
   assert not np.array_equal(a, pool.scoring_candidates(labeled_round, 20, seed=0, cycle=2))
   assert not np.array_equal(a, pool.scoring_candidates(labeled_round, 20, seed=1, cycle=1))
   # over the cycles every unlabeled row is drawn (a uniform draw, not always the same rows)
-  drawn = np.concatenate([pool.scoring_candidates(labeled_round, 20, seed=0, cycle=c)
-                          for c in range(30)])
+  drawn = np.concatenate(
+    [pool.scoring_candidates(labeled_round, 20, seed=0, cycle=c) for c in range(30)]
+  )
   np.testing.assert_array_equal(np.unique(drawn), np.arange(50, 100))
 
 
 def test_no_scoring_subset_or_one_as_large_as_the_pool_scores_every_unlabeled_row():
   labeled_round = _first_half_labeled()
   for size in (0, 50, 80):
-    np.testing.assert_array_equal(pool.scoring_candidates(labeled_round, size, 0, 1),
-                                  np.arange(50, 100))
+    np.testing.assert_array_equal(
+      pool.scoring_candidates(labeled_round, size, 0, 1), np.arange(50, 100)
+    )
 
 
 def test_add_labels_marks_the_rows_with_the_cycle_and_leaves_the_input_alone():
@@ -80,14 +82,17 @@ def _unlabeled_last_row():
   return labeled_round
 
 
-@pytest.mark.parametrize("rows, k, message", [
+@pytest.mark.parametrize(
+  "rows, k, message",
+  [
     ([4, 5, -1], 3, "cycle 2: the strategy returned indices outside the training set"),
     ([4, 5, 20], 3, "cycle 2: the strategy returned indices outside the training set"),
     ([4, 5, 5], 3, "cycle 2: the strategy returned duplicate indices"),
     ([4, 5, 3], 3, "cycle 2: the strategy returned already-labeled indices"),
     ([4, 5], 3, r"cycle 2: the strategy returned \(2,\) indices, expected \(3,\)"),
     ([[4], [5], [6]], 3, r"cycle 2: the strategy returned \(3, 1\) indices, expected \(3,\)"),
-])
+  ],
+)
 def test_add_labels_refuses_a_bad_selection_naming_the_cycle_and_the_problem(rows, k, message):
   # row -1 would wrap to row 19, which is unlabeled: only the range check catches it
   with pytest.raises(ValueError, match=message):

@@ -12,7 +12,6 @@ import pytest
 from disal_jax import loop, protocol
 from disal_jax.strategies import registry
 from disal_jax.strategies.base import ReferenceProtocol
-
 from tests.helpers import tiny_config
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "strategies.md"
@@ -24,15 +23,15 @@ def test_each_strategy_runs_with_its_reference_values_only_when_asked(name):
   strategy = registry.get_strategy(name)
   unified = tiny_config(**{"al.subset_size": 7, "train.warm_start": False})
   assert protocol.run_config(unified, strategy) is unified
-  asked = tiny_config(**{"al.protocol": "reference", "al.subset_size": 7,
-                         "train.warm_start": False})
+  asked = tiny_config(
+    **{"al.protocol": "reference", "al.subset_size": 7, "train.warm_start": False}
+  )
   run = protocol.run_config(asked, strategy)
   reference = strategy.reference
   if reference is None:  # the unified protocol is its reference's
     assert run is asked
     return
-  assert (run.al.subset_size, run.train.warm_start) == (reference.subset_size,
-                                                        reference.warm_start)
+  assert (run.al.subset_size, run.train.warm_start) == (reference.subset_size, reference.warm_start)
   assert (asked.al.subset_size, asked.train.warm_start) == (7, False)  # a copy was changed
   assert reference.source, name
 
@@ -52,8 +51,10 @@ def test_the_loop_scores_the_reference_subset_and_warm_starts(tmp_path, monkeypa
   cycle's weights; one without keeps the whole pool and a fresh model; the run folder saves
   what the run followed, so a rerun resumes (here: finds it complete)."""
   from disal_jax.training.trainer import Trainer
-  toy = dataclasses.replace(registry.get_strategy("random"), name="toy",
-                            reference=ReferenceProtocol(100, True, "a test"))
+
+  toy = dataclasses.replace(
+    registry.get_strategy("random"), name="toy", reference=ReferenceProtocol(100, True, "a test")
+  )
   monkeypatch.setitem(registry._STRATEGIES, "toy", toy)
   seen = []
   original = Trainer.train_cycle
@@ -65,14 +66,16 @@ def test_the_loop_scores_the_reference_subset_and_warm_starts(tmp_path, monkeypa
     return result
 
   monkeypatch.setattr(Trainer, "train_cycle", spy)
-  config = tiny_config(**{"strategies": "toy,margin", "data.max_train": 300,
-                          "al.protocol": "reference"})
+  config = tiny_config(
+    **{"strategies": "toy,margin", "data.max_train": 300, "al.protocol": "reference"}
+  )
   results = loop.run_experiment(config, str(tmp_path))
   (toy0, toy1, margin0, margin1) = seen
   assert (toy0[0], toy1[0]) == (100, 100)  # 270 then 255 unlabeled rows
   assert (margin0[0], margin1[0]) == (270, 255)
-  same = lambda a, b: all(np.array_equal(x, y) for x, y in
-                          zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  same = lambda a, b: all(
+    np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
   assert same(toy1[1], toy0[2]) and not same(margin1[1], margin0[2])
   saved = json.loads((tmp_path / "toy/seed_0" / loop.RUN_CONFIG).read_text())
   assert (saved["al"]["subset_size"], saved["train"]["warm_start"]) == (100, True)

@@ -14,8 +14,9 @@ def _history(epochs=5, pool=6, classes=3, seed=0):
 def _run(history, weighting, lrs, level="mean", decay=0.9):
   rec = record.init_record(level, history.shape[1], history.shape[2:])
   for probs, lr in zip(history, lrs):
-    rec = record.update_record(rec, jnp.asarray(probs, jnp.float32), jnp.float32(lr),
-                               weighting=weighting, ema_decay=decay)
+    rec = record.update_record(
+      rec, jnp.asarray(probs, jnp.float32), jnp.float32(lr), weighting=weighting, ema_decay=decay
+    )
   return rec
 
 
@@ -40,8 +41,8 @@ def test_ema_is_temporal_ensemblings_bias_corrected_average():
   z = np.zeros_like(history[0])
   for probs in history:
     z = 0.6 * z + 0.4 * probs
-  np.testing.assert_allclose(rec.mean, z / (1 - 0.6 ** 5), rtol=1e-5)
-  assert float(rec.weight) == pytest.approx(1 - 0.6 ** 5, rel=1e-6)
+  np.testing.assert_allclose(rec.mean, z / (1 - 0.6**5), rtol=1e-5)
+  assert float(rec.weight) == pytest.approx(1 - 0.6**5, rel=1e-6)
 
 
 @pytest.mark.parametrize("level,fields", [("none", ()), ("mean", ("mean",))])

@@ -17,7 +17,6 @@ from disal_jax import experiment
 from disal_jax.errors import ConfigError
 from disal_jax.strategies import base, registry, testing, uncertainty
 from disal_jax.strategies.examples import tempered_confidence
-
 from tests.helpers import REPO
 
 STRATEGIES_DIR = pathlib.Path(registry.__file__).parent
@@ -28,8 +27,11 @@ EXAMPLE = pathlib.Path(tempered_confidence.__file__)
 def _defines_a_strategy(path: pathlib.Path) -> bool:
   """Whether the module assigns STRATEGY or STRATEGIES at its top level (read with ast)."""
   for node in ast.parse(path.read_text(), str(path)).body:
-    targets = node.targets if isinstance(node, ast.Assign) else (
-        [node.target] if isinstance(node, ast.AnnAssign) else [])
+    targets = (
+      node.targets
+      if isinstance(node, ast.Assign)
+      else ([node.target] if isinstance(node, ast.AnnAssign) else [])
+    )
     if any(isinstance(t, ast.Name) and t.id in ("STRATEGY", "STRATEGIES") for t in targets):
       return True
   return False
@@ -44,11 +46,17 @@ def test_every_strategy_module_has_its_one_line_in_the_registry():
 
 
 def test_the_table_holds_every_strategy_of_the_built_in_modules_in_their_order():
-  expected = [s.name for m in registry.BUILT_IN for s in registry.module_strategies(
-      __import__(f"disal_jax.strategies.{m}", fromlist=["_"]))]
+  expected = [
+    s.name
+    for m in registry.BUILT_IN
+    for s in registry.module_strategies(__import__(f"disal_jax.strategies.{m}", fromlist=["_"]))
+  ]
   assert list(registry._STRATEGIES) == expected and sorted(expected) == registry.names()
   assert registry.module_strategies(uncertainty) == (
-      uncertainty.ENTROPY, uncertainty.MARGIN, uncertainty.LEAST_CONFIDENCE)
+    uncertainty.ENTROPY,
+    uncertainty.MARGIN,
+    uncertainty.LEAST_CONFIDENCE,
+  )
   with pytest.raises(TypeError, match="defines no STRATEGY"):
     registry.module_strategies(types.ModuleType("nothing_here"))
 
@@ -74,9 +82,11 @@ def test_registered_never_shadows_a_strategy_or_a_section_and_leaves_nothing_beh
   with pytest.raises(ValueError, match="already registered"):
     with registry.registered(dataclasses.replace(registry.get_strategy("random"))):
       pass
-  clash = dataclasses.replace(tempered_confidence.STRATEGY, name="clash",
-                              config_section=dataclasses.replace(
-                                  tempered_confidence.STRATEGY.config_section, name="vaal"))
+  clash = dataclasses.replace(
+    tempered_confidence.STRATEGY,
+    name="clash",
+    config_section=dataclasses.replace(tempered_confidence.STRATEGY.config_section, name="vaal"),
+  )
   with pytest.raises(ValueError, match="two config sections named 'vaal'"):
     with registry.registered(clash):
       pass
@@ -91,14 +101,16 @@ def test_the_example_meets_the_contract_in_the_fast_tier():
 
 def test_the_example_at_temperature_one_scores_as_least_confidence():
   """An independent reference of its score: the built-in least_confidence is T = 1."""
-  config = testing.tiny_config(tempered_confidence.STRATEGY, **{
-      "tempered_confidence.temperature": 1.0})
+  config = testing.tiny_config(
+    tempered_confidence.STRATEGY, **{"tempered_confidence.temperature": 1.0}
+  )
   ctx = testing.tiny_context(config, tempered_confidence.STRATEGY)
   reference = testing.tiny_context(config, "least_confidence")
   at_one = tempered_confidence.score(ctx)
   np.testing.assert_allclose(at_one, uncertainty.LEAST_CONFIDENCE.score(reference), rtol=1e-6)
-  at_two = tempered_confidence.score(dataclasses.replace(
-      ctx, config=testing.tiny_config(tempered_confidence.STRATEGY)))  # the default, T = 2
+  at_two = tempered_confidence.score(
+    dataclasses.replace(ctx, config=testing.tiny_config(tempered_confidence.STRATEGY))
+  )  # the default, T = 2
   assert np.all(at_two > at_one)  # a flatter softmax: every top probability lower
 
 
@@ -113,8 +125,9 @@ def test_check_contract_names_the_clause_a_strategy_breaks():
   def count_shaped(ctx):  # a shape that follows the candidates' count: compiles every cycle
     return np.asarray(_NEGATE(np.arange(len(ctx.candidates), dtype=np.float32)))
 
-  bad = base.Strategy(name="bad", record="none", score=lambda ctx: np.zeros(len(ctx.candidates)),
-                      select=labeled_rows)
+  bad = base.Strategy(
+    name="bad", record="none", score=lambda ctx: np.zeros(len(ctx.candidates)), select=labeled_rows
+  )
   with pytest.raises(AssertionError, match="'bad': picks .* are not all candidates"):
     testing.check_contract(bad)
   recompiles = base.Strategy(name="recompiles", record="none", score=count_shaped)
@@ -145,8 +158,8 @@ def test_a_registered_strategy_runs_through_the_loop_and_resumes(tmp_path):
   """Nothing but its module and its registration: the loop trains, scores, labels, saves and
   finds the run complete when it is run again."""
   from disal_jax import loop
-
   from tests.helpers import tiny_config
+
   with registry.registered(tempered_confidence.STRATEGY):
     config = tiny_config(**{"strategies": "tempered_confidence", "data.max_train": 120})
     results = loop.run_experiment(config, str(tmp_path))

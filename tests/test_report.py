@@ -11,7 +11,6 @@ from PIL import Image
 
 from disal_jax import sweep
 from disal_jax.report import sweep_report
-
 from tests.helpers import REPO, tiny_config, write_results
 
 
@@ -28,8 +27,9 @@ def hand_built(tmp_path):
 
 
 def test_aulc_is_the_trapezoid_mean_of_the_curve():
-  assert sweep_report.aulc(np.array([10, 20, 30]), np.array([0.5, 0.7, 0.8])) == \
-      pytest.approx((0.5 + 0.7) / 2 * 0.5 + (0.7 + 0.8) / 2 * 0.5)
+  assert sweep_report.aulc(np.array([10, 20, 30]), np.array([0.5, 0.7, 0.8])) == pytest.approx(
+    (0.5 + 0.7) / 2 * 0.5 + (0.7 + 0.8) / 2 * 0.5
+  )
   assert sweep_report.aulc(np.array([10]), np.array([0.4])) == 0.4
 
 
@@ -42,18 +42,23 @@ def test_table_has_mean_std_best_marked_aulc_and_full_training(hand_built):
   assert lines[2] == "| 10 (10%) | 55.00 ± 5.00 | **60.00 ± 10.00** |"
   assert lines[3] == "| 20 (20%) | **70.00 ± 0.00** | 60.00 ± 0.00 |"
   assert lines[4] == "| 30 (30%) | **85.00 ± 5.00** | 70.00 ± 0.00 |"
-  disal_aulc = [sweep_report.aulc(np.array([10, 20, 30]), np.array(a))
-                for a in ([0.5, 0.7, 0.8], [0.6, 0.7, 0.9])]
-  assert lines[5].startswith(f"| AULC | **{100 * np.mean(disal_aulc):.2f} ± "
-                             f"{100 * np.std(disal_aulc):.2f}** |")
+  disal_aulc = [
+    sweep_report.aulc(np.array([10, 20, 30]), np.array(a))
+    for a in ([0.5, 0.7, 0.8], [0.6, 0.7, 0.9])
+  ]
+  assert lines[5].startswith(
+    f"| AULC | **{100 * np.mean(disal_aulc):.2f} ± {100 * np.std(disal_aulc):.2f}** |"
+  )
   assert "Full Training (2 seeds): 96.00 ± 1.00" in table
 
 
 def test_each_strategy_is_paired_with_random_seed_by_seed(hand_built):
   area = lambda a: sweep_report.aulc(np.array([10, 20, 30]), np.array(a))
   # seed 0: disal 0.675 - random 0.600; seed 1: 0.725 - 0.650: +7.50 both -> ahead
-  differences = [area([0.5, 0.7, 0.8]) - area([0.5, 0.6, 0.7]),
-                 area([0.6, 0.7, 0.9]) - area([0.7, 0.6, 0.7])]
+  differences = [
+    area([0.5, 0.7, 0.8]) - area([0.5, 0.6, 0.7]),
+    area([0.6, 0.7, 0.9]) - area([0.7, 0.6, 0.7]),
+  ]
   assert differences == pytest.approx([0.075, 0.075])
   table = sweep_report.accuracy_markdown(sweep_report.collect(hand_built))
   assert "| disal | 0,1 | +7.50, +7.50 | +7.50 ± 0.00 (ahead) |" in table
@@ -69,12 +74,15 @@ def test_a_run_in_progress_counts_in_its_rows_but_not_in_the_aulc(hand_built):
   lines = sweep_report.accuracy_markdown(sweep_report.collect(hand_built)).splitlines()
   assert lines[0] == "| labeled | disal (n=2) | random (n=2) |"
   # 10 labeled: disal over 3 seeds (0.5, 0.6, 0.2) -> 43.33; random is best
-  assert lines[2] == (f"| 10 (10%) | 43.33 ± {100 * np.std([0.5, 0.6, 0.2]):.2f} (n=3) | "
-                      "**60.00 ± 10.00** |")
+  assert lines[2] == (
+    f"| 10 (10%) | 43.33 ± {100 * np.std([0.5, 0.6, 0.2]):.2f} (n=3) | **60.00 ± 10.00** |"
+  )
   assert lines[3] == "| 20 (20%) | **70.00 ± 0.00** | 60.00 ± 0.00 |"
   assert lines[5] == complete.splitlines()[5]  # the AULC of the two finished runs
-  assert lines[-1] == ("In progress (in the rows they reached, marked with their n; not in "
-                       "the AULC): disal seed 2 (1 of 3 cycles).")
+  assert lines[-1] == (
+    "In progress (in the rows they reached, marked with their n; not in "
+    "the AULC): disal seed 2 (1 of 3 cycles)."
+  )
 
 
 def test_a_run_linked_in_under_another_name_is_its_own_line(hand_built, tmp_path_factory):
@@ -113,8 +121,13 @@ def test_a_segmentation_sweep_is_reported_in_miou(tmp_path):
 
 
 def test_report_cli_explains_an_empty_folder(tmp_path):
-  out = subprocess.run([sys.executable, "-m", "disal_jax.report", str(tmp_path)], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    [sys.executable, "-m", "disal_jax.report", str(tmp_path)],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 2 and "no <strategy>/seed_<s>/results.json" in out.stderr
 
 
@@ -133,8 +146,9 @@ def test_a_sweep_runs_every_pair_once_and_resumes(tmp_path):
   sweep.run_sweep(config, ["random", "coreset"], [0, 1], str(tmp_path))  # all finished
   assert (tmp_path / "random/seed_1/metrics.jsonl").read_text() == before
   rows = sweep_report.collect(tmp_path)
-  assert {(r.strategy, r.seed) for r in rows} == {(s, n) for s in ("random", "coreset")
-                                                  for n in (0, 1)}
+  assert {(r.strategy, r.seed) for r in rows} == {
+    (s, n) for s in ("random", "coreset") for n in (0, 1)
+  }
 
 
 def test_seeds_flag_is_checked():

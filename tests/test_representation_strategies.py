@@ -29,11 +29,14 @@ def test_kmeans_finds_the_partition_sklearn_finds_on_separated_blobs():
 
 def test_kmeans_held_for_more_clusters_equals_kmeans_and_compiles_once():
   from tests.helpers import CompileCounter
+
   rng = np.random.default_rng(1)
   x = jnp.asarray(_blobs(rng, rng.normal(size=(8, 4)) * 3, 25)[0], jnp.float32)
   for k in (3, 5, 8):
-    np.testing.assert_array_equal(embedding.kmeans(x, jax.random.key(2), k, 10, max_clusters=12),
-                                  embedding.kmeans(x, jax.random.key(2), k, 10))
+    np.testing.assert_array_equal(
+      embedding.kmeans(x, jax.random.key(2), k, 10, max_clusters=12),
+      embedding.kmeans(x, jax.random.key(2), k, 10),
+    )
   with CompileCounter() as compiles:
     embedding.kmeans(x, jax.random.key(3), 6, 10, max_clusters=12)
   assert compiles.count == 0
@@ -45,7 +48,7 @@ def _reference_typicality(x, knn):
   out = []
   for row in x:
     squared = sorted(float(np.sum((row - other) ** 2)) for other in x)
-    out.append(1.0 / (np.mean(squared[1:knn + 1]) + 1e-5))
+    out.append(1.0 / (np.mean(squared[1 : knn + 1]) + 1e-5))
   return np.asarray(out)
 
 
@@ -84,8 +87,9 @@ def test_typiclust_picks_as_the_reference_loop_does():
   # the uncovered clusters (2, 3, 4) come first, cluster 5 (3 rows) never
   assert set(clusters[got[:3]].tolist()) == {2, 3, 4} and 5 not in clusters[got].tolist()
   # plain distances (the paper's equation) rank these clusters differently
-  plain = typiclust.pick(x, clusters, labeled, 8, knn=5, min_cluster_size=5, block_size=7,
-                         distance="euclidean")
+  plain = typiclust.pick(
+    x, clusters, labeled, 8, knn=5, min_cluster_size=5, block_size=7, distance="euclidean"
+  )
   assert plain.tolist() != want
 
 
@@ -103,6 +107,7 @@ def test_typicality_averages_squared_distances_as_the_reference_does():
 
 def test_typicality_of_a_large_cluster_holds_blocks_and_equals_brute_force():
   import tracemalloc
+
   # 3,000 rows of 64: a (rows, rows, D) float64 difference array would take 4.6 GB; a
   # 256-row block of distances takes 6 MB.
   rng = np.random.default_rng(3)
@@ -157,8 +162,7 @@ def test_probcover_draws_at_random_once_everything_is_covered():
   x = np.zeros((10, 2), np.float32)  # one point ten times: the first ball covers all
   sources, targets = probcover.edges(jnp.asarray(x), 0.1, block=4)
   labeled = np.zeros(10, bool)
-  got = probcover.pick(sources, targets, 10, labeled, 4, np.random.default_rng(0),
-                       np.zeros(10))
+  got = probcover.pick(sources, targets, 10, labeled, 4, np.random.default_rng(0), np.zeros(10))
   assert len(set(got.tolist())) == 4
 
 
@@ -167,19 +171,28 @@ def test_probcover_breaks_equal_gains_at_random_with_the_cycle_key():
   off: every ball holds its point's 4 copies, so the first three picks are ties. An argmax
   would take positions 1, 5, 9 (rows 0, 4, 8 of the pool) for every key."""
   import types
+
   from disal_jax.strategies import selectors
   from disal_jax.strategies.base import TIE_BREAK_STREAM
   from tests.helpers import tiny_config
-  x = np.concatenate([np.full((1, 3), -5.0),  # the labeled row
-                      np.repeat(np.eye(3) * 5, 4, axis=0)]).astype(np.float32)
+
+  x = np.concatenate(
+    [
+      np.full((1, 3), -5.0),  # the labeled row
+      np.repeat(np.eye(3) * 5, 4, axis=0),
+    ]
+  ).astype(np.float32)
   labeled = np.arange(13) == 0
   config = tiny_config(**{"probcover.delta": 0.5, "probcover.block_size": 8})
   evidence = {"x": jnp.asarray(x), "labeled": labeled}
   firsts, batches = set(), set()
   for seed in range(12):
-    ctx = types.SimpleNamespace(config=config, candidates=np.arange(200, 212),
-                                rng=jax.random.key(seed), data=types.SimpleNamespace(
-                                    dataset=types.SimpleNamespace(train_labels=np.zeros(20))))
+    ctx = types.SimpleNamespace(
+      config=config,
+      candidates=np.arange(200, 212),
+      rng=jax.random.key(seed),
+      data=types.SimpleNamespace(dataset=types.SimpleNamespace(train_labels=np.zeros(20))),
+    )
     picks = probcover.select(evidence, ctx, 3)
     assert picks.tolist() == probcover.select(evidence, ctx, 3).tolist()  # same key
     ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), 13, 20)

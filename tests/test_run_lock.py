@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from disal_jax import run_lock
-
 from tests.helpers import REPO, subprocess_env, xla_flags
 
 HOLD = """
@@ -26,8 +25,9 @@ time.sleep(120)
 
 def _holder(run_dir):
   """A process that takes the run's lock and sleeps; returned once it holds it."""
-  proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=REPO,
-                          stdout=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    [sys.executable, "-c", HOLD, str(run_dir)], cwd=REPO, stdout=subprocess.PIPE, text=True
+  )
   assert proc.stdout.readline().strip() == "held"
   return proc
 
@@ -59,9 +59,16 @@ def test_a_held_run_is_refused_naming_its_holder_and_a_dead_ones_taken_over(tmp_
 
 
 def _main(workdir, *extra):
-  return [sys.executable, "-m", "disal_jax.main", "--config=configs/default.py:quick",
-          f"--workdir={workdir}", "--config.strategies=random", "--config.full_training=False",
-          *extra]
+  return [
+    sys.executable,
+    "-m",
+    "disal_jax.main",
+    "--config=configs/default.py:quick",
+    f"--workdir={workdir}",
+    "--config.strategies=random",
+    "--config.full_training=False",
+    *extra,
+  ]
 
 
 def _selections(run_dir):
@@ -75,21 +82,29 @@ def _accuracies(run_dir):
 @pytest.mark.slow
 def test_a_second_process_on_a_running_run_exits_2_and_the_first_is_unharmed(tmp_path):
   env = subprocess_env(XLA_FLAGS=xla_flags())
-  first = subprocess.Popen(_main(tmp_path / "a"), cwd=REPO, env=env, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  first = subprocess.Popen(
+    _main(tmp_path / "a"),
+    cwd=REPO,
+    env=env,
+    text=True,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
   lock = run_lock.lock_path(tmp_path / "a" / "random" / "seed_0")
   deadline = time.time() + 120
   while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline:
     time.sleep(0.2)
-  second = subprocess.run(_main(tmp_path / "a"), cwd=REPO, env=env, text=True,
-                          capture_output=True, timeout=300)
+  second = subprocess.run(
+    _main(tmp_path / "a"), cwd=REPO, env=env, text=True, capture_output=True, timeout=300
+  )
   out, err = first.communicate(timeout=600)
   assert first.returncode == 0, err[-2000:]
   assert second.returncode == 2
   lines = [line for line in second.stderr.splitlines() if line.startswith("error:")]
   assert len(lines) == 1 and f"in use by process {first.pid} on host" in lines[0]
-  alone = subprocess.run(_main(tmp_path / "b"), cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=600)
+  alone = subprocess.run(
+    _main(tmp_path / "b"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+  )
   assert alone.returncode == 0, alone.stderr[-2000:]
   a, b = tmp_path / "a" / "random" / "seed_0", tmp_path / "b" / "random" / "seed_0"
   assert _selections(a) == _selections(b) and _selections(a)
@@ -100,12 +115,28 @@ def test_a_second_process_on_a_running_run_exits_2_and_the_first_is_unharmed(tmp
 @pytest.mark.slow
 def test_two_sweep_workers_run_every_pair_once_as_one_worker_does(tmp_path):
   env = subprocess_env(XLA_FLAGS=xla_flags())
-  common = ["--config=configs/default.py:quick", "--strategies=random,coreset",
-            "--seeds=0,1", "--config.full_training=False"]
+  common = [
+    "--config=configs/default.py:quick",
+    "--strategies=random,coreset",
+    "--seeds=0,1",
+    "--config.full_training=False",
+  ]
   for workdir, workers in (("two", 2), ("one", 1)):
-    out = subprocess.run([sys.executable, "-m", "disal_jax.sweep", *common,
-                          f"--workdir={tmp_path / workdir}", f"--workers={workers}"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+      [
+        sys.executable,
+        "-m",
+        "disal_jax.sweep",
+        *common,
+        f"--workdir={tmp_path / workdir}",
+        f"--workers={workers}",
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
   for strategy in ("random", "coreset"):
     for seed in (0, 1):

@@ -13,10 +13,14 @@ from disal_jax.errors import ConfigError
 from disal_jax.experiment import validate
 from disal_jax.models.registry import build_model
 from disal_jax.training import schedule, sharding
-from disal_jax.training.state import (STEPS_PER_EPOCH, TrainState, learning_rate,
-                                      make_optimizer, with_steps_per_epoch)
+from disal_jax.training.state import (
+  STEPS_PER_EPOCH,
+  TrainState,
+  learning_rate,
+  make_optimizer,
+  with_steps_per_epoch,
+)
 from disal_jax.training.trainer import Trainer
-
 from tests.helpers import CompileCounter, tiny_config
 
 
@@ -28,8 +32,9 @@ def _old_step_rates(lr, decay_at, factor, epochs, steps_per_epoch):
   """The per-epoch rule the trainer applied before the schedule moved into the optimiser,
   one float32 per step: lr, times factor from epoch int(decay_at * epochs) on, the product
   taken in double precision."""
-  rates = [np.float32(lr * (factor if epoch >= int(decay_at * epochs) else 1.0))
-           for epoch in range(epochs)]
+  rates = [
+    np.float32(lr * (factor if epoch >= int(decay_at * epochs) else 1.0)) for epoch in range(epochs)
+  ]
   return np.repeat(np.asarray(rates, np.float32), steps_per_epoch)
 
 
@@ -43,19 +48,22 @@ def _schedule_values(train_cfg, steps_per_epoch, counts, traced=True):
   return np.asarray(sched.at(steps_per_epoch)(counts))
 
 
-@pytest.mark.parametrize("lr, decay_at, factor, epochs, spe", [
+@pytest.mark.parametrize(
+  "lr, decay_at, factor, epochs, spe",
+  [
     (0.1, 0.8, 0.1, 10, 7),  # the paper's x0.1 after 80%: 0.1 * 0.1 in double is not 0.1f^2
     (0.2, 0.3, 0.5, 10, 3),
     (0.05, 0.8, 0.1, 3, 5),  # configs/default.py:quick (decay at epoch int(2.4) = 2)
     (0.3, 0.67, 0.1, 3, 1),
     (0.1, 0.3, 0.1, 2, 4),  # int(0.6) = 0: decayed from the first step
     (0.1, 1.0, 0.1, 4, 2),  # decay_at 1: never
-])
+  ],
+)
 @pytest.mark.parametrize("traced", [True, False])
 def test_step_schedule_is_the_old_per_epoch_rate_at_every_step_bit_for_bit(
-    lr, decay_at, factor, epochs, spe, traced):
-  cfg = _train_cfg(learning_rate=lr, lr_decay_at=decay_at, lr_decay_factor=factor,
-                   epochs=epochs)
+  lr, decay_at, factor, epochs, spe, traced
+):
+  cfg = _train_cfg(learning_rate=lr, lr_decay_at=decay_at, lr_decay_factor=factor, epochs=epochs)
   assert cfg.lr_schedule == "step" and cfg.warmup_fraction == 0  # the defaults
   got = _schedule_values(cfg, spe, np.arange(epochs * spe), traced)
   assert got.dtype == np.float32
@@ -71,15 +79,20 @@ def test_cosine_schedule_is_its_closed_form_over_the_cycles_steps():
   np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-7)
   assert got[0] == np.float32(lr) and np.all(np.diff(got) < 0)
   # the cycle's length is data: another length, the same compiled schedule, its own curve
-  np.testing.assert_allclose(_schedule_values(cfg, 2 * spe, t * 2),
-                             expected, rtol=2e-6, atol=1e-7)
+  np.testing.assert_allclose(_schedule_values(cfg, 2 * spe, t * 2), expected, rtol=2e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("kind", ["step", "cosine"])
 def test_warmup_ramps_from_zero_then_hands_over_to_the_schedule(kind):
   epochs, spe, lr, warmup = 5, 4, 0.2, 0.3  # 20 steps, the first 6 ramp up
-  cfg = _train_cfg(lr_schedule=kind, learning_rate=lr, epochs=epochs, warmup_fraction=warmup,
-                   lr_decay_at=0.6, lr_decay_factor=0.1)
+  cfg = _train_cfg(
+    lr_schedule=kind,
+    learning_rate=lr,
+    epochs=epochs,
+    warmup_fraction=warmup,
+    lr_decay_at=0.6,
+    lr_decay_factor=0.1,
+  )
   t = np.arange(epochs * spe)
   total, ramp = epochs * spe, warmup * epochs * spe
   if kind == "step":  # the decay stays at its epoch, int(0.6 * 5) = 3: step 12
@@ -93,12 +106,19 @@ def test_warmup_ramps_from_zero_then_hands_over_to_the_schedule(kind):
   assert np.all(np.diff(got[:7]) > 0)
 
 
-@pytest.mark.parametrize("key, value, match", [
-    ("train.lr_schedule", "linear", r"train.lr_schedule='linear' is invalid: one of "
-                                    r"\('step', 'cosine'\)"),
+@pytest.mark.parametrize(
+  "key, value, match",
+  [
+    (
+      "train.lr_schedule",
+      "linear",
+      r"train.lr_schedule='linear' is invalid: one of "
+      r"\('step', 'cosine'\)",
+    ),
     ("train.warmup_fraction", 1.0, r"train.warmup_fraction=1.0 is invalid: in \[0, 1\)"),
     ("train.warmup_fraction", -0.1, r"train.warmup_fraction=-0.1 is invalid"),
-])
+  ],
+)
 def test_bad_schedule_settings_fail_naming_the_key(key, value, match):
   with pytest.raises(ConfigError, match=match):
     validate(tiny_config(**{key: value}))
@@ -106,10 +126,15 @@ def test_bad_schedule_settings_fail_naming_the_key(key, value, match):
 
 def _old_optimizer(name, momentum, weight_decay, lr):
   """The optimiser as it was: the rate an injected hyper-parameter, set before each step."""
+
   def build(learning_rate):
-    inner = (optax.sgd(learning_rate, momentum=momentum or None) if name == "sgd" else
-             optax.adam(learning_rate))
+    inner = (
+      optax.sgd(learning_rate, momentum=momentum or None)
+      if name == "sgd"
+      else optax.adam(learning_rate)
+    )
     return optax.chain(optax.add_decayed_weights(weight_decay), inner)
+
   return optax.inject_hyperparams(build)(learning_rate=lr)
 
 
@@ -118,14 +143,25 @@ def test_the_optimiser_applies_its_schedule_as_the_per_epoch_rate_did_bit_for_bi
   """A cycle of steps on random gradients: the parameters, and the rate read from the
   optimiser before each update, are the old optimiser's with its rate set per epoch."""
   epochs, spe = 5, 3
-  cfg = _train_cfg(optimizer=name, momentum=0.9, weight_decay=5e-4, learning_rate=0.1,
-                   lr_decay_at=0.8, lr_decay_factor=0.1, epochs=epochs)
+  cfg = _train_cfg(
+    optimizer=name,
+    momentum=0.9,
+    weight_decay=5e-4,
+    learning_rate=0.1,
+    lr_decay_at=0.8,
+    lr_decay_factor=0.1,
+    epochs=epochs,
+  )
   rates = _old_step_rates(0.1, 0.8, 0.1, epochs, spe)
   rng = np.random.default_rng(0)
-  start = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
-           "b": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
-  grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), start)
-           for _ in range(epochs * spe)]
+  start = {
+    "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+    "b": jnp.asarray(rng.normal(size=(3,)), jnp.float32),
+  }
+  grads = [
+    jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), start)
+    for _ in range(epochs * spe)
+  ]
 
   with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes its int count with floats
     old = _old_optimizer(name, 0.9, 5e-4, 0.1)
@@ -165,8 +201,10 @@ def test_the_cycle_length_is_data_and_a_fresh_state_restarts_the_schedule():
   start's reset) starts the count, and so the schedule, at 0."""
   cfg = _train_cfg(epochs=4, learning_rate=0.1, lr_decay_at=0.5, lr_decay_factor=0.1)
   tx = make_optimizer(cfg)
-  assert make_optimizer(_train_cfg(epochs=4, learning_rate=0.1, lr_decay_at=0.5,
-                                   lr_decay_factor=0.1)) is tx  # shared: one compile
+  assert (
+    make_optimizer(_train_cfg(epochs=4, learning_rate=0.1, lr_decay_at=0.5, lr_decay_factor=0.1))
+    is tx
+  )  # shared: one compile
   params = {"w": jnp.zeros((2,), jnp.float32)}
   g = {"w": jnp.ones((2,), jnp.float32)}
 
@@ -184,22 +222,30 @@ def test_the_cycle_length_is_data_and_a_fresh_state_restarts_the_schedule():
 def test_cycles_of_other_lengths_train_on_their_schedule_and_compile_nothing_again():
   """A warm-started cycle of twice the steps per epoch: its schedule starts afresh over its
   own steps (the epochs' rates, the optimiser's count), and nothing compiles again."""
-  config = tiny_config(**{"data.max_train": 120, "train.epochs": 3, "train.lr_decay_at": 0.67,
-                          "train.batch_size": 16})
+  config = tiny_config(
+    **{"data.max_train": 120, "train.epochs": 3, "train.lr_decay_at": 0.67, "train.batch_size": 16}
+  )
   dataset = load_dataset(config.data)
-  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
-                    sharding.make_mesh())
+  trainer = Trainer(
+    config, build_model(config.model, dataset.num_classes), dataset, sharding.make_mesh()
+  )
   lr = config.train.learning_rate
   rates = [float(np.float32(lr))] * 2 + [float(np.float32(lr * 0.1))]  # decayed at epoch 2
-  first = trainer.train_cycle(trainer.init_state(jax.random.key(0)), np.arange(0, 120, 8),
-                              np.arange(1, 120, 8), (0, 0), cycle=0)  # 15 rows: 1 step
+  first = trainer.train_cycle(
+    trainer.init_state(jax.random.key(0)),
+    np.arange(0, 120, 8),
+    np.arange(1, 120, 8),
+    (0, 0),
+    cycle=0,
+  )  # 15 rows: 1 step
   assert [e["lr"] for e in first.epochs] == rates
   assert int(first.state.opt_state.count) == 3
   warm = trainer.reset_optimizer(first.state, jax.random.key(1))
   assert float(learning_rate(warm)) == np.float32(lr)  # afresh
   with CompileCounter() as compiles:
-    second = trainer.train_cycle(warm, np.arange(0, 120, 4), np.arange(1, 120, 4), (0, 1),
-                                 cycle=1)  # 30 rows: 2 steps per epoch
+    second = trainer.train_cycle(
+      warm, np.arange(0, 120, 4), np.arange(1, 120, 4), (0, 1), cycle=1
+    )  # 30 rows: 2 steps per epoch
   assert compiles.count == 0
   assert [e["lr"] for e in second.epochs] == rates
   assert int(second.state.opt_state.count) == 6

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from disal_jax.strategies import base, testing
-
 from tests.helpers import REPO, subprocess_env, xla_flags
 
 # Runs under 4 forced host devices: every batch a scorer sees must be laid out along the
@@ -58,8 +57,9 @@ print("ok")
 
 def test_scoring_batches_are_split_over_the_devices():
   env = subprocess_env(XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"))
-  done = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=REPO, capture_output=True,
-                        text=True, timeout=300, env=env)
+  done = subprocess.run(
+    [sys.executable, "-c", _SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+  )
   assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
@@ -76,8 +76,9 @@ def _draws(state, data, batch):
 def _expected_draws(key, batches, batch_size):
   """The draws written out: batch b's key is fold_in(fold_in(key, BATCH_KEY_STREAM), b)."""
   stream = jax.random.fold_in(key, base.BATCH_KEY_STREAM)
-  return np.repeat([float(jax.random.uniform(jax.random.fold_in(stream, b)))
-                    for b in range(batches)], batch_size)
+  return np.repeat(
+    [float(jax.random.uniform(jax.random.fold_in(stream, b))) for b in range(batches)], batch_size
+  )
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +93,7 @@ def test_each_scoring_batch_draws_from_its_own_key_of_the_cycles_key(ctx):
   assert batches == 3
   np.testing.assert_array_equal(scores, _expected_draws(ctx.rng, batches, batch_size))
   assert len(np.unique(scores)) == batches  # every batch its own key
-  other = base.batched_pool_scores(dataclasses.replace(ctx, rng=jax.random.key(8)), _draws,
-                                   None)
+  other = base.batched_pool_scores(dataclasses.replace(ctx, rng=jax.random.key(8)), _draws, None)
   assert not np.intersect1d(other, scores).size  # another cycle, other keys
   given = base.batched_pool_scores(ctx, _draws, None, rng=jax.random.key(8))
   np.testing.assert_array_equal(given, other)  # a key given in place of the cycle's
@@ -119,6 +119,8 @@ def test_a_draw_depends_on_where_the_batches_fall_a_score_that_ignores_it_does_n
     return jnp.max(state.apply_fn(state.variables(), images, train=False)["logits"], axis=-1)
 
   fn = functools.partial(confidence, preprocess=ctx.data.preprocess)
-  np.testing.assert_allclose(base.batched_pool_scores(ctx, fn, ctx.result.state),
-                             base.batched_pool_scores(ctx, fn, ctx.result.state, batch_size=6),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    base.batched_pool_scores(ctx, fn, ctx.result.state),
+    base.batched_pool_scores(ctx, fn, ctx.result.state, batch_size=6),
+    rtol=1e-6,
+  )

@@ -22,14 +22,14 @@ from disal_jax.training import pixels, segmentation_metrics
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.state import create_state
 from disal_jax.training.steps import DeviceData
-
 from tests.helpers import TOY_VAAL, load_config, with_overrides
 
 
 def _seg_config(**overrides):
   """The quick segmentation demo (200 shapes, width-4 DRN, 3 epochs), toy VAAL."""
-  return with_overrides(load_config("segmentation_demo", "quick"),
-                        **{"full_training": False, **TOY_VAAL, **overrides})
+  return with_overrides(
+    load_config("segmentation_demo", "quick"), **{"full_training": False, **TOY_VAAL, **overrides}
+  )
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -78,9 +78,11 @@ def test_miou_and_pixel_accuracy_equal_a_numpy_reference(num_classes):
   mask = np.array([True] * 5 + [False])  # the last image is padding
   # accumulated over two batches, as the evaluation does
   first = segmentation_metrics.ConfusionMatrix.from_model_output(
-      jnp.asarray(logits[:3]), jnp.asarray(labels[:3]), jnp.asarray(mask[:3]))
+    jnp.asarray(logits[:3]), jnp.asarray(labels[:3]), jnp.asarray(mask[:3])
+  )
   second = segmentation_metrics.ConfusionMatrix.from_model_output(
-      jnp.asarray(logits[3:]), jnp.asarray(labels[3:]), jnp.asarray(mask[3:]))
+    jnp.asarray(logits[3:]), jnp.asarray(labels[3:]), jnp.asarray(mask[3:])
+  )
   matrix = np.asarray(first.merge(second).compute())
   miou, accuracy = _reference_miou(labels[:5], predictions[:5], num_classes)
   assert matrix.sum() == np.sum(labels[:5] != IGNORE_LABEL)
@@ -96,18 +98,25 @@ def test_pixel_cross_entropy_skips_the_ignore_label():
   labels[0, 0, :] = IGNORE_LABEL
   labels[2] = IGNORE_LABEL  # an image with no labelled pixel
   log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  per_pixel = {(b, i, j): -log_p[b, i, j, labels[b, i, j]] for b in range(3) for i in range(4)
-               for j in range(5) if labels[b, i, j] != IGNORE_LABEL}
+  per_pixel = {
+    (b, i, j): -log_p[b, i, j, labels[b, i, j]]
+    for b in range(3)
+    for i in range(4)
+    for j in range(5)
+    if labels[b, i, j] != IGNORE_LABEL
+  }
   mean = pixels.mean_cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
   assert float(mean) == pytest.approx(np.mean(list(per_pixel.values())), rel=1e-5)
   per_image = pixels.per_sample_cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
-  for b, expected in enumerate([np.mean([v for k, v in per_pixel.items() if k[0] == b])
-                                for b in range(2)] + [0.0]):
+  for b, expected in enumerate(
+    [np.mean([v for k, v in per_pixel.items() if k[0] == b]) for b in range(2)] + [0.0]
+  ):
     assert float(per_image[b]) == pytest.approx(expected, rel=1e-5, abs=1e-7)
   # classification labels are never ignored, even class 255 of a 300-class problem
   many = jnp.zeros((2, 300)).at[:, 255].set(2.0)
   assert float(pixels.mean_cross_entropy(many, jnp.array([255, 255]))) == pytest.approx(
-      np.log1p(299 * np.exp(-2.0)), rel=1e-5)
+    np.log1p(299 * np.exp(-2.0)), rel=1e-5
+  )
 
 
 def test_record_resolution_is_the_block_mean():
@@ -117,9 +126,9 @@ def test_record_resolution_is_the_block_mean():
   assert pooled.shape == (2, 2, 3, 3)
   for i in range(2):
     for j in range(3):
-      np.testing.assert_allclose(pooled[:, i, j], logits[:, 4 * i:4 * i + 4,
-                                                         4 * j:4 * j + 4].mean((1, 2)),
-                                 rtol=1e-6)
+      np.testing.assert_allclose(
+        pooled[:, i, j], logits[:, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4].mean((1, 2)), rtol=1e-6
+      )
   flat = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
   assert pixels.to_record_resolution(flat, 4) is flat
 
@@ -129,17 +138,26 @@ def test_crop_and_flip_move_image_and_label_map_together():
   labels = rng.integers(0, 200, (8, 10, 14)).astype(np.int32)
   images = np.repeat(labels[..., None], 3, axis=-1).astype(np.uint8)
   pre = Preprocess((0.0,) * 3, (1.0,) * 3, flip=True, crop_size=(6, 9))
-  out_images, out_labels = pre.augment_pair(jnp.asarray(images), jnp.asarray(labels),
-                                            jax.random.key(3))
+  out_images, out_labels = pre.augment_pair(
+    jnp.asarray(images), jnp.asarray(labels), jax.random.key(3)
+  )
   assert out_images.shape == (8, 6, 9, 3) and out_labels.shape == (8, 6, 9)
-  np.testing.assert_allclose(np.asarray(out_images[..., 0]) * 255.0, np.asarray(out_labels),
-                             atol=1e-3)
+  np.testing.assert_allclose(
+    np.asarray(out_images[..., 0]) * 255.0, np.asarray(out_labels), atol=1e-3
+  )
   # every crop is a window of its own label map (flipped or not)
   flips = 0
   for b in range(8):
-    found = [(t, left, f) for f in (False, True) for t in range(5) for left in range(6)
-             if np.array_equal((labels[b, :, ::-1] if f else labels[b])[t:t + 6, left:left + 9],
-                               np.asarray(out_labels[b]))]
+    found = [
+      (t, left, f)
+      for f in (False, True)
+      for t in range(5)
+      for left in range(6)
+      if np.array_equal(
+        (labels[b, :, ::-1] if f else labels[b])[t : t + 6, left : left + 9],
+        np.asarray(out_labels[b]),
+      )
+    ]
     assert found, b
     flips += found[0][2]
   assert 0 < flips < 8
@@ -167,12 +185,12 @@ def test_disal_pixel_projection_equals_a_per_sample_gradient_loop():
   rng = np.random.default_rng(5)
   model, state, images, data, pre = _tiny_segmenter()
   variables = state.variables()
-  direction = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype),
-                           state.params)
+  direction = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), state.params)
   target = rng.dirichlet(np.ones(3), size=(4, 4, 4)).astype(np.float32)  # stride 4
   batch = {"index": jnp.arange(4), "target": jnp.asarray(target)}
-  scores = disal.projection_scores({"state": state, "direction": direction}, data, batch,
-                                   preprocess=pre, kind="ce", pixel_stride=4)
+  scores = disal.projection_scores(
+    {"state": state, "direction": direction}, data, batch, preprocess=pre, kind="ce", pixel_stride=4
+  )
 
   @jax.jit
   @jax.grad
@@ -183,8 +201,9 @@ def test_disal_pixel_projection_equals_a_per_sample_gradient_loop():
 
   for i in range(4):
     grad = one_grad(state.params, jnp.asarray(images[i]), jnp.asarray(target[i]))
-    expected = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree.leaves(grad),
-                                                         jax.tree.leaves(direction)))
+    expected = sum(
+      float(jnp.vdot(g, d)) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction))
+    )
     assert float(scores[i]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
@@ -194,14 +213,21 @@ def test_pixel_entropy_gradnorm_equals_a_per_sample_gradient_loop(engine):
   model, state, images, data, pre = _tiny_segmenter()
   variables = state.variables()
   scores = gradnorm.entropy_gradnorm_scores(
-      state, data, {"index": jnp.arange(4)}, preprocess=pre,
-      engine=per_sample.Engine(engine, 4, 2, 4), pixel_stride=4, norm="global")
+    state,
+    data,
+    {"index": jnp.arange(4)},
+    preprocess=pre,
+    engine=per_sample.Engine(engine, 4, 2, 4),
+    pixel_stride=4,
+    norm="global",
+  )
 
   @jax.jit
   @jax.grad
   def one_grad(params, image):
-    log_p = jax.nn.log_softmax(_pooled_logits(model, {**variables, "params": params}, pre,
-                                              image), -1)
+    log_p = jax.nn.log_softmax(
+      _pooled_logits(model, {**variables, "params": params}, pre, image), -1
+    )
     return -jnp.mean(jnp.sum(jnp.exp(log_p) * log_p, -1))
 
   for i in range(4):
@@ -217,18 +243,20 @@ def test_pixel_mc_dropout_without_dropout_is_the_mean_pixel_entropy():
   scoring = {"state": state, "key": jax.random.key(1)}
   kwargs = dict(preprocess=pre, passes=3, pixel_stride=4)
   batch = {"index": jnp.arange(4)}
-  np.testing.assert_allclose(mc_dropout.mc_dropout_scores(scoring, data, batch, kind="bald",
-                                                          **kwargs), 0.0, atol=1e-6)
+  np.testing.assert_allclose(
+    mc_dropout.mc_dropout_scores(scoring, data, batch, kind="bald", **kwargs), 0.0, atol=1e-6
+  )
   max_entropy = mc_dropout.mc_dropout_scores(scoring, data, batch, kind="entropy", **kwargs)
   for i in range(4):
-    p = np.asarray(jax.nn.softmax(_pooled_logits(model, state.variables(), pre,
-                                                 jnp.asarray(images[i])), -1))
-    assert float(max_entropy[i]) == pytest.approx(-np.mean(np.sum(p * np.log(p), -1)),
-                                                  rel=1e-5)
+    p = np.asarray(
+      jax.nn.softmax(_pooled_logits(model, state.variables(), pre, jnp.asarray(images[i])), -1)
+    )
+    assert float(max_entropy[i]) == pytest.approx(-np.mean(np.sum(p * np.log(p), -1)), rel=1e-5)
   # with dropout on the feature map the passes differ, and so do the images' scores
   model, state, images, data, pre = _tiny_segmenter(dropout_rate=0.5)
-  bald = mc_dropout.mc_dropout_scores({"state": state, "key": jax.random.key(1)}, data, batch,
-                                      kind="bald", **kwargs)
+  bald = mc_dropout.mc_dropout_scores(
+    {"state": state, "key": jax.random.key(1)}, data, batch, kind="bald", **kwargs
+  )
   assert np.all(np.asarray(bald) > 0) and len(np.unique(np.asarray(bald))) == 4
 
 
@@ -239,20 +267,36 @@ SEGMENTATION_STRATEGIES = strategy_registry.names(segmentation=True)
 def test_the_segmentation_strategies_of_the_issue_are_registered():
   # At least these: a strategy added later declares segmentation=True by itself, and the
   # whole-loop test below then runs it on segmentation pools.
-  assert {"disal", "random", "mc_dropout", "coreset", "vaal", "learning_loss",
-          "gradnorm_entropy", "entropy", "margin", "least_confidence",
-          "random_dynamic"} <= set(SEGMENTATION_STRATEGIES)
+  assert {
+    "disal",
+    "random",
+    "mc_dropout",
+    "coreset",
+    "vaal",
+    "learning_loss",
+    "gradnorm_entropy",
+    "entropy",
+    "margin",
+    "least_confidence",
+    "random_dynamic",
+  } <= set(SEGMENTATION_STRATEGIES)
   for name in ("badge", "batchbald", "coregcn", "tod", "tracincp_full", "typiclust"):
     assert name not in SEGMENTATION_STRATEGIES  # classification only, as their references
 
 
 @pytest.mark.slow
-def test_every_segmentation_strategy_selects_whole_unlabeled_images_and_reports_miou(
-    tmp_path):
-  config = _seg_config(**{"strategies": ",".join(SEGMENTATION_STRATEGIES),
-                          "al.final_fraction": 0.15, "gradnorm.chunk_size": 4,
-                          "data.shapes.size": 32, "augment.crop_size": (24, 24),
-                          "record.pixel_stride": 4, "train.epochs": 2})
+def test_every_segmentation_strategy_selects_whole_unlabeled_images_and_reports_miou(tmp_path):
+  config = _seg_config(
+    **{
+      "strategies": ",".join(SEGMENTATION_STRATEGIES),
+      "al.final_fraction": 0.15,
+      "gradnorm.chunk_size": 4,
+      "data.shapes.size": 32,
+      "augment.crop_size": (24, 24),
+      "record.pixel_stride": 4,
+      "train.epochs": 2,
+    }
+  )
   results = loop.run_experiment(config, str(tmp_path))
   picks = {}
   for name in SEGMENTATION_STRATEGIES:
@@ -274,9 +318,15 @@ def test_every_segmentation_strategy_selects_whole_unlabeled_images_and_reports_
 
 @pytest.mark.slow
 def test_training_on_shapes_raises_miou_well_above_chance(tmp_path):
-  config = _seg_config(**{"strategies": "random", "al.initial_fraction": 0.5,
-                          "al.final_fraction": 0.5, "train.epochs": 20,
-                          "data.shapes.num_train": 120})
+  config = _seg_config(
+    **{
+      "strategies": "random",
+      "al.initial_fraction": 0.5,
+      "al.final_fraction": 0.5,
+      "train.epochs": 20,
+      "data.shapes.num_train": 120,
+    }
+  )
   rows = loop.run_experiment(config, str(tmp_path))["random"]
   # Chance: background everywhere scores IoU_bg / 4 (the object classes' IoU is 0).
   test_labels = load_dataset(config.data).test_labels
@@ -285,12 +335,15 @@ def test_training_on_shapes_raises_miou_well_above_chance(tmp_path):
   assert rows[0].test_miou > 0.3, rows[0]  # measured 0.38-0.44 over seeds 0-2
 
 
-@pytest.mark.parametrize("overrides,key", [
+@pytest.mark.parametrize(
+  "overrides,key",
+  [
     ({"model.name": "resnet18"}, "model.name"),
     ({"strategies": "gradnorm_expected"}, "strategies"),
     ({"augment.crop_size": (80, 80)}, "augment.crop_size"),
     ({"strategies": "tidal"}, "strategies"),
-])
+  ],
+)
 def test_segmentation_config_errors_name_the_key(tmp_path, overrides, key):
   with pytest.raises(config_lib.ConfigError, match=f"config.{key}="):
     loop.run_experiment(_seg_config(**overrides), str(tmp_path))
@@ -302,6 +355,7 @@ def test_the_train_branch_target_is_refused_for_segmentation_by_every_run_of_dis
   """random_dynamic trains with DISAL's hook, so DISAL's checks of the dataset hold for it."""
   from disal_jax.errors import ConfigError
   from disal_jax.experiment import validate_for_dataset
+
   config = _seg_config(**{"strategies": name, "disal.target_source": "train_branch"})
   dataset = types.SimpleNamespace(is_segmentation=True, image_shape=(32, 32, 3), name="shapes")
   with pytest.raises(ConfigError, match="disal.target_source='train_branch' is invalid"):

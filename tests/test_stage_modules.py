@@ -13,7 +13,6 @@ from disal_jax.models.registry import build_model
 from disal_jax.strategies import learning_loss, tidal
 from disal_jax.training import sharding
 from disal_jax.training.trainer import Trainer
-
 from tests.helpers import tiny_config
 
 
@@ -41,11 +40,14 @@ def test_running_mean_update_equals_per_sample_averages():
   for _ in range(3):
     order = rng.permutation(n)[:7]  # 7 of 9 rows each epoch: some rows miss epochs
     # the second batch ends with a fill row repeating one of the batch: not folded in
-    for rows, fresh in ((order[:4], [True] * 4),
-                        (np.append(order[4:], order[4]), [True] * 3 + [False])):
+    for rows, fresh in (
+      (order[:4], [True] * 4),
+      (np.append(order[4:], order[4]), [True] * 3 + [False]),
+    ):
       probs = rng.dirichlet(np.ones(c), size=len(rows)).astype(np.float32)
-      mean, count = tidal.update_running_mean(mean, count, jnp.asarray(rows),
-                                              jnp.asarray(probs), jnp.asarray(fresh))
+      mean, count = tidal.update_running_mean(
+        mean, count, jnp.asarray(rows), jnp.asarray(probs), jnp.asarray(fresh)
+      )
       for r, p, f in zip(rows.tolist(), probs, fresh):
         if f:
           seen[r].append(p)
@@ -59,10 +61,12 @@ def test_kl_to_module_closed_form():
   target = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], np.float32)
   logits = np.array([[1.0, 0.0, -1.0], [0.3, 0.1, 2.0]], np.float32)
   q = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-  expected = [sum(t * np.log(t / qq) for t, qq in zip(tr, qr) if t > 0)
-              for tr, qr in zip(target, q)]
-  np.testing.assert_allclose(tidal.kl_to_module(jnp.asarray(target), jnp.asarray(logits)),
-                             expected, rtol=1e-5)
+  expected = [
+    sum(t * np.log(t / qq) for t, qq in zip(tr, qr) if t > 0) for tr, qr in zip(target, q)
+  ]
+  np.testing.assert_allclose(
+    tidal.kl_to_module(jnp.asarray(target), jnp.asarray(logits)), expected, rtol=1e-5
+  )
 
 
 def test_tidal_margin_and_entropy_scores():
@@ -74,8 +78,10 @@ def test_tidal_margin_and_entropy_scores():
 
 # -- the modules learn ----------------------------------------------------------------------
 def _stages(batch, rng):
-  return [jnp.asarray(rng.normal(size=(batch, s, s, ch)), jnp.float32)
-          for s, ch in ((8, 4), (4, 8), (2, 16), (1, 32))]
+  return [
+    jnp.asarray(rng.normal(size=(batch, s, s, ch)), jnp.float32)
+    for s, ch in ((8, 4), (4, 8), (2, 16), (1, 32))
+  ]
 
 
 def _fit(loss_of_output, outputs, steps=150):
@@ -88,11 +94,12 @@ def _fit(loss_of_output, outputs, steps=150):
 
   @jax.jit
   def step(params, opt):
-    value, grads = jax.value_and_grad(lambda p: loss_of_output(head.apply({"params": p},
-                                                                          stages), stages))(
-        params)
+    value, grads = jax.value_and_grad(
+      lambda p: loss_of_output(head.apply({"params": p}, stages), stages)
+    )(params)
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, value
+
   losses = []
   for _ in range(steps):
     params, opt, value = step(params, opt)
@@ -108,8 +115,7 @@ def test_loss_prediction_module_learns_the_ranking():
 
 
 def test_dynamics_module_learns_the_running_means():
-  target = jax.nn.softmax(jnp.asarray(np.random.default_rng(1).normal(size=(32, 5)),
-                                      jnp.float32))
+  target = jax.nn.softmax(jnp.asarray(np.random.default_rng(1).normal(size=(32, 5)), jnp.float32))
   losses = _fit(lambda out, st: jnp.mean(tidal.kl_to_module(target, out)), 5)
   assert losses[-1] < 0.3 * losses[0]
 
@@ -119,8 +125,9 @@ def _train(config, hook, epochs=None):
   if epochs is not None:
     config.train.epochs = epochs
   dataset = load_dataset(config.data)
-  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
-                    sharding.make_mesh(), hook=hook)
+  trainer = Trainer(
+    config, build_model(config.model, dataset.num_classes), dataset, sharding.make_mesh(), hook=hook
+  )
   labeled = np.arange(0, dataset.num_train, 4)
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
   state = trainer.init_state(jax.random.key(0))
@@ -155,8 +162,9 @@ def test_tidal_warm_start_restarts_the_running_means_and_the_random_stream():
   for a, b in zip(jax.tree.leaves(warm.params), jax.tree.leaves(result.state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not np.array_equal(jax.random.key_data(warm.rng), jax.random.key_data(state.rng))
-  next_cycle = trainer.train_cycle(warm, labeled, np.setdiff1d(np.arange(200), labeled),
-                                   (0, 1), cycle=1)
+  next_cycle = trainer.train_cycle(
+    warm, labeled, np.setdiff1d(np.arange(200), labeled), (0, 1), cycle=1
+  )
   assert np.asarray(next_cycle.state.extras[tidal.COUNT]).max() == 2  # this cycle's epochs only
 
 
@@ -166,21 +174,30 @@ def test_learning_loss_detaches_the_backbone_when_told(detach, moves):
   config = tiny_config(**{"data.max_train": 200})
   hook = learning_loss.make_hook(config)
   dataset = load_dataset(config.data)
-  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
-                    sharding.make_mesh(), hook=hook)
+  trainer = Trainer(
+    config, build_model(config.model, dataset.num_classes), dataset, sharding.make_mesh(), hook=hook
+  )
   state = trainer.init_state(jax.random.key(0))
   images = trainer.preprocess.normalise(trainer.train_data.images[:16])
-  batch = {"index": jnp.arange(16), "detach_head": jnp.asarray(detach),
-           "labels": trainer.train_data.labels[:16]}  # as train_step hands a hook
+  batch = {
+    "index": jnp.arange(16),
+    "detach_head": jnp.asarray(detach),
+    "labels": trainer.train_data.labels[:16],
+  }  # as train_step hands a hook
 
   def ranking(params):
-    outputs, _ = state.apply_fn(state.variables(params), images, train=True,
-                                mutable=["batch_stats"])
-    return hook.loss(params, state, trainer.train_data, batch, {}, None, outputs,
-                     preprocess=trainer.preprocess)[0]
+    outputs, _ = state.apply_fn(
+      state.variables(params), images, train=True, mutable=["batch_stats"]
+    )
+    return hook.loss(
+      params, state, trainer.train_data, batch, {}, None, outputs, preprocess=trainer.preprocess
+    )[0]
+
   grads = jax.grad(ranking)(state.params)
-  backbone = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(
-      {k: v for k, v in grads.items() if k != stage_head.PARAMS_KEY}))
+  backbone = max(
+    float(jnp.abs(g).max())
+    for g in jax.tree.leaves({k: v for k, v in grads.items() if k != stage_head.PARAMS_KEY})
+  )
   module = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[stage_head.PARAMS_KEY]))
   assert module > 0
   assert (backbone > 0) == moves

@@ -12,7 +12,6 @@ import pytest
 
 from disal_jax import loop, pool
 from disal_jax.strategies import registry
-
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow  # whole runs or subprocesses: not in the quick tier
@@ -25,9 +24,16 @@ REPEATED = ["disal", "tod"]
 
 def _config(names=NAMES):
   # 400 digits, 40 labeled then +20: every strategy's full path in seconds.
-  return tiny_config(**{"strategies": ",".join(names), "data.max_train": 400,
-                        "train.eval_batch_size": 64, "gradnorm.chunk_size": 8,
-                        "tracin.chunk_size": 8, "tracin.store": "disk"})
+  return tiny_config(
+    **{
+      "strategies": ",".join(names),
+      "data.max_train": 400,
+      "train.eval_batch_size": 64,
+      "gradnorm.chunk_size": 8,
+      "tracin.chunk_size": 8,
+      "tracin.store": "disk",
+    }
+  )
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +48,29 @@ def twice(tmp_path_factory):
 
 
 def test_the_registry_lists_every_strategy_of_this_issue():
-  for name in ("disal", "random", "mc_dropout", "coreset", "gradnorm_entropy",
-               "gradnorm_expected", "tracincp_full", "tracincp_last", "learning_loss",
-               "tidal", "coregcn", "uncertaingcn",
-               "tod", "vaal", "entropy", "margin", "least_confidence", "badge",
-               "typiclust", "probcover", "batchbald"):
+  for name in (
+    "disal",
+    "random",
+    "mc_dropout",
+    "coreset",
+    "gradnorm_entropy",
+    "gradnorm_expected",
+    "tracincp_full",
+    "tracincp_last",
+    "learning_loss",
+    "tidal",
+    "coregcn",
+    "uncertaingcn",
+    "tod",
+    "vaal",
+    "entropy",
+    "margin",
+    "least_confidence",
+    "badge",
+    "typiclust",
+    "probcover",
+    "batchbald",
+  ):
     assert name in registry.names()
 
 
@@ -66,8 +90,10 @@ def test_selection_is_not_an_artefact_of_row_order(twice, name):
 @pytest.mark.parametrize("name", REPEATED)
 def test_same_seed_selects_the_same_rows(twice, name):
   (a, _), (b, _) = twice
-  np.testing.assert_array_equal(np.load(a / name / "seed_0" / "selected_cycle0.npy"),
-                                np.load(b / name / "seed_0" / "selected_cycle0.npy"))
+  np.testing.assert_array_equal(
+    np.load(a / name / "seed_0" / "selected_cycle0.npy"),
+    np.load(b / name / "seed_0" / "selected_cycle0.npy"),
+  )
 
 
 def test_tracincp_reports_its_checkpoint_cost(twice):
@@ -76,8 +102,9 @@ def test_tracincp_reports_its_checkpoint_cost(twice):
   last = results["tracincp_last"][0].strategy_metrics
   epochs = _config().train.epochs
   assert full["snapshots"] == epochs and last["snapshots"] == epochs - epochs // 2
-  assert full["snapshot_bytes"] == pytest.approx(last["snapshot_bytes"] * epochs /
-                                                 (epochs - epochs // 2))
+  assert full["snapshot_bytes"] == pytest.approx(
+    last["snapshot_bytes"] * epochs / (epochs - epochs // 2)
+  )
   payload = json.loads((workdir / "tracincp_full/seed_0/results.json").read_text())
   assert payload["cycles"][0]["strategy_metrics"]["snapshot_bytes"] > 0
   assert not (workdir / "tracincp_full/seed_0/cycle0/snapshots").exists()  # released

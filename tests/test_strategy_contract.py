@@ -21,7 +21,6 @@ from disal_jax.strategies import registry, testing
 from disal_jax.strategies.base import ScoringContext, scoring_data
 from disal_jax.training import sharding
 from disal_jax.training.trainer import Recording
-
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow  # trains one model per training setup: not in the quick tier
@@ -33,8 +32,14 @@ BUDGET = 10
 
 
 def _config():
-  return tiny_config(**{"data.max_train": NUM_TRAIN, "train.eval_batch_size": 64,
-                        "gradnorm.chunk_size": 8, "tracin.chunk_size": 8})
+  return tiny_config(
+    **{
+      "data.max_train": NUM_TRAIN,
+      "train.eval_batch_size": 64,
+      "gradnorm.chunk_size": 8,
+      "tracin.chunk_size": 8,
+    }
+  )
 
 
 @functools.cache
@@ -46,7 +51,7 @@ def _rounds():
   """(labeled, candidates) of cycles 0 and 1: the second pool is the first less BUDGET rows."""
   first = pool.initial_labeled(NUM_TRAIN, FIRST_LABELED, seed=0)
   unlabeled = pool.unlabeled_indices(first)
-  second = pool.add_labels(first, unlabeled[::len(unlabeled) // BUDGET][:BUDGET], 1, BUDGET)
+  second = pool.add_labels(first, unlabeled[:: len(unlabeled) // BUDGET][:BUDGET], 1, BUDGET)
   return [(pool.labeled_indices(r), pool.unlabeled_indices(r)) for r in (first, second)]
 
 
@@ -54,18 +59,30 @@ def _rounds():
 def _trained(make_hook, model_overrides, make_epoch_callback, level, tmp_root):
   """Both cycles' (trainer data, results, callbacks) for one training setup, trained once."""
   config, dataset = _config(), _dataset()
-  strategy = next(s for s in map(registry.get_strategy, NAMES)
-                  if (s.make_hook, s.model_overrides, s.make_epoch_callback) ==
-                  (make_hook, model_overrides, make_epoch_callback))
+  strategy = next(
+    s
+    for s in map(registry.get_strategy, NAMES)
+    if (s.make_hook, s.model_overrides, s.make_epoch_callback)
+    == (make_hook, model_overrides, make_epoch_callback)
+  )
   trainer = loop.strategy_trainer(config, dataset, strategy, sharding.make_mesh())
   capacity = NUM_TRAIN - FIRST_LABELED
   cycles = []
   for cycle, (labeled, candidates) in enumerate(_rounds()):
-    callback = (None if make_epoch_callback is None
-                else make_epoch_callback(config, tmp_root / f"{strategy.name}{cycle}"))
-    result = trainer.train_cycle(trainer.init_state(jax.random.key(cycle)), labeled,
-                                 candidates, (0, cycle), cycle=cycle,
-                                 recording=Recording(level, capacity), on_epoch_end=callback)
+    callback = (
+      None
+      if make_epoch_callback is None
+      else make_epoch_callback(config, tmp_root / f"{strategy.name}{cycle}")
+    )
+    result = trainer.train_cycle(
+      trainer.init_state(jax.random.key(cycle)),
+      labeled,
+      candidates,
+      (0, cycle),
+      cycle=cycle,
+      recording=Recording(level, capacity),
+      on_epoch_end=callback,
+    )
     cycles.append((result, callback))
   return scoring_data(trainer), cycles
 
@@ -74,14 +91,17 @@ def _contexts(name, tmp_root, key=0):
   strategy = registry.get_strategy(name)
   config = _config()
   level = loop.record_level(config, strategy)
-  data, cycles = _trained(strategy.make_hook, strategy.model_overrides,
-                          strategy.make_epoch_callback, level, tmp_root)
+  data, cycles = _trained(
+    strategy.make_hook, strategy.model_overrides, strategy.make_epoch_callback, level, tmp_root
+  )
   run_dir = tmp_root / "runs" / name  # what a strategy keeps between cycles (TOD's model)
   run_dir.mkdir(parents=True, exist_ok=True)
-  return strategy, [ScoringContext(config, data, result, candidates, labeled,
-                                   jax.random.key(key), cycle, callback, run_dir)
-                    for cycle, ((labeled, candidates), (result, callback))
-                    in enumerate(zip(_rounds(), cycles))]
+  return strategy, [
+    ScoringContext(
+      config, data, result, candidates, labeled, jax.random.key(key), cycle, callback, run_dir
+    )
+    for cycle, ((labeled, candidates), (result, callback)) in enumerate(zip(_rounds(), cycles))
+  ]
 
 
 def _pick(strategy, ctx):
@@ -105,7 +125,7 @@ def test_strategy_contract(name, tmp_root):
   picks = testing.check_picks(strategy, first, BUDGET)
   # Ties (or a bug) falling to the lowest rows would pick one or two classes of an image
   # folder, which stores its rows class by class.
-  assert not set(picks.tolist()) <= set(first.candidates[:3 * BUDGET].tolist())
+  assert not set(picks.tolist()) <= set(first.candidates[: 3 * BUDGET].tolist())
   FIRST_PICKS[name] = frozenset(picks.tolist())
   # Streaming placement: every batch reads its rows from a window of the split (the strategy
   # reads them through data.images_at); the same picks.
@@ -133,13 +153,17 @@ def test_strategies_do_not_all_choose_alike(tmp_root):
 def test_disal_class_balanced_selection_spreads_picks_over_predicted_classes(tmp_root):
   from disal_jax.strategies import disal
   from disal_jax.strategies.base import batched_pool_scores
+
   strategy, (first, _) = _contexts("disal", tmp_root)
   config = _config()
   config.disal.selection = "class_balanced"
   ctx = dataclasses.replace(first, config=config)
   _, picks = _pick(strategy, ctx)
-  predicted = batched_pool_scores(ctx, functools.partial(
-      disal.predicted_classes, preprocess=ctx.data.preprocess), ctx.result.state)
+  predicted = batched_pool_scores(
+    ctx,
+    functools.partial(disal.predicted_classes, preprocess=ctx.data.preprocess),
+    ctx.result.state,
+  )
   available = np.bincount(predicted, minlength=10)
   taken = np.bincount(predicted[np.searchsorted(ctx.candidates, picks)], minlength=10)
   assert len(np.unique(picks)) == BUDGET

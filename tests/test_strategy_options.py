@@ -14,11 +14,17 @@ import numpy as np
 import pytest
 
 from disal_jax.models import stage_head
-from disal_jax.strategies import (batchbald, coregcn, embedding, learning_loss, probcover, tidal,
-                                  tod, typiclust)
-
+from disal_jax.strategies import (
+  batchbald,
+  coregcn,
+  embedding,
+  learning_loss,
+  probcover,
+  tidal,
+  tod,
+  typiclust,
+)
 from tests.helpers import tiny_config
-
 
 # -- Learning Loss and TiDAL ----------------------------------------------------------------
 
@@ -38,20 +44,24 @@ def _stage_inputs(batch=6, classes=3, hidden=2):
 @pytest.mark.parametrize("weight, margin", [(1.0, 1.0), (0.5, 0.2), (2.0, 0.0)])
 def test_learning_loss_hook_uses_its_weight_and_margin(weight, margin):
   head, params, stages, logits, labels = _stage_inputs()
-  config = tiny_config(**{"learning_loss.weight": weight, "learning_loss.margin": margin,
-                          "learning_loss.hidden": 2})
+  config = tiny_config(
+    **{"learning_loss.weight": weight, "learning_loss.margin": margin, "learning_loss.hidden": 2}
+  )
   hook = learning_loss.make_hook(config)
   batch = {"labels": jnp.asarray(labels), "detach_head": jnp.asarray(False)}
   outputs = {"logits": jnp.asarray(logits), "stages": stages}
-  total, metrics, _ = hook.loss(params, types.SimpleNamespace(extras={}), None, batch, {}, None,
-                                outputs, preprocess=None)
+  total, metrics, _ = hook.loss(
+    params, types.SimpleNamespace(extras={}), None, batch, {}, None, outputs, preprocess=None
+  )
   # independent side: CE per sample, pairs (i, B-1-i), hinge max(0, margin - s (l_i - l_j))
   predicted = np.asarray(head.apply({"params": params[stage_head.PARAMS_KEY]}, stages))[:, 0]
   shifted = logits - logits.max(axis=1, keepdims=True)
   ce = -(shifted[np.arange(len(labels)), labels] - np.log(np.exp(shifted).sum(axis=1)))
   half = len(labels) // 2
-  terms = [max(0.0, margin - (1.0 if ce[i] > ce[-1 - i] else -1.0)
-               * (predicted[i] - predicted[-1 - i])) for i in range(half)]
+  terms = [
+    max(0.0, margin - (1.0 if ce[i] > ce[-1 - i] else -1.0) * (predicted[i] - predicted[-1 - i]))
+    for i in range(half)
+  ]
   expected = float(np.mean(terms))
   assert expected > 0
   assert float(metrics["ranking_loss"]) == pytest.approx(expected, rel=1e-5, abs=1e-7)
@@ -78,8 +88,13 @@ def test_detach_fraction_sets_the_first_detached_epoch(module, fraction, first):
 @pytest.mark.parametrize("margin, closest", [(0.1, 0), (0.45, 1), (0.9, 2)])
 def test_uncertaingcn_picks_the_score_closest_to_coregcn_margin(margin, closest):
   config = tiny_config(**{"coregcn.margin": margin})
-  ctx = types.SimpleNamespace(config=config, candidates=np.arange(100, 105),
-                              labeled=np.arange(3), rng=jax.random.key(0), result=None)
+  ctx = types.SimpleNamespace(
+    config=config,
+    candidates=np.arange(100, 105),
+    labeled=np.arange(3),
+    rng=jax.random.key(0),
+    result=None,
+  )
   evidence = {"subset": np.arange(5), "scores": jnp.asarray([0.1, 0.5, 0.9, 0.3, 0.7])}
   assert coregcn.select_uncertain(evidence, ctx, 1).tolist() == [100 + closest]
 
@@ -92,13 +107,24 @@ def test_coregcn_kcenter_features_keeps_or_drops_the_output_column(kind, width, 
   nodes = 5 + 2  # candidates + labeled
   features = np.arange(nodes * 4, dtype=np.float32).reshape(nodes, 4)
   monkeypatch.setattr(coregcn, "map_rows", lambda ctx, fn, state, rows: jnp.ones((len(rows), 6)))
-  monkeypatch.setattr(coregcn, "train_gcn", lambda nodes, is_labeled, rng, **kw: (
-      jnp.full((nodes.shape[0],), 0.5), jnp.asarray(features), jnp.zeros(3)))
+  monkeypatch.setattr(
+    coregcn,
+    "train_gcn",
+    lambda nodes, is_labeled, rng, **kw: (
+      jnp.full((nodes.shape[0],), 0.5),
+      jnp.asarray(features),
+      jnp.zeros(3),
+    ),
+  )
   config = tiny_config(**{"coregcn.kcenter_features": kind})
-  ctx = types.SimpleNamespace(config=config, candidates=np.arange(100, 105),
-                              labeled=np.arange(2), rng=jax.random.key(0),
-                              data=types.SimpleNamespace(preprocess=None),
-                              result=types.SimpleNamespace(state=None))
+  ctx = types.SimpleNamespace(
+    config=config,
+    candidates=np.arange(100, 105),
+    labeled=np.arange(2),
+    rng=jax.random.key(0),
+    data=types.SimpleNamespace(preprocess=None),
+    result=types.SimpleNamespace(state=None),
+  )
   got = np.asarray(coregcn.score(ctx)["features"])
   np.testing.assert_array_equal(got, features[:, :width])
 
@@ -113,10 +139,15 @@ def test_tod_first_cycle_picks_the_earlier_model_of_cycle_0(first_cycle):
   def init_state(key):
     seen_keys.append(key)
     return types.SimpleNamespace(variables=lambda: {"params": "untrained", "batch_stats": "u"})
+
   state = types.SimpleNamespace(extras={tod.TEACHER: "teacher"}, batch_stats="trained")
-  ctx = types.SimpleNamespace(config=tiny_config(**{"tod.first_cycle": first_cycle}), cycle=0,
-                              rng=jax.random.key(0), result=types.SimpleNamespace(state=state),
-                              data=types.SimpleNamespace(init_state=init_state))
+  ctx = types.SimpleNamespace(
+    config=tiny_config(**{"tod.first_cycle": first_cycle}),
+    cycle=0,
+    rng=jax.random.key(0),
+    result=types.SimpleNamespace(state=state),
+    data=types.SimpleNamespace(init_state=init_state),
+  )
   earlier = tod._earlier_variables(ctx)
   if first_cycle == "teacher":
     assert earlier == {"params": "teacher", "batch_stats": "trained"} and not seen_keys
@@ -136,9 +167,12 @@ def test_probcover_delta_sets_the_ball_radius(delta, allowed):
   x = np.asarray([[-100.0]] + [[v] for v in line], np.float32)  # the labeled row first
   labeled = np.arange(len(x)) == 0
   config = tiny_config(**{"probcover.delta": delta, "probcover.block_size": 4})
-  ctx = types.SimpleNamespace(config=config, candidates=np.arange(200, 208),
-                              rng=jax.random.key(0), data=types.SimpleNamespace(
-                                  dataset=types.SimpleNamespace(train_labels=np.zeros(20))))
+  ctx = types.SimpleNamespace(
+    config=config,
+    candidates=np.arange(200, 208),
+    rng=jax.random.key(0),
+    data=types.SimpleNamespace(dataset=types.SimpleNamespace(train_labels=np.zeros(20))),
+  )
   picks = probcover.select({"x": jnp.asarray(x), "labeled": labeled}, ctx, 1)
   assert int(picks[0]) - 200 in allowed
 
@@ -156,8 +190,7 @@ def _two_blobs():
 
 def _typiclust_ctx(**overrides):
   config = tiny_config(**{"typiclust.min_cluster_size": 0, "typiclust.knn": 20, **overrides})
-  return types.SimpleNamespace(config=config, candidates=np.arange(300, 314),
-                               rng=jax.random.key(0))
+  return types.SimpleNamespace(config=config, candidates=np.arange(300, 314), rng=jax.random.key(0))
 
 
 @pytest.mark.parametrize("max_clusters, blobs", [(1, [0, 0]), (2, [0, 1])])
@@ -179,10 +212,10 @@ def test_typiclust_kmeans_iterations_reach_k_means(iterations, monkeypatch):
   def spy(x, key, k, its, max_clusters=0):
     calls.append((k, its, max_clusters))
     return real(x, key, k, its, max_clusters=max_clusters)
+
   monkeypatch.setattr(embedding, "kmeans", spy)
   x = _two_blobs()
-  ctx = _typiclust_ctx(**{"typiclust.kmeans_iterations": iterations,
-                          "typiclust.max_clusters": 3})
+  ctx = _typiclust_ctx(**{"typiclust.kmeans_iterations": iterations, "typiclust.max_clusters": 3})
   typiclust.select({"x": jnp.asarray(x), "labeled": np.zeros(len(x), bool)}, ctx, 2)
   assert calls == [(2, iterations, 3)]
 
@@ -194,13 +227,28 @@ def test_typiclust_kmeans_iterations_reach_k_means(iterations, monkeypatch):
 def test_batchbald_passes_sets_the_dropout_passes_of_the_evidence(passes, monkeypatch):
   """score's evidence holds batchbald.passes MC-Dropout passes per candidate (not
   mc_dropout.passes); the passes themselves are replaced by zeros of the asked shape."""
-  monkeypatch.setattr(batchbald, "mc_probs", lambda scoring, data, batch, *, preprocess,
-                      passes: jnp.zeros((batch["index"].shape[0], passes, 3)))
-  monkeypatch.setattr(batchbald, "pool_outputs", lambda ctx, fn, scoring_state: fn(
-      scoring_state, None, {"index": jnp.arange(len(ctx.candidates))}))
-  config = tiny_config(**{"batchbald.passes": passes, "batchbald.configurations": 100,
-                          "mc_dropout.passes": 7})
-  ctx = types.SimpleNamespace(config=config, candidates=np.arange(4), rng=jax.random.key(0),
-                              data=types.SimpleNamespace(preprocess=None),
-                              result=types.SimpleNamespace(state=None))
+  monkeypatch.setattr(
+    batchbald,
+    "mc_probs",
+    lambda scoring, data, batch, *, preprocess, passes: jnp.zeros(
+      (batch["index"].shape[0], passes, 3)
+    ),
+  )
+  monkeypatch.setattr(
+    batchbald,
+    "pool_outputs",
+    lambda ctx, fn, scoring_state: fn(
+      scoring_state, None, {"index": jnp.arange(len(ctx.candidates))}
+    ),
+  )
+  config = tiny_config(
+    **{"batchbald.passes": passes, "batchbald.configurations": 100, "mc_dropout.passes": 7}
+  )
+  ctx = types.SimpleNamespace(
+    config=config,
+    candidates=np.arange(4),
+    rng=jax.random.key(0),
+    data=types.SimpleNamespace(preprocess=None),
+    result=types.SimpleNamespace(state=None),
+  )
   assert batchbald.score(ctx).shape == (4, passes, 3)

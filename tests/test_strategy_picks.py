@@ -19,7 +19,6 @@ from disal_jax.models import stage_head
 from disal_jax.strategies import disal, registry, testing
 from disal_jax.strategies.base import TIE_BREAK_STREAM, score_and_select
 from disal_jax.training.state import apply_fn_of
-
 from tests.helpers import tiny_config
 
 CANDIDATES = np.array([7, 3, 11, 0, 9, 14, 5])  # training rows, in record order
@@ -34,14 +33,24 @@ HIDDEN = 2  # Learning Loss's and TiDAL's per-stage module width
 def _config(**overrides):
   """The tiny config; per-sample gradients by the vmap engine, whose programs compile in half
   the one-pass engine's time (tests/test_one_pass.py checks that the two agree)."""
-  return tiny_config(**{"model.width": 2, "per_sample.engine": "vmap",
-                        "train.eval_batch_size": 4, "train.epochs": EPOCHS,
-                        "learning_loss.hidden": HIDDEN, "tidal.hidden": HIDDEN,
-                        "mc_dropout.passes": 6, "coregcn.subset_size": 5, "coregcn.steps": 4,
-                        "coregcn.hidden": 4,
-                        # DISAL's own ranking: a handful of labeled rows is a cold start,
-                        # which picks Random's rows (tests/test_disal_guard.py)
-                        "disal.cold_start_labels_per_class": 0.0, **overrides})
+  return tiny_config(
+    **{
+      "model.width": 2,
+      "per_sample.engine": "vmap",
+      "train.eval_batch_size": 4,
+      "train.epochs": EPOCHS,
+      "learning_loss.hidden": HIDDEN,
+      "tidal.hidden": HIDDEN,
+      "mc_dropout.passes": 6,
+      "coregcn.subset_size": 5,
+      "coregcn.steps": 4,
+      "coregcn.hidden": 4,
+      # DISAL's own ranking: a handful of labeled rows is a cold start,
+      # which picks Random's rows (tests/test_disal_guard.py)
+      "disal.cold_start_labels_per_class": 0.0,
+      **overrides,
+    }
+  )
 
 
 @functools.cache
@@ -67,8 +76,15 @@ def _model_of(name):
 def _context(name, config=None, **kwargs):
   config = config or _config()
   kwargs.setdefault("state", _plain_state())
-  return testing.tiny_context(config, registry.get_strategy(name), _dataset(), CANDIDATES,
-                              LABELED, pool_capacity=CAPACITY, **kwargs)
+  return testing.tiny_context(
+    config,
+    registry.get_strategy(name),
+    _dataset(),
+    CANDIDATES,
+    LABELED,
+    pool_capacity=CAPACITY,
+    **kwargs,
+  )
 
 
 def _pick(name, ctx, k=K):
@@ -103,15 +119,14 @@ def _softmax(logits):
 
 
 def _entropy(probs):
-  return -np.sum(np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0),
-                 axis=-1)
+  return -np.sum(np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0), axis=-1)
 
 
 def _top_k_rows(scores, k=K, separation=1e-4):
   """CANDIDATES' rows of the k highest `scores` (P,), checking first that the top k + 1 are
   apart by more than float32 rounding (else the picks would not be well defined)."""
   order = np.argsort(-np.asarray(scores), kind="stable")
-  top = np.asarray(scores)[order[:k + 1]]
+  top = np.asarray(scores)[order[: k + 1]]
   assert np.all(-np.diff(top) > separation * max(1.0, np.abs(top).max())), top
   return CANDIDATES[order[:k]]
 
@@ -119,8 +134,9 @@ def _top_k_rows(scores, k=K, separation=1e-4):
 def _top_k_rows_with_ties(scores, ctx, k=K):
   """The documented order among equal scores: ascending uniform numbers of the cycle's key
   folded with TIE_BREAK_STREAM (its first P of a draw over the padded pool)."""
-  ties = np.asarray(jax.random.uniform(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
-                                       (len(ctx.candidates),)))
+  ties = np.asarray(
+    jax.random.uniform(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), (len(ctx.candidates),))
+  )
   return CANDIDATES[np.lexsort((ties, -np.asarray(scores)))[:k]]
 
 
@@ -136,10 +152,13 @@ def _flat(tree):
 def _sample_grad(state, params, image, aux, *, loss_of_logits):
   """The gradient in `params` of loss_of_logits(logits (C,), aux) of one sample (H, W, C),
   eval mode, with the batch statistics of `state`."""
+
   def loss(p):
-    logits = state.apply_fn({"params": p, "batch_stats": state.batch_stats}, image[None],
-                            train=False)["logits"][0]
+    logits = state.apply_fn(
+      {"params": p, "batch_stats": state.batch_stats}, image[None], train=False
+    )["logits"][0]
     return loss_of_logits(logits, aux)
+
   return jax.grad(loss)(params)
 
 
@@ -156,8 +175,11 @@ def test_uncertainty_picks_match_numpy(name):
   scores, picks = _pick(name, ctx)
   probs = _softmax(_logits(ctx.result.state, CANDIDATES))
   top2 = np.sort(probs, axis=-1)[:, ::-1][:, :2]
-  expected = {"entropy": _entropy(probs), "margin": top2[:, 1] - top2[:, 0],
-              "least_confidence": 1.0 - probs.max(axis=-1)}[name]
+  expected = {
+    "entropy": _entropy(probs),
+    "margin": top2[:, 1] - top2[:, 0],
+    "least_confidence": 1.0 - probs.max(axis=-1),
+  }[name]
   np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(picks, _top_k_rows(expected))
 
@@ -172,14 +194,22 @@ def _dropout_probs(rng_seed, passes):
   per-row keys, so a score does not depend on its batch)."""
   state = _plain_state()
   model = _model_of("mc_dropout")
-  forward = jax.jit(lambda image, key: model.apply(
-      state.variables(), image[None], train=False, dropout=True,
-      rngs={"dropout": key})["logits"][0])
+  forward = jax.jit(
+    lambda image, key: model.apply(
+      state.variables(), image[None], train=False, dropout=True, rngs={"dropout": key}
+    )["logits"][0]
+  )
   key = jax.random.key(rng_seed)
   images = _normalised(CANDIDATES)
-  return np.array([[_softmax(np.asarray(forward(image, pass_key), np.float64))
-                    for pass_key in jax.random.split(jax.random.fold_in(key, int(row)), passes)]
-                   for image, row in zip(images, CANDIDATES)])
+  return np.array(
+    [
+      [
+        _softmax(np.asarray(forward(image, pass_key), np.float64))
+        for pass_key in jax.random.split(jax.random.fold_in(key, int(row)), passes)
+      ]
+      for image, row in zip(images, CANDIDATES)
+    ]
+  )
 
 
 @pytest.mark.parametrize("kind", ["bald", "entropy", "variation_ratio"])
@@ -192,9 +222,11 @@ def test_mc_dropout_picks_match_per_pass_numpy(kind):
   probs = _dropout_probs(5, config.mc_dropout.passes)  # (P, T, C)
   mean = probs.mean(axis=1)
   votes = np.stack([np.bincount(p.argmax(axis=-1), minlength=NUM_CLASSES) for p in probs])
-  expected = {"bald": np.maximum(_entropy(mean) - _entropy(probs).mean(axis=1), 0.0),
-              "entropy": _entropy(mean),
-              "variation_ratio": 1.0 - votes.max(axis=-1) / probs.shape[1]}[kind]
+  expected = {
+    "bald": np.maximum(_entropy(mean) - _entropy(probs).mean(axis=1), 0.0),
+    "entropy": _entropy(mean),
+    "variation_ratio": 1.0 - votes.max(axis=-1) / probs.shape[1],
+  }[kind]
   assert np.ptp(probs, axis=1).max() > 1e-3  # the passes do differ
   np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
   if kind == "variation_ratio":  # multiples of 1/T: ties, in the cycle key's order
@@ -213,18 +245,24 @@ def _entropy_of_logits(logits, _):
 def _reduce_norm(tree, norm):
   """'tensor_sum': sum over parameter tensors of their norms; 'global': one L2 norm."""
   norms = _leaf_norms(tree)
-  return norms.sum() if norm == "tensor_sum" else np.sqrt(np.sum(norms ** 2))
+  return norms.sum() if norm == "tensor_sum" else np.sqrt(np.sum(norms**2))
 
 
 @pytest.mark.parametrize("norm,engine", [("tensor_sum", "one_pass"), ("global", "vmap")])
 def test_gradnorm_entropy_picks_match_per_sample_grad(norm, engine):
-  ctx = _context("gradnorm_entropy", _config(**{"gradnorm.norm": norm,
-                                                "per_sample.engine": engine}))
+  ctx = _context(
+    "gradnorm_entropy", _config(**{"gradnorm.norm": norm, "per_sample.engine": engine})
+  )
   scores, picks = _pick("gradnorm_entropy", ctx)
   state = ctx.result.state
-  expected = np.array([_reduce_norm(_sample_grad(state, state.params, image, 0,
-                                                 loss_of_logits=_entropy_of_logits), norm)
-                       for image in _normalised(CANDIDATES)])
+  expected = np.array(
+    [
+      _reduce_norm(
+        _sample_grad(state, state.params, image, 0, loss_of_logits=_entropy_of_logits), norm
+      )
+      for image in _normalised(CANDIDATES)
+    ]
+  )
   np.testing.assert_allclose(scores, expected, rtol=1e-4)
   np.testing.assert_array_equal(picks, _top_k_rows(expected))
 
@@ -235,10 +273,15 @@ def test_gradnorm_expected_picks_match_per_class_grads():
   scores, picks = _pick("gradnorm_expected", ctx)
   state = ctx.result.state
   probs = _softmax(_logits(state, CANDIDATES))
-  expected = np.array([sum(p[c] * _reduce_norm(_sample_grad(state, state.params, image, c,
-                                                             loss_of_logits=_ce), norm)
-                           for c in range(NUM_CLASSES))
-                       for image, p in zip(_normalised(CANDIDATES), probs)])
+  expected = np.array(
+    [
+      sum(
+        p[c] * _reduce_norm(_sample_grad(state, state.params, image, c, loss_of_logits=_ce), norm)
+        for c in range(NUM_CLASSES)
+      )
+      for image, p in zip(_normalised(CANDIDATES), probs)
+    ]
+  )
   np.testing.assert_allclose(scores, expected, rtol=1e-4)
   np.testing.assert_array_equal(picks, _top_k_rows(expected))
 
@@ -252,12 +295,21 @@ def _with_module(outputs, seed):
   state = _plain_state()
   stages = _outputs(state, _normalised(CANDIDATES[:1]))["stages"]
   rng = np.random.default_rng(seed)
-  module = {f"stage{i + 1}": {"kernel": rng.normal(size=(s.shape[-1], HIDDEN)),
-                              "bias": rng.normal(size=HIDDEN)} for i, s in enumerate(stages)}
-  module["out"] = {"kernel": rng.normal(size=(4 * HIDDEN, outputs)),
-                   "bias": rng.normal(size=outputs)}
-  params = {**state.params, stage_head.PARAMS_KEY: jax.tree.map(
-      lambda x: jnp.asarray(x, jnp.float32), module)}
+  module = {
+    f"stage{i + 1}": {
+      "kernel": rng.normal(size=(s.shape[-1], HIDDEN)),
+      "bias": rng.normal(size=HIDDEN),
+    }
+    for i, s in enumerate(stages)
+  }
+  module["out"] = {
+    "kernel": rng.normal(size=(4 * HIDDEN, outputs)),
+    "bias": rng.normal(size=outputs),
+  }
+  params = {
+    **state.params,
+    stage_head.PARAMS_KEY: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), module),
+  }
   return state.replace(params=params), module
 
 
@@ -265,9 +317,14 @@ def _module_outputs(state, module):
   """(P, outputs) the module on the candidates' eval-mode stage maps, in numpy: per stage
   ReLU(Dense(global average pool)), concatenated, then Dense."""
   stages = _outputs(state, _normalised(CANDIDATES))["stages"]
-  pooled = [np.maximum(np.asarray(s, np.float64).mean(axis=(1, 2)) @ module[f"stage{i + 1}"]
-                       ["kernel"] + module[f"stage{i + 1}"]["bias"], 0.0)
-            for i, s in enumerate(stages)]
+  pooled = [
+    np.maximum(
+      np.asarray(s, np.float64).mean(axis=(1, 2)) @ module[f"stage{i + 1}"]["kernel"]
+      + module[f"stage{i + 1}"]["bias"],
+      0.0,
+    )
+    for i, s in enumerate(stages)
+  ]
   return np.concatenate(pooled, axis=-1) @ module["out"]["kernel"] + module["out"]["bias"]
 
 
@@ -301,12 +358,16 @@ LEARNING_RATES = (0.4, 0.3, 0.2, 0.1)  # epoch e's
 def _checkpoints():
   """EPOCHS hand-made checkpoints: the plain state's parameters plus noise."""
   state = _plain_state()
-  return [state.replace(params=testing.perturbed(state.params, jax.random.key(10 + e), 0.05))
-          for e in range(EPOCHS)]
+  return [
+    state.replace(params=testing.perturbed(state.params, jax.random.key(10 + e), 0.05))
+    for e in range(EPOCHS)
+  ]
 
 
-@pytest.mark.parametrize("name,scope", [("tracincp_full", "all"), ("tracincp_last", "all"),
-                                        ("tracincp_full", "last_layer")])
+@pytest.mark.parametrize(
+  "name,scope",
+  [("tracincp_full", "all"), ("tracincp_last", "all"), ("tracincp_full", "last_layer")],
+)
 def test_tracin_picks_match_brute_force_self_influence(name, scope, tmp_path):
   config = _config(**{"tracin.params": scope, "tracin.store": "host"})
   store = registry.get_strategy(name).make_epoch_callback(config, tmp_path)
@@ -342,9 +403,9 @@ def test_uncertaingcn_picks_the_subset_rows_closest_to_the_margin():
   assert len(np.unique(subset)) == len(subset) and subset.max() < len(CANDIDATES)
   nodes = np.asarray(evidence["scores"], np.float64)  # the subset's nodes, then the labeled
   assert nodes.shape == (len(subset) + len(LABELED),)
-  closeness = -np.abs(nodes[:len(subset)] - ctx.config.coregcn.margin)
+  closeness = -np.abs(nodes[: len(subset)] - ctx.config.coregcn.margin)
   order = np.argsort(-closeness, kind="stable")
-  assert np.all(-np.diff(closeness[order[:K + 1]]) > 1e-6)
+  assert np.all(-np.diff(closeness[order[: K + 1]]) > 1e-6)
   np.testing.assert_array_equal(picks, CANDIDATES[subset[order[:K]]])
 
 
@@ -352,8 +413,11 @@ def test_uncertaingcn_select_maps_hand_made_scores_to_candidate_rows():
   ctx = _context("uncertaingcn")
   subset = np.array([1, 3, 4, 6])  # positions: rows 3, 0, 9, 5
   scores = np.array([0.9, 0.12, 0.05, 0.4, 0.5, 0.5, 0.5])  # 4 subset nodes, 3 labeled
-  evidence = {"subset": subset, "scores": jnp.asarray(scores, jnp.float32),
-              "features": jnp.zeros((7, 2), jnp.float32)}
+  evidence = {
+    "subset": subset,
+    "scores": jnp.asarray(scores, jnp.float32),
+    "features": jnp.zeros((7, 2), jnp.float32),
+  }
   picks = registry.get_strategy("uncertaingcn").select(evidence, ctx, 2)
   # margin 0.1: |0.12 - 0.1| = 0.02 (row 0), |0.05 - 0.1| = 0.05 (row 9)
   np.testing.assert_array_equal(picks, [0, 9])
@@ -372,8 +436,12 @@ def _disal_setup(target_source, seed=3):
   targets = rng.dirichlet(np.ones(NUM_CLASSES), size=16).astype(np.float32)
   targets[CANDIDATES[2]] = 0.0
   if target_source == "train_branch":
-    state = state.replace(extras={disal.TARGET_MEAN: jnp.asarray(targets),
-                                  disal.TARGET_WEIGHT: jnp.ones(16, jnp.float32)})
+    state = state.replace(
+      extras={
+        disal.TARGET_MEAN: jnp.asarray(targets),
+        disal.TARGET_WEIGHT: jnp.ones(16, jnp.float32),
+      }
+    )
   return state, start, targets
 
 
@@ -385,29 +453,40 @@ def _dynamic_loss(kind):
     else:
       value = -jnp.sum(target * jax.nn.log_softmax(logits))
     return jnp.where(jnp.sum(target) > 0, value, 0.0)
+
   return loss
 
 
-@pytest.mark.parametrize("target_source,kind,score", [
-    ("train_branch", "mse", "projection"), ("eval_pass", "ce", "projection"),
-    ("train_branch", "mse", "norm")])
+@pytest.mark.parametrize(
+  "target_source,kind,score",
+  [
+    ("train_branch", "mse", "projection"),
+    ("eval_pass", "ce", "projection"),
+    ("train_branch", "mse", "norm"),
+  ],
+)
 def test_disal_picks_match_per_sample_grad(target_source, kind, score):
-  config = _config(**{"disal.target_source": target_source, "disal.dynamic_loss": kind,
-                      "disal.score": score})
+  config = _config(
+    **{"disal.target_source": target_source, "disal.dynamic_loss": kind, "disal.score": score}
+  )
   state, start, targets = _disal_setup(target_source)
   record = None
   if target_source == "eval_pass":  # the record's mean is aligned with the pool's positions
     pool_targets = np.zeros((12, NUM_CLASSES), np.float32)
-    pool_targets[:len(CANDIDATES)] = targets[CANDIDATES]
+    pool_targets[: len(CANDIDATES)] = targets[CANDIDATES]
     record = testing.mean_record(pool_targets)
   ctx = _context("disal", config, state=state, start_params=start, record=record)
   scores, picks = _pick("disal", ctx)
   direction = _flat(start) - _flat(state.params)  # theta_start - theta_end
-  grads = [_flat(_sample_grad(state, state.params, image, targets[row],
-                              loss_of_logits=_dynamic_loss(kind)))
-           for image, row in zip(_normalised(CANDIDATES), CANDIDATES)]
-  expected = np.array([g @ direction if score == "projection" else np.linalg.norm(g)
-                       for g in grads])
+  grads = [
+    _flat(
+      _sample_grad(state, state.params, image, targets[row], loss_of_logits=_dynamic_loss(kind))
+    )
+    for image, row in zip(_normalised(CANDIDATES), CANDIDATES)
+  ]
+  expected = np.array(
+    [g @ direction if score == "projection" else np.linalg.norm(g) for g in grads]
+  )
   assert expected[2] == 0.0 and np.abs(expected).max() > 1e-4
   np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-7)
   np.testing.assert_array_equal(picks, _top_k_rows(expected))
@@ -421,12 +500,18 @@ def test_disal_class_balanced_picks_round_robin_over_predicted_classes():
   predicted = _logits(state, CANDIDATES).argmax(axis=-1)
   assert len(np.unique(predicted)) > 1
   # round r takes each class's r-th highest score, the higher scores of the round first
-  by_class = {c: sorted(np.flatnonzero(predicted == c), key=lambda i: -scores[i])
-              for c in np.unique(predicted)}
+  by_class = {
+    c: sorted(np.flatnonzero(predicted == c), key=lambda i: -scores[i])
+    for c in np.unique(predicted)
+  }
   rounds = max(map(len, by_class.values()))
-  order = [i for r in range(rounds) for i in sorted(
-      (members[r] for members in by_class.values() if r < len(members)),
-      key=lambda i: -scores[i])]
+  order = [
+    i
+    for r in range(rounds)
+    for i in sorted(
+      (members[r] for members in by_class.values() if r < len(members)), key=lambda i: -scores[i]
+    )
+  ]
   np.testing.assert_array_equal(picks, CANDIDATES[order[:4]])
 
 
@@ -449,7 +534,6 @@ def test_tiny_context_pads_the_pool_index_as_the_trainer_does():
   ctx = _context("random")
   index = np.asarray(ctx.result.pool_index)
   assert index.shape == (12,)  # max(P, capacity) = 9, rounded up to eval batches of 4
-  np.testing.assert_array_equal(index[:len(CANDIDATES)], CANDIDATES)
+  np.testing.assert_array_equal(index[: len(CANDIDATES)], CANDIDATES)
   with pytest.raises(ValueError, match="labeled"):
-    testing.tiny_context(_config(), registry.get_strategy("random"), _dataset(), [3, 1],
-                         LABELED)
+    testing.tiny_context(_config(), registry.get_strategy("random"), _dataset(), [3, 1], LABELED)

@@ -19,7 +19,6 @@ from disal_jax.models.registry import build_model
 from disal_jax.training import sharding
 from disal_jax.training import trainer as trainer_lib
 from disal_jax.training.trainer import CycleShape, Trainer, TrainHook
-
 from tests.helpers import REPO, subprocess_env, tiny_config, xla_flags
 
 # A small cycle on digits: every third of 120 rows labeled (40), the other 80 the pool.
@@ -59,6 +58,7 @@ def test_a_hook_is_built_with_keywords():
   @dataclasses.dataclass(frozen=True, kw_only=True)
   class Weighted(_Bare):
     weight: float
+
   with pytest.raises(TypeError):
     Weighted(1.0)  # pylint: disable=too-many-function-args
   assert Weighted(weight=1.0) == Weighted(weight=1.0)
@@ -69,6 +69,7 @@ def test_a_declared_input_epoch_inputs_lacks_is_refused():
   class Misspelt(_Bare):
     batch_inputs: ClassVar[tuple[str, ...]] = ("weights",)
     pool_position_inputs: ClassVar[tuple[str, ...]] = ("draws",)
+
   inputs = {"draws": np.zeros((2, 4), np.int32), "weight": np.zeros((2, 4), np.float32)}
   with pytest.raises(ValueError, match=r"Misspelt declares the step inputs \['weights'\]"):
     trainer_lib.declared_inputs(Misspelt(), inputs)
@@ -81,6 +82,7 @@ def test_a_declared_input_epoch_inputs_lacks_is_refused():
 class _SizedHook(TrainHook):
   """Adds no loss; reports, as metrics, the sizes of the cycle it was adapted to (NO_SHAPE
   as configured): the epochs' metrics say which hook trained them."""
+
   shape: Optional[CycleShape] = None
 
   def for_cycle(self, shape: CycleShape) -> _SizedHook:
@@ -88,10 +90,12 @@ class _SizedHook(TrainHook):
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess):
     del params, data, batch, aux, rng, outputs, preprocess
-    sizes = ({f.name: NO_SHAPE for f in dataclasses.fields(CycleShape)} if self.shape is None
-             else dataclasses.asdict(self.shape))
-    return (jnp.zeros((), jnp.float32), {k: jnp.float32(v) for k, v in sizes.items()},
-            state.extras)
+    sizes = (
+      {f.name: NO_SHAPE for f in dataclasses.fields(CycleShape)}
+      if self.shape is None
+      else dataclasses.asdict(self.shape)
+    )
+    return (jnp.zeros((), jnp.float32), {k: jnp.float32(v) for k, v in sizes.items()}, state.extras)
 
   def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
     del rng, epoch, num_steps, pool_size, labeled_size, cycle_seed
@@ -104,20 +108,26 @@ class _SizedHook(TrainHook):
 
 def _trainer(config, hook: TrainHook) -> Trainer:
   dataset = load_dataset(config.data)
-  return Trainer(config, build_model(config.model, dataset.num_classes), dataset,
-                 sharding.make_mesh(), hook=hook)
+  return Trainer(
+    config, build_model(config.model, dataset.num_classes), dataset, sharding.make_mesh(), hook=hook
+  )
 
 
 def test_a_cycle_trains_with_the_hook_for_cycle_returns_for_its_sizes():
   config = tiny_config(**{"data.max_train": NUM_ROWS, "train.min_steps": MIN_STEPS})
   trainer = _trainer(config, _SizedHook())
-  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), LABELED, POOL, (0, 0),
-                               cycle=0)
+  result = trainer.train_cycle(
+    trainer.init_state(jax.random.key(0)), LABELED, POOL, (0, 0), cycle=0
+  )
   epochs = config.train.epochs
   assert int(result.state.step) == MIN_STEPS  # the steps the cycle really ran
-  expected = {"labeled_size": len(LABELED), "pool_size": len(POOL),
-              "num_classes": trainer.dataset.num_classes, "steps_per_epoch": MIN_STEPS // epochs,
-              "epochs": epochs}
+  expected = {
+    "labeled_size": len(LABELED),
+    "pool_size": len(POOL),
+    "num_classes": trainer.dataset.num_classes,
+    "steps_per_epoch": MIN_STEPS // epochs,
+    "epochs": epochs,
+  }
   assert len(result.epochs) == epochs
   for metrics in result.epochs:
     assert {k: metrics[k] for k in expected} == expected
@@ -127,13 +137,16 @@ def test_a_cycle_trains_with_the_hook_for_cycle_returns_for_its_sizes():
 class _PoolReader(TrainHook):
   """Reads the pool rows of `draws` (a position input named without any suffix); `scale`
   is a per-step number, replicated. Its metric is the mean pixel of the rows it read."""
+
   batch_size: int
   pool_position_inputs: ClassVar[tuple[str, ...]] = ("draws",)
 
   def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
     del epoch, labeled_size, cycle_seed
-    return {"draws": rng.integers(0, pool_size, (num_steps, self.batch_size), np.int32),
-            "scale": np.full((num_steps,), 2.0, np.float32)}
+    return {
+      "draws": rng.integers(0, pool_size, (num_steps, self.batch_size), np.int32),
+      "scale": np.full((num_steps,), 2.0, np.float32),
+    }
 
   def aux(self, record, pool_index):
     del record
@@ -142,8 +155,11 @@ class _PoolReader(TrainHook):
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess):
     del params, rng, outputs, preprocess
     images = data.images_at(aux["pool_index"][batch["draws"]]).astype(jnp.float32)
-    return (jnp.zeros((), jnp.float32), {"pool_pixel": batch["scale"] * jnp.mean(images)},
-            state.extras)
+    return (
+      jnp.zeros((), jnp.float32),
+      {"pool_pixel": batch["scale"] * jnp.mean(images)},
+      state.extras,
+    )
 
 
 def check_declared_inputs_reach_the_step(cache_dir: str) -> None:
@@ -151,8 +167,14 @@ def check_declared_inputs_reach_the_step(cache_dir: str) -> None:
   the devices, `scale` replicated, the window holds the drawn pool rows, and the step read
   those rows' images (its metric against the host's)."""
   devices = jax.device_count()
-  config = tiny_config(**{"data.max_train": NUM_ROWS, "train.min_steps": MIN_STEPS,
-                          "data.placement": "stream", "data.cache_dir": cache_dir})
+  config = tiny_config(
+    **{
+      "data.max_train": NUM_ROWS,
+      "train.min_steps": MIN_STEPS,
+      "data.placement": "stream",
+      "data.cache_dir": cache_dir,
+    }
+  )
   hook = _PoolReader(batch_size=2 * devices)
   seen = []
   real = trainer_lib.jitted_steps
@@ -169,13 +191,15 @@ def check_declared_inputs_reach_the_step(cache_dir: str) -> None:
       assert batch["scale"].sharding.is_fully_replicated
       seen.append((np.asarray(draws), np.asarray(data.rows)))
       return compiled.train(state, data, batch, aux)
+
     return dataclasses.replace(compiled, train=train)
 
   trainer_lib.jitted_steps = spying
   try:
     trainer = _trainer(config, hook)
-    result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), LABELED, POOL, (0, 0),
-                                 cycle=0)
+    result = trainer.train_cycle(
+      trainer.init_state(jax.random.key(0)), LABELED, POOL, (0, 0), cycle=0
+    )
   finally:
     trainer_lib.jitted_steps = real
   assert trainer.streamed and len(seen) == MIN_STEPS
@@ -186,8 +210,9 @@ def check_declared_inputs_reach_the_step(cache_dir: str) -> None:
     pixels.append(2.0 * images[POOL[draws]].mean())
   steps = MIN_STEPS // config.train.epochs
   for epoch, metrics in enumerate(result.epochs):
-    np.testing.assert_allclose(metrics["pool_pixel"],
-                               np.mean(pixels[epoch * steps:(epoch + 1) * steps]), rtol=1e-5)
+    np.testing.assert_allclose(
+      metrics["pool_pixel"], np.mean(pixels[epoch * steps : (epoch + 1) * steps]), rtol=1e-5
+    )
 
 
 def test_declared_pool_positions_are_windowed_and_split_whatever_their_name(tmp_path):
@@ -208,7 +233,11 @@ print("ok")
 @pytest.mark.slow
 def test_declared_pool_positions_are_split_over_eight_devices(tmp_path):
   done = subprocess.run(
-      [sys.executable, "-c", _ON_EIGHT_DEVICES.format(cache=str(tmp_path))], cwd=REPO,
-      capture_output=True, text=True, timeout=600,
-      env=subprocess_env(XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=8")))
+    [sys.executable, "-c", _ON_EIGHT_DEVICES.format(cache=str(tmp_path))],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=subprocess_env(XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=8")),
+  )
   assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

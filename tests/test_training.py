@@ -15,9 +15,13 @@ from disal_jax.models.registry import build_model
 from disal_jax.strategies import disal
 from disal_jax.training import sharding
 from disal_jax.training.state import make_optimizer
-from disal_jax.training.trainer import (Recording, Trainer, epoch_batches, pad_to_multiple,
-                                        steps_per_epoch)
-
+from disal_jax.training.trainer import (
+  Recording,
+  Trainer,
+  epoch_batches,
+  pad_to_multiple,
+  steps_per_epoch,
+)
 from tests.helpers import REPO, subprocess_env, tiny_config, with_overrides, xla_flags
 
 
@@ -54,10 +58,17 @@ def test_the_optimiser_is_pytorchs_with_weight_decay_in_the_gradient(optimizer):
   lr decaying after two (three epochs of one step): d = g + wd * p, then SGD (buf =
   momentum * buf + d; p -= lr * buf) or Adam (its L2 form, not AdamW: bias-corrected
   moments of d)."""
-  cfg = tiny_config(**{"train.optimizer": optimizer, "train.momentum": 0.8,
-                       "train.weight_decay": 0.05, "train.learning_rate": 0.3,
-                       "train.epochs": 3, "train.lr_decay_at": 0.67,
-                       "train.lr_decay_factor": 0.1}).train
+  cfg = tiny_config(
+    **{
+      "train.optimizer": optimizer,
+      "train.momentum": 0.8,
+      "train.weight_decay": 0.05,
+      "train.learning_rate": 0.3,
+      "train.epochs": 3,
+      "train.lr_decay_at": 0.67,
+      "train.lr_decay_factor": 0.1,
+    }
+  ).train
   tx = make_optimizer(cfg)
   rng = np.random.default_rng(0)
   params = {"w": rng.normal(size=(3, 2)).astype(np.float32)}
@@ -71,8 +82,8 @@ def test_the_optimiser_is_pytorchs_with_weight_decay_in_the_gradient(optimizer):
       buf = 0.8 * buf + d
       p = p - lr * buf
     else:
-      m, v = 0.9 * m + 0.1 * d, 0.999 * v + 0.001 * d ** 2
-      p = p - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+      m, v = 0.9 * m + 0.1 * d, 0.999 * v + 0.001 * d**2
+      p = p - lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
     updates, opt_state = tx.update({"w": jnp.asarray(g)}, opt_state, got)
     got = optax.apply_updates(got, updates)
   # atol: Adam's 1 - 0.999^t in float32 (0.999 rounds up by 1.3e-8) is 1.3e-5 off
@@ -81,27 +92,44 @@ def test_the_optimiser_is_pytorchs_with_weight_decay_in_the_gradient(optimizer):
 
 def _train(config, hook=None, epochs_seed=(0, 0)):
   dataset = load_dataset(config.data)
-  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
-                    sharding.make_mesh(), hook=hook)
+  trainer = Trainer(
+    config, build_model(config.model, dataset.num_classes), dataset, sharding.make_mesh(), hook=hook
+  )
   labeled = np.arange(0, dataset.num_train, 4)
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
   level = disal.record_level(config) if hook is not None else "none"
-  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool,
-                               epochs_seed, cycle=0, recording=Recording(level))
+  result = trainer.train_cycle(
+    trainer.init_state(jax.random.key(0)),
+    labeled,
+    pool,
+    epochs_seed,
+    cycle=0,
+    recording=Recording(level),
+  )
   return result
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["eval_pass", "train_branch"])
 def test_lambda_zero_trains_exactly_like_plain_training(source):
-  config = tiny_config(**{"disal.dynamic_weight": 0.0, "disal.dynamic_warmup_epochs": 1,
-                          "disal.target_source": source, "disal.branch_start_fraction": 0.0,
-                          "train.min_steps": 36})  # 1,152 pool draws: the pool is 1,078
+  config = tiny_config(
+    **{
+      "disal.dynamic_weight": 0.0,
+      "disal.dynamic_warmup_epochs": 1,
+      "disal.target_source": source,
+      "disal.branch_start_fraction": 0.0,
+      "train.min_steps": 36,
+    }
+  )  # 1,152 pool draws: the pool is 1,078
   plain = _train(config)
   if source == "eval_pass":
     assert disal.make_hook(config) is None  # the loop trains with the plain step
-    hook = dataclasses.replace(disal.make_hook(with_overrides(
-        config.copy_and_resolve_references(), **{"disal.dynamic_weight": 1.0})), weight=0.0)
+    hook = dataclasses.replace(
+      disal.make_hook(
+        with_overrides(config.copy_and_resolve_references(), **{"disal.dynamic_weight": 1.0})
+      ),
+      weight=0.0,
+    )
   else:
     hook = disal.make_hook(config)  # the branch stays: it records p_bar
   with_branch = _train(config, hook=hook)
@@ -124,21 +152,34 @@ def test_a_cycle_under_the_pool_draws_guard_trains_exactly_like_plain_training(c
   """disal.loss_guard='adapt' on a cycle drawing each pool row under twice: the trainer takes
   the hook for_cycle returns (lambda 0), so the parameters are plain training's, bit for bit;
   with the guard off the same cycle trains differently."""
-  config = tiny_config(**{"disal.dynamic_weight": 1.0, "disal.target_source": "train_branch",
-                          "disal.branch_start_fraction": 0.0, "disal.loss_guard": "adapt",
-                          "disal.guard_min_pool_draws": 2.0, "disal.dynamic_warmup_epochs": 0,
-                          "disal.weight_schedule": "constant",
-                          "train.min_steps": 36})  # 1,152 pool draws: the pool is 1,078
+  config = tiny_config(
+    **{
+      "disal.dynamic_weight": 1.0,
+      "disal.target_source": "train_branch",
+      "disal.branch_start_fraction": 0.0,
+      "disal.loss_guard": "adapt",
+      "disal.guard_min_pool_draws": 2.0,
+      "disal.dynamic_warmup_epochs": 0,
+      "disal.weight_schedule": "constant",
+      "train.min_steps": 36,
+    }
+  )  # 1,152 pool draws: the pool is 1,078
   plain = _train(config)
   with caplog.at_level(logging.WARNING):
     guarded = _train(config, hook=disal.make_hook(config))
   assert "trains without the dynamic loss" in caplog.text
   for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(guarded.state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  unguarded = _train(config, hook=disal.make_hook(with_overrides(
-      config.copy_and_resolve_references(), **{"disal.loss_guard": "off"})))
-  assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
-             zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(unguarded.state.params)))
+  unguarded = _train(
+    config,
+    hook=disal.make_hook(
+      with_overrides(config.copy_and_resolve_references(), **{"disal.loss_guard": "off"})
+    ),
+  )
+  assert any(
+    not np.array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(unguarded.state.params))
+  )
 
 
 def test_min_steps_trains_more_steps_with_the_same_epochs():
@@ -155,12 +196,20 @@ def test_min_steps_trains_more_steps_with_the_same_epochs():
 @pytest.mark.parametrize("source", ["eval_pass", "train_branch"])
 def test_dynamic_loss_changes_training_when_lambda_is_positive(source):
   # 80 steps draw every pool sample more than twice: the train branch has targets to pull to
-  config = tiny_config(**{"disal.dynamic_weight": 1.0, "disal.target_source": source,
-                          "train.min_steps": 80, "disal.branch_start_fraction": 0.0})
+  config = tiny_config(
+    **{
+      "disal.dynamic_weight": 1.0,
+      "disal.target_source": source,
+      "train.min_steps": 80,
+      "disal.branch_start_fraction": 0.0,
+    }
+  )
   plain = _train(config)
   dynamic = _train(config, hook=disal.make_hook(config))
-  diffs = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
-           zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(dynamic.state.params))]
+  diffs = [
+    np.abs(np.asarray(a) - np.asarray(b)).max()
+    for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(dynamic.state.params))
+  ]
   assert max(diffs) > 1e-4
 
 
@@ -174,9 +223,13 @@ def test_training_learns_digits_well_above_chance():
 
 def _losses_on(devices: int) -> dict:
   out = subprocess.run(
-      [sys.executable, "-m", "tests.multidevice_run"], cwd=REPO, capture_output=True,
-      text=True, timeout=600,
-      env=subprocess_env(XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}")))
+    [sys.executable, "-m", "tests.multidevice_run"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=subprocess_env(XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}")),
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -191,15 +244,22 @@ def test_one_device_and_eight_devices_give_the_same_training():
   np.testing.assert_array_equal(one["augmented"], eight["augmented"])
 
 
-@pytest.mark.parametrize("weighting, start_epoch, decay", [
-    ("mean", 0, 0.6), ("lr", 0, 0.6), ("ema", 2, 0.3)])
+@pytest.mark.parametrize(
+  "weighting, start_epoch, decay", [("mean", 0, 0.6), ("lr", 0, 0.6), ("ema", 2, 0.3)]
+)
 def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting, start_epoch, decay):
   """record.mean[i] = the (lr-weighted, or bias-corrected EMA) mean over the epochs from
   record.start_epoch on of softmax(f_theta_e(x_i)), eval mode, with theta_e each epoch's end
   state, computed here by an independent forward pass."""
-  config = tiny_config(**{"data.max_train": 120, "record.weighting": weighting,
-                          "record.start_epoch": start_epoch, "record.ema_decay": decay,
-                          "train.epochs": 4})
+  config = tiny_config(
+    **{
+      "data.max_train": 120,
+      "record.weighting": weighting,
+      "record.start_epoch": start_epoch,
+      "record.ema_decay": decay,
+      "train.epochs": 4,
+    }
+  )
   dataset = load_dataset(config.data)
   model = build_model(config.model, dataset.num_classes)
   trainer = Trainer(config, model, dataset, sharding.make_mesh())
@@ -211,8 +271,15 @@ def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting, sta
     logits = model.apply(jax.device_get(state.variables()), images, train=False)["logits"]
     seen.append((np.asarray(jax.nn.softmax(logits), np.float64), lr))
 
-  result = trainer.train_cycle(trainer.init_state(jax.random.key(0)), labeled, pool, (0, 0),
-                               cycle=0, recording=Recording("mean"), on_epoch_end=on_epoch_end)
+  result = trainer.train_cycle(
+    trainer.init_state(jax.random.key(0)),
+    labeled,
+    pool,
+    (0, 0),
+    cycle=0,
+    recording=Recording("mean"),
+    on_epoch_end=on_epoch_end,
+  )
   lrs = np.array([lr for _, lr in seen])
   assert len(set(lrs)) == 2  # the lr decays within the cycle: 'lr' is not 'mean'
   probs = np.stack([p for p, _ in seen])[start_epoch:]
@@ -224,7 +291,7 @@ def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting, sta
   else:
     weights = np.ones(len(probs)) if weighting == "mean" else lrs[start_epoch:]
     expected = np.tensordot(weights / weights.sum(), probs, axes=1)
-  got = np.asarray(result.record.mean)[:len(pool)]
+  got = np.asarray(result.record.mean)[: len(pool)]
   np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-6)
   assert int(result.record.count) == len(probs)
   assert np.abs(probs[0] - probs[-1]).max() > 1e-3  # the epochs really differ
@@ -234,27 +301,45 @@ def test_the_record_is_the_mean_of_every_epochs_eval_mode_softmax(weighting, sta
 def test_epochs_before_the_branch_starts_are_plain_steps():
   """With the branch from half the epochs, the first half trains exactly as Random (the
   plain step: the same parameters bit for bit after that epoch) and the rest adds the loss."""
-  config = tiny_config(**{"train.epochs": 2, "disal.branch_start_fraction": 0.5,
-                          "disal.dynamic_weight": 1.0, "train.min_steps": 40})
+  config = tiny_config(
+    **{
+      "train.epochs": 2,
+      "disal.branch_start_fraction": 0.5,
+      "disal.dynamic_weight": 1.0,
+      "train.min_steps": 40,
+    }
+  )
   hook = disal.make_hook(config)
   assert not hook.active(0) and hook.active(1)
   seen = {}
   dataset = load_dataset(config.data)
-  trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
-                    sharding.make_mesh(), hook=hook)
+  trainer = Trainer(
+    config, build_model(config.model, dataset.num_classes), dataset, sharding.make_mesh(), hook=hook
+  )
   labeled = np.arange(0, dataset.num_train, 4)
   pool = np.setdiff1d(np.arange(dataset.num_train), labeled)
-  plain_trainer = Trainer(config, build_model(config.model, dataset.num_classes), dataset,
-                          sharding.make_mesh())
+  plain_trainer = Trainer(
+    config, build_model(config.model, dataset.num_classes), dataset, sharding.make_mesh()
+  )
   for name, t in (("plain", plain_trainer), ("disal", trainer)):
     seen[name] = []
-    t.train_cycle(t.init_state(jax.random.key(0)), labeled, pool, (0, 0), cycle=0,
-                  on_epoch_end=lambda state, epoch, lr, n=name: seen[n].append(
-                      jax.device_get(state.params)))
+    t.train_cycle(
+      t.init_state(jax.random.key(0)),
+      labeled,
+      pool,
+      (0, 0),
+      cycle=0,
+      on_epoch_end=lambda state, epoch, lr, n=name: seen[n].append(jax.device_get(state.params)),
+    )
   for a, b in zip(jax.tree.leaves(seen["plain"][0]), jax.tree.leaves(seen["disal"][0])):
     np.testing.assert_array_equal(a, b)  # epoch 0: the plain step
-  assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(seen["plain"][1]),
-                                                  jax.tree.leaves(seen["disal"][1]))) > 1e-5
+  assert (
+    max(
+      np.abs(a - b).max()
+      for a, b in zip(jax.tree.leaves(seen["plain"][1]), jax.tree.leaves(seen["disal"][1]))
+    )
+    > 1e-5
+  )
 
 
 class _Terminal:
@@ -276,12 +361,12 @@ class _Terminal:
 @pytest.mark.slow
 def test_a_terminal_gets_one_bar_per_cycle_and_no_epoch_lines(monkeypatch, caplog):
   from disal_jax.training import progress_bar
+
   terminal = _Terminal()
   monkeypatch.setattr(sys, "stderr", terminal)
   assert progress_bar.on_terminal()
   caplog.set_level("INFO", logger="disal_jax.training.trainer")
-  config = tiny_config(**{"data.max_train": 200, "train.epochs": 3,
-                          "train.log_every_epochs": 1})
+  config = tiny_config(**{"data.max_train": 200, "train.epochs": 3, "train.log_every_epochs": 1})
   _train(config)
   bar = terminal.text.replace("\r", "\n").splitlines()
   last = [line for line in bar if line.strip()][-1]
@@ -299,21 +384,29 @@ def _crops(image: np.ndarray, padding: int, flip: bool) -> list[np.ndarray]:
   zero-padded image, mirrored left-right too when flipping."""
   height, width = image.shape[:2]
   padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
-  windows = [padded[dy:dy + height, dx:dx + width]
-             for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)]
+  windows = [
+    padded[dy : dy + height, dx : dx + width]
+    for dy in range(2 * padding + 1)
+    for dx in range(2 * padding + 1)
+  ]
   return windows + ([w[:, ::-1] for w in windows] if flip else [])
 
 
 @pytest.mark.parametrize("padding, flip", [(0, False), (0, True), (2, False), (2, True)])
 def test_augment_crops_within_the_padding_and_flips_left_right_only_when_asked(padding, flip):
   from disal_jax.training.augment import Preprocess
+
   images = np.random.default_rng(0).integers(0, 256, (16, 6, 5, 2), dtype=np.uint8)
-  out = np.asarray(Preprocess((0.0, 0.0), (1.0, 1.0), padding, flip).augment(
-      jnp.asarray(images), jax.random.key(3)))
+  out = np.asarray(
+    Preprocess((0.0, 0.0), (1.0, 1.0), padding, flip).augment(
+      jnp.asarray(images), jax.random.key(3)
+    )
+  )
   shifts, flips = set(), set()
   for image, got in zip(images.astype(np.float32) / 255, out):
-    matches = [i for i, c in enumerate(_crops(image, padding, flip))
-               if np.allclose(got, c, atol=1e-6)]
+    matches = [
+      i for i, c in enumerate(_crops(image, padding, flip)) if np.allclose(got, c, atol=1e-6)
+    ]
     assert matches, "not a crop of the padded image (or its mirror)"
     window = matches[0] % (2 * padding + 1) ** 2
     shifts.add(window)
@@ -327,8 +420,9 @@ def test_the_trainer_augments_as_the_augment_section_says():
   images = load_dataset(tiny_config().data).train_images[:16]
   for padding, flip in ((0, False), (3, True)):
     config = tiny_config(**{"augment.crop_padding": padding, "augment.flip": flip})
-    preprocess = Trainer(config, build_model(config.model, 10), load_dataset(config.data),
-                         sharding.make_mesh()).preprocess
+    preprocess = Trainer(
+      config, build_model(config.model, 10), load_dataset(config.data), sharding.make_mesh()
+    ).preprocess
     augmented = preprocess.augment(jnp.asarray(images), jax.random.key(0))
     same = np.allclose(augmented, preprocess.normalise(jnp.asarray(images)))
     assert same == (padding == 0 and not flip)

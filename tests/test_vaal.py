@@ -15,7 +15,6 @@ from disal_jax import loop
 from disal_jax.strategies import vaal
 from disal_jax.training import sharding, steps
 from disal_jax.training.augment import Preprocess
-
 from tests.helpers import tiny_config
 
 
@@ -24,9 +23,10 @@ def test_kl_divergence_equals_the_gaussian_closed_form():
   mu = rng.normal(size=(5, 3))
   sigma = rng.uniform(0.2, 2.0, size=(5, 3))
   # KL(N(mu, s^2) || N(0, 1)) per dimension: log(1/s) + (s^2 + mu^2) / 2 - 1/2
-  expected = np.sum(np.log(1 / sigma) + (sigma ** 2 + mu ** 2) / 2 - 0.5, axis=1)
-  got = vaal.kl_divergence(jnp.asarray(mu, jnp.float32),
-                           jnp.asarray(2 * np.log(sigma), jnp.float32))
+  expected = np.sum(np.log(1 / sigma) + (sigma**2 + mu**2) / 2 - 0.5, axis=1)
+  got = vaal.kl_divergence(
+    jnp.asarray(mu, jnp.float32), jnp.asarray(2 * np.log(sigma), jnp.float32)
+  )
   np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -35,12 +35,13 @@ def test_vae_loss_is_mse_plus_beta_kl(reduction):
   rng = np.random.default_rng(1)
   x, recon = rng.normal(size=(2, 4, 16, 16, 3)).astype(np.float32)
   mu, logvar = rng.normal(size=(2, 4, 8)).astype(np.float32)
-  kl = [0.5 * sum(np.exp(logvar[i, j]) + mu[i, j] ** 2 - 1 - logvar[i, j] for j in range(8))
-        for i in range(4)]
+  kl = [
+    0.5 * sum(np.exp(logvar[i, j]) + mu[i, j] ** 2 - 1 - logvar[i, j] for j in range(8))
+    for i in range(4)
+  ]
   kl = sum(kl) if reduction == "sum" else sum(kl) / 4
   mse = np.mean((recon - x) ** 2)
-  loss, got_mse, got_kl = vaal.vae_loss(*map(jnp.asarray, (x, recon, mu, logvar)), 0.5,
-                                        reduction)
+  loss, got_mse, got_kl = vaal.vae_loss(*map(jnp.asarray, (x, recon, mu, logvar)), 0.5, reduction)
   assert float(got_mse) == pytest.approx(mse, rel=1e-5)
   assert float(got_kl) == pytest.approx(kl, rel=1e-5)
   assert float(loss) == pytest.approx(mse + 0.5 * kl, rel=1e-5)
@@ -61,41 +62,74 @@ def _stripes_context(**overrides):
   rng = np.random.default_rng(0)
   top = np.zeros((8, 8, 1))
   top[:4] = 1
-  images = np.concatenate([np.broadcast_to(top, (64, 8, 8, 3)),
-                           np.broadcast_to(top.transpose(1, 0, 2), (64, 8, 8, 3))])
+  images = np.concatenate(
+    [np.broadcast_to(top, (64, 8, 8, 3)), np.broadcast_to(top.transpose(1, 0, 2), (64, 8, 8, 3))]
+  )
   images = np.clip(images * 200 + rng.normal(0, 20, images.shape), 0, 255).astype(np.uint8)
   mesh = sharding.make_mesh()
-  data = sharding.put_replicated(steps.DeviceData(jnp.asarray(images),
-                                                  jnp.zeros(128, jnp.int32)), mesh)
-  trainer = types.SimpleNamespace(preprocess=Preprocess((0.4,) * 3, (0.35,) * 3),
-                                  train_data=data, mesh=mesh, config=config,
-                                  dataset=types.SimpleNamespace(image_shape=(8, 8, 3),
-                                                                train_labels=np.zeros(128)))
-  return types.SimpleNamespace(config=config, data=trainer, labeled=np.arange(64), result=None,
-                               candidates=np.arange(64, 128), rng=jax.random.key(0), cycle=3)
+  data = sharding.put_replicated(
+    steps.DeviceData(jnp.asarray(images), jnp.zeros(128, jnp.int32)), mesh
+  )
+  trainer = types.SimpleNamespace(
+    preprocess=Preprocess((0.4,) * 3, (0.35,) * 3),
+    train_data=data,
+    mesh=mesh,
+    config=config,
+    dataset=types.SimpleNamespace(image_shape=(8, 8, 3), train_labels=np.zeros(128)),
+  )
+  return types.SimpleNamespace(
+    config=config,
+    data=trainer,
+    labeled=np.arange(64),
+    result=None,
+    candidates=np.arange(64, 128),
+    rng=jax.random.key(0),
+    cycle=3,
+  )
 
 
 def _logits(state, ctx, rows, **batch):
-  return np.asarray(vaal.discriminator_logits(
-      state, ctx.data.train_data, {"index": jnp.asarray(rows, jnp.int32), **batch},
-      preprocess=ctx.data.preprocess, settings=vaal.Settings.from_config(ctx.config)))
+  return np.asarray(
+    vaal.discriminator_logits(
+      state,
+      ctx.data.train_data,
+      {"index": jnp.asarray(rows, jnp.int32), **batch},
+      preprocess=ctx.data.preprocess,
+      settings=vaal.Settings.from_config(ctx.config),
+    )
+  )
 
 
 # (reference's settings: AUC over 0.6; our former ones: over 0.95). Each set is scored in its
 # own batches, as training saw it and as the reference scores its pool.
 @pytest.mark.slow
-@pytest.mark.parametrize("seed, options, auc", [
-    (0, {}, 0.6), (2, {}, 0.6),
-    (2, {"batch_norm": "joint", "score_batch_norm": "running", "normalise": "task",
-         "flip": "none"}, 0.95)])
+@pytest.mark.parametrize(
+  "seed, options, auc",
+  [
+    (0, {}, 0.6),
+    (2, {}, 0.6),
+    (
+      2,
+      {"batch_norm": "joint", "score_batch_norm": "running", "normalise": "task", "flip": "none"},
+      0.95,
+    ),
+  ],
+)
 def test_vae_and_discriminator_learn_to_tell_the_labeled_set_apart(seed, options, auc):
   # Without the adversarial term the latent keeps what tells the sets apart, so the
   # discriminator must learn it: labeled rows score high, unlabeled low. The reference's
   # separate statistics hide part of it (each set's per-channel scale is standardised away):
   # over seeds 0-3 an AUC of 0.60-0.81; joint training statistics and running ones in
   # scoring, 1.0 (see vaal._iteration).
-  ctx = _stripes_context(epochs=20, adversary_weight=0.0, beta=0.01, kl_reduction="mean",
-                         learning_rate=2e-3, iterations_per="labeled", **options)
+  ctx = _stripes_context(
+    epochs=20,
+    adversary_weight=0.0,
+    beta=0.01,
+    kl_reduction="mean",
+    learning_rate=2e-3,
+    iterations_per="labeled",
+    **options,
+  )
   ctx.rng = jax.random.key(seed)
   state, losses = vaal.train(ctx)
   assert len(losses["vae_loss"]) == 80  # 20 passes over 64 labeled rows, batches of 16
@@ -126,15 +160,15 @@ def test_separate_passes_give_each_batch_its_own_statistics():
   passes = jax.jit(vaal.vae_passes, static_argnames=("vae", "batch_norm"))
 
   def labeled_out(x_u, batch_norm):
-    out_l, _, _ = passes(settings.vae, state.vae_params, state.vae_stats, x_l, x_u, key,
-                         batch_norm=batch_norm)
+    out_l, _, _ = passes(
+      settings.vae, state.vae_params, state.vae_stats, x_l, x_u, key, batch_norm=batch_norm
+    )
     return out_l
 
   # 'separate': the labeled batch's outputs are those of a pass over it alone ...
-  alone, _ = jax.jit(functools.partial(settings.vae.apply, train=True,
-                                       mutable=["batch_stats"]))(
-      {"params": state.vae_params, "batch_stats": state.vae_stats}, x_l,
-      jax.random.split(key)[0])
+  alone, _ = jax.jit(functools.partial(settings.vae.apply, train=True, mutable=["batch_stats"]))(
+    {"params": state.vae_params, "batch_stats": state.vae_stats}, x_l, jax.random.split(key)[0]
+  )
   for name in ("mu", "reconstruction"):
     np.testing.assert_allclose(labeled_out(x_u1, "separate")[name], alone[name], atol=1e-5)
     np.testing.assert_allclose(labeled_out(x_u2, "separate")[name], alone[name], atol=1e-5)
@@ -179,8 +213,13 @@ def test_images_follow_the_reference_normalisation_and_flips():
   settings = vaal.Settings.from_config(ctx.config)  # image_size 16: resized from 8
   same = dataclasses.replace(settings, image_size=8)
   raw = np.asarray(ctx.data.train_data.images[:4], np.float64)
-  got = vaal.vae_images(ctx.data.train_data, jnp.arange(4), ctx.data.preprocess, same,
-                        jnp.asarray([True, False, True, False]))
+  got = vaal.vae_images(
+    ctx.data.train_data,
+    jnp.arange(4),
+    ctx.data.preprocess,
+    same,
+    jnp.asarray([True, False, True, False]),
+  )
   want = (raw / 255 - 0.5) / 0.5  # torchvision's Normalize(0.5, 0.5) after ToTensor
   want[[0, 2]] = want[[0, 2], :, ::-1]
   np.testing.assert_allclose(got, want, atol=1e-6)
@@ -189,8 +228,9 @@ def test_images_follow_the_reference_normalisation_and_flips():
 
 
 def test_iterations_follow_the_reference_count():
-  config = tiny_config(**{"vaal.epochs": 100, "vaal.batch_size": 128,
-                          "vaal.iterations_per": "train_set"})
+  config = tiny_config(
+    **{"vaal.epochs": 100, "vaal.batch_size": 128, "vaal.iterations_per": "train_set"}
+  )
   assert vaal.num_iterations(config, 5_000, 50_000) == 39_062  # sinhasam/vaal on CIFAR-10
   config.vaal.iterations_per = "labeled"
   assert vaal.num_iterations(config, 5_000, 50_000) == 3_906
@@ -205,6 +245,7 @@ def test_each_vae_step_draws_its_own_batches():
   def spy(state, data, labeled, unlabeled, rng, **kwargs):
     seen.append((np.asarray(labeled), np.asarray(unlabeled)))
     return original(state, data, labeled, unlabeled, rng, **kwargs)
+
   vaal.train_chunk = spy
   try:
     vaal.train(ctx)
@@ -227,8 +268,11 @@ def test_iteration_batches_cover_every_row_before_repeating():
 
 def test_a_nan_loss_stops_with_the_cycle_and_iteration():
   config = tiny_config()
-  losses = {"vae_loss": np.array([1.0, 2.0, np.nan]), "reconstruction": np.ones(3),
-            "discriminator_loss": np.ones(3)}
+  losses = {
+    "vae_loss": np.array([1.0, 2.0, np.nan]),
+    "reconstruction": np.ones(3),
+    "discriminator_loss": np.ones(3),
+  }
   with pytest.raises(vaal.VaalDiverged, match=r"cycle 2 at iteration 13 of 40.*vae_loss nan"):
     vaal.check_losses(losses, 10, 40, 2, config)
   losses["vae_loss"][2] = 1.0

@@ -18,8 +18,9 @@ _USER = f"{xla_cpu.FLAG}=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
 
 def _conv_program(compiler_options=None) -> str:
   x, w = jnp.ones((4, 16, 16, 64)), jnp.ones((3, 3, 64, 64))
-  conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  conv = lambda x, w: lax.conv_general_dilated(
+    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   return jax.jit(conv, compiler_options=compiler_options).lower(x, w).compile().as_text()
 
 
@@ -44,10 +45,16 @@ def test_this_process_compiles_convolutions_without_ynnpack():
 def test_this_process_fuses_elementwise_ops_into_ynnpack_dots():
   def root_is_ynnpack(compiler_options=None) -> bool:
     fn = lambda x, w: jnp.tanh(x @ w) * 2.0 + 1.0
-    hlo = jax.jit(fn, compiler_options=compiler_options).lower(
-        jnp.ones((64, 128)), jnp.ones((128, 128))).compile().as_text()
-    return any(line.strip().startswith("ROOT") and "__ynn_fusion" in line
-               for line in hlo.splitlines())
+    hlo = (
+      jax.jit(fn, compiler_options=compiler_options)
+      .lower(jnp.ones((64, 128)), jnp.ones((128, 128)))
+      .compile()
+      .as_text()
+    )
+    return any(
+      line.strip().startswith("ROOT") and "__ynn_fusion" in line for line in hlo.splitlines()
+    )
+
   # one YNNPACK fusion computes the product and what follows it ...
   assert root_is_ynnpack()
   # ... where XLA's own list (minus convolutions) leaves the elementwise ops to XLA
@@ -58,21 +65,29 @@ def test_import_changes_nothing_and_the_entry_points_setting_keeps_the_users():
   """Importing the package (every entry module included) leaves XLA_FLAGS and JAX's backends
   alone; platform_settings.apply() then appends the setting, keeps a user's own flag, and is
   inert once a backend has started."""
-  script = ("import os, sys\n"
-            "if sys.argv[1] == 'started':\n"
-            "  import jax; jax.devices()\n"
-            "import disal_jax, disal_jax.main, disal_jax.loop, disal_jax.annotate.rounds\n"
-            "import disal_jax.strategies.registry, disal_jax.report.sweep_report\n"
-            "from jax._src import xla_bridge\n"
-            "print(os.environ.get('XLA_FLAGS', ''))\n"
-            "print(xla_bridge.backends_are_initialized())\n"
-            "from disal_jax import platform_settings\n"
-            "platform_settings.apply()\n"
-            "print(os.environ.get('XLA_FLAGS', ''))\n")
+  script = (
+    "import os, sys\n"
+    "if sys.argv[1] == 'started':\n"
+    "  import jax; jax.devices()\n"
+    "import disal_jax, disal_jax.main, disal_jax.loop, disal_jax.annotate.rounds\n"
+    "import disal_jax.strategies.registry, disal_jax.report.sweep_report\n"
+    "from jax._src import xla_bridge\n"
+    "print(os.environ.get('XLA_FLAGS', ''))\n"
+    "print(xla_bridge.backends_are_initialized())\n"
+    "from disal_jax import platform_settings\n"
+    "platform_settings.apply()\n"
+    "print(os.environ.get('XLA_FLAGS', ''))\n"
+  )
 
   def flags(xla_flags: str, mode: str) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
-                          cwd=REPO, env=subprocess_env(XLA_FLAGS=xla_flags), check=True)
+    done = subprocess.run(
+      [sys.executable, "-c", script, mode],
+      capture_output=True,
+      text=True,
+      cwd=REPO,
+      env=subprocess_env(XLA_FLAGS=xla_flags),
+      check=True,
+    )
     return done.stdout.strip().splitlines()[-3:]
 
   forced = "--xla_force_host_platform_device_count=2"

@@ -41,26 +41,32 @@ KEEP_STATES = 1000  # every change stays undoable
 
 
 def _images_under(folder: pathlib.Path) -> list[pathlib.Path]:
-  return sorted(p for p in folder.rglob("*") if p.is_file()
-                and p.suffix.lower() in image_folder.IMAGE_SUFFIXES)
+  return sorted(
+    p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in image_folder.IMAGE_SUFFIXES
+  )
 
 
-def scan_folder(root: pathlib.Path) -> tuple[list[str], list[tuple[str, int]],
-                                             list[tuple[str, int]]]:
+def scan_folder(
+  root: pathlib.Path,
+) -> tuple[list[str], list[tuple[str, int]], list[tuple[str, int]]]:
   """(class names, [(relative path, label or -1)] for training, [(relative path, label)] test)."""
   if not root.is_dir():
     raise ProjectError(f"{root}: no such folder (--images)")
-  classes = sorted(p.name for p in root.iterdir()
-                   if p.is_dir() and p.name not in (UNLABELED_DIR, TEST_DIR))
+  classes = sorted(
+    p.name for p in root.iterdir() if p.is_dir() and p.name not in (UNLABELED_DIR, TEST_DIR)
+  )
   if len(classes) < 2:
-    raise ProjectError(f"{root}: needs at least two class folders of labeled images "
-                       f"(<class>/<image>) beside {UNLABELED_DIR}/; found {classes}")
+    raise ProjectError(
+      f"{root}: needs at least two class folders of labeled images "
+      f"(<class>/<image>) beside {UNLABELED_DIR}/; found {classes}"
+    )
   train = []
   for label, name in enumerate(classes):
     members = _images_under(root / name)
     if not members:
-      raise ProjectError(f"{root / name}: class folder holds no images "
-                         f"(suffixes {image_folder.IMAGE_SUFFIXES})")
+      raise ProjectError(
+        f"{root / name}: class folder holds no images (suffixes {image_folder.IMAGE_SUFFIXES})"
+      )
     train.extend((str(p.relative_to(root)), label) for p in members)
   unlabeled = _images_under(root / UNLABELED_DIR) if (root / UNLABELED_DIR).is_dir() else []
   if not unlabeled:
@@ -71,10 +77,14 @@ def scan_folder(root: pathlib.Path) -> tuple[list[str], list[tuple[str, int]],
     test_classes, files = image_folder.list_split(root / TEST_DIR)
     unknown = sorted(set(test_classes) - set(classes))
     if unknown:
-      raise ProjectError(f"{root / TEST_DIR}: class folders {unknown} have no labeled "
-                         f"training folder; training classes: {classes}")
-    test = [(str(pathlib.Path(p).relative_to(root)), classes.index(test_classes[label]))
-            for p, label in files]
+      raise ProjectError(
+        f"{root / TEST_DIR}: class folders {unknown} have no labeled "
+        f"training folder; training classes: {classes}"
+      )
+    test = [
+      (str(pathlib.Path(p).relative_to(root)), classes.index(test_classes[label]))
+      for p, label in files
+    ]
   return classes, train, test
 
 
@@ -91,6 +101,7 @@ class Project:
     test_paths, test_labels: the optional test split.
     config: the experiment config (model, training, strategies' settings).
   """
+
   workdir: pathlib.Path
   images_root: pathlib.Path
   class_names: tuple[str, ...]
@@ -109,11 +120,18 @@ class Project:
     """Every image decoded (resized to config.data.image_size, so all share one size);
     unlabeled rows carry label 0 in the Dataset (never read: only labeled rows are trained on)."""
     size = int(self.config.data.image_size)
-    images = image_folder.read_all([(str(self.images_root / p), 0)
-                                    for p in self.paths + self.test_paths], size)
-    train, test = images[:self.num_images], images[self.num_images:]
-    return Dataset("annotation_project", train, np.maximum(self.initial_labels, 0),
-                   test, self.test_labels.astype(np.int32), self.class_names)
+    images = image_folder.read_all(
+      [(str(self.images_root / p), 0) for p in self.paths + self.test_paths], size
+    )
+    train, test = images[: self.num_images], images[self.num_images :]
+    return Dataset(
+      "annotation_project",
+      train,
+      np.maximum(self.initial_labels, 0),
+      test,
+      self.test_labels.astype(np.int32),
+      self.class_names,
+    )
 
 
 def init_project(images: str, workdir: str, config: ml_collections.ConfigDict) -> Project:
@@ -121,12 +139,16 @@ def init_project(images: str, workdir: str, config: ml_collections.ConfigDict) -
   root = pathlib.Path(images).expanduser().resolve()
   work = pathlib.Path(workdir)
   if (work / PROJECT_FILE).exists():
-    raise ProjectError(f"{work} already holds a project ({PROJECT_FILE}); choose another "
-                       "--workdir, or use `annotate status` to see it")
+    raise ProjectError(
+      f"{work} already holds a project ({PROJECT_FILE}); choose another "
+      "--workdir, or use `annotate status` to see it"
+    )
   classes, train, test = scan_folder(root)
   if not config.data.image_size:
-    raise ProjectError("config.data.image_size is 0: set it (e.g. --config.data.image_size=32) "
-                       "so that every image is resized to one size")
+    raise ProjectError(
+      "config.data.image_size is 0: set it (e.g. --config.data.image_size=32) "
+      "so that every image is resized to one size"
+    )
   work.mkdir(parents=True, exist_ok=True)
   (work / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
   with open(work / IMAGES_FILE, "w", newline="", encoding="utf-8") as f:
@@ -134,13 +156,26 @@ def init_project(images: str, workdir: str, config: ml_collections.ConfigDict) -
     writer.writerow(["id", "path", "initial_label"])
     for i, (path, label) in enumerate(train):
       writer.writerow([i, path, classes[label] if label >= 0 else ""])
-  (work / PROJECT_FILE).write_text(json.dumps({
-      "images": str(root), "class_names": classes,
-      "test": [[p, classes[label]] for p, label in test]}, indent=1))
+  (work / PROJECT_FILE).write_text(
+    json.dumps(
+      {
+        "images": str(root),
+        "class_names": classes,
+        "test": [[p, classes[label]] for p, label in test],
+      },
+      indent=1,
+    )
+  )
   project = load_project(workdir)
   labels = project.initial_labels.copy()
-  state = State(labels, np.where(labels >= 0, 0, -1).astype(np.int32),
-                np.zeros(len(labels), bool), round=0, history=[], event="init")
+  state = State(
+    labels,
+    np.where(labels >= 0, 0, -1).astype(np.int32),
+    np.zeros(len(labels), bool),
+    round=0,
+    history=[],
+    event="init",
+  )
   store = StateStore(project)
   store.save(state)
   store.close()
@@ -181,19 +216,29 @@ def load_project(workdir: str) -> Project:
   """The Project that `init` wrote in `workdir`; ProjectError where there is none."""
   work = pathlib.Path(workdir)
   if not (work / PROJECT_FILE).exists():
-    raise ProjectError(f"{work}: not an annotation project (no {PROJECT_FILE}); create one "
-                       "with `python -m disal_jax.annotate init --images=DIR --workdir=W`")
+    raise ProjectError(
+      f"{work}: not an annotation project (no {PROJECT_FILE}); create one "
+      "with `python -m disal_jax.annotate init --images=DIR --workdir=W`"
+    )
   meta = json.loads((work / PROJECT_FILE).read_text())
   classes = tuple(meta["class_names"])
   with open(work / IMAGES_FILE, newline="", encoding="utf-8") as f:
     rows = list(csv.DictReader(f))
   paths = tuple(r["path"] for r in rows)
-  labels = np.array([classes.index(r["initial_label"]) if r["initial_label"] else -1
-                     for r in rows], np.int32)
+  labels = np.array(
+    [classes.index(r["initial_label"]) if r["initial_label"] else -1 for r in rows], np.int32
+  )
   config = config_on_defaults(json.loads((work / CONFIG_FILE).read_text()))
-  return Project(work, pathlib.Path(meta["images"]), classes, paths, labels,
-                 tuple(p for p, _ in meta["test"]),
-                 np.array([classes.index(c) for _, c in meta["test"]], np.int32), config)
+  return Project(
+    work,
+    pathlib.Path(meta["images"]),
+    classes,
+    paths,
+    labels,
+    tuple(p for p, _ in meta["test"]),
+    np.array([classes.index(c) for _, c in meta["test"]], np.int32),
+    config,
+  )
 
 
 @dataclasses.dataclass
@@ -209,6 +254,7 @@ class State:
     event: what made this state ('init', 'next', 'import', 'undo').
     parent: the checkpoint step this state was made from (None for init).
   """
+
   labels: np.ndarray
   labeled_round: np.ndarray
   query: np.ndarray
@@ -223,8 +269,12 @@ class State:
 
   def meta(self) -> dict[str, Any]:
     """The state's JSON metadata: round, history, event and parent."""
-    return {"round": self.round, "history": self.history, "event": self.event,
-            "parent": self.parent}
+    return {
+      "round": self.round,
+      "history": self.history,
+      "event": self.event,
+      "parent": self.parent,
+    }
 
 
 class StateStore:
@@ -237,19 +287,30 @@ class StateStore:
   def _template(self, meta):
     del meta
     n = self.project.num_images
-    return {"labels": np.zeros(n, np.int32), "labeled_round": np.zeros(n, np.int32),
-            "query": np.zeros(n, bool)}
+    return {
+      "labels": np.zeros(n, np.int32),
+      "labeled_round": np.zeros(n, np.int32),
+      "query": np.zeros(n, bool),
+    }
 
   def _state(self, tree, meta) -> State:
-    return State(tree["labels"], tree["labeled_round"], tree["query"], meta["round"],
-                 meta["history"], meta["event"], meta["parent"])
+    return State(
+      tree["labels"],
+      tree["labeled_round"],
+      tree["query"],
+      meta["round"],
+      meta["history"],
+      meta["event"],
+      meta["parent"],
+    )
 
   def latest(self) -> tuple[int, State]:
     """(step, State) of the newest saved state; ProjectError where none is."""
     restored = self.ckpt.restore_newest(self._template)
     if restored is None:
-      raise ProjectError(f"{self.ckpt.directory}: the project has no state; run init again "
-                         "in a new --workdir")
+      raise ProjectError(
+        f"{self.ckpt.directory}: the project has no state; run init again in a new --workdir"
+      )
     step, tree, meta = restored
     return step, self._state(tree, meta)
 

@@ -21,11 +21,27 @@ from disal_jax.data import cache, tfds_source
 from disal_jax.data.dataset import IGNORE_LABEL, Dataset
 
 # (raw label id, train id, name) of the 19 evaluated classes; every other id is ignored.
-CLASSES = ((7, 0, "road"), (8, 1, "sidewalk"), (11, 2, "building"), (12, 3, "wall"),
-           (13, 4, "fence"), (17, 5, "pole"), (19, 6, "traffic light"),
-           (20, 7, "traffic sign"), (21, 8, "vegetation"), (22, 9, "terrain"), (23, 10, "sky"),
-           (24, 11, "person"), (25, 12, "rider"), (26, 13, "car"), (27, 14, "truck"),
-           (28, 15, "bus"), (31, 16, "train"), (32, 17, "motorcycle"), (33, 18, "bicycle"))
+CLASSES = (
+  (7, 0, "road"),
+  (8, 1, "sidewalk"),
+  (11, 2, "building"),
+  (12, 3, "wall"),
+  (13, 4, "fence"),
+  (17, 5, "pole"),
+  (19, 6, "traffic light"),
+  (20, 7, "traffic sign"),
+  (21, 8, "vegetation"),
+  (22, 9, "terrain"),
+  (23, 10, "sky"),
+  (24, 11, "person"),
+  (25, 12, "rider"),
+  (26, 13, "car"),
+  (27, 14, "truck"),
+  (28, 15, "bus"),
+  (31, 16, "train"),
+  (32, 17, "motorcycle"),
+  (33, 18, "bicycle"),
+)
 CLASS_NAMES = tuple(name for _, _, name in CLASSES)
 _NUM_RAW_IDS = 256  # ids are stored as 8-bit PNG values
 
@@ -56,8 +72,7 @@ def decode_split(source, downscale: int) -> tuple[np.ndarray, np.ndarray]:
   return np.stack(images), np.stack(labels)
 
 
-def load_cityscapes(*, data_dir: str, manual_dir: str, cache_dir: str, downscale: int
-                    ) -> Dataset:
+def load_cityscapes(*, data_dir: str, manual_dir: str, cache_dir: str, downscale: int) -> Dataset:
   """The prepared tfds Cityscapes as arrays, decoded once, then read from the cache.
 
   Memory: the training split is 2975 x 1024 x 2048 x 4 bytes (images and label maps) = 25 GB
@@ -70,8 +85,18 @@ def load_cityscapes(*, data_dir: str, manual_dir: str, cache_dir: str, downscale
   if arrays is None:
     train_x, train_y = decode_split(builder.as_data_source(split="train"), downscale)
     test_x, test_y = decode_split(builder.as_data_source(split="validation"), downscale)
-    arrays = {"train_images": train_x, "train_labels": train_y, "test_images": test_x,
-              "test_labels": test_y}
+    arrays = {
+      "train_images": train_x,
+      "train_labels": train_y,
+      "test_images": test_x,
+      "test_labels": test_y,
+    }
     cache.save_arrays(cache_file, arrays)
-  return Dataset("cityscapes", arrays["train_images"], arrays["train_labels"],
-                 arrays["test_images"], arrays["test_labels"], CLASS_NAMES)
+  return Dataset(
+    "cityscapes",
+    arrays["train_images"],
+    arrays["train_labels"],
+    arrays["test_images"],
+    arrays["test_labels"],
+    CLASS_NAMES,
+  )

@@ -33,6 +33,7 @@ class Dataset:
     channel_mean_std: the training images' channel statistics when known without reading
       them (a row store keeps them); None: computed from the images.
   """
+
   name: str
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -49,19 +50,23 @@ class Dataset:
       if split == "val" and images is None and labels is None:
         continue
       if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"{self.name}: {split} images must be uint8 (N, H, W, C), got "
-                         f"{images.dtype} {images.shape}")
+        raise ValueError(
+          f"{self.name}: {split} images must be uint8 (N, H, W, C), got "
+          f"{images.dtype} {images.shape}"
+        )
       expected = images.shape[:3] if self.is_segmentation else images.shape[:1]
       if labels.shape != expected:
-        raise ValueError(f"{self.name}: {split} labels {labels.shape} do not match images "
-                         f"{images.shape}")
+        raise ValueError(
+          f"{self.name}: {split} labels {labels.shape} do not match images {images.shape}"
+        )
       if self.is_segmentation:
         bad = (labels < 0) | ((labels >= len(self.class_names)) & (labels != IGNORE_LABEL))
       else:
         bad = (labels < 0) | (labels >= len(self.class_names))
       if bad.any():
         allowed = f"[0, {len(self.class_names)})" + (
-            f" or {IGNORE_LABEL}" if self.is_segmentation else "")
+          f" or {IGNORE_LABEL}" if self.is_segmentation else ""
+        )
         raise ValueError(f"{self.name}: {int(bad.sum())} {split} labels outside {allowed}")
 
   @property
@@ -108,17 +113,24 @@ def carve_validation(dataset: Dataset, fraction: float, seed) -> Dataset:
   else:
     train, val = stratified_split(dataset.train_labels, fraction, seed)
   if not len(val) or not len(train):
-    raise ValueError(f"{dataset.name}: data.val_fraction={fraction} leaves "
-                     f"{len(train)} training and {len(val)} validation images; pick a "
-                     "fraction that leaves both non-empty")
+    raise ValueError(
+      f"{dataset.name}: data.val_fraction={fraction} leaves "
+      f"{len(train)} training and {len(val)} validation images; pick a "
+      "fraction that leaves both non-empty"
+    )
   return dataclasses.replace(
-      dataset, train_images=dataset.train_images[train], train_labels=dataset.train_labels[train],
-      val_images=dataset.train_images[val], val_labels=dataset.train_labels[val],
-      channel_mean_std=None)
+    dataset,
+    train_images=dataset.train_images[train],
+    train_labels=dataset.train_labels[train],
+    val_images=dataset.train_images[val],
+    val_labels=dataset.train_labels[val],
+    channel_mean_std=None,
+  )
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+  labels: np.ndarray, test_fraction: float, seed
+) -> tuple[np.ndarray, np.ndarray]:
   """Splits indices per class: round(test_fraction * n_c) of each class go to the test side.
 
   Returns:
@@ -134,12 +146,17 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed
   return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def take(dataset: Dataset, train_indices: np.ndarray | None = None,
-         test_indices: np.ndarray | None = None) -> Dataset:
+def take(
+  dataset: Dataset, train_indices: np.ndarray | None = None, test_indices: np.ndarray | None = None
+) -> Dataset:
   """A dataset restricted to the given rows of each split (None keeps a split whole)."""
   tr = slice(None) if train_indices is None else train_indices
   te = slice(None) if test_indices is None else test_indices
   return dataclasses.replace(
-      dataset, train_images=dataset.train_images[tr], train_labels=dataset.train_labels[tr],
-      test_images=dataset.test_images[te], test_labels=dataset.test_labels[te],
-      channel_mean_std=None)
+    dataset,
+    train_images=dataset.train_images[tr],
+    train_labels=dataset.train_labels[tr],
+    test_images=dataset.test_images[te],
+    test_labels=dataset.test_labels[te],
+    channel_mean_std=None,
+  )

@@ -20,5 +20,11 @@ def load_digits(test_fraction: float, split_seed: int) -> Dataset:
   images = np.round(bunch.images / _MAX_PIXEL * 255.0).astype(np.uint8)[..., None]
   labels = bunch.target.astype(np.int32)
   train_idx, test_idx = stratified_split(labels, test_fraction, split_seed)
-  return Dataset("digits", images[train_idx], labels[train_idx], images[test_idx],
-                 labels[test_idx], tuple(str(c) for c in range(10)))
+  return Dataset(
+    "digits",
+    images[train_idx],
+    labels[train_idx],
+    images[test_idx],
+    labels[test_idx],
+    tuple(str(c) for c in range(10)),
+  )

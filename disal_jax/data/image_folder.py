@@ -28,8 +28,10 @@ def _find_root(root: pathlib.Path) -> pathlib.Path:
   children = [p for p in root.iterdir() if p.is_dir()]
   if len(children) == 1 and all((children[0] / s).is_dir() for s in SPLITS):
     return children[0]
-  raise ImageFolderError(f"{root}: expected sub-folders {SPLITS}, each holding one folder per "
-                         "class (root/<split>/<class>/<image>)")
+  raise ImageFolderError(
+    f"{root}: expected sub-folders {SPLITS}, each holding one folder per "
+    "class (root/<split>/<class>/<image>)"
+  )
 
 
 def list_split(split_dir: pathlib.Path) -> tuple[list[str], list[tuple[str, int]]]:
@@ -39,11 +41,11 @@ def list_split(split_dir: pathlib.Path) -> tuple[list[str], list[tuple[str, int]
     raise ImageFolderError(f"{split_dir}: no class folders")
   files = []
   for label, name in enumerate(classes):
-    members = sorted(p for p in (split_dir / name).iterdir()
-                     if p.suffix.lower() in IMAGE_SUFFIXES)
+    members = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not members:
-      raise ImageFolderError(f"{split_dir / name}: class folder holds no images "
-                             f"(suffixes {IMAGE_SUFFIXES})")
+      raise ImageFolderError(
+        f"{split_dir / name}: class folder holds no images (suffixes {IMAGE_SUFFIXES})"
+      )
     files.extend((str(p), label) for p in members)
   return classes, files
 
@@ -64,22 +66,24 @@ def read_image(path: str, image_size: int, crop_from: int = 0) -> np.ndarray:
 def read_all(files: list[tuple[str, int]], image_size: int, crop_from: int = 0) -> np.ndarray:
   """(N, H, W, 3) uint8 of the (path, label) pairs' images, read in threads; all one size."""
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-    images = list(pool.map(lambda f: read_image(f[0], image_size, crop_from), files,
-                           chunksize=256))
+    images = list(pool.map(lambda f: read_image(f[0], image_size, crop_from), files, chunksize=256))
   for (path, _), image in zip(files, images):
     if image.shape != images[0].shape:
-      raise ImageFolderError(f"{path}: size {image.shape} differs from {images[0].shape} "
-                             f"({files[0][0]}); set config.data.image_size to resize all images")
+      raise ImageFolderError(
+        f"{path}: size {image.shape} differs from {images[0].shape} "
+        f"({files[0][0]}); set config.data.image_size to resize all images"
+      )
   return np.stack(images)
 
 
-def load_image_folder(root: str, image_size: int, cache_dir: str, crop_from: int = 0
-                      ) -> Dataset:
+def load_image_folder(root: str, image_size: int, cache_dir: str, crop_from: int = 0) -> Dataset:
   """The Dataset of the image folder (root/<split>/<class>/<image>, or a .tar.gz of it) at
   `image_size` pixels, decoded once, then read from the cache."""
   if not root:
-    raise ImageFolderError("config.data.data_dir is empty: set it to the image folder "
-                           "(root/<split>/<class>/<image>) or a .tar.gz of it")
+    raise ImageFolderError(
+      "config.data.data_dir is empty: set it to the image folder "
+      "(root/<split>/<class>/<image>) or a .tar.gz of it"
+    )
   path = pathlib.Path(root).expanduser()
   if not path.exists():
     raise ImageFolderError(f"{path}: no such folder or archive (config.data.data_dir)")
@@ -91,17 +95,32 @@ def load_image_folder(root: str, image_size: int, cache_dir: str, crop_from: int
   if train_classes != test_classes:
     only_train = sorted(set(train_classes) - set(test_classes))
     only_test = sorted(set(test_classes) - set(train_classes))
-    raise ImageFolderError(f"{path}: train and test class folders differ (only in train: "
-                           f"{only_train}, only in test: {only_test})")
-  key = cache.key_of(str(path.resolve()), image_size, train_files, test_files,
-                     *([crop_from] if crop_from else []))  # the former key when not cropping
+    raise ImageFolderError(
+      f"{path}: train and test class folders differ (only in train: "
+      f"{only_train}, only in test: {only_test})"
+    )
+  key = cache.key_of(
+    str(path.resolve()), image_size, train_files, test_files, *([crop_from] if crop_from else [])
+  )  # the former key when not cropping
   cache_file = cache.cache_root(cache_dir) / "arrays" / f"image_folder-{key}.npz"
   arrays = cache.load_arrays(cache_file)
   if arrays is None:
-    arrays = {f"{s}_images": read_all(f, image_size, crop_from) for s, f in
-              (("train", train_files), ("test", test_files))}
-    arrays.update({f"{s}_labels": np.array([label for _, label in f], np.int32) for s, f in
-                   (("train", train_files), ("test", test_files))})
+    arrays = {
+      f"{s}_images": read_all(f, image_size, crop_from)
+      for s, f in (("train", train_files), ("test", test_files))
+    }
+    arrays.update(
+      {
+        f"{s}_labels": np.array([label for _, label in f], np.int32)
+        for s, f in (("train", train_files), ("test", test_files))
+      }
+    )
     cache.save_arrays(cache_file, arrays)
-  return Dataset("image_folder", arrays["train_images"], arrays["train_labels"],
-                 arrays["test_images"], arrays["test_labels"], tuple(train_classes))
+  return Dataset(
+    "image_folder",
+    arrays["train_images"],
+    arrays["train_labels"],
+    arrays["test_images"],
+    arrays["test_labels"],
+    tuple(train_classes),
+  )

@@ -29,7 +29,9 @@ def make_long_tailed(dataset: Dataset, imbalance_ratio: float) -> Dataset:
   for c, n in enumerate(counts):
     members = np.flatnonzero(labels == c)
     if members.size < n:
-      raise ValueError(f"{dataset.name}: class {dataset.class_names[c]!r} has {members.size} "
-                       f"training images, the long-tail profile asks for {n}")
+      raise ValueError(
+        f"{dataset.name}: class {dataset.class_names[c]!r} has {members.size} "
+        f"training images, the long-tail profile asks for {n}"
+      )
     keep.append(members[:n])
   return take(dataset, train_indices=np.sort(np.concatenate(keep)))

@@ -21,6 +21,7 @@ from disal_jax.data import tfds_source
 @dataclasses.dataclass(frozen=True)
 class Flags:
   """This command's flags (`define_flags`)."""
+
   dataset: flags.FlagHolder
   data_dir: flags.FlagHolder
   manual_dir: flags.FlagHolder
@@ -31,10 +32,11 @@ def define_flags() -> Flags:
   """Defines this command's flags on absl's FLAGS. Called when the command runs, never at
   import: importing this module defines no flag."""
   defined = Flags(
-      flags.DEFINE_enum("dataset", None, sorted(tfds_source.SPECS), "Dataset to prepare."),
-      flags.DEFINE_string("data_dir", "", "tfds data_dir ('' = ~/tensorflow_datasets)."),
-      flags.DEFINE_string("manual_dir", "", "Folder with manually downloaded archives."),
-      flags.DEFINE_float("probe_timeout_s", 5.0, "Network check timeout."))
+    flags.DEFINE_enum("dataset", None, sorted(tfds_source.SPECS), "Dataset to prepare."),
+    flags.DEFINE_string("data_dir", "", "tfds data_dir ('' = ~/tensorflow_datasets)."),
+    flags.DEFINE_string("manual_dir", "", "Folder with manually downloaded archives."),
+    flags.DEFINE_float("probe_timeout_s", 5.0, "Network check timeout."),
+  )
   flags.mark_flag_as_required("dataset")
   return defined
 
@@ -56,15 +58,20 @@ def main(argv: list[str], args: Flags) -> None:
   """Downloads and prepares --dataset with tfds (array_record files) in --data_dir."""
   del argv
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   name = args.dataset.value
   builder = tfds_source.builder_for(name, args.data_dir.value)
   if not tfds_source.SPECS[name].manual and not network_reachable(
-      builder.info.homepage, args.probe_timeout_s.value):
-    raise SystemExit(f"No network: cannot reach {builder.info.homepage} to download {name!r}. "
-                     "Prepare it on a machine with network access and copy the data_dir here.")
+    builder.info.homepage, args.probe_timeout_s.value
+  ):
+    raise SystemExit(
+      f"No network: cannot reach {builder.info.homepage} to download {name!r}. "
+      "Prepare it on a machine with network access and copy the data_dir here."
+    )
   builder.download_and_prepare(
-      file_format="array_record",
-      download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir.value or None))
+    file_format="array_record",
+    download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir.value or None),
+  )
   print(f"Prepared {name!r} in {builder.data_dir}")
 
 

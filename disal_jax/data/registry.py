@@ -10,8 +10,16 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from disal_jax.data import (cache, cityscapes, digits, image_folder, long_tail, row_store,
-                            shapes, tfds_source)
+from disal_jax.data import (
+  cache,
+  cityscapes,
+  digits,
+  image_folder,
+  long_tail,
+  row_store,
+  shapes,
+  tfds_source,
+)
 from disal_jax.data.dataset import Dataset, carve_validation, take
 
 # Seeds the validation split apart from the test split (both derive from data.split_seed).
@@ -22,23 +30,41 @@ Loader = Callable[[ml_collections.ConfigDict], Dataset]
 
 def _tfds_loader(name: str, cfg: ml_collections.ConfigDict) -> Dataset:
   return tfds_source.load_tfds(
-      name, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir, cache_dir=cfg.cache_dir,
-      image_size=cfg.image_size, test_fraction=cfg.test_fraction, split_seed=cfg.split_seed,
-      max_train_per_class=cfg.max_train_per_class, crop_from=cfg.crop_from)
+    name,
+    data_dir=cfg.data_dir,
+    manual_dir=cfg.manual_dir,
+    cache_dir=cfg.cache_dir,
+    image_size=cfg.image_size,
+    test_fraction=cfg.test_fraction,
+    split_seed=cfg.split_seed,
+    max_train_per_class=cfg.max_train_per_class,
+    crop_from=cfg.crop_from,
+  )
 
 
 _LOADERS: dict[str, Loader] = {
-    "digits": lambda cfg: digits.load_digits(cfg.test_fraction, cfg.split_seed),
-    "shapes": lambda cfg: shapes.load_shapes(cfg.shapes.num_train, cfg.shapes.num_test,
-                                             cfg.shapes.size, cfg.shapes.max_shapes,
-                                             cfg.split_seed),
-    "image_folder": lambda cfg: image_folder.load_image_folder(cfg.data_dir, cfg.image_size,
-                                                               cfg.cache_dir, cfg.crop_from),
-    "cityscapes": lambda cfg: cityscapes.load_cityscapes(
-        data_dir=cfg.data_dir, manual_dir=cfg.manual_dir, cache_dir=cfg.cache_dir,
-        downscale=cfg.downscale),
-    **{name: functools.partial(_tfds_loader, name) for name, spec in tfds_source.SPECS.items()
-       if not spec.segmentation},
+  "digits": lambda cfg: digits.load_digits(cfg.test_fraction, cfg.split_seed),
+  "shapes": lambda cfg: shapes.load_shapes(
+    cfg.shapes.num_train,
+    cfg.shapes.num_test,
+    cfg.shapes.size,
+    cfg.shapes.max_shapes,
+    cfg.split_seed,
+  ),
+  "image_folder": lambda cfg: image_folder.load_image_folder(
+    cfg.data_dir, cfg.image_size, cfg.cache_dir, cfg.crop_from
+  ),
+  "cityscapes": lambda cfg: cityscapes.load_cityscapes(
+    data_dir=cfg.data_dir,
+    manual_dir=cfg.manual_dir,
+    cache_dir=cfg.cache_dir,
+    downscale=cfg.downscale,
+  ),
+  **{
+    name: functools.partial(_tfds_loader, name)
+    for name, spec in tfds_source.SPECS.items()
+    if not spec.segmentation
+  },
 }
 
 
@@ -99,8 +125,11 @@ def _load(cfg: ml_collections.ConfigDict) -> Dataset:
     dataset = long_tail.make_long_tailed(dataset, cfg.imbalance_ratio)
   if cfg.max_train or cfg.max_test:
     rng = np.random.default_rng(cfg.split_seed)
-    dataset = take(dataset, _subset(rng, dataset.num_train, cfg.max_train),
-                   _subset(rng, len(dataset.test_labels), cfg.max_test))
+    dataset = take(
+      dataset,
+      _subset(rng, dataset.num_train, cfg.max_train),
+      _subset(rng, len(dataset.test_labels), cfg.max_test),
+    )
   return dataset
 
 

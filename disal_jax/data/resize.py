@@ -19,8 +19,9 @@ def resize(image: Image.Image, size: int, crop_from: int = 0) -> Image.Image:
     raise ValueError(f"crop_from={crop_from} is smaller than the crop size {size}")
   width, height = image.size
   scale = crop_from / min(width, height)
-  new_w, new_h = (crop_from, int(height * scale)) if width <= height else (int(width * scale),
-                                                                          crop_from)
+  new_w, new_h = (
+    (crop_from, int(height * scale)) if width <= height else (int(width * scale), crop_from)
+  )
   image = image.resize((new_w, new_h), Image.BILINEAR)
   left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
   return image.crop((left, top, left + size, top + size))

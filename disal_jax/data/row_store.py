@@ -28,13 +28,19 @@ from disal_jax.data.dataset import Dataset
 
 META = "meta.json"
 SPLITS = ("train", "val", "test")
-_MB = 2 ** 20
+_MB = 2**20
 
 
 def split_bytes(dataset: Dataset) -> int:
   """Bytes of every split's images and labels: what placement 'device' puts on each device."""
-  arrays = [dataset.train_images, dataset.train_labels, dataset.test_images,
-            dataset.test_labels, dataset.val_images, dataset.val_labels]
+  arrays = [
+    dataset.train_images,
+    dataset.train_labels,
+    dataset.test_images,
+    dataset.test_labels,
+    dataset.val_images,
+    dataset.val_labels,
+  ]
   return sum(int(a.nbytes) for a in arrays if a is not None)
 
 
@@ -51,12 +57,21 @@ def array_files(split: str) -> tuple[str, str]:
   return f"{split}_images.npy", f"{split}_labels.npy"
 
 
-def write_meta(folder: pathlib.Path, name: str, class_names, splits: list[str],
-               mean: np.ndarray, std: np.ndarray) -> None:
+def write_meta(
+  folder: pathlib.Path, name: str, class_names, splits: list[str], mean: np.ndarray, std: np.ndarray
+) -> None:
   """A store's meta.json: what opening it needs besides the array files."""
-  (folder / META).write_text(json.dumps({
-      "name": name, "class_names": list(class_names), "splits": list(splits),
-      "channel_mean": np.asarray(mean).tolist(), "channel_std": np.asarray(std).tolist()}))
+  (folder / META).write_text(
+    json.dumps(
+      {
+        "name": name,
+        "class_names": list(class_names),
+        "splits": list(splits),
+        "channel_mean": np.asarray(mean).tolist(),
+        "channel_std": np.asarray(std).tolist(),
+      }
+    )
+  )
 
 
 def exists(folder: pathlib.Path) -> bool:
@@ -101,10 +116,13 @@ def open_store(folder: pathlib.Path) -> Dataset:
     labels = np.load(folder / label_file, mmap_mode="r")
     # class labels are small: in memory; label maps (segmentation) stay mapped like images
     arrays[f"{split}_labels"] = np.asarray(labels) if labels.ndim == 1 else labels
-  stats = (np.asarray(meta["channel_mean"], np.float32),
-           np.asarray(meta["channel_std"], np.float32))
-  return Dataset(name=meta["name"], class_names=tuple(meta["class_names"]),
-                 channel_mean_std=stats, **arrays)
+  stats = (
+    np.asarray(meta["channel_mean"], np.float32),
+    np.asarray(meta["channel_std"], np.float32),
+  )
+  return Dataset(
+    name=meta["name"], class_names=tuple(meta["class_names"]), channel_mean_std=stats, **arrays
+  )
 
 
 class FileRows:
@@ -120,8 +138,11 @@ class FileRows:
     self.path = str(path)
     with open(self.path, "rb") as f:
       version = np.lib.format.read_magic(f)
-      read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                     else np.lib.format.read_array_header_2_0)
+      read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+      )
       shape, fortran, dtype = read_header(f)
       self._offset = f.tell()
     if fortran or dtype.hasobject:

@@ -29,7 +29,7 @@ def _shape_mask(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
   radius = rng.uniform(0.15, 0.3) * size
   cy, cx = rng.uniform(radius, size - radius, 2)
   if kind == 1:
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
   if kind == 2:
     return (np.abs(yy - cy) <= radius * 0.9) & (np.abs(xx - cx) <= radius * 0.9)
   # An upright isosceles triangle: apex at the top, base at the bottom.
@@ -60,8 +60,9 @@ def _boundary(labels: np.ndarray) -> np.ndarray:
   return differs
 
 
-def make_image(rng: np.random.Generator, size: int, max_shapes: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+def make_image(
+  rng: np.random.Generator, size: int, max_shapes: int
+) -> tuple[np.ndarray, np.ndarray]:
   """One (size, size, 3) uint8 image and its (size, size) int32 label map."""
   yy, xx = np.mgrid[:size, :size].astype(np.float32) / size
   # Background: a greyish random linear gradient plus a low-frequency wave.
@@ -81,21 +82,25 @@ def make_image(rng: np.random.Generator, size: int, max_shapes: int
   return np.clip(np.round(image), 0, 255).astype(np.uint8), labels
 
 
-def make_split(num_images: int, size: int, max_shapes: int, seed: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+def make_split(
+  num_images: int, size: int, max_shapes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(N, size, size, 3) uint8 images and (N, size, size) int32 label maps."""
   rng = np.random.default_rng(seed)
   pairs = [make_image(rng, size, max_shapes) for _ in range(num_images)]
-  return (np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, size, size, 3), np.uint8),
-          np.stack([p[1] for p in pairs]) if pairs else np.zeros((0, size, size), np.int32))
+  return (
+    np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, size, size, 3), np.uint8),
+    np.stack([p[1] for p in pairs]) if pairs else np.zeros((0, size, size), np.int32),
+  )
 
 
-def load_shapes(num_train: int, num_test: int, size: int, max_shapes: int, seed: int
-                ) -> Dataset:
+def load_shapes(num_train: int, num_test: int, size: int, max_shapes: int, seed: int) -> Dataset:
   """The shapes dataset; train and test come from independent streams of the same seed."""
   train_seed, test_seed = np.random.SeedSequence(seed).spawn(2)
-  train_images, train_labels = make_split(num_train, size, max_shapes,
-                                          int(train_seed.generate_state(1)[0]))
-  test_images, test_labels = make_split(num_test, size, max_shapes,
-                                        int(test_seed.generate_state(1)[0]))
+  train_images, train_labels = make_split(
+    num_train, size, max_shapes, int(train_seed.generate_state(1)[0])
+  )
+  test_images, test_labels = make_split(
+    num_test, size, max_shapes, int(test_seed.generate_state(1)[0])
+  )
   return Dataset("shapes", train_images, train_labels, test_images, test_labels, CLASS_NAMES)

@@ -33,6 +33,7 @@ class TfdsSpec:
     manual_files: which files, and from where (for the error message).
     segmentation: read by its own loader (disal_jax.data.cityscapes), not `load_tfds`.
   """
+
   tfds_name: str
   train_split: str = "train"
   test_split: str = "test"
@@ -44,21 +45,32 @@ class TfdsSpec:
 
 
 SPECS = {
-    "cifar10": TfdsSpec("cifar10"),
-    "cifar100": TfdsSpec("cifar100"),
-    "svhn": TfdsSpec("svhn_cropped"),
-    # docs/method.md: background class dropped, 90/10 split of all remaining images.
-    "caltech101": TfdsSpec("caltech101", train_split="train+test", test_split="",
-                           drop_class=lambda name: "background" in name.lower()),
-    "imagenet100": TfdsSpec("imagenet2012", test_split="validation",
-                            keep_classes="imagenet100_classes.txt", manual=True,
-                            manual_files="ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
-                                         "from https://image-net.org"),
-    "cityscapes": TfdsSpec("cityscapes/semantic_segmentation", test_split="validation",
-                           manual=True, segmentation=True,
-                           manual_files="leftImg8bit_trainvaltest.zip and "
-                                        "gtFine_trainvaltest.zip from "
-                                        "https://www.cityscapes-dataset.com/downloads/"),
+  "cifar10": TfdsSpec("cifar10"),
+  "cifar100": TfdsSpec("cifar100"),
+  "svhn": TfdsSpec("svhn_cropped"),
+  # docs/method.md: background class dropped, 90/10 split of all remaining images.
+  "caltech101": TfdsSpec(
+    "caltech101",
+    train_split="train+test",
+    test_split="",
+    drop_class=lambda name: "background" in name.lower(),
+  ),
+  "imagenet100": TfdsSpec(
+    "imagenet2012",
+    test_split="validation",
+    keep_classes="imagenet100_classes.txt",
+    manual=True,
+    manual_files="ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org",
+  ),
+  "cityscapes": TfdsSpec(
+    "cityscapes/semantic_segmentation",
+    test_split="validation",
+    manual=True,
+    segmentation=True,
+    manual_files="leftImg8bit_trainvaltest.zip and "
+    "gtFine_trainvaltest.zip from "
+    "https://www.cityscapes-dataset.com/downloads/",
+  ),
 }
 
 
@@ -75,6 +87,7 @@ def prepare_command(name: str, data_dir: str, manual_dir: str) -> str:
 def builder_for(name: str, data_dir: str):
   """The tfds builder of dataset `name` (SPECS) in `data_dir` (tfds's default if empty)."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   return tfds.builder(SPECS[name].tfds_name, data_dir=data_dir or None)
 
 
@@ -85,8 +98,9 @@ def class_list(filename: str) -> list[str]:
   return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def _decode_split(source, image_size: int, keep_label: np.ndarray | None,
-                  max_per_class: int, crop_from: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _decode_split(
+  source, image_size: int, keep_label: np.ndarray | None, max_per_class: int, crop_from: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """Reads a data source into (N, H, W, C) uint8 images and (N,) original labels."""
   images, labels = [], []
   taken: dict[int, int] = {}
@@ -119,19 +133,29 @@ def prepared_builder(name: str, data_dir: str, manual_dir: str):
   builder = builder_for(name, data_dir)
   if not builder.is_prepared():
     raise DatasetNotPreparedError(
-        f"Dataset {name!r} (tfds {spec.tfds_name!r}) is not prepared in "
-        f"{builder.data_dir or data_dir or '~/tensorflow_datasets'}. Prepare it once, on a "
-        f"machine with network access"
-        f"{f' and the manual downloads ({spec.manual_files})' if spec.manual else ''}:\n"
-        f"  {prepare_command(name, data_dir, manual_dir)}\n"
-        "then set config.data.data_dir to that folder (docs/data.md: 'Preparing the real "
-        "datasets').")
+      f"Dataset {name!r} (tfds {spec.tfds_name!r}) is not prepared in "
+      f"{builder.data_dir or data_dir or '~/tensorflow_datasets'}. Prepare it once, on a "
+      f"machine with network access"
+      f"{f' and the manual downloads ({spec.manual_files})' if spec.manual else ''}:\n"
+      f"  {prepare_command(name, data_dir, manual_dir)}\n"
+      "then set config.data.data_dir to that folder (docs/data.md: 'Preparing the real "
+      "datasets')."
+    )
   return builder
 
 
-def load_tfds(name: str, *, data_dir: str, manual_dir: str, cache_dir: str, image_size: int,
-              test_fraction: float, split_seed: int, max_train_per_class: int = 0,
-              crop_from: int = 0) -> Dataset:
+def load_tfds(
+  name: str,
+  *,
+  data_dir: str,
+  manual_dir: str,
+  cache_dir: str,
+  image_size: int,
+  test_fraction: float,
+  split_seed: int,
+  max_train_per_class: int = 0,
+  crop_from: int = 0,
+) -> Dataset:
   """Loads a prepared tfds classification dataset as arrays (decoded once, then cached)."""
   spec = SPECS[name]
   builder = prepared_builder(name, data_dir, manual_dir)
@@ -145,23 +169,50 @@ def load_tfds(name: str, *, data_dir: str, manual_dir: str, cache_dir: str, imag
   kept_names = [n for n, k in zip(all_names, keep) if k]
   relabel = np.cumsum(keep) - 1  # original label -> contiguous label
 
-  key = cache.key_of(name, str(builder.data_dir), str(builder.version), image_size,
-                     test_fraction, split_seed, max_train_per_class,
-                     *([crop_from] if crop_from else []))  # the former key when not cropping
+  key = cache.key_of(
+    name,
+    str(builder.data_dir),
+    str(builder.version),
+    image_size,
+    test_fraction,
+    split_seed,
+    max_train_per_class,
+    *([crop_from] if crop_from else []),
+  )  # the former key when not cropping
   cache_file = cache.cache_root(cache_dir) / "arrays" / f"{name}-{key}.npz"
   arrays = cache.load_arrays(cache_file)
   if arrays is None:
-    train_x, train_y = _decode_split(builder.as_data_source(split=spec.train_split), image_size,
-                                     keep, max_train_per_class, crop_from)
+    train_x, train_y = _decode_split(
+      builder.as_data_source(split=spec.train_split),
+      image_size,
+      keep,
+      max_train_per_class,
+      crop_from,
+    )
     if spec.test_split:
-      test_x, test_y = _decode_split(builder.as_data_source(split=spec.test_split), image_size,
-                                     keep, 0, crop_from)
+      test_x, test_y = _decode_split(
+        builder.as_data_source(split=spec.test_split), image_size, keep, 0, crop_from
+      )
     else:
       train_idx, test_idx = stratified_split(train_y, test_fraction, split_seed)
-      train_x, train_y, test_x, test_y = (train_x[train_idx], train_y[train_idx],
-                                          train_x[test_idx], train_y[test_idx])
-    arrays = {"train_images": train_x, "train_labels": relabel[train_y].astype(np.int32),
-              "test_images": test_x, "test_labels": relabel[test_y].astype(np.int32)}
+      train_x, train_y, test_x, test_y = (
+        train_x[train_idx],
+        train_y[train_idx],
+        train_x[test_idx],
+        train_y[test_idx],
+      )
+    arrays = {
+      "train_images": train_x,
+      "train_labels": relabel[train_y].astype(np.int32),
+      "test_images": test_x,
+      "test_labels": relabel[test_y].astype(np.int32),
+    }
     cache.save_arrays(cache_file, arrays)
-  return Dataset(name, arrays["train_images"], arrays["train_labels"], arrays["test_images"],
-                 arrays["test_labels"], tuple(kept_names))
+  return Dataset(
+    name,
+    arrays["train_images"],
+    arrays["train_labels"],
+    arrays["test_images"],
+    arrays["test_labels"],
+    tuple(kept_names),
+  )

@@ -35,18 +35,32 @@ LAYERS_22 = (1, 1, 2, 2, 2, 2, 1, 1)
 
 def _conv(features, kernel, strides=1, dilation=1, dtype=jnp.float32, name=None):
   pad = dilation * (kernel // 2)
-  return nn.Conv(features, (kernel, kernel), (strides, strides), padding=pad,
-                 kernel_dilation=dilation, use_bias=False, kernel_init=conv_init, dtype=dtype,
-                 name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    (strides, strides),
+    padding=pad,
+    kernel_dilation=dilation,
+    use_bias=False,
+    kernel_init=conv_init,
+    dtype=dtype,
+    name=name,
+  )
 
 
 def _norm(train: bool, dtype):
-  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                      use_fast_variance=False, dtype=dtype)
+  return nn.BatchNorm(
+    use_running_average=not train,
+    momentum=BN_MOMENTUM,
+    epsilon=BN_EPSILON,
+    use_fast_variance=False,
+    dtype=dtype,
+  )
 
 
 class DilatedBlock(nn.Module):
   """The reference's BasicBlock with dilations (d1, d2) of its two 3x3 convolutions."""
+
   filters: int
   strides: int = 1
   dilation: tuple[int, int] = (1, 1)
@@ -67,6 +81,7 @@ class DilatedBlock(nn.Module):
 
 class DRNBackbone(nn.Module):
   """Layers 0-8; returns the 1/8-resolution map and the maps after layers 3, 4, 6 and 8."""
+
   width: int = 16
   layers: tuple[int, ...] = LAYERS_22
   dtype: jnp.dtype = jnp.float32
@@ -74,8 +89,9 @@ class DRNBackbone(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     c = [self.width * m for m in MULTIPLIERS]
-    conv_layer = lambda y, features, strides=1, dilation=1: nn.relu(_norm(train, self.dtype)(
-        _conv(features, 3, strides, dilation, self.dtype)(y)))
+    conv_layer = lambda y, features, strides=1, dilation=1: nn.relu(
+      _norm(train, self.dtype)(_conv(features, 3, strides, dilation, self.dtype)(y))
+    )
     x = nn.relu(_norm(train, self.dtype)(_conv(c[0], 7, dtype=self.dtype)(x)))
     for _ in range(self.layers[0]):
       x = conv_layer(x, c[0])
@@ -84,8 +100,9 @@ class DRNBackbone(nn.Module):
     stages = []
     for level, (strides, dilation) in zip((2, 3, 4, 5), ((2, 1), (2, 1), (1, 2), (1, 4))):
       for i in range(self.layers[level]):
-        x = DilatedBlock(c[level], strides if i == 0 else 1, (dilation, dilation),
-                         self.dtype)(x, train)
+        x = DilatedBlock(c[level], strides if i == 0 else 1, (dilation, dilation), self.dtype)(
+          x, train
+        )
       if level != 4:
         stages.append(x)
     for _ in range(self.layers[6]):
@@ -102,6 +119,7 @@ class DRN(nn.Module):
   `__call__` returns {'logits' (B, classes), 'features' (B, 32 * width), 'stages'}, the
   output dict the strategies read (as models.resnet.ResNet).
   """
+
   num_classes: int
   width: int = 16
   layers: tuple[int, ...] = LAYERS_22
@@ -112,7 +130,8 @@ class DRN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, dropout: bool = False):
     x, stages = DRNBackbone(self.width, self.layers, self.dtype, name="backbone")(
-        x.astype(self.dtype), train)
+      x.astype(self.dtype), train
+    )
     features = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
     pooled = features
     if self.dropout_rate:
@@ -129,6 +148,7 @@ class DRNSeg(nn.Module):
   the 1/8 feature map (CoreSet's embedding), 'feature_map': (B, H/8, W/8, 32 * width),
   'stages'}. With dropout_rate > 0, dropout acts on the feature map before the classifier.
   """
+
   num_classes: int
   width: int = 16
   layers: tuple[int, ...] = LAYERS_22
@@ -140,16 +160,17 @@ class DRNSeg(nn.Module):
   def __call__(self, x, train: bool = False, dropout: bool = False):
     height, width = x.shape[1:3]
     feature_map, stages = DRNBackbone(self.width, self.layers, self.dtype, name="backbone")(
-        x.astype(self.dtype), train)
+      x.astype(self.dtype), train
+    )
     features = jnp.mean(feature_map, axis=(1, 2)).astype(jnp.float32)
     if self.dropout_rate:
       active = dropout and (self.train_dropout or not train)
       feature_map = nn.Dropout(self.dropout_rate, deterministic=not active)(feature_map)
     logits = nn.Conv(self.num_classes, (1, 1), kernel_init=conv_init, name="seg")(feature_map)
-    logits = jax.image.resize(logits.astype(jnp.float32),
-                              (logits.shape[0], height, width, self.num_classes), "bilinear")
-    return {"logits": logits, "features": features, "feature_map": feature_map,
-            "stages": stages}
+    logits = jax.image.resize(
+      logits.astype(jnp.float32), (logits.shape[0], height, width, self.num_classes), "bilinear"
+    )
+    return {"logits": logits, "features": features, "feature_map": feature_map, "stages": stages}
 
 
 DRN_D_22 = functools.partial(DRN, layers=LAYERS_22)

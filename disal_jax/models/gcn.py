@@ -19,6 +19,7 @@ def _uniform_fan_out(key, shape, dtype=jnp.float32):
 
 class GraphConv(nn.Module):
   """One graph convolution, adjacency @ (x @ W) + b."""
+
   features: int
 
   @nn.compact
@@ -32,12 +33,14 @@ class GraphConv(nn.Module):
 class GCN(nn.Module):
   """Two graph convolutions: (N, D) node features -> one logit per node, and the hidden
   features (N, hidden)."""
+
   hidden: int = 128
   dropout_rate: float = 0.3
 
   @nn.compact
-  def __call__(self, x: jax.Array, adjacency: jax.Array, train: bool = False
-               ) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+    self, x: jax.Array, adjacency: jax.Array, train: bool = False
+  ) -> tuple[jax.Array, jax.Array]:
     """Returns (logits (N,), hidden features (N, hidden)); dropout needs a 'dropout' rng."""
     hidden = nn.relu(GraphConv(self.hidden, name="gc1")(x, adjacency))
     dropped = nn.Dropout(self.dropout_rate, deterministic=not train)(hidden)

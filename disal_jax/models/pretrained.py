@@ -28,20 +28,27 @@ def read_variables(path: str) -> dict[str, Any]:
   try:
     tree = flax.serialization.msgpack_restore(file.read_bytes())
   except OSError as e:
-    raise ConfigError(f"config.model.init_from: cannot read {file} ({e.strerror}); give the "
-                      "path of a Flax msgpack checkpoint, or '' to train from scratch") from e
+    raise ConfigError(
+      f"config.model.init_from: cannot read {file} ({e.strerror}); give the "
+      "path of a Flax msgpack checkpoint, or '' to train from scratch"
+    ) from e
   except Exception as e:  # msgpack raises several unrelated types on a corrupt file
-    raise ConfigError(f"config.model.init_from: {file} is not a Flax msgpack checkpoint "
-                      f"({type(e).__name__}); see disal_jax/models/pretrained.py for the "
-                      "layout") from e
+    raise ConfigError(
+      f"config.model.init_from: {file} is not a Flax msgpack checkpoint "
+      f"({type(e).__name__}); see disal_jax/models/pretrained.py for the "
+      "layout"
+    ) from e
   if not isinstance(tree, dict) or "params" not in tree:
-    raise ConfigError(f"config.model.init_from: {file} holds no 'params' collection; see "
-                      "disal_jax/models/pretrained.py for the layout")
+    raise ConfigError(
+      f"config.model.init_from: {file} holds no 'params' collection; see "
+      "disal_jax/models/pretrained.py for the layout"
+    )
   return tree
 
 
-def merge(fresh: dict[str, Any], pretrained: dict[str, Any], source: str = "checkpoint"
-          ) -> tuple[dict[str, Any], list[str]]:
+def merge(
+  fresh: dict[str, Any], pretrained: dict[str, Any], source: str = "checkpoint"
+) -> tuple[dict[str, Any], list[str]]:
   """`fresh` (the model's collections) with every leaf that `pretrained` holds at the same
   path and shape replaced by it; returns the merged tree and the paths kept fresh."""
   kept: list[str] = []
@@ -58,9 +65,11 @@ def merge(fresh: dict[str, Any], pretrained: dict[str, Any], source: str = "chec
   merged = walk(fresh, pretrained, "")
   total = sum(1 for _ in _leaves(fresh))
   if len(kept) == total:
-    raise ConfigError(f"config.model.init_from: no array of {source} matches this model "
-                      f"(config.model: name, width, stem); it holds "
-                      f"{sorted(pretrained)[:4]} at the top level")
+    raise ConfigError(
+      f"config.model.init_from: no array of {source} matches this model "
+      f"(config.model: name, width, stem); it holds "
+      f"{sorted(pretrained)[:4]} at the top level"
+    )
   return merged, kept
 
 
@@ -79,9 +88,15 @@ def initialise(params, batch_stats, path: str, cache: dict[str, Any]):
     first = True
   else:
     first = False
-  merged, kept = merge({"params": flax.core.unfreeze(params),
-                        "batch_stats": flax.core.unfreeze(batch_stats)}, cache[path], path)
+  merged, kept = merge(
+    {"params": flax.core.unfreeze(params), "batch_stats": flax.core.unfreeze(batch_stats)},
+    cache[path],
+    path,
+  )
   if first:
-    log.info("model.init_from %s: %s", path,
-             "every array loaded" if not kept else f"kept fresh (no match): {', '.join(kept)}")
+    log.info(
+      "model.init_from %s: %s",
+      path,
+      "every array loaded" if not kept else f"kept fresh (no match): {', '.join(kept)}",
+    )
   return merged["params"], merged["batch_stats"]

@@ -13,20 +13,30 @@ from disal_jax.models import drn, resnet
 Builder = Callable[[ml_collections.ConfigDict, int], nn.Module]
 
 _MODELS: dict[str, Builder] = {
-    "resnet18": lambda cfg, num_classes: resnet.ResNet18(
-        num_classes=num_classes, width=cfg.width, stem=cfg.stem,
-        dropout_rate=cfg.dropout_rate, train_dropout=cfg.train_dropout,
-        dtype=jnp.dtype(cfg.dtype)),
-    # model.width is the first layer's channels: 16 for the reference DRN-D-22.
-    "drn_d_22": lambda cfg, num_classes: drn.DRN_D_22(
-        num_classes=num_classes, width=cfg.width, dropout_rate=cfg.dropout_rate,
-        train_dropout=cfg.train_dropout,
-        dtype=jnp.dtype(cfg.dtype)),
-    # Per-pixel logits at the input size (Cityscapes).
-    "drn_d_22_seg": lambda cfg, num_classes: drn.DRNSeg(
-        num_classes=num_classes, width=cfg.width, dropout_rate=cfg.dropout_rate,
-        train_dropout=cfg.train_dropout,
-        dtype=jnp.dtype(cfg.dtype)),
+  "resnet18": lambda cfg, num_classes: resnet.ResNet18(
+    num_classes=num_classes,
+    width=cfg.width,
+    stem=cfg.stem,
+    dropout_rate=cfg.dropout_rate,
+    train_dropout=cfg.train_dropout,
+    dtype=jnp.dtype(cfg.dtype),
+  ),
+  # model.width is the first layer's channels: 16 for the reference DRN-D-22.
+  "drn_d_22": lambda cfg, num_classes: drn.DRN_D_22(
+    num_classes=num_classes,
+    width=cfg.width,
+    dropout_rate=cfg.dropout_rate,
+    train_dropout=cfg.train_dropout,
+    dtype=jnp.dtype(cfg.dtype),
+  ),
+  # Per-pixel logits at the input size (Cityscapes).
+  "drn_d_22_seg": lambda cfg, num_classes: drn.DRNSeg(
+    num_classes=num_classes,
+    width=cfg.width,
+    dropout_rate=cfg.dropout_rate,
+    train_dropout=cfg.train_dropout,
+    dtype=jnp.dtype(cfg.dtype),
+  ),
 }
 _SEGMENTATION = frozenset({"drn_d_22_seg"})
 

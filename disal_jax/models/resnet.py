@@ -24,6 +24,7 @@ BN_EPSILON = 1e-5
 
 class BasicBlock(nn.Module):
   """ResNet's basic block: two 3x3 convolutions with BatchNorm, and the shortcut."""
+
   filters: int
   strides: int
   dtype: jnp.dtype = jnp.float32
@@ -31,8 +32,14 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                             epsilon=BN_EPSILON, use_fast_variance=False, dtype=self.dtype)
+    norm = functools.partial(
+      nn.BatchNorm,
+      use_running_average=not train,
+      momentum=BN_MOMENTUM,
+      epsilon=BN_EPSILON,
+      use_fast_variance=False,
+      dtype=self.dtype,
+    )
     residual = x
     y = conv(self.filters, (3, 3), (self.strides, self.strides), padding=1)(x)
     y = nn.relu(norm()(y))
@@ -56,6 +63,7 @@ class ResNet(nn.Module):
       when `__call__` gets `dropout=True` and a 'dropout' rng.
     dtype: compute dtype.
   """
+
   stage_sizes: Sequence[int]
   num_classes: int
   width: int = 64
@@ -69,13 +77,34 @@ class ResNet(nn.Module):
     """x: (B, H, W, C) float, normalised. Returns {'logits', 'features', 'stages'}."""
     x = x.astype(self.dtype)
     if self.stem == "cifar":
-      x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, kernel_init=conv_init,
-                  dtype=self.dtype, name="stem_conv")(x)
+      x = nn.Conv(
+        self.width,
+        (3, 3),
+        padding=1,
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name="stem_conv",
+      )(x)
     else:
-      x = nn.Conv(self.width, (7, 7), (2, 2), padding=3, use_bias=False, kernel_init=conv_init,
-                  dtype=self.dtype, name="stem_conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                     use_fast_variance=False, dtype=self.dtype, name="stem_bn")(x)
+      x = nn.Conv(
+        self.width,
+        (7, 7),
+        (2, 2),
+        padding=3,
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name="stem_conv",
+      )(x)
+    x = nn.BatchNorm(
+      use_running_average=not train,
+      momentum=BN_MOMENTUM,
+      epsilon=BN_EPSILON,
+      use_fast_variance=False,
+      dtype=self.dtype,
+      name="stem_bn",
+    )(x)
     x = nn.relu(x)
     if self.stem == "imagenet":
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
@@ -83,8 +112,9 @@ class ResNet(nn.Module):
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = BasicBlock(self.width * 2**i, strides, dtype=self.dtype,
-                       name=f"stage{i + 1}_block{j + 1}")(x, train)
+        x = BasicBlock(
+          self.width * 2**i, strides, dtype=self.dtype, name=f"stage{i + 1}_block{j + 1}"
+        )(x, train)
       stages.append(x)
     features = jnp.mean(x, axis=(1, 2))
     if self.dropout_rate:
@@ -93,8 +123,11 @@ class ResNet(nn.Module):
     else:
       features_for_head = features
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features_for_head)
-    return {"logits": logits.astype(jnp.float32), "features": features.astype(jnp.float32),
-            "stages": tuple(stages)}
+    return {
+      "logits": logits.astype(jnp.float32),
+      "features": features.astype(jnp.float32),
+      "stages": tuple(stages),
+    }
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2))

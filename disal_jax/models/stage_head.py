@@ -24,14 +24,19 @@ PARAMS_KEY = "stage_head"
 class StageHead(nn.Module):
   """A head over the backbone's four stage maps: each pooled and projected to `hidden`,
   concatenated, then a Dense to `outputs`."""
+
   outputs: int
   hidden: int = 128
 
   @nn.compact
   def __call__(self, stages: Sequence[jax.Array]) -> jax.Array:
     """stages: four (B, H_i, W_i, C_i) maps -> (B, outputs) float32."""
-    pooled = [nn.relu(nn.Dense(self.hidden, name=f"stage{i + 1}")(
-        jnp.mean(s.astype(jnp.float32), axis=(1, 2)))) for i, s in enumerate(stages)]
+    pooled = [
+      nn.relu(
+        nn.Dense(self.hidden, name=f"stage{i + 1}")(jnp.mean(s.astype(jnp.float32), axis=(1, 2)))
+      )
+      for i, s in enumerate(stages)
+    ]
     return nn.Dense(self.outputs, name="out")(jnp.concatenate(pooled, axis=-1))
 
 
@@ -41,8 +46,9 @@ def init_params(head: StageHead, rng: jax.Array, params: Any, sample_outputs: di
   return {**params, PARAMS_KEY: head_params}
 
 
-def apply(head: StageHead, params: Any, stages: Sequence[jax.Array],
-          detach: Any = False) -> jax.Array:
+def apply(
+  head: StageHead, params: Any, stages: Sequence[jax.Array], detach: Any = False
+) -> jax.Array:
   """The head on `stages` with the params of a train state. `detach` (a bool, may be traced)
   stops the gradient into the backbone (Learning Loss after 60% of the epochs)."""
   stages = [jnp.where(detach, jax.lax.stop_gradient(s), s) for s in stages]
@@ -89,5 +95,6 @@ def check_keys(config, name: str) -> None:
   s = config[name]
   check_value(s.weight >= 0, f"{name}.weight", s.weight, ">= 0")
   check_value(s.hidden >= 1, f"{name}.hidden", s.hidden, ">= 1")
-  check_value(0 <= s.detach_fraction <= 1, f"{name}.detach_fraction", s.detach_fraction,
-              "in [0, 1]")
+  check_value(
+    0 <= s.detach_fraction <= 1, f"{name}.detach_fraction", s.detach_fraction, "in [0, 1]"
+  )

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 class VAE(nn.Module):
   """VAAL's convolutional VAE: (B, S, S, C) images -> reconstruction, latent mean and
   log-variance."""
+
   latent_dim: int = 32
   width: int = 128
 
@@ -27,32 +28,53 @@ class VAE(nn.Module):
     norm = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
     return norm(x, mask=None if mask is None else mask[:, None, None, None])
 
-  def encode(self, x: jax.Array, train: bool, mask: jax.Array | None = None
-             ) -> tuple[jax.Array, jax.Array]:
+  def encode(
+    self, x: jax.Array, train: bool, mask: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array]:
     """(B, S, S, C) float32 -> (mu, logvar), each (B, latent_dim); mask as in __call__."""
     for i in range(4):
-      x = nn.Conv(self.width * 2 ** i, (4, 4), (2, 2), padding=((1, 1), (1, 1)),
-                  use_bias=False, name=f"enc_conv{i}")(x)
+      x = nn.Conv(
+        self.width * 2**i,
+        (4, 4),
+        (2, 2),
+        padding=((1, 1), (1, 1)),
+        use_bias=False,
+        name=f"enc_conv{i}",
+      )(x)
       x = nn.relu(self._norm(x, train, mask))
     x = x.reshape(x.shape[0], -1)
-    return (nn.Dense(self.latent_dim, name="fc_mu")(x),
-            nn.Dense(self.latent_dim, name="fc_logvar")(x))
+    return (
+      nn.Dense(self.latent_dim, name="fc_mu")(x),
+      nn.Dense(self.latent_dim, name="fc_logvar")(x),
+    )
 
-  def decode(self, z: jax.Array, size: int, channels: int, train: bool,
-             mask: jax.Array | None = None) -> jax.Array:
+  def decode(
+    self, z: jax.Array, size: int, channels: int, train: bool, mask: jax.Array | None = None
+  ) -> jax.Array:
     """(B, latent_dim) -> (B, size, size, channels) reconstruction; mask as in __call__."""
     side = size // 8
     x = nn.Dense(side * side * self.width * 8, name="fc_dec")(z)
     x = x.reshape(z.shape[0], side, side, self.width * 8)
     for i in range(3):
-      x = nn.ConvTranspose(self.width * 2 ** (2 - i), (4, 4), (2, 2), padding="SAME",
-                           use_bias=False, name=f"dec_conv{i}")(x)
+      x = nn.ConvTranspose(
+        self.width * 2 ** (2 - i),
+        (4, 4),
+        (2, 2),
+        padding="SAME",
+        use_bias=False,
+        name=f"dec_conv{i}",
+      )(x)
       x = nn.relu(self._norm(x, train, mask))
     return nn.Conv(channels, (1, 1), name="dec_out")(x)
 
   @nn.compact
-  def __call__(self, x: jax.Array, rng: jax.Array | None = None, train: bool = False,
-               mask: jax.Array | None = None) -> dict[str, jax.Array]:
+  def __call__(
+    self,
+    x: jax.Array,
+    rng: jax.Array | None = None,
+    train: bool = False,
+    mask: jax.Array | None = None,
+  ) -> dict[str, jax.Array]:
     """x (B, S, S, C) -> {'mu', 'logvar': (B, latent_dim), 'reconstruction': (B, S, S, C)}.
 
     The reconstruction decodes z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) drawn from
@@ -72,6 +94,7 @@ class VAE(nn.Module):
 
 class Discriminator(nn.Module):
   """VAAL's discriminator: (B, latent_dim) -> (B,) logits of "labeled"."""
+
   hidden: int = 512
 
   @nn.compact

@@ -14,11 +14,13 @@ from disal_jax.report import sweep_report
 
 def main(argv: list[str] | None = None) -> int:
   """Writes the tables and learning curves of a sweep folder; returns the exit status."""
-  parser = argparse.ArgumentParser(prog="python -m disal_jax.report",
-                                   description="Tables and learning curves of a sweep folder.")
+  parser = argparse.ArgumentParser(
+    prog="python -m disal_jax.report", description="Tables and learning curves of a sweep folder."
+  )
   parser.add_argument("sweep", type=pathlib.Path, help="the sweep folder (--workdir of the runs)")
-  parser.add_argument("--out", type=pathlib.Path, default=None,
-                      help="where to write (default: <sweep>/report)")
+  parser.add_argument(
+    "--out", type=pathlib.Path, default=None, help="where to write (default: <sweep>/report)"
+  )
   args = parser.parse_args(argv)
   try:
     out = sweep_report.write_report(args.sweep, args.out)

@@ -29,14 +29,27 @@ import numpy as np
 from disal_jax.report import tables
 
 FULL_TRAINING = "full_training"  # the loop's name for the upper line
-CSV_COLUMNS = ("strategy", "seed", "cycle", "labeled", "labeled_percent", "test_accuracy",
-               "test_miou", "test_loss", "val_accuracy", "val_miou", "train_seconds",
-               "record_seconds", "scoring_seconds")
+CSV_COLUMNS = (
+  "strategy",
+  "seed",
+  "cycle",
+  "labeled",
+  "labeled_percent",
+  "test_accuracy",
+  "test_miou",
+  "test_loss",
+  "val_accuracy",
+  "val_miou",
+  "train_seconds",
+  "record_seconds",
+  "scoring_seconds",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
   """One run's metrics after one cycle, as the report reads them from its metrics file."""
+
   strategy: str
   seed: int
   cycle: int
@@ -66,8 +79,11 @@ def on_split(rows: list[Row], split: str) -> list[Row]:
   tables and curves read; rows without that split are dropped."""
   if split == "test":
     return rows
-  return [dataclasses.replace(r, test_accuracy=r.val_accuracy, test_miou=r.val_miou)
-          for r in rows if not math.isnan(r.val_accuracy)]
+  return [
+    dataclasses.replace(r, test_accuracy=r.val_accuracy, test_miou=r.val_miou)
+    for r in rows
+    if not math.isnan(r.val_accuracy)
+  ]
 
 
 def metric_name(rows: Iterable[Row]) -> str:
@@ -84,15 +100,28 @@ def collect(sweep: pathlib.Path) -> list[Row]:
     # other settings in as <sweep>/<new name> puts it beside the others as its own line.
     label = path.parent.parent.name
     for c in payload["cycles"]:
-      rows.append(Row(label, int(payload["seed"]), int(c["cycle"]),
-                      int(c["labeled"]), round(100.0 * c["labeled"] / payload["num_train"], 2),
-                      float(c["test_accuracy"]), float(c["test_loss"]),
-                      float(c["train_seconds"]), float(c["record_seconds"]),
-                      float(c["scoring_seconds"]), _nan_if_none(c.get("test_miou")),
-                      _nan_if_none(c.get("val_accuracy")), _nan_if_none(c.get("val_miou"))))
+      rows.append(
+        Row(
+          label,
+          int(payload["seed"]),
+          int(c["cycle"]),
+          int(c["labeled"]),
+          round(100.0 * c["labeled"] / payload["num_train"], 2),
+          float(c["test_accuracy"]),
+          float(c["test_loss"]),
+          float(c["train_seconds"]),
+          float(c["record_seconds"]),
+          float(c["scoring_seconds"]),
+          _nan_if_none(c.get("test_miou")),
+          _nan_if_none(c.get("val_accuracy")),
+          _nan_if_none(c.get("val_miou")),
+        )
+      )
   if not rows:
-    raise FileNotFoundError(f"{sweep}: no <strategy>/seed_<s>/results.json below it; run "
-                            "python -m disal_jax.sweep (or disal_jax.main) with this workdir")
+    raise FileNotFoundError(
+      f"{sweep}: no <strategy>/seed_<s>/results.json below it; run "
+      "python -m disal_jax.sweep (or disal_jax.main) with this workdir"
+    )
   return rows
 
 
@@ -101,8 +130,7 @@ def strategies_of(rows: Iterable[Row]) -> list[str]:
   return sorted({r.strategy for r in rows if r.strategy != FULL_TRAINING})
 
 
-def curve(rows: list[Row], strategy: str
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def curve(rows: list[Row], strategy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """(labeled counts, mean score, std score, seeds per count) of one strategy (`Row.score`).
 
   Mean and std (population, ddof=0) over the seeds that reached each count: a run still in
@@ -111,8 +139,12 @@ def curve(rows: list[Row], strategy: str
   mine = [r for r in rows if r.strategy == strategy]
   counts = np.array(sorted({r.labeled for r in mine}))
   by_count = [np.array([r.score for r in mine if r.labeled == c]) for c in counts]
-  return (counts, np.array([a.mean() for a in by_count]), np.array([a.std() for a in by_count]),
-          np.array([a.size for a in by_count]))
+  return (
+    counts,
+    np.array([a.mean() for a in by_count]),
+    np.array([a.std() for a in by_count]),
+    np.array([a.size for a in by_count]),
+  )
 
 
 def complete_seeds(rows: list[Row], strategy: str) -> tuple[list[int], dict[int, int]]:
@@ -139,8 +171,7 @@ def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
   curves = {s: curve(rows, s) for s in strategies}
   complete = {s: complete_seeds(rows, s) for s in strategies}
   counts = sorted({int(c) for s in strategies for c in curves[s][0]})
-  header = ("| labeled | " + " | ".join(f"{s} (n={len(complete[s][0])})" for s in strategies)
-            + " |")
+  header = "| labeled | " + " | ".join(f"{s} (n={len(complete[s][0])})" for s in strategies) + " |"
   lines = [header, "|---:|" + "---:|" * len(strategies)]
 
   def cells(values: dict[str, tuple[float, float, int]]) -> list[str]:
@@ -170,36 +201,60 @@ def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
   for s in strategies:
     areas[s] = {}
     for seed in complete[s][0]:
-      mine = sorted((r.labeled, r.score) for r in rows
-                    if r.strategy == s and r.seed == seed)
+      mine = sorted((r.labeled, r.score) for r in rows if r.strategy == s and r.seed == seed)
       areas[s][seed] = aulc(np.array([m[0] for m in mine]), np.array([m[1] for m in mine]))
-  lines.append("| AULC | " + " | ".join(cells({
-      s: (float(np.mean(list(a.values()))), float(np.std(list(a.values()))), len(a))
-      for s, a in areas.items() if a})) + " |")
+  lines.append(
+    "| AULC | "
+    + " | ".join(
+      cells(
+        {
+          s: (float(np.mean(list(a.values()))), float(np.std(list(a.values()))), len(a))
+          for s, a in areas.items()
+          if a
+        }
+      )
+    )
+    + " |"
+  )
   full = [r.score for r in rows if r.strategy == FULL_TRAINING]
   if full:
-    lines.append(f"\nFull Training ({len(full)} seeds): {100 * np.mean(full):.2f} ± "
-                 f"{100 * np.std(full):.2f}")
+    lines.append(
+      f"\nFull Training ({len(full)} seeds): {100 * np.mean(full):.2f} ± {100 * np.std(full):.2f}"
+    )
   metric = metric_name(rows)
   split_name = "Test" if split == "test" else "Validation"
-  lines.append(f"\n{split_name} {metric} (%), mean ± std over seeds; best mean per row in bold. "
-               f"AULC: area under the {metric} curve over the labeled range, divided by the range; "
-               "n: finished runs.")
+  lines.append(
+    f"\n{split_name} {metric} (%), mean ± std over seeds; best mean per row in bold. "
+    f"AULC: area under the {metric} curve over the labeled range, divided by the range; "
+    "n: finished runs."
+  )
   others = [s for s in strategies if s != PAIRED_BASELINE]
   if PAIRED_BASELINE in areas and any(areas[s] for s in others):
-    lines += ["\n" + tables.paired_caption(PAIRED_BASELINE) + "\n",
-              "| strategy | seeds | per seed | mean ± std |", "|---|---|---|---|"]
+    lines += [
+      "\n" + tables.paired_caption(PAIRED_BASELINE) + "\n",
+      "| strategy | seeds | per seed | mean ± std |",
+      "|---|---|---|---|",
+    ]
     for s in others:
       seeds, differences = tables.paired_differences(areas[s], areas[PAIRED_BASELINE])
       if seeds:
-        lines.append(f"| {s} | {','.join(map(str, seeds))} | "
-                     + " | ".join(tables.paired_cells(differences)) + " |")
+        lines.append(
+          f"| {s} | {','.join(map(str, seeds))} | "
+          + " | ".join(tables.paired_cells(differences))
+          + " |"
+        )
   total = len(counts)
-  running = [f"{s} seed {seed} ({done} of {total} cycles)" for s in strategies
-             for seed, done in complete[s][1].items()]
+  running = [
+    f"{s} seed {seed} ({done} of {total} cycles)"
+    for s in strategies
+    for seed, done in complete[s][1].items()
+  ]
   if running:
-    lines.append("In progress (in the rows they reached, marked with their n; not in the AULC): "
-                 + ", ".join(running) + ".")
+    lines.append(
+      "In progress (in the rows they reached, marked with their n; not in the AULC): "
+      + ", ".join(running)
+      + "."
+    )
   return "\n".join(lines)
 
 
@@ -207,15 +262,19 @@ def times_markdown(rows: list[Row]) -> str:
   """A markdown table of each strategy's mean seconds per cycle: training, recording,
   scoring."""
   strategies = strategies_of(rows)
-  lines = ["| strategy | cycle | labeled | train s | record s | scoring s |",
-           "|---|---:|---:|---:|---:|---:|"]
+  lines = [
+    "| strategy | cycle | labeled | train s | record s | scoring s |",
+    "|---|---:|---:|---:|---:|---:|",
+  ]
   for s in strategies:
     for cycle in sorted({r.cycle for r in rows if r.strategy == s}):
       mine = [r for r in rows if r.strategy == s and r.cycle == cycle]
-      lines.append(f"| {s} | {cycle} | {mine[0].labeled} | "
-                   f"{np.mean([r.train_seconds for r in mine]):.1f} | "
-                   f"{np.mean([r.record_seconds for r in mine]):.1f} | "
-                   f"{np.mean([r.scoring_seconds for r in mine]):.1f} |")
+      lines.append(
+        f"| {s} | {cycle} | {mine[0].labeled} | "
+        f"{np.mean([r.train_seconds for r in mine]):.1f} | "
+        f"{np.mean([r.record_seconds for r in mine]):.1f} | "
+        f"{np.mean([r.scoring_seconds for r in mine]):.1f} |"
+      )
   lines.append("\nMean wall seconds over seeds.")
   return "\n".join(lines)
 
@@ -224,6 +283,7 @@ def plot(rows: list[Row], path: pathlib.Path, title: str, split: str = "test") -
   """Mean `split` ('test' or 'val') metric against the labeled share, a ±std band per line."""
   rows = on_split(rows, split)
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
@@ -232,14 +292,22 @@ def plot(rows: list[Row], path: pathlib.Path, title: str, split: str = "test") -
     counts, mean, std, _ = curve(rows, s)
     n = len(complete_seeds(rows, s)[0])
     x = np.array([next(r.labeled_percent for r in rows if r.labeled == c) for c in counts])
-    line, = ax.plot(x, 100 * mean, marker="o", markersize=3, label=f"{s} (n={n})",
-                    linewidth=2.2 if s == "disal" else 1.4)
-    ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=line.get_color(),
-                    alpha=0.15, linewidth=0)
+    (line,) = ax.plot(
+      x,
+      100 * mean,
+      marker="o",
+      markersize=3,
+      label=f"{s} (n={n})",
+      linewidth=2.2 if s == "disal" else 1.4,
+    )
+    ax.fill_between(
+      x, 100 * (mean - std), 100 * (mean + std), color=line.get_color(), alpha=0.15, linewidth=0
+    )
   full = [r.score for r in rows if r.strategy == FULL_TRAINING]
   if full:
-    ax.axhline(100 * np.mean(full), color="black", linestyle="--", linewidth=1,
-               label="Full Training")
+    ax.axhline(
+      100 * np.mean(full), color="black", linestyle="--", linewidth=1, label="Full Training"
+    )
   ax.set_xlabel("% of labeled data")
   ax.set_ylabel(f"{'test' if split == 'test' else 'validation'} {metric_name(rows)} (%)")
   ax.set_title(title)

@@ -17,8 +17,12 @@ def write_csv(path: pathlib.Path, rows: Iterable[dict[str, Any]], columns: Seque
     writer.writerows(rows)
 
 
-METRIC_NAMES = {"test_accuracy": "test accuracy", "test_miou": "test mIoU",
-                "val_accuracy": "validation accuracy", "val_miou": "validation mIoU"}
+METRIC_NAMES = {
+  "test_accuracy": "test accuracy",
+  "test_miou": "test mIoU",
+  "val_accuracy": "validation accuracy",
+  "val_miou": "validation mIoU",
+}
 
 
 def aulc(counts: np.ndarray, accuracy: np.ndarray) -> float:
@@ -29,8 +33,9 @@ def aulc(counts: np.ndarray, accuracy: np.ndarray) -> float:
   return float(np.trapezoid(accuracy, counts) / (counts[-1] - counts[0]))
 
 
-def paired_differences(values: dict[int, float], baseline: dict[int, float]
-                       ) -> tuple[list[int], np.ndarray]:
+def paired_differences(
+  values: dict[int, float], baseline: dict[int, float]
+) -> tuple[list[int], np.ndarray]:
   """(seeds both hold, values minus baseline on those seeds): a strategy against a baseline,
   seed by seed (the same seed shares the initial labeled set and the initial weights)."""
   seeds = sorted(set(values) & set(baseline))
@@ -39,8 +44,10 @@ def paired_differences(values: dict[int, float], baseline: dict[int, float]
 
 def paired_caption(baseline: str) -> str:
   """The sentence above a table of `paired_cells` rows."""
-  return (f"AULC minus {baseline}'s, paired by seed, in points (mean ± std of the "
-          "differences; a mean inside one std is a tie).")
+  return (
+    f"AULC minus {baseline}'s, paired by seed, in points (mean ± std of the "
+    "differences; a mean inside one std is a tie)."
+  )
 
 
 def paired_cells(differences: np.ndarray) -> tuple[str, str]:
@@ -49,14 +56,21 @@ def paired_cells(differences: np.ndarray) -> tuple[str, str]:
   than one std of the differences, 'tie' otherwise, 'one seed' when there is one."""
   signed = lambda value: f"{100 * value:+.2f}".replace("-", "−")
   mean, std = float(differences.mean()), float(differences.std())
-  verdict = ("one seed" if differences.size == 1 else "tie" if abs(mean) <= std
-             else "ahead" if mean > 0 else "behind")
-  return (", ".join(map(signed, differences)),
-          f"{signed(mean)} ± {100 * std:.2f} ({verdict})")
+  verdict = (
+    "one seed"
+    if differences.size == 1
+    else "tie"
+    if abs(mean) <= std
+    else "ahead"
+    if mean > 0
+    else "behind"
+  )
+  return (", ".join(map(signed, differences)), f"{signed(mean)} ± {100 * std:.2f} ({verdict})")
 
 
-def accuracy_table(results: dict[str, list], full_training_name: str,
-                   metric: str = "test_accuracy") -> str:
+def accuracy_table(
+  results: dict[str, list], full_training_name: str, metric: str = "test_accuracy"
+) -> str:
   """Markdown: one row per labeled count, one column per strategy, `metric` in %.
 
   `results` maps a strategy to its per-cycle records (objects with .labeled and the
@@ -68,12 +82,14 @@ def accuracy_table(results: dict[str, list], full_training_name: str,
   for name in strategies:
     for row in results[name]:
       by_count.setdefault(row.labeled, {})[name] = getattr(row, metric)
-  lines = [f"{METRIC_NAMES[metric]} (%)", "",
-           "| labeled | " + " | ".join(strategies) + " |",
-           "|---:|" + "---:|" * len(strategies)]
+  lines = [
+    f"{METRIC_NAMES[metric]} (%)",
+    "",
+    "| labeled | " + " | ".join(strategies) + " |",
+    "|---:|" + "---:|" * len(strategies),
+  ]
   for count in sorted(by_count):
-    cells = [f"{100 * by_count[count][s]:.2f}" if s in by_count[count] else "" for s in
-             strategies]
+    cells = [f"{100 * by_count[count][s]:.2f}" if s in by_count[count] else "" for s in strategies]
     lines.append(f"| {count} | " + " | ".join(cells) + " |")
   areas = {}
   for name in strategies:
@@ -81,9 +97,16 @@ def accuracy_table(results: dict[str, list], full_training_name: str,
     if points:
       areas[name] = aulc(np.array([c for c, _ in points]), np.array([v for _, v in points]))
   best = max(areas.values(), default=None)
-  cells = [("" if s not in areas else
-            f"**{100 * areas[s]:.2f}**" if areas[s] == best and len(areas) > 1 else
-            f"{100 * areas[s]:.2f}") for s in strategies]
+  cells = [
+    (
+      ""
+      if s not in areas
+      else f"**{100 * areas[s]:.2f}**"
+      if areas[s] == best and len(areas) > 1
+      else f"{100 * areas[s]:.2f}"
+    )
+    for s in strategies
+  ]
   lines.append("| AULC | " + " | ".join(cells) + " |")
   if full_training_name in results:
     row = results[full_training_name][0]

@@ -35,13 +35,18 @@ class MetricWriter:
     self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+
       self._tb = SummaryWriter(str(self.directory / "tb"))
 
   def write(self, step: int, scalars: dict[str, Any], **context) -> None:
     """Appends one JSON line of `scalars` (and `context`) at `step`; TensorBoard too where
     enabled."""
-    row = {"step": int(step), "time": time.time(), **context,
-           **{k: _plain(v) for k, v in scalars.items()}}
+    row = {
+      "step": int(step),
+      "time": time.time(),
+      **context,
+      **{k: _plain(v) for k, v in scalars.items()},
+    }
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
     if self._tb is not None:

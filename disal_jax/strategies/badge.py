@@ -33,8 +33,7 @@ from disal_jax.training.augment import Preprocess
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "head_bias"))
-def factors(state, data, batch, *, preprocess: Preprocess, head_bias: bool
-            ) -> dict[str, jax.Array]:
+def factors(state, data, batch, *, preprocess: Preprocess, head_bias: bool) -> dict[str, jax.Array]:
   """The rank-one factors of rows batch['index']: {'u': (B, C) p - e_yhat, 'a': (B, D')}."""
   images = preprocess.normalise(data.images_at(batch["index"]))
   out = state.apply_fn(state.variables(), images, train=False)
@@ -52,8 +51,9 @@ def draw_uniforms(key: jax.Array, k: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def kmeans_pp(u: jax.Array, a: jax.Array, uniforms: jax.Array, k: int,
-              num_points: jax.Array | int | None = None) -> jax.Array:
+def kmeans_pp(
+  u: jax.Array, a: jax.Array, uniforms: jax.Array, k: int, num_points: jax.Array | int | None = None
+) -> jax.Array:
   """(k,) int32 positions: k-means++ seeding of the rank-one embeddings u_i (x) a_i.
 
   u: (P, C), a: (P, D'), uniforms: (k,) from `draw_uniforms`; only the first `num_points`
@@ -91,8 +91,9 @@ def kmeans_pp(u: jax.Array, a: jax.Array, uniforms: jax.Array, k: int,
 def score(ctx: ScoringContext) -> dict[str, jax.Array]:
   """The selector's evidence: the candidates' factors {'u': (P_pad, C), 'a': (P_pad, D')} on
   device, padded to the run's pool capacity (the first P rows count)."""
-  fn = functools.partial(factors, preprocess=ctx.data.preprocess,
-                         head_bias=bool(ctx.config.badge.head_bias))
+  fn = functools.partial(
+    factors, preprocess=ctx.data.preprocess, head_bias=bool(ctx.config.badge.head_bias)
+  )
   return pool_outputs(ctx, fn, ctx.result.state)
 
 
@@ -100,8 +101,9 @@ def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.nd
   """BADGE's k picks: k-means++ seeding over the gradient embeddings; (k,) pool indices."""
   if k > len(ctx.candidates):
     raise ValueError(f"BADGE: {k} picks from {len(ctx.candidates)} candidates")
-  picks = kmeans_pp(evidence["u"], evidence["a"], draw_uniforms(ctx.rng, k), k,
-                    np.int32(len(ctx.candidates)))
+  picks = kmeans_pp(
+    evidence["u"], evidence["a"], draw_uniforms(ctx.rng, k), k, np.int32(len(ctx.candidates))
+  )
   return ctx.candidates[np.asarray(picks)]
 
 
@@ -114,6 +116,11 @@ def defaults() -> ml_collections.ConfigDict:
   return s
 
 
-STRATEGY = Strategy(name="badge", record="none", score=score, select=select,
-                    description="k-means++ on last-layer gradient embeddings (BADGE)",
-                    config_section=ConfigSection("badge", defaults))
+STRATEGY = Strategy(
+  name="badge",
+  record="none",
+  score=score,
+  select=select,
+  description="k-means++ on last-layer gradient embeddings (BADGE)",
+  config_section=ConfigSection("badge", defaults),
+)

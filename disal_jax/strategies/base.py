@@ -56,6 +56,7 @@ class ScoringData:
     init_state: rng -> a fresh replicated state of the trained model, hook modules included
       (TOD scores against the untrained model).
   """
+
   dataset: Dataset
   train_data: placement.SplitData
   mesh: jax.sharding.Mesh
@@ -66,8 +67,14 @@ class ScoringData:
 
 def scoring_data(trainer: Trainer) -> ScoringData:
   """What a strategy reads of `trainer`: its data on device, mesh and preprocessing."""
-  return ScoringData(trainer.dataset, trainer.train_data, trainer.mesh, trainer.preprocess,
-                     trainer.pixel_stride, trainer.init_state)
+  return ScoringData(
+    trainer.dataset,
+    trainer.train_data,
+    trainer.mesh,
+    trainer.preprocess,
+    trainer.pixel_stride,
+    trainer.init_state,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +92,7 @@ class ScoringContext:
     epoch_callback: the strategy's epoch callback of this cycle, or None.
     run_dir: this (strategy, seed) run's folder, for what a strategy keeps between cycles.
   """
+
   config: ml_collections.ConfigDict
   data: ScoringData
   result: CycleResult
@@ -124,8 +132,9 @@ def select_top_k(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
   if not np.all(np.isfinite(scores)):
     bad = int(np.sum(~np.isfinite(scores)))
     raise FloatingPointError(f"{bad} non-finite scores in cycle {ctx.cycle}")
-  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(scores),
-                            pool_capacity(ctx))
+  ties = selectors.tie_break(
+    jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(scores), pool_capacity(ctx)
+  )
   return ctx.candidates[selectors.top_k(scores, k, ties)]
 
 
@@ -134,8 +143,7 @@ def select_top_k(scores: np.ndarray, ctx: ScoringContext, k: int) -> np.ndarray:
 SCORING_PRECISION = "highest"
 
 
-def score_and_select(strategy: "Strategy", ctx: ScoringContext, k: int
-                     ) -> tuple[Any, np.ndarray]:
+def score_and_select(strategy: "Strategy", ctx: ScoringContext, k: int) -> tuple[Any, np.ndarray]:
   """The strategy's evidence and its k selected rows, at SCORING_PRECISION; the epoch callback
   (if any) is closed afterwards, whatever happens. The one path of the loop and the
   annotation rounds."""
@@ -167,6 +175,7 @@ class ConfigSection:
   now ({'embedding': 'embedding.source'}): a saved run config is compared, and an annotation
   project's config read, as if it held the new key.
   """
+
   name: str
   defaults: Callable[[], ml_collections.ConfigDict]
   check: Optional[Callable[[ml_collections.ConfigDict, int], None]] = None
@@ -188,6 +197,7 @@ class ReferenceProtocol:
     warm_start: each cycle trains on from the previous cycle's model (config.train.warm_start).
     source: the reference lines these values come from (repository, file, line).
   """
+
   subset_size: int
   warm_start: bool
   source: str
@@ -196,32 +206,34 @@ class ReferenceProtocol:
 @dataclasses.dataclass(frozen=True)
 class Strategy:
   """Attributes:
-    name: registry name.
-    record: the least record level it needs (disal_jax.training.record.LEVELS), or a function
-      of the config that returns it (DISAL's depends on disal.target_source).
-    score: the scoring function.
-    select: the selector (top-k unless the strategy is a greedy procedure).
-    make_hook: builds its train-step hook from the config, or None.
-    model_overrides: config -> {config.model key: value} for the model it trains, or None.
-    make_epoch_callback: (config, run folder) -> a fresh EpochCallback for one cycle, or None.
-    description: one line for listings.
-    segmentation: whether it scores segmentation pools (a per-image score from per-pixel
-      quantities at the record's resolution; its docstring says which reduction).
-    config_section: its own config keys, or None (several strategies may share one).
-    reads_sections: the names of the other sections it also reads: another strategy's, or
-      one no strategy owns (`embedding`). A run's resume check compares only the sections
-      its strategy owns or reads (registry.sections_read).
-    reference: how its published code runs a cycle (subset scored, warm start), for
-      config.al.protocol='reference'; None where that is the unified protocol.
+  name: registry name.
+  record: the least record level it needs (disal_jax.training.record.LEVELS), or a function
+    of the config that returns it (DISAL's depends on disal.target_source).
+  score: the scoring function.
+  select: the selector (top-k unless the strategy is a greedy procedure).
+  make_hook: builds its train-step hook from the config, or None.
+  model_overrides: config -> {config.model key: value} for the model it trains, or None.
+  make_epoch_callback: (config, run folder) -> a fresh EpochCallback for one cycle, or None.
+  description: one line for listings.
+  segmentation: whether it scores segmentation pools (a per-image score from per-pixel
+    quantities at the record's resolution; its docstring says which reduction).
+  config_section: its own config keys, or None (several strategies may share one).
+  reads_sections: the names of the other sections it also reads: another strategy's, or
+    one no strategy owns (`embedding`). A run's resume check compares only the sections
+    its strategy owns or reads (registry.sections_read).
+  reference: how its published code runs a cycle (subset scored, warm start), for
+    config.al.protocol='reference'; None where that is the unified protocol.
   """
+
   name: str
   record: str | Callable[[ml_collections.ConfigDict], str]
   score: ScoreFn
   select: SelectFn = select_top_k
   make_hook: Optional[Callable[[ml_collections.ConfigDict], TrainHook]] = None
   model_overrides: Optional[Callable[[ml_collections.ConfigDict], dict[str, Any]]] = None
-  make_epoch_callback: Optional[Callable[[ml_collections.ConfigDict, pathlib.Path],
-                                         EpochCallback]] = None
+  make_epoch_callback: Optional[
+    Callable[[ml_collections.ConfigDict, pathlib.Path], EpochCallback]
+  ] = None
   description: str = ""
   segmentation: bool = False
   config_section: Optional[ConfigSection] = None
@@ -232,8 +244,9 @@ class Strategy:
 @functools.lru_cache(maxsize=None)
 def _batch_slicer(batch_size: int, split: jax.sharding.Sharding):
   """jitted (array, start) -> array[start:start + batch_size], laid out as `split`."""
-  return jax.jit(lambda array, start: jax.lax.dynamic_slice_in_dim(array, start, batch_size),
-                 out_shardings=split)
+  return jax.jit(
+    lambda array, start: jax.lax.dynamic_slice_in_dim(array, start, batch_size), out_shardings=split
+  )
 
 
 def _batches_key(ctx: ScoringContext, rng: Optional[jax.Array]) -> Optional[jax.Array]:
@@ -245,14 +258,22 @@ def _batches_key(ctx: ScoringContext, rng: Optional[jax.Array]) -> Optional[jax.
 @functools.lru_cache(maxsize=None)
 def _batch_key_maker(replicated: jax.sharding.Sharding):
   """jitted (key, number) -> the key of scoring batch `number`, replicated over the mesh."""
-  return jax.jit(lambda key, number: jax.random.fold_in(
-      jax.random.fold_in(key, BATCH_KEY_STREAM), number), out_shardings=replicated)
+  return jax.jit(
+    lambda key, number: jax.random.fold_in(jax.random.fold_in(key, BATCH_KEY_STREAM), number),
+    out_shardings=replicated,
+  )
 
 
-def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: ScoringContext,
-                 index: jax.Array, count: int, extra: Optional[dict[str, jax.Array]],
-                 batch_size: Optional[int] = None, rng: Optional[jax.Array] = None
-                 ) -> jax.Array:
+def _map_batches(
+  batch_fn: Callable[..., jax.Array],
+  scoring_state: Any,
+  ctx: ScoringContext,
+  index: jax.Array,
+  count: int,
+  extra: Optional[dict[str, jax.Array]],
+  batch_size: Optional[int] = None,
+  rng: Optional[jax.Array] = None,
+) -> jax.Array:
   """Runs `batch_fn(scoring_state, data, batch)` over the first `count` rows of `index`, in
   batches of `batch_size` (default: config.train.eval_batch_size).
 
@@ -272,8 +293,10 @@ def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: Sc
   # then scored the whole batch (measured: 8 forced devices took 7-8x one device's time).
   # A batch that does not divide over the devices stays replicated.
   mesh = ctx.data.mesh
-  take = _batch_slicer(batch_size, sharding.along_data(mesh) if batch_size % mesh.size == 0
-                       else sharding.replicated(mesh))
+  take = _batch_slicer(
+    batch_size,
+    sharding.along_data(mesh) if batch_size % mesh.size == 0 else sharding.replicated(mesh),
+  )
 
   def padded(array):  # whole batches, so nothing compiles again for the last one
     short = slots * batch_size - array.shape[0]
@@ -290,7 +313,7 @@ def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: Sc
   host_index = sharding.fetch(index) if isinstance(source, placement.StreamedSplit) else None
 
   def window(start):  # transfers only: the programs stay on this thread, one at a time
-    return source.window(None if host_index is None else host_index[start:start + batch_size])
+    return source.window(None if host_index is None else host_index[start : start + batch_size])
 
   batch_key = _batch_key_maker(sharding.replicated(mesh))
   starts = range(0, batches * batch_size, batch_size)
@@ -298,17 +321,20 @@ def _map_batches(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: Sc
   for start, data in zip(starts, placement.prefetched(window, starts)):
     keys = {} if rng is None else {"rng": batch_key(rng, np.int32(start // batch_size))}
     start = np.int32(start)
-    batch = {"index": take(index, start), **{k: take(v, start) for k, v in extra.items()},
-             **keys}
+    batch = {"index": take(index, start), **{k: take(v, start) for k, v in extra.items()}, **keys}
     parts.append(jax.block_until_ready(batch_fn(scoring_state, data, batch)))
   parts += [jax.tree.map(jnp.zeros_like, parts[0])] * (slots - batches)
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
-def pool_outputs(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
-                 extra: Optional[dict[str, jax.Array]] = None,
-                 batch_size: Optional[int] = None, rng: Optional[jax.Array] = None
-                 ) -> jax.Array:
+def pool_outputs(
+  ctx: ScoringContext,
+  batch_fn: Callable[..., jax.Array],
+  scoring_state: Any,
+  extra: Optional[dict[str, jax.Array]] = None,
+  batch_size: Optional[int] = None,
+  rng: Optional[jax.Array] = None,
+) -> jax.Array:
   """Runs a jitted `batch_fn(scoring_state, data, batch) -> (B, ...)` over the recorded pool.
 
   `batch` holds 'index' (B,) int32 training-set rows; 'rng', a key of its own for each batch
@@ -328,41 +354,59 @@ def pool_outputs(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scorin
   so a smaller pool compiles nothing again; cut on the host, or pass the count to a jitted
   consumer (as selectors.k_center_greedy takes it).
   """
-  return _map_batches(batch_fn, scoring_state, ctx, ctx.result.pool_index,
-                      len(ctx.candidates), extra, batch_size, _batches_key(ctx, rng))
+  return _map_batches(
+    batch_fn,
+    scoring_state,
+    ctx,
+    ctx.result.pool_index,
+    len(ctx.candidates),
+    extra,
+    batch_size,
+    _batches_key(ctx, rng),
+  )
 
 
-def batched_pool_scores(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
-                        scoring_state: Any, extra: Optional[dict[str, jax.Array]] = None,
-                        batch_size: Optional[int] = None, rng: Optional[jax.Array] = None
-                        ) -> np.ndarray:
+def batched_pool_scores(
+  ctx: ScoringContext,
+  batch_fn: Callable[..., jax.Array],
+  scoring_state: Any,
+  extra: Optional[dict[str, jax.Array]] = None,
+  batch_size: Optional[int] = None,
+  rng: Optional[jax.Array] = None,
+) -> np.ndarray:
   """`pool_outputs` fetched to the host: the (P,) scores of ctx.candidates as numpy (each
   batch gets its key, batch['rng'], as there)."""
   outputs = pool_outputs(ctx, batch_fn, scoring_state, extra, batch_size, rng)
-  return sharding.fetch(outputs)[:len(ctx.candidates)]
+  return sharding.fetch(outputs)[: len(ctx.candidates)]
 
 
-def compiled_bytes(batch_fn: Callable[..., jax.Array], scoring_state: Any, ctx: ScoringContext,
-                   batch_size: int, extra: Optional[dict[str, jax.Array]] = None) -> int:
+def compiled_bytes(
+  batch_fn: Callable[..., jax.Array],
+  scoring_state: Any,
+  ctx: ScoringContext,
+  batch_size: int,
+  extra: Optional[dict[str, jax.Array]] = None,
+) -> int:
   """Device bytes one call of `batch_fn` on `batch_size` rows needs beyond its inputs: XLA's
   compiled temporaries plus outputs, per device (the batch split as in `pool_outputs`)."""
   split = sharding.along_data(ctx.data.mesh)
   batch = {"index": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
   key = _batches_key(ctx, None)
   if key is not None:  # as pool_outputs hands it
-    batch["rng"] = jax.ShapeDtypeStruct(key.shape, key.dtype,
-                                        sharding=sharding.replicated(ctx.data.mesh))
+    batch["rng"] = jax.ShapeDtypeStruct(
+      key.shape, key.dtype, sharding=sharding.replicated(ctx.data.mesh)
+    )
   for key, value in (extra or {}).items():
-    batch[key] = jax.ShapeDtypeStruct((batch_size,) + value.shape[1:], value.dtype,
-                                      sharding=split)
+    batch[key] = jax.ShapeDtypeStruct((batch_size,) + value.shape[1:], value.dtype, sharding=split)
   data = placement.abstract_window(ctx.data.train_data, batch_size)
   compiled = jax.jit(batch_fn).lower(scoring_state, data, batch).compile()
   memory = compiled.memory_analysis()
   return int(memory.temp_size_in_bytes + memory.output_size_in_bytes)
 
 
-def fit_batch_size(bytes_at: Callable[[int], int], budget_bytes: int, multiple: int,
-                   limit: int, probe: int = 8) -> int:
+def fit_batch_size(
+  bytes_at: Callable[[int], int], budget_bytes: int, multiple: int, limit: int, probe: int = 8
+) -> int:
   """The largest batch (a multiple of `multiple`, at most `limit`) whose measured memory
   `bytes_at(batch)` fits `budget_bytes`.
 
@@ -383,16 +427,22 @@ def fit_batch_size(bytes_at: Callable[[int], int], budget_bytes: int, multiple: 
     if needed <= budget_bytes:
       return size
     if size == multiple:
-      raise MemoryError(f"scoring {size} sample(s) per call needs {needed / 2**20:.1f} MiB, "
-                        f"more than per_sample.memory_budget_mb={budget_bytes / 2**20:g}; "
-                        "raise it (or set it to 0 and size the chunks by hand)")
+      raise MemoryError(
+        f"scoring {size} sample(s) per call needs {needed / 2**20:.1f} MiB, "
+        f"more than per_sample.memory_budget_mb={budget_bytes / 2**20:g}; "
+        "raise it (or set it to 0 and size the chunks by hand)"
+      )
     size = max(multiple, int(size * budget_bytes / needed) // multiple * multiple)
   return size
 
 
-def per_sample_batch_size(ctx: ScoringContext, batch_fn: Callable[..., jax.Array],
-                          scoring_state: Any, fixed: int,
-                          extra: Optional[dict[str, jax.Array]] = None) -> int:
+def per_sample_batch_size(
+  ctx: ScoringContext,
+  batch_fn: Callable[..., jax.Array],
+  scoring_state: Any,
+  fixed: int,
+  extra: Optional[dict[str, jax.Array]] = None,
+) -> int:
   """Samples per call of a per-sample-gradient scorer: `fixed` (the chunk keys), or, when
   config.per_sample.memory_budget_mb > 0, the most that fit that budget on one device
   (measured from XLA's compiled memory, `fit_batch_size`)."""
@@ -401,15 +451,20 @@ def per_sample_batch_size(ctx: ScoringContext, batch_fn: Callable[..., jax.Array
     return fixed
   devices = ctx.data.mesh.size
   limit = max(devices, -(-len(ctx.candidates) // devices) * devices)
-  bytes_at = functools.cache(lambda size: compiled_bytes(batch_fn, scoring_state, ctx, size,
-                                                         extra))
+  bytes_at = functools.cache(lambda size: compiled_bytes(batch_fn, scoring_state, ctx, size, extra))
   return fit_batch_size(bytes_at, int(budget_mb * 2**20), devices, limit)
 
 
-def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_state: Any,
-             rows: np.ndarray, capacity: int = 0, batch_size: Optional[int] = None,
-             extra: Optional[dict[str, np.ndarray]] = None, rng: Optional[jax.Array] = None
-             ) -> jax.Array:
+def map_rows(
+  ctx: ScoringContext,
+  batch_fn: Callable[..., jax.Array],
+  scoring_state: Any,
+  rows: np.ndarray,
+  capacity: int = 0,
+  batch_size: Optional[int] = None,
+  extra: Optional[dict[str, np.ndarray]] = None,
+  rng: Optional[jax.Array] = None,
+) -> jax.Array:
   """Runs `batch_fn(scoring_state, data, {'index': (B,), 'rng': key, **extra}) -> (B, ...)`
   over rows.
 
@@ -427,21 +482,27 @@ def map_rows(ctx: ScoringContext, batch_fn: Callable[..., jax.Array], scoring_st
     padded = np.pad(padded, (0, capacity - len(padded)))
   split = sharding.along_data(ctx.data.mesh)
   index = jax.device_put(padded, split)
-  extra = {key: jax.device_put(np.pad(value, [(0, len(padded) - len(value))]
-                                      + [(0, 0)] * (value.ndim - 1)), split)
-           for key, value in (extra or {}).items()}
-  outputs = _map_batches(batch_fn, scoring_state, ctx, index, len(rows), extra, batch_size,
-                         _batches_key(ctx, rng))
-  return outputs if capacity else jax.tree.map(lambda x: x[:len(rows)], outputs)
+  extra = {
+    key: jax.device_put(
+      np.pad(value, [(0, len(padded) - len(value))] + [(0, 0)] * (value.ndim - 1)), split
+    )
+    for key, value in (extra or {}).items()
+  }
+  outputs = _map_batches(
+    batch_fn, scoring_state, ctx, index, len(rows), extra, batch_size, _batches_key(ctx, rng)
+  )
+  return outputs if capacity else jax.tree.map(lambda x: x[: len(rows)], outputs)
 
 
 def batch_logits(state: TrainState, preprocess: Preprocess, pixel_stride: int = 1):
   """model(variables, images) -> (B, C) float32 logits of (B, H, W, C) uint8 images, eval mode
   (the form `per_sample.Engine` takes); segmentation: (B, H/stride, W/stride, C) block means
   (disal_jax.training.pixels)."""
+
   def model(variables, images):
     logits = state.apply_fn(variables, preprocess.normalise(images), train=False)["logits"]
     return pixels.to_record_resolution(logits, pixel_stride)
+
   return model
 
 

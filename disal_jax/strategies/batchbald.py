@@ -33,8 +33,15 @@ import numpy as np
 
 from disal_jax.errors import check_value
 from disal_jax.strategies import selectors
-from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
-                                       entropy, pool_capacity, pool_outputs)
+from disal_jax.strategies.base import (
+  TIE_BREAK_STREAM,
+  ConfigSection,
+  ScoringContext,
+  Strategy,
+  entropy,
+  pool_capacity,
+  pool_outputs,
+)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 
@@ -52,8 +59,9 @@ def mc_probs(scoring, data, batch, *, preprocess: Preprocess, passes: int) -> ja
     x = preprocess.normalise(image[None])
 
     def one_pass(pass_key):  # a (1, D) mask drawn from the pass key alone: the same w_k
-      out = state.apply_fn(state.variables(), x, train=False, dropout=True,
-                           rngs={"dropout": pass_key})
+      out = state.apply_fn(
+        state.variables(), x, train=False, dropout=True, rngs={"dropout": pass_key}
+      )
       return jax.nn.softmax(out["logits"][0].astype(jnp.float32))
 
     return jax.vmap(one_pass)(pass_keys)
@@ -75,12 +83,11 @@ def exact_table(chosen: jax.Array, count: jax.Array, configurations: int) -> jax
   base-C digits of m over A's slots; the other rows are 0. chosen: (n, K, C) probabilities
   of A's members, n = exact_slots(C, M), free slots one-hot on class 0."""
   num_slots, _, classes = chosen.shape
-  powers = np.array([classes ** b for b in range(num_slots)], np.int64).astype(np.int32)
+  powers = np.array([classes**b for b in range(num_slots)], np.int64).astype(np.int32)
   digits = (jnp.arange(configurations)[:, None] // powers[None]) % classes  # (M, n)
   by_class = jnp.transpose(chosen, (0, 2, 1))  # (n, C, K)
   factors = by_class[jnp.arange(num_slots)[None, :], digits]  # (M, n, K)
-  return jnp.where((jnp.arange(configurations) < count)[:, None], jnp.prod(factors, axis=1),
-                   0.0)
+  return jnp.where((jnp.arange(configurations) < count)[:, None], jnp.prod(factors, axis=1), 0.0)
 
 
 @functools.partial(jax.jit, static_argnames=("configurations",))
@@ -112,8 +119,16 @@ def _conditional_entropies(probs: jax.Array) -> jax.Array:
   return entropy(probs).mean(axis=1)
 
 
-def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.Array,
-           num_points: Optional[int] = None, *, ties: np.ndarray) -> np.ndarray:
+def greedy(
+  probs: jax.Array,
+  k: int,
+  configurations: int,
+  block: int,
+  key: jax.Array,
+  num_points: Optional[int] = None,
+  *,
+  ties: np.ndarray,
+) -> np.ndarray:
   """(k,) int64 positions into probs (P, K, C) float32 chosen greedily by BatchBALD; only the
   first `num_points` rows (default P) are candidates, the rest padding: probabilities padded
   to a run's pool capacity compile once for all its cycles. `key` draws the sampled
@@ -131,17 +146,21 @@ def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.A
   picks: list[int] = []
   for step in range(k):
     if step <= exact:  # C^step <= M: every configuration of A
-      table = exact_table(chosen[:exact], jnp.int32(classes ** step), configurations)
+      table = exact_table(chosen[:exact], jnp.int32(classes**step), configurations)
       weights = jnp.ones(configurations, jnp.float32)
     else:
       table = sampled_table(chosen, configurations, jax.random.fold_in(key, step))
       drawn = passes * (configurations // passes)
       q = table.mean(axis=1)
-      weights = jnp.where(jnp.arange(configurations) < drawn,
-                          1.0 / (jnp.maximum(q, 1e-30) * drawn), 0.0)
-    scores = np.concatenate([
-        np.asarray(joint_entropies(table, weights, padded[s:s + block]))
-        for s in range(0, num, block)])[:num]
+      weights = jnp.where(
+        jnp.arange(configurations) < drawn, 1.0 / (jnp.maximum(q, 1e-30) * drawn), 0.0
+      )
+    scores = np.concatenate(
+      [
+        np.asarray(joint_entropies(table, weights, padded[s : s + block]))
+        for s in range(0, num, block)
+      ]
+    )[:num]
     scores = scores - conditional - float(conditional[taken].sum())
     scores[taken] = -np.inf
     best = selectors.argmax_random_ties(scores, ties[:num])
@@ -154,8 +173,9 @@ def greedy(probs: jax.Array, k: int, configurations: int, block: int, key: jax.A
 def score(ctx: ScoringContext) -> jax.Array:
   """The selector's evidence: (P_pad, K, C) MC-Dropout probabilities of the candidates,
   padded to the run's pool capacity (the first P rows count)."""
-  fn = functools.partial(mc_probs, preprocess=ctx.data.preprocess,
-                         passes=int(ctx.config.batchbald.passes))
+  fn = functools.partial(
+    mc_probs, preprocess=ctx.data.preprocess, passes=int(ctx.config.batchbald.passes)
+  )
   key = jax.random.fold_in(ctx.rng, MASK_STREAM)
   return pool_outputs(ctx, fn, {"state": ctx.result.state, "key": key})
 
@@ -164,18 +184,28 @@ def select(probs: jax.Array, ctx: ScoringContext, k: int) -> np.ndarray:
   """BatchBALD's greedy batch of k from the MC-Dropout probabilities; (k,) pool indices."""
   c = ctx.config.batchbald
   probs = jnp.asarray(sharding.fetch(probs))
-  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(ctx.candidates),
-                             pool_capacity(ctx))
-  picks = greedy(probs, k, int(c.configurations), int(c.block_size),
-                 jax.random.fold_in(ctx.rng, SAMPLE_STREAM), len(ctx.candidates), ties=ties)
+  ties = selectors.tie_break(
+    jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(ctx.candidates), pool_capacity(ctx)
+  )
+  picks = greedy(
+    probs,
+    k,
+    int(c.configurations),
+    int(c.block_size),
+    jax.random.fold_in(ctx.rng, SAMPLE_STREAM),
+    len(ctx.candidates),
+    ties=ties,
+  )
   return ctx.candidates[picks]
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float | bool]:
   """MC-Dropout's model (mc_dropout.dropout_rate on the pooled feature), with dropout in
   training as batchbald.train_dropout says."""
-  return {"dropout_rate": float(config.mc_dropout.dropout_rate),
-          "train_dropout": bool(config.batchbald.train_dropout)}
+  return {
+    "dropout_rate": float(config.mc_dropout.dropout_rate),
+    "train_dropout": bool(config.batchbald.train_dropout),
+  }
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -197,14 +227,22 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   del num_devices
   s = config.batchbald
   check_value(s.passes >= 2, "batchbald.passes", s.passes, ">= 2")
-  check_value(s.configurations >= s.passes, "batchbald.configurations", s.configurations,
-              f"at least batchbald.passes ({s.passes})")
+  check_value(
+    s.configurations >= s.passes,
+    "batchbald.configurations",
+    s.configurations,
+    f"at least batchbald.passes ({s.passes})",
+  )
   check_value(s.block_size >= 1, "batchbald.block_size", s.block_size, ">= 1")
 
 
-STRATEGY = Strategy(name="batchbald", record="none", score=score, select=select,
-                    model_overrides=model_overrides,
-                    description="BatchBALD: greedy joint mutual information over MC-Dropout "
-                                "passes",
-                    config_section=ConfigSection("batchbald", defaults, check),
-                    reads_sections=("mc_dropout",))
+STRATEGY = Strategy(
+  name="batchbald",
+  record="none",
+  score=score,
+  select=select,
+  model_overrides=model_overrides,
+  description="BatchBALD: greedy joint mutual information over MC-Dropout passes",
+  config_section=ConfigSection("batchbald", defaults, check),
+  reads_sections=("mc_dropout",),
+)

@@ -30,14 +30,22 @@ import optax
 from disal_jax.errors import check_value
 from disal_jax.models import gcn as gcn_lib
 from disal_jax.strategies import selectors
-from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ReferenceProtocol,
-                                       ScoringContext, Strategy, map_rows, pool_capacity)
+from disal_jax.strategies.base import (
+  TIE_BREAK_STREAM,
+  ConfigSection,
+  ReferenceProtocol,
+  ScoringContext,
+  Strategy,
+  map_rows,
+  pool_capacity,
+)
 from disal_jax.strategies.coreset import features as backbone_features
 from disal_jax.training import sharding
 
 
-def bce_adjusted_loss(logits: jax.Array, is_labeled: jax.Array, unlabeled_weight: float
-                      ) -> jax.Array:
+def bce_adjusted_loss(
+  logits: jax.Array, is_labeled: jax.Array, unlabeled_weight: float
+) -> jax.Array:
   """-mean_L log s - w * mean_U log(1 - s), s = sigmoid(logits); logits (N,), is_labeled (N,)."""
   log_s = jax.nn.log_sigmoid(logits)
   log_not_s = jax.nn.log_sigmoid(-logits)
@@ -47,11 +55,20 @@ def bce_adjusted_loss(logits: jax.Array, is_labeled: jax.Array, unlabeled_weight
   return -mean_l - unlabeled_weight * mean_u
 
 
-@functools.partial(jax.jit, static_argnames=("model", "steps", "learning_rate",
-                                             "weight_decay", "unlabeled_weight"))
-def train_gcn(features: jax.Array, is_labeled: jax.Array, rng: jax.Array, *,
-              model: gcn_lib.GCN, steps: int, learning_rate: float, weight_decay: float,
-              unlabeled_weight: float):
+@functools.partial(
+  jax.jit, static_argnames=("model", "steps", "learning_rate", "weight_decay", "unlabeled_weight")
+)
+def train_gcn(
+  features: jax.Array,
+  is_labeled: jax.Array,
+  rng: jax.Array,
+  *,
+  model: gcn_lib.GCN,
+  steps: int,
+  learning_rate: float,
+  weight_decay: float,
+  unlabeled_weight: float,
+):
   """Fits the GCN on the graph of `features` (N, D) and evaluates it on the same graph.
 
   is_labeled: (N,) bool. One jitted call: the steps are a lax.scan, and the dense (N, N)
@@ -69,9 +86,9 @@ def train_gcn(features: jax.Array, is_labeled: jax.Array, rng: jax.Array, *,
     params, opt_state = carry
 
     def loss_fn(p):
-      logits, _ = model.apply({"params": p}, x, adjacency, train=True,
-                              rngs={"dropout": step_rng})
+      logits, _ = model.apply({"params": p}, x, adjacency, train=True, rngs={"dropout": step_rng})
       return bce_adjusted_loss(logits, is_labeled, unlabeled_weight)
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
@@ -79,8 +96,9 @@ def train_gcn(features: jax.Array, is_labeled: jax.Array, rng: jax.Array, *,
   # optax's Adam mixes Python scalars with int32 step counts, which the strict dtype-promotion
   # mode (our tests run in it) refuses; standard promotion is what it is written for.
   with jax.numpy_dtype_promotion("standard"):
-    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)),
-                                       jax.random.split(dropout_rng, steps))
+    (params, _), losses = jax.lax.scan(
+      step, (params, tx.init(params)), jax.random.split(dropout_rng, steps)
+    )
   logits, hidden = model.apply({"params": params}, x, adjacency)
   return jax.nn.sigmoid(logits), jnp.concatenate([hidden, logits[:, None]], axis=1), losses
 
@@ -100,20 +118,29 @@ def score(ctx: ScoringContext) -> dict:
   num = len(ctx.candidates)
   subset = np.arange(num)
   if g.subset_size and num > g.subset_size:
-    subset = np.sort(np.asarray(jax.random.choice(subset_rng, num, (g.subset_size,),
-                                                  replace=False)))
+    subset = np.sort(
+      np.asarray(jax.random.choice(subset_rng, num, (g.subset_size,), replace=False))
+    )
   fn = functools.partial(backbone_features, preprocess=ctx.data.preprocess)
   state = ctx.result.state
   nodes = map_rows(ctx, fn, state, np.concatenate([ctx.candidates[subset], ctx.labeled]))
   is_labeled = jnp.arange(nodes.shape[0]) >= len(subset)
   model = _model(ctx)
-  scores, features, losses = train_gcn(nodes, is_labeled, train_rng, model=model,
-                                     steps=int(g.steps), learning_rate=float(g.learning_rate),
-                                     weight_decay=float(g.weight_decay),
-                                     unlabeled_weight=float(g.unlabeled_weight))
+  scores, features, losses = train_gcn(
+    nodes,
+    is_labeled,
+    train_rng,
+    model=model,
+    steps=int(g.steps),
+    learning_rate=float(g.learning_rate),
+    weight_decay=float(g.weight_decay),
+    unlabeled_weight=float(g.unlabeled_weight),
+  )
   if not bool(jnp.all(jnp.isfinite(losses))):
-    raise FloatingPointError("CoreGCN: the GCN's loss became non-finite while training on "
-                             f"{nodes.shape[0]} nodes; lower coregcn.learning_rate")
+    raise FloatingPointError(
+      "CoreGCN: the GCN's loss became non-finite while training on "
+      f"{nodes.shape[0]} nodes; lower coregcn.learning_rate"
+    )
   if g.kcenter_features == "hidden":
     features = features[:, :-1]
   return {"subset": subset, "scores": scores, "features": features}
@@ -121,9 +148,11 @@ def score(ctx: ScoringContext) -> dict:
 
 def _check_subset(evidence: dict, ctx: ScoringContext, k: int) -> None:
   if k > len(evidence["subset"]):
-    raise ValueError(f"coregcn.subset_size={ctx.config.coregcn.subset_size} gives a graph of "
-                     f"{len(evidence['subset'])} pool samples, but this cycle selects {k}; "
-                     "raise coregcn.subset_size (or set it to 0: the whole pool)")
+    raise ValueError(
+      f"coregcn.subset_size={ctx.config.coregcn.subset_size} gives a graph of "
+      f"{len(evidence['subset'])} pool samples, but this cycle selects {k}; "
+      "raise coregcn.subset_size (or set it to 0: the whole pool)"
+    )
 
 
 def select_core(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
@@ -132,10 +161,15 @@ def select_core(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
   _check_subset(evidence, ctx, k)
   size = len(evidence["subset"])
   features = evidence["features"]
-  picks = selectors.k_center_greedy(features, _labeled_first(features, size), k,
-                                    block_size=int(ctx.config.coreset.block_size),
-                                    key=jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
-                                    num_points=size, num_centres=features.shape[0] - size)
+  picks = selectors.k_center_greedy(
+    features,
+    _labeled_first(features, size),
+    k,
+    block_size=int(ctx.config.coreset.block_size),
+    key=jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
+    num_points=size,
+    num_centres=features.shape[0] - size,
+  )
   return ctx.candidates[evidence["subset"][picks]]
 
 
@@ -149,10 +183,11 @@ def select_uncertain(evidence: dict, ctx: ScoringContext, k: int) -> np.ndarray:
   """UncertainGCN's k picks: the subset's nodes whose score is nearest the margin; (k,)
   pool indices."""
   _check_subset(evidence, ctx, k)
-  scores = sharding.fetch(evidence["scores"])[:len(evidence["subset"])]
+  scores = sharding.fetch(evidence["scores"])[: len(evidence["subset"])]
   closeness = -np.abs(scores - float(ctx.config.coregcn.margin))
-  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(closeness),
-                            pool_capacity(ctx))
+  ties = selectors.tie_break(
+    jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(closeness), pool_capacity(ctx)
+  )
   return ctx.candidates[evidence["subset"][selectors.top_k(closeness, k, ties)]]
 
 
@@ -183,25 +218,44 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   check_value(gc.steps >= 1, "coregcn.steps", gc.steps, ">= 1")
   check_value(gc.learning_rate > 0, "coregcn.learning_rate", gc.learning_rate, "> 0")
   check_value(0 < gc.margin < 1, "coregcn.margin", gc.margin, "in (0, 1)")
-  check_value(gc.kcenter_features in ("hidden_and_output", "hidden"), "coregcn.kcenter_features",
-              gc.kcenter_features, "'hidden_and_output' or 'hidden'")
+  check_value(
+    gc.kcenter_features in ("hidden_and_output", "hidden"),
+    "coregcn.kcenter_features",
+    gc.kcenter_features,
+    "'hidden_and_output' or 'hidden'",
+  )
 
 
 SECTION = ConfigSection("coregcn", defaults, check)  # CoreGCN's and UncertainGCN's
 
 # al.protocol='reference': how the published code runs a cycle.
 REFERENCE = ReferenceProtocol(
-    subset_size=10_000, warm_start=False,
-    source=("razvancaramalau/Sequential-GCN-for-Active-Learning config.py:8 (SUBSET = 10000), "
-            "main.py:93-96, main.py:98-104 (a new model every cycle)"))
+  subset_size=10_000,
+  warm_start=False,
+  source=(
+    "razvancaramalau/Sequential-GCN-for-Active-Learning config.py:8 (SUBSET = 10000), "
+    "main.py:93-96, main.py:98-104 (a new model every cycle)"
+  ),
+)
 
-CORE = Strategy(name="coregcn", record="none", score=score, select=select_core,
-                description="CoreGCN: k-center on the hidden features of a labeled-vs-"
-                            "unlabeled GCN", config_section=SECTION,
-                reads_sections=("coreset",),
-                reference=REFERENCE)
-UNCERTAIN = Strategy(name="uncertaingcn", record="none", score=score, select=select_uncertain,
-                     description="UncertainGCN: GCN scores closest to the margin",
-                     config_section=SECTION, reads_sections=("coreset",),
-                     reference=REFERENCE)
+CORE = Strategy(
+  name="coregcn",
+  record="none",
+  score=score,
+  select=select_core,
+  description="CoreGCN: k-center on the hidden features of a labeled-vs-unlabeled GCN",
+  config_section=SECTION,
+  reads_sections=("coreset",),
+  reference=REFERENCE,
+)
+UNCERTAIN = Strategy(
+  name="uncertaingcn",
+  record="none",
+  score=score,
+  select=select_uncertain,
+  description="UncertainGCN: GCN scores closest to the margin",
+  config_section=SECTION,
+  reads_sections=("coreset",),
+  reference=REFERENCE,
+)
 STRATEGIES = (CORE, UNCERTAIN)

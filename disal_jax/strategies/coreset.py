@@ -22,8 +22,14 @@ import numpy as np
 
 from disal_jax.errors import check_value
 from disal_jax.strategies import embedding, selectors
-from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext, Strategy,
-                                       pool_capacity, pool_outputs)
+from disal_jax.strategies.base import (
+  TIE_BREAK_STREAM,
+  ConfigSection,
+  ScoringContext,
+  Strategy,
+  pool_capacity,
+  pool_outputs,
+)
 from disal_jax.strategies.embedding import features  # also CoreGCN's backbone features
 
 
@@ -35,19 +41,25 @@ def score(ctx: ScoringContext) -> dict[str, jax.Array]:
   num_train = len(ctx.data.dataset.train_labels)
   labeled = embedding.rows(ctx, source, path, ctx.labeled, capacity=num_train)
   if source == "file":
-    return {"candidates": embedding.rows(ctx, source, path, ctx.candidates,
-                                         capacity=pool_capacity(ctx)), "labeled": labeled}
+    return {
+      "candidates": embedding.rows(ctx, source, path, ctx.candidates, capacity=pool_capacity(ctx)),
+      "labeled": labeled,
+    }
   fn = functools.partial(features, preprocess=ctx.data.preprocess)
   return {"candidates": pool_outputs(ctx, fn, ctx.result.state), "labeled": labeled}
 
 
 def select(evidence: dict[str, jax.Array], ctx: ScoringContext, k: int) -> np.ndarray:
   """Core-set's k picks: k-center greedy from the labeled centres; (k,) pool indices."""
-  picks = selectors.k_center_greedy(evidence["candidates"], evidence["labeled"], k,
-                                    block_size=int(ctx.config.coreset.block_size),
-                                    key=jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
-                                    num_points=len(ctx.candidates),
-                                    num_centres=len(ctx.labeled))
+  picks = selectors.k_center_greedy(
+    evidence["candidates"],
+    evidence["labeled"],
+    k,
+    block_size=int(ctx.config.coreset.block_size),
+    key=jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
+    num_points=len(ctx.candidates),
+    num_centres=len(ctx.labeled),
+  )
   return ctx.candidates[picks]
 
 
@@ -62,12 +74,18 @@ def defaults() -> ml_collections.ConfigDict:
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises ConfigError where the coreset section's values are invalid."""
   del num_devices
-  check_value(config.coreset.block_size >= 1, "coreset.block_size",
-              config.coreset.block_size, ">= 1")
+  check_value(
+    config.coreset.block_size >= 1, "coreset.block_size", config.coreset.block_size, ">= 1"
+  )
 
 
-STRATEGY = Strategy(name="coreset", record="none", score=score, select=select,
-                    description="greedy k-center on penultimate features (or a file's "
-                                "embeddings)", segmentation=True,
-                    config_section=ConfigSection("coreset", defaults, check),
-                    reads_sections=("embedding",))
+STRATEGY = Strategy(
+  name="coreset",
+  record="none",
+  score=score,
+  select=select,
+  description="greedy k-center on penultimate features (or a file's embeddings)",
+  segmentation=True,
+  config_section=ConfigSection("coreset", defaults, check),
+  reads_sections=("embedding",),
+)

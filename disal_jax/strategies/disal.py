@@ -56,10 +56,18 @@ from disal_jax import pool as pool_lib
 from disal_jax.errors import ConfigError, check_value
 from disal_jax.strategies import per_sample, selectors
 from disal_jax.strategies import random as random_strategy
-from disal_jax.strategies.base import (TIE_BREAK_STREAM, ConfigSection, ScoringContext,
-                                       Strategy, batch_logits, pool_capacity, select_top_k,
-                                       batched_pool_scores, entropy_of_logits,
-                                       per_sample_batch_size)
+from disal_jax.strategies.base import (
+  TIE_BREAK_STREAM,
+  ConfigSection,
+  ScoringContext,
+  Strategy,
+  batch_logits,
+  batched_pool_scores,
+  entropy_of_logits,
+  per_sample_batch_size,
+  pool_capacity,
+  select_top_k,
+)
 from disal_jax.training import pixels
 from disal_jax.training import record as record_lib
 from disal_jax.training.augment import Preprocess
@@ -80,8 +88,8 @@ DIRECTIONS = ("delta", "momentum")
 SCORE_TARGETS = ("dynamic", "expected")
 LOSS_GUARDS = ("adapt", "refuse", "off")
 
-def score_losses(logits: jax.Array, target: jax.Array, kind: str, score_target: str
-                 ) -> jax.Array:
+
+def score_losses(logits: jax.Array, target: jax.Array, kind: str, score_target: str) -> jax.Array:
   """Per-sample losses (B,) whose gradients DISAL scores: the dynamic loss against p_bar
   ('dynamic'), or the entropy of the prediction ('expected', the no-dynamic-target ablation);
   segmentation: the mean over the recorded pixels."""
@@ -118,8 +126,15 @@ TARGET_STEP = "disal_target_step"
 NEVER_FOLDED = -1.0
 
 
-def weight_schedule(lam: float, schedule: str, rampup_fraction: float, start_epoch: int,
-                    epochs: int, epoch: int, num_steps: int) -> np.ndarray:
+def weight_schedule(
+  lam: float,
+  schedule: str,
+  rampup_fraction: float,
+  start_epoch: int,
+  epochs: int,
+  epoch: int,
+  num_steps: int,
+) -> np.ndarray:
   """The dynamic loss weight of each step of `epoch`, (num_steps,) float32.
 
   0 before `start_epoch`; then 'constant' lambda, or 'rampup' lambda * exp(-5 (1 - t)^2)
@@ -135,8 +150,13 @@ def weight_schedule(lam: float, schedule: str, rampup_fraction: float, start_epo
   return weight.astype(np.float32)
 
 
-def fresh_targets(target: jax.Array, folded_at: jax.Array, step: jax.Array,
-                  max_age: jax.Array, min_confidence: float = 0.0) -> jax.Array:
+def fresh_targets(
+  target: jax.Array,
+  folded_at: jax.Array,
+  step: jax.Array,
+  max_age: jax.Array,
+  min_confidence: float = 0.0,
+) -> jax.Array:
   """The train-branch targets (B, C) of drawn rows, zeroed (no target: the row counts 0 in
   the loss) where the last fold `folded_at` (B,) is more than `max_age` steps before `step`,
   or where the target's largest probability is below `min_confidence`.
@@ -154,8 +174,9 @@ def fresh_targets(target: jax.Array, folded_at: jax.Array, step: jax.Array,
 POOL_DRAW_STREAM = 0xD15A
 
 
-def pool_draws(cycle_seed: tuple[int, ...], pool_size: int, epoch: int, num_steps: int,
-               batch_size: int) -> np.ndarray:
+def pool_draws(
+  cycle_seed: tuple[int, ...], pool_size: int, epoch: int, num_steps: int, batch_size: int
+) -> np.ndarray:
   """(num_steps, batch_size) int32 pool positions for `epoch`: its slice of one sequence of
   shuffled passes over the pool that runs through the whole cycle, so every sample is drawn
   once before any is drawn again. Pass k's order derives from (cycle_seed, k) alone, so a
@@ -163,15 +184,19 @@ def pool_draws(cycle_seed: tuple[int, ...], pool_size: int, epoch: int, num_step
   total = num_steps * batch_size
   first, last = epoch * total, (epoch + 1) * total
   passes = range(first // pool_size, -(-last // pool_size))
-  order = np.concatenate([
+  order = np.concatenate(
+    [
       np.random.default_rng([*cycle_seed, POOL_DRAW_STREAM, k]).permutation(pool_size)
-      for k in passes])
+      for k in passes
+    ]
+  )
   offset = first - passes[0] * pool_size
-  return order[offset:offset + total].reshape(num_steps, batch_size).astype(np.int32)
+  return order[offset : offset + total].reshape(num_steps, batch_size).astype(np.int32)
 
 
-def unsafe_loss_reason(pool_size: int, branch_steps: int, batch_size: int, target_source: str,
-                       min_pool_draws: float) -> Optional[str]:
+def unsafe_loss_reason(
+  pool_size: int, branch_steps: int, batch_size: int, target_source: str, min_pool_draws: float
+) -> Optional[str]:
   """Why the dynamic loss would pull toward stale targets in a cycle of these sizes, or None
   (docs/disal.md, "Few labels in a large pool").
 
@@ -192,14 +217,17 @@ def unsafe_loss_reason(pool_size: int, branch_steps: int, batch_size: int, targe
   """
   draws = branch_steps * batch_size / max(1, pool_size)
   if target_source == "train_branch" and draws < min_pool_draws:
-    return (f"the cycle draws each of its {pool_size} pool samples {draws:.2f} times, under "
-            f"disal.guard_min_pool_draws={min_pool_draws:g} (raise train.min_steps or "
-            "disal.dynamic_batch_size)")
+    return (
+      f"the cycle draws each of its {pool_size} pool samples {draws:.2f} times, under "
+      f"disal.guard_min_pool_draws={min_pool_draws:g} (raise train.min_steps or "
+      "disal.dynamic_batch_size)"
+    )
   return None
 
 
-def cycle_guard_reasons(config: ml_collections.ConfigDict, num_train: int
-                        ) -> list[tuple[int, Optional[str]]]:
+def cycle_guard_reasons(
+  config: ml_collections.ConfigDict, num_train: int
+) -> list[tuple[int, Optional[str]]]:
   """(labeled count, `unsafe_loss_reason` or None) of every cycle of a run of `config` on a
   training split of `num_train` rows: what the guard decides, known before training
   (disal.loss_guard='refuse' checks it up front)."""
@@ -211,15 +239,25 @@ def cycle_guard_reasons(config: ml_collections.ConfigDict, num_train: int
     if config.al.subset_size:
       pool_size = min(pool_size, config.al.subset_size)
     steps = steps_per_epoch(labeled, t.batch_size, t.epochs, t.min_steps)
-    reasons.append((labeled, unsafe_loss_reason(
-        pool_size, branch_epochs * steps, s.dynamic_batch_size, s.target_source,
-        s.guard_min_pool_draws)))
+    reasons.append(
+      (
+        labeled,
+        unsafe_loss_reason(
+          pool_size,
+          branch_epochs * steps,
+          s.dynamic_batch_size,
+          s.target_source,
+          s.guard_min_pool_draws,
+        ),
+      )
+    )
   return reasons
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DynamicLossHook(TrainHook):
   """DISAL's addition to the train step (see disal_jax.training.trainer.TrainHook)."""
+
   weight: float
   warmup_epochs: int
   batch_size: int
@@ -260,9 +298,11 @@ class DynamicLossHook(TrainHook):
     del params
     if not self.train_branch:
       return {}
-    return {TARGET_MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
-            TARGET_WEIGHT: jnp.zeros((num_train,), jnp.float32),
-            TARGET_STEP: jnp.full((num_train,), NEVER_FOLDED, jnp.float32)}
+    return {
+      TARGET_MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
+      TARGET_WEIGHT: jnp.zeros((num_train,), jnp.float32),
+      TARGET_STEP: jnp.full((num_train,), NEVER_FOLDED, jnp.float32),
+    }
 
   def _pool_images(self, data, batch, aux, rng, preprocess: Preprocess) -> jax.Array:
     rows = aux["pool_index"][batch["pool_position_index"]]
@@ -277,16 +317,31 @@ class DynamicLossHook(TrainHook):
       return None
     return self._pool_images(data, batch, aux, rng, preprocess)
 
-  def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess,
-           joint_outputs=None):
+  def loss(
+    self,
+    params,
+    state,
+    data,
+    batch,
+    aux,
+    rng,
+    outputs,
+    *,
+    preprocess: Preprocess,
+    joint_outputs=None,
+  ):
     """(weight x dynamic loss of the pool batch against its targets, metrics, extras)."""
     del outputs
     position = batch["pool_position_index"]  # (Bp,) positions in the recorded pool
     rows = aux["pool_index"][position]
     if self.train_branch:
-      target = fresh_targets(state.extras[TARGET_MEAN][rows], state.extras[TARGET_STEP][rows],
-                             batch["cycle_step"], batch["target_max_age"],
-                             self.target_min_confidence)
+      target = fresh_targets(
+        state.extras[TARGET_MEAN][rows],
+        state.extras[TARGET_STEP][rows],
+        batch["cycle_step"],
+        batch["target_max_age"],
+        self.target_min_confidence,
+      )
     else:
       target = aux["target"][position]
     if joint_outputs is not None:
@@ -295,8 +350,9 @@ class DynamicLossHook(TrainHook):
       images = self._pool_images(data, batch, aux, rng, preprocess)
       if self.weight == 0:  # records only: no gradient path, so training stays plain
         params = jax.lax.stop_gradient(params)
-      pool_outputs, _ = state.apply_fn(state.variables(params), images, train=True,
-                                       mutable=["batch_stats"])  # statistics updates dropped
+      pool_outputs, _ = state.apply_fn(
+        state.variables(params), images, train=True, mutable=["batch_stats"]
+      )  # statistics updates dropped
     logits = pixels.to_record_resolution(pool_outputs["logits"], self.pixel_stride)
     value = dynamic_loss(logits, target, self.kind).mean()
     extras = state.extras
@@ -310,31 +366,46 @@ class DynamicLossHook(TrainHook):
     g, w = record_lib.fold_factors(self.weighting, self.ema_decay, batch["lr"])
     w = w * batch["record_on"]
     g = jnp.where(batch["record_on"] > 0, g, 1.0)
-    mean, weight = record_lib.fold(extras[TARGET_MEAN][rows], extras[TARGET_WEIGHT][rows][:, None],
-                                   probs, g, w)
+    mean, weight = record_lib.fold(
+      extras[TARGET_MEAN][rows], extras[TARGET_WEIGHT][rows][:, None], probs, g, w
+    )
     step = jnp.where(batch["record_on"] > 0, batch["cycle_step"], extras[TARGET_STEP][rows])
-    return {**extras, TARGET_MEAN: extras[TARGET_MEAN].at[rows].set(mean),
-            TARGET_WEIGHT: extras[TARGET_WEIGHT].at[rows].set(weight[:, 0]),
-            TARGET_STEP: extras[TARGET_STEP].at[rows].set(step)}
+    return {
+      **extras,
+      TARGET_MEAN: extras[TARGET_MEAN].at[rows].set(mean),
+      TARGET_WEIGHT: extras[TARGET_WEIGHT].at[rows].set(weight[:, 0]),
+      TARGET_STEP: extras[TARGET_STEP].at[rows].set(step),
+    }
 
-  def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
-                   pool_size: int, labeled_size: int, cycle_seed: tuple[int, ...]
-                   ) -> dict[str, np.ndarray]:
+  def epoch_inputs(
+    self,
+    rng: np.random.Generator,
+    epoch: int,
+    num_steps: int,
+    pool_size: int,
+    labeled_size: int,
+    cycle_seed: tuple[int, ...],
+  ) -> dict[str, np.ndarray]:
     """The epoch's per-step inputs, (num_steps, ...) each: the pool positions drawn, the loss
     weight, whether the target records, the cycle step and the target's largest age."""
     del rng  # the draws continue across epochs: from cycle_seed
     lam = self.weight
     if self.scale == "labeled_fraction":
       lam *= labeled_size / (labeled_size + pool_size)
-    weights = weight_schedule(lam, self.schedule, self.rampup_fraction, self.warmup_epochs,
-                              self.epochs, epoch, num_steps)
+    weights = weight_schedule(
+      lam, self.schedule, self.rampup_fraction, self.warmup_epochs, self.epochs, epoch, num_steps
+    )
     recording = np.float32(epoch >= self.record_start_epoch)
     draws = pool_draws(cycle_seed, pool_size, epoch, num_steps, self.batch_size)
     cycle_step = (epoch * num_steps + np.arange(num_steps)).astype(np.float32)
     max_age = np.float32(self.target_max_age * self.epochs * num_steps)
-    return {"pool_position_index": draws, "dynamic_weight": weights,
-            "record_on": np.full((num_steps,), recording),
-            "cycle_step": cycle_step, "target_max_age": np.full((num_steps,), max_age)}
+    return {
+      "pool_position_index": draws,
+      "dynamic_weight": weights,
+      "record_on": np.full((num_steps,), recording),
+      "cycle_step": cycle_step,
+      "target_max_age": np.full((num_steps,), max_age),
+    }
 
   def for_cycle(self, shape: CycleShape) -> "DynamicLossHook":
     """The hook a cycle of `shape`'s sizes trains with: itself, or under disal.loss_guard=
@@ -342,16 +413,24 @@ class DynamicLossHook(TrainHook):
     if self.loss_guard == "off" or self.weight == 0:
       return self
     reason = unsafe_loss_reason(
-        shape.pool_size, (shape.epochs - self.first_epoch) * shape.steps_per_epoch,
-        self.batch_size, self.target_source, self.guard_min_pool_draws)
+      shape.pool_size,
+      (shape.epochs - self.first_epoch) * shape.steps_per_epoch,
+      self.batch_size,
+      self.target_source,
+      self.guard_min_pool_draws,
+    )
     if reason is None:
       return self
     if self.loss_guard == "refuse":
-      raise ConfigError(f"DISAL's dynamic loss is unsafe for this cycle: {reason}; change that "
-                        "key, or set disal.loss_guard='adapt' (train such cycles without it)")
-    log.warning("DISAL: this cycle trains without the dynamic loss (lambda 0; the branch still "
-                "records the target the score reads): %s. disal.loss_guard='off' keeps it.",
-                reason)
+      raise ConfigError(
+        f"DISAL's dynamic loss is unsafe for this cycle: {reason}; change that "
+        "key, or set disal.loss_guard='adapt' (train such cycles without it)"
+      )
+    log.warning(
+      "DISAL: this cycle trains without the dynamic loss (lambda 0; the branch still "
+      "records the target the score reads): %s. disal.loss_guard='off' keeps it.",
+      reason,
+    )
     return dataclasses.replace(self, weight=0.0)
 
   def active(self, epoch: int) -> bool:
@@ -378,17 +457,26 @@ def make_hook(config: ml_collections.ConfigDict) -> Optional[DynamicLossHook]:
   if s.target_source == "train_branch":
     record_start = max(record_start, start)
   return DynamicLossHook(
-      weight=float(s.dynamic_weight),
-      warmup_epochs=max(int(s.dynamic_warmup_epochs), start),
-      batch_size=int(s.dynamic_batch_size), kind=s.dynamic_loss,
-      epochs=int(config.train.epochs), target_source=s.target_source,
-      schedule=s.weight_schedule, rampup_fraction=float(s.rampup_fraction),
-      scale=s.weight_scale, weighting=config.record.weighting,
-      ema_decay=float(config.record.ema_decay), record_start_epoch=record_start,
-      pixel_stride=int(config.record.pixel_stride), branch=s.branch, first_epoch=start,
-      target_max_age=float(s.target_max_age),
-      target_min_confidence=float(s.target_min_confidence),
-      loss_guard=s.loss_guard, guard_min_pool_draws=float(s.guard_min_pool_draws))
+    weight=float(s.dynamic_weight),
+    warmup_epochs=max(int(s.dynamic_warmup_epochs), start),
+    batch_size=int(s.dynamic_batch_size),
+    kind=s.dynamic_loss,
+    epochs=int(config.train.epochs),
+    target_source=s.target_source,
+    schedule=s.weight_schedule,
+    rampup_fraction=float(s.rampup_fraction),
+    scale=s.weight_scale,
+    weighting=config.record.weighting,
+    ema_decay=float(config.record.ema_decay),
+    record_start_epoch=record_start,
+    pixel_stride=int(config.record.pixel_stride),
+    branch=s.branch,
+    first_epoch=start,
+    target_max_age=float(s.target_max_age),
+    target_min_confidence=float(s.target_min_confidence),
+    loss_guard=s.loss_guard,
+    guard_min_pool_draws=float(s.guard_min_pool_draws),
+  )
 
 
 def branch_start_epoch(config: ml_collections.ConfigDict) -> int:
@@ -402,10 +490,17 @@ def record_level(config: ml_collections.ConfigDict) -> str:
   return "mean" if config.disal.target_source == "eval_pass" else "none"
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target",
-                                             "pixel_stride"))
-def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str,
-                      score_target: str = "dynamic", pixel_stride: int = 1) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target", "pixel_stride"))
+def projection_scores(
+  scoring,
+  data,
+  batch,
+  *,
+  preprocess: Preprocess,
+  kind: str,
+  score_target: str = "dynamic",
+  pixel_stride: int = 1,
+) -> jax.Array:
   """<grad_theta l_dyn(u; theta), d> for a batch, (B,) float32, by one jax.jvp.
 
   Args:
@@ -426,17 +521,32 @@ def projection_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str
   return jax.jvp(losses, (state.params,), (scoring["direction"],))[1]
 
 
-@functools.partial(jax.jit, static_argnames=("preprocess", "kind", "score_target", "engine",
-                                             "pixel_stride"))
-def gradient_norm_scores(scoring, data, batch, *, preprocess: Preprocess, kind: str,
-                         engine: per_sample.Engine, score_target: str = "dynamic",
-                         pixel_stride: int = 1) -> jax.Array:
+@functools.partial(
+  jax.jit, static_argnames=("preprocess", "kind", "score_target", "engine", "pixel_stride")
+)
+def gradient_norm_scores(
+  scoring,
+  data,
+  batch,
+  *,
+  preprocess: Preprocess,
+  kind: str,
+  engine: per_sample.Engine,
+  score_target: str = "dynamic",
+  pixel_stride: int = 1,
+) -> jax.Array:
   """||grad_theta l_dyn(u; theta)|| over all parameters, (B,) float32, by `engine`."""
   state = scoring["state"]
   loss = lambda logits, target: score_losses(logits, target, kind, score_target)
-  return jnp.sqrt(engine.grad_sq_norms(batch_logits(state, preprocess, pixel_stride),
-                                       state.variables(state.params),
-                                       data.images_at(batch["index"]), loss, batch["target"]))
+  return jnp.sqrt(
+    engine.grad_sq_norms(
+      batch_logits(state, preprocess, pixel_stride),
+      state.variables(state.params),
+      data.images_at(batch["index"]),
+      loss,
+      batch["target"],
+    )
+  )
 
 
 def direction(ctx: ScoringContext):
@@ -465,8 +575,9 @@ def select(evidence, ctx: ScoringContext, k: int) -> np.ndarray:
   the trained model predicts (selectors.balanced_top_k; one eval-mode pass over the pool)."""
   if ctx.config.disal.selection == "top_k" or cold_start(ctx):
     return select_top_k(evidence, ctx, k)
-  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM),
-                             len(ctx.candidates), pool_capacity(ctx))
+  ties = selectors.tie_break(
+    jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), len(ctx.candidates), pool_capacity(ctx)
+  )
   fn = functools.partial(predicted_classes, preprocess=ctx.data.preprocess)
   predicted = batched_pool_scores(ctx, fn, ctx.result.state)
   return ctx.candidates[selectors.balanced_top_k(evidence, predicted, k, ties)]
@@ -497,24 +608,37 @@ def disal_scores(ctx: ScoringContext) -> np.ndarray:
   """(P,) float scores of the candidates (docs/disal.md), or in a cold start (`cold_start`)
   Random's, from the same key: the picks are then Random's, and the training DISAL's."""
   if cold_start(ctx):
-    log.info("DISAL: %d labels for %d classes is a cold start (under "
-             "disal.cold_start_labels_per_class=%g): cycle %d picks at random",
-             len(ctx.labeled), ctx.data.dataset.num_classes,
-             ctx.config.disal.cold_start_labels_per_class, ctx.cycle)
+    log.info(
+      "DISAL: %d labels for %d classes is a cold start (under "
+      "disal.cold_start_labels_per_class=%g): cycle %d picks at random",
+      len(ctx.labeled),
+      ctx.data.dataset.num_classes,
+      ctx.config.disal.cold_start_labels_per_class,
+      ctx.cycle,
+    )
     return random_strategy.random_scores(ctx)
   s = ctx.config.disal
   scoring = {"state": ctx.result.state, "direction": direction(ctx)}
   extra = {"target": pool_target(ctx)}
   batch_size = None
   if s.score == "projection":
-    fn = functools.partial(projection_scores, preprocess=ctx.data.preprocess,
-                           kind=s.dynamic_loss, score_target=s.score_target,
-                           pixel_stride=ctx.data.pixel_stride)
+    fn = functools.partial(
+      projection_scores,
+      preprocess=ctx.data.preprocess,
+      kind=s.dynamic_loss,
+      score_target=s.score_target,
+      pixel_stride=ctx.data.pixel_stride,
+    )
   else:
     engine = per_sample.engine_from_config(ctx.config, s.norm_chunk_size)
-    fn = functools.partial(gradient_norm_scores, preprocess=ctx.data.preprocess,
-                           kind=s.dynamic_loss, score_target=s.score_target, engine=engine,
-                           pixel_stride=ctx.data.pixel_stride)
+    fn = functools.partial(
+      gradient_norm_scores,
+      preprocess=ctx.data.preprocess,
+      kind=s.dynamic_loss,
+      score_target=s.score_target,
+      engine=engine,
+      pixel_stride=ctx.data.pixel_stride,
+    )
     batch_size = per_sample_batch_size(ctx, fn, scoring, engine.samples_per_call(), extra)
   return batched_pool_scores(ctx, fn, scoring, extra, batch_size)
 
@@ -577,38 +701,66 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises ConfigError where the disal section's values, or the record and train keys
   it reads, are invalid."""
   s, r, t = config.disal, config.record, config.train
-  for key, allowed in (("dynamic_loss", LOSSES), ("target_source", TARGET_SOURCES),
-                       ("weight_schedule", WEIGHT_SCHEDULES), ("weight_scale", WEIGHT_SCALES),
-                       ("branch", BRANCHES), ("direction", DIRECTIONS), ("score", SCORES),
-                       ("score_target", SCORE_TARGETS), ("selection", SELECTIONS),
-                       ("loss_guard", LOSS_GUARDS)):
+  for key, allowed in (
+    ("dynamic_loss", LOSSES),
+    ("target_source", TARGET_SOURCES),
+    ("weight_schedule", WEIGHT_SCHEDULES),
+    ("weight_scale", WEIGHT_SCALES),
+    ("branch", BRANCHES),
+    ("direction", DIRECTIONS),
+    ("score", SCORES),
+    ("score_target", SCORE_TARGETS),
+    ("selection", SELECTIONS),
+    ("loss_guard", LOSS_GUARDS),
+  ):
     check_value(s[key] in allowed, f"disal.{key}", s[key], f"one of {allowed}")
   check_value(s.dynamic_weight >= 0, "disal.dynamic_weight", s.dynamic_weight, ">= 0")
   # eval_pass: p_bar exists once an epoch from record.start_epoch has been recorded;
   # train_branch: samples without a target yet are masked out of the loss.
   first = r.start_epoch + 1 if s.target_source == "eval_pass" else 0
-  check_value(s.dynamic_warmup_epochs >= first, "disal.dynamic_warmup_epochs",
-              s.dynamic_warmup_epochs, f">= {first} (record.start_epoch + 1 with "
-              "target_source='eval_pass': the dynamic target needs a recorded epoch)")
+  check_value(
+    s.dynamic_warmup_epochs >= first,
+    "disal.dynamic_warmup_epochs",
+    s.dynamic_warmup_epochs,
+    f">= {first} (record.start_epoch + 1 with "
+    "target_source='eval_pass': the dynamic target needs a recorded epoch)",
+  )
   start = round(s.branch_start_fraction * t.epochs)
-  check_value(0 <= s.branch_start_fraction and start < t.epochs, "disal.branch_start_fraction",
-              s.branch_start_fraction,
-              f">= 0, starting the branch before the last of the {t.epochs} epochs")
-  check_value(0 < s.rampup_fraction <= 1, "disal.rampup_fraction", s.rampup_fraction,
-              "in (0, 1]")
-  check_value(0 <= s.target_min_confidence < 1, "disal.target_min_confidence",
-              s.target_min_confidence, "in [0, 1) (0 = off)")
-  check_value(0 < s.target_max_age <= 1, "disal.target_max_age", s.target_max_age,
-              "in (0, 1] (a fraction of the cycle's steps; 1 = every target counts)")
-  check_value(s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
-              "disal.dynamic_batch_size", s.dynamic_batch_size,
-              f"a positive multiple of the device count ({num_devices})")
+  check_value(
+    0 <= s.branch_start_fraction and start < t.epochs,
+    "disal.branch_start_fraction",
+    s.branch_start_fraction,
+    f">= 0, starting the branch before the last of the {t.epochs} epochs",
+  )
+  check_value(0 < s.rampup_fraction <= 1, "disal.rampup_fraction", s.rampup_fraction, "in (0, 1]")
+  check_value(
+    0 <= s.target_min_confidence < 1,
+    "disal.target_min_confidence",
+    s.target_min_confidence,
+    "in [0, 1) (0 = off)",
+  )
+  check_value(
+    0 < s.target_max_age <= 1,
+    "disal.target_max_age",
+    s.target_max_age,
+    "in (0, 1] (a fraction of the cycle's steps; 1 = every target counts)",
+  )
+  check_value(
+    s.dynamic_batch_size >= 1 and s.dynamic_batch_size % num_devices == 0,
+    "disal.dynamic_batch_size",
+    s.dynamic_batch_size,
+    f"a positive multiple of the device count ({num_devices})",
+  )
   for key in ("guard_min_pool_draws", "cold_start_labels_per_class"):
     check_value(s[key] >= 0, f"disal.{key}", s[key], ">= 0 (0 = off)")
   check_value(s.norm_chunk_size >= 1, "disal.norm_chunk_size", s.norm_chunk_size, ">= 1")
   if s.direction == "momentum":
-    check_value(t.optimizer == "sgd" and t.momentum > 0, "disal.direction", s.direction,
-                "'delta' unless train.optimizer='sgd' with train.momentum > 0")
+    check_value(
+      t.optimizer == "sgd" and t.momentum > 0,
+      "disal.direction",
+      s.direction,
+      "'delta' unless train.optimizer='sgd' with train.momentum > 0",
+    )
 
 
 def check_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
@@ -618,23 +770,42 @@ def check_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
   if s.loss_guard == "refuse" and s.dynamic_weight > 0:
     for labeled, reason in cycle_guard_reasons(config, dataset.num_train):
       if reason is not None:
-        raise ConfigError(f"DISAL's dynamic loss is unsafe at {labeled} labels: {reason}; "
-                          "change that key, or set disal.loss_guard='adapt' (train such "
-                          "cycles without it)")
+        raise ConfigError(
+          f"DISAL's dynamic loss is unsafe at {labeled} labels: {reason}; "
+          "change that key, or set disal.loss_guard='adapt' (train such "
+          "cycles without it)"
+        )
   if not dataset.is_segmentation:
     return
-  check_value(config.disal.target_source == "eval_pass", "disal.target_source",
-              config.disal.target_source, "'eval_pass' for segmentation (a per-pixel target "
-              "per training image would be held on every device)")
-  check_value(config.disal.selection == "top_k", "disal.selection", config.disal.selection,
-              "'top_k' for segmentation (an image has no one predicted class)")
-  check_value(config.disal.branch == "separate", "disal.branch", config.disal.branch,
-              "'separate' for segmentation (pool images are whole images, labeled ones "
-              "crops: they cannot share a forward pass)")
+  check_value(
+    config.disal.target_source == "eval_pass",
+    "disal.target_source",
+    config.disal.target_source,
+    "'eval_pass' for segmentation (a per-pixel target "
+    "per training image would be held on every device)",
+  )
+  check_value(
+    config.disal.selection == "top_k",
+    "disal.selection",
+    config.disal.selection,
+    "'top_k' for segmentation (an image has no one predicted class)",
+  )
+  check_value(
+    config.disal.branch == "separate",
+    "disal.branch",
+    config.disal.branch,
+    "'separate' for segmentation (pool images are whole images, labeled ones "
+    "crops: they cannot share a forward pass)",
+  )
 
 
-STRATEGY = Strategy(name="disal", record=record_level, score=disal_scores, select=select,
-                    make_hook=make_hook,
-                    description="dynamic influence: <grad of the dynamic loss, accumulated update>",
-                    segmentation=True,
-                    config_section=ConfigSection("disal", defaults, check, check_for_dataset))
+STRATEGY = Strategy(
+  name="disal",
+  record=record_level,
+  score=disal_scores,
+  select=select,
+  make_hook=make_hook,
+  description="dynamic influence: <grad of the dynamic loss, accumulated update>",
+  segmentation=True,
+  config_section=ConfigSection("disal", defaults, check, check_for_dataset),
+)

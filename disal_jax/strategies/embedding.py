@@ -51,8 +51,12 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   del num_devices
   s = config.embedding
   check_value(s.source in SOURCES, "embedding.source", s.source, f"one of {SOURCES}")
-  check_value(s.source != "file" or bool(s.file), "embedding.file", s.file,
-              "the path of a .npy of (N, D) embeddings when embedding.source='file'")
+  check_value(
+    s.source != "file" or bool(s.file),
+    "embedding.file",
+    s.file,
+    "the path of a .npy of (N, D) embeddings when embedding.source='file'",
+  )
 
 
 def check_for_dataset(config: ml_collections.ConfigDict, dataset) -> None:
@@ -71,10 +75,11 @@ MOVED_KEYS = {"embedding": "embedding.source", "embedding_file": "embedding.file
 
 def _invalid(path: str, problem: str, num_train: int) -> ConfigError:
   return ConfigError(
-      f"config.embedding.file={path!r} is invalid: {problem}; embedding.source='file' needs "
-      f"a .npy of shape ({num_train}, D), one row per training-set row in the order the "
-      "loaded dataset holds them (embed the train_images of "
-      "disal_jax.data.registry.load_dataset(config.data)), or set embedding.source='model'.")
+    f"config.embedding.file={path!r} is invalid: {problem}; embedding.source='file' needs "
+    f"a .npy of shape ({num_train}, D), one row per training-set row in the order the "
+    "loaded dataset holds them (embed the train_images of "
+    "disal_jax.data.registry.load_dataset(config.data)), or set embedding.source='model'."
+  )
 
 
 def table(path: str, num_train: int) -> np.ndarray:
@@ -119,8 +124,9 @@ def normalised(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def rows(ctx: ScoringContext, source: str, path: str, index: np.ndarray, capacity: int = 0
-         ) -> jax.Array:
+def rows(
+  ctx: ScoringContext, source: str, path: str, index: np.ndarray, capacity: int = 0
+) -> jax.Array:
   """(len(index), D) float32 embeddings of training rows `index` on device, as the source
   gives them (not normalised): the model's features, or the file's rows.
 
@@ -142,7 +148,7 @@ def labeled_and_candidates(ctx: ScoringContext, source: str, path: str) -> dict[
   'labeled': (L + P,) bool, True on the first L rows}."""
   index = np.concatenate([ctx.labeled, ctx.candidates])
   labeled = np.zeros(len(index), bool)
-  labeled[:len(ctx.labeled)] = True
+  labeled[: len(ctx.labeled)] = True
   return {"x": normalised(rows(ctx, source, path, index)), "labeled": labeled}
 
 
@@ -168,8 +174,9 @@ def kmeans_pp_init(x: jax.Array, uniforms: jax.Array, k: jax.Array | int) -> jax
   return x[picks]
 
 
-def kmeans(x: jax.Array, key: jax.Array, k: int, iterations: int, max_clusters: int = 0
-           ) -> jax.Array:
+def kmeans(
+  x: jax.Array, key: jax.Array, k: int, iterations: int, max_clusters: int = 0
+) -> jax.Array:
   """(N,) int32 cluster of each row of x (N, D): k-means++ seeding, then `iterations` Lloyd
   steps (an emptied cluster keeps its centre). Memory: the (N, K) distance matrix.
 
@@ -184,8 +191,9 @@ def kmeans(x: jax.Array, key: jax.Array, k: int, iterations: int, max_clusters: 
 
 
 @functools.partial(jax.jit, static_argnames=("iterations", "slots"))
-def _kmeans(x: jax.Array, key: jax.Array, k: jax.Array, *, iterations: int, slots: int
-            ) -> jax.Array:
+def _kmeans(
+  x: jax.Array, key: jax.Array, k: jax.Array, *, iterations: int, slots: int
+) -> jax.Array:
   uniforms = jax.random.uniform(key, (slots,))
   centres = kmeans_pp_init(x, uniforms, k)
   active = jnp.arange(slots) < k

@@ -34,12 +34,18 @@ import numpy as np
 
 from disal_jax.errors import check_value
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ConfigSection, ReferenceProtocol, ScoringContext,
-                                       Strategy, batch_logits, batched_pool_scores,
-                                       entropy_of_logits, per_sample_batch_size)
+from disal_jax.strategies.base import (
+  ConfigSection,
+  ReferenceProtocol,
+  ScoringContext,
+  Strategy,
+  batch_logits,
+  batched_pool_scores,
+  entropy_of_logits,
+  per_sample_batch_size,
+)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
-
 
 NORMS = ("tensor_sum", "global")
 
@@ -53,34 +59,48 @@ def combine(sq_norms: jax.Array, norm: str) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "engine", "pixel_stride", "norm"))
-def entropy_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
-                            engine: per_sample.Engine, pixel_stride: int = 1,
-                            norm: str = "tensor_sum") -> jax.Array:
+def entropy_gradnorm_scores(
+  state,
+  data,
+  batch,
+  *,
+  preprocess: Preprocess,
+  engine: per_sample.Engine,
+  pixel_stride: int = 1,
+  norm: str = "tensor_sum",
+) -> jax.Array:
   """(B,) float32 gradient norm of H(softmax(f_theta(x))) over all parameters (`norm`).
 
   Cost (one_pass engine): one batched forward and backward pass plus per-layer products.
   """
   images = data.images_at(batch["index"])
   loss = lambda logits, aux: pixels.mean_over_pixels(entropy_of_logits(logits))
-  sq = engine.grad_sq_norms(batch_logits(state, preprocess, pixel_stride),
-                            state.variables(state.params), images, loss,
-                            per_tensor=norm == "tensor_sum")
+  sq = engine.grad_sq_norms(
+    batch_logits(state, preprocess, pixel_stride),
+    state.variables(state.params),
+    images,
+    loss,
+    per_tensor=norm == "tensor_sum",
+  )
   return combine(sq, norm)
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "engine", "norm"))
-def expected_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
-                             engine: per_sample.Engine, norm: str = "tensor_sum"
-                             ) -> jax.Array:
+def expected_gradnorm_scores(
+  state, data, batch, *, preprocess: Preprocess, engine: per_sample.Engine, norm: str = "tensor_sum"
+) -> jax.Array:
   """(B,) float32 sum_c p_c ||grad_theta CE(x, c)|| over all parameters (`norm`).
 
   Cost: a backward pass of width C (the logit Jacobian) and a C x C Gram matrix per sample
   (per parameter tensor for 'tensor_sum').
   """
   images = data.images_at(batch["index"])
-  gram, logits = engine.logit_gram(batch_logits(state, preprocess),
-                                   state.variables(state.params), images,
-                                   per_tensor=norm == "tensor_sum")
+  gram, logits = engine.logit_gram(
+    batch_logits(state, preprocess),
+    state.variables(state.params),
+    images,
+    per_tensor=norm == "tensor_sum",
+  )
   probs = jax.nn.softmax(logits)
   norms = combine(per_sample.class_grad_sq_norms(gram, probs), norm)  # (B, C)
   return jnp.sum(probs * norms, axis=-1)
@@ -89,22 +109,37 @@ def expected_gradnorm_scores(state, data, batch, *, preprocess: Preprocess,
 def score_entropy(ctx: ScoringContext) -> np.ndarray:
   """(P,) float32 norms of the entropy's per-sample gradients (gradnorm.norm)."""
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
-  fn = functools.partial(entropy_gradnorm_scores, preprocess=ctx.data.preprocess,
-                         engine=engine, pixel_stride=ctx.data.pixel_stride,
-                         norm=ctx.config.gradnorm.norm)
+  fn = functools.partial(
+    entropy_gradnorm_scores,
+    preprocess=ctx.data.preprocess,
+    engine=engine,
+    pixel_stride=ctx.data.pixel_stride,
+    norm=ctx.config.gradnorm.norm,
+  )
   state = ctx.result.state
-  return batched_pool_scores(ctx, fn, state, batch_size=per_sample_batch_size(
-      ctx, fn, state, engine.samples_per_call()))
+  return batched_pool_scores(
+    ctx, fn, state, batch_size=per_sample_batch_size(ctx, fn, state, engine.samples_per_call())
+  )
 
 
 def score_expected(ctx: ScoringContext) -> np.ndarray:
   """(P,) float32 expected gradient norms over the predicted classes."""
   engine = per_sample.engine_from_config(ctx.config, ctx.config.gradnorm.chunk_size)
-  fn = functools.partial(expected_gradnorm_scores, preprocess=ctx.data.preprocess,
-                         engine=engine, norm=ctx.config.gradnorm.norm)
+  fn = functools.partial(
+    expected_gradnorm_scores,
+    preprocess=ctx.data.preprocess,
+    engine=engine,
+    norm=ctx.config.gradnorm.norm,
+  )
   state = ctx.result.state
-  return batched_pool_scores(ctx, fn, state, batch_size=per_sample_batch_size(
-      ctx, fn, state, engine.samples_per_call(ctx.data.dataset.num_classes)))
+  return batched_pool_scores(
+    ctx,
+    fn,
+    state,
+    batch_size=per_sample_batch_size(
+      ctx, fn, state, engine.samples_per_call(ctx.data.dataset.num_classes)
+    ),
+  )
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -131,16 +166,29 @@ SECTION = ConfigSection("gradnorm", defaults, check)  # both gradnorm schemes'
 
 # al.protocol='reference': how the published code runs a cycle.
 REFERENCE = ReferenceProtocol(
-    subset_size=25_000, warm_start=True,
-    source=("xulabs/aitom al_gradnorm config.py:8 (SUBSET = 25000), main.py:187-193 (model built "
-            "before the cycle loop), main.py:210-211"))
+  subset_size=25_000,
+  warm_start=True,
+  source=(
+    "xulabs/aitom al_gradnorm config.py:8 (SUBSET = 25000), main.py:187-193 (model built "
+    "before the cycle loop), main.py:210-211"
+  ),
+)
 
-ENTROPY = Strategy(name="gradnorm_entropy", record="none", score=score_entropy,
-                   description="Boosting: norm of the entropy's gradient, all parameters",
-                   segmentation=True, config_section=SECTION,
-                   reference=REFERENCE)
-EXPECTED = Strategy(name="gradnorm_expected", record="none", score=score_expected,
-                    description="Boosting: expected gradient norm over predicted classes",
-                    config_section=SECTION,
-                    reference=REFERENCE)
+ENTROPY = Strategy(
+  name="gradnorm_entropy",
+  record="none",
+  score=score_entropy,
+  description="Boosting: norm of the entropy's gradient, all parameters",
+  segmentation=True,
+  config_section=SECTION,
+  reference=REFERENCE,
+)
+EXPECTED = Strategy(
+  name="gradnorm_expected",
+  record="none",
+  score=score_expected,
+  description="Boosting: expected gradient norm over predicted classes",
+  config_section=SECTION,
+  reference=REFERENCE,
+)
 STRATEGIES = (ENTROPY, EXPECTED)

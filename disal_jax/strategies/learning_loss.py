@@ -26,8 +26,13 @@ import numpy as np
 
 from disal_jax.errors import check_value
 from disal_jax.models import stage_head
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
-                                       batched_pool_scores)
+from disal_jax.strategies.base import (
+  ConfigSection,
+  ReferenceProtocol,
+  ScoringContext,
+  Strategy,
+  batched_pool_scores,
+)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.trainer import TrainHook
@@ -44,6 +49,7 @@ def ranking_loss(predicted: jax.Array, target: jax.Array, margin: float) -> jax.
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LossPredictionHook(stage_head.DetachingHeadHook, TrainHook):
   """Learning Loss's addition to the train step (see training.trainer.TrainHook)."""
+
   weight: float
   margin: float
   hidden: int
@@ -62,25 +68,28 @@ class LossPredictionHook(stage_head.DetachingHeadHook, TrainHook):
     """(weight x ranking loss of the predicted per-sample losses, metrics, extras)."""
     del aux, rng, preprocess
     true_loss = jax.lax.stop_gradient(
-        pixels.per_sample_cross_entropy(outputs["logits"], batch["labels"]))
+      pixels.per_sample_cross_entropy(outputs["logits"], batch["labels"])
+    )
     predicted = stage_head.apply(self.head, params, outputs["stages"], batch["detach_head"])
     value = ranking_loss(predicted[:, 0], true_loss, self.margin)
     return self.weight * value, {"ranking_loss": value}, state.extras
-
 
 
 def make_hook(config: ml_collections.ConfigDict) -> LossPredictionHook:
   """The LossPredictionHook of the learning_loss config section."""
   ll = config.learning_loss
   return LossPredictionHook(
-      weight=float(ll.weight), margin=float(ll.margin), hidden=int(ll.hidden),
-      detach_from_epoch=stage_head.detach_epoch(config.train.epochs,
-                                                float(ll.detach_fraction)))
+    weight=float(ll.weight),
+    margin=float(ll.margin),
+    hidden=int(ll.hidden),
+    detach_from_epoch=stage_head.detach_epoch(config.train.epochs, float(ll.detach_fraction)),
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "head"))
-def predicted_losses(state, data, batch, *, preprocess: Preprocess,
-                     head: stage_head.StageHead) -> jax.Array:
+def predicted_losses(
+  state, data, batch, *, preprocess: Preprocess, head: stage_head.StageHead
+) -> jax.Array:
   """(B,) float32 predicted loss of rows batch['index'], model in eval mode."""
   images = preprocess.normalise(data.images_at(batch["index"]))
   outputs = state.apply_fn(state.variables(), images, train=False)
@@ -110,18 +119,28 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises ConfigError where the learning_loss section's values are invalid."""
   del num_devices
   stage_head.check_keys(config, "learning_loss")
-  check_value(config.learning_loss.margin >= 0, "learning_loss.margin",
-              config.learning_loss.margin, ">= 0")
+  check_value(
+    config.learning_loss.margin >= 0, "learning_loss.margin", config.learning_loss.margin, ">= 0"
+  )
 
 
 # al.protocol='reference': how the published code runs a cycle.
 REFERENCE = ReferenceProtocol(
-    subset_size=10_000, warm_start=True,
-    source=("Mephisto405/Learning-Loss-for-Active-Learning config.py:9 (SUBSET = 10000), "
-            "main.py:230-236 (model built before the cycle loop), main.py:258-259"))
+  subset_size=10_000,
+  warm_start=True,
+  source=(
+    "Mephisto405/Learning-Loss-for-Active-Learning config.py:9 (SUBSET = 10000), "
+    "main.py:230-236 (model built before the cycle loop), main.py:258-259"
+  ),
+)
 
-STRATEGY = Strategy(name="learning_loss", record="none", score=score, make_hook=make_hook,
-                    description="Learning Loss: a jointly trained loss-prediction module",
-                    segmentation=True,
-                    config_section=ConfigSection("learning_loss", defaults, check),
-                    reference=REFERENCE)
+STRATEGY = Strategy(
+  name="learning_loss",
+  record="none",
+  score=score,
+  make_hook=make_hook,
+  description="Learning Loss: a jointly trained loss-prediction module",
+  segmentation=True,
+  config_section=ConfigSection("learning_loss", defaults, check),
+  reference=REFERENCE,
+)

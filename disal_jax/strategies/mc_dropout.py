@@ -26,8 +26,14 @@ import ml_collections
 import numpy as np
 
 from disal_jax.errors import check_value
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
-                                       batched_pool_scores, entropy)
+from disal_jax.strategies.base import (
+  ConfigSection,
+  ReferenceProtocol,
+  ScoringContext,
+  Strategy,
+  batched_pool_scores,
+  entropy,
+)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 
@@ -56,8 +62,9 @@ REDUCERS = {"bald": bald, "entropy": max_entropy, "variation_ratio": variation_r
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "passes", "kind", "pixel_stride"))
-def mc_dropout_scores(scoring, data, batch, *, preprocess: Preprocess, passes: int,
-                      kind: str, pixel_stride: int = 1) -> jax.Array:
+def mc_dropout_scores(
+  scoring, data, batch, *, preprocess: Preprocess, passes: int, kind: str, pixel_stride: int = 1
+) -> jax.Array:
   """(B,) float32 scores of the rows `batch['index']` from T = `passes` dropout passes.
 
   Args:
@@ -73,8 +80,9 @@ def mc_dropout_scores(scoring, data, batch, *, preprocess: Preprocess, passes: i
     x = preprocess.normalise(image[None])
 
     def one_pass(pass_key):
-      out = state.apply_fn(state.variables(), x, train=False, dropout=True,
-                           rngs={"dropout": pass_key})
+      out = state.apply_fn(
+        state.variables(), x, train=False, dropout=True, rngs={"dropout": pass_key}
+      )
       logits = pixels.to_record_resolution(out["logits"], pixel_stride)
       return jax.nn.softmax(logits[0].astype(jnp.float32))
 
@@ -88,16 +96,22 @@ def score(ctx: ScoringContext) -> np.ndarray:
   """(P,) float32 scores of the MC-Dropout passes (mc_dropout.score: BALD, entropy or
   variation ratio)."""
   mc = ctx.config.mc_dropout
-  fn = functools.partial(mc_dropout_scores, preprocess=ctx.data.preprocess,
-                         passes=int(mc.passes), kind=mc.score,
-                         pixel_stride=ctx.data.pixel_stride)
+  fn = functools.partial(
+    mc_dropout_scores,
+    preprocess=ctx.data.preprocess,
+    passes=int(mc.passes),
+    kind=mc.score,
+    pixel_stride=ctx.data.pixel_stride,
+  )
   return batched_pool_scores(ctx, fn, {"state": ctx.result.state, "key": ctx.rng})
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, float | bool]:
   """The model keys MC-Dropout sets: its dropout rate and whether training uses it."""
-  return {"dropout_rate": float(config.mc_dropout.dropout_rate),
-          "train_dropout": bool(config.mc_dropout.train_dropout)}
+  return {
+    "dropout_rate": float(config.mc_dropout.dropout_rate),
+    "train_dropout": bool(config.mc_dropout.train_dropout),
+  }
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -125,12 +139,21 @@ SECTION = ConfigSection("mc_dropout", defaults, check)  # also BatchBALD's model
 
 # al.protocol='reference': how the published code runs a cycle.
 REFERENCE = ReferenceProtocol(
-    subset_size=10_000, warm_start=True,
-    source=("hyperconnect/TiDAL (its BALD): main.py:64-67 (subset 10000), main.py:115-117 and 137"
-            " (model built before the cycle loop)"))
+  subset_size=10_000,
+  warm_start=True,
+  source=(
+    "hyperconnect/TiDAL (its BALD): main.py:64-67 (subset 10000), main.py:115-117 and 137"
+    " (model built before the cycle loop)"
+  ),
+)
 
-STRATEGY = Strategy(name="mc_dropout", record="none", score=score,
-                    model_overrides=model_overrides, config_section=SECTION,
-                    description="MC-Dropout: BALD (or max-entropy, variation ratio) over T "
-                                "dropout passes", segmentation=True,
-                    reference=REFERENCE)
+STRATEGY = Strategy(
+  name="mc_dropout",
+  record="none",
+  score=score,
+  model_overrides=model_overrides,
+  config_section=SECTION,
+  description="MC-Dropout: BALD (or max-entropy, variation ratio) over T dropout passes",
+  segmentation=True,
+  reference=REFERENCE,
+)

@@ -59,6 +59,7 @@ SAMPLES_PER_STEP = 2
 @dataclasses.dataclass(frozen=True)
 class _Layer:
   """What the engine needs to know about one intercepted layer (static, from tracing)."""
+
   path: str
   kind: str  # 'dense' | 'conv' | 'batchnorm'
   has_bias: bool
@@ -74,27 +75,38 @@ def _path(module: nn.Module) -> str:
   return "/".join(module.path)
 
 
-def _describe(module: nn.Module, input_shape: tuple[int, ...], call_args: tuple,
-              call_kwargs: dict) -> _Layer:
+def _describe(
+  module: nn.Module, input_shape: tuple[int, ...], call_args: tuple, call_kwargs: dict
+) -> _Layer:
   path = _path(module)
   if isinstance(module, nn.BatchNorm):
-    running = call_kwargs.get("use_running_average",
-                              call_args[1] if len(call_args) > 1 else None)
+    running = call_kwargs.get("use_running_average", call_args[1] if len(call_args) > 1 else None)
     if not nn.merge_param("use_running_average", module.use_running_average, running):
-      raise ValueError(f"one-pass per-sample norms: BatchNorm {path!r} uses batch statistics, "
-                       "which couple the samples; evaluate the model with train=False")
+      raise ValueError(
+        f"one-pass per-sample norms: BatchNorm {path!r} uses batch statistics, "
+        "which couple the samples; evaluate the model with train=False"
+      )
     if module.axis not in (-1, len(input_shape) - 1):
-      raise ValueError(f"one-pass per-sample norms: BatchNorm {path!r} normalises axis "
-                       f"{module.axis}; only the last (feature) axis is supported")
-    return _Layer(path, "batchnorm", has_bias=module.use_bias, has_scale=module.use_scale,
-                  epsilon=float(module.epsilon))
+      raise ValueError(
+        f"one-pass per-sample norms: BatchNorm {path!r} normalises axis "
+        f"{module.axis}; only the last (feature) axis is supported"
+      )
+    return _Layer(
+      path,
+      "batchnorm",
+      has_bias=module.use_bias,
+      has_scale=module.use_scale,
+      epsilon=float(module.epsilon),
+    )
   if isinstance(module, nn.Dense):
     return _Layer(path, "dense", has_bias=module.use_bias)
   if isinstance(module, nn.Conv):
     rank = len(input_shape) - 2
     if rank != 2:
-      raise ValueError(f"one-pass per-sample norms: Conv {path!r} is {rank}-D; the engine "
-                       "handles 2-D convolutions (use the vmap engine)")
+      raise ValueError(
+        f"one-pass per-sample norms: Conv {path!r} is {rank}-D; the engine "
+        "handles 2-D convolutions (use the vmap engine)"
+      )
     kernel_size = tuple(module.kernel_size)
     strides = _tuple(module.strides, rank)
     dilation = _tuple(module.kernel_dilation, rank)
@@ -103,18 +115,30 @@ def _describe(module: nn.Module, input_shape: tuple[int, ...], call_args: tuple,
       unsupported.append(f"feature_group_count={module.feature_group_count}")
     if _tuple(module.input_dilation, rank) != (1,) * rank:
       unsupported.append(f"input_dilation={module.input_dilation}")
-    if isinstance(module.padding, str) and module.padding.upper() in ("CIRCULAR", "CAUSAL",
-                                                                       "REFLECT"):
+    if isinstance(module.padding, str) and module.padding.upper() in (
+      "CIRCULAR",
+      "CAUSAL",
+      "REFLECT",
+    ):
       unsupported.append(f"padding={module.padding!r}")
     if unsupported:
-      raise ValueError(f"one-pass per-sample norms: Conv {path!r} has {', '.join(unsupported)}, "
-                       "which the engine does not handle; use the vmap engine")
+      raise ValueError(
+        f"one-pass per-sample norms: Conv {path!r} has {', '.join(unsupported)}, "
+        "which the engine does not handle; use the vmap engine"
+      )
     padding = flax_linear.canonicalize_padding(module.padding, rank)
     if isinstance(padding, str):
       dilated = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation))
       padding = jax.lax.padtype_to_pads(input_shape[1:-1], dilated, strides, padding)
-    return _Layer(path, "conv", has_bias=module.use_bias, kernel_size=kernel_size,
-                  strides=strides, padding=tuple(tuple(p) for p in padding), dilation=dilation)
+    return _Layer(
+      path,
+      "conv",
+      has_bias=module.use_bias,
+      kernel_size=kernel_size,
+      strides=strides,
+      padding=tuple(tuple(p) for p in padding),
+      dilation=dilation,
+    )
   raise AssertionError(type(module))
 
 
@@ -143,9 +167,14 @@ def _param_paths(params: Any) -> set[str]:
 _TRACKED = (nn.Conv, nn.Dense, nn.BatchNorm)
 
 
-def _forward(model: ModelFn, variables: Any, inputs: jax.Array,
-             perturbations: Optional[dict[str, jax.Array]], layers: dict[str, _Layer],
-             output_shapes: dict[str, jax.ShapeDtypeStruct]):
+def _forward(
+  model: ModelFn,
+  variables: Any,
+  inputs: jax.Array,
+  perturbations: Optional[dict[str, jax.Array]],
+  layers: dict[str, _Layer],
+  output_shapes: dict[str, jax.ShapeDtypeStruct],
+):
   """The model's logits with each tracked layer's input recorded and, if given, its output
   perturbed. Fills `layers` (static descriptions) and `output_shapes` on the way.
   Returns (logits, {layer path: layer input})."""
@@ -157,8 +186,10 @@ def _forward(model: ModelFn, variables: Any, inputs: jax.Array,
       return next_fun(*args, **kwargs)
     path = _path(module)
     if path in layer_inputs:
-      raise ValueError(f"one-pass per-sample norms: layer {path!r} is called more than once "
-                       "(shared weights); use the vmap engine")
+      raise ValueError(
+        f"one-pass per-sample norms: layer {path!r} is called more than once "
+        "(shared weights); use the vmap engine"
+      )
     x = args[0] if args else kwargs["inputs"]
     layers.setdefault(path, _describe(module, x.shape, args, kwargs))
     layer_inputs[path] = x
@@ -184,9 +215,10 @@ class _Layout:
   padding whose output gradient is set to zero, so they add nothing (about (row - W_out) / W_out
   extra work).
   """
+
   residues: tuple[tuple[int, int], ...]  # per phase: (ry, rx)
-  phase: tuple[int, ...]                 # per kernel offset
-  start: tuple[int, ...]                 # per kernel offset
+  phase: tuple[int, ...]  # per kernel offset
+  start: tuple[int, ...]  # per kernel offset
   rows: int
   row: int
   out_hw: tuple[int, int]
@@ -222,8 +254,9 @@ def _padded_hw(x_shape: tuple[int, ...], layer: _Layer) -> tuple[int, int]:
   return tuple(n + lo + hi for n, (lo, hi) in zip(x_shape[1:3], layer.padding))
 
 
-def _phases(x: jax.Array, layer: _Layer, layout: _Layout, channels_first: bool
-            ) -> tuple[jax.Array, ...]:
+def _phases(
+  x: jax.Array, layer: _Layer, layout: _Layout, channels_first: bool
+) -> tuple[jax.Array, ...]:
   """x: (B, H, W, C_in) layer input -> its stride phases (see _Layout), float32, each
   (B, rows * row, C_in), or channels first (B, C_in, rows * row): then each offset's window is
   a plain (C_in, L) matrix (the direct form's NN products); channels last it is (L, C_in), rows
@@ -248,8 +281,9 @@ def _offsets(kernel_size: tuple[int, ...]):
       yield (first,) + rest
 
 
-def conv_method(positions: int, channels_in: int, offsets: int, d_out: int, k: int,
-                phase_spans: tuple[int, ...]) -> str:
+def conv_method(
+  positions: int, channels_in: int, offsets: int, d_out: int, k: int, phase_spans: tuple[int, ...]
+) -> str:
   """'direct' or 'ghost': the form with fewer multiply-adds for a convolution whose per-sample
   windows have L = `positions` columns, `offsets` kernel offsets over `channels_in` input
   channels (d_in = offsets * channels_in), d_out output channels and K cotangents per sample;
@@ -263,13 +297,18 @@ def conv_method(positions: int, channels_in: int, offsets: int, d_out: int, k: i
   """
   d_in = offsets * channels_in
   direct = k * positions * d_in * d_out + k * k * d_in * d_out
-  ghost = (sum(n * n for n in phase_spans) * channels_in + offsets * positions * positions
-           + k * positions * positions * d_out + k * k * positions * d_out)
+  ghost = (
+    sum(n * n for n in phase_spans) * channels_in
+    + offsets * positions * positions
+    + k * positions * positions * d_out
+    + k * k * positions * d_out
+  )
   return "direct" if direct <= ghost else "ghost"
 
 
-def _conv_gram(x: jax.Array, delta: jax.Array, layer: _Layer, method: str,
-               samples_per_step: int) -> jax.Array:
+def _conv_gram(
+  x: jax.Array, delta: jax.Array, layer: _Layer, method: str, samples_per_step: int
+) -> jax.Array:
   """(B, K, K) Gram of the per-sample kernel gradients of a 2-D convolution.
 
   x: (B, H, W, C_in) layer input; delta: (K, B, H_out, W_out, C_out) output gradients.
@@ -289,8 +328,9 @@ def _conv_gram(x: jax.Array, delta: jax.Array, layer: _Layer, method: str,
     raise AssertionError((delta.shape, win.out_hw))
   spans = [win.span(p) for p in range(len(win.residues))]
   if method == "auto":
-    method = conv_method(win.length, channels_in, len(win.start), d_out, k,
-                         tuple(hi - lo for lo, hi in spans))
+    method = conv_method(
+      win.length, channels_in, len(win.start), d_out, k, tuple(hi - lo for lo, hi in spans)
+    )
   phases = _phases(x, layer, win, channels_first=(method == "direct"))
   d = jnp.pad(delta.astype(jnp.float32), ((0, 0),) * 3 + ((0, win.row - w_out), (0, 0)))
   d = jnp.transpose(d.reshape(k, batch, win.length, d_out), (1, 2, 0, 3))  # (B, L, K, C_out)
@@ -298,22 +338,29 @@ def _conv_gram(x: jax.Array, delta: jax.Array, layer: _Layer, method: str,
 
   def direct(sample):
     phases, dk = sample  # phases: each (C_in, n_p); dk: (L, K * C_out)
-    a = jnp.concatenate([jax.lax.slice_in_dim(phases[p], s, s + win.length, axis=1)
-                         for p, s in zip(win.phase, win.start)], axis=0)  # (d_in, L)
+    a = jnp.concatenate(
+      [
+        jax.lax.slice_in_dim(phases[p], s, s + win.length, axis=1)
+        for p, s in zip(win.phase, win.start)
+      ],
+      axis=0,
+    )  # (d_in, L)
     g = (a @ dk).reshape(len(win.start) * channels_in, k, d_out)
     return jnp.einsum("ikd,ild->kl", g, g)
 
   def ghost(sample):
     phases, dk = sample  # phases: each (n_p, C_in); dk: (L, K * C_out)
     grams = [part[lo:hi] @ part[lo:hi].T for part, (lo, hi) in zip(phases, spans)]
-    overlap = sum(jax.lax.slice(grams[p], (s - spans[p][0],) * 2,
-                                (s - spans[p][0] + win.length,) * 2)
-                  for p, s in zip(win.phase, win.start))  # (L, L)
+    overlap = sum(
+      jax.lax.slice(grams[p], (s - spans[p][0],) * 2, (s - spans[p][0] + win.length,) * 2)
+      for p, s in zip(win.phase, win.start)
+    )  # (L, L)
     mixed = (overlap @ dk).reshape(win.length, k, d_out)
     return jnp.einsum("tkd,tld->kl", dk.reshape(win.length, k, d_out), mixed)
 
-  return jax.lax.map(ghost if method == "ghost" else direct, (phases, d),
-                     batch_size=samples_per_step)
+  return jax.lax.map(
+    ghost if method == "ghost" else direct, (phases, d), batch_size=samples_per_step
+  )
 
 
 def _dense_gram(a: jax.Array, delta: jax.Array) -> jax.Array:
@@ -323,8 +370,9 @@ def _dense_gram(a: jax.Array, delta: jax.Array) -> jax.Array:
   case) reduces to ||a||^2 (delta_k . delta_l); otherwise the T x T form.
   """
   if a.shape[1] == 1:
-    return (jnp.sum(a[:, 0] ** 2, axis=-1)[:, None, None]
-            * jnp.einsum("kbo,lbo->bkl", delta[:, :, 0], delta[:, :, 0]))
+    return jnp.sum(a[:, 0] ** 2, axis=-1)[:, None, None] * jnp.einsum(
+      "kbo,lbo->bkl", delta[:, :, 0], delta[:, :, 0]
+    )
   overlap = jnp.einsum("btd,bsd->bts", a, a)
   mixed = jnp.einsum("bts,kbso->kbto", overlap, delta)
   return jnp.einsum("kbto,lbto->bkl", delta, mixed)
@@ -335,8 +383,9 @@ def _vector_gram(v: jax.Array) -> jax.Array:
   return jnp.einsum("kbd,lbd->bkl", v, v)
 
 
-def _layer_grams(layer: _Layer, x: jax.Array, delta: jax.Array, variables: Any,
-                 conv: str, samples_per_step: int) -> list[jax.Array]:
+def _layer_grams(
+  layer: _Layer, x: jax.Array, delta: jax.Array, variables: Any, conv: str, samples_per_step: int
+) -> list[jax.Array]:
   """This layer's parameters' shares of the per-sample Gram matrix: one (B, K, K) per
   parameter tensor (kernel, BatchNorm scale, bias), their sum the layer's share.
 
@@ -354,22 +403,34 @@ def _layer_grams(layer: _Layer, x: jax.Array, delta: jax.Array, variables: Any,
     stats = variables["batch_stats"]
     for name in layer.path.split("/"):
       stats = stats[name]
-    xhat = ((x.astype(jnp.float32) - stats["mean"])
-            * jax.lax.rsqrt(stats["var"].astype(jnp.float32) + layer.epsilon))
+    xhat = (x.astype(jnp.float32) - stats["mean"]) * jax.lax.rsqrt(
+      stats["var"].astype(jnp.float32) + layer.epsilon
+    )
     if layer.has_scale:
       grams.append(_vector_gram(jnp.sum(delta * xhat, axis=positions)))
   elif layer.kind == "dense":
     batch = delta.shape[1]
-    grams.append(_dense_gram(x.astype(jnp.float32).reshape(batch, -1, x.shape[-1]),
-                             delta.reshape(k, batch, -1, delta.shape[-1])))
+    grams.append(
+      _dense_gram(
+        x.astype(jnp.float32).reshape(batch, -1, x.shape[-1]),
+        delta.reshape(k, batch, -1, delta.shape[-1]),
+      )
+    )
   if layer.has_bias:
     grams.append(_vector_gram(jnp.sum(delta, axis=positions)))
   return grams
 
 
-def cotangent_gram(model: ModelFn, variables: Any, inputs: jax.Array, cotangents: CotangentFn,
-                   *, conv: str = "auto", samples_per_step: int = SAMPLES_PER_STEP,
-                   per_tensor: bool = False) -> tuple[jax.Array, jax.Array]:
+def cotangent_gram(
+  model: ModelFn,
+  variables: Any,
+  inputs: jax.Array,
+  cotangents: CotangentFn,
+  *,
+  conv: str = "auto",
+  samples_per_step: int = SAMPLES_PER_STEP,
+  per_tensor: bool = False,
+) -> tuple[jax.Array, jax.Array]:
   """Per-sample Gram matrices of J_i^T v_{i,k} over all parameters, and the logits.
 
   Args:
@@ -389,13 +450,15 @@ def cotangent_gram(model: ModelFn, variables: Any, inputs: jax.Array, cotangents
     raise ValueError(f"conv={conv!r}: expected one of {CONV_METHODS}")
   layers: dict[str, _Layer] = {}
   output_shapes: dict[str, jax.ShapeDtypeStruct] = {}
-  jax.eval_shape(lambda v, x: _forward(model, v, x, None, layers, output_shapes),
-                 variables, inputs)
+  jax.eval_shape(lambda v, x: _forward(model, v, x, None, layers, output_shapes), variables, inputs)
   missing = _param_paths(variables["params"]) - set().union(
-      *(_covered_params(layer) for layer in layers.values()))
+    *(_covered_params(layer) for layer in layers.values())
+  )
   if missing:
-    raise ValueError("one-pass per-sample norms: parameters outside Conv/Dense/BatchNorm layers "
-                     f"({sorted(missing)[:5]}); use the vmap engine for this model")
+    raise ValueError(
+      "one-pass per-sample norms: parameters outside Conv/Dense/BatchNorm layers "
+      f"({sorted(missing)[:5]}); use the vmap engine for this model"
+    )
   zeros = {path: jnp.zeros(shape.shape, shape.dtype) for path, shape in output_shapes.items()}
 
   def perturbed(perturbations):
@@ -405,29 +468,44 @@ def cotangent_gram(model: ModelFn, variables: Any, inputs: jax.Array, cotangents
   logits, vjp, layer_inputs = jax.vjp(perturbed, zeros, has_aux=True)
   v = cotangents(jax.lax.stop_gradient(logits))  # (B, K, C)
   deltas = jax.vmap(lambda c: vjp(c)[0], in_axes=1)(v)  # {path: (K, B, ...)}
-  grams = [g for path in layers for g in _layer_grams(
-      layers[path], layer_inputs[path], deltas[path], variables, conv, samples_per_step)]
+  grams = [
+    g
+    for path in layers
+    for g in _layer_grams(
+      layers[path], layer_inputs[path], deltas[path], variables, conv, samples_per_step
+    )
+  ]
   if per_tensor:
     return jnp.stack(grams, axis=1), logits
   return sum(grams), logits
 
 
-def grad_sq_norms(model: ModelFn, variables: Any, inputs: jax.Array,
-                  loss: Callable[[jax.Array], jax.Array], **options) -> jax.Array:
+def grad_sq_norms(
+  model: ModelFn,
+  variables: Any,
+  inputs: jax.Array,
+  loss: Callable[[jax.Array], jax.Array],
+  **options,
+) -> jax.Array:
   """(B,) float32 ||grad_params loss_i||^2 over all parameters, loss: logits (B, C) -> (B,)
   per-sample losses (each row's loss may depend on that row's logits only); with
   per_tensor=True, (B, T): one squared norm per parameter tensor."""
+
   def cotangents(logits):
     return jax.grad(lambda z: jnp.sum(loss(z)))(logits)[:, None, :]
+
   gram, _ = cotangent_gram(model, variables, inputs, cotangents, **options)
   return gram[..., 0, 0]
 
 
-def logit_gram(model: ModelFn, variables: Any, inputs: jax.Array, **options
-               ) -> tuple[jax.Array, jax.Array]:
+def logit_gram(
+  model: ModelFn, variables: Any, inputs: jax.Array, **options
+) -> tuple[jax.Array, jax.Array]:
   """G_i = J_i J_i^T (B, C, C) float32 for every sample (per_tensor=True: (B, T, C, C)),
   and the logits (B, C)."""
+
   def cotangents(logits):
     eye = jnp.eye(logits.shape[-1], dtype=jnp.float32)
     return jnp.broadcast_to(eye, (logits.shape[0],) + eye.shape)
+
   return cotangent_gram(model, variables, inputs, cotangents, **options)

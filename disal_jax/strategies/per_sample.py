@@ -48,8 +48,9 @@ def tree_sq_norms(tree: Any, per_tensor: bool = False) -> jax.Array:
   return jnp.stack(norms, axis=1) if per_tensor else sum(norms)
 
 
-def grad_sq_norms(loss: SampleLoss, params: Any, samples: Any, per_tensor: bool = False
-                  ) -> jax.Array:
+def grad_sq_norms(
+  loss: SampleLoss, params: Any, samples: Any, per_tensor: bool = False
+) -> jax.Array:
   """(B,) float32 ||grad_params loss(params, sample_i)||^2 over all parameters (per_tensor:
   (B, T), one per parameter tensor).
 
@@ -58,8 +59,9 @@ def grad_sq_norms(loss: SampleLoss, params: Any, samples: Any, per_tensor: bool 
   return tree_sq_norms(jax.vmap(jax.grad(loss), in_axes=(None, 0))(params, samples), per_tensor)
 
 
-def logit_gram(logits: SampleLogits, params: Any, samples: Any, num_classes: int,
-               per_tensor: bool = False) -> jax.Array:
+def logit_gram(
+  logits: SampleLogits, params: Any, samples: Any, num_classes: int, per_tensor: bool = False
+) -> jax.Array:
   """(B, C, C) float32 per-sample Gram matrices G_i = J_i J_i^T of the logit Jacobian
   (per_tensor: (B, T, C, C), one per parameter tensor).
 
@@ -101,7 +103,6 @@ def class_grad_sq_norms(gram: jax.Array, probs: jax.Array) -> jax.Array:
   return jnp.maximum(pgp - 2.0 * gp + diag, 0.0)
 
 
-
 ENGINES = ("one_pass", "vmap")
 # loss(logits (B, C), aux) -> (B,) per-sample losses; aux: None or a pytree of (B, ...) arrays
 # that row i's loss reads (e.g. DISAL's targets). Row i's loss may read row i only.
@@ -114,6 +115,7 @@ class Engine:
 
   Hashable, so jitted scoring functions take it as a static argument.
   """
+
   name: str = "one_pass"
   batch_size: int = 64  # one_pass: samples per call for one cotangent per sample
   samples_per_step: int = one_pass.SAMPLES_PER_STEP
@@ -124,8 +126,15 @@ class Engine:
     size = self.batch_size if self.name == "one_pass" else self.vmap_chunk_size
     return chunk_batch(size, per_sample_vectors)
 
-  def grad_sq_norms(self, model: one_pass.ModelFn, variables: Any, inputs: jax.Array,
-                    loss: BatchLoss, aux: Any = None, per_tensor: bool = False) -> jax.Array:
+  def grad_sq_norms(
+    self,
+    model: one_pass.ModelFn,
+    variables: Any,
+    inputs: jax.Array,
+    loss: BatchLoss,
+    aux: Any = None,
+    per_tensor: bool = False,
+  ) -> jax.Array:
     """(B,) float32 ||grad_params loss_i||^2 over all parameters; per_tensor: (B, T), one
     per parameter tensor (the engines may order the tensors differently).
 
@@ -133,9 +142,14 @@ class Engine:
     parameters differentiated.
     """
     if self.name == "one_pass":
-      return one_pass.grad_sq_norms(model, variables, inputs, lambda z: loss(z, aux),
-                                    samples_per_step=self.samples_per_step,
-                                    per_tensor=per_tensor)
+      return one_pass.grad_sq_norms(
+        model,
+        variables,
+        inputs,
+        lambda z: loss(z, aux),
+        samples_per_step=self.samples_per_step,
+        per_tensor=per_tensor,
+      )
 
     def sample_loss(params, sample):
       x, a = sample
@@ -144,17 +158,18 @@ class Engine:
 
     return grad_sq_norms(sample_loss, variables["params"], (inputs, aux), per_tensor)
 
-  def logit_gram(self, model: one_pass.ModelFn, variables: Any, inputs: jax.Array,
-                 per_tensor: bool = False) -> tuple[jax.Array, jax.Array]:
+  def logit_gram(
+    self, model: one_pass.ModelFn, variables: Any, inputs: jax.Array, per_tensor: bool = False
+  ) -> tuple[jax.Array, jax.Array]:
     """(B, C, C) per-sample G_i = J_i J_i^T over all parameters (per_tensor: (B, T, C, C)),
     and the (B, C) logits."""
     if self.name == "one_pass":
-      return one_pass.logit_gram(model, variables, inputs, per_tensor=per_tensor,
-                                 samples_per_step=self.samples_per_step)
+      return one_pass.logit_gram(
+        model, variables, inputs, per_tensor=per_tensor, samples_per_step=self.samples_per_step
+      )
     logits = model(variables, inputs)
     sample = lambda params, x: model({**variables, "params": params}, x[None])[0]
-    return logit_gram(sample, variables["params"], inputs, logits.shape[-1],
-                      per_tensor), logits
+    return logit_gram(sample, variables["params"], inputs, logits.shape[-1], per_tensor), logits
 
 
 def engine_from_config(config: ml_collections.ConfigDict, vmap_chunk_size: int) -> Engine:

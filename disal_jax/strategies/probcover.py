@@ -44,8 +44,7 @@ FILL_STREAM = 0x9C0
 def _ball_block(x: jax.Array, start: jax.Array, delta: float, block: int) -> jax.Array:
   """(block, N) bool: rows start .. start + block of x within delta of each row of x."""
   rows = jax.lax.dynamic_slice_in_dim(x, start, block)
-  d2 = (jnp.sum(rows * rows, axis=1)[:, None] + jnp.sum(x * x, axis=1)[None]
-        - 2.0 * rows @ x.T)
+  d2 = jnp.sum(rows * rows, axis=1)[:, None] + jnp.sum(x * x, axis=1)[None] - 2.0 * rows @ x.T
   return d2 < delta * delta
 
 
@@ -57,14 +56,21 @@ def edges(x: jax.Array, delta: float, block: int) -> tuple[np.ndarray, np.ndarra
   sources, targets = [], []
   for start in range(0, n, block):
     within = sharding.fetch(_ball_block(padded, np.int32(start), delta, block))[:, :n]
-    i, j = np.nonzero(within[:min(block, n - start)])
+    i, j = np.nonzero(within[: min(block, n - start)])
     sources.append(i + start)
     targets.append(j)
   return np.concatenate(sources).astype(np.int64), np.concatenate(targets).astype(np.int64)
 
 
-def pick(sources: np.ndarray, targets: np.ndarray, n: int, labeled: np.ndarray, k: int,
-         rng: np.random.Generator, ties: np.ndarray) -> np.ndarray:
+def pick(
+  sources: np.ndarray,
+  targets: np.ndarray,
+  n: int,
+  labeled: np.ndarray,
+  k: int,
+  rng: np.random.Generator,
+  ties: np.ndarray,
+) -> np.ndarray:
   """(k,) int64 positions by greedy max coverage of the graph (sources -> targets, (E,) int64)
   over n nodes; `labeled` (n,) bool rows are covered from the start and never picked. Equal
   gains go to the lowest `ties` (n,) float (selectors.tie_break); once all is covered, the
@@ -94,8 +100,9 @@ def pick(sources: np.ndarray, targets: np.ndarray, n: int, labeled: np.ndarray, 
 
 def score(ctx: ScoringContext) -> dict[str, object]:
   """The selector's evidence: embeddings of [labeled; candidates] on device."""
-  return embedding.labeled_and_candidates(ctx, ctx.config.embedding.source,
-                                         ctx.config.embedding.file)
+  return embedding.labeled_and_candidates(
+    ctx, ctx.config.embedding.source, ctx.config.embedding.file
+  )
 
 
 def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
@@ -106,8 +113,9 @@ def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarr
   sources, targets = edges(x, float(c.delta), int(c.block_size))
   key = np.asarray(jax.random.key_data(jax.random.fold_in(ctx.rng, FILL_STREAM)))
   # drawn at the training set's size: the same program whatever L + P is this cycle
-  ties = selectors.tie_break(jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), x.shape[0],
-                             len(ctx.data.dataset.train_labels))
+  ties = selectors.tie_break(
+    jax.random.fold_in(ctx.rng, TIE_BREAK_STREAM), x.shape[0], len(ctx.data.dataset.train_labels)
+  )
   positions = pick(sources, targets, x.shape[0], labeled, k, np.random.default_rng(key), ties)
   return ctx.candidates[positions - num_labeled]
 
@@ -130,8 +138,12 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   check_value(s.block_size >= 1, "probcover.block_size", s.block_size, ">= 1")
 
 
-STRATEGY = Strategy(name="probcover", record="none", score=score, select=select,
-                    description="ProbCover: greedy max coverage of delta-balls in an embedding",
-                    config_section=ConfigSection("probcover", defaults, check,
-                                                 moved_keys=embedding.MOVED_KEYS),
-                    reads_sections=("embedding",))
+STRATEGY = Strategy(
+  name="probcover",
+  record="none",
+  score=score,
+  select=select,
+  description="ProbCover: greedy max coverage of delta-balls in an embedding",
+  config_section=ConfigSection("probcover", defaults, check, moved_keys=embedding.MOVED_KEYS),
+  reads_sections=("embedding",),
+)

@@ -13,5 +13,10 @@ def random_scores(ctx: ScoringContext) -> np.ndarray:
   return selectors.uniform(ctx.rng, len(ctx.candidates), pool_capacity(ctx))
 
 
-STRATEGY = Strategy(name="random", record="none", score=random_scores,
-                    description="uniform sample of the unlabeled pool", segmentation=True)
+STRATEGY = Strategy(
+  name="random",
+  record="none",
+  score=random_scores,
+  description="uniform sample of the unlabeled pool",
+  segmentation=True,
+)

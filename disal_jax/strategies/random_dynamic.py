@@ -15,7 +15,12 @@ from __future__ import annotations
 from disal_jax.strategies import disal, random
 from disal_jax.strategies.base import Strategy
 
-STRATEGY = Strategy(name="random_dynamic", record=disal.record_level, score=random.random_scores,
-                    make_hook=disal.make_hook, reads_sections=("disal",),
-                    description="control: Random's picks, trained with DISAL's dynamic loss",
-                    segmentation=True)
+STRATEGY = Strategy(
+  name="random_dynamic",
+  record=disal.record_level,
+  score=random.random_scores,
+  make_hook=disal.make_hook,
+  reads_sections=("disal",),
+  description="control: Random's picks, trained with DISAL's dynamic loss",
+  segmentation=True,
+)

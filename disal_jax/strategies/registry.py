@@ -20,23 +20,23 @@ from disal_jax.strategies.base import ConfigSection, Strategy
 
 # The built-in strategy modules, in table order (the order of the config's sections).
 BUILT_IN = (
-    "disal",
-    "random",
-    "mc_dropout",
-    "coreset",
-    "gradnorm",
-    "tracin",
-    "learning_loss",
-    "tidal",
-    "coregcn",
-    "tod",
-    "vaal",
-    "uncertainty",
-    "badge",
-    "typiclust",
-    "probcover",
-    "batchbald",
-    "random_dynamic",
+  "disal",
+  "random",
+  "mc_dropout",
+  "coreset",
+  "gradnorm",
+  "tracin",
+  "learning_loss",
+  "tidal",
+  "coregcn",
+  "tod",
+  "vaal",
+  "uncertainty",
+  "badge",
+  "typiclust",
+  "probcover",
+  "batchbald",
+  "random_dynamic",
 )
 
 # Sections that no strategy owns, each read by the strategies that name it in reads_sections.
@@ -49,8 +49,9 @@ def module_strategies(module: types.ModuleType) -> tuple[Strategy, ...]:
   if found is None:
     found = (module.STRATEGY,) if hasattr(module, "STRATEGY") else ()
   if not found or not all(isinstance(s, Strategy) for s in found):
-    raise TypeError(f"{module.__name__} defines no STRATEGY (a Strategy) or STRATEGIES (a "
-                    "tuple of them)")
+    raise TypeError(
+      f"{module.__name__} defines no STRATEGY (a Strategy) or STRATEGIES (a tuple of them)"
+    )
   return tuple(found)
 
 
@@ -123,8 +124,9 @@ def resume_safe_keys() -> set[str]:
   for name, section in sections().items():
     unknown = set(section.resume_safe) - _dotted_keys(section.defaults().to_dict())
     if unknown:
-      raise ValueError(f"config section {name!r} declares resume-safe keys it does not have: "
-                       f"{sorted(unknown)}")
+      raise ValueError(
+        f"config section {name!r} declares resume-safe keys it does not have: {sorted(unknown)}"
+      )
     out |= {f"{name}.{key}" for key in section.resume_safe}
   return out
 
@@ -132,8 +134,11 @@ def resume_safe_keys() -> set[str]:
 def moved_keys() -> dict[str, str]:
   """{earlier dotted key: the dotted key that holds its setting now} the registered sections
   declare (ConfigSection.moved_keys), e.g. 'typiclust.embedding' -> 'embedding.source'."""
-  return {f"{name}.{old}": new for name, section in sections().items()
-          for old, new in section.moved_keys.items()}
+  return {
+    f"{name}.{old}": new
+    for name, section in sections().items()
+    for old, new in section.moved_keys.items()
+  }
 
 
 def dataset_checks(name: str) -> list[ConfigSection]:

@@ -27,8 +27,9 @@ def top_k(scores: np.ndarray, k: int, tie_break: np.ndarray | None = None) -> np
   return np.lexsort((np.asarray(tie_break), scores))[:k]
 
 
-def balanced_top_k(scores: np.ndarray, groups: np.ndarray, k: int,
-                   tie_break: np.ndarray | None = None) -> np.ndarray:
+def balanced_top_k(
+  scores: np.ndarray, groups: np.ndarray, k: int, tie_break: np.ndarray | None = None
+) -> np.ndarray:
   """Positions of k high scores (P,) spread evenly over `groups` (P,) int -> (k,) int64.
 
   Round robin: every group's best, then every group's second best, and so on; within a
@@ -72,14 +73,18 @@ def argmax_random_ties(values: np.ndarray, ties: np.ndarray) -> int:
 
 def _sq_distances(x: jax.Array, centres: jax.Array) -> jax.Array:
   """(N, M) squared Euclidean distances from the expansion |x|^2 + |c|^2 - 2 x.c (matmul)."""
-  d = (jnp.sum(x * x, axis=1)[:, None] + jnp.sum(centres * centres, axis=1)[None, :]
-       - 2.0 * x @ centres.T)
+  d = (
+    jnp.sum(x * x, axis=1)[:, None]
+    + jnp.sum(centres * centres, axis=1)[None, :]
+    - 2.0 * x @ centres.T
+  )
   return jnp.maximum(d, 0.0)
 
 
 @functools.partial(jax.jit, static_argnames=("block_size",))
-def min_sq_distances(points: jax.Array, centres: jax.Array, block_size: int,
-                     num_centres: jax.Array | int | None = None) -> jax.Array:
+def min_sq_distances(
+  points: jax.Array, centres: jax.Array, block_size: int, num_centres: jax.Array | int | None = None
+) -> jax.Array:
   """(N,) squared distance from each point (N, D) to its nearest centre (M, D).
 
   The centres are taken `block_size` at a time, so memory is N x block_size, never N x M.
@@ -110,8 +115,9 @@ def min_sq_distances(points: jax.Array, centres: jax.Array, block_size: int,
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _greedy(points: jax.Array, min_d: jax.Array, num_points: jax.Array, k: int,
-            key: jax.Array) -> jax.Array:
+def _greedy(
+  points: jax.Array, min_d: jax.Array, num_points: jax.Array, k: int, key: jax.Array
+) -> jax.Array:
   # Padding rows (from num_points on) start at -inf: never picked.
   min_d = jnp.where(jnp.arange(points.shape[0]) < num_points, min_d, -jnp.inf)
   # tie_break(key, N): the row's number depends on the key and the position only (`uniform`)
@@ -128,9 +134,15 @@ def _greedy(points: jax.Array, min_d: jax.Array, num_points: jax.Array, k: int,
   return jax.lax.fori_loop(0, k, body, (min_d, picks))[1]
 
 
-def k_center_greedy(points: jax.Array, centres: jax.Array, k: int, block_size: int,
-                    key: jax.Array, num_points: int | None = None,
-                    num_centres: int | None = None) -> np.ndarray:
+def k_center_greedy(
+  points: jax.Array,
+  centres: jax.Array,
+  k: int,
+  block_size: int,
+  key: jax.Array,
+  num_points: int | None = None,
+  num_centres: int | None = None,
+) -> np.ndarray:
   """Greedy k-center (Sener & Savarese): k positions into `points`, in the order chosen.
 
   Args:

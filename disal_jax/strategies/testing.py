@@ -37,8 +37,13 @@ from disal_jax import config as config_lib
 from disal_jax.data.dataset import Dataset
 from disal_jax.models.registry import build_model
 from disal_jax.strategies import registry
-from disal_jax.strategies.base import (SCORING_PRECISION, EpochCallback, ScoringContext,
-                                       Strategy, scoring_data)
+from disal_jax.strategies.base import (
+  SCORING_PRECISION,
+  EpochCallback,
+  ScoringContext,
+  Strategy,
+  scoring_data,
+)
 from disal_jax.training import placement, sharding
 from disal_jax.training import record as record_lib
 from disal_jax.training.state import TrainState
@@ -51,8 +56,7 @@ CANDIDATES = (7, 3, 11, 0, 9, 14, 5, 12, 6, 10, 15, 13)
 CONTRACT_K = 3  # rows check_contract selects per cycle
 # A tiny model: ResNet-18 two channels wide, scored in batches of 4 (the default pool of 12
 # candidates is then 3 batches, so batching is exercised).
-TINY = {"model.width": 2, "train.eval_batch_size": 4, "train.epochs": 2,
-        "train.batch_size": 4}
+TINY = {"model.width": 2, "train.eval_batch_size": 4, "train.epochs": 2, "train.batch_size": 4}
 # The learning rates tiny_context hands a made-up epoch callback, epoch by epoch (distinct, so
 # that a weighting by the wrong epoch's rate shows).
 CALLBACK_LEARNING_RATES = (0.1, 0.05, 0.025, 0.0125)
@@ -84,8 +88,9 @@ def _strategy(strategy: Strategy | str) -> Strategy:
   return registry.get_strategy(strategy) if isinstance(strategy, str) else strategy
 
 
-def tiny_config(strategy: Strategy | str | None = None, **overrides: Any
-                ) -> ml_collections.ConfigDict:
+def tiny_config(
+  strategy: Strategy | str | None = None, **overrides: Any
+) -> ml_collections.ConfigDict:
   """An experiment config for tiny contexts: the experiment-wide keys and every registered
   section at their defaults (as experiment.base_config builds them), `strategy`'s section
   added when it is not registered, a width-2 model in eval batches of 4 (TINY), then
@@ -107,8 +112,14 @@ def tiny_config(strategy: Strategy | str | None = None, **overrides: Any
   return config
 
 
-def tiny_dataset(num_train: int = 16, num_classes: int = 3, size: int = 8, channels: int = 3,
-                 num_test: int = 4, seed: int = 0) -> Dataset:
+def tiny_dataset(
+  num_train: int = 16,
+  num_classes: int = 3,
+  size: int = 8,
+  channels: int = 3,
+  num_test: int = 4,
+  seed: int = 0,
+) -> Dataset:
   """A synthetic classification dataset of uniform-noise uint8 images, (size, size, channels),
   every class present in both splits."""
   rng = np.random.default_rng(seed)
@@ -119,20 +130,35 @@ def tiny_dataset(num_train: int = 16, num_classes: int = 3, size: int = 8, chann
 
   train_images, train_labels = split(num_train)
   test_images, test_labels = split(num_test)
-  return Dataset("tiny", train_images, train_labels, test_images, test_labels,
-                 tuple(f"class{c}" for c in range(num_classes)))
+  return Dataset(
+    "tiny",
+    train_images,
+    train_labels,
+    test_images,
+    test_labels,
+    tuple(f"class{c}" for c in range(num_classes)),
+  )
 
 
-def tiny_trainer(config: ml_collections.ConfigDict, strategy: Strategy, dataset: Dataset,
-                 mesh: Optional[jax.sharding.Mesh] = None) -> Trainer:
+def tiny_trainer(
+  config: ml_collections.ConfigDict,
+  strategy: Strategy,
+  dataset: Dataset,
+  mesh: Optional[jax.sharding.Mesh] = None,
+) -> Trainer:
   """The trainer of `strategy`'s runs on `dataset` (its model overrides and train-step hook),
   as the loop builds it; nothing is trained or compiled."""
   model_cfg = ml_collections.ConfigDict(config.model.to_dict())
   if strategy.model_overrides is not None:
     model_cfg.update(strategy.model_overrides(config))
   hook = strategy.make_hook(config) if strategy.make_hook else None
-  return Trainer(config, build_model(model_cfg, dataset.num_classes), dataset,
-                 mesh or sharding.make_mesh(), hook=hook)
+  return Trainer(
+    config,
+    build_model(model_cfg, dataset.num_classes),
+    dataset,
+    mesh or sharding.make_mesh(),
+    hook=hook,
+  )
 
 
 def perturbed(tree: Any, key: jax.Array, scale: float) -> Any:
@@ -140,29 +166,36 @@ def perturbed(tree: Any, key: jax.Array, scale: float) -> Any:
   parameters: a checkpoint, a cycle's start, a less uniform fresh model)."""
   leaves, treedef = jax.tree.flatten(tree)
   keys = jax.random.split(key, len(leaves))
-  out = [x + scale * jax.random.normal(k, x.shape, x.dtype)
-         if jax.numpy.issubdtype(x.dtype, jax.numpy.floating) else x
-         for x, k in zip(leaves, keys)]
+  out = [
+    x + scale * jax.random.normal(k, x.shape, x.dtype)
+    if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)
+    else x
+    for x, k in zip(leaves, keys)
+  ]
   return jax.tree.unflatten(treedef, out)
 
 
 def mean_record(mean: np.ndarray) -> record_lib.PoolRecord:
   """A PoolRecord holding only `mean` (P_pad, ...) aligned with the padded pool index, as the
   trainer's eval-pass record at level 'mean' (one epoch recorded)."""
-  return record_lib.PoolRecord(jax.numpy.asarray(mean, jax.numpy.float32),
-                               jax.numpy.float32(1.0), jax.numpy.int32(1))
+  return record_lib.PoolRecord(
+    jax.numpy.asarray(mean, jax.numpy.float32), jax.numpy.float32(1.0), jax.numpy.int32(1)
+  )
 
 
-def random_record(level: str, pool_length: int, num_classes: int, epochs: int,
-                  key: jax.Array) -> record_lib.PoolRecord:
+def random_record(
+  level: str, pool_length: int, num_classes: int, epochs: int, key: jax.Array
+) -> record_lib.PoolRecord:
   """A PoolRecord at `level` (record.LEVELS) of `epochs` epochs of random softmax
   probabilities, (pool_length, num_classes) float32 per epoch, aligned with the padded pool
   index: the mean of the epochs, as the level keeps it."""
   history = jax.nn.softmax(jax.random.normal(key, (epochs, pool_length, num_classes)), axis=-1)
   keeps = lambda needed: record_lib.level_at_least(level, needed)
   return record_lib.PoolRecord(
-      mean=history.mean(axis=0) if keeps("mean") else None,
-      weight=jax.numpy.float32(epochs), count=jax.numpy.int32(epochs))
+    mean=history.mean(axis=0) if keeps("mean") else None,
+    weight=jax.numpy.float32(epochs),
+    count=jax.numpy.int32(epochs),
+  )
 
 
 def needed_record_level(config: ml_collections.ConfigDict, strategy: Strategy) -> str:
@@ -170,9 +203,13 @@ def needed_record_level(config: ml_collections.ConfigDict, strategy: Strategy) -
   return strategy.record(config) if callable(strategy.record) else strategy.record
 
 
-def fed_epoch_callback(config: ml_collections.ConfigDict, strategy: Strategy,
-                       state: TrainState, folder: pathlib.Path, key: jax.Array
-                       ) -> EpochCallback:
+def fed_epoch_callback(
+  config: ml_collections.ConfigDict,
+  strategy: Strategy,
+  state: TrainState,
+  folder: pathlib.Path,
+  key: jax.Array,
+) -> EpochCallback:
   """`strategy`'s epoch callback for one cycle, called as the trainer calls it after each of
   config.train.epochs epochs, with `state` perturbed afresh (CHECKPOINT_NOISE) as that
   epoch's checkpoint and CALLBACK_LEARNING_RATES as its learning rates."""
@@ -184,16 +221,23 @@ def fed_epoch_callback(config: ml_collections.ConfigDict, strategy: Strategy,
   return callback
 
 
-def tiny_context(config: Optional[ml_collections.ConfigDict] = None,
-                 strategy: Strategy | str = "random", dataset: Optional[Dataset] = None,
-                 candidates: Optional[Sequence[int]] = None,
-                 labeled: Optional[Sequence[int]] = None, *,
-                 state: Optional[TrainState] = None, start_params: Any = None,
-                 record: Optional[record_lib.PoolRecord] = None,
-                 epoch_callback: Optional[EpochCallback] = None, rng: Optional[jax.Array] = None,
-                 cycle: int = 0, pool_capacity: int = 0,
-                 run_dir: Optional[pathlib.Path] = None,
-                 trainer: Optional[Trainer] = None) -> ScoringContext:
+def tiny_context(
+  config: Optional[ml_collections.ConfigDict] = None,
+  strategy: Strategy | str = "random",
+  dataset: Optional[Dataset] = None,
+  candidates: Optional[Sequence[int]] = None,
+  labeled: Optional[Sequence[int]] = None,
+  *,
+  state: Optional[TrainState] = None,
+  start_params: Any = None,
+  record: Optional[record_lib.PoolRecord] = None,
+  epoch_callback: Optional[EpochCallback] = None,
+  rng: Optional[jax.Array] = None,
+  cycle: int = 0,
+  pool_capacity: int = 0,
+  run_dir: Optional[pathlib.Path] = None,
+  trainer: Optional[Trainer] = None,
+) -> ScoringContext:
   """The ScoringContext of one cycle of `strategy` on `dataset`, as the loop builds it.
 
   Args:
@@ -235,25 +279,39 @@ def tiny_context(config: Optional[ml_collections.ConfigDict] = None,
     state = trainer.init_state(jax.random.key(0))
   state = sharding.put_replicated(state, trainer.mesh)
   pool_index = np.zeros(trainer.padded_pool_length(len(candidates), pool_capacity), np.int32)
-  pool_index[:len(candidates)] = candidates
+  pool_index[: len(candidates)] = candidates
   level = needed_record_level(config, strategy)
   if record is None and level != "none":
-    record = random_record(level, len(pool_index), dataset.num_classes,
-                           int(config.train.epochs), jax.random.key(cycle))
+    record = random_record(
+      level, len(pool_index), dataset.num_classes, int(config.train.epochs), jax.random.key(cycle)
+    )
   if epoch_callback is None and strategy.make_epoch_callback is not None:
     if run_dir is None:
       raise ValueError(f"strategy {strategy.name!r} has an epoch callback: give run_dir")
-    epoch_callback = fed_epoch_callback(config, strategy, state, run_dir / f"callback{cycle}",
-                                        jax.random.key(cycle))
-  result = CycleResult(state=state,
-                       start_params=state.params if start_params is None else start_params,
-                       record=record,
-                       pool_index=jax.device_put(pool_index,
-                                                 sharding.along_data(trainer.mesh)),
-                       test={}, epochs=[], train_seconds=0.0, record_seconds=0.0)
-  return ScoringContext(config, scoring_data(trainer), result, candidates, labeled,
-                        jax.random.key(0) if rng is None else rng, cycle, epoch_callback,
-                        run_dir)
+    epoch_callback = fed_epoch_callback(
+      config, strategy, state, run_dir / f"callback{cycle}", jax.random.key(cycle)
+    )
+  result = CycleResult(
+    state=state,
+    start_params=state.params if start_params is None else start_params,
+    record=record,
+    pool_index=jax.device_put(pool_index, sharding.along_data(trainer.mesh)),
+    test={},
+    epochs=[],
+    train_seconds=0.0,
+    record_seconds=0.0,
+  )
+  return ScoringContext(
+    config,
+    scoring_data(trainer),
+    result,
+    candidates,
+    labeled,
+    jax.random.key(0) if rng is None else rng,
+    cycle,
+    epoch_callback,
+    run_dir,
+  )
 
 
 # -- the contract ---------------------------------------------------------------------------
@@ -283,17 +341,26 @@ def check_picks(strategy: Strategy | str, ctx: ScoringContext, k: int) -> np.nda
   evidence, picks = pick(strategy, ctx, k)
   _require(picks.shape == (k,), strategy, f"{picks.shape} picks, asked for ({k},)")
   _require(len(np.unique(picks)) == k, strategy, f"picks {picks.tolist()} repeat a row")
-  _require(bool(np.isin(picks, ctx.candidates).all()), strategy,
-           f"picks {picks.tolist()} are not all candidates {ctx.candidates.tolist()}")
-  _require(not np.isin(picks, ctx.labeled).any(), strategy,
-           f"picks {picks.tolist()} include labeled rows {ctx.labeled.tolist()}")
+  _require(
+    bool(np.isin(picks, ctx.candidates).all()),
+    strategy,
+    f"picks {picks.tolist()} are not all candidates {ctx.candidates.tolist()}",
+  )
+  _require(
+    not np.isin(picks, ctx.labeled).any(),
+    strategy,
+    f"picks {picks.tolist()} include labeled rows {ctx.labeled.tolist()}",
+  )
   for leaf in jax.tree.leaves(evidence):
     leaf = np.asarray(sharding.fetch(leaf))
     if np.issubdtype(leaf.dtype, np.floating):
       _require(bool(np.isfinite(leaf).all()), strategy, "non-finite evidence")
   _, again = pick(strategy, ctx, k)
-  _require(np.array_equal(again, picks), strategy,
-           f"the same key picked {again.tolist()}, then {picks.tolist()}")
+  _require(
+    np.array_equal(again, picks),
+    strategy,
+    f"the same key picked {again.tolist()}, then {picks.tolist()}",
+  )
   return picks.astype(np.int64)
 
 
@@ -302,8 +369,9 @@ def streamed(ctx: ScoringContext) -> ScoringContext:
   reads its rows from a window of the split, so a strategy that indexes data.images instead
   of data.images_at(rows) fails or picks otherwise."""
   dataset = ctx.data.dataset
-  split = placement.place_split(dataset.train_images, dataset.train_labels, ctx.data.mesh,
-                                stream=True)
+  split = placement.place_split(
+    dataset.train_images, dataset.train_labels, ctx.data.mesh, stream=True
+  )
   return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train_data=split))
 
 
@@ -311,8 +379,11 @@ def check_streamed(strategy: Strategy | str, ctx: ScoringContext, picks: np.ndar
   """Checks that `ctx` with its split streamed (`streamed`) picks `picks` again."""
   strategy = _strategy(strategy)
   _, again = pick(strategy, streamed(ctx), len(picks))
-  _require(np.array_equal(again, picks), strategy,
-           f"streamed, it picked {again.tolist()}, resident {list(picks)}")
+  _require(
+    np.array_equal(again, picks),
+    strategy,
+    f"streamed, it picked {again.tolist()}, resident {list(picks)}",
+  )
 
 
 def check_next_cycle(strategy: Strategy | str, ctx: ScoringContext, k: int) -> np.ndarray:
@@ -323,12 +394,18 @@ def check_next_cycle(strategy: Strategy | str, ctx: ScoringContext, k: int) -> n
   strategy = _strategy(strategy)
   with CompileCounter() as compiles:
     _, picks = pick(strategy, ctx, k)
-  _require(compiles.count == 0, strategy,
-           f"compiled {compiles.count} program(s) for the next cycle's smaller pool: shapes "
-           "must follow the run's pool capacity (ctx.result.pool_index), not the candidates' "
-           "count")
-  _require(bool(np.isin(picks, ctx.candidates).all()) and len(np.unique(picks)) == k,
-           strategy, f"next cycle's picks {picks.tolist()} are not {k} distinct candidates")
+  _require(
+    compiles.count == 0,
+    strategy,
+    f"compiled {compiles.count} program(s) for the next cycle's smaller pool: shapes "
+    "must follow the run's pool capacity (ctx.result.pool_index), not the candidates' "
+    "count",
+  )
+  _require(
+    bool(np.isin(picks, ctx.candidates).all()) and len(np.unique(picks)) == k,
+    strategy,
+    f"next cycle's picks {picks.tolist()} are not {k} distinct candidates",
+  )
   return picks
 
 
@@ -337,8 +414,13 @@ def _close(ctx: ScoringContext) -> None:
     ctx.epoch_callback.close()
 
 
-def check_contract(strategy: Strategy | str, config: Optional[ml_collections.ConfigDict] = None,
-                   *, k: int = CONTRACT_K, dataset: Optional[Dataset] = None) -> np.ndarray:
+def check_contract(
+  strategy: Strategy | str,
+  config: Optional[ml_collections.ConfigDict] = None,
+  *,
+  k: int = CONTRACT_K,
+  dataset: Optional[Dataset] = None,
+) -> np.ndarray:
   """Checks what every strategy owes the loop, on two tiny cycles, in seconds on a CPU.
 
   Cycle 0 (`tiny_context`: LABELED, CANDIDATES in no particular order, a fresh tiny model, a
@@ -363,17 +445,23 @@ def check_contract(strategy: Strategy | str, config: Optional[ml_collections.Con
   trainer = tiny_trainer(config, strategy, dataset)
   with tempfile.TemporaryDirectory(prefix="contract_") as folder:
     run_dir = pathlib.Path(folder)
-    first = tiny_context(config, strategy, dataset, run_dir=run_dir, trainer=trainer,
-                         cycle=0)
+    first = tiny_context(config, strategy, dataset, run_dir=run_dir, trainer=trainer, cycle=0)
     try:
       picks = check_picks(strategy, first, k)
       check_streamed(strategy, first, picks)
     finally:
       _close(first)
-    second = tiny_context(config, strategy, dataset,
-                          [row for row in CANDIDATES if row not in set(picks.tolist())],
-                          LABELED + tuple(picks.tolist()), run_dir=run_dir, trainer=trainer,
-                          cycle=1, pool_capacity=len(CANDIDATES))
+    second = tiny_context(
+      config,
+      strategy,
+      dataset,
+      [row for row in CANDIDATES if row not in set(picks.tolist())],
+      LABELED + tuple(picks.tolist()),
+      run_dir=run_dir,
+      trainer=trainer,
+      cycle=1,
+      pool_capacity=len(CANDIDATES),
+    )
     try:
       check_next_cycle(strategy, second, k)
     finally:

@@ -30,16 +30,23 @@ import numpy as np
 
 from disal_jax.errors import check_value
 from disal_jax.models import stage_head
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, ReferenceProtocol, Strategy,
-                                       batched_pool_scores, entropy)
+from disal_jax.strategies.base import (
+  ConfigSection,
+  ReferenceProtocol,
+  ScoringContext,
+  Strategy,
+  batched_pool_scores,
+  entropy,
+)
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.trainer import TrainHook
 
 MEAN, COUNT = "tidal_mean", "tidal_count"
 
 
-def update_running_mean(mean: jax.Array, count: jax.Array, rows: jax.Array, probs: jax.Array,
-                        fresh: jax.Array) -> tuple[jax.Array, jax.Array]:
+def update_running_mean(
+  mean: jax.Array, count: jax.Array, rows: jax.Array, probs: jax.Array, fresh: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Folds probs (B, C) into the running means of `rows` (B,): returns new (mean, count).
 
   mean: (N, C) float32, count: (N,) float32. Only rows marked `fresh` (B,) bool are folded in:
@@ -49,8 +56,10 @@ def update_running_mean(mean: jax.Array, count: jax.Array, rows: jax.Array, prob
   n = count[rows][:, None]
   new_rows = (n * mean[rows] + probs) / (n + 1.0)
   target = jnp.where(fresh, rows, mean.shape[0])  # out of bounds: dropped
-  return (mean.at[target].set(new_rows, mode="drop"),
-          count.at[target].set(count[rows] + 1.0, mode="drop"))
+  return (
+    mean.at[target].set(new_rows, mode="drop"),
+    count.at[target].set(count[rows] + 1.0, mode="drop"),
+  )
 
 
 def kl_to_module(target: jax.Array, module_logits: jax.Array) -> jax.Array:
@@ -62,6 +71,7 @@ def kl_to_module(target: jax.Array, module_logits: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DynamicsHook(stage_head.DetachingHeadHook, TrainHook):
   """TiDAL's addition to the train step (see training.trainer.TrainHook)."""
+
   weight: float
   hidden: int
   detach_from_epoch: int
@@ -80,30 +90,33 @@ class DynamicsHook(stage_head.DetachingHeadHook, TrainHook):
     """The running mean of each training row's predictions: (num_train, C) float32 and
     its (num_train,) float32 count."""
     del params
-    return {MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
-            COUNT: jnp.zeros((num_train,), jnp.float32)}
+    return {
+      MEAN: jnp.zeros((num_train, num_classes), jnp.float32),
+      COUNT: jnp.zeros((num_train,), jnp.float32),
+    }
 
   def loss(self, params, state, data, batch, aux, rng, outputs, *, preprocess: Preprocess):
     """(weight x KL(running mean || module), metrics, extras with the mean updated)."""
     del data, aux, rng, preprocess
     rows = batch["index"]
     probs = jax.nn.softmax(jax.lax.stop_gradient(outputs["logits"]).astype(jnp.float32))
-    mean, count = update_running_mean(state.extras[MEAN], state.extras[COUNT], rows, probs,
-                                      batch["fresh"])
+    mean, count = update_running_mean(
+      state.extras[MEAN], state.extras[COUNT], rows, probs, batch["fresh"]
+    )
     head = self.head(outputs["logits"].shape[-1])
     predicted = stage_head.apply(head, params, outputs["stages"], batch["detach_head"])
     value = jnp.mean(kl_to_module(mean[rows], predicted))
-    return self.weight * value, {"dynamics_kl": value}, {**state.extras, MEAN: mean,
-                                                         COUNT: count}
-
+    return self.weight * value, {"dynamics_kl": value}, {**state.extras, MEAN: mean, COUNT: count}
 
 
 def make_hook(config: ml_collections.ConfigDict) -> DynamicsHook:
   """The DynamicsHook of the tidal config section."""
   t = config.tidal
-  return DynamicsHook(weight=float(t.weight), hidden=int(t.hidden),
-                      detach_from_epoch=stage_head.detach_epoch(config.train.epochs,
-                                                                float(t.detach_fraction)))
+  return DynamicsHook(
+    weight=float(t.weight),
+    hidden=int(t.hidden),
+    detach_from_epoch=stage_head.detach_epoch(config.train.epochs, float(t.detach_fraction)),
+  )
 
 
 def uncertainty(module_logits: jax.Array, kind: str) -> jax.Array:
@@ -116,8 +129,9 @@ def uncertainty(module_logits: jax.Array, kind: str) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "head", "kind"))
-def dynamics_scores(state, data, batch, *, preprocess: Preprocess, head: stage_head.StageHead,
-                    kind: str) -> jax.Array:
+def dynamics_scores(
+  state, data, batch, *, preprocess: Preprocess, head: stage_head.StageHead, kind: str
+) -> jax.Array:
   """(B,) float32 uncertainty of the module's prediction for rows batch['index'] (eval mode)."""
   images = preprocess.normalise(data.images_at(batch["index"]))
   outputs = state.apply_fn(state.variables(), images, train=False)
@@ -127,8 +141,9 @@ def dynamics_scores(state, data, batch, *, preprocess: Preprocess, head: stage_h
 def score(ctx: ScoringContext) -> np.ndarray:
   """(P,) float32 entropy or margin of the module's predictions (tidal.score)."""
   head = make_hook(ctx.config).head(ctx.data.dataset.num_classes)
-  fn = functools.partial(dynamics_scores, preprocess=ctx.data.preprocess, head=head,
-                         kind=ctx.config.tidal.score)
+  fn = functools.partial(
+    dynamics_scores, preprocess=ctx.data.preprocess, head=head, kind=ctx.config.tidal.score
+  )
   return batched_pool_scores(ctx, fn, ctx.result.state)
 
 
@@ -151,17 +166,25 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises ConfigError where the tidal section's values are invalid."""
   del num_devices
   stage_head.check_keys(config, "tidal")
-  check_value(config.tidal.score in SCORES, "tidal.score", config.tidal.score,
-              f"one of {SCORES}")
+  check_value(config.tidal.score in SCORES, "tidal.score", config.tidal.score, f"one of {SCORES}")
 
 
 # al.protocol='reference': how the published code runs a cycle.
 REFERENCE = ReferenceProtocol(
-    subset_size=10_000, warm_start=True,
-    source=("hyperconnect/TiDAL main.py:64-67 (subset 10000), main.py:115-117 and 137 (model "
-            "built before the cycle loop), main.py:138-141"))
+  subset_size=10_000,
+  warm_start=True,
+  source=(
+    "hyperconnect/TiDAL main.py:64-67 (subset 10000), main.py:115-117 and 137 (model "
+    "built before the cycle loop), main.py:138-141"
+  ),
+)
 
-STRATEGY = Strategy(name="tidal", record="none", score=score, make_hook=make_hook,
-                    description="TiDAL: a module predicting training dynamics; its uncertainty",
-                    config_section=ConfigSection("tidal", defaults, check),
-                    reference=REFERENCE)
+STRATEGY = Strategy(
+  name="tidal",
+  record="none",
+  score=score,
+  make_hook=make_hook,
+  description="TiDAL: a module predicting training dynamics; its uncertainty",
+  config_section=ConfigSection("tidal", defaults, check),
+  reference=REFERENCE,
+)

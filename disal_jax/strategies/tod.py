@@ -49,8 +49,14 @@ import numpy as np
 
 from disal_jax import distributed
 from disal_jax.errors import check_value
-from disal_jax.strategies.base import (ConfigSection, ReferenceProtocol, ScoringContext,
-                                       Strategy, batched_pool_scores, select_top_k)
+from disal_jax.strategies.base import (
+  ConfigSection,
+  ReferenceProtocol,
+  ScoringContext,
+  Strategy,
+  batched_pool_scores,
+  select_top_k,
+)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.trainer import TrainHook
@@ -69,8 +75,9 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
 
 def ema(teacher, params, decay):
   """The teacher's parameters after one EMA step towards `params` (same tree)."""
-  return jax.tree.map(lambda t, p: decay * t + (1.0 - decay) * jax.lax.stop_gradient(p),
-                      teacher, params)
+  return jax.tree.map(
+    lambda t, p: decay * t + (1.0 - decay) * jax.lax.stop_gradient(p), teacher, params
+  )
 
 
 def mse(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -88,6 +95,7 @@ def output_discrepancy(logits_a: jax.Array, logits_b: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CodHook(TrainHook):
   """TOD's addition to the train step (see training.trainer.TrainHook)."""
+
   weight: float
   ema_decay: float
   batch_size: int
@@ -111,21 +119,26 @@ class CodHook(TrainHook):
     consistency = lambda features: head.apply({"params": params[CONSISTENCY_KEY]}, features)
     rows = aux["pool_index"][batch["pool_position_index"]]
     pool_images = preprocess.augment(data.images_at(rows), rng)
-    pool, _ = state.apply_fn(state.variables(params), pool_images, train=True,
-                             mutable=["batch_stats"])  # statistics updates dropped
+    pool, _ = state.apply_fn(
+      state.variables(params), pool_images, train=True, mutable=["batch_stats"]
+    )  # statistics updates dropped
     teacher_params = state.extras[TEACHER]
 
     def teacher(images):  # train mode, as the reference's ema_model.train()
-      out, _ = state.apply_fn(state.variables(teacher_params), images, train=True,
-                              mutable=["batch_stats"])
+      out, _ = state.apply_fn(
+        state.variables(teacher_params), images, train=True, mutable=["batch_stats"]
+      )
       return jax.lax.stop_gradient(out["logits"])
 
     cons_x, cons_u = consistency(outputs["features"]), consistency(pool["features"])
     residual = mse(outputs["logits"], cons_x) + mse(pool["logits"], cons_u)
     cod = mse(cons_x, teacher(batch["images"])) + mse(cons_u, teacher(pool_images))
     step = state.extras[TEACHER_STEP]
-    extras = {**state.extras, TEACHER_STEP: step + 1,
-              TEACHER: ema(teacher_params, params, ema_decay_at(step, self.ema_decay))}
+    extras = {
+      **state.extras,
+      TEACHER_STEP: step + 1,
+      TEACHER: ema(teacher_params, params, ema_decay_at(step, self.ema_decay)),
+    }
     return self.weight * (residual + cod), {"cod_loss": cod, "residual_loss": residual}, extras
 
   def epoch_inputs(self, rng, epoch, num_steps, pool_size, labeled_size, cycle_seed):
@@ -134,9 +147,11 @@ class CodHook(TrainHook):
     # a fresh random batch each step, distinct rows within it (the reference's new iterator
     # over a random sampler per step)
     replace = pool_size < self.batch_size
-    return {"pool_position_index": np.stack([
-        rng.choice(pool_size, self.batch_size, replace=replace) for _ in range(num_steps)
-    ]).astype(np.int32)}
+    return {
+      "pool_position_index": np.stack(
+        [rng.choice(pool_size, self.batch_size, replace=replace) for _ in range(num_steps)]
+      ).astype(np.int32)
+    }
 
   def aux(self, record, pool_index):
     """The pool index (the record is not read)."""
@@ -147,8 +162,9 @@ class CodHook(TrainHook):
 def make_hook(config: ml_collections.ConfigDict) -> CodHook:
   """The CodHook of the tod config section."""
   t = config.tod
-  return CodHook(weight=float(t.cod_weight), ema_decay=float(t.ema_decay),
-                 batch_size=int(t.pool_batch_size))
+  return CodHook(
+    weight=float(t.cod_weight), ema_decay=float(t.ema_decay), batch_size=int(t.pool_batch_size)
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess",))
@@ -179,8 +195,8 @@ def _earlier_variables(ctx: ScoringContext):
     earlier = flax.serialization.from_bytes(state.variables(), path.read_bytes())
   except (OSError, ValueError, KeyError) as e:
     raise RuntimeError(
-        f"TOD needs the model of cycle {ctx.cycle - 1}, kept at {path}, and could not read it "
-        f"({type(e).__name__}: {e}). Rerun this strategy from its start with --force."
+      f"TOD needs the model of cycle {ctx.cycle - 1}, kept at {path}, and could not read it "
+      f"({type(e).__name__}: {e}). Rerun this strategy from its start with --force."
     ) from e
   return sharding.put_replicated(earlier, ctx.data.mesh)
 
@@ -188,8 +204,9 @@ def _earlier_variables(ctx: ScoringContext):
 def score(ctx: ScoringContext) -> np.ndarray:
   """(P,) float32 discrepancy between this cycle's model and the previous one's."""
   if ctx.run_dir is None:
-    raise RuntimeError("TOD keeps the previous cycle's model in the run folder; the loop did "
-                       "not give one")
+    raise RuntimeError(
+      "TOD keeps the previous cycle's model in the run folder; the loop did not give one"
+    )
   scoring = {"state": ctx.result.state, "earlier": _earlier_variables(ctx)}
   fn = functools.partial(discrepancy_scores, preprocess=ctx.data.preprocess)
   scores = batched_pool_scores(ctx, fn, scoring)
@@ -235,23 +252,44 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   s = config.tod
   check_value(s.cod_weight >= 0, "tod.cod_weight", s.cod_weight, ">= 0")
   check_value(0 <= s.ema_decay < 1, "tod.ema_decay", s.ema_decay, "in [0, 1)")
-  check_value(s.first_cycle in ("untrained", "teacher"), "tod.first_cycle", s.first_cycle,
-              "'untrained' or 'teacher'")
-  check_value(s.first_cycle_picks in ("lowest", "highest"), "tod.first_cycle_picks",
-              s.first_cycle_picks, "'lowest' or 'highest'")
-  check_value(s.pool_batch_size >= 1 and s.pool_batch_size % num_devices == 0,
-              "tod.pool_batch_size", s.pool_batch_size,
-              f"a positive multiple of the device count ({num_devices})")
+  check_value(
+    s.first_cycle in ("untrained", "teacher"),
+    "tod.first_cycle",
+    s.first_cycle,
+    "'untrained' or 'teacher'",
+  )
+  check_value(
+    s.first_cycle_picks in ("lowest", "highest"),
+    "tod.first_cycle_picks",
+    s.first_cycle_picks,
+    "'lowest' or 'highest'",
+  )
+  check_value(
+    s.pool_batch_size >= 1 and s.pool_batch_size % num_devices == 0,
+    "tod.pool_batch_size",
+    s.pool_batch_size,
+    f"a positive multiple of the device count ({num_devices})",
+  )
 
 
 # al.protocol='reference': how the published code runs a cycle.
 REFERENCE = ReferenceProtocol(
-    subset_size=25_000, warm_start=True,
-    source=("siyuhuang/TOD config/cifar10.py:8 (SUBSET = 25000), main_TOD.py:290-303 (models "
-            "built before the cycle loop), main_TOD.py:324-330"))
+  subset_size=25_000,
+  warm_start=True,
+  source=(
+    "siyuhuang/TOD config/cifar10.py:8 (SUBSET = 25000), main_TOD.py:290-303 (models "
+    "built before the cycle loop), main_TOD.py:324-330"
+  ),
+)
 
-STRATEGY = Strategy(name="tod", record="none", score=score, select=select, make_hook=make_hook,
-                    description="TOD: output discrepancy between this and the previous "
-                                "cycle's model, COD loss with an EMA teacher",
-                    config_section=ConfigSection("tod", defaults, check),
-                    reference=REFERENCE)
+STRATEGY = Strategy(
+  name="tod",
+  record="none",
+  score=score,
+  select=select,
+  make_hook=make_hook,
+  description="TOD: output discrepancy between this and the previous "
+  "cycle's model, COD loss with an EMA teacher",
+  config_section=ConfigSection("tod", defaults, check),
+  reference=REFERENCE,
+)

@@ -30,8 +30,14 @@ import numpy as np
 
 from disal_jax.errors import check_value
 from disal_jax.strategies import per_sample
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, batch_logits,
-                                       per_sample_batch_size, pool_outputs)
+from disal_jax.strategies.base import (
+  ConfigSection,
+  ScoringContext,
+  Strategy,
+  batch_logits,
+  per_sample_batch_size,
+  pool_outputs,
+)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.snapshots import SnapshotStore
@@ -40,8 +46,9 @@ from disal_jax.training.snapshots import SnapshotStore
 def expected_self_influence(gram: jax.Array, probs: jax.Array) -> jax.Array:
   """(B,) E_{y~p} ||J^T (p - e_y)||^2 = sum_c p_c G_cc - p^T G p, from G (B, C, C), p (B, C)."""
   diag = jnp.diagonal(gram, axis1=1, axis2=2)
-  return jnp.maximum(jnp.sum(probs * diag, axis=-1)
-                     - jnp.einsum("bi,bij,bj->b", probs, gram, probs), 0.0)
+  return jnp.maximum(
+    jnp.sum(probs * diag, axis=-1) - jnp.einsum("bi,bij,bj->b", probs, gram, probs), 0.0
+  )
 
 
 def expected_self_influence_last_layer(probs: jax.Array, features: jax.Array) -> jax.Array:
@@ -50,8 +57,9 @@ def expected_self_influence_last_layer(probs: jax.Array, features: jax.Array) ->
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "scope", "engine"))
-def checkpoint_scores(scoring, data, batch, *, preprocess: Preprocess, scope: str,
-                      engine: per_sample.Engine) -> jax.Array:
+def checkpoint_scores(
+  scoring, data, batch, *, preprocess: Preprocess, scope: str, engine: per_sample.Engine
+) -> jax.Array:
   """(B,) expected self-influence of rows `batch['index']` at one checkpoint.
 
   Args:
@@ -76,18 +84,20 @@ def score(ctx: ScoringContext) -> np.ndarray:
     raise RuntimeError("TracInCP has no checkpoints: the trainer did not call its store")
   tr = ctx.config.tracin
   engine = per_sample.engine_from_config(ctx.config, tr.chunk_size)
-  fn = functools.partial(checkpoint_scores, preprocess=ctx.data.preprocess,
-                         scope=tr.params, engine=engine)
+  fn = functools.partial(
+    checkpoint_scores, preprocess=ctx.data.preprocess, scope=tr.params, engine=engine
+  )
   batch_size = None
   total = None
   for i, lr in enumerate(store.learning_rates):
     scoring = {"state": ctx.result.state, "variables": store.variables(i, ctx.data.mesh)}
     if tr.params == "all" and batch_size is None:  # every checkpoint has the same shapes
       batch_size = per_sample_batch_size(
-          ctx, fn, scoring, engine.samples_per_call(ctx.data.dataset.num_classes))
+        ctx, fn, scoring, engine.samples_per_call(ctx.data.dataset.num_classes)
+      )
     part = lr * pool_outputs(ctx, fn, scoring, batch_size=batch_size)
     total = part if total is None else total + part
-  return sharding.fetch(total)[:len(ctx.candidates)]
+  return sharding.fetch(total)[: len(ctx.candidates)]
 
 
 def _store_factory(second_half_only: bool):
@@ -96,6 +106,7 @@ def _store_factory(second_half_only: bool):
     # one folder per process: each host of a multi-host run keeps its own copy
     folder = "snapshots" if jax.process_count() == 1 else f"snapshots_{jax.process_index()}"
     return SnapshotStore(config.tracin.store, run_dir / folder, first_epoch=first)
+
   return make
 
 
@@ -125,12 +136,20 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 SECTION = ConfigSection("tracin", defaults, check)  # both TracInCP variants'
 
-FULL = Strategy(name="tracincp_full", record="none", score=score,
-                make_epoch_callback=_store_factory(second_half_only=False),
-                description="TracInCP: expected self-influence over every epoch's checkpoint",
-                config_section=SECTION)
-LAST = Strategy(name="tracincp_last", record="none", score=score,
-                make_epoch_callback=_store_factory(second_half_only=True),
-                description="TracInCP: expected self-influence over the second half's "
-                            "checkpoints", config_section=SECTION)
+FULL = Strategy(
+  name="tracincp_full",
+  record="none",
+  score=score,
+  make_epoch_callback=_store_factory(second_half_only=False),
+  description="TracInCP: expected self-influence over every epoch's checkpoint",
+  config_section=SECTION,
+)
+LAST = Strategy(
+  name="tracincp_last",
+  record="none",
+  score=score,
+  make_epoch_callback=_store_factory(second_half_only=True),
+  description="TracInCP: expected self-influence over the second half's checkpoints",
+  config_section=SECTION,
+)
 STRATEGIES = (FULL, LAST)

@@ -35,8 +35,7 @@ TYPICALITY_EPS = 1e-5
 DISTANCES = ("squared", "euclidean")
 
 
-def typicality(x: np.ndarray, knn: int, block_size: int, distance: str = "squared"
-               ) -> np.ndarray:
+def typicality(x: np.ndarray, knn: int, block_size: int, distance: str = "squared") -> np.ndarray:
   """Each row's typicality.
 
   Args:
@@ -67,8 +66,16 @@ def typicality(x: np.ndarray, knn: int, block_size: int, distance: str = "square
   return 1.0 / (mean + TYPICALITY_EPS)
 
 
-def pick(x: np.ndarray, clusters: np.ndarray, labeled: np.ndarray, k: int, knn: int,
-         min_cluster_size: int, block_size: int, distance: str = "squared") -> np.ndarray:
+def pick(
+  x: np.ndarray,
+  clusters: np.ndarray,
+  labeled: np.ndarray,
+  k: int,
+  knn: int,
+  min_cluster_size: int,
+  block_size: int,
+  distance: str = "squared",
+) -> np.ndarray:
   """(k,) int64 positions into x (N, D) float64 by TypiClust's rule, given each row's (N,)
   int cluster and a (N,) bool of the labeled rows (never picked); block_size and distance as
   in `typicality`."""
@@ -76,8 +83,10 @@ def pick(x: np.ndarray, clusters: np.ndarray, labeled: np.ndarray, k: int, knn: 
   existing = np.bincount(clusters[labeled], minlength=ids.max() + 1)[ids]
   keep = sizes > min_cluster_size
   if not keep.any():
-    raise ValueError(f"TypiClust: every cluster holds at most {min_cluster_size} rows; lower "
-                     "typiclust.min_cluster_size or typiclust.max_clusters")
+    raise ValueError(
+      f"TypiClust: every cluster holds at most {min_cluster_size} rows; lower "
+      "typiclust.min_cluster_size or typiclust.max_clusters"
+    )
   ids, sizes, existing = ids[keep], sizes[keep], existing[keep]
   order = ids[np.lexsort((-sizes, existing))]  # fewest labeled, then largest
   free = ~labeled
@@ -101,8 +110,9 @@ def pick(x: np.ndarray, clusters: np.ndarray, labeled: np.ndarray, k: int, knn: 
 
 def score(ctx: ScoringContext) -> dict[str, object]:
   """The selector's evidence: embeddings of [labeled; candidates] on device."""
-  return embedding.labeled_and_candidates(ctx, ctx.config.embedding.source,
-                                         ctx.config.embedding.file)
+  return embedding.labeled_and_candidates(
+    ctx, ctx.config.embedding.source, ctx.config.embedding.file
+  )
 
 
 def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarray:
@@ -112,11 +122,25 @@ def select(evidence: dict[str, object], ctx: ScoringContext, k: int) -> np.ndarr
   x, labeled = evidence["x"], evidence["labeled"]
   most = min(int(c.max_clusters), x.shape[0])  # held every cycle: one compiled k-means
   num_clusters = min(int(labeled.sum()) + k, most)
-  clusters = sharding.fetch(embedding.kmeans(
-      x, jax.random.fold_in(ctx.rng, KMEANS_STREAM), num_clusters, int(c.kmeans_iterations),
-      max_clusters=most))
-  positions = pick(np.asarray(sharding.fetch(x), np.float64), clusters, labeled, k,
-                   int(c.knn), int(c.min_cluster_size), int(c.block_size), str(c.distance))
+  clusters = sharding.fetch(
+    embedding.kmeans(
+      x,
+      jax.random.fold_in(ctx.rng, KMEANS_STREAM),
+      num_clusters,
+      int(c.kmeans_iterations),
+      max_clusters=most,
+    )
+  )
+  positions = pick(
+    np.asarray(sharding.fetch(x), np.float64),
+    clusters,
+    labeled,
+    k,
+    int(c.knn),
+    int(c.min_cluster_size),
+    int(c.block_size),
+    str(c.distance),
+  )
   return ctx.candidates[positions - int(labeled.sum())]
 
 
@@ -143,8 +167,12 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
     check_value(s[key] >= 0, f"typiclust.{key}", s[key], ">= 0")
 
 
-STRATEGY = Strategy(name="typiclust", record="none", score=score, select=select,
-                    description="TypiClust: most typical samples of uncovered k-means clusters",
-                    config_section=ConfigSection("typiclust", defaults, check,
-                                                 moved_keys=embedding.MOVED_KEYS),
-                    reads_sections=("embedding",))
+STRATEGY = Strategy(
+  name="typiclust",
+  record="none",
+  score=score,
+  select=select,
+  description="TypiClust: most typical samples of uncovered k-means clusters",
+  config_section=ConfigSection("typiclust", defaults, check, moved_keys=embedding.MOVED_KEYS),
+  reads_sections=("embedding",),
+)

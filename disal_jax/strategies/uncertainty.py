@@ -16,8 +16,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from disal_jax.strategies.base import (ScoringContext, Strategy, batched_pool_scores,
-                                       entropy_of_logits)
+from disal_jax.strategies.base import (
+  ScoringContext,
+  Strategy,
+  batched_pool_scores,
+  entropy_of_logits,
+)
 from disal_jax.training import pixels
 from disal_jax.training.augment import Preprocess
 
@@ -33,8 +37,7 @@ def least_confidence(logits: jax.Array) -> jax.Array:
   return 1.0 - jnp.max(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
 
 
-SCORES = {"entropy": entropy_of_logits, "margin": margin,
-          "least_confidence": least_confidence}
+SCORES = {"entropy": entropy_of_logits, "margin": margin, "least_confidence": least_confidence}
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "kind"))
@@ -49,15 +52,29 @@ def _scorer(kind: str):
   def score(ctx: ScoringContext):
     fn = functools.partial(batch_scores, preprocess=ctx.data.preprocess, kind=kind)
     return batched_pool_scores(ctx, fn, ctx.result.state)
+
   return score
 
 
-ENTROPY = Strategy(name="entropy", record="none", score=_scorer("entropy"),
-                   description="max-entropy of the softmax (one eval pass)", segmentation=True)
-MARGIN = Strategy(name="margin", record="none", score=_scorer("margin"),
-                  description="smallest top-2 softmax margin (one eval pass)", segmentation=True)
-LEAST_CONFIDENCE = Strategy(name="least_confidence", record="none",
-                            score=_scorer("least_confidence"),
-                            description="lowest top softmax probability (one eval pass)",
-                            segmentation=True)
+ENTROPY = Strategy(
+  name="entropy",
+  record="none",
+  score=_scorer("entropy"),
+  description="max-entropy of the softmax (one eval pass)",
+  segmentation=True,
+)
+MARGIN = Strategy(
+  name="margin",
+  record="none",
+  score=_scorer("margin"),
+  description="smallest top-2 softmax margin (one eval pass)",
+  segmentation=True,
+)
+LEAST_CONFIDENCE = Strategy(
+  name="least_confidence",
+  record="none",
+  score=_scorer("least_confidence"),
+  description="lowest top softmax probability (one eval pass)",
+  segmentation=True,
+)
 STRATEGIES = (ENTROPY, MARGIN, LEAST_CONFIDENCE)

@@ -60,8 +60,13 @@ import optax
 
 from disal_jax.errors import VaalDiverged, check_value
 from disal_jax.models import vaal as vaal_models
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy, map_rows,
-                                       pool_capacity)
+from disal_jax.strategies.base import (
+  ConfigSection,
+  ScoringContext,
+  Strategy,
+  map_rows,
+  pool_capacity,
+)
 from disal_jax.training import sharding
 from disal_jax.training.augment import Preprocess
 from disal_jax.training.trainer import epoch_batches
@@ -73,6 +78,7 @@ SCORE_STREAM = 0x5C0
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """The static part of VAAL's training (hashable: jitted functions close over it)."""
+
   vae: vaal_models.VAE
   discriminator: vaal_models.Discriminator
   image_size: int
@@ -90,11 +96,20 @@ class Settings:
   def from_config(cls, config: ml_collections.ConfigDict) -> "Settings":
     """The Settings of the vaal config section."""
     v = config.vaal
-    return cls(vaal_models.VAE(latent_dim=int(v.latent_dim), width=int(v.width)),
-               vaal_models.Discriminator(hidden=int(v.discriminator_hidden)),
-               int(v.image_size), float(v.beta), float(v.adversary_weight),
-               float(v.learning_rate), int(v.vae_steps), str(v.kl_reduction),
-               str(v.batch_norm), str(v.score_batch_norm), str(v.normalise), str(v.flip))
+    return cls(
+      vaal_models.VAE(latent_dim=int(v.latent_dim), width=int(v.width)),
+      vaal_models.Discriminator(hidden=int(v.discriminator_hidden)),
+      int(v.image_size),
+      float(v.beta),
+      float(v.adversary_weight),
+      float(v.learning_rate),
+      int(v.vae_steps),
+      str(v.kl_reduction),
+      str(v.batch_norm),
+      str(v.score_batch_norm),
+      str(v.normalise),
+      str(v.flip),
+    )
 
   def optimizer(self) -> optax.GradientTransformation:
     """Adam at the learning rate, for both the VAE and the discriminator."""
@@ -103,6 +118,7 @@ class Settings:
 
 class VaalState(flax.struct.PyTreeNode):
   """The VAE's and the discriminator's parameters, batch statistics and optimizer states."""
+
   vae_params: dict
   vae_stats: dict
   disc_params: dict
@@ -115,8 +131,14 @@ def kl_divergence(mu: jax.Array, logvar: jax.Array) -> jax.Array:
   return -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar), axis=-1)
 
 
-def vae_loss(x: jax.Array, reconstruction: jax.Array, mu: jax.Array, logvar: jax.Array,
-             beta: float, kl_reduction: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+def vae_loss(
+  x: jax.Array,
+  reconstruction: jax.Array,
+  mu: jax.Array,
+  logvar: jax.Array,
+  beta: float,
+  kl_reduction: str,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(loss, MSE, KL): mean squared reconstruction error over every pixel + beta * KL, the KL
   summed ('sum') or averaged ('mean') over the batch."""
   mse = jnp.mean(jnp.square(reconstruction - x))
@@ -135,8 +157,9 @@ def discriminator_loss(logits_labeled: jax.Array, logits_unlabeled: jax.Array) -
   return bce(logits_labeled, 1.0) + bce(logits_unlabeled, 0.0)
 
 
-def vae_images(data, index: jax.Array, preprocess: Preprocess, settings: Settings,
-               flip: jax.Array | None = None) -> jax.Array:
+def vae_images(
+  data, index: jax.Array, preprocess: Preprocess, settings: Settings, flip: jax.Array | None = None
+) -> jax.Array:
   """(B, size, size, C) float32: rows `index` (B,) normalised as `settings.normalise` says,
   mirrored left-right where the (B,) bool `flip` is True, resized bilinearly if needed."""
   images = data.images_at(index)
@@ -160,11 +183,17 @@ def init_state(rng: jax.Array, settings: Settings, channels: int) -> VaalState:
   image = jnp.zeros((1, settings.image_size, settings.image_size, channels), jnp.float32)
   variables = settings.vae.init(vae_rng, image, noise_rng)
   disc_params = settings.discriminator.init(
-      disc_rng, jnp.zeros((1, settings.vae.latent_dim), jnp.float32))["params"]
+    disc_rng, jnp.zeros((1, settings.vae.latent_dim), jnp.float32)
+  )["params"]
   tx = settings.optimizer()
   with jax.numpy_dtype_promotion("standard"):  # optax, as in train_chunk
-    return VaalState(variables["params"], variables["batch_stats"], disc_params,
-                     tx.init(variables["params"]), tx.init(disc_params))
+    return VaalState(
+      variables["params"],
+      variables["batch_stats"],
+      disc_params,
+      tx.init(variables["params"]),
+      tx.init(disc_params),
+    )
 
 
 def random_flips(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -174,25 +203,33 @@ def random_flips(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return jax.vmap(jax.random.bernoulli)(keys).reshape(shape)
 
 
-def vae_passes(vae: vaal_models.VAE, params, stats, x_l: jax.Array, x_u: jax.Array,
-               rng: jax.Array | None, batch_norm: str):
+def vae_passes(
+  vae: vaal_models.VAE,
+  params,
+  stats,
+  x_l: jax.Array,
+  x_u: jax.Array,
+  rng: jax.Array | None,
+  batch_norm: str,
+):
   """The VAE in train mode on a labeled and an unlabeled batch (B, S, S, C) each.
 
   'separate': one pass per batch, each standardised by its own statistics (the reference);
   'joint': one pass over both, one set of statistics. Returns (out_l, out_u, batch_stats):
   the VAE's outputs (reconstructions only with `rng`) and the updated running statistics.
   """
+
   def run(x, key, stats):
-    out, updates = vae.apply({"params": params, "batch_stats": stats}, x, key, train=True,
-                             mutable=["batch_stats"])
+    out, updates = vae.apply(
+      {"params": params, "batch_stats": stats}, x, key, train=True, mutable=["batch_stats"]
+    )
     return out, updates["batch_stats"]
 
   key_l, key_u = (None, None) if rng is None else jax.random.split(rng)
   if batch_norm == "joint":
     out, stats = run(jnp.concatenate([x_l, x_u]), key_l, stats)
     split = x_l.shape[0]
-    return (jax.tree.map(lambda v: v[:split], out), jax.tree.map(lambda v: v[split:], out),
-            stats)
+    return (jax.tree.map(lambda v: v[:split], out), jax.tree.map(lambda v: v[split:], out), stats)
   out_l, stats = run(x_l, key_l, stats)  # running statistics: labeled, then unlabeled
   out_u, stats = run(x_u, key_u, stats)
   return out_l, out_u, stats
@@ -216,15 +253,34 @@ def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settin
 
   def vae_objective(params, stats, key, x_l, x_u):
     out_l, out_u, stats = vae_passes(vae, params, stats, x_l, x_u, key, settings.batch_norm)
-    loss_l, mse_l, kl_l = vae_loss(x_l, out_l["reconstruction"], out_l["mu"], out_l["logvar"],
-                                   settings.beta, settings.kl_reduction)
-    loss_u, mse_u, kl_u = vae_loss(x_u, out_u["reconstruction"], out_u["mu"], out_u["logvar"],
-                                   settings.beta, settings.kl_reduction)
+    loss_l, mse_l, kl_l = vae_loss(
+      x_l,
+      out_l["reconstruction"],
+      out_l["mu"],
+      out_l["logvar"],
+      settings.beta,
+      settings.kl_reduction,
+    )
+    loss_u, mse_u, kl_u = vae_loss(
+      x_u,
+      out_u["reconstruction"],
+      out_u["mu"],
+      out_u["logvar"],
+      settings.beta,
+      settings.kl_reduction,
+    )
     d = {"params": state.disc_params}
     adversarial = bce(disc.apply(d, out_l["mu"]), 1.0) + bce(disc.apply(d, out_u["mu"]), 1.0)
     total = loss_l + loss_u + settings.adversary_weight * adversarial
-    return total, (stats, {"vae_loss": total, "reconstruction": 0.5 * (mse_l + mse_u),
-                           "kl": 0.5 * (kl_l + kl_u), "adversarial": adversarial})
+    return total, (
+      stats,
+      {
+        "vae_loss": total,
+        "reconstruction": 0.5 * (mse_l + mse_u),
+        "kl": 0.5 * (kl_l + kl_u),
+        "adversarial": adversarial,
+      },
+    )
 
   def vae_step(carry, step_inputs):
     params, stats, opt = carry
@@ -232,15 +288,17 @@ def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settin
     x_l = vae_images(data, rows_l, preprocess, settings, fl_l)
     x_u = vae_images(data, rows_u, preprocess, settings, fl_u)
     (_, (stats, metrics)), grads = jax.value_and_grad(vae_objective, has_aux=True)(
-        params, stats, key, x_l, x_u)
+      params, stats, key, x_l, x_u
+    )
     updates, opt = tx.update(grads, opt, params)
     return (optax.apply_updates(params, updates), stats, opt), metrics
 
   # A scan, not a Python loop: the step compiles once, not vae_steps times.
   (params, stats, opt), metrics = jax.lax.scan(
-      vae_step, (state.vae_params, state.vae_stats, state.vae_opt),
-      (jax.random.split(rng, settings.vae_steps), labeled_index, unlabeled_index, flip_l,
-       flip_u))
+    vae_step,
+    (state.vae_params, state.vae_stats, state.vae_opt),
+    (jax.random.split(rng, settings.vae_steps), labeled_index, unlabeled_index, flip_l, flip_u),
+  )
   metrics = jax.tree.map(lambda x: x[-1], metrics)
   # the discriminator learns on the last VAE step's images (flips included), as the
   # reference's loop leaves them, encoded in train mode as there
@@ -249,17 +307,24 @@ def _iteration(state: VaalState, inputs, *, data, preprocess: Preprocess, settin
   out_l, out_u, stats = vae_passes(vae, params, stats, x_l, x_u, None, settings.batch_norm)
   mu_l, mu_u = jax.lax.stop_gradient(out_l["mu"]), jax.lax.stop_gradient(out_u["mu"])
   d_loss, d_grads = jax.value_and_grad(
-      lambda p: discriminator_loss(disc.apply({"params": p}, mu_l),
-                                   disc.apply({"params": p}, mu_u)))(state.disc_params)
+    lambda p: discriminator_loss(disc.apply({"params": p}, mu_l), disc.apply({"params": p}, mu_u))
+  )(state.disc_params)
   d_updates, disc_opt = tx.update(d_grads, state.disc_opt, state.disc_params)
-  state = VaalState(params, stats, optax.apply_updates(state.disc_params, d_updates), opt,
-                    disc_opt)
+  state = VaalState(params, stats, optax.apply_updates(state.disc_params, d_updates), opt, disc_opt)
   return state, {**metrics, "discriminator_loss": d_loss}
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "settings"), donate_argnums=0)
-def train_chunk(state: VaalState, data, labeled_index: jax.Array, unlabeled_index: jax.Array,
-                rng: jax.Array, *, preprocess: Preprocess, settings: Settings):
+def train_chunk(
+  state: VaalState,
+  data,
+  labeled_index: jax.Array,
+  unlabeled_index: jax.Array,
+  rng: jax.Array,
+  *,
+  preprocess: Preprocess,
+  settings: Settings,
+):
   """T iterations in one lax.scan.
 
   labeled_index, unlabeled_index: (T, vae_steps, B) int32 training-set rows per iteration
@@ -280,8 +345,9 @@ def train_chunk(state: VaalState, data, labeled_index: jax.Array, unlabeled_inde
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess", "settings"))
-def discriminator_logits(state: VaalState, data, batch, *, preprocess: Preprocess,
-                         settings: Settings) -> jax.Array:
+def discriminator_logits(
+  state: VaalState, data, batch, *, preprocess: Preprocess, settings: Settings
+) -> jax.Array:
   """(B,) float32 logits of D(mu(x)) for rows `batch['index']` (B,) int32.
 
   `batch` may hold 'flip' (B,) bool (images to mirror) and 'valid' (B,) bool (the real rows
@@ -292,8 +358,9 @@ def discriminator_logits(state: VaalState, data, batch, *, preprocess: Preproces
   x = vae_images(data, batch["index"], preprocess, settings, batch.get("flip"))
   variables = {"params": state.vae_params, "batch_stats": state.vae_stats}
   if settings.score_batch_norm == "batch":
-    out, _ = settings.vae.apply(variables, x, train=True, mask=batch.get("valid"),
-                                mutable=["batch_stats"])
+    out, _ = settings.vae.apply(
+      variables, x, train=True, mask=batch.get("valid"), mutable=["batch_stats"]
+    )
   else:
     out = settings.vae.apply(variables, x)
   return settings.discriminator.apply({"params": state.disc_params}, out["mu"])
@@ -307,8 +374,9 @@ def pool_logits(ctx: ScoringContext, state: VaalState) -> np.ndarray:
   statistics), each image flipped at random with `vaal.flip='all'`.
   """
   settings = Settings.from_config(ctx.config)
-  draw = np.random.default_rng(np.asarray(jax.random.key_data(
-      jax.random.fold_in(ctx.rng, SCORE_STREAM))))
+  draw = np.random.default_rng(
+    np.asarray(jax.random.key_data(jax.random.fold_in(ctx.rng, SCORE_STREAM)))
+  )
   count = len(ctx.candidates)
   order = draw.permutation(count)
   extra = {"valid": np.ones(count, bool)}
@@ -316,15 +384,25 @@ def pool_logits(ctx: ScoringContext, state: VaalState) -> np.ndarray:
     extra["flip"] = draw.random(count) < 0.5
   fn = functools.partial(discriminator_logits, preprocess=ctx.data.preprocess, settings=settings)
   # the run's pool capacity: the same shapes every cycle, so nothing compiles again
-  shuffled = sharding.fetch(map_rows(ctx, fn, state, ctx.candidates[order], pool_capacity(ctx),
-                                     batch_size=int(ctx.config.vaal.batch_size), extra=extra))
+  shuffled = sharding.fetch(
+    map_rows(
+      ctx,
+      fn,
+      state,
+      ctx.candidates[order],
+      pool_capacity(ctx),
+      batch_size=int(ctx.config.vaal.batch_size),
+      extra=extra,
+    )
+  )
   logits = np.empty(count)
   logits[order] = shuffled[:count]
   return logits
 
 
-def iteration_batches(rng: np.random.Generator, rows: np.ndarray, batch_size: int,
-                      iterations: int) -> np.ndarray:
+def iteration_batches(
+  rng: np.random.Generator, rows: np.ndarray, batch_size: int, iterations: int
+) -> np.ndarray:
   """(iterations, batch_size) int32: shuffled passes over `rows`, as many as needed."""
   passes, have = [], 0
   while have < iterations:
@@ -333,8 +411,13 @@ def iteration_batches(rng: np.random.Generator, rows: np.ndarray, batch_size: in
   return np.concatenate(passes)[:iterations]
 
 
-def check_losses(losses: dict[str, np.ndarray], first_iteration: int, total: int, cycle: int,
-                 config: ml_collections.ConfigDict) -> None:
+def check_losses(
+  losses: dict[str, np.ndarray],
+  first_iteration: int,
+  total: int,
+  cycle: int,
+  config: ml_collections.ConfigDict,
+) -> None:
   """Raises VaalDiverged at the first iteration with a non-finite loss or a reconstruction
   error above vaal.max_loss; `losses` hold (T,) values from iteration `first_iteration`."""
   v = config.vaal
@@ -346,12 +429,13 @@ def check_losses(losses: dict[str, np.ndarray], first_iteration: int, total: int
     at = int(np.argmax(bad))
     values = ", ".join(f"{k} {float(x[at]):.4g}" for k, x in sorted(losses.items()))
     raise VaalDiverged(
-        f"VAAL diverged in cycle {cycle} at iteration {first_iteration + at + 1} of {total} "
-        f"({values}; the limit on the reconstruction error is vaal.max_loss={v.max_loss}). "
-        "The cycle's trained model is kept in the run's checkpoints: rerunning the same "
-        "command with a higher --config.vaal.max_loss resumes at this scoring. Otherwise lower "
-        f"vaal.learning_rate (now {v.learning_rate}) or vaal.image_size (now {v.image_size}) "
-        "and rerun in a new --workdir (or with --force, which discards this run).")
+      f"VAAL diverged in cycle {cycle} at iteration {first_iteration + at + 1} of {total} "
+      f"({values}; the limit on the reconstruction error is vaal.max_loss={v.max_loss}). "
+      "The cycle's trained model is kept in the run's checkpoints: rerunning the same "
+      "command with a higher --config.vaal.max_loss resumes at this scoring. Otherwise lower "
+      f"vaal.learning_rate (now {v.learning_rate}) or vaal.image_size (now {v.image_size}) "
+      "and rerun in a new --workdir (or with --force, which discards this run)."
+    )
 
 
 def num_iterations(config: ml_collections.ConfigDict, num_labeled: int, num_train: int) -> int:
@@ -373,25 +457,40 @@ def train(ctx: ScoringContext) -> tuple[VaalState, dict[str, np.ndarray]]:
   data = ctx.data
   init_rng, noise_rng, order_rng = jax.random.split(ctx.rng, 3)
   state = sharding.put_replicated(
-      init_state(init_rng, settings, int(data.dataset.image_shape[-1])), data.mesh)
+    init_state(init_rng, settings, int(data.dataset.image_shape[-1])), data.mesh
+  )
   chunk = int(v.steps_per_call)
-  iterations = math.ceil(num_iterations(ctx.config, len(ctx.labeled),
-                                        len(data.dataset.train_labels)) / chunk) * chunk
+  iterations = (
+    math.ceil(num_iterations(ctx.config, len(ctx.labeled), len(data.dataset.train_labels)) / chunk)
+    * chunk
+  )
   order = np.random.default_rng(np.asarray(jax.random.key_data(order_rng)))
   shape = (iterations, settings.vae_steps, int(v.batch_size))
   labeled = iteration_batches(order, ctx.labeled, shape[-1], shape[0] * shape[1]).reshape(shape)
-  unlabeled = iteration_batches(order, ctx.candidates, shape[-1],
-                                shape[0] * shape[1]).reshape(shape)
-  split = jax.sharding.NamedSharding(data.mesh, jax.sharding.PartitionSpec(
-      None, None, sharding.DATA_AXIS))
+  unlabeled = iteration_batches(order, ctx.candidates, shape[-1], shape[0] * shape[1]).reshape(
+    shape
+  )
+  split = jax.sharding.NamedSharding(
+    data.mesh, jax.sharding.PartitionSpec(None, None, sharding.DATA_AXIS)
+  )
   history: dict[str, list[np.ndarray]] = {}
   for call, start in enumerate(range(0, iterations, chunk)):
-    labeled_chunk, unlabeled_chunk = labeled[start:start + chunk], unlabeled[start:start + chunk]
-    window = data.train_data.window(np.concatenate([labeled_chunk.ravel(),
-                                                    unlabeled_chunk.ravel()]))
+    labeled_chunk, unlabeled_chunk = (
+      labeled[start : start + chunk],
+      unlabeled[start : start + chunk],
+    )
+    window = data.train_data.window(
+      np.concatenate([labeled_chunk.ravel(), unlabeled_chunk.ravel()])
+    )
     state, losses = train_chunk(
-        state, window, jax.device_put(labeled_chunk, split), jax.device_put(unlabeled_chunk, split),
-        jax.random.fold_in(noise_rng, call), preprocess=data.preprocess, settings=settings)
+      state,
+      window,
+      jax.device_put(labeled_chunk, split),
+      jax.device_put(unlabeled_chunk, split),
+      jax.random.fold_in(noise_rng, call),
+      preprocess=data.preprocess,
+      settings=settings,
+    )
     losses = {k: np.asarray(x) for k, x in jax.device_get(losses).items()}
     check_losses(losses, start, iterations, ctx.cycle, ctx.config)
     for key, values in losses.items():
@@ -404,9 +503,11 @@ def score(ctx: ScoringContext) -> np.ndarray:
   state, _ = train(ctx)
   logits = pool_logits(ctx, state)
   if not np.all(np.isfinite(logits)):
-    raise VaalDiverged(f"VAAL's discriminator gave {int(np.sum(~np.isfinite(logits)))} "
-                       f"non-finite scores in cycle {ctx.cycle}; lower vaal.learning_rate "
-                       f"(now {ctx.config.vaal.learning_rate})")
+    raise VaalDiverged(
+      f"VAAL's discriminator gave {int(np.sum(~np.isfinite(logits)))} "
+      f"non-finite scores in cycle {ctx.cycle}; lower vaal.learning_rate "
+      f"(now {ctx.config.vaal.learning_rate})"
+    )
   return -logits
 
 
@@ -446,28 +547,54 @@ def defaults() -> ml_collections.ConfigDict:
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises ConfigError where the vaal section's values are invalid."""
   va = config.vaal
-  check_value(va.iterations_per in ("train_set", "labeled"), "vaal.iterations_per",
-              va.iterations_per, "'train_set' or 'labeled'")
-  for key in ("latent_dim", "width", "discriminator_hidden", "vae_steps", "epochs",
-              "steps_per_call"):
+  check_value(
+    va.iterations_per in ("train_set", "labeled"),
+    "vaal.iterations_per",
+    va.iterations_per,
+    "'train_set' or 'labeled'",
+  )
+  for key in (
+    "latent_dim",
+    "width",
+    "discriminator_hidden",
+    "vae_steps",
+    "epochs",
+    "steps_per_call",
+  ):
     check_value(va[key] >= 1, f"vaal.{key}", va[key], "an integer >= 1")
-  check_value(va.image_size >= 16 and va.image_size % 16 == 0, "vaal.image_size", va.image_size,
-              "a positive multiple of 16 (four stride-2 convolutions)")
-  for key, allowed in (("kl_reduction", KL_REDUCTIONS), ("batch_norm", BATCH_NORMS),
-                       ("score_batch_norm", SCORE_BATCH_NORMS), ("normalise", NORMALISATIONS),
-                       ("flip", FLIPS)):
+  check_value(
+    va.image_size >= 16 and va.image_size % 16 == 0,
+    "vaal.image_size",
+    va.image_size,
+    "a positive multiple of 16 (four stride-2 convolutions)",
+  )
+  for key, allowed in (
+    ("kl_reduction", KL_REDUCTIONS),
+    ("batch_norm", BATCH_NORMS),
+    ("score_batch_norm", SCORE_BATCH_NORMS),
+    ("normalise", NORMALISATIONS),
+    ("flip", FLIPS),
+  ):
     check_value(va[key] in allowed, f"vaal.{key}", va[key], f"one of {allowed}")
   for key in ("beta", "adversary_weight"):
     check_value(va[key] >= 0, f"vaal.{key}", va[key], ">= 0")
   check_value(va.learning_rate > 0, "vaal.learning_rate", va.learning_rate, "> 0")
   check_value(va.max_loss > 0, "vaal.max_loss", va.max_loss, "> 0")
-  check_value(va.batch_size >= 1 and va.batch_size % num_devices == 0, "vaal.batch_size",
-              va.batch_size, f"a positive multiple of the device count ({num_devices})")
+  check_value(
+    va.batch_size >= 1 and va.batch_size % num_devices == 0,
+    "vaal.batch_size",
+    va.batch_size,
+    f"a positive multiple of the device count ({num_devices})",
+  )
 
 
-STRATEGY = Strategy(name="vaal", record="none", score=score,
-                    description="VAAL: the unlabeled samples a VAE-latent discriminator finds "
-                                "least like the labeled set", segmentation=True,
-                    # max_loss only decides whether to stop: a run resumes with it raised
-                    config_section=ConfigSection("vaal", defaults, check,
-                                                 resume_safe=("max_loss",)))
+STRATEGY = Strategy(
+  name="vaal",
+  record="none",
+  score=score,
+  description="VAAL: the unlabeled samples a VAE-latent discriminator finds "
+  "least like the labeled set",
+  segmentation=True,
+  # max_loss only decides whether to stop: a run resumes with it raised
+  config_section=ConfigSection("vaal", defaults, check, resume_safe=("max_loss",)),
+)

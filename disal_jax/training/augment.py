@@ -22,6 +22,7 @@ class Preprocess:
     flip: random horizontal flips.
     crop_size: segmentation: (height, width) of the random training crop; (0, 0) = none.
   """
+
   mean: tuple[float, ...]
   std: tuple[float, ...]
   crop_padding: int = 0
@@ -57,8 +58,9 @@ class Preprocess:
     x = jax.vmap(one)(images, jax.random.split(rng, images.shape[0]))
     return (x - jnp.asarray(self.mean)) / jnp.asarray(self.std)
 
-  def augment_pair(self, images: jax.Array, labels: jax.Array, rng: jax.Array
-                   ) -> tuple[jax.Array, jax.Array]:
+  def augment_pair(
+    self, images: jax.Array, labels: jax.Array, rng: jax.Array
+  ) -> tuple[jax.Array, jax.Array]:
     """Segmentation: the same random crop and flip of each image and its label map.
 
     Args:

@@ -35,7 +35,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.
   """Per-target cross-entropy and validity, both the shape of `labels`; 0 where ignored."""
   valid = valid_targets(labels)
   ce = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), jnp.where(valid, labels, 0))
+    logits.astype(jnp.float32), jnp.where(valid, labels, 0)
+  )
   return jnp.where(valid, ce, 0.0), valid
 
 
@@ -62,7 +63,7 @@ def to_record_resolution(logits: jax.Array, stride: int) -> jax.Array:
     return logits
   b, h, w, c = logits.shape
   hs, ws = h // stride, w // stride
-  blocks = logits[:, :hs * stride, :ws * stride].reshape(b, hs, stride, ws, stride, c)
+  blocks = logits[:, : hs * stride, : ws * stride].reshape(b, hs, stride, ws, stride, c)
   return jnp.mean(blocks, axis=(2, 4))
 
 

@@ -95,10 +95,12 @@ class StreamedSplit:
 
     def put(reader):
       return jax.make_array_from_callback(
-          (len(rows),) + tuple(reader.shape[1:]), split, lambda index: reader.read(rows[index[0]]))
+        (len(rows),) + tuple(reader.shape[1:]), split, lambda index: reader.read(rows[index[0]])
+      )
 
-    return DeviceData(put(self.images), put(self.labels),
-                      sharding.put_host(rows, sharding.replicated(self.mesh)))
+    return DeviceData(
+      put(self.images), put(self.labels), sharding.put_host(rows, sharding.replicated(self.mesh))
+    )
 
   def abstract_window(self, num_rows: int) -> DeviceData:
     """The shapes, dtypes and shardings of a window of `num_rows` rows (to compile ahead)."""
@@ -106,18 +108,23 @@ class StreamedSplit:
     split, replicated = sharding.along_data(self.mesh), sharding.replicated(self.mesh)
 
     def spec(reader):
-      return jax.ShapeDtypeStruct((num_rows,) + tuple(reader.shape[1:]), reader.dtype,
-                                  sharding=split)
+      return jax.ShapeDtypeStruct(
+        (num_rows,) + tuple(reader.shape[1:]), reader.dtype, sharding=split
+      )
 
-    return DeviceData(spec(self.images), spec(self.labels),
-                      jax.ShapeDtypeStruct((num_rows,), np.int32, sharding=replicated))
+    return DeviceData(
+      spec(self.images),
+      spec(self.labels),
+      jax.ShapeDtypeStruct((num_rows,), np.int32, sharding=replicated),
+    )
 
 
 SplitData = Union[DeviceData, StreamedSplit]
 
 
-def place_split(images: Optional[np.ndarray], labels: Optional[np.ndarray], mesh: Mesh,
-                stream: bool) -> Optional[SplitData]:
+def place_split(
+  images: Optional[np.ndarray], labels: Optional[np.ndarray], mesh: Mesh, stream: bool
+) -> Optional[SplitData]:
   """One split, resident on every device or streamed; None for an absent split."""
   if labels is None:
     return None

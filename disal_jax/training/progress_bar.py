@@ -25,17 +25,28 @@ def on_terminal(stream: Optional[TextIO] = None) -> bool:
 class CycleBar:
   """The bar of one cycle; `update` after each epoch, `close` at its end (idempotent)."""
 
-  def __init__(self, tag: str, cycle: int, epochs: int, done: int = 0,
-               stream: Optional[TextIO] = None):
+  def __init__(
+    self, tag: str, cycle: int, epochs: int, done: int = 0, stream: Optional[TextIO] = None
+  ):
     stream = sys.stderr if stream is None else stream
     label = f"[{tag}] cycle {cycle}" if tag else f"cycle {cycle}"
-    self._bar = tqdm(total=epochs, initial=done, desc=label, unit="epoch", file=stream,
-                     dynamic_ncols=True, leave=True)
+    self._bar = tqdm(
+      total=epochs,
+      initial=done,
+      desc=label,
+      unit="epoch",
+      file=stream,
+      dynamic_ncols=True,
+      leave=True,
+    )
 
   def update(self, metrics: dict[str, float]) -> None:
     """Advances the bar one epoch, showing its loss, accuracy and images per second."""
-    postfix = {"loss": f"{metrics['loss']:.4f}", "acc": f"{metrics['accuracy']:.3f}",
-               "img/s": f"{metrics['images_per_second']:.0f}"}
+    postfix = {
+      "loss": f"{metrics['loss']:.4f}",
+      "acc": f"{metrics['accuracy']:.3f}",
+      "img/s": f"{metrics['images_per_second']:.0f}",
+    }
     self._bar.set_postfix(postfix, refresh=False)
     self._bar.update(1)
 

@@ -14,7 +14,8 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from disal_jax.training.sharding import DATA_AXIS
 
@@ -23,10 +24,11 @@ LEVELS = ("none", "mean")
 
 class PoolRecord(NamedTuple):
   """Attributes:
-    mean: (P, ...) float32 running mean of the recorded epochs, or None.
-    weight: () float32, the sum of the epochs' weights folded into `mean`.
-    count: () int32, the number of epochs recorded.
+  mean: (P, ...) float32 running mean of the recorded epochs, or None.
+  weight: () float32, the sum of the epochs' weights folded into `mean`.
+  count: () int32, the number of epochs recorded.
   """
+
   mean: Optional[jax.Array]
   weight: jax.Array
   count: jax.Array
@@ -41,9 +43,12 @@ def init_record(level: str, pool_size: int, prob_shape: tuple[int, ...]) -> Pool
   """An empty record; pool_size is the padded pool length, prob_shape one sample's (C,) or
   (h, w, C)."""
   return PoolRecord(
-      mean=(jnp.zeros((pool_size, *prob_shape), jnp.float32)
-            if level_at_least(level, "mean") else None),
-      weight=jnp.zeros((), jnp.float32), count=jnp.zeros((), jnp.int32))
+    mean=(
+      jnp.zeros((pool_size, *prob_shape), jnp.float32) if level_at_least(level, "mean") else None
+    ),
+    weight=jnp.zeros((), jnp.float32),
+    count=jnp.zeros((), jnp.int32),
+  )
 
 
 def record_shardings(record: PoolRecord, mesh: Mesh) -> PoolRecord:
@@ -66,8 +71,9 @@ def fold_factors(weighting: str, ema_decay: float, epoch_weight) -> tuple[jax.Ar
   return jnp.float32(1.0), jnp.asarray(w, jnp.float32)
 
 
-def fold(mean: jax.Array, weight: jax.Array, probs: jax.Array, g: jax.Array, w: jax.Array
-         ) -> tuple[jax.Array, jax.Array]:
+def fold(
+  mean: jax.Array, weight: jax.Array, probs: jax.Array, g: jax.Array, w: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """One fold of `probs` into (mean, weight); `weight` broadcasts against `mean` (a scalar
   for the whole pool, or one per sample with trailing axes of size 1). Where the new weight
   is 0 (nothing folded yet) the mean stays 0."""
@@ -76,8 +82,9 @@ def fold(mean: jax.Array, weight: jax.Array, probs: jax.Array, g: jax.Array, w: 
   return new_mean, new_weight
 
 
-def update_record(record: PoolRecord, probs: jax.Array, epoch_weight: jax.Array, *,
-                  weighting: str, ema_decay: float) -> PoolRecord:
+def update_record(
+  record: PoolRecord, probs: jax.Array, epoch_weight: jax.Array, *, weighting: str, ema_decay: float
+) -> PoolRecord:
   """Folds one epoch's probabilities (P, ...) into the record (see `fold_factors`)."""
   g, w = fold_factors(weighting, ema_decay, epoch_weight)
   mean, weight = record.mean, g * record.weight + w

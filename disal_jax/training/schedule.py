@@ -45,6 +45,7 @@ class CycleSchedule:
     epochs: epochs per cycle.
     warmup_fraction: the fraction of the cycle's steps ramped up from 0; 0 = none.
   """
+
   kind: str
   learning_rate: float
   decayed_rate: float
@@ -64,42 +65,44 @@ class CycleSchedule:
 
     def progress(count):
       """The fraction of the cycle's steps before `count`: count / total, float32."""
-      return (jnp.asarray(count).astype(jnp.float32) /
-              jnp.asarray(total).astype(jnp.float32))
+      return jnp.asarray(count).astype(jnp.float32) / jnp.asarray(total).astype(jnp.float32)
 
     if self.kind == "step":
       # integer steps: the decay starts exactly at its epoch's first step
       main = optax.join_schedules(
-          [optax.constant_schedule(self.learning_rate),
-           optax.constant_schedule(self.decayed_rate)],
-          [self.decay_epoch * steps_per_epoch])
+        [optax.constant_schedule(self.learning_rate), optax.constant_schedule(self.decayed_rate)],
+        [self.decay_epoch * steps_per_epoch],
+      )
     else:
       # over the progress, not the steps: optax's checks want a Python int step count, and
       # the cycle's is traced; after a warmup, over what remains of the cycle
-      cosine = optax.cosine_decay_schedule(self.learning_rate,
-                                           decay_steps=1.0 - self.warmup_fraction)
+      cosine = optax.cosine_decay_schedule(
+        self.learning_rate, decay_steps=1.0 - self.warmup_fraction
+      )
 
       def main(count):
         return cosine(progress(count) - self.warmup_fraction)
+
     if not self.warmup_fraction:
       return lambda count: jnp.asarray(main(count), jnp.float32)
-    warmup = optax.linear_schedule(0.0, self.learning_rate,
-                                   transition_steps=self.warmup_fraction)
+    warmup = optax.linear_schedule(0.0, self.learning_rate, transition_steps=self.warmup_fraction)
 
     def schedule(count):
       # optax.join_schedules would restart the main schedule's count at the warmup's end:
       # the step schedule's decay must stay at its epoch
       p = progress(count)
-      return jnp.where(p < self.warmup_fraction, warmup(p),
-                       main(count)).astype(jnp.float32)
+      return jnp.where(p < self.warmup_fraction, warmup(p), main(count)).astype(jnp.float32)
+
     return schedule
 
 
 def cycle_schedule(train_cfg: ml_collections.ConfigDict) -> CycleSchedule:
   """The schedule `train_cfg` (config.train) sets."""
   return CycleSchedule(
-      kind=str(train_cfg.lr_schedule), learning_rate=float(train_cfg.learning_rate),
-      decayed_rate=float(train_cfg.learning_rate * train_cfg.lr_decay_factor),
-      decay_epoch=decay_epoch(train_cfg), epochs=int(train_cfg.epochs),
-      warmup_fraction=float(train_cfg.warmup_fraction))
-
+    kind=str(train_cfg.lr_schedule),
+    learning_rate=float(train_cfg.learning_rate),
+    decayed_rate=float(train_cfg.learning_rate * train_cfg.lr_decay_factor),
+    decay_epoch=decay_epoch(train_cfg),
+    epochs=int(train_cfg.epochs),
+    warmup_fraction=float(train_cfg.warmup_fraction),
+  )

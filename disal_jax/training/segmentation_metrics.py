@@ -15,8 +15,9 @@ from clu import metrics as clu_metrics
 from disal_jax.data.dataset import IGNORE_LABEL
 
 
-def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int,
-                     mask: jax.Array | None = None) -> jax.Array:
+def confusion_matrix(
+  labels: jax.Array, predictions: jax.Array, num_classes: int, mask: jax.Array | None = None
+) -> jax.Array:
   """(C, C) int32 pixel counts, row = true class, column = predicted class.
 
   Args:
@@ -28,8 +29,11 @@ def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int
   if mask is not None:
     valid = valid & mask[:, None, None]
   cell = jnp.where(valid, labels * num_classes + predictions, 0).reshape(-1)
-  counts = jnp.zeros((num_classes * num_classes,), jnp.int32).at[cell].add(
-      valid.reshape(-1).astype(jnp.int32))
+  counts = (
+    jnp.zeros((num_classes * num_classes,), jnp.int32)
+    .at[cell]
+    .add(valid.reshape(-1).astype(jnp.int32))
+  )
   return counts.reshape(num_classes, num_classes)
 
 
@@ -60,11 +64,13 @@ def pixel_accuracy(matrix: np.ndarray) -> float:
 @flax.struct.dataclass
 class ConfusionMatrix(clu_metrics.Metric):
   """A clu metric holding the (C, C) matrix; `compute()` returns the matrix itself."""
+
   matrix: jax.Array
 
   @classmethod
-  def from_model_output(cls, logits: jax.Array, labels: jax.Array,
-                        mask: jax.Array | None = None, **_) -> "ConfusionMatrix":
+  def from_model_output(
+    cls, logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None, **_
+  ) -> "ConfusionMatrix":
     """The (C, C) int32 confusion matrix of one batch's argmax predictions."""
     num_classes = logits.shape[-1]
     predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -7,7 +7,8 @@ import functools
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -47,11 +48,11 @@ def _put(tree, target: NamedSharding):
 
   def one(x):
     if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return jax.random.wrap_key_data(one(jax.random.key_data(x)),
-                                      impl=jax.random.key_impl(x))
+      return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
     if isinstance(x, jax.Array) and x.is_fully_addressable:
       x = np.asarray(x)
     return jax.device_put(x, target)
+
   return jax.tree.map(one, tree)
 
 
@@ -70,8 +71,10 @@ def fetch(tree):
   """The pytree's arrays as host numpy, whole: an array split over other hosts' devices is
   gathered from every process (a collective: every process must call it with the same
   arrays); a local or fully replicated one is read directly."""
+
   def one(x):
     if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
+
   return jax.tree.map(one, tree)

@@ -78,8 +78,11 @@ class SnapshotStore:
 
   def metrics(self) -> dict[str, float]:
     """The snapshots' count, bytes and seconds spent storing them."""
-    return {"snapshots": float(len(self)), "snapshot_bytes": float(self.nbytes),
-            "snapshot_seconds": self.seconds}
+    return {
+      "snapshots": float(len(self)),
+      "snapshot_bytes": float(self.nbytes),
+      "snapshot_seconds": self.seconds,
+    }
 
   def close(self) -> None:
     """Drops the snapshots (and their folder, when stored on disk)."""

@@ -23,14 +23,14 @@ class TrainState(train_state.TrainState):
   `extras` holds strategy-owned arrays that live with the model (a module's parameters, an
   EMA teacher); it is an empty dict for plain training.
   """
+
   batch_stats: Any = None
   rng: jax.Array = None
   extras: Any = struct.field(default_factory=dict)
 
   def variables(self, params=None) -> dict:
     """The model's variables: `params` (default: the state's) and the batch statistics."""
-    return {"params": self.params if params is None else params,
-            "batch_stats": self.batch_stats}
+    return {"params": self.params if params is None else params, "batch_stats": self.batch_stats}
 
 
 class Optimizer(NamedTuple):
@@ -42,6 +42,7 @@ class Optimizer(NamedTuple):
   learning_rate(opt_state) -> () float32: the rate the next update applies, for what must
   see the update's own rate (DISAL's 'lr' fold, the epoch's logged and recorded rate).
   """
+
   init: optax.TransformInitFn
   update: optax.TransformUpdateFn
   learning_rate: Callable[[optax.OptState], jax.Array]
@@ -62,16 +63,21 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> Optimizer:
   step). Equal settings give the same object: it is static structure of the TrainState, so
   sharing it lets jitted steps be reused across runs of one process.
   """
-  return _optimizer(train_cfg.optimizer, schedule.cycle_schedule(train_cfg),
-                    float(train_cfg.momentum), float(train_cfg.weight_decay))
+  return _optimizer(
+    train_cfg.optimizer,
+    schedule.cycle_schedule(train_cfg),
+    float(train_cfg.momentum),
+    float(train_cfg.weight_decay),
+  )
 
 
 STEPS_PER_EPOCH = "steps_per_epoch"  # the optimiser state's hyper-parameter: the cycle's
 
 
 @functools.lru_cache(maxsize=None)
-def _optimizer(name: str, lr_schedule: schedule.CycleSchedule, momentum: float,
-               weight_decay: float) -> Optimizer:
+def _optimizer(
+  name: str, lr_schedule: schedule.CycleSchedule, momentum: float, weight_decay: float
+) -> Optimizer:
   def build(steps_per_epoch):
     learning_rate = lr_schedule.at(steps_per_epoch)
     decay = optax.add_decayed_weights(weight_decay)
@@ -80,6 +86,7 @@ def _optimizer(name: str, lr_schedule: schedule.CycleSchedule, momentum: float,
     else:
       inner = _standard_promotion(optax.adam(learning_rate))
     return optax.chain(decay, inner)
+
   # 1 until the trainer sets the cycle's (a 0-d array: inject_hyperparams keeps it as data)
   tx = optax.inject_hyperparams(build)(**{STEPS_PER_EPOCH: np.ones((), np.int32)})
 
@@ -87,21 +94,28 @@ def _optimizer(name: str, lr_schedule: schedule.CycleSchedule, momentum: float,
     # inject_hyperparams' count steps with the inner schedule's: both start at 0 (init) and
     # add 1 per update
     return lr_schedule.at(opt_state.hyperparams[STEPS_PER_EPOCH])(opt_state.count)
+
   return Optimizer(tx.init, tx.update, learning_rate)
 
 
 def _standard_promotion(tx: optax.GradientTransformation) -> optax.GradientTransformation:
   """`tx` traced under JAX's standard dtype promotion: optax's Adam mixes Python floats with
   its int32 step count, which jax_numpy_dtype_promotion='strict' (the tests') rejects."""
+
   def update(updates, state, params=None):
     with jax.numpy_dtype_promotion("standard"):
       return tx.update(updates, state, params)
+
   return optax.GradientTransformation(tx.init, update)
 
 
-def create_state(model: nn.Module, tx: Optimizer, rng: jax.Array,
-                 image_shape: tuple[int, int, int],
-                 extend_params: Optional[Callable[..., Any]] = None) -> TrainState:
+def create_state(
+  model: nn.Module,
+  tx: Optimizer,
+  rng: jax.Array,
+  image_shape: tuple[int, int, int],
+  extend_params: Optional[Callable[..., Any]] = None,
+) -> TrainState:
   """A fresh state. Pass the same `tx` object every time: it is part of the state's static
   structure, so a new one would make every jitted step compile again.
 
@@ -115,9 +129,13 @@ def create_state(model: nn.Module, tx: Optimizer, rng: jax.Array,
   if extend_params is not None:
     outputs = model.apply(variables, zeros, train=False)
     params = extend_params(jax.random.fold_in(init_rng, 1), params, outputs)
-  return TrainState.create(apply_fn=apply_fn_of(model), params=params,
-                           batch_stats=variables.get("batch_stats", {}),
-                           tx=tx, rng=state_rng)
+  return TrainState.create(
+    apply_fn=apply_fn_of(model),
+    params=params,
+    batch_stats=variables.get("batch_stats", {}),
+    tx=tx,
+    rng=state_rng,
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -130,8 +148,9 @@ def apply_fn_of(model: nn.Module):
 def with_steps_per_epoch(state: TrainState, steps_per_epoch: jax.Array) -> TrainState:
   """`state` with its optimiser's schedule set to a cycle of `steps_per_epoch` (() int32)
   steps per epoch: once per cycle, before its first step (the step count is untouched)."""
-  hyper = dict(state.opt_state.hyperparams,
-               **{STEPS_PER_EPOCH: jnp.asarray(steps_per_epoch, jnp.int32)})
+  hyper = dict(
+    state.opt_state.hyperparams, **{STEPS_PER_EPOCH: jnp.asarray(steps_per_epoch, jnp.int32)}
+  )
   return state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
 
 
@@ -144,6 +163,8 @@ def momentum_trace(state: TrainState):
   """The SGD momentum buffer (a params-shaped pytree), for DISAL's direction='momentum'."""
   traces = optax.tree_utils.tree_get_all_with_path(state.opt_state, "trace")
   if not traces:
-    raise ValueError("the optimiser keeps no momentum trace (train.optimizer='sgd' with "
-                     "train.momentum > 0 is needed for disal.direction='momentum')")
+    raise ValueError(
+      "the optimiser keeps no momentum trace (train.optimizer='sgd' with "
+      "train.momentum > 0 is needed for disal.direction='momentum')"
+    )
   return traces[0][1]

@@ -30,6 +30,7 @@ class DeviceData(NamedTuple):
   A window holds W rows of the split: `rows` (W,) int32, sorted, are their indices in the
   split (repeats allowed), and row i of `images` / `labels` is split row rows[i].
   """
+
   images: jax.Array  # (N or W, H, W, C) uint8
   labels: jax.Array  # (N or W,) int32, or (N or W, H, W) int32 or uint8 label maps
   rows: Optional[jax.Array] = None  # (W,) int32 sorted split indices of a window's rows
@@ -80,6 +81,7 @@ JointImages = Callable[..., jax.Array]
 class LastValue(clu_metrics.Metric):
   """A scalar of the last merged step (an epoch's learning rate: its last update's), kept as
   it is: clu's LastValue divides a total by a count at every merge."""
+
   value: jax.Array
 
   @classmethod
@@ -118,14 +120,22 @@ def _valid(labels: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
 def _accuracy(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> clu_metrics.Metric:
   """Top-1 accuracy over the valid targets (images, or pixels for segmentation)."""
   return clu_metrics.Accuracy.from_model_output(
-      logits=logits.reshape(-1, logits.shape[-1]),
-      labels=jnp.where(valid, labels, 0).reshape(-1), mask=valid.reshape(-1))
+    logits=logits.reshape(-1, logits.shape[-1]),
+    labels=jnp.where(valid, labels, 0).reshape(-1),
+    mask=valid.reshape(-1),
+  )
 
 
-def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
-               aux: dict[str, Any], *, preprocess: Preprocess,
-               extra_loss: Optional[ExtraLoss] = None,
-               joint_images: Optional[JointImages] = None) -> tuple[TrainState, Metrics]:
+def train_step(
+  state: TrainState,
+  data: DeviceData,
+  batch: dict[str, jax.Array],
+  aux: dict[str, Any],
+  *,
+  preprocess: Preprocess,
+  extra_loss: Optional[ExtraLoss] = None,
+  joint_images: Optional[JointImages] = None,
+) -> tuple[TrainState, Metrics]:
   """One SGD step on the labeled batch `batch['index']` (B,) at the optimiser's learning rate.
 
   Segmentation batches are cropped and flipped with their label maps, and the loss is the
@@ -156,9 +166,14 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
     images = jnp.concatenate([images, joint.astype(images.dtype)])
 
   def loss_fn(params):
-    outputs, updates = state.apply_fn(state.variables(params), images, train=True,
-                                      dropout=True, rngs={"dropout": dropout_rng},
-                                      mutable=["batch_stats"])
+    outputs, updates = state.apply_fn(
+      state.variables(params),
+      images,
+      train=True,
+      dropout=True,
+      rngs={"dropout": dropout_rng},
+      mutable=["batch_stats"],
+    )
     hook_kwargs = {}
     if joint is not None:
       num_labeled = labeled_images.shape[0]
@@ -169,36 +184,42 @@ def train_step(state: TrainState, data: DeviceData, batch: dict[str, jax.Array],
     if extra_loss is not None:
       # the hook sees the images the model saw (augmented) and their labels (cropped with them)
       hook_batch = {**batch, "labels": labels, "images": labeled_images, "lr": lr}
-      extra, extra_metrics, extras = extra_loss(params, state, data, hook_batch, aux, extra_rng,
-                                                outputs, **hook_kwargs)
+      extra, extra_metrics, extras = extra_loss(
+        params, state, data, hook_batch, aux, extra_rng, outputs, **hook_kwargs
+      )
       loss = loss + extra
     return loss, (outputs, updates, ce, extra_metrics, extras)
 
   grads, (outputs, updates, ce, extra_metrics, extras) = jax.grad(loss_fn, has_aux=True)(
-      state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"],
-                                extras=extras)
-  metrics = {"loss": clu_metrics.Average.from_model_output(ce),
-             "accuracy": _accuracy(outputs["logits"], labels, _valid(labels, None)),
-             "lr": LastValue.from_model_output(lr)}
+    state.params
+  )
+  state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"], extras=extras)
+  metrics = {
+    "loss": clu_metrics.Average.from_model_output(ce),
+    "accuracy": _accuracy(outputs["logits"], labels, _valid(labels, None)),
+    "lr": LastValue.from_model_output(lr),
+  }
   metrics.update({k: clu_metrics.Average.from_model_output(v) for k, v in extra_metrics.items()})
   return state, metrics
 
 
-def eval_step(state: TrainState, data: DeviceData, index: jax.Array, mask: jax.Array, *,
-              preprocess: Preprocess) -> Metrics:
+def eval_step(
+  state: TrainState, data: DeviceData, index: jax.Array, mask: jax.Array, *, preprocess: Preprocess
+) -> Metrics:
   """Loss and accuracy on rows `index` (B,) where `mask` (B,) bool marks real (not pad) rows.
 
   Segmentation (whole images): the loss over labeled pixels and the 'confusion' matrix
   (segmentation_metrics), from which the trainer derives pixel accuracy and mIoU.
   """
-  outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images_at(index)),
-                           train=False)
+  outputs = state.apply_fn(
+    state.variables(), preprocess.normalise(data.images_at(index)), train=False
+  )
   labels = data.labels_at(index).astype(jnp.int32)  # label maps may be stored as uint8
   loss, _ = pixels.cross_entropy(outputs["logits"], labels)
   valid = _valid(labels, mask)
-  metrics = {"loss": clu_metrics.Average.from_model_output(loss.reshape(-1),
-                                                           mask=valid.reshape(-1))}
+  metrics = {
+    "loss": clu_metrics.Average.from_model_output(loss.reshape(-1), mask=valid.reshape(-1))
+  }
   if labels.ndim > 1:
     metrics["confusion"] = ConfusionMatrix.from_model_output(outputs["logits"], labels, mask)
   else:
@@ -206,11 +227,18 @@ def eval_step(state: TrainState, data: DeviceData, index: jax.Array, mask: jax.A
   return metrics
 
 
-def predict_probs(state: TrainState, data: DeviceData, index: jax.Array, *,
-                  preprocess: Preprocess, pixel_stride: int = 1) -> jax.Array:
+def predict_probs(
+  state: TrainState,
+  data: DeviceData,
+  index: jax.Array,
+  *,
+  preprocess: Preprocess,
+  pixel_stride: int = 1,
+) -> jax.Array:
   """Softmax probabilities float32 of rows `index` (B,), eval mode, no augmentation: (B, C),
   or for segmentation (B, H/stride, W/stride, C) of the block-mean logits (pixels)."""
-  outputs = state.apply_fn(state.variables(), preprocess.normalise(data.images_at(index)),
-                           train=False)
+  outputs = state.apply_fn(
+    state.variables(), preprocess.normalise(data.images_at(index)), train=False
+  )
   logits = pixels.to_record_resolution(outputs["logits"].astype(jnp.float32), pixel_stride)
   return jax.nn.softmax(logits, axis=-1)

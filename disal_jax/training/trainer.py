@@ -23,12 +23,10 @@ from disal_jax.data import row_store
 from disal_jax.data.dataset import Dataset
 from disal_jax.errors import TrainingDiverged
 from disal_jax.models import pretrained
+from disal_jax.training import placement, progress_bar, segmentation_metrics, sharding, steps
 from disal_jax.training import record as record_lib
-from disal_jax.training import (placement, progress_bar, segmentation_metrics, sharding,
-                                steps)
 from disal_jax.training.augment import Preprocess
-from disal_jax.training.state import (TrainState, create_state, make_optimizer,
-                                      with_steps_per_epoch)
+from disal_jax.training.state import TrainState, create_state, make_optimizer, with_steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,7 @@ class CycleShape:
     steps_per_epoch: optimizer steps in each epoch (`steps_per_epoch`).
     epochs: epochs in the cycle (config.train.epochs).
   """
+
   labeled_size: int
   pool_size: int
   num_classes: int
@@ -72,6 +71,7 @@ class TrainHook:
   Optional, with defaults that add nothing: `extras_per_cycle`, `init_params`, `init_extras`,
   `joint_images`, `active` and `for_cycle`.
   """
+
   batch_inputs: ClassVar[tuple[str, ...]] = ()
   pool_position_inputs: ClassVar[tuple[str, ...]] = ()
   # True: a warm-started cycle also starts from fresh extras (they describe one cycle's
@@ -86,9 +86,15 @@ class TrainHook:
     """
     raise NotImplementedError(f"{type(self).__name__} defines no loss")
 
-  def epoch_inputs(self, rng: np.random.Generator, epoch: int, num_steps: int,
-                   pool_size: int, labeled_size: int, cycle_seed: tuple[int, ...]
-                   ) -> dict[str, np.ndarray]:
+  def epoch_inputs(
+    self,
+    rng: np.random.Generator,
+    epoch: int,
+    num_steps: int,
+    pool_size: int,
+    labeled_size: int,
+    cycle_seed: tuple[int, ...],
+  ) -> dict[str, np.ndarray]:
     """Per-step host arrays of `epoch`, each with leading axis `num_steps`; step s gets
     row s of each in its batch, under the same key (see the declared inputs above).
 
@@ -97,8 +103,9 @@ class TrainHook:
     """
     raise NotImplementedError(f"{type(self).__name__} defines no epoch_inputs")
 
-  def aux(self, record: Optional[record_lib.PoolRecord],
-          pool_index: jax.Array) -> dict[str, jax.Array]:
+  def aux(
+    self, record: Optional[record_lib.PoolRecord], pool_index: jax.Array
+  ) -> dict[str, jax.Array]:
     """On-device arrays the loss reads, rebuilt from the record after each recording pass;
     `pool_index` (P_pad,) int32 is the padded pool index."""
     raise NotImplementedError(f"{type(self).__name__} defines no aux")
@@ -115,8 +122,9 @@ class TrainHook:
     del num_train, num_classes, params
     return {}
 
-  def joint_images(self, state, data, batch, aux, rng, *, preprocess: Preprocess
-                   ) -> Optional[jax.Array]:
+  def joint_images(
+    self, state, data, batch, aux, rng, *, preprocess: Preprocess
+  ) -> Optional[jax.Array]:
     """Images (Bj, H, W, C) to run in the labeled batch's forward pass (steps.JointImages),
     or None. Default: None (the labeled batch alone)."""
     del state, data, batch, aux, rng, preprocess
@@ -145,15 +153,16 @@ class TrainHook:
 @dataclasses.dataclass
 class CycleResult:
   """Attributes:
-    state: the trained state (replicated).
-    start_params: the parameters the cycle started from.
-    record: the pool's probability record (None when nothing was recorded).
-    pool_index: (P_pad,) int32 on device, the pool rows the record covers (padded).
-    test: test-set metrics after the last epoch.
-    val: validation-set metrics after the last epoch ({} without a validation split).
-    epochs: one dict of train metrics per epoch.
-    train_seconds / record_seconds: wall time of the steps and of the recording passes.
+  state: the trained state (replicated).
+  start_params: the parameters the cycle started from.
+  record: the pool's probability record (None when nothing was recorded).
+  pool_index: (P_pad,) int32 on device, the pool rows the record covers (padded).
+  test: test-set metrics after the last epoch.
+  val: validation-set metrics after the last epoch ({} without a validation split).
+  epochs: one dict of train metrics per epoch.
+  train_seconds / record_seconds: wall time of the steps and of the recording passes.
   """
+
   state: TrainState
   start_params: Any
   record: Optional[record_lib.PoolRecord]
@@ -177,6 +186,7 @@ class CycleProgress:
     epochs: one dict of train metrics per completed epoch.
     train_seconds / record_seconds: wall time so far.
   """
+
   state: TrainState
   start_params: Any
   record: Optional[record_lib.PoolRecord]
@@ -195,6 +205,7 @@ class Recording:
     pool_capacity: the largest pool of the run; the record is padded to it so that every
       cycle has the same shapes (nothing compiles again in later cycles). 0: this pool's size.
   """
+
   level: str = "none"
   pool_capacity: int = 0
 
@@ -211,6 +222,7 @@ class Checkpointing:
       last one (the loop checkpoints it); None: never.
     every: epochs between `on_progress` calls; 0: only after the last epoch.
   """
+
   resume: Optional[CycleProgress] = None
   on_progress: Optional[Callable[[CycleProgress], None]] = None
   every: int = 0
@@ -218,22 +230,31 @@ class Checkpointing:
 
 def progress_tree(progress: CycleProgress) -> dict[str, Any]:
   """The arrays of `progress` as a checkpoint tree (its counters: `progress_meta`)."""
-  return {"state": progress.state, "start_params": progress.start_params,
-          "record": progress.record}
+  return {"state": progress.state, "start_params": progress.start_params, "record": progress.record}
 
 
 def progress_meta(progress: Optional[CycleProgress]) -> dict[str, Any]:
   """The counters of `progress` (or of none) for a checkpoint's metadata, but its epoch."""
   if progress is None:
     return {"epochs": [], "train_seconds": 0.0, "record_seconds": 0.0}
-  return {"epochs": progress.epochs, "train_seconds": progress.train_seconds,
-          "record_seconds": progress.record_seconds}
+  return {
+    "epochs": progress.epochs,
+    "train_seconds": progress.train_seconds,
+    "record_seconds": progress.record_seconds,
+  }
 
 
 def progress_from(tree: dict[str, Any], meta: dict[str, Any]) -> CycleProgress:
   """The CycleProgress that `progress_tree` and `progress_meta` (+ 'epoch') wrote."""
-  return CycleProgress(tree["state"], tree["start_params"], tree["record"], meta["epoch"],
-                       meta["epochs"], meta["train_seconds"], meta["record_seconds"])
+  return CycleProgress(
+    tree["state"],
+    tree["start_params"],
+    tree["record"],
+    meta["epoch"],
+    meta["epochs"],
+    meta["train_seconds"],
+    meta["record_seconds"],
+  )
 
 
 def pad_to_multiple(index: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
@@ -258,8 +279,9 @@ def steps_per_epoch(num_labeled: int, batch_size: int, epochs: int, min_steps: i
   return max(one_pass, math.ceil(min_steps / epochs)) if min_steps else one_pass
 
 
-def epoch_batches(rng: np.random.Generator, labeled: np.ndarray, batch_size: int,
-                  num_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def epoch_batches(
+  rng: np.random.Generator, labeled: np.ndarray, batch_size: int, num_steps: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """Shuffled passes over `labeled`: batches (steps, batch_size) int32 and `fresh`, a bool
   array of the same shape marking each sample's appearances in a full shuffled pass.
 
@@ -276,27 +298,34 @@ def epoch_batches(rng: np.random.Generator, labeled: np.ndarray, batch_size: int
   if fill:
     order.append(rng.choice(labeled, fill, replace=len(labeled) < fill))
   fresh = np.arange(total) < passes * len(labeled)
-  return (np.concatenate(order).reshape(num_steps, batch_size).astype(np.int32),
-          fresh.reshape(num_steps, batch_size))
+  return (
+    np.concatenate(order).reshape(num_steps, batch_size).astype(np.int32),
+    fresh.reshape(num_steps, batch_size),
+  )
 
 
 def format_seconds(seconds: float) -> str:
   """`seconds` as '1h02m' from an hour on, else '3m05s'."""
   seconds = int(seconds)
-  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
-      f"{seconds // 60}m{seconds % 60:02d}s"
+  return (
+    f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+    if seconds >= 3600
+    else f"{seconds // 60}m{seconds % 60:02d}s"
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class JittedSteps:
   """The jitted train, eval and predict step functions of one model and mesh."""
+
   train: Callable
   eval: Callable
   predict: Callable
 
 
-def jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook],
-                 pixel_stride: int = 1) -> JittedSteps:
+def jitted_steps(
+  mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook], pixel_stride: int = 1
+) -> JittedSteps:
   """The jitted steps for one (mesh, preprocessing, hook), shared by every Trainer.
 
   Sharing them lets JAX reuse compiled executables across strategies, seeds and cycles of
@@ -307,34 +336,46 @@ def jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook],
       so such a key would add an entry, compiled steps included, with every Trainer.
   """
   if hook is not None and type(hook).__hash__ is object.__hash__:
-    raise TypeError(f"{type(hook).__name__}: a train hook is static configuration, hashed "
-                    "by value; make it a frozen dataclass of its settings, so that equal "
-                    "configs share one entry of the compiled-steps cache")
+    raise TypeError(
+      f"{type(hook).__name__}: a train hook is static configuration, hashed "
+      "by value; make it a frozen dataclass of its settings, so that equal "
+      "configs share one entry of the compiled-steps cache"
+    )
   return _jitted_steps(mesh, preprocess, hook, pixel_stride)
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted_steps(mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook],
-                  pixel_stride: int) -> JittedSteps:
+def _jitted_steps(
+  mesh: Mesh, preprocess: Preprocess, hook: Optional[TrainHook], pixel_stride: int
+) -> JittedSteps:
   """`jitted_steps`, cached on its arguments: static settings, none of them holding arrays."""
   replicated = sharding.replicated(mesh)
   extra_loss = None if hook is None else functools.partial(hook.loss, preprocess=preprocess)
-  joint_images = (None if hook is None else
-                  functools.partial(hook.joint_images, preprocess=preprocess))
+  joint_images = (
+    None if hook is None else functools.partial(hook.joint_images, preprocess=preprocess)
+  )
   return JittedSteps(
-      train=jax.jit(functools.partial(steps.train_step, preprocess=preprocess,
-                                      extra_loss=extra_loss, joint_images=joint_images),
-                    donate_argnums=0, out_shardings=replicated),
-      eval=jax.jit(functools.partial(steps.eval_step, preprocess=preprocess),
-                   out_shardings=replicated),
-      predict=jax.jit(functools.partial(steps.predict_probs, preprocess=preprocess,
-                                        pixel_stride=pixel_stride),
-                      out_shardings=sharding.along_data(mesh)))
+    train=jax.jit(
+      functools.partial(
+        steps.train_step, preprocess=preprocess, extra_loss=extra_loss, joint_images=joint_images
+      ),
+      donate_argnums=0,
+      out_shardings=replicated,
+    ),
+    eval=jax.jit(
+      functools.partial(steps.eval_step, preprocess=preprocess), out_shardings=replicated
+    ),
+    predict=jax.jit(
+      functools.partial(steps.predict_probs, preprocess=preprocess, pixel_stride=pixel_stride),
+      out_shardings=sharding.along_data(mesh),
+    ),
+  )
 
 
 @functools.lru_cache(maxsize=None)
-def record_update(weighting: str, ema_decay: float, record_sharding: record_lib.PoolRecord
-                  ) -> Callable:
+def record_update(
+  weighting: str, ema_decay: float, record_sharding: record_lib.PoolRecord
+) -> Callable:
   """The jitted `record_lib.update_record` for one (weighting, decay, record layout), shared
   by every Trainer (compiled once per layout in a process).
 
@@ -342,13 +383,16 @@ def record_update(weighting: str, ema_decay: float, record_sharding: record_lib.
   is static configuration only: a cache that held a Trainer would keep it, and the splits it
   holds on device, alive for the rest of the process.
   """
-  return jax.jit(functools.partial(record_lib.update_record, weighting=weighting,
-                                   ema_decay=ema_decay),
-                 donate_argnums=0, out_shardings=record_sharding)
+  return jax.jit(
+    functools.partial(record_lib.update_record, weighting=weighting, ema_decay=ema_decay),
+    donate_argnums=0,
+    out_shardings=record_sharding,
+  )
 
 
-def declared_inputs(hook: TrainHook, inputs: dict[str, np.ndarray]
-                    ) -> tuple[frozenset[str], frozenset[str]]:
+def declared_inputs(
+  hook: TrainHook, inputs: dict[str, np.ndarray]
+) -> tuple[frozenset[str], frozenset[str]]:
   """The names of `inputs` (hook.epoch_inputs') to split over the devices and those holding
   pool positions, as `hook` declares them (TrainHook.batch_inputs, pool_position_inputs).
 
@@ -360,19 +404,29 @@ def declared_inputs(hook: TrainHook, inputs: dict[str, np.ndarray]
   split = frozenset(hook.batch_inputs) | positions
   missing = sorted(split - inputs.keys())
   if missing:
-    raise ValueError(f"{type(hook).__name__} declares the step inputs {missing}, which its "
-                     f"epoch_inputs did not return (it returned {sorted(inputs)})")
+    raise ValueError(
+      f"{type(hook).__name__} declares the step inputs {missing}, which its "
+      f"epoch_inputs did not return (it returned {sorted(inputs)})"
+    )
   return split, positions
 
 
 class Trainer:
   """Jitted steps over one dataset on one mesh; `train_cycle` runs a cycle."""
 
-  def __init__(self, config: ml_collections.ConfigDict, model, dataset: Dataset, mesh: Mesh,
-               hook: Optional[TrainHook] = None, writer=None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    model,
+    dataset: Dataset,
+    mesh: Mesh,
+    hook: Optional[TrainHook] = None,
+    writer=None,
+  ):
     if hook is not None and not isinstance(hook, TrainHook):
-      raise TypeError(f"{type(hook).__name__}: a train hook subclasses "
-                      "disal_jax.training.trainer.TrainHook")
+      raise TypeError(
+        f"{type(hook).__name__}: a train hook subclasses disal_jax.training.trainer.TrainHook"
+      )
     self.config = config
     self.model = model
     self.dataset = dataset
@@ -382,18 +436,25 @@ class Trainer:
     self.tx = make_optimizer(config.train)
     self._pretrained: dict = {}  # config.model.init_from's arrays, read once
     mean, std = dataset.channel_stats()
-    self.preprocess = Preprocess(tuple(map(float, mean)), tuple(map(float, std)),
-                                 config.augment.crop_padding, bool(config.augment.flip),
-                                 tuple(config.augment.crop_size))
+    self.preprocess = Preprocess(
+      tuple(map(float, mean)),
+      tuple(map(float, std)),
+      config.augment.crop_padding,
+      bool(config.augment.flip),
+      tuple(config.augment.crop_size),
+    )
     self.pixel_stride = config.record.pixel_stride if dataset.is_segmentation else 1
     # each split: steps.DeviceData on every device, or placement.StreamedSplit
     self.streamed = row_store.streams(config.data, row_store.split_bytes(dataset))
-    self.train_data = placement.place_split(dataset.train_images, dataset.train_labels, mesh,
-                                            self.streamed)
-    self.test_data = placement.place_split(dataset.test_images, dataset.test_labels, mesh,
-                                           self.streamed)
-    self.val_data = placement.place_split(dataset.val_images, dataset.val_labels, mesh,
-                                          self.streamed)
+    self.train_data = placement.place_split(
+      dataset.train_images, dataset.train_labels, mesh, self.streamed
+    )
+    self.test_data = placement.place_split(
+      dataset.test_images, dataset.test_labels, mesh, self.streamed
+    )
+    self.val_data = placement.place_split(
+      dataset.val_images, dataset.val_labels, mesh, self.streamed
+    )
     compiled = jitted_steps(mesh, self.preprocess, hook, self.pixel_stride)
     self._eval_step, self._predict = compiled.eval, compiled.predict
 
@@ -415,16 +476,16 @@ class Trainer:
     extend = None if self.hook is None else self.hook.init_params
     state = create_state(self.model, self.tx, rng, self.dataset.image_shape, extend)
     if self.config.model.init_from:
-      params, batch_stats = pretrained.initialise(state.params, state.batch_stats,
-                                                  self.config.model.init_from, self._pretrained)
+      params, batch_stats = pretrained.initialise(
+        state.params, state.batch_stats, self.config.model.init_from, self._pretrained
+      )
       state = state.replace(params=params, batch_stats=batch_stats)
     return state.replace(extras=self._fresh_extras(state.params))
 
   def _fresh_extras(self, params) -> dict:
     if self.hook is None:
       return {}
-    return self.hook.init_extras(len(self.dataset.train_labels), self.dataset.num_classes,
-                                 params)
+    return self.hook.init_extras(len(self.dataset.train_labels), self.dataset.num_classes, params)
 
   def init_state(self, rng: jax.Array) -> TrainState:
     """A fresh TrainState from `rng`, replicated over the mesh."""
@@ -449,9 +510,13 @@ class Trainer:
     along = sharding.along_data(self.mesh)
 
     def inputs(start):
-      rows = padded[start:start + batch_size]
-      return (data.window(rows), sharding.put_host(rows, along),
-              sharding.put_host(mask[start:start + batch_size], along))
+      rows = padded[start : start + batch_size]
+      return (
+        data.window(rows),
+        sharding.put_host(rows, along),
+        sharding.put_host(mask[start : start + batch_size], along),
+      )
+
     return placement.prefetched(inputs, range(0, len(padded), batch_size))
 
   def evaluate(self, state: TrainState, split: str = "test") -> dict[str, float]:
@@ -461,8 +526,11 @@ class Trainer:
     data = self.test_data if split == "test" else self.val_data
     if data is None or not data.num_rows:
       nan = float("nan")
-      return {"accuracy": nan, "loss": nan, **({"miou": nan} if self.dataset.is_segmentation
-                                               else {})}
+      return {
+        "accuracy": nan,
+        "loss": nan,
+        **({"miou": nan} if self.dataset.is_segmentation else {}),
+      }
     total = None
     index = np.arange(data.num_rows)
     for window, idx, mask in self._batches(data, index, self.config.train.eval_batch_size):
@@ -480,8 +548,10 @@ class Trainer:
 
     Only the batches that hold pool rows are computed.
     """
-    parts = [self._predict(state, window, idx) for window, idx, _ in
-             self._batches(self.train_data, pool, self.config.train.eval_batch_size)]
+    parts = [
+      self._predict(state, window, idx)
+      for window, idx, _ in self._batches(self.train_data, pool, self.config.train.eval_batch_size)
+    ]
     probs = jax.numpy.concatenate(parts) if len(parts) > 1 else parts[0]
     padding = [(0, capacity - probs.shape[0])] + [(0, 0)] * (probs.ndim - 1)
     return jax.numpy.pad(probs, padding)
@@ -490,8 +560,9 @@ class Trainer:
   def padded_pool_length(self, pool_size: int, pool_capacity: int) -> int:
     """Length of the record's pool axis: the capacity, padded to whole eval batches."""
     n = max(pool_size, pool_capacity)
-    return max(1, math.ceil(n / self.config.train.eval_batch_size)) * \
-        self.config.train.eval_batch_size
+    return (
+      max(1, math.ceil(n / self.config.train.eval_batch_size)) * self.config.train.eval_batch_size
+    )
 
   def state_template(self) -> TrainState:
     """The TrainState's structure, shapes and dtypes (the hook's module parameters and extras
@@ -503,8 +574,9 @@ class Trainer:
     state = self.state_template()
     record = None
     if record_level != "none":
-      record = jax.eval_shape(lambda: record_lib.init_record(
-          record_level, pool_length, self.prob_shape))
+      record = jax.eval_shape(
+        lambda: record_lib.init_record(record_level, pool_length, self.prob_shape)
+      )
     return CycleProgress(state, state.params, record, 0, [], 0.0, 0.0)
 
   def place_progress(self, progress: "CycleProgress") -> "CycleProgress":
@@ -513,14 +585,25 @@ class Trainer:
     if record is not None:
       record = jax.device_put(record, record_lib.record_shardings(record, self.mesh))
     return dataclasses.replace(
-        progress, state=sharding.put_replicated(progress.state, self.mesh),
-        start_params=sharding.put_replicated(progress.start_params, self.mesh), record=record)
+      progress,
+      state=sharding.put_replicated(progress.state, self.mesh),
+      start_params=sharding.put_replicated(progress.start_params, self.mesh),
+      record=record,
+    )
 
-  def train_cycle(self, state: TrainState, labeled: np.ndarray, pool: np.ndarray,
-                  seed: tuple[int, ...], *, cycle: int, recording: Recording = Recording(),
-                  checkpointing: Checkpointing = Checkpointing(), tag: str = "",
-                  on_epoch_end: Optional[Callable[[TrainState, int, float], None]] = None
-                  ) -> CycleResult:
+  def train_cycle(
+    self,
+    state: TrainState,
+    labeled: np.ndarray,
+    pool: np.ndarray,
+    seed: tuple[int, ...],
+    *,
+    cycle: int,
+    recording: Recording = Recording(),
+    checkpointing: Checkpointing = Checkpointing(),
+    tag: str = "",
+    on_epoch_end: Optional[Callable[[TrainState, int, float], None]] = None,
+  ) -> CycleResult:
     """Trains `config.train.epochs` epochs on `labeled` rows, recording `pool` rows' outputs.
 
     The trainer's hook trains the cycle as `hook.for_cycle` returns it for the cycle's sizes
@@ -551,7 +634,7 @@ class Trainer:
       raise ValueError("cannot train on an empty labeled set")
     pool_length = self.padded_pool_length(len(pool), pool_capacity)
     pool_index_np = np.zeros(pool_length, np.int32)
-    pool_index_np[:len(pool)] = pool
+    pool_index_np[: len(pool)] = pool
     pool_index = jax.device_put(pool_index_np, sharding.along_data(self.mesh))
     update_record = None
     if resume is None:
@@ -564,9 +647,11 @@ class Trainer:
     else:
       progress = resume
     if progress.record is not None:
-      update_record = record_update(self.config.record.weighting,
-                                    self.config.record.ema_decay,
-                                    record_lib.record_shardings(progress.record, self.mesh))
+      update_record = record_update(
+        self.config.record.weighting,
+        self.config.record.ema_decay,
+        record_lib.record_shardings(progress.record, self.mesh),
+      )
     state, record = progress.state, progress.record
     epochs = list(progress.epochs)
     train_seconds, record_seconds = progress.train_seconds, progress.record_seconds
@@ -574,32 +659,58 @@ class Trainer:
     num_steps = steps_per_epoch(len(labeled), cfg.batch_size, cfg.epochs, cfg.min_steps)
     # the optimiser's schedule spans this cycle's steps (a resumed state holds the same value)
     state = with_steps_per_epoch(state, sharding.put_host(np.int32(num_steps), replicated))
-    hook = None if self.hook is None else self.hook.for_cycle(CycleShape(
-        labeled_size=len(labeled), pool_size=len(pool), num_classes=self.dataset.num_classes,
-        steps_per_epoch=num_steps, epochs=cfg.epochs))
-    hooked_step = (None if hook is None else
-                   jitted_steps(self.mesh, self.preprocess, hook, self.pixel_stride).train)
+    hook = (
+      None
+      if self.hook is None
+      else self.hook.for_cycle(
+        CycleShape(
+          labeled_size=len(labeled),
+          pool_size=len(pool),
+          num_classes=self.dataset.num_classes,
+          steps_per_epoch=num_steps,
+          epochs=cfg.epochs,
+        )
+      )
+    )
+    hooked_step = (
+      None
+      if hook is None
+      else jitted_steps(self.mesh, self.preprocess, hook, self.pixel_stride).train
+    )
     # on a terminal, one bar per cycle; a failure below leaves it for tqdm to close
-    bar = (progress_bar.CycleBar(tag, cycle, cfg.epochs, progress.epoch)
-           if progress_bar.on_terminal() else None)
+    bar = (
+      progress_bar.CycleBar(tag, cycle, cfg.epochs, progress.epoch)
+      if progress_bar.on_terminal()
+      else None
+    )
     for epoch in range(progress.epoch, cfg.epochs):
-      batch_rng, hook_rng = map(np.random.default_rng,
-                                np.random.SeedSequence([*seed, epoch]).spawn(2))
+      batch_rng, hook_rng = map(
+        np.random.default_rng, np.random.SeedSequence([*seed, epoch]).spawn(2)
+      )
       batches, fresh = epoch_batches(batch_rng, labeled, cfg.batch_size, num_steps)
       hooked = hook is not None and hook.active(epoch)
       hook_inputs, split, positions = {}, frozenset(), frozenset()
       if hooked:
-        hook_inputs = hook.epoch_inputs(hook_rng, epoch, num_steps, len(pool), len(labeled),
-                                        tuple(seed))
+        hook_inputs = hook.epoch_inputs(
+          hook_rng, epoch, num_steps, len(pool), len(labeled), tuple(seed)
+        )
         split, positions = declared_inputs(hook, hook_inputs)
       aux = {} if not hooked else hook.aux(record, pool_index)
       train_step = hooked_step if hooked else self._plain_step()
 
-      def step_inputs(s: int, batches=batches, fresh=fresh, hook_inputs=hook_inputs,
-                      split=split, positions=positions):
+      def step_inputs(
+        s: int,
+        batches=batches,
+        fresh=fresh,
+        hook_inputs=hook_inputs,
+        split=split,
+        positions=positions,
+      ):
         """Step s's batch on device and the data holding the rows it reads."""
-        batch = {"index": sharding.put_host(batches[s], along),
-                 "fresh": sharding.put_host(fresh[s], along)}
+        batch = {
+          "index": sharding.put_host(batches[s], along),
+          "fresh": sharding.put_host(fresh[s], along),
+        }
         rows = [batches[s]]
         for key, value in hook_inputs.items():
           batch[key] = sharding.put_host(value[s], along if key in split else replicated)
@@ -621,9 +732,10 @@ class Trainer:
         losses = np.asarray(jax.device_get(step_losses))
         bad = int(np.flatnonzero(~np.isfinite(losses))[0])
         raise TrainingDiverged(
-            f"non-finite training loss ({losses[bad]}) in cycle {cycle}, epoch {epoch + 1}, "
-            f"step {bad + 1} of {len(batches)} ({tag}). Nothing of this epoch was saved; the "
-            "last checkpoint is intact. Lower train.learning_rate or check the data.")
+          f"non-finite training loss ({losses[bad]}) in cycle {cycle}, epoch {epoch + 1}, "
+          f"step {bad + 1} of {len(batches)} ({tag}). Nothing of this epoch was saved; the "
+          "last checkpoint is intact. Lower train.learning_rate or check the data."
+        )
       lr = epoch_metrics["lr"]  # the rate of the epoch's last update (steps.train_step)
       if record is not None and epoch >= self.config.record.start_epoch:
         t1 = time.perf_counter()
@@ -637,28 +749,65 @@ class Trainer:
       epochs.append(epoch_metrics)
       self._log_epoch(cycle, epoch, epoch_metrics, train_seconds + record_seconds, tag, bar)
       done = epoch + 1
-      if on_progress is not None and (done == cfg.epochs or
-                                      (checkpointing.every and done % checkpointing.every == 0)):
-        on_progress(CycleProgress(state, progress.start_params, record, done, epochs,
-                                  train_seconds, record_seconds))
+      if on_progress is not None and (
+        done == cfg.epochs or (checkpointing.every and done % checkpointing.every == 0)
+      ):
+        on_progress(
+          CycleProgress(
+            state, progress.start_params, record, done, epochs, train_seconds, record_seconds
+          )
+        )
     if bar is not None:
       bar.close()
     val = {} if self.val_data is None else self.evaluate(state, "val")
-    return CycleResult(state, progress.start_params, record, pool_index, self.evaluate(state),
-                       epochs, train_seconds, record_seconds, val)
+    return CycleResult(
+      state,
+      progress.start_params,
+      record,
+      pool_index,
+      self.evaluate(state),
+      epochs,
+      train_seconds,
+      record_seconds,
+      val,
+    )
 
-  def _log_epoch(self, cycle: int, epoch: int, m: dict[str, float], elapsed: float,
-                 tag: str, bar: Optional[progress_bar.CycleBar] = None) -> None:
+  def _log_epoch(
+    self,
+    cycle: int,
+    epoch: int,
+    m: dict[str, float],
+    elapsed: float,
+    tag: str,
+    bar: Optional[progress_bar.CycleBar] = None,
+  ) -> None:
     epochs = self.config.train.epochs
     if self.writer is not None:
-      self.writer.write(cycle * epochs + epoch, {f"train/{k}": v for k, v in m.items()},
-                        cycle=cycle, epoch=epoch + 1)
+      self.writer.write(
+        cycle * epochs + epoch,
+        {f"train/{k}": v for k, v in m.items()},
+        cycle=cycle,
+        epoch=epoch + 1,
+      )
     if bar is not None:
       bar.update(m)
     elif (epoch + 1) % self.config.train.log_every_epochs == 0 or epoch + 1 == epochs:
       eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
-      extra = "".join(f" {k} {v:.4f}" for k, v in m.items()
-                      if k not in ("loss", "accuracy", "lr", "images_per_second"))
-      log.info("[%s] cycle %d epoch %d/%d loss %.4f acc %.3f%s lr %.3g | %.0f img/s | ETA %s",
-               tag, cycle, epoch + 1, epochs, m["loss"], m["accuracy"], extra, m["lr"],
-               m["images_per_second"], format_seconds(eta))
+      extra = "".join(
+        f" {k} {v:.4f}"
+        for k, v in m.items()
+        if k not in ("loss", "accuracy", "lr", "images_per_second")
+      )
+      log.info(
+        "[%s] cycle %d epoch %d/%d loss %.4f acc %.3f%s lr %.3g | %.0f img/s | ETA %s",
+        tag,
+        cycle,
+        epoch + 1,
+        epochs,
+        m["loss"],
+        m["accuracy"],
+        extra,
+        m["lr"],
+        m["images_per_second"],
+        format_seconds(eta),
+      )

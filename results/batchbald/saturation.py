@@ -22,8 +22,9 @@ CONFIGURATIONS = 10_000  # drawn configurations for the printed H(y_A)
 PREFIXES = (1, 3, 10, 20, 30)  # batch sizes at which a(A) is printed
 
 
-def batch_information(probs: jax.Array, picks: np.ndarray, conditional: np.ndarray,
-                      key: jax.Array) -> float:
+def batch_information(
+  probs: jax.Array, picks: np.ndarray, conditional: np.ndarray, key: jax.Array
+) -> float:
   """a(A) of the picked rows of probs (P, K, C): H(y_A) by sampling, minus their E_k H."""
   table = batchbald.sampled_table(probs[picks], CONFIGURATIONS, key)  # (M, K)
   q = np.asarray(table.mean(axis=1), np.float64)  # p(y^(m)), y^(m) drawn from p(y_A)
@@ -36,14 +37,19 @@ def main() -> None:
     logits = 2.0 * rng.normal(size=(POOL, 1, CLASSES)) + rng.normal(size=(POOL, passes, CLASSES))
     probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
     configurations = 100 * passes  # the greedy's own table, a multiple of K
-    picks = batchbald.greedy(probs, PICKS, configurations, 256, jax.random.key(0),
-                             ties=np.zeros(POOL))  # continuous scores: no ties
+    picks = batchbald.greedy(
+      probs, PICKS, configurations, 256, jax.random.key(0), ties=np.zeros(POOL)
+    )  # continuous scores: no ties
     conditional = np.asarray(batchbald.entropy(probs).mean(axis=1))
     bald = np.asarray(batchbald.entropy(probs.mean(axis=1))) - conditional
-    values = [f"n={n}: {batch_information(probs, picks[:n], conditional, jax.random.key(1)):.2f}"
-              for n in PREFIXES]
-    print(f"K={passes} (log K = {np.log(passes):.2f}), per-sample BALD mean {bald.mean():.2f} "
-          f"max {bald.max():.2f}; a(A) " + ", ".join(values))
+    values = [
+      f"n={n}: {batch_information(probs, picks[:n], conditional, jax.random.key(1)):.2f}"
+      for n in PREFIXES
+    ]
+    print(
+      f"K={passes} (log K = {np.log(passes):.2f}), per-sample BALD mean {bald.mean():.2f} "
+      f"max {bald.max():.2f}; a(A) " + ", ".join(values)
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ import re
 import numpy as np
 
 CELL = re.compile(r"l(\d+)_r(\d+)_(\w+)")
-COLUMNS = ("labeled", "ratio", "variant", "seed", "val_accuracy", "test_accuracy",
-           "train_seconds")
+COLUMNS = ("labeled", "ratio", "variant", "seed", "val_accuracy", "test_accuracy", "train_seconds")
 
 
 def collect(workdir: pathlib.Path) -> list[dict]:
@@ -39,18 +38,26 @@ def collect(workdir: pathlib.Path) -> list[dict]:
       cycles = json.loads(path.read_text())["cycles"]
       if cycles:
         first = cycles[0]
-        rows.append({"labeled": int(match[1]), "ratio": int(match[2]), "variant": match[3],
-                     "seed": int(path.parent.name.removeprefix("seed_")),
-                     "val_accuracy": first["val_accuracy"],
-                     "test_accuracy": first["test_accuracy"],
-                     "train_seconds": first["train_seconds"]})
+        rows.append(
+          {
+            "labeled": int(match[1]),
+            "ratio": int(match[2]),
+            "variant": match[3],
+            "seed": int(path.parent.name.removeprefix("seed_")),
+            "val_accuracy": first["val_accuracy"],
+            "test_accuracy": first["test_accuracy"],
+            "train_seconds": first["train_seconds"],
+          }
+        )
   return rows
 
 
 def read_csv(path: pathlib.Path) -> list[dict]:
   with open(path, newline="") as f:
-    return [{k: (v if k == "variant" else float(v) if "." in v else int(v))
-             for k, v in row.items()} for row in csv.DictReader(f)]
+    return [
+      {k: (v if k == "variant" else float(v) if "." in v else int(v)) for k, v in row.items()}
+      for row in csv.DictReader(f)
+    ]
 
 
 def _mean_std(values) -> str:
@@ -62,26 +69,38 @@ def table(rows: list[dict], draws: int, baseline: str = "random") -> str:
   for r in rows:
     cells.setdefault((r["labeled"], r["ratio"]), {}).setdefault(r["variant"], {})[r["seed"]] = r
   variants = sorted({v for cell in cells.values() for v in cell} - {baseline})
-  lines = ["| labeled | pool | draws / pool row | split | " + f"{baseline} | " +
-           " | ".join(f"{v} | {v} − {baseline} (paired)" for v in variants) + " |",
-           "|" + "---:|" * (5 + 2 * len(variants))]
+  lines = [
+    "| labeled | pool | draws / pool row | split | "
+    + f"{baseline} | "
+    + " | ".join(f"{v} | {v} − {baseline} (paired)" for v in variants)
+    + " |",
+    "|" + "---:|" * (5 + 2 * len(variants)),
+  ]
   for (labeled, ratio), runs in sorted(cells.items()):
     pool = labeled * ratio
     for split in ("val", "test"):
       base = runs.get(baseline, {})
-      row = [str(labeled), str(pool), f"{draws / pool:.1f}", split,
-             _mean_std([100 * r[f"{split}_accuracy"] for r in base.values()])]
+      row = [
+        str(labeled),
+        str(pool),
+        f"{draws / pool:.1f}",
+        split,
+        _mean_std([100 * r[f"{split}_accuracy"] for r in base.values()]),
+      ]
       for variant in variants:
         other = runs.get(variant, {})
         seeds = sorted(set(base) & set(other))
-        diffs = [100 * (other[s][f"{split}_accuracy"] - base[s][f"{split}_accuracy"])
-                 for s in seeds]
+        diffs = [
+          100 * (other[s][f"{split}_accuracy"] - base[s][f"{split}_accuracy"]) for s in seeds
+        ]
         row.append(_mean_std([100 * r[f"{split}_accuracy"] for r in other.values()]))
         if diffs:
-          verdict = "tie" if abs(np.mean(diffs)) <= np.std(diffs) else (
-              "ahead" if np.mean(diffs) > 0 else "behind")
-          row.append(f"{np.mean(diffs):+.2f} ± {np.std(diffs):.2f} ({len(diffs)} seeds, "
-                     f"{verdict})")
+          verdict = (
+            "tie"
+            if abs(np.mean(diffs)) <= np.std(diffs)
+            else ("ahead" if np.mean(diffs) > 0 else "behind")
+          )
+          row.append(f"{np.mean(diffs):+.2f} ± {np.std(diffs):.2f} ({len(diffs)} seeds, {verdict})")
         else:
           row.append("—")
       lines.append("| " + " | ".join(row) + " |")
@@ -90,8 +109,12 @@ def table(rows: list[dict], draws: int, baseline: str = "random") -> str:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("sources", type=pathlib.Path, nargs="+",
-                      help="grid workdirs or runs CSVs (a run in several: the first's)")
+  parser.add_argument(
+    "sources",
+    type=pathlib.Path,
+    nargs="+",
+    help="grid workdirs or runs CSVs (a run in several: the first's)",
+  )
   # configs/cifar10_cpu.py: 300 steps (train.min_steps) x 32 pool rows (disal.dynamic_batch_size)
   parser.add_argument("--draws", type=int, default=300 * 32, help="pool draws per cycle")
   parser.add_argument("--write_csv", type=pathlib.Path, help="also write the runs as a CSV")

@@ -22,16 +22,20 @@ from disal_jax.data.registry import load_dataset
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from tests.helpers import load_config  # noqa: E402  (the configs are files, not a package)
 
-
 FINISHED_SELECTIONS = 6  # selections of a whole cifar10_cpu run (10% -> 40% by 5%: 7 cycles)
 
 
 def selected_per_class(run: pathlib.Path, labels: np.ndarray, num_classes: int) -> np.ndarray:
   """(cycles, C) counts of the rows each cycle selected in one run's results.json."""
   cycles = json.loads((run / "results.json").read_text())["cycles"]
-  return np.array([np.bincount(labels[np.asarray(c["selected"], np.int64)],
-                               minlength=num_classes) for c in cycles if c["selected"]],
-                  np.int64).reshape(-1, num_classes)
+  return np.array(
+    [
+      np.bincount(labels[np.asarray(c["selected"], np.int64)], minlength=num_classes)
+      for c in cycles
+      if c["selected"]
+    ],
+    np.int64,
+  ).reshape(-1, num_classes)
 
 
 def main(sweep: pathlib.Path) -> None:
@@ -48,8 +52,11 @@ def main(sweep: pathlib.Path) -> None:
     counts = sum(m.sum(axis=0) for m in per_run)
     share = counts / counts.sum()
     entropy = -np.sum(share[share > 0] * np.log(share[share > 0])) / np.log(num_classes)
-    print(f"| {variant.name} | {len(per_run)} | " + " | ".join(map(str, counts)) +
-          f" | {counts.min()} | {counts.max()} | {entropy:.3f} |")
+    print(
+      f"| {variant.name} | {len(per_run)} | "
+      + " | ".join(map(str, counts))
+      + f" | {counts.min()} | {counts.max()} | {entropy:.3f} |"
+    )
 
 
 if __name__ == "__main__":

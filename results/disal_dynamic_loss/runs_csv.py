@@ -18,8 +18,18 @@ import json
 import pathlib
 import sys
 
-COLUMNS = ("variant", "strategy", "seed", "cycle", "labeled", "val_accuracy", "test_accuracy",
-           "train_seconds", "record_seconds", "scoring_seconds")
+COLUMNS = (
+  "variant",
+  "strategy",
+  "seed",
+  "cycle",
+  "labeled",
+  "val_accuracy",
+  "test_accuracy",
+  "train_seconds",
+  "record_seconds",
+  "scoring_seconds",
+)
 
 
 def rows(folder: pathlib.Path):
@@ -27,11 +37,16 @@ def rows(folder: pathlib.Path):
     run = json.loads(path.read_text())
     variant = path.parent.parent.parent.name
     for c in run["cycles"]:
-      yield {"variant": variant, "strategy": c["strategy"], "seed": c["seed"],
-             "cycle": c["cycle"], "labeled": c["labeled"],
-             "val_accuracy": c.get("val_accuracy"), "test_accuracy": c["test_accuracy"],
-             **{k: round(c[k], 1) for k in ("train_seconds", "record_seconds",
-                                            "scoring_seconds")}}
+      yield {
+        "variant": variant,
+        "strategy": c["strategy"],
+        "seed": c["seed"],
+        "cycle": c["cycle"],
+        "labeled": c["labeled"],
+        "val_accuracy": c.get("val_accuracy"),
+        "test_accuracy": c["test_accuracy"],
+        **{k: round(c[k], 1) for k in ("train_seconds", "record_seconds", "scoring_seconds")},
+      }
 
 
 def main(folder: pathlib.Path) -> None:

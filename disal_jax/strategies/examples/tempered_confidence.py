@@ -17,14 +17,14 @@ import ml_collections
 import numpy as np
 
 from disal_jax.errors import check_value
-from disal_jax.strategies.base import (ConfigSection, ScoringContext, Strategy,
-                                       batched_pool_scores)
+from disal_jax.strategies.base import ConfigSection, ScoringContext, Strategy, batched_pool_scores
 from disal_jax.training.augment import Preprocess
 
 
 @functools.partial(jax.jit, static_argnames=("preprocess",))
-def batch_scores(state, data, batch, temperature: jax.Array, *,
-                 preprocess: Preprocess) -> jax.Array:
+def batch_scores(
+  state, data, batch, temperature: jax.Array, *, preprocess: Preprocess
+) -> jax.Array:
   """(B,) float32 1 - max softmax(logits / T) of rows batch['index'] (B,) int32, eval mode.
 
   Rows are read through data.images_at: under streaming placement `data` holds only the
@@ -40,8 +40,7 @@ def score(ctx: ScoringContext) -> np.ndarray:
   """(P,) float32 scores of ctx.candidates, higher = picked first (top-K by default)."""
   # traced, not static: another T compiles nothing again
   temperature = jnp.float32(ctx.config.tempered_confidence.temperature)
-  fn = functools.partial(batch_scores, temperature=temperature,
-                         preprocess=ctx.data.preprocess)
+  fn = functools.partial(batch_scores, temperature=temperature, preprocess=ctx.data.preprocess)
   return batched_pool_scores(ctx, fn, ctx.result.state)
 
 
@@ -59,6 +58,10 @@ def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   check_value(t > 0, "tempered_confidence.temperature", t, "> 0")
 
 
-STRATEGY = Strategy(name="tempered_confidence", record="none", score=score,
-                    description="lowest top softmax probability at a temperature (one eval pass)",
-                    config_section=ConfigSection("tempered_confidence", defaults, check))
+STRATEGY = Strategy(
+  name="tempered_confidence",
+  record="none",
+  score=score,
+  description="lowest top softmax probability at a temperature (one eval pass)",
+  config_section=ConfigSection("tempered_confidence", defaults, check),
+)
