@@ -57,6 +57,10 @@ def cifar_config(num_train: int, width: int, cache_dir: str):
   config.data.max_train = num_train
   config.data.max_test = 100
   config.model.width = width
+  # Benchmarks time DISAL's own training and scoring at any size: neither of its small-budget
+  # guards may swap in plain training or Random's picks (docs/disal.md).
+  config.disal.loss_guard = "off"
+  config.disal.cold_start_labels_per_class = 0.0
   return config
 
 
@@ -73,7 +77,7 @@ def scoring_context(
   start = jax.tree.map(lambda x: x + 0.01 * jax.random.normal(key, x.shape), state.params)
   pool_length = trainer.padded_pool_length(len(candidates), 0)
   probs = trainer.pool_probs(state, candidates, pool_length)
-  record = record_lib.PoolRecord(probs, np.float32(1), np.int32(1), None, None)
+  record = record_lib.PoolRecord(probs, np.float32(1), np.int32(1))
   padded = np.zeros(pool_length, np.int32)
   padded[: len(candidates)] = candidates
   pool_index = jax.device_put(padded, sharding.along_data(mesh))

@@ -222,6 +222,9 @@ def _config(s: Settings, dtype: str = "float32"):
   config.train.batch_size = s.batch_size
   config.train.eval_batch_size = s.eval_batch_size
   config.data.placement = "device"  # the splits stay on the device: nothing streams
+  # DISAL's own training and scoring at any size: no small-budget guard (docs/disal.md)
+  config.disal.loss_guard = "off"
+  config.disal.cold_start_labels_per_class = 0.0
   return config
 
 

@@ -38,6 +38,9 @@ def _config():
       "train.eval_batch_size": 64,
       "gradnorm.chunk_size": 8,
       "tracin.chunk_size": 8,
+      # DISAL's own ranking: a handful of labeled rows is a cold start, which picks
+      # Random's rows (tests/test_disal_guard.py)
+      "disal.cold_start_labels_per_class": 0.0,
     }
   )
 
