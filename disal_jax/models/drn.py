@@ -132,7 +132,7 @@ class DRN(nn.Module):
     x, stages = DRNBackbone(self.width, self.layers, self.dtype, name="backbone")(
       x.astype(self.dtype), train
     )
-    features = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # float32 as ResNet's
     pooled = features
     if self.dropout_rate:
       active = dropout and (self.train_dropout or not train)
@@ -162,7 +162,7 @@ class DRNSeg(nn.Module):
     feature_map, stages = DRNBackbone(self.width, self.layers, self.dtype, name="backbone")(
       x.astype(self.dtype), train
     )
-    features = jnp.mean(feature_map, axis=(1, 2)).astype(jnp.float32)
+    features = jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))
     if self.dropout_rate:
       active = dropout and (self.train_dropout or not train)
       feature_map = nn.Dropout(self.dropout_rate, deterministic=not active)(feature_map)

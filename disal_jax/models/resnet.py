@@ -1,8 +1,9 @@
 """ResNet-18 in Flax linen, with the CIFAR stem (3x3 stride 1, no max-pool) and the ImageNet
 stem (7x7 stride 2 + 3x3 max-pool), as in docs/method.md.
 
-`__call__` returns a dict: 'logits' (B, classes), 'features' (B, 8 * width), the pooled
-penultimate feature, and 'stages', the four stage feature maps (Learning Loss, TiDAL read them).
+`__call__` returns a dict: 'logits' (B, classes) float32, 'features' (B, 8 * width) float32,
+the pooled penultimate feature, and 'stages', the four stage feature maps in the compute dtype
+(Learning Loss, TiDAL read them).
 """
 
 from __future__ import annotations
@@ -116,16 +117,19 @@ class ResNet(nn.Module):
           self.width * 2**i, strides, dtype=self.dtype, name=f"stage{i + 1}_block{j + 1}"
         )(x, train)
       stages.append(x)
-    features = jnp.mean(x, axis=(1, 2))
+    # The pooled features and the head run in float32 whatever the compute dtype: scores,
+    # embeddings and the record read them, and bfloat16's 8-bit mantissa would tie margins and
+    # round distances (the head is a small fraction of the flops).
+    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.dropout_rate:
       active = dropout and (self.train_dropout or not train)
       features_for_head = nn.Dropout(self.dropout_rate, deterministic=not active)(features)
     else:
       features_for_head = features
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features_for_head)
+    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="head")(features_for_head)
     return {
-      "logits": logits.astype(jnp.float32),
-      "features": features.astype(jnp.float32),
+      "logits": logits,
+      "features": features,
       "stages": tuple(stages),
     }
 
