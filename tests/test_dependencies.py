@@ -34,3 +34,24 @@ def test_every_dependency_is_a_range_the_lock_satisfies():
     assert requirement.specifier.contains(pins[name]), (
       f"lock {name}=={pins[name]} outside {requirement}"
     )
+
+
+# jax releases the project must install beside: the lent GPU image's (jax 0.11 with CUDA 13)
+# and the newest minor published when the ranges were set (0.12).
+JAX_RELEASES_BESIDE = ("0.11.0", "0.11.4", "0.12.0", "0.12.2")
+
+
+def test_the_jax_ranges_admit_the_accelerator_images_jax():
+  """jax, jaxlib and the cuda12/cuda13/tpu extras admit jax 0.11.x and 0.12.x, so that
+  `pip install -e .` keeps a machine's own jax (an exact pin would replace it or fail)."""
+  project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+  extras = project["optional-dependencies"]
+  jax_family = [
+    Requirement(r)
+    for r in project["dependencies"] + extras["cuda12"] + extras["cuda13"] + extras["tpu"]
+    if Requirement(r).name in ("jax", "jaxlib")
+  ]
+  assert len(jax_family) == 5
+  for requirement in jax_family:
+    for version in JAX_RELEASES_BESIDE:
+      assert requirement.specifier.contains(version), f"{requirement} refuses jax {version}"
