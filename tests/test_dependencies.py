@@ -55,3 +55,25 @@ def test_the_jax_ranges_admit_the_accelerator_images_jax():
   for requirement in jax_family:
     for version in JAX_RELEASES_BESIDE:
       assert requirement.specifier.contains(version), f"{requirement} refuses jax {version}"
+
+
+def test_no_locked_dependency_caps_jax_below_the_ranges():
+  """The installed (locked) libraries that require jax or jaxlib admit 0.11.x and 0.12.x as
+  well: a cap in flax, optax, orbax or clu would make pip replace a machine's jax."""
+  from importlib.metadata import distributions
+
+  checked = set()
+  for dist in distributions():
+    name = dist.metadata["Name"].lower().replace("_", "-")
+    if name in ("jax", "jaxlib", "disal-jax"):
+      continue
+    for line in dist.requires or []:
+      requirement = Requirement(line)
+      if requirement.name not in ("jax", "jaxlib") or (
+        requirement.marker is not None and "extra" in str(requirement.marker)
+      ):
+        continue
+      checked.add(name)
+      for version in JAX_RELEASES_BESIDE:
+        assert requirement.specifier.contains(version), f"{name} {dist.version}: {line}"
+  assert {"flax", "optax", "orbax-checkpoint"} <= checked
