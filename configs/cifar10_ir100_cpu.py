@@ -5,6 +5,11 @@ scaled to 2 CPU cores.
       --strategies=random,coreset,margin --seeds=0,1,2 --workdir=workdirs/cifar10_ir100_cpu
   python -m disal_jax.report workdirs/cifar10_ir100_cpu
 
+The whole sweep of docs/results.md (nine strategies, seed by seed, resumable) is
+results/cifar10_ir100/sweep.sh, its tables results/cifar10_ir100/report.py. One run of Random,
+CoreSet or margin takes about 8 minutes alone on 2 CPU cores; DISAL's train branch and jvp
+scoring make its runs several times longer (times.md of the report).
+
 The archive is looked for beside the repository (shared/data/cifar10-jpeg.tar.gz); point
 --config.data.data_dir at another copy. What is kept from the paper, and what is scaled:
 - validation: a stratified 2,000 of the 50,000 balanced training images (data.val_fraction),
