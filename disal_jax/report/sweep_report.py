@@ -164,6 +164,32 @@ aulc = tables.aulc
 PAIRED_BASELINE = "random"  # every other strategy's AULC is paired with its, seed by seed
 
 
+def seed_aulcs(rows: list[Row], strategy: str) -> dict[int, float]:
+  """{seed: AULC of `Row.score`} of `strategy`'s finished runs (complete_seeds)."""
+  areas = {}
+  for seed in complete_seeds(rows, strategy)[0]:
+    mine = sorted((r.labeled, r.score) for r in rows if r.strategy == strategy and r.seed == seed)
+    areas[seed] = aulc(np.array([m[0] for m in mine]), np.array([m[1] for m in mine]))
+  return areas
+
+
+def paired_markdown(
+  areas: dict[str, dict[int, float]], baseline: str, others: Iterable[str]
+) -> list[str]:
+  """Table lines: each of `others`' AULC minus `baseline`'s, paired by seed (the seeds both
+  finished; a strategy sharing none is left out), per seed and mean ± std with the verdict."""
+  lines = ["| strategy | seeds | per seed | mean ± std |", "|---|---|---|---|"]
+  for s in others:
+    seeds, differences = tables.paired_differences(areas.get(s, {}), areas[baseline])
+    if seeds:
+      lines.append(
+        f"| {s} | {','.join(map(str, seeds))} | "
+        + " | ".join(tables.paired_cells(differences))
+        + " |"
+      )
+  return lines
+
+
 def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
   """The mean ± std table of `split` ('test' or 'val'), AULC last, Full Training below."""
   rows = on_split(rows, split)
@@ -197,12 +223,7 @@ def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
     percent = next(r.labeled_percent for r in rows if r.labeled == count)
     label = f"{count} ({percent:g}%)"
     lines.append(f"| {label} | " + " | ".join(cells(values)) + " |")
-  areas = {}  # strategy -> {finished seed: AULC}
-  for s in strategies:
-    areas[s] = {}
-    for seed in complete[s][0]:
-      mine = sorted((r.labeled, r.score) for r in rows if r.strategy == s and r.seed == seed)
-      areas[s][seed] = aulc(np.array([m[0] for m in mine]), np.array([m[1] for m in mine]))
+  areas = {s: seed_aulcs(rows, s) for s in strategies}  # strategy -> {finished seed: AULC}
   lines.append(
     "| AULC | "
     + " | ".join(
@@ -230,19 +251,8 @@ def accuracy_markdown(rows: list[Row], split: str = "test") -> str:
   )
   others = [s for s in strategies if s != PAIRED_BASELINE]
   if PAIRED_BASELINE in areas and any(areas[s] for s in others):
-    lines += [
-      "\n" + tables.paired_caption(PAIRED_BASELINE) + "\n",
-      "| strategy | seeds | per seed | mean ± std |",
-      "|---|---|---|---|",
-    ]
-    for s in others:
-      seeds, differences = tables.paired_differences(areas[s], areas[PAIRED_BASELINE])
-      if seeds:
-        lines.append(
-          f"| {s} | {','.join(map(str, seeds))} | "
-          + " | ".join(tables.paired_cells(differences))
-          + " |"
-        )
+    lines += ["\n" + tables.paired_caption(PAIRED_BASELINE) + "\n"]
+    lines += paired_markdown(areas, PAIRED_BASELINE, others)
   total = len(counts)
   running = [
     f"{s} seed {seed} ({done} of {total} cycles)"

@@ -7,10 +7,12 @@ Usage, from the repository root (the sweep folder of configs/cifar10_ir100_cpu.p
 
 Writes into the output folder: results.csv (every cycle of every run), accuracy.md and
 val_accuracy.md (mean ± std per labeled count, AULC, and AULC minus Random's paired by seed
-with its verdict), times.md, accuracy.png and val_accuracy.png (mean ± std bands), and
-rare_classes.md: per strategy, the labels each of the pool's five rarest classes holds after
-the last cycle (mean ± std over the finished seeds), the five together, and the smallest
-class count; the pool's own counts and Random's expectation on its first row.
+with its verdict), times.md, accuracy.png and val_accuracy.png (mean ± std bands),
+disal_pairs.md (DISAL's AULC minus every other strategy's, the control random_dynamic
+included, paired by seed, on both splits), and rare_classes.md: per strategy, the labels each
+of the pool's five rarest classes holds after the last cycle (mean ± std over the finished
+seeds), the five together, and the smallest class count; the pool's own counts and Random's
+expectation on its first rows.
 """
 
 import json
@@ -26,6 +28,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from tests.helpers import load_config  # noqa: E402  (the configs are files, not a package)
 
 RAREST = 5  # the classes counted: the pool's five smallest
+DISAL = "disal"  # the strategy paired with every other in disal_pairs.md
 
 
 def labeled_per_class(run: pathlib.Path, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -84,11 +87,34 @@ def rare_classes_markdown(sweep: pathlib.Path) -> str:
   return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
+def disal_pairs_markdown(rows: list[sweep_report.Row]) -> str:
+  """DISAL's AULC minus each other strategy's, paired by seed, validation then test; '' while
+  DISAL has no finished run."""
+  sections = []
+  for split, name in (("val", "Validation"), ("test", "Test")):
+    on_split = sweep_report.on_split(rows, split)
+    strategies = sweep_report.strategies_of(on_split)
+    areas = {s: sweep_report.seed_aulcs(on_split, s) for s in strategies}
+    if not areas.get(DISAL):
+      return ""
+    others = [s for s in strategies if s != DISAL]
+    caption = f"{name}: DISAL's AULC minus each strategy's, paired by seed, in points."
+    sections.append(
+      caption + "\n\n" + "\n".join(sweep_report.paired_markdown(areas, DISAL, others))
+    )
+  return (
+    "\n\n".join(sections) + "\n\n(mean ± std of the differences; a mean inside one std is a tie)\n"
+  )
+
+
 def main(sweep: pathlib.Path, out: pathlib.Path) -> None:
   sweep_report.write_report(sweep, out)
   rows = sweep_report.collect(sweep)
   sweep_report.plot(rows, out / "val_accuracy.png", f"{sweep.name} (validation)", split="val")
   (out / "rare_classes.md").write_text(rare_classes_markdown(sweep))
+  pairs = disal_pairs_markdown(rows)
+  if pairs:
+    (out / "disal_pairs.md").write_text(pairs)
   print(f"wrote {out}")
 
 
