@@ -60,7 +60,7 @@ def standard_promotion():
 
 @functools.cache
 def _dataset():
-  return testing.tiny_dataset(num_train=NUM_TRAIN, num_classes=NUM_CLASSES, size=8)
+  return testing.tiny_dataset(num_train=NUM_TRAIN, num_classes=NUM_CLASSES, size=16)
 
 
 def _context(strategy: str, dtype: str):
@@ -95,7 +95,7 @@ def test_logits_and_features_are_float32_and_not_rounded_to_bfloat16(model_name)
   """The head and the pooling run in float32: the outputs are float32, agree with the float32
   model's to bfloat16's precision, and are not bfloat16 values (a bfloat16 head returns
   logits every one of which bfloat16 represents)."""
-  x = jax.random.normal(jax.random.key(3), (16, 16, 16, 3))
+  x = jax.random.normal(jax.random.key(3), (16, 32, 32, 3))  # pooled over 4x4 and more
   outputs = {}
   for dtype in ("float32", "bfloat16"):
     config = tiny_config(**{"model.name": model_name, "model.dtype": dtype, "model.width": 4})
@@ -105,7 +105,7 @@ def test_logits_and_features_are_float32_and_not_rounded_to_bfloat16(model_name)
   for name in ("logits", "features"):
     low, full = (np.asarray(outputs[d][name]) for d in ("bfloat16", "float32"))
     assert low.dtype == np.float32, name
-    assert bf16_rounded_fraction(low) < 0.5, name
+    assert bf16_rounded_fraction(low[low != 0]) < 0.5, name  # ReLU's zeros are exact
     scale = np.abs(full).max()
     assert np.abs(low - full).max() < 0.05 * scale, name
 

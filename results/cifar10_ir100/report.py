@@ -15,6 +15,7 @@ seeds), the five together, and the smallest class count; the pool's own counts a
 expectation on its first rows.
 """
 
+import importlib.util
 import json
 import pathlib
 import sys
@@ -24,11 +25,18 @@ import numpy as np
 from disal_jax.data.registry import load_dataset
 from disal_jax.report import sweep_report
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from tests.helpers import load_config  # noqa: E402  (the configs are files, not a package)
-
+CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "cifar10_ir100_cpu.py"
 RAREST = 5  # the classes counted: the pool's five smallest
 DISAL = "disal"  # the strategy paired with every other in disal_pairs.md
+
+
+def load_config():
+  """configs/cifar10_ir100_cpu.py's get_config(), loaded by path as config_flags loads it
+  (configs/ is not a package)."""
+  spec = importlib.util.spec_from_file_location("configs_cifar10_ir100_cpu", CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def labeled_per_class(run: pathlib.Path, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -46,7 +54,7 @@ def finished(run: pathlib.Path, final_count: int) -> bool:
 
 def rare_classes_markdown(sweep: pathlib.Path) -> str:
   """The rare-class table of `sweep` (see the module docstring)."""
-  config = load_config("cifar10_ir100_cpu")
+  config = load_config()
   dataset = load_dataset(config.data)
   labels = np.asarray(dataset.train_labels)
   num_classes = dataset.num_classes

@@ -8,6 +8,7 @@
 # own, linked into the sweep as disal_lambda0 so that the report pairs it with Random.
 set -euo pipefail
 WORKDIR=${1:-workdirs/cifar10_ir100_cpu}
+WORKDIR=${WORKDIR%/}  # the λ = 0 folder is its sibling
 CONFIG=configs/cifar10_ir100_cpu.py
 STRATEGIES=random,coreset,margin,disal,random_dynamic,learning_loss,mc_dropout,badge
 mkdir -p "$WORKDIR"
