@@ -179,3 +179,13 @@ def test_validation_table_is_written_from_the_runs_validation_accuracy(tmp_path)
 def test_no_validation_table_without_validation_accuracy(hand_built):
   out = sweep_report.write_report(hand_built)
   assert not (out / "val_accuracy.md").exists()
+
+
+def test_paired_markdown_subtracts_in_the_stated_direction():
+  """Each strategy minus the baseline by default; the baseline minus each with
+  baseline_first (a sign slip would read a lead as a loss); seeds paired, unshared left out."""
+  areas = {"base": {0: 0.50, 1: 0.60, 2: 0.70}, "other": {0: 0.40, 1: 0.30}, "none": {5: 0.1}}
+  rows = sweep_report.paired_markdown(areas, "base", ["other", "none"])
+  assert rows[2:] == ["| other | 0,1 | −10.00, −30.00 | −20.00 ± 10.00 (behind) |"]
+  rows = sweep_report.paired_markdown(areas, "base", ["other"], baseline_first=True)
+  assert rows[2:] == ["| other | 0,1 | +10.00, +30.00 | +20.00 ± 10.00 (ahead) |"]

@@ -174,13 +174,20 @@ def seed_aulcs(rows: list[Row], strategy: str) -> dict[int, float]:
 
 
 def paired_markdown(
-  areas: dict[str, dict[int, float]], baseline: str, others: Iterable[str]
+  areas: dict[str, dict[int, float]],
+  baseline: str,
+  others: Iterable[str],
+  baseline_first: bool = False,
 ) -> list[str]:
-  """Table lines: each of `others`' AULC minus `baseline`'s, paired by seed (the seeds both
-  finished; a strategy sharing none is left out), per seed and mean ± std with the verdict."""
+  """Table lines: each of `others`' AULC minus `baseline`'s (`baseline_first`: `baseline`'s
+  minus each of theirs), paired by seed (the seeds both finished; a strategy sharing none is
+  left out), per seed and mean ± std with the verdict."""
   lines = ["| strategy | seeds | per seed | mean ± std |", "|---|---|---|---|"]
   for s in others:
-    seeds, differences = tables.paired_differences(areas.get(s, {}), areas[baseline])
+    pair = (
+      (areas[baseline], areas.get(s, {})) if baseline_first else (areas.get(s, {}), areas[baseline])
+    )
+    seeds, differences = tables.paired_differences(*pair)
     if seeds:
       lines.append(
         f"| {s} | {','.join(map(str, seeds))} | "

@@ -108,7 +108,9 @@ def disal_pairs_markdown(rows: list[sweep_report.Row]) -> str:
     others = [s for s in strategies if s != DISAL]
     caption = f"{name}: DISAL's AULC minus each strategy's, paired by seed, in points."
     sections.append(
-      caption + "\n\n" + "\n".join(sweep_report.paired_markdown(areas, DISAL, others))
+      caption
+      + "\n\n"
+      + "\n".join(sweep_report.paired_markdown(areas, DISAL, others, baseline_first=True))
     )
   return (
     "\n\n".join(sections) + "\n\n(mean ± std of the differences; a mean inside one std is a tie)\n"
