@@ -7,7 +7,7 @@ Usage, from the repository root (the sweep folder of configs/cifar10_ir100_cpu.p
 
 Writes into the output folder: results.csv (every cycle of every run), accuracy.md and
 val_accuracy.md (mean ± std per labeled count, AULC, and AULC minus Random's paired by seed
-with its verdict), times.md, accuracy.png and val_accuracy.png (mean ± std bands),
+with its verdict), times.md, accuracy.png and val_accuracy.png (mean ± std bands; git ignores them),
 disal_pairs.md (DISAL's AULC minus every other strategy's, the control random_dynamic
 included, paired by seed, on both splits), and rare_classes.md: per strategy, the labels each
 of the pool's five rarest classes holds after the last cycle (mean ± std over the finished
@@ -15,28 +15,18 @@ seeds), the five together, and the smallest class count; the pool's own counts a
 expectation on its first rows.
 """
 
-import importlib.util
 import json
 import pathlib
 import sys
 
+import ml_collections
 import numpy as np
 
 from disal_jax.data.registry import load_dataset
 from disal_jax.report import sweep_report
 
-CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "cifar10_ir100_cpu.py"
 RAREST = 5  # the classes counted: the pool's five smallest
 DISAL = "disal"  # the strategy paired with every other in disal_pairs.md
-
-
-def load_config():
-  """configs/cifar10_ir100_cpu.py's get_config(), loaded by path as config_flags loads it
-  (configs/ is not a package)."""
-  spec = importlib.util.spec_from_file_location("configs_cifar10_ir100_cpu", CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def labeled_per_class(run: pathlib.Path, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -54,7 +44,8 @@ def finished(run: pathlib.Path, final_count: int) -> bool:
 
 def rare_classes_markdown(sweep: pathlib.Path) -> str:
   """The rare-class table of `sweep` (see the module docstring)."""
-  config = load_config()
+  # the config the runs were made with, as the sweep wrote it (data_dir overrides included)
+  config = ml_collections.ConfigDict(json.loads((sweep / "config.json").read_text()))
   dataset = load_dataset(config.data)
   labels = np.asarray(dataset.train_labels)
   num_classes = dataset.num_classes
