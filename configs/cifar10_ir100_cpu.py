@@ -6,9 +6,9 @@ scaled to 2 CPU cores.
   python -m disal_jax.report workdirs/cifar10_ir100_cpu
 
 The whole sweep of docs/results.md (nine strategies, seed by seed, resumable) is
-results/cifar10_ir100/sweep.sh, its tables results/cifar10_ir100/report.py. One run of Random,
-CoreSet or margin takes about 8 minutes alone on 2 CPU cores; DISAL's train branch and jvp
-scoring make its cycles about 1.5-3x longer (times.md of the report).
+results/cifar10_ir100/sweep.sh, its tables results/cifar10_ir100/report.py. One run alone on
+2 CPU cores: Random, margin, CoreSet, BADGE, MC-Dropout or Learning Loss 450-600 s, DISAL about
+760 s (its train branch and jvp scoring); the sweep's 30 runs about 5 hours.
 
 The archive is looked for beside the repository (shared/data/cifar10-jpeg.tar.gz); point
 --config.data.data_dir at another copy. What is kept from the paper, and what is scaled:
