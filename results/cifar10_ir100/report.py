@@ -7,8 +7,8 @@ Usage, from the repository root (the sweep folder of configs/cifar10_ir100_cpu.p
 
 Writes into the output folder: results.csv (every cycle of every run), accuracy.md and
 val_accuracy.md (mean ± std per labeled count, AULC, and AULC minus Random's paired by seed
-with its verdict), times.md, accuracy.png and val_accuracy.png (mean ± std bands; git ignores them),
-disal_pairs.md (DISAL's AULC minus every other strategy's, the control random_dynamic
+with its verdict), times.md, accuracy.png and val_accuracy.png (mean ± std bands; git ignores
+them), disal_pairs.md (DISAL's AULC minus every other strategy's, the control random_dynamic
 included, paired by seed, on both splits), and rare_classes.md: per strategy, the labels each
 of the pool's five rarest classes holds after the last cycle (mean ± std over the finished
 seeds), the five together, and the smallest class count; the pool's own counts and Random's
